@@ -1,0 +1,120 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Typed exceptions raised by the library and by every backend.
+
+Each class only sets ``msg_fmt``; the keyword arguments given to the
+constructor fill it in and stay available as attributes, so callers can
+react to ``exc.uuid`` or ``exc.current`` without parsing the message.
+"""
+
+
+class ComputeDriverError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+    msg_fmt = "An unknown compute driver error occurred."
+
+    def __init__(self, message: str | None = None, **kwargs: object) -> None:
+        self.kwargs = kwargs
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError, ValueError):
+                # A wrong format key is a programming error in this library;
+                # still give the caller the template and the values rather
+                # than hiding the original failure behind a formatting one.
+                message = "%s (%s)" % (
+                    self.msg_fmt,
+                    ", ".join("%s=%r" % kv for kv in sorted(kwargs.items())))
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(ComputeDriverError):
+    msg_fmt = "Invalid input: %(reason)s"
+
+
+class InvalidInstanceName(InvalidInput):
+    msg_fmt = ("Invalid instance name %(name)r: %(reason)s")
+
+
+class InstanceNotFound(ComputeDriverError):
+    msg_fmt = "Instance %(instance)s could not be found."
+
+
+class InstanceExists(ComputeDriverError):
+    msg_fmt = "Instance %(instance)s already exists."
+
+
+class InvalidPowerState(ComputeDriverError):
+    msg_fmt = ("Cannot %(operation)s instance %(instance)s while it is "
+               "%(current)s; it must be %(expected)s.")
+
+
+class ImageNotFound(ComputeDriverError):
+    msg_fmt = "Image %(image)s could not be found. Available: %(available)s."
+
+
+class FlavorNotFound(ComputeDriverError):
+    msg_fmt = "Flavor %(flavor)s could not be found. Available: %(available)s."
+
+
+class InsufficientResources(ComputeDriverError):
+    msg_fmt = ("Not enough %(resource)s on %(host)s: %(requested)s requested, "
+               "%(free)s free of %(total)s.")
+
+
+class HypervisorUnavailable(ComputeDriverError):
+    msg_fmt = "Hypervisor %(host)s is unavailable: %(reason)s"
+
+
+class HypervisorVersionTooOld(ComputeDriverError):
+    msg_fmt = ("%(component)s %(found)s is too old for virt_type "
+               "%(virt_type)s; at least %(required)s is required.")
+
+
+class NotSupported(ComputeDriverError):
+    msg_fmt = "The %(driver)s backend does not support %(operation)s."
+
+
+class InvalidConfiguration(ComputeDriverError):
+    msg_fmt = "Invalid configuration: %(reason)s"
+
+
+class DriverNotFound(ComputeDriverError):
+    msg_fmt = ("Compute driver %(name)r is not installed. Installed drivers: "
+               "%(installed)s.")
+
+
+class DriverLoadError(ComputeDriverError):
+    msg_fmt = "Compute driver %(name)r could not be loaded: %(reason)s"
+
+
+class BackendSDKMissing(DriverLoadError):
+    msg_fmt = ("Compute driver %(name)r needs the Python module %(module)r, "
+               "which is not installed; install it with: %(hint)s")
+
+
+class BackendError(ComputeDriverError):
+    """A backend or SDK failure that has no more specific type.
+
+    Backends wrap SDK exceptions in this class (keeping the original as
+    ``__cause__``) so callers only ever need to catch
+    :class:`ComputeDriverError`.
+    """
+
+    msg_fmt = "%(operation)s failed on instance %(instance)s: %(reason)s"

@@ -1,0 +1,135 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+import difflib
+import os
+import pathlib
+
+from oslo_config import cfg
+from oslo_config import generator
+import pytest
+
+from compute_driver import conf as cd_conf
+from compute_driver.conf import opts
+from compute_driver import exception
+from compute_driver import loader
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ETC = ROOT / 'etc' / 'compute-driver'
+GENERATOR_CONF = ETC / 'compute-driver-config-generator.conf'
+SAMPLE = ETC / 'compute-driver.conf.sample'
+
+
+def _write(tmp_path, text):
+    path = tmp_path / 'compute-driver.conf'
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_files():
+    conf = cd_conf.build_conf(config_files=[])
+    assert conf.compute_driver == 'fake'
+    assert conf.fake.vcpus == 1000
+    assert conf.flavor == []
+
+
+def test_file_values_are_read(tmp_path):
+    path = _write(tmp_path, '[DEFAULT]\ncompute_driver = fake\n'
+                            'flavor = x1.one:1:32\n[fake]\nvcpus = 8\n')
+    conf = cd_conf.build_conf(config_files=[path])
+    assert conf.fake.vcpus == 8
+    assert conf.flavor == ['x1.one:1:32']
+
+
+@pytest.mark.parametrize('text,words', [
+    ('[fake]\nvcpus = -1\n', '[fake] vcpus'),
+    ('[fake]\nvcpus = many\n', '[fake] vcpus'),
+    ('[fake]\nhost_ip = not-an-ip\n', '[fake] host_ip'),
+    ('[DEFAULT]\ncompute_driver = bad name\n', '[DEFAULT] compute_driver'),
+    ('[DEFAULT]\nflavor = x1:0:64\n', "flavor 'x1:0:64'"),
+    ('[fake\nvcpus = 1\n', 'compute-driver.conf'),
+])
+def test_invalid_values_are_reported_at_build_time(tmp_path, text, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(exception.InvalidConfiguration) as exc:
+        cd_conf.build_conf(config_files=[path])
+    message = str(exc.value)
+    assert words in message
+    assert '\n' not in message
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(exception.InvalidConfiguration) as exc:
+        cd_conf.build_conf(config_files=[str(tmp_path / 'nope.conf')])
+    assert 'nope.conf' in str(exc.value)
+
+
+def test_config_dir_is_read_after_files(tmp_path):
+    path = _write(tmp_path, '[fake]\nvcpus = 8\n')
+    confd = tmp_path / 'conf.d'
+    confd.mkdir()
+    (confd / '10-cpu.conf').write_text('[fake]\nvcpus = 16\n')
+    conf = cd_conf.build_conf(config_files=[path], config_dirs=[str(confd)])
+    assert conf.fake.vcpus == 16
+
+
+def test_library_never_touches_global_conf():
+    conf = cd_conf.build_conf(config_files=[])
+    loader.load_driver(conf).init_host(conf.host)
+    assert 'compute_driver' not in cfg.CONF
+    assert 'fake' not in cfg.CONF
+    # Private objects share no values, whichever was built first.
+    before = cd_conf.build_conf(config_files=[])
+    conf.set_override('vcpus', 4, group='fake')
+    conf.set_override('images', ['x'], group='fake')
+    after = cd_conf.build_conf(config_files=[])
+    for other in (before, after):
+        assert other.fake.vcpus == 1000
+        assert other.fake.images == ['cirros-0.6.3-x86_64-disk']
+
+
+def test_every_option_has_help_and_type():
+    for group, group_opts in opts.list_opts():
+        for opt in group_opts:
+            assert opt.help and opt.help.rstrip().endswith('.'), opt.name
+            assert opt.type is not None, opt.name
+
+
+def test_integer_options_have_bounds():
+    for group, group_opts in opts.list_opts():
+        for opt in group_opts:
+            if isinstance(opt, cfg.IntOpt):
+                assert opt.type.min is not None, opt.name
+                assert opt.type.max is not None, opt.name
+
+
+def test_secret_looking_options_are_secret():
+    for group, group_opts in opts.list_opts():
+        for opt in group_opts:
+            if any(w in opt.name for w in ('password', 'secret', 'token',
+                                           'key_pass')):
+                assert opt.secret, opt.name
+
+
+def test_committed_sample_matches_generator(tmp_path):
+    out = tmp_path / 'sample.conf'
+    gen = cfg.ConfigOpts()
+    generator.register_cli_opts(gen)
+    gen(['--config-file', str(GENERATOR_CONF), '--output-file', str(out)])
+    generator.generate(gen)
+    expected = out.read_text()
+    committed = SAMPLE.read_text()
+    diff = ''.join(difflib.unified_diff(
+        committed.splitlines(True), expected.splitlines(True),
+        'committed sample', 'generator output'))
+    assert not diff, ('%s is out of date; run "tox -e genconfig" and commit '
+                      'the result:\n%s' % (os.path.relpath(SAMPLE), diff))

@@ -1,0 +1,215 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+import logging
+
+import pytest
+
+from compute_driver import conf as cd_conf
+from compute_driver import driver
+from compute_driver import event as virtevent
+from compute_driver import exception
+from compute_driver import objects
+from compute_driver import power_state
+
+
+class MinimalDriver(driver.ComputeDriver):
+    """Implements only what is required; every optional op is missing."""
+
+    def __init__(self, conf, virtapi=None):
+        super().__init__(conf, virtapi)
+        self.records = []
+
+    def init_host(self, host):
+        self.host = host
+
+    def get_info(self, instance, use_cache=True):
+        raise exception.InstanceNotFound(instance=instance.name)
+
+    def list_instances(self):
+        return [r.instance.name for r in self.records]
+
+    def list_instance_uuids(self):
+        return [r.instance.uuid for r in self.records]
+
+    def list_instance_records(self):
+        return list(self.records)
+
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, allocations, network_info=None,
+              block_device_info=None, power_on=True, accel_info=None):
+        self.records.append(objects.InstanceRecord(
+            instance, objects.InstanceInfo(power_state.RUNNING)))
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        self.records = [r for r in self.records
+                        if r.instance.uuid != instance.uuid]
+
+    def get_available_resource(self, nodename):
+        raise exception.HypervisorUnavailable(host='x', reason='test')
+
+    def get_available_nodes(self, refresh=False):
+        return ['x']
+
+
+@pytest.fixture
+def minimal():
+    return MinimalDriver(cd_conf.build_conf(config_files=[]))
+
+
+@pytest.fixture
+def instance():
+    flavor = objects.Flavor('m1.test', vcpus=1, memory_mb=64)
+    return objects.Instance.new('vm1', flavor, 'cirros')
+
+
+def test_missing_abstract_method_cannot_be_built():
+    class Incomplete(driver.ComputeDriver):
+        def init_host(self, host):
+            self.host = host
+
+    with pytest.raises(TypeError):
+        Incomplete(None)
+
+
+def test_capabilities_default_to_false(minimal):
+    assert set(minimal.capabilities) == set(driver.default_capabilities())
+    assert not any(minimal.capabilities.values())
+    assert not minimal.supports('pause')
+    with pytest.raises(KeyError):
+        minimal.supports('fly')
+
+
+def test_partial_capabilities_are_completed():
+    class Partial(MinimalDriver):
+        capabilities = {'supports_pause': True}
+
+    assert Partial.capabilities['supports_pause'] is True
+    assert Partial.capabilities['supports_suspend'] is False
+    assert set(Partial.capabilities) == set(driver.default_capabilities())
+
+
+def test_unknown_capability_key_is_a_type_error():
+    with pytest.raises(TypeError) as exc:
+        type('Typo', (MinimalDriver,), {'capabilities': {'supports_paus':
+                                                         True}})
+    assert 'supports_paus' in str(exc.value)
+
+
+@pytest.mark.parametrize('call,operation', [
+    (lambda d, i: d.cleanup_host('h'), 'cleanup_host'),
+    (lambda d, i: d.instance_exists(i), 'instance_exists'),
+    (lambda d, i: d.reboot(None, i, None, driver.REBOOT_SOFT),
+     'soft_reboot'),
+    (lambda d, i: d.reboot(None, i, None, driver.REBOOT_HARD),
+     'hard_reboot'),
+    (lambda d, i: d.power_off(i), 'power_off'),
+    (lambda d, i: d.power_on(None, i, None), 'power_on'),
+    (lambda d, i: d.pause(i), 'pause'),
+    (lambda d, i: d.unpause(i), 'unpause'),
+    (lambda d, i: d.suspend(None, i), 'suspend'),
+    (lambda d, i: d.resume(None, i, None), 'resume'),
+    (lambda d, i: d.snapshot(None, i, 'img', None), 'snapshot'),
+    (lambda d, i: d.delete_snapshot(None, 'img'), 'delete_snapshot'),
+    (lambda d, i: d.revert_to_snapshot(None, i, 'img'),
+     'revert_to_snapshot'),
+    (lambda d, i: d.live_resize(None, i, vcpus=1), 'live_resize'),
+    (lambda d, i: d.get_console_output(None, i), 'console_output'),
+    (lambda d, i: d.get_diagnostics(i), 'diagnostics'),
+    (lambda d, i: d.get_host_ip_addr(), 'host_ip_addr'),
+    (lambda d, i: d.get_host_uptime(), 'host_uptime'),
+    (lambda d, i: d.list_images(), 'list_images'),
+])
+def test_optional_operations_raise_not_supported(minimal, instance, call,
+                                                 operation):
+    with pytest.raises(exception.NotSupported) as exc:
+        call(minimal, instance)
+    assert exc.value.operation == operation
+    assert 'MinimalDriver' in str(exc.value)
+
+
+def test_every_optional_operation_has_a_base_method():
+    for operation, method in driver.OPTIONAL_OPERATIONS.items():
+        assert callable(getattr(driver.ComputeDriver, method)), operation
+    for method in driver.REQUIRED_METHODS:
+        assert method in driver.ComputeDriver.__abstractmethods__
+
+
+def test_transition_table_is_consistent():
+    for operation, spec in driver.TRANSITIONS.items():
+        assert operation in driver.OPTIONAL_OPERATIONS
+        assert spec.allowed
+        assert set(spec.allowed) <= set(power_state.ALL)
+        assert spec.result is None or spec.result in power_state.ALL
+        assert set(spec.events) <= set(virtevent.NAMES)
+
+
+def test_power_state_values_equal_novas():
+    assert (power_state.NOSTATE, power_state.RUNNING, power_state.PAUSED,
+            power_state.SHUTDOWN, power_state.CRASHED,
+            power_state.SUSPENDED) == (0, 1, 3, 4, 6, 7)
+    assert power_state.name(4) == 'shutdown'
+    assert power_state.name(9) == 'unknown(9)'
+
+
+def test_event_values_equal_novas():
+    assert (virtevent.EVENT_LIFECYCLE_STARTED,
+            virtevent.EVENT_LIFECYCLE_STOPPED,
+            virtevent.EVENT_LIFECYCLE_PAUSED,
+            virtevent.EVENT_LIFECYCLE_RESUMED,
+            virtevent.EVENT_LIFECYCLE_SUSPENDED) == (0, 1, 2, 3, 4)
+    with pytest.raises(ValueError):
+        virtevent.LifecycleEvent('u', 99)
+
+
+def test_check_power_state_names_both_states(instance):
+    driver.ComputeDriver.check_power_state(instance, 'pause',
+                                           power_state.RUNNING)
+    with pytest.raises(exception.InvalidPowerState) as exc:
+        driver.ComputeDriver.check_power_state(instance, 'unpause',
+                                               power_state.SHUTDOWN)
+    assert str(exc.value) == ('Cannot unpause instance vm1 while it is '
+                              'shutdown; it must be paused.')
+
+
+def test_find_instance_by_uuid_then_name(minimal, instance):
+    minimal.spawn(None, instance, None, None, None, None)
+    assert minimal.find_instance('vm1').instance == instance
+    assert minimal.find_instance(instance.uuid.upper()).instance == instance
+    with pytest.raises(exception.InstanceNotFound):
+        minimal.find_instance('vm2')
+
+
+def test_events_reach_the_listener(minimal):
+    seen = []
+    minimal.register_event_listener(seen.append)
+    minimal.emit_lifecycle('u1', virtevent.EVENT_LIFECYCLE_PAUSED)
+    assert [(e.uuid, e.transition) for e in seen] == [('u1', 2)]
+    minimal.register_event_listener(None)
+    minimal.emit_lifecycle('u1', virtevent.EVENT_LIFECYCLE_RESUMED)
+    assert len(seen) == 1
+
+
+def test_emit_rejects_non_events(minimal):
+    with pytest.raises(ValueError):
+        minimal.emit_event('started')
+
+
+def test_failing_listener_is_logged_not_raised(minimal, caplog):
+    def broken(event):
+        raise RuntimeError('listener bug')
+
+    minimal.register_event_listener(broken)
+    with caplog.at_level(logging.ERROR):
+        minimal.emit_lifecycle('u1', virtevent.EVENT_LIFECYCLE_STARTED)
+    assert 'listener bug' in caplog.text

@@ -1,0 +1,155 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from stevedore import driver as stevedore_driver
+from stevedore import extension
+
+from compute_driver import conf as cd_conf
+from compute_driver import driver
+from compute_driver import exception
+from compute_driver.fake import driver as fake_driver
+from compute_driver import loader
+
+
+@pytest.fixture
+def conf():
+    return cd_conf.build_conf(config_files=[])
+
+
+def _use_plugin(monkeypatch, plugin, name='thing'):
+    """Make the loader find ``plugin`` instead of real entry points."""
+    ext = extension.Extension(name, None, plugin, None)
+    manager = stevedore_driver.DriverManager.make_test_instance(
+        ext, namespace=loader.NAMESPACE)
+    monkeypatch.setattr(stevedore_driver, 'DriverManager',
+                        lambda *args, **kwargs: manager)
+
+
+def test_fake_is_installed_and_loads(conf):
+    assert 'fake' in loader.installed_drivers()
+    backend = loader.load_driver(conf)
+    assert isinstance(backend, fake_driver.FakeDriver)
+    assert backend.name == 'fake'
+    assert backend.conf is conf
+
+
+def test_unknown_driver_lists_installed(conf):
+    with pytest.raises(exception.DriverNotFound) as exc:
+        loader.load_driver(conf, 'nosuch')
+    assert "'nosuch'" in str(exc.value)
+    assert 'fake' in str(exc.value)
+
+
+def test_configured_name_is_used(conf):
+    conf.set_override('compute_driver', 'nosuch')
+    with pytest.raises(exception.DriverNotFound):
+        loader.load_driver(conf)
+
+
+def test_non_driver_class_is_refused(monkeypatch, conf):
+    _use_plugin(monkeypatch, dict)
+    with pytest.raises(exception.DriverLoadError) as exc:
+        loader.load_driver(conf, 'thing')
+    assert 'not a compute_driver.driver.ComputeDriver' in str(exc.value)
+
+
+def test_constructor_errors_keep_their_type(monkeypatch, conf):
+    class Broken(fake_driver.FakeDriver):
+        def __init__(self, conf, virtapi=None):
+            raise exception.InvalidConfiguration(reason='[thing] bad')
+
+    _use_plugin(monkeypatch, Broken)
+    with pytest.raises(exception.InvalidConfiguration):
+        loader.load_driver(conf, 'thing')
+
+
+def test_constructor_crash_is_wrapped(monkeypatch, conf):
+    class Crashing(fake_driver.FakeDriver):
+        def __init__(self, conf, virtapi=None):
+            raise RuntimeError('boom')
+
+    _use_plugin(monkeypatch, Crashing)
+    with pytest.raises(exception.DriverLoadError) as exc:
+        loader.load_driver(conf, 'thing')
+    assert 'RuntimeError: boom' in str(exc.value)
+
+
+def test_missing_sdk_names_module_and_package(monkeypatch):
+    def failing_manager(namespace, name, invoke_on_load,
+                        on_load_failure_callback):
+        error = ModuleNotFoundError("No module named 'libvirt'",
+                                    name='libvirt')
+        on_load_failure_callback(None, None, error)
+
+    monkeypatch.setattr(stevedore_driver, 'DriverManager', failing_manager)
+    with pytest.raises(exception.BackendSDKMissing) as exc:
+        loader.load_driver_class('libvirt')
+    message = str(exc.value)
+    assert "'libvirt'" in message
+    assert 'pip install' in message
+    assert 'libvirt' in message
+
+
+def test_install_hint_prefers_the_extra_named_after_the_backend(
+        monkeypatch):
+    # The docker backend lands later; its entry point will live in this
+    # distribution, which already declares a "docker" extra.
+    ep = loader._entry_points('fake')[0]
+    monkeypatch.setattr(loader, '_entry_points', lambda name=None: [ep])
+    assert (loader.install_hint('docker', 'docker') ==
+            "pip install 'compute-driver[docker]'")
+
+
+def test_install_hint_falls_back_to_the_package():
+    assert loader.install_hint('nosuch', 'libvirt') == (
+        'pip install libvirt-python')
+    assert loader.install_hint('fake', 'foo') == 'pip install foo'
+
+
+def test_own_import_errors_are_not_blamed_on_an_sdk(monkeypatch):
+    def failing_manager(namespace, name, invoke_on_load,
+                        on_load_failure_callback):
+        error = ImportError('cannot import name x',
+                            name='compute_driver.thing')
+        on_load_failure_callback(None, None, error)
+
+    monkeypatch.setattr(stevedore_driver, 'DriverManager', failing_manager)
+    with pytest.raises(exception.DriverLoadError) as exc:
+        loader.load_driver_class('thing')
+    assert not isinstance(exc.value, exception.BackendSDKMissing)
+
+
+def test_loading_fake_imports_no_backend_sdk():
+    code = textwrap.dedent('''
+        import sys
+        from compute_driver import conf, loader
+        c = conf.build_conf(config_files=[])
+        d = loader.load_driver(c)
+        d.init_host(c.host)
+        heavy = sorted(m for m in sys.modules
+                       if m.split('.')[0] in ('docker', 'libvirt', 'XenAPI',
+                                              'requests'))
+        print(','.join(heavy))
+    ''')
+    out = subprocess.run([sys.executable, '-c', code], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == ''
+
+
+def test_loaded_class_is_a_contract_subclass():
+    cls = loader.load_driver_class('fake')
+    assert issubclass(cls, driver.ComputeDriver)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test suite of compute-driver on a fresh Debian machine.
+#
+# Run it as root from anywhere: it installs what the tests need (Debian
+# packages, daemons, test images) through tools/install-test-deps.sh, then
+# runs the tox environments pep8, py3 (unit) and functional. CI runs exactly
+# this through .ci/run.
+#
+# COMPUTE_DRIVER_STRICT=1 (the default here) turns every "daemon missing"
+# skip of a functional test into a failure; set it to 0 on a laptop where
+# you knowingly lack a daemon.
+#
+# Exit status: 0 when every environment passed, else the first failing
+# environment's status (5 means pytest collected no test).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export COMPUTE_DRIVER_STRICT="${COMPUTE_DRIVER_STRICT:-1}"
+
+bash tools/install-test-deps.sh
+
+venv=.tox-runner
+if [[ ! -x "$venv/bin/tox" ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet 'tox>=4'
+fi
+
+envs=${TOX_ENVS:-pep8,py3,functional}
+status=0
+IFS=, read -r -a env_list <<< "$envs"
+for env in "${env_list[@]}"; do
+    echo "==> tox -e $env"
+    rc=0
+    "$venv/bin/tox" -e "$env" || rc=$?
+    echo "==> tox -e $env: exit $rc"
+    if [[ $rc -ne 0 && $status -eq 0 ]]; then
+        status=$rc
+    fi
+done
+exit "$status"
