@@ -133,6 +133,12 @@ TRANSITIONS: dict[str, Transition] = {
 }
 
 
+#: States in which an instance has a live guest on the host (a libvirt
+#: "active" domain, a Docker container with a process): what
+#: ``HostResources.running_vms`` counts.
+ACTIVE_STATES = (power_state.RUNNING, power_state.PAUSED)
+
+
 def default_capabilities() -> dict[str, bool]:
     """Every ``supports_*`` key, all ``False``."""
     return {'supports_' + op: False for op in OPTIONAL_OPERATIONS}
@@ -143,6 +149,16 @@ EventCallback = collections.abc.Callable[[virtevent.Event], object]
 
 class ComputeDriver(abc.ABC):
     """Base class of every backend.
+
+    Every method that takes an instance raises
+    :class:`~compute_driver.exception.InstanceNotFound` when the backend
+    has no such instance, checked before anything else (so
+    ``revert_to_snapshot`` of an unknown instance is InstanceNotFound
+    whatever the image), except :meth:`destroy`, which succeeds, and
+    :meth:`instance_exists`, which answers ``False``. A power operation
+    from a state its :data:`TRANSITIONS` entry does not allow raises
+    :class:`~compute_driver.exception.InvalidPowerState` and changes
+    nothing.
 
     :param conf: the library's own ``oslo_config.cfg.ConfigOpts`` with every
         option group registered and parsed (see
@@ -205,6 +221,30 @@ class ComputeDriver(abc.ABC):
                 instance=instance.name,
                 current=power_state.name(current),
                 expected=' or '.join(power_state.name(s) for s in allowed))
+
+    @staticmethod
+    def check_live_resize(instance: objects.Instance, vcpus: int | None,
+                          memory_mb: int | None) -> None:
+        """Refuse a live resize outside ``1..flavor`` or with no value.
+
+        :param instance: the instance as the backend stored it at spawn
+            time: its flavor is what the host granted.
+        :raises InvalidInput: naming the value and its bounds.
+        """
+        if vcpus is None and memory_mb is None:
+            raise exception.InvalidInput(
+                reason='live resize needs vcpus, memory_mb or both')
+        flavor = instance.flavor
+        for field, value, maximum in (('vcpus', vcpus, flavor.vcpus),
+                                      ('memory_mb', memory_mb,
+                                       flavor.memory_mb)):
+            if value is None:
+                continue
+            if (not isinstance(value, int) or isinstance(value, bool)
+                    or not 1 <= value <= maximum):
+                raise exception.InvalidInput(
+                    reason='%s must be an integer from 1 to %d (flavor %s), '
+                           'got %r' % (field, maximum, flavor.name, value))
 
     def find_instance(self, ref: str) -> objects.InstanceRecord:
         """Look an instance up by uuid or by name.
@@ -321,7 +361,12 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def get_available_resource(self,
                                nodename: str | None) -> objects.HostResources:
-        """The host's capacity and what this backend's instances use."""
+        """The host's capacity and what this backend's instances use.
+
+        Every instance that exists counts in the ``*_used`` values with its
+        flavor, whatever its power state, as Nova's claims do;
+        ``running_vms`` counts those in :data:`ACTIVE_STATES`.
+        """
 
     @abc.abstractmethod
     def get_available_nodes(self, refresh: bool = False) -> list[str]:

@@ -41,13 +41,17 @@ def build_conf(args: Sequence[str] | None = None,
         standard places (``~/.compute-driver/``, ``/etc/compute-driver/``
         ...); ``[]`` reads none.
     :param config_dirs: directories of ``*.conf`` files to read after the
-        files.
+        files; ``None`` searches the standard ``compute-driver.conf.d``
+        places only when ``config_files`` is ``None`` too, so that an
+        explicit list of files (even an empty one) reads nothing else.
     :param validate: read every option now so a bad value is reported here
         rather than at first use.
     :returns: the parsed ``cfg.ConfigOpts``.
     :raises InvalidConfiguration: for a missing, unreadable or invalid file
         or value.
     """
+    if config_dirs is None and config_files is not None:
+        config_dirs = []
     conf = cfg.ConfigOpts()
     register_opts(conf)
     try:

@@ -232,7 +232,7 @@ class FakeDriver(driver.ComputeDriver):
         with self._lock:
             vcpus, memory_mb, disk_gb = self._usage()
             running = sum(1 for g in self._guests.values()
-                          if g.state == power_state.RUNNING)
+                          if g.state in driver.ACTIVE_STATES)
         fake = self.conf.fake
         return objects.HostResources(
             vcpus=fake.vcpus, memory_mb=fake.memory_mb,
@@ -316,23 +316,34 @@ class FakeDriver(driver.ComputeDriver):
 
     def snapshot(self, context, instance, image_id, update_task_state):
         objects.validate_image_ref(image_id)
-        with self._lock:
+
+        def check():
             guest = self._guest(instance)
             self.check_power_state(instance, 'snapshot', guest.state)
             if image_id in self._images:
                 raise exception.InvalidInput(
                     reason='an image named %s exists already' % image_id)
-            if update_task_state is not None:
-                update_task_state(task_state=IMAGE_PENDING_UPLOAD)
-                update_task_state(task_state=IMAGE_UPLOADING,
-                                  expected_state=IMAGE_PENDING_UPLOAD)
+            return guest
+
+        with self._lock:
+            check()
+        # Nova's callback saves the instance to the database; never call
+        # out with the lock held.
+        if update_task_state is not None:
+            update_task_state(task_state=IMAGE_PENDING_UPLOAD)
+            update_task_state(task_state=IMAGE_UPLOADING,
+                              expected_state=IMAGE_PENDING_UPLOAD)
+        with self._lock:
+            # Checked again: the instance may have gone, or another snapshot
+            # taken the name, while the callback ran.
+            guest = check()
             self._images[image_id] = objects.ImageMeta(
                 name=image_id, disk_format='qcow2', container_format='bare',
-                min_disk=instance.flavor.root_gb,
+                min_disk=guest.instance.flavor.root_gb,
                 properties={
                     'image_type': 'snapshot',
                     'instance_uuid': instance.uuid,
-                    'base_image_ref': instance.image_ref,
+                    'base_image_ref': guest.instance.image_ref,
                     'disk_generation': str(guest.disk_generation),
                 })
 
@@ -373,20 +384,11 @@ class FakeDriver(driver.ComputeDriver):
                                 virtevent.EVENT_LIFECYCLE_STARTED)
 
     def live_resize(self, context, instance, vcpus=None, memory_mb=None):
-        if vcpus is None and memory_mb is None:
-            raise exception.InvalidInput(
-                reason='live resize needs vcpus, memory_mb or both')
-        flavor = instance.flavor
-        for field, value, maximum in (('vcpus', vcpus, flavor.vcpus),
-                                      ('memory_mb', memory_mb,
-                                       flavor.memory_mb)):
-            if value is not None and not (
-                    isinstance(value, int) and 1 <= value <= maximum):
-                raise exception.InvalidInput(
-                    reason='%s must be between 1 and %d (flavor %s), got %r'
-                           % (field, maximum, flavor.name, value))
         with self._lock:
             guest = self._guest(instance)
+            # The stored flavor is what spawn claimed; the caller's copy of
+            # the instance may say otherwise.
+            self.check_live_resize(guest.instance, vcpus, memory_mb)
             self.check_power_state(instance, 'live_resize', guest.state)
             guest.vcpus = vcpus if vcpus is not None else guest.vcpus
             guest.memory_mb = (memory_mb if memory_mb is not None

@@ -133,3 +133,20 @@ def test_committed_sample_matches_generator(tmp_path):
         'committed sample', 'generator output'))
     assert not diff, ('%s is out of date; run "tox -e genconfig" and commit '
                       'the result:\n%s' % (os.path.relpath(SAMPLE), diff))
+
+
+def test_explicit_files_read_no_standard_directory(monkeypatch, tmp_path):
+    confd = tmp_path / 'compute-driver.conf.d'
+    confd.mkdir()
+    (confd / 'x.conf').write_text('[fake]\nvcpus = 3\n')
+    searched = []
+
+    def find_dirs(project=None, prog=None, *args, **kwargs):
+        searched.append(project)
+        return [str(confd)]
+
+    monkeypatch.setattr(cfg, 'find_config_dirs', find_dirs)
+    assert cd_conf.build_conf(config_files=[]).fake.vcpus == 1000
+    monkeypatch.setattr(cfg, 'find_config_files', lambda *a, **kw: [])
+    assert cd_conf.build_conf().fake.vcpus == 3
+    assert searched == ['compute-driver']

@@ -212,3 +212,43 @@ def test_host_facts():
     assert backend.get_available_nodes() == ['host1']
     assert objects.version_to_str(
         backend.get_available_resource(None).hypervisor_version) == '1.0.0'
+
+
+def test_live_resize_bounds_come_from_the_stored_flavor():
+    backend = _driver()
+    inst = _boot(backend, flavor='m1.nano')
+    bigger = objects.Instance(
+        uuid=inst.uuid, name=inst.name, image_ref=inst.image_ref,
+        flavor=flavors.get_flavor(backend.conf, 'm1.xlarge'))
+    with pytest.raises(exception.InvalidInput) as exc:
+        backend.live_resize(None, bigger, memory_mb=9000)
+    assert 'from 1 to 64 (flavor m1.nano)' in str(exc.value)
+    with pytest.raises(exception.InvalidInput):
+        backend.live_resize(None, inst, vcpus=True)
+    assert backend.get_diagnostics(inst)['memory_mb'] == 64
+
+
+def test_snapshot_callback_runs_without_the_lock():
+    backend = _driver()
+    inst = _boot(backend)
+    seen = []
+
+    def callback(**kwargs):
+        worker = threading.Thread(
+            target=lambda: seen.append(backend.list_instances()))
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive(), 'driver lock held during callback'
+
+    backend.snapshot(None, inst, 'snap', callback)
+    assert seen == [['vm1'], ['vm1']]
+
+
+def test_paused_instances_count_as_running_vms():
+    backend = _driver()
+    _boot(backend, 'a')
+    backend.pause(_boot(backend, 'b'))
+    _boot(backend, 'c', power_on=False)
+    res = backend.get_available_resource(None)
+    assert res.running_vms == 2
+    assert res.vcpus_used == 3
