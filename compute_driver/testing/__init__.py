@@ -1,0 +1,21 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Test helpers for this project and for third-party backends.
+
+:mod:`compute_driver.testing.fixtures` holds helpers any test can use
+(configuration, an event recorder, skip-or-fail for a missing hypervisor);
+:mod:`compute_driver.testing.conformance` is the suite every backend runs by
+subclassing its ``DriverConformanceTests``.
+Both import pytest; this package itself imports nothing so that modules
+added here which do not need pytest stay importable without it.
+"""
