@@ -12,10 +12,14 @@
 
 """Flavors: Nova's standard ones built in, more from the config file."""
 
-from oslo_config import cfg
+import typing
+
 
 from compute_driver import exception
 from compute_driver import objects
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    from oslo_config import cfg
 
 #: DevStack's m1.nano and m1.micro, then Nova's historical defaults.
 BUILTIN = (
@@ -67,7 +71,7 @@ def parse_flavor(spec: str) -> objects.Flavor:
             reason='flavor %r: %s' % (spec, exc.reason)) from None
 
 
-def get_flavors(conf: cfg.ConfigOpts) -> dict[str, objects.Flavor]:
+def get_flavors(conf: 'cfg.ConfigOpts') -> dict[str, objects.Flavor]:
     """Every flavor by name: the built-ins, then the configured ones.
 
     :raises InvalidConfiguration: for a bad or twice-defined flavor.
@@ -84,7 +88,7 @@ def get_flavors(conf: cfg.ConfigOpts) -> dict[str, objects.Flavor]:
     return result
 
 
-def get_flavor(conf: cfg.ConfigOpts, name: str) -> objects.Flavor:
+def get_flavor(conf: 'cfg.ConfigOpts', name: str) -> objects.Flavor:
     """Look a flavor up by name.
 
     :raises FlavorNotFound: listing the flavors there are.

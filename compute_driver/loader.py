@@ -17,14 +17,19 @@ never imports docker, libvirt or XenAPI.
 """
 
 import importlib.metadata
+import logging
+import typing
 
-from oslo_config import cfg
-from oslo_log import log as logging
 from stevedore import driver as stevedore_driver
 from stevedore import exception as stevedore_exc
 
 from compute_driver import driver as contract
 from compute_driver import exception
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    # Only for annotations: "compute-driver drivers" loads backends without
+    # paying for oslo.config's import.
+    from oslo_config import cfg
 
 LOG = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ def load_driver_class(name: str) -> type[contract.ComputeDriver]:
     return cls
 
 
-def load_driver(conf: cfg.ConfigOpts, name: str | None = None,
+def load_driver(conf: 'cfg.ConfigOpts', name: str | None = None,
                 virtapi: object = None) -> contract.ComputeDriver:
     """Build the configured backend.
 

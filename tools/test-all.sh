@@ -19,7 +19,7 @@ export COMPUTE_DRIVER_STRICT="${COMPUTE_DRIVER_STRICT:-1}"
 
 bash tools/install-test-deps.sh
 
-venv=.tox-runner
+venv=.tox/runner
 if [[ ! -x "$venv/bin/tox" ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip

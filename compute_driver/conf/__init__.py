@@ -18,6 +18,7 @@ oslo.config user such as nova-compute.
 """
 
 from collections.abc import Sequence
+import re
 
 from oslo_config import cfg
 
@@ -25,6 +26,8 @@ from compute_driver.conf import opts
 from compute_driver import exception
 
 PROJECT = 'compute-driver'
+
+_LOCATION_DETAIL = re.compile(r"detail='([^']+)'")
 
 register_opts = opts.register_opts
 list_opts = opts.list_opts
@@ -86,8 +89,7 @@ def check_values(conf: cfg.ConfigOpts) -> None:
                 getattr(section, opt.dest)
             except (cfg.Error, ValueError) as exc:
                 raise exception.InvalidConfiguration(
-                    reason='[%s] %s: %s' % (group_name, opt.name,
-                                            _one_line(exc))) from exc
+                    reason=_describe(group_name, opt, exc)) from exc
     # Flavors are strings to oslo.config; parse them now for the same
     # reason.
     from compute_driver import flavors
@@ -96,3 +98,14 @@ def check_values(conf: cfg.ConfigOpts) -> None:
 
 def _one_line(exc: BaseException) -> str:
     return ' '.join(str(exc).split())
+
+
+def _describe(group: str, opt: cfg.Opt, exc: BaseException) -> str:
+    # oslo.config says "Value for option X from LocationInfo(location=...,
+    # detail='<file>') is not valid: <problem>"; say the file and the
+    # problem in words.
+    text = _one_line(exc)
+    problem = text.partition(' is not valid: ')[2]
+    where = _LOCATION_DETAIL.search(text) if problem else None
+    place = ' in %s' % where.group(1) if where else ''
+    return '[%s] %s%s: %s' % (group, opt.name, place, problem or text)

@@ -23,10 +23,9 @@ against it the way they test against Nova's fake driver.
 
 import collections
 import dataclasses
+import logging
 import threading
 import time
-
-from oslo_log import log as logging
 
 from compute_driver import driver
 from compute_driver import event as virtevent

@@ -65,6 +65,7 @@ def test_invalid_values_are_reported_at_build_time(tmp_path, text, words):
     message = str(exc.value)
     assert words in message
     assert '\n' not in message
+    assert 'LocationInfo' not in message
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path):
@@ -150,3 +151,12 @@ def test_explicit_files_read_no_standard_directory(monkeypatch, tmp_path):
     monkeypatch.setattr(cfg, 'find_config_files', lambda *a, **kw: [])
     assert cd_conf.build_conf().fake.vcpus == 3
     assert searched == ['compute-driver']
+
+
+def test_bad_value_error_names_option_file_and_problem(tmp_path):
+    path = _write(tmp_path, '[fake]\nvcpus = -1\n')
+    with pytest.raises(exception.InvalidConfiguration) as exc:
+        cd_conf.build_conf(config_files=[path])
+    assert str(exc.value) == (
+        'Invalid configuration: [fake] vcpus in %s: Should be greater than '
+        'or equal to 1' % path)

@@ -213,3 +213,21 @@ def test_failing_listener_is_logged_not_raised(minimal, caplog):
     with caplog.at_level(logging.ERROR):
         minimal.emit_lifecycle('u1', virtevent.EVENT_LIFECYCLE_STARTED)
     assert 'listener bug' in caplog.text
+
+
+def test_subclass_of_a_backend_inherits_its_capabilities():
+    class Parent(MinimalDriver):
+        capabilities = {'supports_pause': True, 'supports_unpause': True,
+                        'supports_suspend': True}
+
+    class Child(Parent):
+        capabilities = {'supports_suspend': False}
+
+    class Grandchild(Child):
+        pass
+
+    for cls in (Child, Grandchild):
+        assert cls.capabilities['supports_pause'] is True
+        assert cls.capabilities['supports_suspend'] is False
+        assert set(cls.capabilities) == set(driver.default_capabilities())
+    assert Parent.capabilities['supports_suspend'] is True

@@ -1,0 +1,164 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Base classes and argument helpers shared by every CLI command.
+
+Every command reports an error as one line on stderr and an exit code (1
+for a failed operation, 2 for a bad command line) instead of cliff's
+logged exception; ``--debug`` hands the exception back to cliff, which
+prints the traceback.
+"""
+
+import argparse
+import collections.abc
+import sys
+import types
+
+from cliff import columns
+from cliff import command
+from cliff import lister
+from cliff import show
+
+from compute_driver import exception
+
+#: Exit code of an operation that failed.
+EXIT_FAILURE = 1
+#: Exit code of a command line that makes no sense, as argparse uses.
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Options that each parse but do not make sense together."""
+
+
+class CommandFailed(Exception):
+    """A command failed for a reason already worded for the user."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as a single line, with its type when it is a bug.
+
+    Library errors are written for users and are shown as they are; any
+    other exception is a bug somewhere, so its type is kept for the report.
+    """
+    text = ' '.join(str(exc).split())
+    if isinstance(exc, (exception.ComputeDriverError, UsageError,
+                        CommandFailed)):
+        return text
+    if not text:
+        return type(exc).__name__
+    return '%s: %s' % (type(exc).__name__, text)
+
+
+def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
+    # argparse prints the whole usage block before the error; operators
+    # scripting this tool want the error alone on one line.
+    sys.stderr.write("%s: error: %s (see '%s --help')\n" % (
+        parser.prog, ' '.join(message.split()), parser.prog))
+    sys.exit(EXIT_USAGE)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` report a bad command line on one line of stderr."""
+    parser.error = types.MethodType(_one_line_error, parser)
+
+
+def int_at_least(minimum: int) -> collections.abc.Callable[[str], int]:
+    """An argparse ``type`` accepting integers ``>= minimum``."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                'must be an integer >= %d, got %r' % (minimum, text))
+        return value
+    return convert
+
+
+class KeyValueAction(argparse.Action):
+    """Collect repeated ``KEY=VALUE`` arguments into a dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        key, sep, value = values.partition('=')
+        if not sep or not key:
+            raise argparse.ArgumentError(
+                self, 'expected KEY=VALUE, got %r' % values)
+        result = dict(getattr(namespace, self.dest) or {})
+        result[key] = value
+        setattr(namespace, self.dest, result)
+
+
+class DictColumn(columns.FormattableColumn):
+    """A dict shown as ``key='value', ...`` in tables, as a dict in JSON."""
+
+    def human_readable(self) -> str:
+        return ', '.join('%s=%r' % (k, v)
+                         for k, v in sorted((self._value or {}).items()))
+
+
+class ListColumn(columns.FormattableColumn):
+    """A list shown one item a line in tables, as a list in JSON."""
+
+    def human_readable(self) -> str:
+        return '\n'.join(str(item) for item in self._value or ())
+
+
+def require(driver: object, operation: str) -> None:
+    """Refuse an optional operation the backend does not implement.
+
+    :raises NotSupported: when ``driver.supports(operation)`` is false.
+    """
+    if not driver.supports(operation):
+        raise exception.NotSupported(driver=driver.name, operation=operation)
+
+
+class _ErrorHandling:
+    """Mixin turning exceptions into one line of stderr and an exit code."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        one_line_errors(parser)
+        return parser
+
+    def get_epilog(self) -> str:
+        # cliff's default scans every installed distribution to say which
+        # plugin provides the command (tenths of a second); all of ours
+        # come from this one.
+        return self._epilog or ''
+
+    def run(self, parsed_args: argparse.Namespace) -> int:
+        try:
+            return super().run(parsed_args)
+        except UsageError as exc:
+            self.app.stderr.write('%s: error: %s\n' % (
+                self.app.NAME, one_line(exc)))
+            return EXIT_USAGE
+        except Exception as exc:
+            if self.app_args.debug:
+                # cliff logs the exception with its traceback.
+                raise
+            self.app.stderr.write(one_line(exc) + '\n')
+            return EXIT_FAILURE
+
+
+class Command(_ErrorHandling, command.Command):
+    """A command that prints nothing on success, as openstackclient's."""
+
+
+class Lister(_ErrorHandling, lister.Lister):
+    """A command printing a table of rows."""
+
+
+class ShowOne(_ErrorHandling, show.ShowOne):
+    """A command printing one object's fields."""

@@ -1,0 +1,135 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Commands about the host and its backends.
+
+``drivers``, ``check``, ``resources``, ``images`` and ``flavors``.
+"""
+
+import importlib.metadata
+
+from compute_driver.cmd import common
+from compute_driver import exception
+from compute_driver import flavors
+from compute_driver import loader
+from compute_driver import objects
+
+
+def _nodename(backend) -> str | None:
+    nodes = backend.get_available_nodes()
+    return nodes[0] if nodes else None
+
+
+def _resource_fields(resources: objects.HostResources) -> dict[str, object]:
+    data = resources.to_dict()
+    data['hypervisor_version'] = objects.version_to_str(
+        resources.hypervisor_version)
+    data['vcpus_free'] = resources.vcpus_free
+    data['memory_mb_free'] = resources.memory_mb_free
+    data['local_gb_free'] = resources.local_gb_free
+    # Nova's dict carries cpu_info as JSON text; show the structure.
+    data['cpu_info'] = common.DictColumn(resources.cpu_info)
+    del data['numa_topology']
+    return data
+
+
+class ListDrivers(common.Lister):
+    """List the installed backends and whether each one can be loaded.
+
+    Loading imports the backend's module and so its SDK; no configuration
+    is read and no hypervisor is contacted.
+    """
+
+    def take_action(self, parsed_args):
+        targets = {}
+        for ep in importlib.metadata.entry_points(group=loader.NAMESPACE):
+            targets.setdefault(ep.name, ep.value)
+        rows = []
+        for name in loader.installed_drivers():
+            try:
+                loader.load_driver_class(name)
+            except exception.BackendSDKMissing as exc:
+                status = 'missing SDK module %r: %s' % (exc.module, exc.hint)
+            except exception.ComputeDriverError as exc:
+                status = common.one_line(exc)
+            else:
+                status = 'ok'
+            rows.append((name, targets.get(name, ''), status))
+        return ('Name', 'Entry Point', 'Status'), rows
+
+
+class CheckHost(common.ShowOne):
+    """Load the configured backend, connect to its host and describe it.
+
+    Exits non-zero with the reason when the backend cannot be loaded or
+    its hypervisor cannot be used.
+    """
+
+    def take_action(self, parsed_args):
+        backend = self.app.driver
+        resources = backend.get_available_resource(_nodename(backend))
+        supported = sorted(op for op in backend.capabilities
+                           if backend.capabilities[op])
+        data = {
+            'driver': backend.name,
+            'host': self.app.conf.host,
+            'hypervisor_type': resources.hypervisor_type,
+            'hypervisor_version': objects.version_to_str(
+                resources.hypervisor_version),
+            'hypervisor_hostname': resources.hypervisor_hostname,
+            'vcpus': resources.vcpus,
+            'vcpus_free': resources.vcpus_free,
+            'memory_mb': resources.memory_mb,
+            'memory_mb_free': resources.memory_mb_free,
+            'local_gb': resources.local_gb,
+            'local_gb_free': resources.local_gb_free,
+            'running_vms': resources.running_vms,
+            'capabilities': common.ListColumn(
+                [op[len('supports_'):] for op in supported]),
+        }
+        return tuple(data), tuple(data.values())
+
+
+class ShowResources(common.ShowOne):
+    """Show the host's capacity and what the backend's instances use."""
+
+    def take_action(self, parsed_args):
+        backend = self.app.driver
+        data = _resource_fields(
+            backend.get_available_resource(_nodename(backend)))
+        names = sorted(data)
+        return names, [data[n] for n in names]
+
+
+class ListImages(common.Lister):
+    """List the images the backend can boot, snapshots included."""
+
+    def take_action(self, parsed_args):
+        backend = self.app.driver
+        common.require(backend, 'list_images')
+        rows = [(i.name, i.disk_format or '', i.container_format or '',
+                 i.min_ram, i.min_disk, i.size,
+                 common.DictColumn(i.properties))
+                for i in backend.list_images()]
+        return (('Name', 'Disk Format', 'Container Format', 'Min RAM (MB)',
+                 'Min Disk (GB)', 'Size', 'Properties'), rows)
+
+
+class ListFlavors(common.Lister):
+    """List the built-in and configured flavors."""
+
+    def take_action(self, parsed_args):
+        rows = [(f.name, f.vcpus, f.memory_mb, f.root_gb, f.ephemeral_gb,
+                 f.swap, common.DictColumn(f.extra_specs))
+                for f in flavors.get_flavors(self.app.conf).values()]
+        return (('Name', 'vCPUs', 'Memory (MB)', 'Root (GB)',
+                 'Ephemeral (GB)', 'Swap (MB)', 'Extra Specs'), rows)

@@ -1,0 +1,211 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The ``compute-driver`` command.
+
+Commands are cliff plugins in the ``compute_driver.cli`` entry-point
+namespace, so only the module of the command being run is imported. The
+configuration and the backend are built on first use and kept on the
+:class:`App`: ``compute-driver drivers`` never builds them, and the
+interactive mode (``compute-driver`` with no command) keeps one backend,
+and the fake backend's instances, across commands.
+"""
+
+import importlib.metadata
+import logging
+import sys
+
+from cliff import app
+from cliff import commandmanager
+
+from compute_driver.cmd import common
+
+NAMESPACE = 'compute_driver.cli'
+EXIT_INTERRUPTED = 130
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version('compute-driver')
+    except importlib.metadata.PackageNotFoundError:
+        return 'unknown'
+
+
+class CommandManager(commandmanager.CommandManager):
+    """cliff's command manager, importing a command only when it runs.
+
+    cliff's own imports every command module at start-up to list them,
+    which costs every command the import time of all the others.
+    """
+
+    def load_commands(self, namespace: str) -> None:
+        self.group_list.append(namespace)
+        for ep in importlib.metadata.entry_points(group=namespace):
+            name = (ep.name.replace('_', ' ') if self.convert_underscores
+                    else ep.name)
+            self.commands[name] = ep
+
+
+class App(app.App):
+    """The ``compute-driver`` application.
+
+    :param stdin: input of the interactive mode; ``sys.stdin`` by default.
+    :param stdout: where results go; ``sys.stdout`` by default.
+    :param stderr: where errors and logs go; ``sys.stderr`` by default.
+    """
+
+    # cliff derives the name from sys.argv[0], which is "pytest" or
+    # "main.py" when the app is not run through its console script.
+    NAME = 'compute-driver'
+    LOG = logging.getLogger(NAME)
+
+    def __init__(self, stdin=None, stdout=None, stderr=None) -> None:
+        super().__init__(
+            description='Drive VMs and containers through one Nova-like '
+                        'compute driver interface.',
+            version=_version(),
+            command_manager=CommandManager(NAMESPACE),
+            stdin=stdin, stdout=stdout, stderr=stderr)
+        self._conf = None
+        self._driver = None
+        self._log_handlers: list[logging.Handler] = []
+        self._interacted = False
+
+    def build_option_parser(self, description, version,
+                            argparse_kwargs=None):
+        parser = super().build_option_parser(description, version,
+                                             argparse_kwargs)
+        parser.prog = self.NAME
+        common.one_line_errors(parser)
+        parser.add_argument(
+            '--config-file', metavar='PATH', action='append',
+            dest='config_files',
+            help='Read this configuration file; repeat for more, later '
+                 'files override earlier ones. Without it the standard '
+                 'places are searched: ~/.compute-driver/, ~/, '
+                 '/etc/compute-driver/ and /etc/ for compute-driver.conf.')
+        parser.add_argument(
+            '--config-dir', metavar='DIR', action='append',
+            dest='config_dirs',
+            help='Also read every *.conf file of this directory, in '
+                 'alphabetical order, after the configuration files; '
+                 'repeatable.')
+        return parser
+
+    def configure_logging(self) -> None:
+        # cliff adds its handlers to the root logger on every run(); drop
+        # ours from a previous run so a reused App does not log twice.
+        self._remove_log_handlers()
+        root = logging.getLogger()
+        before = list(root.handlers)
+        super().configure_logging()
+        self._log_handlers = [h for h in root.handlers if h not in before]
+        # The loader turns stevedore's failures into typed errors that are
+        # reported anyway; its own warnings would repeat them.
+        logging.getLogger('stevedore').setLevel(
+            logging.ERROR if self.options.verbose_level < 2
+            else logging.NOTSET)
+
+    def _remove_log_handlers(self) -> None:
+        root = logging.getLogger()
+        for handler in self._log_handlers:
+            root.removeHandler(handler)
+            handler.close()
+        self._log_handlers = []
+
+    @property
+    def conf(self):
+        """The parsed private ``ConfigOpts``, built on first use.
+
+        :raises InvalidConfiguration: for a bad file or value.
+        """
+        if self._conf is None:
+            # Imported here so that commands needing no configuration do
+            # not pay for parsing it.
+            from compute_driver import conf as cd_conf
+            self._conf = cd_conf.build_conf(
+                config_files=self.options.config_files,
+                config_dirs=self.options.config_dirs)
+        return self._conf
+
+    @property
+    def driver(self):
+        """The configured backend, loaded and ``init_host``-ed once.
+
+        :raises ComputeDriverError: when it cannot be loaded or reached.
+        """
+        if self._driver is None:
+            from compute_driver import loader
+            backend = loader.load_driver(self.conf)
+            backend.init_host(self.conf.host)
+            self._driver = backend
+        return self._driver
+
+    def interact(self) -> None:
+        # Imported here: it imports cmd2, which only this mode needs.
+        from compute_driver.cmd import interactive
+        if self.interactive_app_factory is None:
+            self.interactive_app_factory = interactive.InteractiveApp
+        super().interact()
+        self._interacted = True
+
+    def run(self, argv: list[str]) -> int:
+        result = super().run(argv)
+        # cliff returns 1 after an interactive session however it went; a
+        # session that reached its end (EOF, "quit") is a success.
+        if self._interacted:
+            self._interacted = False
+            return 0
+        return result
+
+    def close(self) -> None:
+        """Release the backend and the logging handlers."""
+        backend, self._driver = self._driver, None
+        try:
+            if backend is not None and backend.supports('cleanup_host'):
+                backend.cleanup_host(self._conf.host)
+        except Exception as exc:
+            self.stderr.write('Could not clean up the %s backend: %s\n' % (
+                backend.name, common.one_line(exc)))
+        finally:
+            self._remove_log_handlers()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; the console script ``compute-driver``.
+
+    :param argv: arguments without the program name; ``sys.argv[1:]``
+        when ``None``.
+    :returns: the exit code.
+    """
+    if argv is None:
+        argv = sys.argv[1:]
+    application = None
+    try:
+        application = App()
+        return application.run(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        # argparse exits on a bad command line, --help and --version; turn
+        # that into a return value so main() can be driven in-process.
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        sys.stderr.write('%s\n' % exc.code)
+        return common.EXIT_FAILURE
+    finally:
+        if application is not None:
+            application.close()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

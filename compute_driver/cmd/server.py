@@ -1,0 +1,330 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Commands acting on instances.
+
+Instances are named on the command line by name or uuid, as in
+openstackclient. Action commands print nothing on success.
+"""
+
+import abc
+
+from compute_driver.cmd import common
+from compute_driver import driver as contract
+from compute_driver import flavors
+from compute_driver import objects
+from compute_driver import power_state
+
+#: Nova's default ``shutdown_timeout`` and retry interval, in seconds.
+DEFAULT_STOP_TIMEOUT = 60
+STOP_RETRY_INTERVAL = 10
+
+
+def _instance_fields(backend, record: objects.InstanceRecord):
+    instance = record.instance
+    vcpus, memory_mb = instance.flavor.vcpus, instance.flavor.memory_mb
+    if backend.supports('diagnostics'):
+        # The flavor is what was booted; a live resize may have changed
+        # what the instance has now.
+        diagnostics = backend.get_diagnostics(instance)
+        vcpus = diagnostics.get('vcpus', vcpus)
+        memory_mb = diagnostics.get('memory_mb', memory_mb)
+    data = {
+        'name': instance.name,
+        'uuid': instance.uuid,
+        'state': power_state.name(record.info.state),
+        'flavor': instance.flavor.name,
+        'vcpus': vcpus,
+        'memory_mb': memory_mb,
+        'image': instance.image_ref,
+        'properties': common.DictColumn(instance.metadata),
+        'internal_id': record.info.internal_id or '',
+    }
+    return tuple(data), tuple(data.values())
+
+
+def _add_instance_argument(parser, nargs=None):
+    parser.add_argument('instance', metavar='INSTANCE', nargs=nargs,
+                        help='Instance name or uuid.')
+
+
+def _no_task_state(*args, **kwargs) -> None:
+    """Nova's snapshot progress callback; nothing to report here."""
+
+
+class BootInstance(common.ShowOne):
+    """Create an instance and, unless --stopped, start it."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='NAME', help='New instance name.')
+        parser.add_argument('--image', metavar='IMAGE', required=True,
+                            help='Image to boot from (see "images").')
+        parser.add_argument('--flavor', metavar='FLAVOR', required=True,
+                            help='Flavor to use (see "flavors").')
+        parser.add_argument('--stopped', action='store_true',
+                            help='Create the instance without starting it.')
+        parser.add_argument(
+            '--property', metavar='KEY=VALUE', dest='properties',
+            action=common.KeyValueAction, default={},
+            help='Store a property with the instance; repeatable.')
+        return parser
+
+    def take_action(self, parsed_args):
+        flavor = flavors.get_flavor(self.app.conf, parsed_args.flavor)
+        instance = objects.Instance.new(
+            parsed_args.name, flavor, parsed_args.image,
+            metadata=parsed_args.properties)
+        image_meta = objects.ImageMeta(name=parsed_args.image)
+        backend = self.app.driver
+        backend.spawn(None, instance, image_meta, None, None, None,
+                      power_on=not parsed_args.stopped)
+        return _instance_fields(backend, backend.find_instance(instance.uuid))
+
+
+class ListInstances(common.Lister):
+    """List the backend's instances."""
+
+    def take_action(self, parsed_args):
+        records = sorted(self.app.driver.list_instance_records(),
+                         key=lambda r: (r.instance.name, r.instance.uuid))
+        rows = [(r.instance.name, r.instance.uuid,
+                 power_state.name(r.info.state), r.instance.flavor.name,
+                 r.instance.image_ref) for r in records]
+        return ('Name', 'UUID', 'State', 'Flavor', 'Image'), rows
+
+
+class ShowInstance(common.ShowOne):
+    """Show one instance."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        _add_instance_argument(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        backend = self.app.driver
+        return _instance_fields(backend,
+                                backend.find_instance(parsed_args.instance))
+
+
+class _InstanceAction(common.Command):
+    """Base of the commands running one operation on one instance."""
+
+    #: The optional operation (a key of OPTIONAL_OPERATIONS) to check.
+    operation = ''
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        _add_instance_argument(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        backend = self.app.driver
+        common.require(backend, self.operation)
+        instance = backend.find_instance(parsed_args.instance).instance
+        self.act(backend, instance, parsed_args)
+
+    @abc.abstractmethod
+    def act(self, backend, instance, parsed_args) -> None:
+        """Run the operation on ``instance``."""
+
+
+class StopInstance(_InstanceAction):
+    """Stop an instance, shutting its guest down cleanly first."""
+
+    operation = 'power_off'
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--timeout', metavar='SECONDS', type=common.int_at_least(0),
+            default=DEFAULT_STOP_TIMEOUT,
+            help='Seconds to wait for the guest to shut down before it is '
+                 'forced off; 0 forces it off at once (default: %d).'
+                 % DEFAULT_STOP_TIMEOUT)
+        return parser
+
+    def act(self, backend, instance, parsed_args):
+        backend.power_off(
+            instance, timeout=parsed_args.timeout,
+            retry_interval=min(STOP_RETRY_INTERVAL, parsed_args.timeout))
+
+
+class StartInstance(_InstanceAction):
+    """Start a stopped instance."""
+
+    operation = 'power_on'
+
+    def act(self, backend, instance, parsed_args):
+        backend.power_on(None, instance, None)
+
+
+class RebootInstance(_InstanceAction):
+    """Reboot an instance: ask its guest, or reset it with --hard."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--hard', action='store_true',
+            help='Reset the instance instead of asking its guest to '
+                 'reboot; works from any state.')
+        return parser
+
+    def take_action(self, parsed_args):
+        self.operation = 'hard_reboot' if parsed_args.hard else 'soft_reboot'
+        return super().take_action(parsed_args)
+
+    def act(self, backend, instance, parsed_args):
+        backend.reboot(None, instance, None,
+                       contract.REBOOT_HARD if parsed_args.hard
+                       else contract.REBOOT_SOFT)
+
+
+class PauseInstance(_InstanceAction):
+    """Freeze a running instance in memory."""
+
+    operation = 'pause'
+
+    def act(self, backend, instance, parsed_args):
+        backend.pause(instance)
+
+
+class UnpauseInstance(_InstanceAction):
+    """Thaw a paused instance."""
+
+    operation = 'unpause'
+
+    def act(self, backend, instance, parsed_args):
+        backend.unpause(instance)
+
+
+class SuspendInstance(_InstanceAction):
+    """Save a running instance's memory to disk and stop it."""
+
+    operation = 'suspend'
+
+    def act(self, backend, instance, parsed_args):
+        backend.suspend(None, instance)
+
+
+class ResumeInstance(_InstanceAction):
+    """Restore a suspended instance."""
+
+    operation = 'resume'
+
+    def act(self, backend, instance, parsed_args):
+        backend.resume(None, instance, None)
+
+
+class SnapshotInstance(_InstanceAction):
+    """Save an instance's disk as a new image."""
+
+    operation = 'snapshot'
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('image', metavar='IMAGE',
+                            help='Name of the new image.')
+        return parser
+
+    def act(self, backend, instance, parsed_args):
+        backend.snapshot(None, instance, parsed_args.image, _no_task_state)
+
+
+class RevertInstance(_InstanceAction):
+    """Put an instance's disk back to one of its snapshots."""
+
+    operation = 'revert_to_snapshot'
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('image', metavar='IMAGE',
+                            help='A snapshot of this instance.')
+        return parser
+
+    def act(self, backend, instance, parsed_args):
+        backend.revert_to_snapshot(None, instance, parsed_args.image)
+
+
+class LiveResizeInstance(_InstanceAction):
+    """Change a running instance's vCPUs and/or memory, up to its flavor's."""
+
+    operation = 'live_resize'
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('--vcpus', metavar='N',
+                            type=common.int_at_least(1),
+                            help='New number of vCPUs.')
+        parser.add_argument('--memory', metavar='MB',
+                            type=common.int_at_least(1),
+                            help='New memory size in MiB.')
+        return parser
+
+    def take_action(self, parsed_args):
+        if parsed_args.vcpus is None and parsed_args.memory is None:
+            raise common.UsageError('live-resize needs --vcpus, --memory '
+                                    'or both')
+        return super().take_action(parsed_args)
+
+    def act(self, backend, instance, parsed_args):
+        backend.live_resize(None, instance, vcpus=parsed_args.vcpus,
+                            memory_mb=parsed_args.memory)
+
+
+class ShowConsoleLog(_InstanceAction):
+    """Print an instance's console log."""
+
+    operation = 'console_output'
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('--lines', metavar='N',
+                            type=common.int_at_least(1),
+                            help='Print only the last N lines.')
+        return parser
+
+    def act(self, backend, instance, parsed_args):
+        lines = backend.get_console_output(None, instance).splitlines()
+        if parsed_args.lines is not None:
+            lines = lines[-parsed_args.lines:]
+        for line in lines:
+            self.app.stdout.write(line + '\n')
+
+
+class DeleteInstance(common.Command):
+    """Delete instances and everything created for them."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        _add_instance_argument(parser, nargs='+')
+        return parser
+
+    def take_action(self, parsed_args):
+        backend = self.app.driver
+        errors = []
+        for ref in parsed_args.instance:
+            # Keep going, as openstackclient does: one bad name should not
+            # leave the other instances running.
+            try:
+                instance = backend.find_instance(ref).instance
+                backend.destroy(None, instance, None)
+            except Exception as exc:
+                if self.app_args.debug:
+                    raise
+                errors.append(common.one_line(exc))
+        if errors:
+            raise common.CommandFailed(
+                'Failed to delete %d of %d instances: %s' % (
+                    len(errors), len(parsed_args.instance),
+                    '; '.join(errors)))

@@ -1,0 +1,639 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Run the whole driver contract on a live backend and time each step.
+
+:class:`Verifier` boots ``count`` instances on ``concurrency`` threads and
+takes each one through every operation of the contract in :data:`STEPS`,
+checking the power state the contract promises right after each call
+(operations are synchronous). It removes everything it created, even when a
+step fails or the run is interrupted, and returns a :class:`Report`; it
+prints nothing, so the CLI's ``verify`` command and other callers format the
+report as they like::
+
+    verifier = verify.Verifier(backend, flavors.get_flavor(conf, 'm1.nano'),
+                               verify.default_image(backend), count=5)
+    report = verifier.run()
+"""
+
+import collections.abc
+import concurrent.futures
+import dataclasses
+import math
+import threading
+import time
+import uuid as uuidlib
+
+from compute_driver import driver as contract
+from compute_driver import exception
+from compute_driver import objects
+from compute_driver import power_state
+
+PASSED = 'passed'
+FAILED = 'failed'
+SKIPPED = 'skipped'
+NOT_RUN = 'not run'
+
+DEFAULT_FLAVOR = 'm1.nano'
+DEFAULT_NAME_PREFIX = 'verify-'
+
+#: Live resize shrinks memory to half the flavor's, but not below this.
+MIN_RESIZE_MEMORY_MB = 32
+
+#: Keys every backend's get_diagnostics fills in.
+DIAGNOSTICS_KEYS = ('state', 'driver', 'vcpus', 'memory_mb')
+
+#: ``progress(done, total, failed)``: steps finished (whatever their
+#: outcome), steps planned, steps failed so far.
+ProgressCallback = collections.abc.Callable[[int, int, int], object]
+
+
+class CheckFailed(Exception):
+    """The backend answered, but not what the contract promises."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """What happened to one step of one instance.
+
+    :param instance: the instance's name; empty for an instance that was
+        never started because the run was stopped.
+    :param operation: the step's name, from :data:`STEPS`.
+    :param status: :data:`PASSED`, :data:`FAILED`, :data:`SKIPPED` or
+        :data:`NOT_RUN`.
+    :param seconds: how long the backend call(s) took, for a passed step.
+    :param message: why it failed or was skipped, on one line.
+    """
+
+    instance: str
+    operation: str
+    status: str
+    seconds: float | None = None
+    message: str | None = None
+
+
+def percentile(values: collections.abc.Sequence[float],
+               pct: float) -> float | None:
+    """Nearest-rank percentile of ``values``.
+
+    :returns: the smallest value with ``pct`` percent of the values at or
+        below it; ``None`` for no values.
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class OperationStats:
+    """Every instance's outcome of one step.
+
+    :param timings: seconds of each passed call.
+    :param first_error: the first failure's message, prefixed with its
+        instance's name.
+    """
+
+    operation: str
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    not_run: int = 0
+    timings: tuple[float, ...] = ()
+    first_error: str | None = None
+
+    @property
+    def p50(self) -> float | None:
+        return percentile(self.timings, 50)
+
+    @property
+    def p95(self) -> float | None:
+        return percentile(self.timings, 95)
+
+    @property
+    def max(self) -> float | None:
+        return max(self.timings) if self.timings else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """The outcome of :meth:`Verifier.run`.
+
+    :param operations: one entry per step of :data:`STEPS`, in order.
+    :param steps: every step of every instance.
+    :param cleanup_errors: what could not be removed, one line each.
+    :param interrupted: the run was stopped before it finished.
+    """
+
+    operations: tuple[OperationStats, ...]
+    steps: tuple[StepResult, ...]
+    cleanup_errors: tuple[str, ...] = ()
+    interrupted: bool = False
+
+    @property
+    def failed_operations(self) -> tuple[OperationStats, ...]:
+        return tuple(op for op in self.operations if op.failed)
+
+    @property
+    def ok(self) -> bool:
+        """Every step passed or was skipped, and everything was removed."""
+        return not (self.failed_operations or self.cleanup_errors
+                    or self.interrupted)
+
+
+class _InstanceRun:
+    """One instance going through the steps, and what it has created."""
+
+    def __init__(self, instance: objects.Instance, image: str) -> None:
+        self.instance = instance
+        self.image_meta = objects.ImageMeta(name=image)
+        self.snapshot = instance.name + '-snap'
+        self.elapsed = 0.0
+        # Whether the instance and the snapshot may exist.
+        self.spawned = False
+        self.snapshotted = False
+        self.cleanup_error: str | None = None
+
+    def call(self, func, *args, **kwargs):
+        """Call the backend, adding the call's duration to the step's."""
+        start = time.perf_counter()
+        result = func(*args, **kwargs)
+        self.elapsed += time.perf_counter() - start
+        return result
+
+
+def _describe(exc: BaseException) -> str:
+    text = ' '.join(str(exc).split())
+    if isinstance(exc, (exception.ComputeDriverError, CheckFailed)):
+        return text
+    return '%s: %s' % (type(exc).__name__, text)
+
+
+def _no_task_state(*args, **kwargs) -> None:
+    """Nova's snapshot progress callback; nothing to report here."""
+
+
+def _expect_state(backend, run: _InstanceRun, expected: int) -> None:
+    state = backend.get_info(run.instance).state
+    if state != expected:
+        raise CheckFailed('%s is %s afterwards, expected %s' % (
+            run.instance.name, power_state.name(state),
+            power_state.name(expected)))
+
+
+def _snapshot_listed(backend, run: _InstanceRun) -> bool:
+    return any(image.name == run.snapshot
+               for image in backend.list_images())
+
+
+def _spawn(backend, run):
+    # Set first: an interrupted call may still have created the instance,
+    # and removing one that does not exist is harmless (destroy and
+    # delete_snapshot are idempotent). Names and uuids are fresh, so this
+    # cannot remove anything verify did not create.
+    run.spawned = True
+    run.call(backend.spawn, None, run.instance, run.image_meta, None, None,
+             None, power_on=True)
+
+
+def _get_info(backend, run):
+    info = run.call(backend.get_info, run.instance)
+    if info.state != power_state.RUNNING:
+        raise CheckFailed('%s is %s after spawn, expected running' % (
+            run.instance.name, power_state.name(info.state)))
+
+
+def _power_off(backend, run):
+    # Forced off: a clean shutdown would time the guest's OS, not the
+    # backend.
+    run.call(backend.power_off, run.instance, 0, 0)
+    _expect_state(backend, run, power_state.SHUTDOWN)
+
+
+def _power_on(backend, run):
+    run.call(backend.power_on, None, run.instance, None)
+    _expect_state(backend, run, power_state.RUNNING)
+
+
+def _reboot(reboot_type: str):
+    def step(backend, run):
+        run.call(backend.reboot, None, run.instance, None, reboot_type)
+        _expect_state(backend, run, power_state.RUNNING)
+    return step
+
+
+def _pause(backend, run):
+    run.call(backend.pause, run.instance)
+    _expect_state(backend, run, power_state.PAUSED)
+
+
+def _unpause(backend, run):
+    run.call(backend.unpause, run.instance)
+    _expect_state(backend, run, power_state.RUNNING)
+
+
+def _suspend(backend, run):
+    run.call(backend.suspend, None, run.instance)
+    _expect_state(backend, run, power_state.SUSPENDED)
+
+
+def _resume(backend, run):
+    run.call(backend.resume, None, run.instance, None)
+    _expect_state(backend, run, power_state.RUNNING)
+
+
+def _snapshot(backend, run):
+    run.snapshotted = True  # see _spawn
+    run.call(backend.snapshot, None, run.instance, run.snapshot,
+             _no_task_state)
+    _expect_state(backend, run, power_state.RUNNING)
+    if backend.supports('list_images'):
+        image = next((i for i in backend.list_images()
+                      if i.name == run.snapshot), None)
+        if image is None:
+            raise CheckFailed('snapshot %s is not listed by list_images'
+                              % run.snapshot)
+        if image.properties.get('instance_uuid') != run.instance.uuid:
+            raise CheckFailed('snapshot %s has instance_uuid %r, expected '
+                              '%s' % (run.snapshot,
+                                      image.properties.get('instance_uuid'),
+                                      run.instance.uuid))
+
+
+def _revert_to_snapshot(backend, run):
+    run.call(backend.revert_to_snapshot, None, run.instance, run.snapshot)
+    _expect_state(backend, run, power_state.RUNNING)
+
+
+def resize_memory_mb(flavor: objects.Flavor) -> int:
+    """The memory the live-resize step shrinks an instance to."""
+    return min(flavor.memory_mb,
+               max(flavor.memory_mb // 2, MIN_RESIZE_MEMORY_MB))
+
+
+def _live_resize(shrink: bool):
+    def step(backend, run):
+        flavor = run.instance.flavor
+        memory_mb = resize_memory_mb(flavor) if shrink else flavor.memory_mb
+        run.call(backend.live_resize, None, run.instance,
+                 memory_mb=memory_mb)
+        _expect_state(backend, run, power_state.RUNNING)
+        if backend.supports('diagnostics'):
+            found = backend.get_diagnostics(run.instance).get('memory_mb')
+            if found != memory_mb:
+                raise CheckFailed('%s has memory_mb %r after live resize, '
+                                  'expected %d' % (run.instance.name, found,
+                                                   memory_mb))
+    return step
+
+
+def _console_output(backend, run):
+    output = run.call(backend.get_console_output, None, run.instance)
+    if not isinstance(output, str) or not output:
+        raise CheckFailed('console output of %s is %r, expected non-empty '
+                          'text' % (run.instance.name, output))
+
+
+def _diagnostics(backend, run):
+    data = run.call(backend.get_diagnostics, run.instance)
+    if not isinstance(data, dict):
+        raise CheckFailed('diagnostics of %s are %r, expected a dict'
+                          % (run.instance.name, data))
+    missing = [key for key in DIAGNOSTICS_KEYS if key not in data]
+    if missing:
+        raise CheckFailed('diagnostics of %s lack %s' % (
+            run.instance.name, ', '.join(missing)))
+    flavor = run.instance.flavor
+    expected = {'state': power_state.name(power_state.RUNNING),
+                'vcpus': flavor.vcpus, 'memory_mb': flavor.memory_mb}
+    for key, value in expected.items():
+        if data[key] != value:
+            raise CheckFailed('diagnostics of %s say %s=%r, expected %r' % (
+                run.instance.name, key, data[key], value))
+
+
+def _destroy(backend, run):
+    run.call(backend.destroy, None, run.instance, None)
+    try:
+        backend.get_info(run.instance)
+    except exception.InstanceNotFound:
+        run.spawned = False
+        return
+    raise CheckFailed('%s still exists after destroy' % run.instance.name)
+
+
+def _delete_snapshot(backend, run):
+    run.call(backend.delete_snapshot, None, run.snapshot)
+    if backend.supports('list_images') and _snapshot_listed(backend, run):
+        raise CheckFailed('snapshot %s is still listed after '
+                          'delete_snapshot' % run.snapshot)
+    run.snapshotted = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One operation of the contract as :class:`Verifier` runs it.
+
+    :param operation: the step's name, as reported.
+    :param run: ``run(backend, instance_run)``; raises on failure.
+    :param needs: optional operations that must all be supported, else
+        the step is skipped. An operation that changes the power state
+        needs the one that undoes it, so a half-supported pair cannot
+        strand the instance in a state the next steps refuse.
+    :param after: a step of the same instance that must have passed, else
+        this one is skipped.
+    """
+
+    operation: str
+    run: collections.abc.Callable[[object, _InstanceRun], None]
+    needs: tuple[str, ...] = ()
+    after: str | None = None
+
+
+#: Every step, in the order each instance goes through them.
+STEPS: tuple[Step, ...] = (
+    Step('spawn', _spawn),
+    Step('get_info', _get_info),
+    Step('power_off', _power_off, ('power_off', 'power_on')),
+    Step('power_on', _power_on, ('power_on',), 'power_off'),
+    Step('soft_reboot', _reboot(contract.REBOOT_SOFT), ('soft_reboot',)),
+    Step('hard_reboot', _reboot(contract.REBOOT_HARD), ('hard_reboot',)),
+    Step('pause', _pause, ('pause', 'unpause')),
+    Step('unpause', _unpause, ('unpause',), 'pause'),
+    Step('suspend', _suspend, ('suspend', 'resume')),
+    Step('resume', _resume, ('resume',), 'suspend'),
+    # A snapshot that could not be deleted would outlive the run.
+    Step('snapshot', _snapshot, ('snapshot', 'delete_snapshot')),
+    Step('revert_to_snapshot', _revert_to_snapshot, ('revert_to_snapshot',),
+         'snapshot'),
+    Step('live_resize_down', _live_resize(True), ('live_resize',)),
+    Step('live_resize_up', _live_resize(False), ('live_resize',),
+         'live_resize_down'),
+    Step('console_output', _console_output, ('console_output',)),
+    Step('diagnostics', _diagnostics, ('diagnostics',)),
+    Step('destroy', _destroy),
+    Step('delete_snapshot', _delete_snapshot, ('delete_snapshot',),
+         'snapshot'),
+)
+
+
+def default_image(backend: contract.ComputeDriver) -> str | None:
+    """The image to boot when none is given.
+
+    :returns: the first image ``list_images`` returns that is not a
+        snapshot (else the first one), or ``None`` when the backend cannot
+        list images or has none.
+    """
+    if not backend.supports('list_images'):
+        return None
+    images = backend.list_images()
+    for image in images:
+        if 'instance_uuid' not in image.properties:
+            return image.name
+    return images[0].name if images else None
+
+
+class Verifier:
+    """Take instances through every step of the contract.
+
+    :param backend: a loaded backend on which ``init_host`` was called.
+    :param flavor: the flavor to boot.
+    :param image: the image to boot, see :func:`default_image`.
+    :param count: instances to boot, at least 1.
+    :param concurrency: instances in flight at once, 1 to ``count``.
+    :param name_prefix: instance names are this plus 8 hex digits;
+        snapshots add ``-snap``.
+    :param progress: called after every step from the worker threads, one
+        call at a time; see :data:`ProgressCallback`.
+    :raises InvalidInput: for a bad count, concurrency, prefix or image.
+    """
+
+    def __init__(self, backend: contract.ComputeDriver,
+                 flavor: objects.Flavor, image: str, count: int = 1,
+                 concurrency: int = 1,
+                 name_prefix: str = DEFAULT_NAME_PREFIX,
+                 progress: ProgressCallback | None = None) -> None:
+        for field, value, low, high in (('count', count, 1, None),
+                                        ('concurrency', concurrency, 1,
+                                         count)):
+            if (not isinstance(value, int) or isinstance(value, bool)
+                    or value < low or (high is not None and value > high)):
+                raise exception.InvalidInput(
+                    reason='%s must be an integer from %d to %s, got %r' % (
+                        field, low, high or 'any', value))
+        if not isinstance(flavor, objects.Flavor):
+            raise exception.InvalidInput(
+                reason='flavor must be an objects.Flavor, got %r' % (flavor,))
+        objects.validate_image_ref(image)
+        try:
+            objects.validate_name(name_prefix + '0' * 8)
+        except exception.InvalidInstanceName:
+            raise exception.InvalidInput(
+                reason='name prefix %r does not make valid instance names: '
+                       'use up to 55 letters, digits, "_", "." or "-", '
+                       'starting with a letter or digit' % (name_prefix,)
+            ) from None
+        self.backend = backend
+        self.flavor = flavor
+        self.image = image
+        self.count = count
+        self.concurrency = concurrency
+        self.name_prefix = name_prefix
+        self._progress = progress
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._live: dict[str, _InstanceRun] = {}
+        self._started = 0
+        self._done = 0
+        self._failed = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.count * len(STEPS)
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to stop; callable from any thread.
+
+        No new instance is started and no new step begins; each instance
+        in flight finishes its current step and is removed.
+        """
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> Report:
+        """Run every step on every instance and remove what was created.
+
+        A ``KeyboardInterrupt`` in the calling thread (Ctrl-C) or in a
+        step stops the run as :meth:`stop` does; the report then has
+        ``interrupted`` set. A second Ctrl-C while waiting for the workers
+        propagates after the removal of what is left.
+        """
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix='verify')
+        futures = []
+        try:
+            try:
+                futures.extend(executor.submit(self._work)
+                               for _ in range(self.concurrency))
+                concurrent.futures.wait(futures)
+            except KeyboardInterrupt:
+                self.stop()
+                concurrent.futures.wait(futures)
+        finally:
+            executor.shutdown(wait=True)
+            cleanup_errors = self._sweep()
+        steps: list[StepResult] = []
+        for future in futures:
+            steps.extend(future.result())
+        # Instances never handed out because the run was stopped.
+        for _ in range(self.count - self._started):
+            steps.extend(StepResult('', step.operation, NOT_RUN,
+                                    message='run stopped')
+                         for step in STEPS)
+        return Report(operations=_summarise(steps), steps=tuple(steps),
+                      cleanup_errors=tuple(cleanup_errors),
+                      interrupted=self.stopped)
+
+    # -- workers -----------------------------------------------------------
+
+    def _record(self, result: StepResult) -> StepResult:
+        with self._lock:
+            self._done += 1
+            if result.status == FAILED:
+                self._failed += 1
+            if self._progress is not None:
+                self._progress(self._done, self.total_steps, self._failed)
+        return result
+
+    def _skip_reason(self, step: Step, status: dict[str, str]) -> str | None:
+        missing = [op for op in step.needs if not self.backend.supports(op)]
+        if missing:
+            return 'the %s backend does not support %s' % (
+                self.backend.name, ', '.join(missing))
+        if step.after and status.get(step.after) != PASSED:
+            return 'needs %s, which was skipped' % step.after
+        return None
+
+    def _work(self) -> list[StepResult]:
+        """One worker thread: take instances until none or stopped."""
+        results: list[StepResult] = []
+        while not self.stopped:
+            with self._lock:
+                if self._started >= self.count:
+                    break
+                self._started += 1
+            results.extend(self._run_instance())
+        return results
+
+    def _run_instance(self) -> list[StepResult]:
+        uuid = str(uuidlib.uuid4())
+        name = self.name_prefix + uuid[:8]
+        run = _InstanceRun(
+            objects.Instance(uuid=uuid, name=name, flavor=self.flavor,
+                             image_ref=self.image), self.image)
+        with self._lock:
+            self._live[uuid] = run
+        results = []
+        status: dict[str, str] = {}
+        broken = None
+        try:
+            for step in STEPS:
+                if broken or self.stopped:
+                    results.append(self._record(StepResult(
+                        name, step.operation, NOT_RUN,
+                        message=('after %s failed' % broken if broken
+                                 else 'run stopped'))))
+                    continue
+                reason = self._skip_reason(step, status)
+                if reason:
+                    status[step.operation] = SKIPPED
+                    results.append(self._record(StepResult(
+                        name, step.operation, SKIPPED, message=reason)))
+                    continue
+                run.elapsed = 0.0
+                try:
+                    step.run(self.backend, run)
+                except KeyboardInterrupt:
+                    self.stop()
+                    results.append(self._record(StepResult(
+                        name, step.operation, NOT_RUN,
+                        message='interrupted')))
+                    continue
+                except Exception as exc:
+                    broken = step.operation
+                    result = StepResult(name, step.operation, FAILED,
+                                        message=_describe(exc))
+                else:
+                    result = StepResult(name, step.operation, PASSED,
+                                        seconds=run.elapsed)
+                status[step.operation] = result.status
+                results.append(self._record(result))
+        finally:
+            self._clean_up(run)
+        return results
+
+    def _clean_up(self, run: _InstanceRun) -> None:
+        """Remove what ``run`` created; idempotent, never raises."""
+        run.cleanup_error = None
+        if run.spawned:
+            try:
+                self.backend.destroy(None, run.instance, None)
+                run.spawned = False
+            except Exception as exc:
+                run.cleanup_error = 'destroy %s: %s' % (
+                    run.instance.name, _describe(exc))
+        if run.snapshotted:
+            try:
+                self.backend.delete_snapshot(None, run.snapshot)
+                run.snapshotted = False
+            except Exception as exc:
+                run.cleanup_error = 'delete snapshot %s: %s' % (
+                    run.snapshot, _describe(exc))
+        if not (run.spawned or run.snapshotted):
+            with self._lock:
+                self._live.pop(run.instance.uuid, None)
+
+    def _sweep(self) -> list[str]:
+        """Retry removing what a worker could not, from this thread."""
+        with self._lock:
+            left = list(self._live.values())
+        errors = []
+        for run in left:
+            self._clean_up(run)
+            if run.cleanup_error:
+                errors.append(run.cleanup_error)
+        return errors
+
+
+def _summarise(steps: collections.abc.Iterable[StepResult]
+               ) -> tuple[OperationStats, ...]:
+    counts = {step.operation: {PASSED: 0, FAILED: 0, SKIPPED: 0, NOT_RUN: 0}
+              for step in STEPS}
+    timings: dict[str, list[float]] = {step.operation: [] for step in STEPS}
+    first_error: dict[str, str] = {}
+    for result in steps:
+        counts[result.operation][result.status] += 1
+        if result.status == PASSED:
+            timings[result.operation].append(result.seconds)
+        elif result.status == FAILED:
+            first_error.setdefault(result.operation, '%s: %s' % (
+                result.instance, result.message))
+    return tuple(
+        OperationStats(operation=op, passed=c[PASSED], failed=c[FAILED],
+                       skipped=c[SKIPPED], not_run=c[NOT_RUN],
+                       timings=tuple(timings[op]),
+                       first_error=first_error.get(op))
+        for op, c in counts.items())

@@ -1,0 +1,116 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The installed ``compute-driver`` console script, run as a user runs it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+IMAGE = 'cirros-0.6.3-x86_64-disk'
+
+
+@pytest.fixture(scope='module')
+def script():
+    # The virtualenv running the tests may not be on PATH; look beside its
+    # interpreter first.
+    path = os.pathsep.join([os.path.dirname(sys.executable),
+                            os.environ.get('PATH', '')])
+    found = shutil.which('compute-driver', path=path)
+    if found is None:
+        pytest.fail('the compute-driver console script is not installed in '
+                    'this environment or on PATH; run "pip install -e ." '
+                    'first')
+    return found
+
+
+@pytest.fixture
+def config(tmp_path):
+    def write(backend='fake'):
+        path = tmp_path / ('%s.conf' % backend)
+        path.write_text('[DEFAULT]\ncompute_driver = %s\nhost = functest\n'
+                        % backend)
+        return str(path)
+    return write
+
+
+@pytest.fixture
+def run(script, tmp_path):
+    # HOME points at an empty directory so ~/.compute-driver is not read.
+    env = dict(os.environ, HOME=str(tmp_path), COLUMNS='200')
+
+    def run(*argv, stdin=None):
+        return subprocess.run([script, *argv], input=stdin, env=env,
+                              capture_output=True, text=True, timeout=120)
+    return run
+
+
+def test_drivers_lists_fake(run):
+    result = run('drivers', '-f', 'json')
+    assert result.returncode == 0, result.stderr
+    assert {'Name': 'fake',
+            'Entry Point': 'compute_driver.fake.driver:FakeDriver',
+            'Status': 'ok'} in json.loads(result.stdout)
+
+
+def test_check(run, config):
+    result = run('--config-file', config(), 'check', '-f', 'json')
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data['hypervisor_type'], data['hypervisor_hostname']) == (
+        'fake', 'functest')
+
+
+def test_verify_twenty_instances(run, config):
+    result = run('--config-file', config(), 'verify', '--count', '20',
+                 '--concurrency', '4')
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split('|')[1:-1] == [
+        ' Operation          ', ' Passed ', ' Failed ', ' Skipped ',
+        ' Not Run ', ' p50 (ms) ', ' p95 (ms) ', ' Max (ms) ']
+    rows = [[cell.strip() for cell in line.split('|')[1:-1]]
+            for line in lines[3:-1]]
+    assert len(rows) == 18
+    assert all(row[1:5] == ['20', '0', '0', '0'] for row in rows), rows
+
+
+def test_unknown_backend_fails_without_traceback(run, config):
+    result = run('--config-file', config('nosuch'), 'check')
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Compute driver 'nosuch' is not installed. Installed drivers: fake."]
+
+
+def test_interactive_mode_keeps_instances(run, config):
+    commands = ('boot vm1 --image %s --flavor m1.nano\n'
+                'list\n'
+                'stop vm1\n'
+                'show vm1 -f json\n' % IMAGE)
+    result = run('--config-file', config(), stdin=commands)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ''
+    out = result.stdout
+    # boot's table, list's, then show's JSON.
+    assert '| state       | running ' in out
+    [listed] = [line for line in out.splitlines()
+                if line.startswith('| vm1 ')]
+    assert [cell.strip() for cell in listed.split('|')][3:5] == [
+        'running', 'm1.nano']
+    shown = json.loads(out[out.index('{'):out.rindex('}') + 1])
+    assert (shown['name'], shown['state'], shown['flavor']) == (
+        'vm1', 'shutdown', 'm1.nano')

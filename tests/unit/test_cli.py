@@ -1,0 +1,407 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The compute-driver CLI, run in-process on the fake backend."""
+
+import io
+import json
+
+import pytest
+
+from compute_driver.cmd import main
+from compute_driver import conf as cd_conf
+from compute_driver import driver
+from compute_driver import exception
+from compute_driver.fake import driver as fake_driver
+from compute_driver import loader
+
+IMAGE = 'cirros-0.6.3-x86_64-disk'
+
+
+@pytest.fixture
+def config(tmp_path):
+    """Write a config file so that no test reads /etc or ~."""
+    def write(text='', **fake):
+        lines = ['[DEFAULT]', 'compute_driver = fake', 'host = testhost',
+                 'flavor = c1.test:2:256:1']
+        lines += text.splitlines()
+        if fake:
+            lines.append('[fake]')
+            lines += ['%s = %s' % item for item in fake.items()]
+        path = tmp_path / ('compute-driver-%d.conf' % len(list(
+            tmp_path.iterdir())))
+        path.write_text('\n'.join(lines) + '\n')
+        return str(path)
+    return write
+
+
+@pytest.fixture
+def app(config):
+    """One App kept across commands, as the interactive mode keeps it."""
+    conf_file = config()
+    apps = []
+
+    def run(*argv):
+        # Built on first use, inside the test: the App keeps the
+        # sys.stdout and sys.stderr it was built with, and capsys replaces
+        # them for the test itself only.
+        if not apps:
+            apps.append(main.App())
+        return apps[0].run(['--config-file', conf_file, *argv])
+
+    yield run
+    for application in apps:
+        application.close()
+
+
+def _run(capsys, conf_file, *argv):
+    rc = main.main(['--config-file', conf_file, *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _json(capsys, app, *argv):
+    capsys.readouterr()
+    assert app(*argv, '-f', 'json') == 0
+    out, err = capsys.readouterr()
+    assert err == ''
+    return json.loads(out)
+
+
+def _one_error_line(err):
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert 'Traceback' not in err
+    return lines[0]
+
+
+def _use_backend(monkeypatch, cls):
+    monkeypatch.setattr(loader, 'load_driver_class', lambda name: cls)
+
+
+# -- commands that need no backend --------------------------------------------
+
+def test_drivers_lists_fake_without_conf_or_backend(capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError('drivers must not build conf or a backend')
+
+    monkeypatch.setattr(cd_conf, 'build_conf', refuse)
+    monkeypatch.setattr(loader, 'load_driver', refuse)
+    assert main.main(['drivers', '-f', 'json']) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {'Name': 'fake',
+            'Entry Point': 'compute_driver.fake.driver:FakeDriver',
+            'Status': 'ok'} in rows
+
+
+def test_drivers_shows_why_a_backend_cannot_load(capsys, monkeypatch):
+    def load_driver_class(name):
+        raise exception.BackendSDKMissing(
+            name=name, module='docker',
+            hint="pip install 'compute-driver[docker]'")
+
+    monkeypatch.setattr(loader, 'load_driver_class', load_driver_class)
+    assert main.main(['drivers', '-f', 'value', '-c', 'Status']) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "missing SDK module 'docker': pip install 'compute-driver[docker]'")
+
+
+def test_flavors_needs_no_backend(capsys, config, monkeypatch):
+    monkeypatch.setattr(loader, 'load_driver',
+                        lambda *a, **k: pytest.fail('backend loaded'))
+    rc, out, err = _run(capsys, config(), 'flavors', '-f', 'json')
+    assert rc == 0, err
+    by_name = {row['Name']: row for row in json.loads(out)}
+    assert by_name['m1.nano']['Memory (MB)'] == 64
+    assert by_name['c1.test']['vCPUs'] == 2
+
+
+# -- host commands ------------------------------------------------------------
+
+def test_check_describes_the_host(capsys, app):
+    data = _json(capsys, app, 'check')
+    assert data['driver'] == 'fake'
+    assert data['hypervisor_type'] == 'fake'
+    assert data['hypervisor_version'] == '1.0.0'
+    assert data['hypervisor_hostname'] == 'testhost'
+    assert data['vcpus_free'] == 1000
+    assert 'live_resize' in data['capabilities']
+
+
+def test_resources_include_free_values(capsys, app):
+    app('boot', 'vm1', '--image', IMAGE, '--flavor', 'c1.test')
+    data = _json(capsys, app, 'resources')
+    assert data['vcpus_used'] == 2
+    assert data['vcpus_free'] == data['vcpus'] - 2
+    assert data['memory_mb_free'] == data['memory_mb'] - 256
+    assert data['running_vms'] == 1
+    assert data['cpu_info']['arch'] == 'x86_64'
+
+
+def test_images_lists_the_configured_images(capsys, app):
+    assert [i['Name'] for i in _json(capsys, app, 'images')] == [IMAGE]
+
+
+# -- instance lifecycle -------------------------------------------------------
+
+def test_instance_lifecycle_in_one_app(capsys, app):
+    data = _json(capsys, app, 'boot', 'vm1', '--image', IMAGE, '--flavor',
+                 'm1.nano', '--property', 'role=web', '--property', 'a=b=c')
+    assert data['state'] == 'running'
+    assert data['properties'] == {'role': 'web', 'a': 'b=c'}
+    uuid = data['uuid']
+
+    rows = _json(capsys, app, 'list')
+    assert rows == [{'Name': 'vm1', 'UUID': uuid, 'State': 'running',
+                     'Flavor': 'm1.nano', 'Image': IMAGE}]
+    assert _json(capsys, app, 'show', uuid)['name'] == 'vm1'
+
+    def state_after(*command):
+        assert app(*command) == 0
+        return _json(capsys, app, 'show', 'vm1')['state']
+
+    assert state_after('stop', 'vm1', '--timeout', '0') == 'shutdown'
+    assert state_after('start', 'vm1') == 'running'
+    assert state_after('reboot', 'vm1') == 'running'
+    assert state_after('pause', 'vm1') == 'paused'
+    assert state_after('unpause', 'vm1') == 'running'
+    assert state_after('suspend', 'vm1') == 'suspended'
+    assert state_after('reboot', '--hard', 'vm1') == 'running'
+    assert state_after('suspend', 'vm1') == 'suspended'
+    assert state_after('resume', 'vm1') == 'running'
+
+    assert app('snapshot', 'vm1', 'vm1-snap') == 0
+    images = {i['Name']: i for i in _json(capsys, app, 'images')}
+    assert images['vm1-snap']['Properties']['instance_uuid'] == uuid
+    assert state_after('revert', 'vm1', 'vm1-snap') == 'running'
+
+    assert app('live-resize', 'vm1', '--memory', '32') == 0
+    assert _json(capsys, app, 'show', 'vm1')['memory_mb'] == 32
+
+    capsys.readouterr()
+    assert app('console-log', 'vm1', '--lines', '2') == 0
+    log = capsys.readouterr().out.splitlines()
+    assert len(log) == 2
+    assert 'resized to 1 CPUs, 32 MiB' in log[-1]
+
+    assert app('delete', 'vm1') == 0
+    assert _json(capsys, app, 'list') == []
+
+
+def test_boot_stopped(capsys, app):
+    data = _json(capsys, app, 'boot', 'vm1', '--image', IMAGE, '--flavor',
+                 'm1.nano', '--stopped')
+    assert data['state'] == 'shutdown'
+
+
+def test_delete_keeps_going_and_reports_failures(capsys, app):
+    for name in ('vm1', 'vm2'):
+        app('boot', name, '--image', IMAGE, '--flavor', 'm1.nano')
+    capsys.readouterr()
+    assert app('delete', 'vm1', 'nosuch', 'vm2') == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == ('Failed to delete 1 of 3 instances: Instance nosuch '
+                    'could not be found.')
+    assert _json(capsys, app, 'list') == []
+
+
+def test_interactive_mode_keeps_the_backend(capsys, config):
+    commands = ('boot vm1 --image %s --flavor m1.nano -f value -c state\n'
+                'stop vm1 --timeout 0\n'
+                'list -f value -c Name -c State\n'
+                'stop vm1\n' % IMAGE)
+    application = main.App(stdin=io.StringIO(commands))
+    try:
+        assert application.run(['--config-file', config()]) == 0
+    finally:
+        application.close()
+    out, err = capsys.readouterr()
+    assert out.split() == ['running', 'vm1', 'shutdown']
+    assert 'Cannot power off instance vm1 while it is shutdown' in err
+
+
+# -- errors -------------------------------------------------------------------
+
+def test_unknown_backend_is_one_line(capsys, config):
+    rc, out, err = _run(capsys, config('compute_driver = nosuch'), 'check')
+    assert rc == 1
+    line = _one_error_line(err)
+    assert "'nosuch'" in line and 'Installed drivers: fake' in line
+
+
+def test_invalid_option_value_is_one_line(capsys, config):
+    rc, out, err = _run(capsys, config(vcpus=-1), 'list')
+    assert rc == 1
+    line = _one_error_line(err)
+    assert line.startswith('Invalid configuration: [fake] vcpus')
+
+
+def test_missing_config_file_is_one_line(capsys, tmp_path):
+    rc, out, err = _run(capsys, str(tmp_path / 'nope.conf'), 'flavors')
+    assert rc == 1
+    assert 'nope.conf' in _one_error_line(err)
+
+
+def test_unknown_flavor(capsys, config):
+    rc, out, err = _run(capsys, config(), 'boot', 'vm1', '--image', IMAGE,
+                        '--flavor', 'm1.huge')
+    assert rc == 1
+    assert _one_error_line(err).startswith(
+        'Flavor m1.huge could not be found. Available: m1.nano')
+
+
+def test_bad_instance_name(capsys, config):
+    rc, out, err = _run(capsys, config(), 'boot', 'bad name', '--image',
+                        IMAGE, '--flavor', 'm1.nano')
+    assert rc == 1
+    assert _one_error_line(err).startswith("Invalid instance name 'bad name'")
+
+
+def test_unknown_instance(capsys, config):
+    rc, out, err = _run(capsys, config(), 'show', 'nosuch')
+    assert rc == 1
+    assert _one_error_line(err) == 'Instance nosuch could not be found.'
+
+
+def test_stop_stopped_instance(capsys, app):
+    app('boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano', '--stopped')
+    capsys.readouterr()
+    assert app('stop', 'vm1') == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        'Cannot power off instance vm1 while it is shutdown; it must be '
+        'running or paused or suspended or crashed.')
+
+
+def test_unsupported_operation(capsys, app, monkeypatch):
+    class NoPause(fake_driver.FakeDriver):
+        capabilities = {**fake_driver.FakeDriver.capabilities,
+                        'supports_pause': False}
+
+        def pause(self, instance):
+            return driver.ComputeDriver.pause(self, instance)
+
+    _use_backend(monkeypatch, NoPause)
+    app('boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano')
+    capsys.readouterr()
+    assert app('pause', 'vm1') == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        'The fake backend does not support pause.')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['stop', 'vm1', '--timeout', '-1'], 'argument --timeout: must be an '
+                                         "integer >= 0, got '-1'"),
+    (['console-log', 'vm1', '--lines', '0'], 'argument --lines'),
+    (['boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano', '--property',
+      'novalue'], "expected KEY=VALUE, got 'novalue'"),
+    (['boot', 'vm1'], 'the following arguments are required: --image'),
+    (['live-resize', 'vm1'], 'live-resize needs --vcpus, --memory or both'),
+    (['live-resize', 'vm1', '--vcpus', 'two'], 'argument --vcpus'),
+    (['verify', '--count', '0'], 'argument --count'),
+    (['verify', '--count', '2', '--concurrency', '3'],
+     '--concurrency (3) cannot exceed --count (2)'),
+    (['verify', '--name-prefix', '_x'], 'name prefix'),
+])
+def test_usage_errors_exit_2_on_one_line(capsys, config, argv, message):
+    rc, out, err = _run(capsys, config(), *argv)
+    assert rc == 2
+    assert message in _one_error_line(err)
+
+
+def test_debug_shows_the_traceback(capsys, config):
+    rc, out, err = _run(capsys, config('compute_driver = nosuch'),
+                        '--debug', 'check')
+    assert rc == 1
+    assert 'Traceback' in err
+    assert 'DriverNotFound' in err
+
+
+def test_unexpected_error_names_its_type(capsys, app, monkeypatch):
+    def broken(self):
+        raise RuntimeError('boom')
+
+    monkeypatch.setattr(fake_driver.FakeDriver, 'list_instance_records',
+                        broken)
+    capsys.readouterr()
+    assert app('list') == 1
+    assert _one_error_line(capsys.readouterr().err) == 'RuntimeError: boom'
+
+
+def test_keyboard_interrupt_exits_130(capsys, config, monkeypatch):
+    def interrupted(self):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(fake_driver.FakeDriver, 'list_instance_records',
+                        interrupted)
+    rc, out, err = _run(capsys, config(), 'list')
+    assert rc == 130
+    assert 'Traceback' not in err
+
+
+# -- verify -------------------------------------------------------------------
+
+def test_verify_prints_one_row_per_step(capsys, config):
+    rc, out, err = _run(capsys, config(), 'verify', '--count', '3',
+                        '--concurrency', '2', '-f', 'json')
+    assert rc == 0, err
+    rows = {row['Operation']: row for row in json.loads(out)}
+    assert len(rows) == 18
+    assert rows['spawn']['Passed'] == 3
+    assert rows['delete_snapshot']['Failed'] == 0
+    assert rows['live_resize_down']['Max (ms)'] is not None
+
+
+def test_verify_skips_unsupported_steps(capsys, config, monkeypatch):
+    class NoSuspend(fake_driver.FakeDriver):
+        capabilities = {**fake_driver.FakeDriver.capabilities,
+                        'supports_suspend': False, 'supports_resume': False}
+
+    _use_backend(monkeypatch, NoSuspend)
+    rc, out, err = _run(capsys, config(), 'verify', '-f', 'json')
+    assert rc == 0, err
+    rows = {row['Operation']: row for row in json.loads(out)}
+    assert rows['suspend']['Skipped'] == 1
+    assert rows['suspend']['p50 (ms)'] is None
+
+
+def test_verify_failure_exits_1_and_names_the_step(capsys, config,
+                                                   monkeypatch):
+    class BrokenPause(fake_driver.FakeDriver):
+        def pause(self, instance):
+            raise exception.BackendError(operation='pause',
+                                         instance=instance.name,
+                                         reason='boom')
+
+    _use_backend(monkeypatch, BrokenPause)
+    rc, out, err = _run(capsys, config(), 'verify', '--count', '2',
+                        '--name-prefix', 'v-', '-f', 'value')
+    assert rc == 1
+    line = _one_error_line(err)
+    assert line.startswith('pause failed on 2 of 2 instances; first error '
+                           'on v-')
+    assert 'pause failed on instance v-' in line
+    assert line.endswith(': boom')
+    rows = [row.split() for row in out.splitlines()]
+    assert ['unpause', '0', '0', '0', '2'] in [r[:5] for r in rows]
+
+
+def test_verify_needs_an_image_it_can_find(capsys, config, monkeypatch):
+    class NoImages(fake_driver.FakeDriver):
+        capabilities = {**fake_driver.FakeDriver.capabilities,
+                        'supports_list_images': False}
+
+    _use_backend(monkeypatch, NoImages)
+    rc, out, err = _run(capsys, config(), 'verify')
+    assert rc == 2
+    assert '--image' in _one_error_line(err)
+    rc, out, err = _run(capsys, config(), 'verify', '--image', IMAGE)
+    assert rc == 0, err
