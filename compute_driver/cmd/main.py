@@ -74,7 +74,10 @@ class App(app.App):
                         'compute driver interface.',
             version=_version(),
             command_manager=CommandManager(NAMESPACE),
-            stdin=stdin, stdout=stdout, stderr=stderr)
+            stdin=stdin, stdout=stdout, stderr=stderr,
+            # As openstackclient: "compute-driver boot --help" shows the
+            # command's help, not the application's.
+            deferred_help=True)
         self._conf = None
         self._driver = None
         self._log_handlers: list[logging.Handler] = []

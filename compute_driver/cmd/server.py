@@ -226,31 +226,32 @@ class ResumeInstance(_InstanceAction):
         backend.resume(None, instance, None)
 
 
-class SnapshotInstance(_InstanceAction):
-    """Save an instance's disk as a new image."""
+class _ImageAction(_InstanceAction):
+    """An action on an instance and an image named after it."""
 
-    operation = 'snapshot'
+    image_help = ''
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument('image', metavar='IMAGE',
-                            help='Name of the new image.')
+        parser.add_argument('image', metavar='IMAGE', help=self.image_help)
         return parser
+
+
+class SnapshotInstance(_ImageAction):
+    """Save an instance's disk as a new image."""
+
+    operation = 'snapshot'
+    image_help = 'Name of the new image.'
 
     def act(self, backend, instance, parsed_args):
         backend.snapshot(None, instance, parsed_args.image, _no_task_state)
 
 
-class RevertInstance(_InstanceAction):
+class RevertInstance(_ImageAction):
     """Put an instance's disk back to one of its snapshots."""
 
     operation = 'revert_to_snapshot'
-
-    def get_parser(self, prog_name):
-        parser = super().get_parser(prog_name)
-        parser.add_argument('image', metavar='IMAGE',
-                            help='A snapshot of this instance.')
-        return parser
+    image_help = 'A snapshot of this instance.'
 
     def act(self, backend, instance, parsed_args):
         backend.revert_to_snapshot(None, instance, parsed_args.image)

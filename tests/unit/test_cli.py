@@ -405,3 +405,12 @@ def test_verify_needs_an_image_it_can_find(capsys, config, monkeypatch):
     assert '--image' in _one_error_line(err)
     rc, out, err = _run(capsys, config(), 'verify', '--image', IMAGE)
     assert rc == 0, err
+
+
+@pytest.mark.parametrize('argv', [['snapshot', '--help'],
+                                  ['help', 'snapshot']])
+def test_help_after_a_command_is_the_commands_help(capsys, config, argv):
+    rc, out, err = _run(capsys, config(), *argv)
+    assert rc == 0
+    assert out.startswith('usage: compute-driver snapshot')
+    assert 'INSTANCE IMAGE' in out
