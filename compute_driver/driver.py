@@ -196,7 +196,12 @@ class ComputeDriver(abc.ABC):
         # A class may list only the keys it changes; the rest come from its
         # parent (all False for a direct subclass), so every backend answers
         # every key and a subclass of a backend keeps what it inherits.
-        inherited = super(cls, cls).capabilities
+        # What super(cls, cls).capabilities finds, spelled as an MRO walk:
+        # mypy resolves a two-argument super() against ComputeDriver's
+        # own bases rather than cls's.
+        inherited: dict[str, bool] = next(
+            vars(base)['capabilities'] for base in cls.__mro__[1:]
+            if 'capabilities' in vars(base))
         cls.capabilities = {**default_capabilities(), **inherited,
                             **declared}
 

@@ -23,6 +23,9 @@ class ComputeDriverError(Exception):
 
     msg_fmt = "An unknown compute driver error occurred."
 
+    # Subclasses annotate the keyword arguments their msg_fmt names: the
+    # constructor sets them with setattr, which type checkers cannot follow.
+
     def __init__(self, message: str | None = None, **kwargs: object) -> None:
         self.kwargs = kwargs
         for key, value in kwargs.items():
@@ -47,66 +50,113 @@ class ComputeDriverError(Exception):
 class InvalidInput(ComputeDriverError):
     msg_fmt = "Invalid input: %(reason)s"
 
+    reason: str
+
 
 class InvalidInstanceName(InvalidInput):
     msg_fmt = ("Invalid instance name %(name)r: %(reason)s")
+
+    name: object
 
 
 class InstanceNotFound(ComputeDriverError):
     msg_fmt = "Instance %(instance)s could not be found."
 
+    instance: str
+
 
 class InstanceExists(ComputeDriverError):
     msg_fmt = "Instance %(instance)s already exists."
+
+    instance: str
 
 
 class InvalidPowerState(ComputeDriverError):
     msg_fmt = ("Cannot %(operation)s instance %(instance)s while it is "
                "%(current)s; it must be %(expected)s.")
 
+    operation: str
+    instance: str
+    current: str
+    expected: str
+
 
 class ImageNotFound(ComputeDriverError):
     msg_fmt = "Image %(image)s could not be found. Available: %(available)s."
 
+    image: str
+    available: str
+
 
 class FlavorNotFound(ComputeDriverError):
     msg_fmt = "Flavor %(flavor)s could not be found. Available: %(available)s."
+
+    flavor: str
+    available: str
 
 
 class InsufficientResources(ComputeDriverError):
     msg_fmt = ("Not enough %(resource)s on %(host)s: %(requested)s requested, "
                "%(free)s free of %(total)s.")
 
+    resource: str
+    host: str
+    requested: int
+    free: int
+    total: int
+
 
 class HypervisorUnavailable(ComputeDriverError):
     msg_fmt = "Hypervisor %(host)s is unavailable: %(reason)s"
+
+    host: str
+    reason: str
 
 
 class HypervisorVersionTooOld(ComputeDriverError):
     msg_fmt = ("%(component)s %(found)s is too old for virt_type "
                "%(virt_type)s; at least %(required)s is required.")
 
+    component: str
+    found: str
+    virt_type: str
+    required: str
+
 
 class NotSupported(ComputeDriverError):
     msg_fmt = "The %(driver)s backend does not support %(operation)s."
 
+    driver: str
+    operation: str
+
 
 class InvalidConfiguration(ComputeDriverError):
     msg_fmt = "Invalid configuration: %(reason)s"
+
+    reason: str
 
 
 class DriverNotFound(ComputeDriverError):
     msg_fmt = ("Compute driver %(name)r is not installed. Installed drivers: "
                "%(installed)s.")
 
+    name: str
+    installed: str
+
 
 class DriverLoadError(ComputeDriverError):
     msg_fmt = "Compute driver %(name)r could not be loaded: %(reason)s"
+
+    name: str
+    reason: str
 
 
 class BackendSDKMissing(DriverLoadError):
     msg_fmt = ("Compute driver %(name)r needs the Python module %(module)r, "
                "which is not installed; install it with: %(hint)s")
+
+    module: str
+    hint: str
 
 
 class BackendError(ComputeDriverError):
@@ -118,3 +168,7 @@ class BackendError(ComputeDriverError):
     """
 
     msg_fmt = "%(operation)s failed on instance %(instance)s: %(reason)s"
+
+    operation: str
+    instance: str
+    reason: str

@@ -39,7 +39,8 @@ NAMESPACE = 'compute_driver.drivers'
 _PACKAGE_OF_MODULE = {'libvirt': 'libvirt-python'}
 
 
-def _entry_points(name: str | None = None) -> list:
+def _entry_points(name: str | None = None
+                  ) -> list[importlib.metadata.EntryPoint]:
     eps = importlib.metadata.entry_points(group=NAMESPACE)
     return [ep for ep in eps if name is None or ep.name == name]
 
@@ -90,9 +91,10 @@ def load_driver_class(name: str) -> type[contract.ComputeDriver]:
         raise _load_error(name, exc) from exc
 
     try:
-        manager = stevedore_driver.DriverManager(
-            NAMESPACE, name, invoke_on_load=False,
-            on_load_failure_callback=on_failure)
+        manager: stevedore_driver.DriverManager[contract.ComputeDriver] = (
+            stevedore_driver.DriverManager(
+                NAMESPACE, name, invoke_on_load=False,
+                on_load_failure_callback=on_failure))
     except stevedore_exc.NoMatches:
         raise exception.DriverNotFound(
             name=name,

@@ -18,9 +18,11 @@ any backend sees it. The Nova adapter converts Nova's versioned objects to
 these.
 """
 
+import collections.abc
 import dataclasses
 import json
 import re
+import typing
 import uuid as uuidlib
 
 from compute_driver import exception
@@ -130,8 +132,12 @@ class Flavor:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> 'Flavor':
+    def from_dict(cls, data: collections.abc.Mapping[str, typing.Any]
+                  ) -> 'Flavor':
         """Rebuild a flavor stored by a backend (labels, metadata).
+
+        The values are whatever the backend read back, so they are typed
+        ``Any`` here and checked by the constructor.
 
         :raises InvalidInput: when ``data`` is not a valid flavor.
         """
@@ -222,8 +228,12 @@ class Instance:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> 'Instance':
+    def from_dict(cls, data: collections.abc.Mapping[str, typing.Any]
+                  ) -> 'Instance':
         """Rebuild an instance from :meth:`to_dict` output.
+
+        The values are whatever the backend read back, so they are typed
+        ``Any`` here and checked by the constructor.
 
         :raises InvalidInput: when the record is incomplete or invalid.
         """

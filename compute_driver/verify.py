@@ -483,7 +483,7 @@ class Verifier:
         """
         executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix='verify')
-        futures = []
+        futures: list[concurrent.futures.Future[list[StepResult]]] = []
         try:
             try:
                 futures.extend(executor.submit(self._work)
@@ -627,7 +627,9 @@ def _summarise(steps: collections.abc.Iterable[StepResult]
     for result in steps:
         counts[result.operation][result.status] += 1
         if result.status == PASSED:
-            timings[result.operation].append(result.seconds)
+            # Every passed step is timed; the check only tells mypy so.
+            if result.seconds is not None:
+                timings[result.operation].append(result.seconds)
         elif result.status == FAILED:
             first_error.setdefault(result.operation, '%s: %s' % (
                 result.instance, result.message))

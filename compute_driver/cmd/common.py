@@ -22,6 +22,7 @@ import argparse
 import collections.abc
 import sys
 import types
+import typing
 
 from cliff import columns
 from cliff import command
@@ -29,6 +30,12 @@ from cliff import lister
 from cliff import show
 
 from compute_driver import exception
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    # Only for annotations: main imports this module, and commands must
+    # not pay for importing the driver contract before they need it.
+    from compute_driver.cmd import main
+    from compute_driver import driver as contract
 
 #: Exit code of an operation that failed.
 EXIT_FAILURE = 1
@@ -69,7 +76,10 @@ def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
     """Make ``parser`` report a bad command line on one line of stderr."""
-    parser.error = types.MethodType(_one_line_error, parser)
+    # cliff builds the parser, so it cannot be a subclass overriding
+    # error(); replacing the method on this one instance is the point.
+    parser.error = types.MethodType(  # type: ignore[method-assign]
+        _one_line_error, parser)
 
 
 def int_at_least(minimum: int) -> collections.abc.Callable[[str], int]:
@@ -114,7 +124,7 @@ class ListColumn(columns.FormattableColumn):
         return '\n'.join(str(item) for item in self._value or ())
 
 
-def require(driver: object, operation: str) -> None:
+def require(driver: 'contract.ComputeDriver', operation: str) -> None:
     """Refuse an optional operation the backend does not implement.
 
     :raises NotSupported: when ``driver.supports(operation)`` is false.
@@ -123,8 +133,16 @@ def require(driver: object, operation: str) -> None:
         raise exception.NotSupported(driver=driver.name, operation=operation)
 
 
-class _ErrorHandling:
-    """Mixin turning exceptions into one line of stderr and an exit code."""
+class _ErrorHandling(command.Command):
+    """Mixin turning exceptions into one line of stderr and an exit code.
+
+    It derives from cliff's Command only so that type checkers know what
+    ``super()`` and ``self.app`` are; listed before a cliff base, it still
+    comes first in the method resolution order.
+    """
+
+    #: The application running the command, with its conf and driver.
+    app: 'main.App'
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
@@ -145,7 +163,7 @@ class _ErrorHandling:
                 self.app.NAME, one_line(exc)))
             return EXIT_USAGE
         except Exception as exc:
-            if self.app_args.debug:
+            if self.app_args is not None and self.app_args.debug:
                 # cliff logs the exception with its traceback.
                 raise
             self.app.stderr.write(one_line(exc) + '\n')

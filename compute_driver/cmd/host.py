@@ -50,7 +50,7 @@ class ListDrivers(common.Lister):
     """
 
     def take_action(self, parsed_args):
-        targets = {}
+        targets: dict[str, str] = {}
         for ep in importlib.metadata.entry_points(group=loader.NAMESPACE):
             targets.setdefault(ep.name, ep.value)
         rows = []

@@ -16,6 +16,8 @@ Kept apart from :mod:`compute_driver.cmd.main` because it imports cmd2,
 which is slow to import and only needed here.
 """
 
+import sys
+
 from cliff import interactive
 
 
@@ -30,3 +32,7 @@ class InteractiveApp(interactive.InteractiveApp):
         startup = getattr(self, '_startup_commands', None)
         if startup is not None:
             startup.clear()
+        # cmd2 before 4.0 (what Python 3.10 gets) reads sys.stdin through
+        # input() whatever stream it was given; read the given one.
+        if self.stdin is not sys.stdin:
+            self.use_rawinput = False

@@ -20,14 +20,23 @@ interactive mode (``compute-driver`` with no command) keeps one backend,
 and the fake backend's instances, across commands.
 """
 
+import argparse
 import importlib.metadata
 import logging
 import sys
+import typing
 
 from cliff import app
 from cliff import commandmanager
 
 from compute_driver.cmd import common
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    # Only for annotations: both are imported on first use, so that
+    # commands needing neither do not pay for them.
+    from oslo_config import cfg
+
+    from compute_driver import driver as contract
 
 NAMESPACE = 'compute_driver.cli'
 EXIT_INTERRUPTED = 130
@@ -68,7 +77,9 @@ class App(app.App):
     NAME = 'compute-driver'
     LOG = logging.getLogger(NAME)
 
-    def __init__(self, stdin=None, stdout=None, stderr=None) -> None:
+    def __init__(self, stdin: typing.TextIO | None = None,
+                 stdout: typing.TextIO | None = None,
+                 stderr: typing.TextIO | None = None) -> None:
         super().__init__(
             description='Drive VMs and containers through one Nova-like '
                         'compute driver interface.',
@@ -78,13 +89,15 @@ class App(app.App):
             # As openstackclient: "compute-driver boot --help" shows the
             # command's help, not the application's.
             deferred_help=True)
-        self._conf = None
-        self._driver = None
+        self._conf: cfg.ConfigOpts | None = None
+        self._driver: contract.ComputeDriver | None = None
         self._log_handlers: list[logging.Handler] = []
         self._interacted = False
 
-    def build_option_parser(self, description, version,
-                            argparse_kwargs=None):
+    def build_option_parser(
+            self, description: str | None, version: str | None,
+            argparse_kwargs: dict[str, typing.Any] | None = None
+    ) -> argparse.ArgumentParser:
         parser = super().build_option_parser(description, version,
                                              argparse_kwargs)
         parser.prog = self.NAME
@@ -126,7 +139,7 @@ class App(app.App):
         self._log_handlers = []
 
     @property
-    def conf(self):
+    def conf(self) -> 'cfg.ConfigOpts':
         """The parsed private ``ConfigOpts``, built on first use.
 
         :raises InvalidConfiguration: for a bad file or value.
@@ -141,7 +154,7 @@ class App(app.App):
         return self._conf
 
     @property
-    def driver(self):
+    def driver(self) -> 'contract.ComputeDriver':
         """The configured backend, loaded and ``init_host``-ed once.
 
         :raises ComputeDriverError: when it cannot be loaded or reached.
@@ -174,11 +187,16 @@ class App(app.App):
         """Release the backend and the logging handlers."""
         backend, self._driver = self._driver, None
         try:
-            if backend is not None and backend.supports('cleanup_host'):
-                backend.cleanup_host(self._conf.host)
-        except Exception as exc:
-            self.stderr.write('Could not clean up the %s backend: %s\n' % (
-                backend.name, common.one_line(exc)))
+            if backend is not None:
+                try:
+                    if backend.supports('cleanup_host'):
+                        # The driver property built the conf before the
+                        # backend, so this only returns it.
+                        backend.cleanup_host(self.conf.host)
+                except Exception as exc:
+                    self.stderr.write(
+                        'Could not clean up the %s backend: %s\n' % (
+                            backend.name, common.one_line(exc)))
         finally:
             self._remove_log_handlers()
 

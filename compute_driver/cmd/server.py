@@ -321,7 +321,7 @@ class DeleteInstance(common.Command):
                 instance = backend.find_instance(ref).instance
                 backend.destroy(None, instance, None)
             except Exception as exc:
-                if self.app_args.debug:
+                if self.app_args is not None and self.app_args.debug:
                     raise
                 errors.append(common.one_line(exc))
         if errors:

@@ -12,6 +12,8 @@
 
 """The ``verify`` command: the contract on the configured backend."""
 
+import typing
+
 from cliff import columns
 
 from compute_driver.cmd import common
@@ -37,9 +39,9 @@ class _ProgressBar:
 
     WIDTH = 30
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: typing.TextIO) -> None:
         self._stream = stream
-        self._shown = None
+        self._shown: tuple[int, int, int] | None = None
         self._length = 0
 
     def __call__(self, done: int, total: int, failed: int) -> None:

@@ -81,7 +81,7 @@ def check_values(conf: cfg.ConfigOpts) -> None:
     :raises InvalidConfiguration: naming the group, option and problem.
     """
     for group, group_opts in list_opts():
-        group_name = getattr(group, 'name', group)
+        group_name = group.name if isinstance(group, cfg.OptGroup) else group
         section = (conf if group_name == 'DEFAULT'
                    else getattr(conf, group_name))
         for opt in group_opts:

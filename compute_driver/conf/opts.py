@@ -18,6 +18,7 @@ generator needs no backend SDK and the sample lists each group once.
 """
 
 import importlib
+import types
 
 from oslo_config import cfg
 
@@ -26,7 +27,7 @@ from oslo_config import cfg
 MODULE_NAMES = ('default', 'fake')
 
 
-def _modules() -> list:
+def _modules() -> list[types.ModuleType]:
     return [importlib.import_module('compute_driver.conf.' + name)
             for name in MODULE_NAMES]
 
@@ -37,9 +38,12 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         module.register_opts(conf)
 
 
-def list_opts() -> list[tuple[object, list[cfg.Opt]]]:
-    """``[(group, [opts])]`` for every group, as the generator wants it."""
-    result: list[tuple[object, list[cfg.Opt]]] = []
+def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:
+    """``[(group, [opts])]`` for every group, as the generator wants it.
+
+    A group is its name, or an ``OptGroup`` when it has a title or help.
+    """
+    result: list[tuple[str | cfg.OptGroup, list[cfg.Opt]]] = []
     for module in _modules():
         result.extend(module.list_opts().items())
     return result

@@ -271,7 +271,7 @@ class FakeDriver(driver.ComputeDriver):
         def reboot(guest):
             # A soft reboot happens inside the guest, which never stops
             # being RUNNING; a hard one is a reset, seen as stop then start.
-            events = ()
+            events: tuple[int, ...] = ()
             if kind == driver.REBOOT_HARD:
                 events = ((virtevent.EVENT_LIFECYCLE_STARTED,)
                           if guest.state == power_state.SHUTDOWN else

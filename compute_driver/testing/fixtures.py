@@ -87,7 +87,8 @@ def make_conf(backend_name: str,
     # No files means no directories either: a test must not depend on
     # what /etc/compute-driver holds on the machine it runs on.
     conf = driver_conf.build_conf(config_files=[], validate=False)
-    values = {'DEFAULT': {'compute_driver': backend_name}}
+    values: dict[str, dict[str, object]] = {
+        'DEFAULT': {'compute_driver': backend_name}}
     for group, options in (overrides or {}).items():
         values.setdefault(group, {}).update(options)
     for group, options in values.items():
