@@ -47,6 +47,20 @@ class ComputeDriverError(Exception):
         return self.message
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of text for a user.
+
+    Errors of this library are worded for users and read as they are; any
+    other exception is a bug somewhere, so its type is kept for the report.
+    """
+    text = ' '.join(str(exc).split())
+    if isinstance(exc, ComputeDriverError):
+        return text
+    if not text:
+        return type(exc).__name__
+    return '%s: %s' % (type(exc).__name__, text)
+
+
 class InvalidInput(ComputeDriverError):
     msg_fmt = "Invalid input: %(reason)s"
 

@@ -57,7 +57,7 @@ DIAGNOSTICS_KEYS = ('state', 'driver', 'vcpus', 'memory_mb')
 ProgressCallback = collections.abc.Callable[[int, int, int], object]
 
 
-class CheckFailed(Exception):
+class CheckFailed(exception.ComputeDriverError):
     """The backend answered, but not what the contract promises."""
 
 
@@ -170,13 +170,6 @@ class _InstanceRun:
         result = func(*args, **kwargs)
         self.elapsed += time.perf_counter() - start
         return result
-
-
-def _describe(exc: BaseException) -> str:
-    text = ' '.join(str(exc).split())
-    if isinstance(exc, (exception.ComputeDriverError, CheckFailed)):
-        return text
-    return '%s: %s' % (type(exc).__name__, text)
 
 
 def _no_task_state(*args, **kwargs) -> None:
@@ -575,7 +568,7 @@ class Verifier:
                 except Exception as exc:
                     broken = step.operation
                     result = StepResult(name, step.operation, FAILED,
-                                        message=_describe(exc))
+                                        message=exception.one_line(exc))
                 else:
                     result = StepResult(name, step.operation, PASSED,
                                         seconds=run.elapsed)
@@ -594,14 +587,14 @@ class Verifier:
                 run.spawned = False
             except Exception as exc:
                 run.cleanup_error = 'destroy %s: %s' % (
-                    run.instance.name, _describe(exc))
+                    run.instance.name, exception.one_line(exc))
         if run.snapshotted:
             try:
                 self.backend.delete_snapshot(None, run.snapshot)
                 run.snapshotted = False
             except Exception as exc:
                 run.cleanup_error = 'delete snapshot %s: %s' % (
-                    run.snapshot, _describe(exc))
+                    run.snapshot, exception.one_line(exc))
         if not (run.spawned or run.snapshotted):
             with self._lock:
                 self._live.pop(run.instance.uuid, None)

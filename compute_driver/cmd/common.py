@@ -43,27 +43,12 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class UsageError(exception.ComputeDriverError):
     """Options that each parse but do not make sense together."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(exception.ComputeDriverError):
     """A command failed for a reason already worded for the user."""
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as a single line, with its type when it is a bug.
-
-    Library errors are written for users and are shown as they are; any
-    other exception is a bug somewhere, so its type is kept for the report.
-    """
-    text = ' '.join(str(exc).split())
-    if isinstance(exc, (exception.ComputeDriverError, UsageError,
-                        CommandFailed)):
-        return text
-    if not text:
-        return type(exc).__name__
-    return '%s: %s' % (type(exc).__name__, text)
 
 
 def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
@@ -160,13 +145,13 @@ class _ErrorHandling(command.Command):
             return super().run(parsed_args)
         except UsageError as exc:
             self.app.stderr.write('%s: error: %s\n' % (
-                self.app.NAME, one_line(exc)))
+                self.app.NAME, exception.one_line(exc)))
             return EXIT_USAGE
         except Exception as exc:
             if self.app_args is not None and self.app_args.debug:
                 # cliff logs the exception with its traceback.
                 raise
-            self.app.stderr.write(one_line(exc) + '\n')
+            self.app.stderr.write(exception.one_line(exc) + '\n')
             return EXIT_FAILURE
 
 

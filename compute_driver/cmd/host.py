@@ -60,7 +60,7 @@ class ListDrivers(common.Lister):
             except exception.BackendSDKMissing as exc:
                 status = 'missing SDK module %r: %s' % (exc.module, exc.hint)
             except exception.ComputeDriverError as exc:
-                status = common.one_line(exc)
+                status = exception.one_line(exc)
             else:
                 status = 'ok'
             rows.append((name, targets.get(name, ''), status))

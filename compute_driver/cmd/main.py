@@ -30,6 +30,7 @@ from cliff import app
 from cliff import commandmanager
 
 from compute_driver.cmd import common
+from compute_driver import exception
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     # Only for annotations: both are imported on first use, so that
@@ -196,7 +197,7 @@ class App(app.App):
                 except Exception as exc:
                     self.stderr.write(
                         'Could not clean up the %s backend: %s\n' % (
-                            backend.name, common.one_line(exc)))
+                            backend.name, exception.one_line(exc)))
         finally:
             self._remove_log_handlers()
 

@@ -20,6 +20,7 @@ import abc
 
 from compute_driver.cmd import common
 from compute_driver import driver as contract
+from compute_driver import exception
 from compute_driver import flavors
 from compute_driver import objects
 from compute_driver import power_state
@@ -323,7 +324,7 @@ class DeleteInstance(common.Command):
             except Exception as exc:
                 if self.app_args is not None and self.app_args.debug:
                     raise
-                errors.append(common.one_line(exc))
+                errors.append(exception.one_line(exc))
         if errors:
             raise common.CommandFailed(
                 'Failed to delete %d of %d instances: %s' % (

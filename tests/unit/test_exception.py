@@ -40,3 +40,10 @@ def test_missing_format_key_still_reports_values():
 def test_every_error_is_one_line_sentence(cls):
     assert '\n' not in cls.msg_fmt
     assert issubclass(cls, exception.ComputeDriverError)
+
+
+def test_one_line_keeps_library_words_and_names_bugs():
+    assert exception.one_line(
+        exception.InvalidInput('two\n  lines')) == 'two lines'
+    assert (exception.one_line(KeyError('uuid')) == "KeyError: 'uuid'")
+    assert exception.one_line(RuntimeError()) == 'RuntimeError'
