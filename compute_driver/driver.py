@@ -150,6 +150,14 @@ def default_capabilities() -> dict[str, bool]:
 EventCallback = collections.abc.Callable[[virtevent.Event], object]
 
 
+def ignore_task_state(*args: object, **kwargs: object) -> None:
+    """A snapshot progress callback that records nothing.
+
+    For callers of :meth:`ComputeDriver.snapshot` with no task state to
+    keep; Nova's own callback saves it to the instance record.
+    """
+
+
 class ComputeDriver(abc.ABC):
     """Base class of every backend.
 

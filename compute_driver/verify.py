@@ -172,10 +172,6 @@ class _InstanceRun:
         return result
 
 
-def _no_task_state(*args, **kwargs) -> None:
-    """Nova's snapshot progress callback; nothing to report here."""
-
-
 def _expect_state(backend, run: _InstanceRun, expected: int) -> None:
     state = backend.get_info(run.instance).state
     if state != expected:
@@ -248,7 +244,7 @@ def _resume(backend, run):
 def _snapshot(backend, run):
     run.snapshotted = True  # see _spawn
     run.call(backend.snapshot, None, run.instance, run.snapshot,
-             _no_task_state)
+             contract.ignore_task_state)
     _expect_state(backend, run, power_state.RUNNING)
     if backend.supports('list_images'):
         image = next((i for i in backend.list_images()

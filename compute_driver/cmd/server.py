@@ -58,10 +58,6 @@ def _add_instance_argument(parser, nargs=None):
                         help='Instance name or uuid.')
 
 
-def _no_task_state(*args, **kwargs) -> None:
-    """Nova's snapshot progress callback; nothing to report here."""
-
-
 class BootInstance(common.ShowOne):
     """Create an instance and, unless --stopped, start it."""
 
@@ -245,7 +241,8 @@ class SnapshotInstance(_ImageAction):
     image_help = 'Name of the new image.'
 
     def act(self, backend, instance, parsed_args):
-        backend.snapshot(None, instance, parsed_args.image, _no_task_state)
+        backend.snapshot(None, instance, parsed_args.image,
+                         contract.ignore_task_state)
 
 
 class RevertInstance(_ImageAction):
