@@ -45,9 +45,20 @@ def _entry_points(name: str | None = None
     return [ep for ep in eps if name is None or ep.name == name]
 
 
+def entry_point_targets() -> dict[str, str]:
+    """Every installed backend's name and ``module:Class``, sorted by name.
+
+    Nothing is imported.
+    """
+    targets: dict[str, str] = {}
+    for ep in sorted(_entry_points(), key=lambda ep: ep.name):
+        targets.setdefault(ep.name, ep.value)
+    return targets
+
+
 def installed_drivers() -> list[str]:
     """Names of every installed backend, without importing any of them."""
-    return sorted({ep.name for ep in _entry_points()})
+    return list(entry_point_targets())
 
 
 def install_hint(name: str, module: str | None) -> str:

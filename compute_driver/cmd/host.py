@@ -15,8 +15,6 @@
 ``drivers``, ``check``, ``resources``, ``images`` and ``flavors``.
 """
 
-import importlib.metadata
-
 from compute_driver.cmd import common
 from compute_driver import exception
 from compute_driver import flavors
@@ -50,11 +48,8 @@ class ListDrivers(common.Lister):
     """
 
     def take_action(self, parsed_args):
-        targets: dict[str, str] = {}
-        for ep in importlib.metadata.entry_points(group=loader.NAMESPACE):
-            targets.setdefault(ep.name, ep.value)
         rows = []
-        for name in loader.installed_drivers():
+        for name, target in loader.entry_point_targets().items():
             try:
                 loader.load_driver_class(name)
             except exception.BackendSDKMissing as exc:
@@ -63,7 +58,7 @@ class ListDrivers(common.Lister):
                 status = exception.one_line(exc)
             else:
                 status = 'ok'
-            rows.append((name, targets.get(name, ''), status))
+            rows.append((name, target, status))
         return ('Name', 'Entry Point', 'Status'), rows
 
 

@@ -153,3 +153,9 @@ def test_loading_fake_imports_no_backend_sdk():
 def test_loaded_class_is_a_contract_subclass():
     cls = loader.load_driver_class('fake')
     assert issubclass(cls, driver.ComputeDriver)
+
+
+def test_entry_point_targets_name_the_class_without_importing():
+    targets = loader.entry_point_targets()
+    assert targets['fake'] == 'compute_driver.fake.driver:FakeDriver'
+    assert list(targets) == loader.installed_drivers()
