@@ -7,10 +7,17 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The same test as compute_driver.testing.fixtures.strict_mode().
+is_true() {
+    case "${1,,}" in
+        1|true|yes|on) return 0 ;;
+    esac
+    return 1
+}
 strict=0
-case "${COMPUTE_DRIVER_STRICT:-}:${CI:-}" in
-    1:*|true:*|yes:*|*:true) strict=1 ;;
-esac
+if is_true "${COMPUTE_DRIVER_STRICT:-}" || is_true "${CI:-}"; then
+    strict=1
+fi
 
 if ! command -v shellcheck >/dev/null 2>&1; then
     echo "shellcheck is not installed (apt-get install shellcheck)" >&2
