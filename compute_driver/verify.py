@@ -576,21 +576,23 @@ class Verifier:
 
     def _clean_up(self, run: _InstanceRun) -> None:
         """Remove what ``run`` created; idempotent, never raises."""
-        run.cleanup_error = None
+        errors = []
         if run.spawned:
             try:
                 self.backend.destroy(None, run.instance, None)
                 run.spawned = False
             except Exception as exc:
-                run.cleanup_error = 'destroy %s: %s' % (
-                    run.instance.name, exception.one_line(exc))
+                errors.append('destroy %s: %s' % (
+                    run.instance.name, exception.one_line(exc)))
         if run.snapshotted:
             try:
                 self.backend.delete_snapshot(None, run.snapshot)
                 run.snapshotted = False
             except Exception as exc:
-                run.cleanup_error = 'delete snapshot %s: %s' % (
-                    run.snapshot, exception.one_line(exc))
+                errors.append('delete snapshot %s: %s' % (
+                    run.snapshot, exception.one_line(exc)))
+        # Both, when both failed: each names something left behind.
+        run.cleanup_error = '; '.join(errors) or None
         if not (run.spawned or run.snapshotted):
             with self._lock:
                 self._live.pop(run.instance.uuid, None)

@@ -321,3 +321,17 @@ def test_default_image_skips_snapshots():
 
 def test_default_image_needs_list_images():
     assert verify.default_image(_backend(NoImageListDriver)) is None
+
+
+def test_every_cleanup_failure_of_an_instance_is_reported():
+    class Leaky(UndeletableDriver):
+        def delete_snapshot(self, context, image_id):
+            raise exception.BackendError(operation='delete_snapshot',
+                                         instance=image_id, reason='locked')
+
+    backend = _backend(Leaky)
+    report = _verifier(backend).run()
+
+    assert len(report.cleanup_errors) == 1
+    assert 'stuck' in report.cleanup_errors[0]
+    assert 'locked' in report.cleanup_errors[0]
