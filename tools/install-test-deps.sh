@@ -1,34 +1,24 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suites need on a Debian machine.
 #
-# Idempotent: a second run only checks. Needs root to install; run as
-# another user it reports what is missing and leaves the decision to the
+# The base packages every suite needs are handled here; each backend keeps
+# its own steps (Debian packages, daemons, test images) in
+# tools/test-setup.d/<backend>.sh, run in name order after the base. Each
+# step is idempotent: a second run only checks. Needs root to install; run
+# as another user it reports what is missing and leaves the decision to the
 # tests (which skip, or fail under COMPUTE_DRIVER_STRICT=1).
 set -euo pipefail
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tools/test-setup.d/common.sh
+source "$here/test-setup.d/common.sh"
+
 # Debian packages every suite needs: venv for tox, git for pbr's version,
 # and the shell linter the pep8 environment runs.
-packages=(python3-venv git shellcheck)
+ensure_packages python3-venv git shellcheck
 
-missing=()
-for pkg in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |
-            grep -q 'install ok installed'; then
-        missing+=("$pkg")
-    fi
+for step in "$here"/test-setup.d/[0-9]*.sh; do
+    [[ -e "$step" ]] || continue
+    echo "test setup: $(basename "$step")"
+    bash "$step"
 done
-
-if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "test dependencies: all installed"
-    exit 0
-fi
-
-if [[ $(id -u) -ne 0 ]]; then
-    echo "test dependencies missing (run as root to install): ${missing[*]}" >&2
-    exit 0
-fi
-
-echo "installing: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
