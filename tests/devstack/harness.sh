@@ -18,9 +18,10 @@
 #   HARNESS_SERVICES     ENABLED_SERVICES before the plugin's settings add
 #                        its own (e.g. "n-cpu,tempest")
 #   HARNESS_DISABLED_SERVICES  services local.conf disables
-#   HARNESS_NOVA_ADAPTER "present" makes compute_driver.nova importable with
-#                        NOVA_COMPUTE_DRIVER set, "absent" makes importing
-#                        it fail; unset leaves the installed package as is
+#   HARNESS_NOVA_ADAPTER "present" puts a stand-in compute_driver.nova
+#                        (with NOVA_COMPUTE_DRIVER set) ahead of any real
+#                        one, "absent" makes importing it fail; unset
+#                        leaves the installed package as it is
 #   STANDIN_RECORD       "1" records package, pip and process calls in
 #                        HARNESS_WORK/calls.log instead of running them, and
 #                        puts tests/devstack/fake-bin first on PATH so that
@@ -68,7 +69,7 @@ EOF
         if [[ $HARNESS_NOVA_ADAPTER == present ]]; then
             cat > "$adapter_dir/sitecustomize.py" <<EOF
 import compute_driver
-compute_driver.__path__.append('$adapter_dir/shadow')
+compute_driver.__path__.insert(0, '$adapter_dir/shadow')
 EOF
         else
             cat > "$adapter_dir/sitecustomize.py" <<'EOF'
