@@ -63,17 +63,15 @@ class EventWatcher:
         """Stop polling, and log the watcher's session out."""
         self._stopping.set()
         with self._session_lock:
-            session = self._session
-        if session is not None:
-            # Unblocks the event.from in flight.
-            session.transport.abort()
-        self._thread.join(timeout)
-        with self._session_lock:
             session, self._session = self._session, None
-        if session is not None and not self._thread.is_alive():
-            session.transport.reset()
-            self._pool.logout(session)
-            xsession.close_session(session)
+        if session is not None:
+            # The transport refuses further connections, so the SDK cannot
+            # log in again; logging the session out over another
+            # connection makes XAPI end the event.from in flight, and
+            # closing the socket ends a call that XAPI has not answered.
+            session.transport.abort()
+            self._pool.logout_handle(session.handle)
+        self._thread.join(timeout)
 
     def _connect(self) -> typing.Any:
         # The timeout must outlast the long poll it waits for.

@@ -113,11 +113,6 @@ class _TimeoutMixin:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-    def reset(self) -> None:
-        """Allow connections again after :meth:`abort`."""
-        self.close()  # type: ignore[attr-defined]
-        self._aborted = False
-
 
 class _Transport(_TimeoutMixin, xmlrpc.client.Transport):
     pass
@@ -258,6 +253,25 @@ class SessionPool:
         with contextlib.suppress(XenAPI.Failure, xmlrpc.client.Fault,
                                  *_CONNECTION_ERRORS):
             session.xenapi.session.logout()
+
+    def logout_handle(self, handle: str | None) -> None:
+        """Log out a session another thread is using, by its reference.
+
+        The call goes over a connection of its own, so it does not wait
+        for the session's call in flight.
+        """
+        if not handle:
+            return
+        proxy = XenAPI.Session(self.url,
+                               transport=self._transport(self._login_timeout))
+        try:
+            # The raw XML-RPC method: the SDK's session.logout would log
+            # out the proxy's own (absent) session.
+            getattr(proxy, 'session.logout')(handle)
+        except (*_CONNECTION_ERRORS, xmlrpc.client.Fault) as exc:
+            LOG.debug('Could not log out session: %s', exc)
+        finally:
+            close_session(proxy)
 
     @contextlib.contextmanager
     def session(self) -> collections.abc.Iterator[typing.Any]:

@@ -131,9 +131,10 @@ class Simulator:
 
     def start(self) -> 'Simulator':
         """Serve in a background thread; returns ``self``."""
+        # A short poll so that stop() returns quickly.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name='xapi-simulator',
-            daemon=True)
+            target=self._server.serve_forever, kwargs={'poll_interval': 0.1},
+            name='xapi-simulator', daemon=True)
         self._thread.start()
         return self
 
