@@ -158,8 +158,11 @@ class XenAPIDriver(driver.ComputeDriver):
             raise self._fail(exc, operation, instance) from exc
 
     def _own_vdis(self, ref: str, record: Record) -> list[str]:
-        """The VDIs only this VM uses: never a sharable disk, a read-only
-        one (an ISO, a golden image) or one another VM has attached."""
+        """The VDIs only this VM uses.
+
+        Never a sharable disk, a read-only one (an ISO, a golden image) or
+        one another VM has attached.
+        """
         vdis = []
         for vbd_ref in record.get('VBDs', []):
             try:
@@ -265,11 +268,12 @@ class XenAPIDriver(driver.ComputeDriver):
         return [i.uuid for _, _, i in self._instance_records()]
 
     def list_instance_records(self):
-        return [objects.InstanceRecord(
-                    instance=instance,
-                    info=objects.InstanceInfo(
-                        state=vm_utils.state_of(record), internal_id=ref))
-                for ref, record, instance in self._instance_records()]
+        return [
+            objects.InstanceRecord(
+                instance=instance,
+                info=objects.InstanceInfo(state=vm_utils.state_of(record),
+                                          internal_id=ref))
+            for ref, record, instance in self._instance_records()]
 
     def _claim(self, instance: objects.Instance,
                records: dict[str, Record]) -> None:

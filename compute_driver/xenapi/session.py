@@ -90,7 +90,7 @@ class _TimeoutMixin:
 
     _aborted = False
 
-    def make_connection(self, host: typing.Any) -> http.client.HTTPConnection:
+    def make_connection(self, host: typing.Any) -> typing.Any:
         if self._aborted:
             # xmlrpc.client retries a call whose connection dropped once,
             # on a new connection; an aborted transport makes none.
@@ -113,7 +113,6 @@ class _TimeoutMixin:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-
 class _Transport(_TimeoutMixin, xmlrpc.client.Transport):
     pass
 
@@ -134,8 +133,8 @@ def master_url(url: str, address: str) -> str:
         netloc = address
     else:
         host = '[%s]' % address if ':' in address else address
-        netloc = host if parts.port is None else '%s:%d' % (host,
-                                                             parts.port)
+        netloc = (host if parts.port is None
+                  else '%s:%d' % (host, parts.port))
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 

@@ -176,7 +176,7 @@ def resize_disks(disks_xml: str, flavor: objects.Flavor) -> str:
         raise exception.InvalidInput(
             reason='the template\'s other_config:disks is not XML: %s'
                    % exc) from None
-    root = document.documentElement
+    root = typing.cast(xml.dom.minidom.Element, document.documentElement)
     disks = root.getElementsByTagName('disk')
     if flavor.root_gb and disks:
         boot = next((d for d in disks

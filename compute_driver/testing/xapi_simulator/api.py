@@ -392,7 +392,7 @@ class Api:
         with self.store.lock:
             if since < 0:
                 # An empty token: every object of the classes, as "add".
-                events = []
+                events: list[dict[str, typing.Any]] = []
                 for cls, table in self.store.objects.items():
                     if everything or cls.lower() in wanted:
                         events.extend(self._event(0, cls, 'add', ref, rec)
@@ -801,7 +801,7 @@ class Api:
         return destroy
 
     def _vdi_create(self, record: db.Record) -> str:
-        sr_ref = record.get('SR')
+        sr_ref = str(record.get('SR'))
         sr = self.store.get('SR', sr_ref)
         size = int(record.get('virtual_size') or 0)
         free = int(sr['physical_size']) - int(sr['physical_utilisation'])

@@ -18,7 +18,6 @@ XAPI answers XML-RPC POSTs on ``/`` over HTTP or HTTPS; so does
 """
 
 import argparse
-import http.server
 import logging
 import signal
 import socketserver
