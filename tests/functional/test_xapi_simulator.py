@@ -205,14 +205,13 @@ def test_event_from_blocks_until_a_change(simulator, session,  # noqa
     assert {e['operation'] for e in first['events']} == {'add'}
     assert first['valid_ref_counts']['vm'] == len(xen.VM.get_all())
     vm = _install(session, template)
+    token = xen.event_from(['vm'], first['token'], 0.0)['token']
+    other = _login(simulator)
     woke = threading.Event()
     results = []
 
     def wait():
-        other = _login(simulator)
-        results.append(other.xenapi.event_from(
-            ['vm'], xen.event_from(['vm'], first['token'], 0.0)['token'],
-            30.0))
+        results.append(other.xenapi.event_from(['vm'], token, 30.0))
         woke.set()
 
     waiter = threading.Thread(target=wait)
