@@ -71,8 +71,10 @@ opts = [
     cfg.StrOpt(
         'default_template',
         default='Debian Bookworm 12',
-        help='Template to clone when an instance names no image. Any '
-             'template or snapshot of the pool can be named as an image.'),
+        help='Template to clone when the image reference is empty. It is '
+             'listed first by list_images, so callers that boot the first '
+             'listed image (compute-driver verify) boot it. Any template or '
+             'snapshot of the pool can be named as an image.'),
     cfg.StrOpt(
         'network_name',
         default='Pool-wide network associated with eth0',

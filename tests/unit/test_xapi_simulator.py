@@ -238,3 +238,13 @@ def test_async_failure_is_recorded_on_the_task(api, session):
     assert record['status'] == 'failure'
     assert record['error_info'] == ['VM_BAD_POWER_STATE', vm, 'running',
                                     'halted']
+
+
+def test_old_tokens_lose_events(api, session):
+    token = _call(api, session, 'event.from', ['vm'], '', 0)['token']
+    template = _template(api, session)
+    for number in range(20001):
+        _call(api, session, 'VM.set_name_description', template,
+              str(number))
+    assert _error(api, session, 'event.from', ['vm'], token, 0) == [
+        'EVENTS_LOST']

@@ -22,6 +22,7 @@ from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.xenapi import events
 from compute_driver.xenapi import session as xsession
 from compute_driver.xenapi import vm_utils
 
@@ -229,3 +230,55 @@ def test_https_transport_verifies_by_default(fake_sdk):
     unverified = xsession.SessionPool('https://x/', 'root', 'pw',
                                       verify=False)._transport(5)
     assert unverified.context.verify_mode.name == 'CERT_NONE'
+
+
+class _EventSession:
+    """Answers the watcher's event_from with a fixed list of records."""
+
+    def __init__(self, records):
+        self.xenapi = self
+        self.records = records
+
+    def event_from(self, classes, token, timeout):
+        return {'token': '7', 'events': [
+            {'ref': ref, 'operation': 'add', 'snapshot': record}
+            for ref, record in self.records.items()]}
+
+
+def _vm(instance, state, **fields):
+    return _record(power_state=state,
+                   other_config=vm_utils.instance_tags(instance), **fields)
+
+
+def test_watcher_turns_changes_into_lifecycle_events():
+    emitted = []
+    watcher = events.EventWatcher(None, lambda *e: emitted.append(e), 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    two = objects.Instance.new('two', FLAVOR, 'img')
+    # What exists when the watcher starts is learnt, not announced.
+    watcher._sync(_EventSession({'r1': _vm(one, 'Running')}), emit=False)
+    assert emitted == []
+    for ref, record in (('r1', _vm(one, 'Paused')),
+                        ('r2', _vm(two, 'Running')),
+                        ('r3', _vm(two, 'Running', is_a_template=True))):
+        watcher._handle({'ref': ref, 'operation': 'mod',
+                         'snapshot': record})
+    watcher._handle({'ref': 'r2', 'operation': 'del'})
+    assert emitted == [(one.uuid, virtevent.EVENT_LIFECYCLE_PAUSED),
+                       (two.uuid, virtevent.EVENT_LIFECYCLE_STARTED),
+                       (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)]
+
+
+def test_watcher_resync_reports_what_it_missed():
+    emitted = []
+    watcher = events.EventWatcher(None, lambda *e: emitted.append(e), 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    two = objects.Instance.new('two', FLAVOR, 'img')
+    watcher._sync(_EventSession({'r1': _vm(one, 'Running'),
+                                 'r2': _vm(two, 'Running')}), emit=False)
+    # After EVENTS_LOST or a reconnection: r1 stopped, r2 vanished.
+    assert watcher._sync(_EventSession({'r1': _vm(one, 'Halted')}),
+                         emit=True) == '7'
+    assert sorted(emitted) == sorted([
+        (one.uuid, virtevent.EVENT_LIFECYCLE_STOPPED),
+        (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)])

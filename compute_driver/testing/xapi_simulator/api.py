@@ -398,6 +398,8 @@ class Api:
                         events.extend(self._event(0, cls, 'add', ref, rec)
                                       for ref, rec in table.items())
                 return self._events_result(events, wanted)
+            if since + 1 < self.store.oldest_event:
+                raise db.ApiError('EVENTS_LOST')
             while True:
                 if session not in self.last_active:
                     raise db.ApiError('SESSION_INVALID', session)

@@ -211,6 +211,8 @@ class Store:
         # (id, class, operation, ref, snapshot or None)
         self.events: list[tuple[int, str, str, str, Record | None]] = []
         self.event_id = 0
+        #: Events before this id were dropped from :attr:`events`.
+        self.oldest_event = 0
 
     # -- access ------------------------------------------------------------
 
@@ -235,8 +237,10 @@ class Store:
         record = self.objects[cls].get(ref)
         self.events.append((self.event_id, cls, operation, ref,
                             copy.deepcopy(record) if record else None))
-        # Enough history for any poller; XAPI keeps a bounded queue too.
+        # XAPI keeps a bounded queue too; a poller whose token is older
+        # than what is left gets EVENTS_LOST.
         if len(self.events) > 20000:
+            self.oldest_event = self.events[10000][0]
             del self.events[:10000]
         self.changed.notify_all()
 
