@@ -248,3 +248,31 @@ def test_old_tokens_lose_events(api, session):
               str(number))
     assert _error(api, session, 'event.from', ['vm'], token, 0) == [
         'EVENTS_LOST']
+
+
+def test_copy_puts_new_disks_on_the_sr(api, session):
+    vm = _install(api, session)
+    sr = _call(api, session, 'pool.get_default_SR',
+               _call(api, session, 'pool.get_all')[0])
+    copy = _call(api, session, 'VM.copy', vm, 'copy', sr)
+    [original] = [_call(api, session, 'VBD.get_VDI', v)
+                  for v in _call(api, session, 'VM.get_VBDs', vm)]
+    [copied] = [_call(api, session, 'VBD.get_VDI', v)
+                for v in _call(api, session, 'VM.get_VBDs', copy)]
+    assert copied != original
+    assert _call(api, session, 'VDI.get_SR', copied) == sr
+    assert _call(api, session, 'VM.get_is_a_template', copy) is False
+
+
+def test_async_result_holds_the_reference(api, session):
+    task = _call(api, session, 'Async.VM.clone', _template(api, session),
+                 'async')
+    done = threading.Event()
+    for _ in range(200):
+        if _call(api, session, 'task.get_status', task) != 'pending':
+            break
+        done.wait(0.01)
+    result = _call(api, session, 'task.get_result', task)
+    [clone] = _call(api, session, 'VM.get_by_name_label', 'async')
+    # XAPI wraps a task's result in an XML-RPC <value> element.
+    assert result == '<value>%s</value>' % clone

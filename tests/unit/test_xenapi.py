@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The xenapi backend's helpers: record mapping and the session pool."""
+"""The xenapi backend without XAPI: mapping, sessions, events, errors."""
 
 import threading
 import xml.dom.minidom
@@ -18,10 +18,13 @@ import xml.dom.minidom
 import pytest
 import XenAPI
 
+from compute_driver.conf import xenapi as xconf
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.testing import fixtures
+from compute_driver.xenapi import driver as xdriver
 from compute_driver.xenapi import events
 from compute_driver.xenapi import session as xsession
 from compute_driver.xenapi import vm_utils
@@ -282,3 +285,46 @@ def test_watcher_resync_reports_what_it_missed():
     assert sorted(emitted) == sorted([
         (one.uuid, virtevent.EVENT_LIFECYCLE_STOPPED),
         (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)])
+
+
+@pytest.fixture
+def backend():
+    # Building the backend connects to nothing; init_host does.
+    return xdriver.XenAPIDriver(fixtures.make_conf('xenapi'))
+
+
+def _failed(*details):
+    return xsession.XapiCallFailed(method='VM.x', details=list(details))
+
+
+def test_failures_become_library_errors(backend):
+    instance = objects.Instance.new('vm', FLAVOR, 'img')
+    cases = [
+        (_failed('HANDLE_INVALID', 'VM', 'OpaqueRef:1'),
+         exception.InstanceNotFound),
+        (_failed('VM_BAD_POWER_STATE', 'OpaqueRef:1', 'halted', 'running'),
+         exception.InvalidPowerState),
+        (_failed('HOST_NOT_ENOUGH_FREE_MEMORY', '10', '5'),
+         exception.InsufficientResources),
+        (_failed('SR_FULL', '10', '5'), exception.InsufficientResources),
+        (_failed('INTERNAL_ERROR', 'boom'), exception.BackendError),
+    ]
+    for failure, expected in cases:
+        assert type(backend._fail(failure, 'pause', instance)) is expected
+    power = backend._fail(cases[1][0], 'pause', instance)
+    assert (power.current, power.expected) == ('running', 'halted')
+
+
+def test_console_output_is_declared_unsupported(backend):
+    assert backend.supports('console_output') is False
+    assert backend.supports('live_resize') is True
+    with pytest.raises(exception.NotSupported):
+        backend.get_console_output(None,
+                                   objects.Instance.new('vm', FLAVOR, 'i'))
+
+
+def test_password_is_secret():
+    [password] = [o for o in xconf.opts if o.name == 'password']
+    assert password.secret is True
+    [verify] = [o for o in xconf.opts if o.name == 'verify_certificate']
+    assert verify.default is True
