@@ -13,6 +13,7 @@
 """The xenapi backend against the simulator: what the conformance suite
 cannot set up (pool members, expiring sessions, failures, TLS)."""
 
+import shutil
 import subprocess
 
 import pytest
@@ -260,6 +261,10 @@ def test_images_list_the_default_template_first(simulator,  # noqa
 
 @pytest.fixture(scope='module')
 def certificate(tmp_path_factory):
+    if shutil.which('openssl') is None:
+        fixtures.skip_or_fail('the openssl tool is needed to make a test '
+                              'certificate (tools/test-setup.d/'
+                              '40-xenapi.sh installs it)')
     directory = tmp_path_factory.mktemp('tls')
     cert, key = directory / 'cert.pem', directory / 'key.pem'
     subprocess.run(
