@@ -20,6 +20,8 @@ import sys
 
 import pytest
 
+from compute_driver import loader
+
 IMAGE = 'cirros-0.6.3-x86_64-disk'
 
 
@@ -93,7 +95,8 @@ def test_unknown_backend_fails_without_traceback(run, config):
     assert result.returncode != 0
     assert 'Traceback' not in result.stderr
     assert result.stderr.splitlines() == [
-        "Compute driver 'nosuch' is not installed. Installed drivers: fake."]
+        "Compute driver 'nosuch' is not installed. Installed drivers: %s."
+        % ', '.join(loader.installed_drivers())]
 
 
 def test_interactive_mode_keeps_instances(run, config):

@@ -1,0 +1,67 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""pytest fixtures that run the XAPI simulator for a test.
+
+Use them from a ``conftest.py``::
+
+    from compute_driver.testing.xapi_simulator.fixture import (  # noqa
+        xapi_simulator)
+
+or build a :class:`~.server.Simulator` directly. :func:`xenapi_options`
+gives the ``[xenapi]`` options that point the backend at a simulator.
+"""
+
+import collections.abc
+
+import pytest
+
+from compute_driver.testing.xapi_simulator import server
+
+USERNAME = 'root'
+PASSWORD = 'password'
+
+
+def xenapi_options(simulator: server.Simulator,
+                   **extra: object) -> dict[str, object]:
+    """``[xenapi]`` option values that reach ``simulator``.
+
+    :param extra: further options, overriding these.
+    """
+    options: dict[str, object] = {
+        'connection_url': simulator.url, 'username': USERNAME,
+        'password': PASSWORD, 'event_poll_timeout': 5,
+        'login_timeout': 5, 'call_timeout': 30}
+    options.update(extra)
+    return options
+
+
+@pytest.fixture
+def xapi_simulator() -> collections.abc.Iterator[server.Simulator]:
+    """A simulator on 127.0.0.1 with a free port, stopped afterwards."""
+    simulator = server.Simulator(
+        '127.0.0.1', 0, users={USERNAME: PASSWORD}).start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture(scope='module')
+def module_xapi_simulator() -> collections.abc.Iterator[server.Simulator]:
+    """One simulator shared by the tests of a module."""
+    simulator = server.Simulator(
+        '127.0.0.1', 0, users={USERNAME: PASSWORD}).start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()

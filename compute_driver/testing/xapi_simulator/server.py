@@ -1,0 +1,270 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The simulator's HTTP server, its knobs and its console script.
+
+XAPI answers XML-RPC POSTs on ``/`` over HTTP or HTTPS; so does
+:class:`Simulator`, one thread per connection, so a blocked
+``event.from`` does not hold other callers up.
+"""
+
+import argparse
+import logging
+import signal
+import socketserver
+import ssl
+import sys
+import threading
+import typing
+import xmlrpc.server
+
+from compute_driver.testing.xapi_simulator import api as xapi
+from compute_driver.testing.xapi_simulator import seed as seeding
+from compute_driver.testing.xapi_simulator import store as db
+
+LOG = logging.getLogger(__name__)
+
+
+class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
+    # XAPI serves any path; clients use "/".
+    rpc_paths = ()
+
+    def log_message(self, format: str, *args: typing.Any) -> None:
+        LOG.debug('%s - %s', self.address_string(), format % args)
+
+
+class _Server(socketserver.ThreadingMixIn,
+              xmlrpc.server.SimpleXMLRPCServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Dispatch:
+    """What SimpleXMLRPCServer calls with every method name."""
+
+    def __init__(self, api: xapi.Api) -> None:
+        self.api = api
+
+    def _dispatch(self, method: str, params: tuple) -> dict:
+        result = self.api.dispatch(method, params)
+        if result['Status'] == 'Failure':
+            LOG.debug('%s failed: %s', method, result['ErrorDescription'])
+        return result
+
+
+class Simulator:
+    """One simulated XAPI host serving over real HTTP(S).
+
+    :param host: address to listen on.
+    :param port: port to listen on; 0 picks a free one (see :attr:`url`).
+    :param users: user name -> password; ``root``/``password`` by default.
+    :param seed: the pool to create, see :mod:`.seed`; ignored when
+        ``store`` is given.
+    :param certfile: a PEM certificate (and key, unless ``keyfile``) to
+        serve HTTPS with.
+    :param keyfile: the certificate's PEM key.
+    :param store: share another simulator's objects: what :meth:`add_member`
+        does for a pool member.
+    :param master_address: answer logins with ``HOST_IS_SLAVE`` naming it.
+    """
+
+    def __init__(self, host: str = '127.0.0.1', port: int = 0,
+                 users: dict[str, str] | None = None,
+                 seed: dict[str, typing.Any] | None = None,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 store: db.Store | None = None,
+                 master_address: str | None = None) -> None:
+        if store is None:
+            store = db.Store()
+            seed = dict(seed or seeding.DEFAULT_SEED)
+            seed.setdefault('address', host)
+            seeding.populate(store, seed)
+        self.store = store
+        self.settings = xapi.Settings(master_address=master_address)
+        if users is not None:
+            self.settings.users = dict(users)
+        self.api = xapi.Api(store, self.settings)
+        self._server = _Server((host, port), _RequestHandler,
+                               logRequests=False, allow_none=False)
+        self._server.register_instance(_Dispatch(self.api))
+        self.scheme = 'http'
+        if certfile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile, keyfile)
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True)
+            self.scheme = 'https'
+        self._thread: threading.Thread | None = None
+        self._members: list['Simulator'] = []
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def address(self) -> str:
+        """What a pool member names as its master: ``host:port``.
+
+        XAPI names the master's IP address alone, as every host of a real
+        pool listens on the same port; simulators listen on different
+        ports, so the port is part of the address.
+        """
+        return '%s:%d' % (self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return '%s://%s/' % (self.scheme, self.address)
+
+    def start(self) -> 'Simulator':
+        """Serve in a background thread; returns ``self``."""
+        # A short poll so that stop() returns quickly.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={'poll_interval': 0.1},
+            name='xapi-simulator', daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving, members included, and close the socket."""
+        for member in self._members:
+            member.stop()
+        self.api.invalidate_sessions()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> 'Simulator':
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- knobs -------------------------------------------------------------
+
+    def add_member(self, host: str | None = None) -> 'Simulator':
+        """Start a pool member that sends every login to this master."""
+        member = Simulator(host or self.host, 0, store=self.store,
+                           master_address=self.address)
+        member.settings.users = self.settings.users
+        self._members.append(member)
+        return member.start()
+
+    def invalidate_sessions(self) -> int:
+        """Log every session out, as a xapi restart does."""
+        return self.api.invalidate_sessions()
+
+    def set_max_idle(self, seconds: float) -> None:
+        """Expire sessions unused for longer than ``seconds`` (0: never)."""
+        self.settings.max_idle = seconds
+
+    def fail(self, method: str, code: str, *params: str,
+             nth: int = 1) -> None:
+        """Make the ``nth`` next call of ``method`` fail with ``code``.
+
+        :param method: ``class.message``, e.g. ``VM.start``; Async calls
+            count as their synchronous method.
+        """
+        with self.store.lock:
+            self.settings.faults.append(
+                xapi.Fault(method, code, tuple(params), nth))
+
+    def objects(self, cls: str) -> dict[str, db.Record]:
+        """A copy of every record of a class, by reference."""
+        import copy
+        with self.store.lock:
+            return copy.deepcopy(self.store.table(cls))
+
+
+def _fault(text: str) -> tuple[str, str, int]:
+    method, _, rest = text.partition(':')
+    code, _, nth = rest.partition(':')
+    if not method or not code:
+        raise argparse.ArgumentTypeError(
+            'expected METHOD:CODE[:N], got %r' % text)
+    try:
+        return method, code, int(nth or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            'N must be an integer in %r' % text) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``compute-driver-xapi-simulator``: serve until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog='compute-driver-xapi-simulator',
+        description='Serve a simulated XAPI pool over XML-RPC for the '
+                    'XenAPI SDK and the xenapi backend.')
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='address to listen on (default: %(default)s)')
+    parser.add_argument('--port', type=int, default=8080,
+                        help='port to listen on; 0 picks a free one '
+                             '(default: %(default)s)')
+    parser.add_argument('--username', default='root')
+    parser.add_argument('--password', default='password')
+    parser.add_argument('--seed-file', help='JSON object overriding the '
+                        'default pool (hostname, cpus, memory_mb, sr_gb, '
+                        'network, templates, ...)')
+    parser.add_argument('--cert', help='PEM certificate: serve HTTPS')
+    parser.add_argument('--key', help='PEM key of --cert')
+    parser.add_argument('--max-idle', type=float, default=0.0,
+                        help='seconds after which an unused session is '
+                             'invalid (default: never)')
+    parser.add_argument('--member-port', type=int, default=None,
+                        help='also serve a pool member on this port that '
+                             'answers logins with HOST_IS_SLAVE')
+    parser.add_argument('--fail', type=_fault, action='append', default=[],
+                        metavar='METHOD:CODE[:N]',
+                        help='fail the Nth call (default 1st) of METHOD '
+                             'with error CODE; repeatable')
+    parser.add_argument('--debug', action='store_true')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format='%(asctime)s %(levelname)s %(message)s')
+    try:
+        seed = seeding.load_seed(args.seed_file)
+        simulator = Simulator(args.host, args.port,
+                              users={args.username: args.password},
+                              seed=seed, certfile=args.cert,
+                              keyfile=args.key)
+    except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
+        sys.stderr.write('compute-driver-xapi-simulator: %s\n' % exc)
+        return 1
+    simulator.set_max_idle(args.max_idle)
+    for method, code, nth in args.fail:
+        simulator.fail(method, code, nth=nth)
+    if args.member_port is not None:
+        member = Simulator(args.host, args.member_port,
+                           store=simulator.store,
+                           master_address=simulator.address)
+        member.settings.users = simulator.settings.users
+        simulator._members.append(member.start())
+        LOG.info('pool member at %s', member.url)
+    LOG.info('XAPI simulator at %s', simulator.url)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    try:
+        simulator.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        for member in simulator._members:
+            member.stop()
+        simulator._server.server_close()
+    return 0

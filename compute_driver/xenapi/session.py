@@ -1,0 +1,367 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Sessions with XAPI through the XenAPI SDK.
+
+:class:`SessionPool` keeps a bounded set of logged-in SDK sessions so that
+concurrent calls each use their own HTTP connection (an SDK ``Session`` is
+an ``xmlrpc.client.ServerProxy``, which is not thread-safe). It follows a
+pool member's ``HOST_IS_SLAVE`` answer to the master it names, logs in
+again when XAPI forgets a session (``SESSION_INVALID``: xapi restarted, the
+session expired), verifies TLS certificates unless told not to, and never
+logs the password.
+"""
+
+import collections.abc
+import contextlib
+import http.client
+import logging
+import queue
+import socket
+import ssl
+import threading
+import typing
+import urllib.parse
+import xmlrpc.client
+
+import XenAPI
+
+from compute_driver import exception
+
+LOG = logging.getLogger(__name__)
+
+#: The API version sent at login. XAPI answers every version it knows
+#: with the same protocol; this is what the SDK itself names.
+API_VERSION = XenAPI.API_VERSION_1_2
+
+# Failures that mean the connection, not the call, went wrong.
+_CONNECTION_ERRORS = (OSError, http.client.HTTPException,
+                      xmlrpc.client.ProtocolError)
+
+
+class XapiCallFailed(exception.ComputeDriverError):
+    """XAPI answered a call with a failure.
+
+    :param method: the call, e.g. ``VM.start``.
+    :param details: XAPI's ``ErrorDescription``: code then parameters.
+    """
+
+    msg_fmt = 'XAPI call %(method)s failed: %(details)s'
+
+    method: str
+    details: list[str]
+
+    @property
+    def code(self) -> str:
+        return self.details[0] if self.details else ''
+
+    @property
+    def params(self) -> list[str]:
+        return list(self.details[1:])
+
+
+class _MasterMoved(Exception):
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
+
+
+def close_session(session: typing.Any) -> None:
+    """Close an SDK session's connection without logging it out."""
+    with contextlib.suppress(Exception):
+        # ServerProxy's documented way to reach its transport's close().
+        session('close')()
+
+
+class _TimeoutMixin:
+    """Gives every connection a timeout; :meth:`abort` unblocks a call."""
+
+    timeout: float = 60.0
+    _current: http.client.HTTPConnection | None = None
+
+    _aborted = False
+
+    def make_connection(self, host: typing.Any) -> typing.Any:
+        if self._aborted:
+            # xmlrpc.client retries a call whose connection dropped once,
+            # on a new connection; an aborted transport makes none.
+            raise ConnectionAbortedError('the XAPI call was aborted')
+        conn = super().make_connection(host)  # type: ignore[misc]
+        conn.timeout = self.timeout
+        self._current = conn
+        return conn
+
+    def abort(self) -> None:
+        """Shut the socket of the call in flight, from another thread.
+
+        The transport makes no connection afterwards.
+        """
+        self._aborted = True
+        conn = self._current
+        sock = getattr(conn, 'sock', None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Transport(_TimeoutMixin, xmlrpc.client.Transport):
+    pass
+
+
+class _SafeTransport(_TimeoutMixin, xmlrpc.client.SafeTransport):
+    pass
+
+
+def master_url(url: str, address: str) -> str:
+    """The URL of the master a ``HOST_IS_SLAVE`` failure names.
+
+    :param url: the URL that reached the member.
+    :param address: the failure's parameter: an IP address or name, with
+        a port when the master listens elsewhere than the member.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if address.count(':') == 1 or address.startswith('['):
+        netloc = address
+    else:
+        host = '[%s]' % address if ':' in address else address
+        netloc = (host if parts.port is None
+                  else '%s:%d' % (host, parts.port))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact(url: str) -> str:
+    """A URL without any user information, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition('@')[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class SessionPool:
+    """A bounded pool of XAPI sessions.
+
+    :param url: the pool master's (or a member's) URL.
+    :param username: the XAPI user.
+    :param password: its password; kept only to log in.
+    :param size: the most sessions in use at once.
+    :param verify: verify the certificate of an https URL.
+    :param ca_file: certificate authorities to verify with.
+    :param call_timeout: seconds a call may take.
+    :param login_timeout: seconds a login may take.
+    :param wait_timeout: seconds a call waits for a free session.
+    :param originator: the name XAPI shows for these sessions.
+    """
+
+    def __init__(self, url: str, username: str, password: str,
+                 size: int = 4, verify: bool = True,
+                 ca_file: str | None = None, call_timeout: float = 300,
+                 login_timeout: float = 10, wait_timeout: float = 60,
+                 originator: str = 'compute-driver') -> None:
+        self.url = url
+        self._username = username
+        self._password = password
+        self._verify = verify
+        self._ca_file = ca_file
+        self._call_timeout = call_timeout
+        self._login_timeout = login_timeout
+        self._wait_timeout = wait_timeout
+        self._originator = originator
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: queue.LifoQueue[typing.Any] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        if (urllib.parse.urlsplit(url).scheme == 'https' and not verify):
+            LOG.warning('TLS certificate verification of %s is off: the '
+                        'XAPI password can be intercepted', redact(url))
+
+    # -- connections -------------------------------------------------------
+
+    def _transport(self, timeout: float) -> _TimeoutMixin:
+        transport: _TimeoutMixin
+        if urllib.parse.urlsplit(self.url).scheme == 'https':
+            if self._verify:
+                context = ssl.create_default_context(cafile=self._ca_file)
+            else:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            transport = _SafeTransport(context=context)
+        else:
+            transport = _Transport()
+        transport.timeout = timeout
+        return transport
+
+    def _unavailable(self, reason: str) -> exception.HypervisorUnavailable:
+        return exception.HypervisorUnavailable(host=redact(self.url),
+                                               reason=reason)
+
+    def login(self, timeout: float | None = None) -> typing.Any:
+        """A new logged-in SDK session with its own connection.
+
+        :param timeout: seconds each call of the session may take; the
+            configured call timeout by default.
+        :raises HypervisorUnavailable: when XAPI cannot be reached or
+            refuses the credentials.
+        """
+        for _ in range(3):
+            transport = self._transport(self._login_timeout)
+            session = XenAPI.Session(self.url, transport=transport)
+            try:
+                session.xenapi.login_with_password(
+                    self._username, self._password, API_VERSION,
+                    self._originator)
+            except XenAPI.Failure as exc:
+                details = [str(d) for d in exc.details]
+                if details[:1] == ['HOST_IS_SLAVE'] and len(details) > 1:
+                    master = master_url(self.url, details[1])
+                    LOG.info('%s is a pool member; logging in to the '
+                             'master %s', redact(self.url), redact(master))
+                    self.url = master
+                    continue
+                if details[:1] == ['SESSION_AUTHENTICATION_FAILED']:
+                    raise self._unavailable(
+                        'XAPI refused the login of user %r: wrong user '
+                        'name or password (SESSION_AUTHENTICATION_FAILED)'
+                        % self._username) from None
+                raise self._unavailable('login failed: %s'
+                                        % ' '.join(details)) from None
+            except ssl.SSLError as exc:
+                raise self._unavailable(
+                    'TLS failed: %s; set [xenapi] ca_file to the CA that '
+                    'signed the XAPI certificate' % exc.reason) from None
+            except (*_CONNECTION_ERRORS, xmlrpc.client.Fault) as exc:
+                raise self._unavailable(exception.one_line(exc)) from None
+            transport.timeout = (self._call_timeout if timeout is None
+                                 else timeout)
+            LOG.debug('Logged in to %s as %s', redact(self.url),
+                      self._username)
+            return session
+        raise self._unavailable('pool members kept redirecting the login')
+
+    @staticmethod
+    def logout(session: typing.Any) -> None:
+        """Log a session out, ignoring a session XAPI already forgot."""
+        with contextlib.suppress(XenAPI.Failure, xmlrpc.client.Fault,
+                                 *_CONNECTION_ERRORS):
+            session.xenapi.session.logout()
+
+    def logout_handle(self, handle: str | None) -> None:
+        """Log out a session another thread is using, by its reference.
+
+        The call goes over a connection of its own, so it does not wait
+        for the session's call in flight.
+        """
+        if not handle:
+            return
+        proxy = XenAPI.Session(self.url,
+                               transport=self._transport(self._login_timeout))
+        try:
+            # The raw XML-RPC method: the SDK's session.logout would log
+            # out the proxy's own (absent) session.
+            getattr(proxy, 'session.logout')(handle)
+        except (*_CONNECTION_ERRORS, xmlrpc.client.Fault) as exc:
+            LOG.debug('Could not log out session: %s', exc)
+        finally:
+            close_session(proxy)
+
+    @contextlib.contextmanager
+    def session(self) -> collections.abc.Iterator[typing.Any]:
+        """One logged-in session for the caller's exclusive use.
+
+        :raises BackendError: when none frees up in time.
+        """
+        if not self._slots.acquire(timeout=self._wait_timeout):
+            raise exception.BackendError(
+                operation='XAPI call', instance='-',
+                reason='no free XAPI session within %ss; raise [xenapi] '
+                       'concurrent_sessions' % self._wait_timeout)
+        session = None
+        try:
+            try:
+                session = self._idle.get_nowait()
+            except queue.Empty:
+                session = self.login()
+            try:
+                yield session
+            except XapiCallFailed:
+                # XAPI answered, so the session and its connection are
+                # fine.
+                self._idle.put(session)
+                session = None
+                raise
+            # A session whose connection failed is dropped with it.
+            self._idle.put(session)
+            session = None
+        finally:
+            if session is not None:
+                close_session(session)
+            self._slots.release()
+
+    # -- calls -------------------------------------------------------------
+
+    def call(self, method: str, *args: typing.Any) -> typing.Any:
+        """Call a XAPI method, e.g. ``call('VM.start', ref, False, False)``.
+
+        :raises XapiCallFailed: when XAPI answers with a failure.
+        :raises HypervisorUnavailable: when XAPI cannot be reached.
+        """
+        try:
+            return self._call(method, args)
+        except _MasterMoved as moved:
+            # The master changed: the SDK's own re-login reached a member.
+            # Log in to the new master and try once more.
+            self.url = master_url(self.url, moved.address)
+            LOG.info('The pool master moved to %s', redact(self.url))
+            self._drop_idle()
+        try:
+            return self._call(method, args)
+        except _MasterMoved as moved:
+            raise self._unavailable('pool members kept redirecting to %s'
+                                    % moved.address) from None
+
+    def _call(self, method: str, args: tuple[typing.Any, ...]) -> typing.Any:
+        with self.session() as session:
+            try:
+                target = session.xenapi
+                for part in method.split('.'):
+                    target = getattr(target, part)
+                return target(*args)
+            except XenAPI.Failure as exc:
+                details = [str(d) for d in exc.details]
+                if details[:1] == ['HOST_IS_SLAVE'] and len(details) > 1:
+                    raise _MasterMoved(details[1]) from None
+                raise XapiCallFailed(method=method,
+                                     details=details) from None
+            except xmlrpc.client.Fault as exc:
+                # The SDK logs in again by itself on SESSION_INVALID and
+                # gives up with a Fault after three tries.
+                raise self._unavailable(
+                    '%s: %s' % (method, exc.faultString)) from None
+            except _CONNECTION_ERRORS as exc:
+                raise self._unavailable('%s: %s' % (
+                    method, exception.one_line(exc))) from None
+
+    def _drop_idle(self) -> None:
+        while True:
+            try:
+                session = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            close_session(session)
+
+    def close(self) -> None:
+        """Log out every idle session; the pool can log in again later."""
+        while True:
+            try:
+                session = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            self.logout(session)

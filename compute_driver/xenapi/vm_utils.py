@@ -1,0 +1,194 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Mapping between XAPI records and the library's objects.
+
+The instance a VM stands for is kept in the VM's ``other_config`` under the
+``compute_driver_*`` keys (:data:`KEY_UUID` ...): XAPI is the only place
+the backend stores anything, so a VM can be listed, found and destroyed by
+any process that can reach the pool.
+"""
+
+import json
+import logging
+import re
+import typing
+import xml.dom.minidom
+
+from compute_driver import event as virtevent
+from compute_driver import exception
+from compute_driver import objects
+from compute_driver import power_state
+
+LOG = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+KEY_UUID = 'compute_driver_uuid'
+KEY_NAME = 'compute_driver_name'
+KEY_FLAVOR = 'compute_driver_flavor'
+KEY_IMAGE = 'compute_driver_image_ref'
+KEY_METADATA = 'compute_driver_metadata'
+#: On a snapshot: the uuid of the instance it was taken of.
+KEY_SNAPSHOT_OF = 'compute_driver_snapshot_of'
+
+#: XAPI's vm_power_state -> the library's power state.
+POWER_STATES = {
+    'Halted': power_state.SHUTDOWN,
+    'Running': power_state.RUNNING,
+    'Paused': power_state.PAUSED,
+    'Suspended': power_state.SUSPENDED,
+    'Crashed': power_state.CRASHED,
+}
+
+Record = dict[str, typing.Any]
+
+
+def state_of(record: Record) -> int:
+    """The library's power state of a VM record (NOSTATE if unknown)."""
+    return POWER_STATES.get(record.get('power_state', ''),
+                            power_state.NOSTATE)
+
+
+def transition(before: str, after: str) -> int | None:
+    """The lifecycle event of a power-state change, or ``None``."""
+    if before == after:
+        return None
+    if after == 'Running':
+        return (virtevent.EVENT_LIFECYCLE_RESUMED if before == 'Paused'
+                else virtevent.EVENT_LIFECYCLE_STARTED)
+    if after in ('Halted', 'Crashed'):
+        return virtevent.EVENT_LIFECYCLE_STOPPED
+    if after == 'Paused':
+        return virtevent.EVENT_LIFECYCLE_PAUSED
+    if after == 'Suspended':
+        return virtevent.EVENT_LIFECYCLE_SUSPENDED
+    return None
+
+
+def instance_tags(instance: objects.Instance) -> dict[str, str]:
+    """The ``other_config`` entries that record an instance."""
+    return {
+        KEY_UUID: instance.uuid,
+        KEY_NAME: instance.name,
+        KEY_FLAVOR: json.dumps(instance.flavor.to_dict(), sort_keys=True),
+        KEY_IMAGE: instance.image_ref,
+        KEY_METADATA: json.dumps(instance.metadata, sort_keys=True),
+    }
+
+
+def is_instance(record: Record) -> bool:
+    """Whether a VM record is an instance this backend created.
+
+    Templates (a half-built instance still is one), snapshots and the
+    control domain never are.
+    """
+    return (KEY_UUID in record.get('other_config', {}) and
+            not record.get('is_a_template') and
+            not record.get('is_a_snapshot') and
+            not record.get('is_control_domain'))
+
+
+def instance_of(record: Record) -> objects.Instance | None:
+    """Rebuild the instance a VM record stands for.
+
+    :returns: ``None`` (and logs why) for a VM that is not one or whose
+        tags were damaged by hand.
+    """
+    if not is_instance(record):
+        return None
+    tags = record['other_config']
+    try:
+        return objects.Instance.from_dict({
+            'uuid': tags[KEY_UUID], 'name': tags[KEY_NAME],
+            'flavor': json.loads(tags[KEY_FLAVOR]),
+            'image_ref': tags[KEY_IMAGE],
+            'metadata': json.loads(tags.get(KEY_METADATA) or '{}')})
+    except (KeyError, ValueError, exception.InvalidInput) as exc:
+        LOG.warning('Ignoring VM %s: its %s* other_config keys are not a '
+                    'valid instance: %s', record.get('uuid'),
+                    'compute_driver_', exc)
+        return None
+
+
+_IMAGE_REF_RE = objects.IMAGE_REF_RE
+
+
+def image_name(record: Record) -> str:
+    """The image reference a template or snapshot is listed under.
+
+    Its name_label when that is a valid reference; XAPI's own template
+    names contain spaces, so those are listed with each run of
+    whitespace replaced by ``_`` (``Debian_Bookworm_12``), or by uuid when
+    even that is not valid.
+    """
+    label = record.get('name_label', '')
+    if _IMAGE_REF_RE.fullmatch(label):
+        return label
+    slug = re.sub(r'\s+', '_', label.strip())
+    if _IMAGE_REF_RE.fullmatch(slug):
+        return slug
+    return record['uuid']
+
+
+def image_meta(record: Record) -> objects.ImageMeta:
+    """A template or snapshot as an image."""
+    tags = record.get('other_config', {})
+    properties = {'xapi_uuid': record['uuid'],
+                  'name_label': record.get('name_label', '')}
+    if record.get('is_a_snapshot'):
+        properties['image_type'] = 'snapshot'
+        if KEY_SNAPSHOT_OF in tags:
+            properties['instance_uuid'] = tags[KEY_SNAPSHOT_OF]
+    else:
+        properties['image_type'] = 'template'
+    return objects.ImageMeta(
+        name=image_name(record), disk_format='vhd', container_format='bare',
+        min_ram=0, properties=properties)
+
+
+def matches_image(record: Record, ref: str) -> bool:
+    return ref in (record.get('uuid'), record.get('name_label'),
+                   image_name(record))
+
+
+def resize_disks(disks_xml: str, flavor: objects.Flavor) -> str:
+    """A template's ``other_config:disks`` sized for a flavor.
+
+    The bootable disk (else the first) gets the flavor's ``root_gb`` when
+    it asks for one, and an ephemeral disk of ``ephemeral_gb`` is added.
+
+    :raises InvalidInput: when the template's disk list is not XML.
+    """
+    try:
+        document = xml.dom.minidom.parseString(disks_xml or '<provision/>')
+    except Exception as exc:
+        raise exception.InvalidInput(
+            reason='the template\'s other_config:disks is not XML: %s'
+                   % exc) from None
+    root = typing.cast(xml.dom.minidom.Element, document.documentElement)
+    disks = root.getElementsByTagName('disk')
+    if flavor.root_gb and disks:
+        boot = next((d for d in disks
+                     if d.getAttribute('bootable') == 'true'), disks[0])
+        boot.setAttribute('size', str(flavor.root_gb * GiB))
+    if flavor.ephemeral_gb:
+        devices = [int(d.getAttribute('device') or 0) for d in disks]
+        extra = document.createElement('disk')
+        for key, value in (('device', str(max(devices, default=-1) + 1)),
+                           ('size', str(flavor.ephemeral_gb * GiB)),
+                           ('sr', ''), ('bootable', 'false'),
+                           ('type', 'ephemeral')):
+            extra.setAttribute(key, value)
+        root.appendChild(extra)
+    return root.toxml()

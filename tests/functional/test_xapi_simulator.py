@@ -1,0 +1,316 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The unmodified XenAPI SDK against the XAPI simulator over real HTTP."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import XenAPI
+
+from compute_driver.testing import xapi_simulator
+from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
+    xapi_simulator as simulator)
+
+GiB = 1024 ** 3
+
+
+def _login(sim, password='password'):
+    session = XenAPI.Session(sim.url)
+    session.xenapi.login_with_password('root', password, '2.21',
+                                       'functional-tests')
+    return session
+
+
+def _failure(call, *args):
+    with pytest.raises(XenAPI.Failure) as info:
+        call(*args)
+    return info.value.details
+
+
+@pytest.fixture
+def session(simulator):  # noqa: F811
+    session = _login(simulator)
+    yield session
+    session.xenapi.session.logout()
+
+
+@pytest.fixture
+def template(session):
+    [ref] = session.xenapi.VM.get_by_name_label('Debian Bookworm 12')
+    return ref
+
+
+def _install(session, template, name='vm1'):
+    vm = session.xenapi.VM.clone(template, name)
+    session.xenapi.VM.provision(vm)
+    session.xenapi.VM.set_is_a_template(vm, False)
+    return vm
+
+
+def test_login_and_get_all_records(session):
+    records = session.xenapi.VM.get_all_records()
+    by_name = {r['name_label']: r for r in records.values()}
+    template = by_name['Debian Bookworm 12']
+    assert template['is_a_template'] is True
+    # XAPI sends 64-bit integers as strings.
+    assert template['memory_static_max'] == str(512 * 1024 * 1024)
+    assert template['power_state'] == 'Halted'
+    assert all(ref.startswith('OpaqueRef:') for ref in records)
+    [dom0] = [r for r in records.values() if r['is_control_domain']]
+    assert dom0['power_state'] == 'Running'
+
+
+def test_bad_ref_is_handle_invalid(session):
+    assert _failure(session.xenapi.VM.get_record, 'OpaqueRef:nope') == [
+        'HANDLE_INVALID', 'VM', 'OpaqueRef:nope']
+    assert _failure(session.xenapi.VM.get_by_uuid, 'nope') == [
+        'UUID_INVALID', 'VM', 'nope']
+
+
+def test_wrong_password_is_authentication_failed(simulator):  # noqa: F811
+    details = _failure(_login, simulator, 'wrong')
+    assert details[0] == 'SESSION_AUTHENTICATION_FAILED'
+
+
+def test_unknown_method_and_parameter_count(session, template):
+    assert _failure(session.xenapi.VM.fly, template) == [
+        'MESSAGE_METHOD_UNKNOWN', 'VM.fly']
+    assert _failure(session.xenapi.VM.start, template) == [
+        'MESSAGE_PARAMETER_COUNT_MISMATCH', 'VM.start', '4', '2']
+
+
+def test_template_cannot_start(session, template):
+    assert _failure(session.xenapi.VM.start, template, False, False) == [
+        'VM_IS_TEMPLATE', template]
+
+
+def test_provision_creates_the_template_disks(session, template):
+    vm = _install(session, template)
+    record = session.xenapi.VM.get_record(vm)
+    assert 'disks' not in record['other_config']
+    [vbd] = record['VBDs']
+    vdi = session.xenapi.VBD.get_VDI(vbd)
+    assert session.xenapi.VDI.get_virtual_size(vdi) == str(10 * GiB)
+    assert session.xenapi.VBD.get_bootable(vbd) is True
+    sr = session.xenapi.VDI.get_SR(vdi)
+    assert vdi in session.xenapi.SR.get_VDIs(sr)
+
+
+def test_power_state_machine(session, template):
+    vm = _install(session, template)
+    xen = session.xenapi
+    assert _failure(xen.VM.pause, vm) == [
+        'VM_BAD_POWER_STATE', vm, 'running', 'halted']
+    steps = [(xen.VM.start, (vm, False, False), 'Running'),
+             (xen.VM.pause, (vm,), 'Paused'),
+             (xen.VM.unpause, (vm,), 'Running'),
+             (xen.VM.suspend, (vm,), 'Suspended'),
+             (xen.VM.resume, (vm, False, False), 'Running'),
+             (xen.VM.clean_reboot, (vm,), 'Running'),
+             (xen.VM.hard_reboot, (vm,), 'Running'),
+             (xen.VM.clean_shutdown, (vm,), 'Halted')]
+    for call, args, state in steps:
+        call(*args)
+        assert xen.VM.get_power_state(vm) == state
+    assert _failure(xen.VM.hard_shutdown, vm) == [
+        'VM_BAD_POWER_STATE', vm, 'running', 'halted']
+
+
+def test_live_vcpus_and_memory_stay_within_static_limits(session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    xen.VM.set_VCPUs_max(vm, '4')
+    assert _failure(xen.VM.set_VCPUs_number_live, vm, '2')[0] == (
+        'VM_BAD_POWER_STATE')
+    xen.VM.start(vm, False, False)
+    xen.VM.set_VCPUs_number_live(vm, '3')
+    metrics = xen.VM.get_metrics(vm)
+    assert xen.VM_metrics.get_VCPUs_number(metrics) == '3'
+    assert _failure(xen.VM.set_VCPUs_number_live, vm, '5')[0] == (
+        'INVALID_VALUE')
+    half = str(256 * 1024 * 1024)
+    xen.VM.set_memory_dynamic_range(vm, half, half)
+    assert xen.VM_metrics.get_memory_actual(metrics) == half
+    too_much = str(2 * 1024 ** 3)
+    assert _failure(xen.VM.set_memory_dynamic_range, vm, half,
+                    too_much)[0] == 'MEMORY_CONSTRAINT_VIOLATION'
+
+
+def test_snapshot_and_revert(session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    xen.VM.start(vm, False, False)
+    [disk] = [xen.VBD.get_VDI(v) for v in xen.VM.get_VBDs(vm)]
+    snap = xen.VM.snapshot(vm, 'before')
+    record = xen.VM.get_record(snap)
+    assert (record['is_a_snapshot'], record['is_a_template'],
+            record['snapshot_of']) == (True, True, vm)
+    assert xen.VM.get_snapshots(vm) == [snap]
+    xen.VM.revert(snap)
+    assert xen.VM.get_power_state(vm) == 'Halted'
+    [reverted] = [xen.VBD.get_VDI(v) for v in xen.VM.get_VBDs(vm)]
+    assert reverted != disk
+    assert _failure(xen.VDI.get_record, disk)[0] == 'HANDLE_INVALID'
+
+
+def test_destroy_keeps_the_disks(session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    [vdi] = [xen.VBD.get_VDI(v) for v in xen.VM.get_VBDs(vm)]
+    xen.VM.destroy(vm)
+    assert xen.VDI.get_VBDs(vdi) == []
+    xen.VDI.destroy(vdi)
+    assert _failure(xen.VDI.get_record, vdi)[0] == 'HANDLE_INVALID'
+
+
+def test_async_call_is_a_task(session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    task = xen.Async.VM.start(vm, False, False)
+    for _ in range(100):
+        if xen.task.get_status(task) != 'pending':
+            break
+        time.sleep(0.05)
+    record = xen.task.get_record(task)
+    assert (record['status'], record['progress']) == ('success', 1.0)
+    failed = xen.Async.VM.start(vm, False, False)
+    for _ in range(100):
+        if xen.task.get_status(failed) != 'pending':
+            break
+        time.sleep(0.05)
+    assert xen.task.get_error_info(failed) == [
+        'VM_BAD_POWER_STATE', vm, 'halted', 'running']
+
+
+def test_event_from_blocks_until_a_change(simulator, session,  # noqa
+                                          template):
+    xen = session.xenapi
+    first = xen.event_from(['vm'], '', 0.0)
+    assert {e['operation'] for e in first['events']} == {'add'}
+    assert first['valid_ref_counts']['vm'] == len(xen.VM.get_all())
+    vm = _install(session, template)
+    token = xen.event_from(['vm'], first['token'], 0.0)['token']
+    other = _login(simulator)
+    woke = threading.Event()
+    results = []
+
+    def wait():
+        results.append(other.xenapi.event_from(['vm'], token, 30.0))
+        woke.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    # The token predates the start, so the waiter returns with it
+    # whether it called before or after.
+    xen.VM.start(vm, False, False)
+    assert woke.wait(30)
+    waiter.join()
+    [event] = [e for e in results[0]['events'] if e['ref'] == vm]
+    assert (event['class'], event['operation']) == ('vm', 'mod')
+    assert event['snapshot']['power_state'] == 'Running'
+    quiet = xen.event_from(['vm'], results[0]['token'], 0.1)
+    assert quiet['events'] == []
+
+
+def test_pool_member_names_the_master(simulator):  # noqa: F811
+    member = simulator.add_member()
+    assert _failure(_login, member) == ['HOST_IS_SLAVE', simulator.address]
+
+
+def test_expired_session_is_renewed_by_the_sdk(simulator, session):  # noqa
+    before = session._session
+    assert simulator.invalidate_sessions() == 1
+    assert session.xenapi.VM.get_all()
+    assert session._session != before
+    simulator.set_max_idle(0.2)
+    time.sleep(0.4)
+    raw = XenAPI.Session(simulator.url)
+    # Without the SDK's retry: the expired session is refused.
+    assert raw.VM.get_all(session._session) == {
+        'Status': 'Failure',
+        'ErrorDescription': ['SESSION_INVALID', session._session]}
+
+
+def test_injected_failure(simulator, session, template):  # noqa: F811
+    simulator.fail('VM.clone', 'SR_FULL', '1', '0', nth=2)
+    session.xenapi.VM.clone(template, 'first')
+    assert _failure(session.xenapi.VM.clone, template, 'second') == [
+        'SR_FULL', '1', '0']
+    session.xenapi.VM.clone(template, 'third')
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_console_script_serves_until_terminated(tmp_path):
+    path = os.pathsep.join([os.path.dirname(sys.executable),
+                            os.environ.get('PATH', '')])
+    script = shutil.which('compute-driver-xapi-simulator', path=path)
+    assert script, 'compute-driver-xapi-simulator is not installed'
+    seed = tmp_path / 'seed.json'
+    seed.write_text('{"hostname": "seeded", "templates": '
+                    '[{"name": "tiny", "memory_mb": 64, "disk_gb": 1}]}')
+    port = _free_port()
+    proc = subprocess.Popen(
+        [script, '--port', str(port), '--password', 'secret',
+         '--seed-file', str(seed)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        session = None
+        for _ in range(100):
+            try:
+                session = XenAPI.Session('http://127.0.0.1:%d/' % port)
+                session.xenapi.login_with_password('root', 'secret', '2.21',
+                                                   'tests')
+                break
+            except OSError:
+                session = None
+                time.sleep(0.1)
+        assert session is not None, 'the simulator did not start'
+        hosts = session.xenapi.host.get_all_records()
+        assert [h['hostname'] for h in hosts.values()] == ['seeded']
+        assert session.xenapi.VM.get_by_name_label('tiny')
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
+
+
+def test_console_script_rejects_a_bad_seed(tmp_path):
+    seed = tmp_path / 'seed.json'
+    seed.write_text('[1, 2]')
+    result = subprocess.run(
+        [sys.executable, '-c',
+         'import sys; from compute_driver.testing import xapi_simulator; '
+         'sys.exit(xapi_simulator.main(sys.argv[1:]))',
+         '--port', '0', '--seed-file', str(seed)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr
+    assert 'a seed file holds one JSON object' in result.stderr
+
+
+def test_simulator_reports_its_address():
+    with xapi_simulator.Simulator() as sim:
+        host, port = sim.address.split(':')
+        assert host == '127.0.0.1' and int(port) > 0
+        assert sim.url == 'http://%s/' % sim.address

@@ -1,0 +1,310 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The xenapi backend against the simulator: what the conformance suite
+cannot set up (pool members, expiring sessions, failures, TLS)."""
+
+import shutil
+import subprocess
+
+import pytest
+import XenAPI
+
+from compute_driver import event as virtevent
+from compute_driver import exception
+from compute_driver import flavors
+from compute_driver import loader
+from compute_driver import objects
+from compute_driver.testing import fixtures
+from compute_driver.testing import xapi_simulator
+from compute_driver.testing.xapi_simulator import fixture as sim_fixture
+from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
+    xapi_simulator as simulator)
+
+IMAGE = 'Debian_Bookworm_12'
+
+
+def _driver(sim, **options):
+    conf = fixtures.make_conf('xenapi', {
+        'xenapi': sim_fixture.xenapi_options(sim, **options)})
+    backend = loader.load_driver(conf)
+    backend.init_host(conf.host)
+    return backend
+
+
+@pytest.fixture
+def backends():
+    made = []
+    yield made
+    for backend in made:
+        backend.cleanup_host('test')
+
+
+@pytest.fixture
+def make_driver(backends):
+    def make(sim, **options):
+        backend = _driver(sim, **options)
+        backends.append(backend)
+        return backend
+    return make
+
+
+def _instance(name='vm1', flavor='m1.nano'):
+    conf = fixtures.make_conf('fake')
+    return objects.Instance.new(name, flavors.get_flavor(conf, flavor),
+                                IMAGE)
+
+
+def _spawn(backend, instance, power_on=True):
+    backend.spawn(None, instance, objects.ImageMeta(instance.image_ref),
+                  None, None, None, power_on=power_on)
+
+
+def _vdis(sim):
+    return {ref for ref, rec in sim.objects('VDI').items()}
+
+
+def _vms(sim):
+    return {ref for ref, rec in sim.objects('VM').items()
+            if not rec['is_a_template'] and not rec['is_control_domain']}
+
+
+def test_spawn_and_destroy_leave_no_vm_or_vdi(simulator,  # noqa: F811
+                                              make_driver):
+    backend = make_driver(simulator)
+    vdis, vms = _vdis(simulator), _vms(simulator)
+    instance = _instance()
+    _spawn(backend, instance)
+    [vm] = _vms(simulator) - vms
+    record = simulator.objects('VM')[vm]
+    assert record['power_state'] == 'Running'
+    assert record['name_label'] == instance.name
+    assert record['other_config']['compute_driver_uuid'] == instance.uuid
+    assert record['VCPUs_max'] == '1'
+    assert record['memory_static_max'] == str(64 * 1024 * 1024)
+    [vdi] = _vdis(simulator) - vdis
+    # m1.nano's 1 GiB root disk, not the template's 10 GiB.
+    assert simulator.objects('VDI')[vdi]['virtual_size'] == str(1024 ** 3)
+    assert len(record['VIFs']) == 1
+    backend.destroy(None, instance, None)
+    assert _vms(simulator) == vms
+    assert _vdis(simulator) == vdis
+
+
+def test_destroy_spares_shared_disks(simulator, make_driver):  # noqa: F811
+    backend = make_driver(simulator)
+    instance = _instance()
+    _spawn(backend, instance, power_on=False)
+    ref = backend.get_info(instance).internal_id
+    session = XenAPI.Session(simulator.url)
+    session.xenapi.login_with_password('root', 'password', '2.21', 't')
+    sr = session.xenapi.pool.get_default_SR(
+        session.xenapi.pool.get_all()[0])
+    shared = session.xenapi.VDI.create({
+        'name_label': 'shared', 'SR': sr, 'virtual_size': '1024',
+        'type': 'user', 'sharable': True, 'read_only': False,
+        'other_config': {}})
+    session.xenapi.VBD.create({'VM': ref, 'VDI': shared, 'userdevice': '1',
+                               'bootable': False, 'mode': 'RW',
+                               'type': 'Disk', 'empty': False})
+    backend.destroy(None, instance, None)
+    assert shared in simulator.objects('VDI')
+
+
+def test_member_url_reaches_the_master(simulator, make_driver):  # noqa
+    member = simulator.add_member()
+    backend = make_driver(simulator, connection_url=member.url)
+    instance = _instance()
+    _spawn(backend, instance)
+    assert backend._pool.url == simulator.url
+    assert [r.instance for r in backend.list_instance_records()] == [
+        instance]
+    backend.destroy(None, instance, None)
+
+
+def test_expired_sessions_log_in_again(simulator, make_driver):  # noqa
+    backend = make_driver(simulator)
+    events = fixtures.EventRecorder()
+    backend.register_event_listener(events)
+    instance = _instance()
+    _spawn(backend, instance)
+    events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STARTED, 10)
+    # A xapi restart: every session, the event thread's included, is gone.
+    assert simulator.invalidate_sessions() >= 2
+    mark = events.mark()
+    backend.power_off(instance)
+    assert backend.get_info(instance).state == 4
+    events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STOPPED, 10,
+                    since=mark)
+    backend.destroy(None, instance, None)
+
+
+def test_wrong_password_is_a_clear_error(simulator):  # noqa: F811
+    with pytest.raises(exception.HypervisorUnavailable) as info:
+        _driver(simulator, password='not-the-s3cret')
+    assert 'wrong user name or password' in str(info.value)
+    assert 'not-the-s3cret' not in str(info.value)
+
+
+def test_vm_destroyed_out_of_band(simulator, make_driver):  # noqa: F811
+    backend = make_driver(simulator)
+    events = fixtures.EventRecorder()
+    backend.register_event_listener(events)
+    instance = _instance()
+    _spawn(backend, instance)
+    events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STARTED, 10)
+    ref = backend.get_info(instance).internal_id
+    session = XenAPI.Session(simulator.url)
+    session.xenapi.login_with_password('root', 'password', '2.21', 't')
+    session.xenapi.VM.hard_shutdown(ref)
+    session.xenapi.VM.destroy(ref)
+    events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STOPPED, 10)
+    with pytest.raises(exception.InstanceNotFound):
+        backend.get_info(instance)
+    with pytest.raises(exception.InstanceNotFound):
+        backend.power_on(None, instance, None)
+    backend.destroy(None, instance, None)
+    assert instance.uuid not in backend.list_instance_uuids()
+
+
+@pytest.mark.parametrize('method', ['VIF.create', 'VM.provision',
+                                    'VM.set_is_a_template', 'VM.start'])
+def test_half_failed_spawn_leaves_nothing(simulator, make_driver,  # noqa
+                                          method):
+    backend = make_driver(simulator)
+    vdis, vms = _vdis(simulator), _vms(simulator)
+    before = backend.get_available_resource(None)
+    simulator.fail(method, 'INTERNAL_ERROR', 'injected')
+    instance = _instance()
+    with pytest.raises(exception.BackendError) as info:
+        _spawn(backend, instance)
+    assert 'INTERNAL_ERROR injected' in str(info.value)
+    assert _vms(simulator) == vms
+    assert _vdis(simulator) == vdis
+    assert instance.name not in [
+        r['name_label'] for r in simulator.objects('VM').values()]
+    after = backend.get_available_resource(None)
+    assert (after.memory_mb_used, after.local_gb_used) == (
+        before.memory_mb_used, before.local_gb_used)
+
+
+def test_host_without_memory_refuses_start(simulator, make_driver):  # noqa
+    backend = make_driver(simulator)
+    instance = _instance(flavor='m1.xlarge')
+    # The claim passes (64 GiB host) but another VM uses the memory.
+    session = XenAPI.Session(simulator.url)
+    session.xenapi.login_with_password('root', 'password', '2.21', 't')
+    [template] = session.xenapi.VM.get_by_name_label('Other install media')
+    hog = session.xenapi.VM.clone(template, 'hog')
+    session.xenapi.VM.set_is_a_template(hog, False)
+    size = str(60 * 1024 ** 3)
+    session.xenapi.VM.set_memory_limits(hog, size, size, size, size)
+    session.xenapi.VM.start(hog, False, False)
+    with pytest.raises(exception.InsufficientResources):
+        _spawn(backend, instance)
+    assert instance.uuid not in backend.list_instance_uuids()
+
+
+def test_snapshot_revert_and_live_resize(simulator, make_driver):  # noqa
+    backend = make_driver(simulator)
+    instance = _instance(flavor='m1.small')
+    _spawn(backend, instance)
+    ref = backend.get_info(instance).internal_id
+    backend.snapshot(None, instance, 'snap1', None)
+    [image] = [m for m in backend.list_images() if m.name == 'snap1']
+    assert image.properties['instance_uuid'] == instance.uuid
+    disk_before = simulator.objects('VM')[ref]['VBDs']
+    backend.revert_to_snapshot(None, instance, 'snap1')
+    assert backend.get_info(instance).state == 1
+    assert simulator.objects('VM')[ref]['VBDs'] != disk_before
+    backend.live_resize(None, instance, vcpus=1, memory_mb=1024)
+    diagnostics = backend.get_diagnostics(instance)
+    assert (diagnostics['vcpus'], diagnostics['memory_mb']) == (1, 1024)
+    record = simulator.objects('VM')[ref]
+    metrics = simulator.objects('VM_metrics')[record['metrics']]
+    assert metrics['VCPUs_number'] == '1'
+    assert metrics['memory_actual'] == str(1024 * 1024 * 1024)
+    backend.destroy(None, instance, None)
+    backend.delete_snapshot(None, 'snap1')
+    assert 'snap1' not in [m.name for m in backend.list_images()]
+
+
+def test_resources_come_from_the_host(simulator, make_driver):  # noqa
+    backend = make_driver(simulator)
+    resources = backend.get_available_resource(None)
+    assert (resources.vcpus, resources.memory_mb, resources.local_gb) == (
+        16, 65536, 500)
+    assert resources.hypervisor_version == 8002001
+    assert resources.hypervisor_hostname == 'xapi-sim'
+    assert backend.get_host_ip_addr() == '127.0.0.1'
+
+
+def test_images_list_the_default_template_first(simulator,  # noqa
+                                                make_driver):
+    backend = make_driver(simulator)
+    images = backend.list_images()
+    assert images[0].name == IMAGE
+    assert images[0].properties['name_label'] == 'Debian Bookworm 12'
+    assert 'Other_install_media' in [m.name for m in images]
+    with pytest.raises(exception.InvalidInput):
+        backend.delete_snapshot(None, IMAGE)
+
+
+@pytest.fixture(scope='module')
+def certificate(tmp_path_factory):
+    if shutil.which('openssl') is None:
+        fixtures.skip_or_fail('the openssl tool is needed to make a test '
+                              'certificate (tools/test-setup.d/'
+                              '40-xenapi.sh installs it)')
+    directory = tmp_path_factory.mktemp('tls')
+    cert, key = directory / 'cert.pem', directory / 'key.pem'
+    subprocess.run(
+        ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+         '-keyout', str(key), '-out', str(cert), '-days', '2',
+         '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+        check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def tls_simulator(certificate):
+    sim = xapi_simulator.Simulator(certfile=certificate[0],
+                                   keyfile=certificate[1]).start()
+    yield sim
+    sim.stop()
+
+
+def test_tls_is_verified_by_default(tls_simulator):
+    assert tls_simulator.url.startswith('https://')
+    with pytest.raises(exception.HypervisorUnavailable) as info:
+        _driver(tls_simulator)
+    assert 'CERTIFICATE_VERIFY_FAILED' in str(info.value)
+
+
+def test_tls_with_the_ca_file(tls_simulator, certificate, make_driver):
+    backend = make_driver(tls_simulator, ca_file=certificate[0])
+    assert backend.get_available_nodes() == ['xapi-sim']
+
+
+def test_tls_unverified_when_asked(tls_simulator, make_driver):
+    backend = make_driver(tls_simulator, verify_certificate=False)
+    assert backend.get_available_nodes() == ['xapi-sim']
+
+
+def test_cleanup_host_logs_every_session_out(simulator):  # noqa: F811
+    backend = _driver(simulator)
+    instance = _instance()
+    _spawn(backend, instance)
+    backend.destroy(None, instance, None)
+    assert simulator.objects('session')
+    backend.cleanup_host('test')
+    assert simulator.objects('session') == {}

@@ -1,0 +1,330 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The xenapi backend without XAPI: mapping, sessions, events, errors."""
+
+import threading
+import xml.dom.minidom
+
+import pytest
+import XenAPI
+
+from compute_driver.conf import xenapi as xconf
+from compute_driver import event as virtevent
+from compute_driver import exception
+from compute_driver import objects
+from compute_driver import power_state
+from compute_driver.testing import fixtures
+from compute_driver.xenapi import driver as xdriver
+from compute_driver.xenapi import events
+from compute_driver.xenapi import session as xsession
+from compute_driver.xenapi import vm_utils
+
+FLAVOR = objects.Flavor('m1.test', vcpus=2, memory_mb=512, root_gb=5,
+                        ephemeral_gb=2)
+
+
+def _record(**fields):
+    record = {'uuid': 'u-1', 'name_label': 'vm', 'is_a_template': False,
+              'is_a_snapshot': False, 'is_control_domain': False,
+              'power_state': 'Running', 'other_config': {}}
+    record.update(fields)
+    return record
+
+
+@pytest.mark.parametrize('before,after,expected', [
+    ('Halted', 'Running', virtevent.EVENT_LIFECYCLE_STARTED),
+    ('Suspended', 'Running', virtevent.EVENT_LIFECYCLE_STARTED),
+    ('Paused', 'Running', virtevent.EVENT_LIFECYCLE_RESUMED),
+    ('Running', 'Halted', virtevent.EVENT_LIFECYCLE_STOPPED),
+    ('Running', 'Crashed', virtevent.EVENT_LIFECYCLE_STOPPED),
+    ('Running', 'Paused', virtevent.EVENT_LIFECYCLE_PAUSED),
+    ('Running', 'Suspended', virtevent.EVENT_LIFECYCLE_SUSPENDED),
+    ('Running', 'Running', None),
+])
+def test_transition(before, after, expected):
+    assert vm_utils.transition(before, after) == expected
+
+
+@pytest.mark.parametrize('xapi,state', [
+    ('Halted', power_state.SHUTDOWN), ('Running', power_state.RUNNING),
+    ('Paused', power_state.PAUSED), ('Suspended', power_state.SUSPENDED),
+    ('Crashed', power_state.CRASHED), ('Unknown', power_state.NOSTATE)])
+def test_state_of(xapi, state):
+    assert vm_utils.state_of({'power_state': xapi}) == state
+
+
+def test_instance_round_trips_through_other_config():
+    instance = objects.Instance.new('vm', FLAVOR, 'img',
+                                    {'q': 'a & <b> "c"'})
+    record = _record(other_config=vm_utils.instance_tags(instance))
+    assert vm_utils.instance_of(record) == instance
+
+
+@pytest.mark.parametrize('field', ['is_a_template', 'is_a_snapshot',
+                                   'is_control_domain'])
+def test_templates_snapshots_and_dom0_are_not_instances(field):
+    instance = objects.Instance.new('vm', FLAVOR, 'img')
+    record = _record(other_config=vm_utils.instance_tags(instance),
+                     **{field: True})
+    assert vm_utils.instance_of(record) is None
+
+
+def test_damaged_tags_are_ignored():
+    record = _record(other_config={vm_utils.KEY_UUID: 'not-a-uuid',
+                                   vm_utils.KEY_NAME: 'vm',
+                                   vm_utils.KEY_FLAVOR: '{}',
+                                   vm_utils.KEY_IMAGE: 'img'})
+    assert vm_utils.instance_of(record) is None
+    assert vm_utils.instance_of(_record()) is None
+
+
+def test_image_names():
+    assert vm_utils.image_name(_record(name_label='plain')) == 'plain'
+    assert vm_utils.image_name(
+        _record(name_label='Debian Bookworm 12')) == 'Debian_Bookworm_12'
+    assert vm_utils.image_name(_record(name_label='')) == 'u-1'
+    spaced = _record(name_label='A  b')
+    assert vm_utils.matches_image(spaced, 'A_b')
+    assert vm_utils.matches_image(spaced, 'A  b')
+    assert vm_utils.matches_image(spaced, 'u-1')
+
+
+def test_snapshot_image_names_its_instance():
+    meta = vm_utils.image_meta(_record(
+        is_a_snapshot=True, is_a_template=True,
+        other_config={vm_utils.KEY_SNAPSHOT_OF: 'i-1'}))
+    assert meta.properties['instance_uuid'] == 'i-1'
+    assert meta.properties['image_type'] == 'snapshot'
+
+
+def test_resize_disks():
+    disks = ('<provision><disk device="0" size="10" sr="" bootable="true" '
+             'type="system"/></provision>')
+    result = xml.dom.minidom.parseString(vm_utils.resize_disks(
+        disks, FLAVOR)).getElementsByTagName('disk')
+    assert [(d.getAttribute('device'), d.getAttribute('size'),
+             d.getAttribute('type')) for d in result] == [
+        ('0', str(5 * 1024 ** 3), 'system'),
+        ('1', str(2 * 1024 ** 3), 'ephemeral')]
+    with pytest.raises(exception.InvalidInput):
+        vm_utils.resize_disks('<provision', FLAVOR)
+
+
+@pytest.mark.parametrize('url,address,expected', [
+    ('https://member/', '10.0.0.1', 'https://10.0.0.1/'),
+    ('https://member:8443/', '10.0.0.1', 'https://10.0.0.1:8443/'),
+    ('http://127.0.0.1:1/', '127.0.0.1:2', 'http://127.0.0.1:2/'),
+    ('https://member/', 'fd00::1', 'https://[fd00::1]/'),
+])
+def test_master_url(url, address, expected):
+    assert xsession.master_url(url, address) == expected
+
+
+def test_redact():
+    assert xsession.redact('https://u:p@host:1/x') == 'https://host:1/x'
+
+
+def test_call_failure_has_code_and_params():
+    exc = xsession.XapiCallFailed(method='VM.start',
+                                  details=['VM_IS_TEMPLATE', 'OpaqueRef:1'])
+    assert (exc.code, exc.params) == ('VM_IS_TEMPLATE', ['OpaqueRef:1'])
+    assert 'VM.start' in str(exc)
+
+
+class _FakeSDKSession:
+    """Stands in for XenAPI.Session: answers logins from a script."""
+
+    logins: list = []
+    answers: dict = {}
+
+    def __init__(self, url, transport=None):
+        self.url = url
+        self.transport = transport
+        self.xenapi = self
+
+    def login_with_password(self, user, password, version, originator):
+        self.logins.append((self.url, user, version, originator))
+        answer = self.answers.get(self.url)
+        if answer is not None:
+            raise XenAPI.Failure(answer)
+
+    def __call__(self, name):
+        return lambda: None
+
+
+@pytest.fixture
+def fake_sdk(monkeypatch):
+    _FakeSDKSession.logins = []
+    _FakeSDKSession.answers = {}
+    monkeypatch.setattr(xsession.XenAPI, 'Session', _FakeSDKSession)
+    return _FakeSDKSession
+
+
+def test_login_follows_host_is_slave(fake_sdk):
+    fake_sdk.answers['http://member/'] = ['HOST_IS_SLAVE', '10.0.0.9']
+    pool = xsession.SessionPool('http://member/', 'root', 'pw')
+    pool.login()
+    assert [url for url, *_ in fake_sdk.logins] == [
+        'http://member/', 'http://10.0.0.9/']
+    assert pool.url == 'http://10.0.0.9/'
+    assert fake_sdk.logins[0][1:] == ('root', xsession.API_VERSION,
+                                      'compute-driver')
+
+
+def test_login_gives_up_on_a_redirect_loop(fake_sdk):
+    fake_sdk.answers['http://a/'] = ['HOST_IS_SLAVE', 'b']
+    fake_sdk.answers['http://b/'] = ['HOST_IS_SLAVE', 'a']
+    with pytest.raises(exception.HypervisorUnavailable):
+        xsession.SessionPool('http://a/', 'root', 'pw').login()
+
+
+def test_wrong_password_never_shows_it(fake_sdk):
+    fake_sdk.answers['http://x/'] = ['SESSION_AUTHENTICATION_FAILED',
+                                     'root', 'Authentication failure']
+    with pytest.raises(exception.HypervisorUnavailable) as info:
+        xsession.SessionPool('http://x/', 'root', 's3cr3t').login()
+    assert 's3cr3t' not in str(info.value)
+    assert 'wrong user name or password' in str(info.value)
+
+
+def test_pool_is_bounded(fake_sdk):
+    pool = xsession.SessionPool('http://x/', 'root', 'pw', size=1,
+                                wait_timeout=1)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with pool.session():
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    try:
+        with pytest.raises(exception.BackendError):
+            with pool.session():
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with pool.session() as session:
+        assert isinstance(session, _FakeSDKSession)
+    # The session was reused, not logged in again.
+    assert len(fake_sdk.logins) == 1
+
+
+def test_https_transport_verifies_by_default(fake_sdk):
+    pool = xsession.SessionPool('https://x/', 'root', 'pw')
+    transport = pool._transport(5)
+    context = transport.context
+    assert context.check_hostname is True
+    assert context.verify_mode.name == 'CERT_REQUIRED'
+    unverified = xsession.SessionPool('https://x/', 'root', 'pw',
+                                      verify=False)._transport(5)
+    assert unverified.context.verify_mode.name == 'CERT_NONE'
+
+
+class _EventSession:
+    """Answers the watcher's event_from with a fixed list of records."""
+
+    def __init__(self, records):
+        self.xenapi = self
+        self.records = records
+
+    def event_from(self, classes, token, timeout):
+        return {'token': '7', 'events': [
+            {'ref': ref, 'operation': 'add', 'snapshot': record}
+            for ref, record in self.records.items()]}
+
+
+def _vm(instance, state, **fields):
+    return _record(power_state=state,
+                   other_config=vm_utils.instance_tags(instance), **fields)
+
+
+def test_watcher_turns_changes_into_lifecycle_events():
+    emitted = []
+    watcher = events.EventWatcher(None, lambda *e: emitted.append(e), 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    two = objects.Instance.new('two', FLAVOR, 'img')
+    # What exists when the watcher starts is learnt, not announced.
+    watcher._sync(_EventSession({'r1': _vm(one, 'Running')}), emit=False)
+    assert emitted == []
+    for ref, record in (('r1', _vm(one, 'Paused')),
+                        ('r2', _vm(two, 'Running')),
+                        ('r3', _vm(two, 'Running', is_a_template=True))):
+        watcher._handle({'ref': ref, 'operation': 'mod',
+                         'snapshot': record})
+    watcher._handle({'ref': 'r2', 'operation': 'del'})
+    assert emitted == [(one.uuid, virtevent.EVENT_LIFECYCLE_PAUSED),
+                       (two.uuid, virtevent.EVENT_LIFECYCLE_STARTED),
+                       (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)]
+
+
+def test_watcher_resync_reports_what_it_missed():
+    emitted = []
+    watcher = events.EventWatcher(None, lambda *e: emitted.append(e), 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    two = objects.Instance.new('two', FLAVOR, 'img')
+    watcher._sync(_EventSession({'r1': _vm(one, 'Running'),
+                                 'r2': _vm(two, 'Running')}), emit=False)
+    # After EVENTS_LOST or a reconnection: r1 stopped, r2 vanished.
+    assert watcher._sync(_EventSession({'r1': _vm(one, 'Halted')}),
+                         emit=True) == '7'
+    assert sorted(emitted) == sorted([
+        (one.uuid, virtevent.EVENT_LIFECYCLE_STOPPED),
+        (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)])
+
+
+@pytest.fixture
+def backend():
+    # Building the backend connects to nothing; init_host does.
+    return xdriver.XenAPIDriver(fixtures.make_conf('xenapi'))
+
+
+def _failed(*details):
+    return xsession.XapiCallFailed(method='VM.x', details=list(details))
+
+
+def test_failures_become_library_errors(backend):
+    instance = objects.Instance.new('vm', FLAVOR, 'img')
+    cases = [
+        (_failed('HANDLE_INVALID', 'VM', 'OpaqueRef:1'),
+         exception.InstanceNotFound),
+        (_failed('VM_BAD_POWER_STATE', 'OpaqueRef:1', 'halted', 'running'),
+         exception.InvalidPowerState),
+        (_failed('HOST_NOT_ENOUGH_FREE_MEMORY', '10', '5'),
+         exception.InsufficientResources),
+        (_failed('SR_FULL', '10', '5'), exception.InsufficientResources),
+        (_failed('INTERNAL_ERROR', 'boom'), exception.BackendError),
+    ]
+    for failure, expected in cases:
+        assert type(backend._fail(failure, 'pause', instance)) is expected
+    power = backend._fail(cases[1][0], 'pause', instance)
+    assert (power.current, power.expected) == ('running', 'halted')
+
+
+def test_console_output_is_declared_unsupported(backend):
+    assert backend.supports('console_output') is False
+    assert backend.supports('live_resize') is True
+    with pytest.raises(exception.NotSupported):
+        backend.get_console_output(None,
+                                   objects.Instance.new('vm', FLAVOR, 'i'))
+
+
+def test_password_is_secret():
+    [password] = [o for o in xconf.opts if o.name == 'password']
+    assert password.secret is True
+    [verify] = [o for o in xconf.opts if o.name == 'verify_certificate']
+    assert verify.default is True
