@@ -42,7 +42,12 @@ trap 'rm -rf "$work"' EXIT
 # The metapackage only depends on the versioned kernel package, which holds
 # the kernel and its modules.
 cd "$work"
-apt-get download -q linux-image-cloud-amd64 >/dev/null
+# A machine whose packages are all installed may never have fetched the
+# package lists.
+if ! apt-get download -q linux-image-cloud-amd64 >/dev/null 2>&1; then
+    apt-get update -qq
+    apt-get download -q linux-image-cloud-amd64 >/dev/null
+fi
 meta=$(ls linux-image-cloud-amd64_*.deb)
 kpkg=$(dpkg-deb -f "$meta" Depends | tr ',' '\n' |
     grep -o 'linux-image-[0-9][^ (|]*-cloud-amd64[^ (|]*' | head -n1)

@@ -266,6 +266,10 @@ def _hvm(domain: ET.Element, spec: GuestSpec) -> None:
 
 
 def _xen_pv(domain: ET.Element, spec: GuestSpec) -> None:
+    if not spec.boot.kernel:
+        # A PV guest without a kernel of its own boots the one its disk
+        # holds, through pygrub; the schema wants it before <os>.
+        _sub(domain, 'bootloader', 'pygrub')
     os_el = _sub(domain, 'os')
     _sub(os_el, 'type', 'xen', arch='x86_64')
     if spec.boot.kernel:
@@ -273,10 +277,6 @@ def _xen_pv(domain: ET.Element, spec: GuestSpec) -> None:
         if 'console=' not in cmdline:
             cmdline = ('%s console=%s' % (cmdline, XEN_PV_CONSOLE)).strip()
         _direct_boot(os_el, spec.boot, cmdline)
-    else:
-        # A PV guest without a kernel of its own boots the one its disk
-        # holds, through pygrub.
-        _sub(domain, 'bootloader', 'pygrub')
     _sub(domain, 'on_poweroff', 'destroy')
     _sub(domain, 'on_reboot', 'restart')
     _sub(domain, 'on_crash', 'destroy')

@@ -123,6 +123,10 @@ def _error_code(exc: libvirt.libvirtError) -> int | None:
     return exc.get_error_code()
 
 
+def _message(exc: libvirt.libvirtError) -> str:
+    return exc.get_error_message() or str(exc)
+
+
 class LibvirtDriver(driver.ComputeDriver):
     """Guests through libvirtd, entry point ``libvirt``."""
 
@@ -198,7 +202,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     instance=instance.name) from exc
             raise exception.BackendError(
                 operation=operation, instance=instance.name,
-                reason=exc.get_error_message()) from exc
+                reason=_message(exc)) from exc
 
     @contextlib.contextmanager
     def _instance_lock(self, instance: objects.Instance
@@ -262,7 +266,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     instance=instance.name) from None
             raise exception.BackendError(
                 operation='lookup', instance=instance.name,
-                reason=exc.get_error_message()) from exc
+                reason=_message(exc)) from exc
         with self._wrap('lookup', instance):
             if self._record_of(dom) is None:
                 raise exception.InstanceNotFound(instance=instance.name)
@@ -384,7 +388,7 @@ class LibvirtDriver(driver.ComputeDriver):
         except libvirt.libvirtError as exc:
             raise exception.BackendError(
                 operation='list', instance='*',
-                reason=exc.get_error_message()) from exc
+                reason=_message(exc)) from exc
         self._prune({dom.UUIDString() for dom, _ in stats})
         records = []
         for dom, values in stats:
@@ -483,7 +487,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     if _error_code(exc) in (
                             libvirt.VIR_ERR_OPERATION_FAILED,
                             libvirt.VIR_ERR_DOM_EXIST):
-                        if 'already exists' in exc.get_error_message():
+                        if 'already exists' in _message(exc):
                             raise exception.InstanceExists(
                                 instance=instance.name) from exc
                     raise
@@ -541,7 +545,7 @@ class LibvirtDriver(driver.ComputeDriver):
             version = self._host.hypervisor_version_int()
         except libvirt.libvirtError as exc:
             raise exception.HypervisorUnavailable(
-                host=self.uri, reason=exc.get_error_message()) from exc
+                host=self.uri, reason=_message(exc)) from exc
         records = self.list_instance_records()
         flavors = [r.instance.flavor for r in records]
         try:
