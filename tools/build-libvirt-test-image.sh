@@ -83,7 +83,7 @@ done
 mkdir -p "$root/etc/acpi/PWRF"
 cat > "$root/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
-echo "compute-driver test guest: power button pressed, powering off"
+echo "compute-driver test guest: power button pressed, powering off" > /dev/console
 poweroff -f
 EOF
 chmod 755 "$root/etc/acpi/PWRF/00000080"

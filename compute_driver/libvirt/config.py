@@ -171,21 +171,24 @@ def parse_metadata(text: str) -> objects.Instance:
     except ET.ParseError as exc:
         raise exception.InvalidInput(
             reason='bad instance record: %s' % exc) from None
-    if root.tag != _NS + METADATA_TAG:
+    if root.tag not in (_NS + METADATA_TAG, METADATA_TAG):
         found = root.find('metadata/' + _NS + METADATA_TAG)
         if found is None:
             raise exception.InvalidInput(
                 reason='no compute-driver instance record in the XML')
         root = found
+    # virDomainGetMetadata returns the element without its namespace.
+    for element in root.iter():
+        element.tag = element.tag.rpartition('}')[2]
 
     def text_of(tag: str) -> str:
-        element = root.find(_NS + tag)
+        element = root.find(tag)
         if element is None:
             raise exception.InvalidInput(
                 reason='bad instance record: no <%s>' % tag)
         return element.text or ''
 
-    flavor_el = root.find(_NS + 'flavor')
+    flavor_el = root.find('flavor')
     if flavor_el is None:
         raise exception.InvalidInput(reason='bad instance record: no flavor')
     try:
@@ -197,14 +200,14 @@ def parse_metadata(text: str) -> objects.Instance:
             ephemeral_gb=int(flavor_el.get('ephemeral_gb', '0')),
             swap=int(flavor_el.get('swap', '0')),
             extra_specs={e.get('key', ''): e.text or ''
-                         for e in flavor_el.findall(_NS + 'extra_spec')})
+                         for e in flavor_el.findall('extra_spec')})
     except ValueError as exc:
         raise exception.InvalidInput(
             reason='bad instance record flavor: %s' % exc) from None
-    items = root.find(_NS + 'metadata')
+    items = root.find('metadata')
     metadata = ({} if items is None else
                 {e.get('key', ''): e.text or ''
-                 for e in items.findall(_NS + 'item')})
+                 for e in items.findall('item')})
     return objects.Instance(uuid=text_of('uuid'), name=text_of('name'),
                             flavor=flavor, image_ref=text_of('image'),
                             metadata=metadata)

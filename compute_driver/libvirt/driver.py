@@ -365,9 +365,9 @@ class LibvirtDriver(driver.ComputeDriver):
             except OSError as exc:
                 raise exception.InvalidConfiguration(
                     reason='cannot create %s: %s' % (path, exc)) from exc
-        LOG.info('libvirt backend on %s: virt_type %s, %s %s', self.uri,
-                 self.virt_type, hv_type,
-                 '.'.join(map(str, self._host.get_hypervisor_version())))
+        LOG.debug('libvirt backend on %s: virt_type %s, %s %s', self.uri,
+                  self.virt_type, hv_type,
+                  '.'.join(map(str, self._host.get_hypervisor_version())))
 
     def get_info(self, instance, use_cache=True):
         dom = self._domain(instance)

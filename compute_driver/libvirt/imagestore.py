@@ -204,7 +204,7 @@ class ImageStore:
     def exists(self, name: str) -> bool:
         return os.path.exists(self._meta_path(name))
 
-    # -- instance disks ----------------------------------------------------------
+    # -- instance disks ----------------------------------------------------
 
     def _base_of(self, image: StoreImage) -> str:
         stat = os.stat(image.path)
@@ -253,7 +253,7 @@ class ImageStore:
             run_qemu_img('resize', '-q', '-f', disk_format, dest,
                          '%dG' % size_gb)
 
-    # -- snapshots ---------------------------------------------------------------
+    # -- snapshots ---------------------------------------------------------
 
     def add_snapshot(self, name: str, disk: str, disk_format: str,
                      source: StoreImage | None, min_disk: int,

@@ -402,8 +402,8 @@ def test_events_of_foreign_domains_are_ignored(make_driver):
     recorder = fixtures.EventRecorder()
     backend.register_event_listener(recorder)
     uuid = '11111111-2222-3333-4444-777777777777'
-    backend._on_domain_event(uuid, 'not-ours', libvirt.VIR_DOMAIN_EVENT_STARTED,
-                             0)
+    backend._on_domain_event(uuid, 'not-ours',
+                             libvirt.VIR_DOMAIN_EVENT_STARTED, 0)
     assert backend._pending_stops == {}
     with pytest.raises(AssertionError):
         recorder.wait_for(uuid, virtevent.EVENT_LIFECYCLE_STARTED,
@@ -413,7 +413,8 @@ def test_events_of_foreign_domains_are_ignored(make_driver):
 # -- domain XML -----------------------------------------------------------
 
 
-def _spec(virt_type, tmp_path, vm_mode='hvm', kernel=True, disk_format='qcow2'):
+def _spec(virt_type, tmp_path, vm_mode='hvm', kernel=True,
+          disk_format='qcow2'):
     conf = store_conf(tmp_path)
     instance = _instance(conf, flavor='m1.micro')
     instance = dataclasses.replace(instance, metadata={
@@ -531,3 +532,13 @@ def test_xen_domain_is_accepted_by_the_test_driver(make_driver, versions,
     assert "type='xen'" in xml.split('\n')[0]
     backend.destroy(None, instance, None)
     _assert_nothing_left(backend, instance, tmp_path)
+
+
+def test_parse_metadata_as_libvirt_returns_it(tmp_path):
+    # virDomainGetMetadata drops the namespace of the element it returns.
+    instance = _spec('kvm', tmp_path).instance
+    text = config.metadata_xml(instance).replace(
+        'cdinst:', '').replace(
+        ' xmlns:cdinst="%s"' % config.METADATA_NS, '')
+    assert 'xmlns' not in text
+    assert config.parse_metadata(text) == instance
