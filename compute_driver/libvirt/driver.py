@@ -21,7 +21,9 @@ files of an instance are ``[libvirt] instances_path/<uuid>/`` (``disk`` and
 Listing is one round trip: ``getAllDomainStats`` with the state group
 returns every domain with its state and reason, and the instance records
 are parsed once per domain and cached by uuid (they never change after
-spawn). Lifecycle events come from libvirt's event loop
+spawn). The first listing of a process reads each record of ours once
+(``virDomainGetMetadata``); a shut-off domain whose reason libvirtd forgot
+(it restarted) costs one more call listing the managed-save domains. Lifecycle events come from libvirt's event loop
 (:mod:`compute_driver.libvirt.host`); a Stopped event is held back for
 ``[libvirt] lifecycle_event_delay`` seconds and dropped when the domain
 starts again within that time, so a reboot does not look like a shutdown.
@@ -390,22 +392,34 @@ class LibvirtDriver(driver.ComputeDriver):
                 operation='list', instance='*',
                 reason=_message(exc)) from exc
         self._prune({dom.UUIDString() for dom, _ in stats})
-        records = []
+        ours = []
         for dom, values in stats:
             try:
                 record = self._record_of(dom)
             except libvirt.libvirtError as exc:
                 LOG.warning('Skipping domain %s: %s', dom.name(), exc)
                 continue
-            if record is None:
-                continue
-            state = map_state(values.get('state.state', 0),
-                              values.get('state.reason', 0))
-            records.append(objects.InstanceRecord(
+            if record is not None:
+                ours.append((record, values.get('state.state', 0),
+                             values.get('state.reason', 0)))
+        # A restarted libvirtd forgets why a domain is shut off, so the
+        # reason no longer tells a managed save; only then ask which
+        # domains have one (a second round trip).
+        saved: set[str] | None = None
+        if any(state == libvirt.VIR_DOMAIN_SHUTOFF and
+               reason == libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
+               for _, state, reason in ours):
+            saved = {dom.UUIDString() for dom in self._call(
+                lambda conn: conn.listAllDomains(
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE))}
+        return [
+            objects.InstanceRecord(
                 instance=record,
-                info=objects.InstanceInfo(state=state,
-                                          internal_id=record.uuid)))
-        return records
+                info=objects.InstanceInfo(
+                    state=map_state(state, reason, None if saved is None
+                                    else record.uuid in saved),
+                    internal_id=record.uuid))
+            for record, state, reason in ours]
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,

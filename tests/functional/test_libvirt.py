@@ -191,9 +191,11 @@ def _restart_libvirtd():
 def test_libvirtd_restart_while_the_driver_is_alive(backend):
     recorder = fixtures.EventRecorder()
     backend.register_event_listener(recorder)
-    running, stopped = _new(backend), _new(backend)
+    running, stopped, saved = _new(backend), _new(backend), _new(backend)
     _spawn(backend, running)
     _spawn(backend, stopped, power_on=False)
+    _spawn(backend, saved)
+    backend.suspend(None, saved)
     _restart_libvirtd()
     # The first call after the restart reconnects, waiting for the new
     # libvirtd to listen.
@@ -201,6 +203,10 @@ def test_libvirtd_restart_while_the_driver_is_alive(backend):
               for r in backend.list_instance_records()}
     assert states[running.uuid] == power_state.RUNNING
     assert states[stopped.uuid] == power_state.SHUTDOWN
+    # libvirtd no longer knows why the domain is shut off; the managed
+    # save still makes it suspended.
+    assert states[saved.uuid] == power_state.SUSPENDED
+    assert backend.get_info(saved).state == power_state.SUSPENDED
     # Events flow again: the callback was registered on the new
     # connection.
     mark = recorder.mark()
