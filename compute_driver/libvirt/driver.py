@@ -22,8 +22,11 @@ Listing is one round trip: ``getAllDomainStats`` with the state group
 returns every domain with its state and reason, and the instance records
 are parsed once per domain and cached by uuid (they never change after
 spawn). The first listing of a process reads each record of ours once
-(``virDomainGetMetadata``); a shut-off domain whose reason libvirtd forgot
-(it restarted) costs one more call listing the managed-save domains. Lifecycle events come from libvirt's event loop
+(``virDomainGetMetadata``). A shut-off domain without a reason (never
+started, or libvirtd restarted since) costs one more, filtered, call
+listing the domains with a managed save.
+
+Lifecycle events come from libvirt's event loop
 (:mod:`compute_driver.libvirt.host`); a Stopped event is held back for
 ``[libvirt] lifecycle_event_delay`` seconds and dropped when the domain
 starts again within that time, so a reboot does not look like a shutdown.
@@ -75,6 +78,9 @@ _CONNECTION_ERRORS = frozenset((
     libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR,
     libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN,
     libvirt.VIR_ERR_RPC))
+
+_SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
+_SHUTOFF_UNKNOWN = libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
 
 _DISK = 'disk'
 _CONSOLE_LOG = 'console.log'
@@ -391,9 +397,26 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.BackendError(
                 operation='list', instance='*',
                 reason=_message(exc)) from exc
-        self._prune({dom.UUIDString() for dom, _ in stats})
+        # Hot path for a service polling every instance: one pass, one
+        # lock, no per-domain call into libvirt beyond reading its uuid.
         ours = []
-        for dom, values in stats:
+        misses = []
+        with self._records_lock:
+            cache = self._records
+            seen = set()
+            for dom, values in stats:
+                uuid = dom.UUIDString()
+                seen.add(uuid)
+                if uuid in cache:
+                    record = cache[uuid]
+                    if record is not None:
+                        ours.append((record, values.get('state.state', 0),
+                                     values.get('state.reason', 0)))
+                else:
+                    misses.append((dom, values))
+            for uuid in set(cache) - seen:
+                del cache[uuid]
+        for dom, values in misses:
             try:
                 record = self._record_of(dom)
             except libvirt.libvirtError as exc:
@@ -402,24 +425,27 @@ class LibvirtDriver(driver.ComputeDriver):
             if record is not None:
                 ours.append((record, values.get('state.state', 0),
                              values.get('state.reason', 0)))
-        # A restarted libvirtd forgets why a domain is shut off, so the
-        # reason no longer tells a managed save; only then ask which
-        # domains have one (a second round trip).
+        # A restarted libvirtd forgets why a domain is shut off, and a
+        # domain never started has no reason either, so only then ask
+        # which domains have a managed save (one more, filtered, call).
         saved: set[str] | None = None
-        if any(state == libvirt.VIR_DOMAIN_SHUTOFF and
-               reason == libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
+        if any(state == _SHUTOFF and reason == _SHUTOFF_UNKNOWN
                for _, state, reason in ours):
             saved = {dom.UUIDString() for dom in self._call(
                 lambda conn: conn.listAllDomains(
                     libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE))}
-        return [
-            objects.InstanceRecord(
+        records = []
+        for record, state, reason in ours:
+            if state == _SHUTOFF:
+                mapped = map_state(state, reason, None if saved is None
+                                   else record.uuid in saved)
+            else:
+                mapped = LIBVIRT_POWER_STATE.get(state, power_state.NOSTATE)
+            records.append(objects.InstanceRecord(
                 instance=record,
-                info=objects.InstanceInfo(
-                    state=map_state(state, reason, None if saved is None
-                                    else record.uuid in saved),
-                    internal_id=record.uuid))
-            for record, state, reason in ours]
+                info=objects.InstanceInfo(state=mapped,
+                                          internal_id=record.uuid)))
+        return records
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
