@@ -830,7 +830,8 @@ class LibvirtDriver(driver.ComputeDriver):
                     dom.destroy()
                 try:
                     self.store.create_disk(image, fresh,
-                                           self.conf.libvirt.disk_format)
+                                           self.conf.libvirt.disk_format,
+                                           cache=False)
                     os.replace(fresh, disk)
                 finally:
                     if os.path.exists(fresh):

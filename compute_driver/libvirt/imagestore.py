@@ -28,7 +28,9 @@ Instance disks are made with ``qemu-img``: the image is first copied once
 into ``INSTANCES_PATH/_base`` (named after the image and its file's size
 and modification time, so a replaced image gets a new base), and a qcow2
 instance disk is an overlay backed by that copy; a raw one is a full
-conversion of it.
+conversion of it. A revert converts the snapshot straight into the disk.
+Nothing prunes ``_base`` yet: a copy stays after its image is replaced or
+deleted.
 """
 
 import dataclasses
@@ -231,15 +233,25 @@ class ImageStore:
         return base
 
     def create_disk(self, image: StoreImage, dest: str, disk_format: str,
-                    size_gb: int = 0) -> None:
+                    size_gb: int = 0, cache: bool = True) -> None:
         """Make an instance disk from an image.
 
         :param dest: the new disk file.
         :param disk_format: ``qcow2`` for an overlay on the cached base,
             ``raw`` for a full copy.
         :param size_gb: grow the disk to this size; 0 keeps the image's.
+        :param cache: ``False`` makes a standalone copy instead, for an
+            image only one instance uses (a revert to its own snapshot),
+            which would only fill the cache.
         :raises BackendError: when qemu-img fails.
         """
+        if not cache:
+            if image.disk_format == disk_format == 'raw':
+                shutil.copyfile(image.path, dest)
+            else:
+                run_qemu_img('convert', '-q', '-f', image.disk_format, '-O',
+                             disk_format, image.path, dest)
+            return
         base = self.cached_base(image)
         if disk_format == 'qcow2':
             run_qemu_img('create', '-q', '-f', 'qcow2', '-F',
