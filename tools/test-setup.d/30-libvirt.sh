@@ -10,11 +10,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=tools/test-setup.d/common.sh
 source "$here/common.sh"
 
-# libvirt-dev and pkg-config let pip build libvirt-python; busybox-static
-# and cpio make the test image's initramfs.
+# libvirt-dev and pkg-config let pip build libvirt-python; libvirt-clients
+# has virt-xml-validate, which the unit tests run on the domain XML;
+# busybox-static makes the test image's initramfs (and archives it).
 ensure_packages libvirt-daemon libvirt-daemon-driver-qemu \
-    libvirt-daemon-system qemu-system-x86 qemu-utils libvirt-dev \
-    pkg-config libxml2-utils busybox-static
+    libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
+    libvirt-dev pkg-config libxml2-utils busybox-static
 
 if ! is_root; then
     echo "libvirt: not root; not starting libvirtd or building the image"
