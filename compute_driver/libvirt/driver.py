@@ -251,13 +251,17 @@ class LibvirtDriver(driver.ComputeDriver):
                 del self._records[uuid]
 
     def _our_domains(self) -> list[tuple[typing.Any, objects.Instance]]:
-        domains = self._call(lambda conn: conn.listAllDomains(0))
-        self._prune({d.UUIDString() for d in domains})
-        result = []
-        for dom in domains:
-            record = self._record_of(dom)
-            if record is not None:
-                result.append((dom, record))
+        try:
+            domains = self._call(lambda conn: conn.listAllDomains(0))
+            self._prune({d.UUIDString() for d in domains})
+            result = []
+            for dom in domains:
+                record = self._record_of(dom)
+                if record is not None:
+                    result.append((dom, record))
+        except libvirt.libvirtError as exc:
+            raise exception.BackendError(
+                operation='list', instance='*', reason=_message(exc)) from exc
         return result
 
     def _domain(self, instance: objects.Instance) -> typing.Any:
@@ -674,10 +678,10 @@ class LibvirtDriver(driver.ComputeDriver):
                     LOG.warning('Instance %s did not shut down within %ss; '
                                 'rebooting it hard', instance.name,
                                 opts.soft_reboot_timeout)
-                self._hard_reboot(dom, instance, current)
+                self._hard_reboot(dom, instance)
 
-    def _hard_reboot(self, dom: typing.Any, instance: objects.Instance,
-                     current: int) -> None:
+    def _hard_reboot(self, dom: typing.Any,
+                     instance: objects.Instance) -> None:
         if dom.isActive():
             dom.destroy()
         if dom.hasManagedSaveImage(0):

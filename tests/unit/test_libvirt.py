@@ -546,3 +546,19 @@ def test_parse_metadata_as_libvirt_returns_it(tmp_path):
         ' xmlns:cdinst="%s"' % config.METADATA_NS, '')
     assert 'xmlns' not in text
     assert config.parse_metadata(text) == instance
+
+
+def test_listing_errors_are_typed(make_driver, monkeypatch):
+    backend = make_driver()
+    backend.init_host('test')
+
+    def broken(self, *args):
+        raise libvirt.libvirtError('listing refused on purpose')
+
+    monkeypatch.setattr(libvirt.virConnect, 'listAllDomains', broken)
+    monkeypatch.setattr(libvirt.virConnect, 'getAllDomainStats', broken)
+    for listing in (backend.list_instances, backend.list_instance_uuids,
+                    backend.list_instance_records):
+        with pytest.raises(exception.BackendError) as caught:
+            listing()
+        assert 'listing refused on purpose' in str(caught.value)
