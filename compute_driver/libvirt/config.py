@@ -1,0 +1,351 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Domain XML for each ``virt_type`` and the instance record inside it.
+
+There is no database: the instance's uuid, name, flavor, image and
+metadata live in the domain's ``<metadata>`` element, in this library's
+own XML namespace (:data:`METADATA_NS`), and :func:`parse_metadata` rebuilds
+the :class:`~compute_driver.objects.Instance` from it. The domain's uuid is
+the instance's and its name is :data:`DOMAIN_PREFIX` plus the instance's,
+so that a domain of this library is recognisable without reading its XML.
+
+Guests by ``virt_type``:
+
+* ``kvm``/``qemu``: an ``hvm`` guest with a virtio disk and the first
+  serial port written to the instance's console log; direct kernel boot
+  when the image has a kernel.
+* ``xen``: paravirtualized (``<type>xen</type>``, the image's kernel,
+  ramdisk and command line, a ``xvda`` disk and the PV console ``hvc0``
+  logged to the file) when the image property ``vm_mode`` is ``xen``,
+  otherwise HVM with the serial port logged.
+* ``lxc``: a container (``<type>exe</type>`` with ``<init>``) whose root
+  filesystem is the instance disk, mounted through a loop (raw) or nbd
+  (qcow2) device; LXC has only pty consoles, so no console log.
+"""
+
+import dataclasses
+import xml.etree.ElementTree as ET
+
+from compute_driver import exception
+from compute_driver import objects
+
+#: The XML namespace of the instance record in ``<metadata>``.
+METADATA_NS = 'http://openstack.org/xmlns/compute-driver/instance/1.0'
+#: The element name of the instance record.
+METADATA_TAG = 'instance'
+#: The namespace prefix libvirt writes for it.
+METADATA_PREFIX = 'cdinst'
+#: Starts the name of every domain this library defines.
+DOMAIN_PREFIX = 'cdrv-'
+
+_NS = '{%s}' % METADATA_NS
+
+#: The namespace of the live-resize targets, kept in the running domain's
+#: live metadata only: a restart goes back to the flavor.
+RESIZE_NS = 'http://openstack.org/xmlns/compute-driver/live-resize/1.0'
+RESIZE_PREFIX = 'cdresize'
+
+#: The console libvirt logs for a Xen PV guest, and what its kernel
+#: command line must name for the boot messages to reach it.
+XEN_PV_CONSOLE = 'hvc0'
+
+
+@dataclasses.dataclass(frozen=True)
+class BootImage:
+    """What the domain XML needs from an image.
+
+    :param kernel: path of a kernel for direct boot, or ``None``.
+    :param ramdisk: path of its initial ramdisk, or ``None``.
+    :param cmdline: the kernel command line.
+    :param vm_mode: ``xen`` for a Xen PV guest, ``hvm`` otherwise.
+    :param init: the program an LXC container runs.
+    """
+
+    kernel: str | None = None
+    ramdisk: str | None = None
+    cmdline: str = ''
+    vm_mode: str = 'hvm'
+    init: str = '/sbin/init'
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestSpec:
+    """Everything :func:`domain_xml` turns into one domain.
+
+    :param instance: the instance; its flavor sizes the guest.
+    :param virt_type: ``kvm``, ``qemu``, ``xen`` or ``lxc``.
+    :param disk_path: the instance's disk file.
+    :param disk_format: ``qcow2`` or ``raw``.
+    :param console_path: the console log file.
+    :param boot: kernel, ramdisk and mode from the image.
+    :param machine_type: the hvm machine type; empty for libvirt's default.
+    """
+
+    instance: objects.Instance
+    virt_type: str
+    disk_path: str
+    disk_format: str
+    console_path: str
+    boot: BootImage = BootImage()
+    machine_type: str = ''
+
+
+def domain_name(instance_name: str) -> str:
+    """The libvirt domain name of an instance."""
+    return DOMAIN_PREFIX + instance_name
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None,
+         **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+# -- the instance record ------------------------------------------------------
+
+def metadata_element(instance: objects.Instance) -> ET.Element:
+    """The instance record as it goes into ``<metadata>``."""
+    root = ET.Element(_NS + METADATA_TAG)
+    _sub(root, _NS + 'uuid', instance.uuid)
+    _sub(root, _NS + 'name', instance.name)
+    _sub(root, _NS + 'image', instance.image_ref)
+    flavor = instance.flavor
+    element = _sub(root, _NS + 'flavor', name=flavor.name,
+                   vcpus=str(flavor.vcpus), memory_mb=str(flavor.memory_mb),
+                   root_gb=str(flavor.root_gb),
+                   ephemeral_gb=str(flavor.ephemeral_gb),
+                   swap=str(flavor.swap))
+    for key, value in sorted(flavor.extra_specs.items()):
+        _sub(element, _NS + 'extra_spec', value, key=key)
+    element = _sub(root, _NS + 'metadata')
+    for key, value in sorted(instance.metadata.items()):
+        _sub(element, _NS + 'item', value, key=key)
+    return root
+
+
+def metadata_xml(instance: objects.Instance) -> str:
+    """:func:`metadata_element` as text, for ``setMetadata``."""
+    ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+    return ET.tostring(metadata_element(instance), encoding='unicode')
+
+
+def resize_xml(vcpus: int, memory_mb: int) -> str:
+    """The live-resize targets, for ``setMetadata``."""
+    return '<resize vcpus="%d" memory_mb="%d"/>' % (vcpus, memory_mb)
+
+
+def parse_resize(text: str) -> tuple[int, int]:
+    """``(vcpus, memory_mb)`` from :func:`resize_xml` output.
+
+    :raises InvalidInput: when it is malformed.
+    """
+    try:
+        root = ET.fromstring(text)
+        return int(root.get('vcpus', '')), int(root.get('memory_mb', ''))
+    except (ET.ParseError, ValueError) as exc:
+        raise exception.InvalidInput(
+            reason='bad live-resize record: %s' % exc) from None
+
+
+def parse_metadata(text: str) -> objects.Instance:
+    """Rebuild an instance from its record.
+
+    :param text: the record's XML, as ``virDomain.metadata()`` returns it,
+        or a whole domain XML holding it.
+    :raises InvalidInput: when the record is missing or malformed.
+    """
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise exception.InvalidInput(
+            reason='bad instance record: %s' % exc) from None
+    if root.tag not in (_NS + METADATA_TAG, METADATA_TAG):
+        found = root.find('metadata/' + _NS + METADATA_TAG)
+        if found is None:
+            raise exception.InvalidInput(
+                reason='no compute-driver instance record in the XML')
+        root = found
+    # virDomainGetMetadata returns the element without its namespace.
+    for element in root.iter():
+        element.tag = element.tag.rpartition('}')[2]
+
+    def text_of(tag: str) -> str:
+        element = root.find(tag)
+        if element is None:
+            raise exception.InvalidInput(
+                reason='bad instance record: no <%s>' % tag)
+        return element.text or ''
+
+    flavor_el = root.find('flavor')
+    if flavor_el is None:
+        raise exception.InvalidInput(reason='bad instance record: no flavor')
+    try:
+        flavor = objects.Flavor(
+            name=flavor_el.get('name', ''),
+            vcpus=int(flavor_el.get('vcpus', '0')),
+            memory_mb=int(flavor_el.get('memory_mb', '0')),
+            root_gb=int(flavor_el.get('root_gb', '0')),
+            ephemeral_gb=int(flavor_el.get('ephemeral_gb', '0')),
+            swap=int(flavor_el.get('swap', '0')),
+            extra_specs={e.get('key', ''): e.text or ''
+                         for e in flavor_el.findall('extra_spec')})
+    except ValueError as exc:
+        raise exception.InvalidInput(
+            reason='bad instance record flavor: %s' % exc) from None
+    items = root.find('metadata')
+    metadata = ({} if items is None else
+                {e.get('key', ''): e.text or ''
+                 for e in items.findall('item')})
+    return objects.Instance(uuid=text_of('uuid'), name=text_of('name'),
+                            flavor=flavor, image_ref=text_of('image'),
+                            metadata=metadata)
+
+
+# -- the domain ---------------------------------------------------------------
+
+def _disk(devices: ET.Element, spec: GuestSpec, target: str,
+          bus: str) -> None:
+    disk = _sub(devices, 'disk', type='file', device='disk')
+    _sub(disk, 'driver', name='qemu', type=spec.disk_format)
+    _sub(disk, 'source', file=spec.disk_path)
+    _sub(disk, 'target', dev=target, bus=bus)
+
+
+def _logged_serial(devices: ET.Element, spec: GuestSpec) -> None:
+    # append: the driver writes a line of its own before each boot, and a
+    # restarted guest must not wipe what the previous boot printed.
+    serial = _sub(devices, 'serial', type='file')
+    _sub(serial, 'source', path=spec.console_path, append='on')
+    _sub(serial, 'target', port='0')
+
+
+def _direct_boot(os_el: ET.Element, boot: BootImage, cmdline: str) -> None:
+    if boot.kernel:
+        _sub(os_el, 'kernel', boot.kernel)
+        if boot.ramdisk:
+            _sub(os_el, 'initrd', boot.ramdisk)
+        if cmdline:
+            _sub(os_el, 'cmdline', cmdline)
+
+
+def _hvm(domain: ET.Element, spec: GuestSpec) -> None:
+    os_el = _sub(domain, 'os')
+    attrs = {'arch': 'x86_64'}
+    if spec.machine_type and spec.virt_type != 'xen':
+        attrs['machine'] = spec.machine_type
+    _sub(os_el, 'type', 'hvm', **attrs)
+    _direct_boot(os_el, spec.boot, spec.boot.cmdline)
+    if not spec.boot.kernel:
+        _sub(os_el, 'boot', dev='hd')
+    features = _sub(domain, 'features')
+    _sub(features, 'acpi')
+    _sub(features, 'apic')
+    if spec.virt_type == 'xen':
+        _sub(features, 'pae')
+    _sub(domain, 'on_poweroff', 'destroy')
+    _sub(domain, 'on_reboot', 'restart')
+    _sub(domain, 'on_crash', 'destroy')
+    devices = _sub(domain, 'devices')
+    if spec.virt_type == 'xen':
+        _disk(devices, spec, 'xvda', 'xen')
+    else:
+        _disk(devices, spec, 'vda', 'virtio')
+    _logged_serial(devices, spec)
+    if spec.virt_type != 'xen':
+        # Lets a live resize shrink and grow the guest's memory.
+        _sub(devices, 'memballoon', model='virtio')
+
+
+def _xen_pv(domain: ET.Element, spec: GuestSpec) -> None:
+    if not spec.boot.kernel:
+        # A PV guest without a kernel of its own boots the one its disk
+        # holds, through pygrub; the schema wants it before <os>.
+        _sub(domain, 'bootloader', 'pygrub')
+    os_el = _sub(domain, 'os')
+    _sub(os_el, 'type', 'xen', arch='x86_64')
+    if spec.boot.kernel:
+        cmdline = spec.boot.cmdline
+        if 'console=' not in cmdline:
+            cmdline = ('%s console=%s' % (cmdline, XEN_PV_CONSOLE)).strip()
+        _direct_boot(os_el, spec.boot, cmdline)
+    _sub(domain, 'on_poweroff', 'destroy')
+    _sub(domain, 'on_reboot', 'restart')
+    _sub(domain, 'on_crash', 'destroy')
+    devices = _sub(domain, 'devices')
+    _disk(devices, spec, 'xvda', 'xen')
+    console = _sub(devices, 'console', type='file')
+    _sub(console, 'source', path=spec.console_path)
+    _sub(console, 'target', type='xen', port='0')
+
+
+def _lxc(domain: ET.Element, spec: GuestSpec) -> None:
+    os_el = _sub(domain, 'os')
+    _sub(os_el, 'type', 'exe')
+    _sub(os_el, 'init', spec.boot.init)
+    _sub(domain, 'on_poweroff', 'destroy')
+    _sub(domain, 'on_reboot', 'restart')
+    _sub(domain, 'on_crash', 'destroy')
+    devices = _sub(domain, 'devices')
+    filesystem = _sub(devices, 'filesystem', type='file',
+                      accessmode='passthrough')
+    if spec.disk_format == 'raw':
+        _sub(filesystem, 'driver', type='loop', format='raw')
+    else:
+        _sub(filesystem, 'driver', type='nbd', format=spec.disk_format)
+    _sub(filesystem, 'source', file=spec.disk_path)
+    _sub(filesystem, 'target', dir='/')
+    console = _sub(devices, 'console', type='pty')
+    _sub(console, 'target', type='lxc', port='0')
+
+
+def domain_element(spec: GuestSpec) -> ET.Element:
+    """The ``<domain>`` of one guest.
+
+    :raises InvalidInput: for an unknown ``virt_type``.
+    """
+    hypervisor = {'kvm': 'kvm', 'qemu': 'qemu', 'xen': 'xen',
+                  'lxc': 'lxc'}.get(spec.virt_type)
+    if hypervisor is None:
+        raise exception.InvalidInput(
+            reason='unknown virt_type %r' % spec.virt_type)
+    instance = spec.instance
+    flavor = instance.flavor
+    domain = ET.Element('domain', type=hypervisor)
+    _sub(domain, 'name', domain_name(instance.name))
+    _sub(domain, 'uuid', instance.uuid)
+    _sub(domain, 'title', instance.name)
+    metadata = _sub(domain, 'metadata')
+    metadata.append(metadata_element(instance))
+    # The flavor is the maximum; a live resize moves the current values
+    # below it and back.
+    _sub(domain, 'memory', str(flavor.memory_mb * 1024), unit='KiB')
+    _sub(domain, 'currentMemory', str(flavor.memory_mb * 1024), unit='KiB')
+    _sub(domain, 'vcpu', str(flavor.vcpus), placement='static',
+         current=str(flavor.vcpus))
+    if spec.virt_type == 'lxc':
+        _lxc(domain, spec)
+    elif spec.virt_type == 'xen' and spec.boot.vm_mode == 'xen':
+        _xen_pv(domain, spec)
+    else:
+        _hvm(domain, spec)
+    return domain
+
+
+def domain_xml(spec: GuestSpec) -> str:
+    """:func:`domain_element` as text, for ``defineXML``."""
+    ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+    element = domain_element(spec)
+    ET.indent(element)
+    return ET.tostring(element, encoding='unicode')

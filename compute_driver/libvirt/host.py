@@ -1,0 +1,306 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The connection to libvirtd, its event loop and its version gates.
+
+:class:`Host` owns one ``virConnect``. libvirt delivers domain events and
+notices a dropped connection only while an event loop runs, so the first
+:class:`Host` registers libvirt's default event implementation
+(``virEventRegisterDefaultImpl``) and starts one daemon thread that runs it
+for the whole process. Callbacks run on that thread; :class:`Host` hands
+them straight to the driver's callables, which must not block.
+
+When libvirtd goes away (a restart), the close callback marks the
+connection dead; the next call reconnects, waiting up to ``[libvirt]
+reconnect_timeout`` seconds, and registers the lifecycle callback again.
+"""
+
+import dataclasses
+import logging
+import threading
+import time
+import typing
+
+import libvirt
+
+from compute_driver import exception
+from compute_driver import objects
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionGate:
+    """The versions one ``virt_type`` needs.
+
+    :param libvirt: the least libvirt version.
+    :param hypervisor: the least version ``getVersion()`` may report, or
+        ``None`` when there is no separate hypervisor to check.
+    :param hypervisor_name: what ``getType()`` answers for the hypervisor
+        the gate is about (``QEMU``, ``Xen``); the hypervisor check applies
+        only to connections of that type.
+    """
+
+    libvirt: tuple[int, int, int]
+    hypervisor: tuple[int, int, int] | None = None
+    hypervisor_name: str = ''
+
+
+#: The minimum every virt_type shares: libvirt's Xen documentation says
+#: "With Xen, the minimum level of libvirt you should use is 1.2.9", and
+#: nothing older is tested with this backend.
+MIN_LIBVIRT_VERSION = (1, 2, 9)
+
+#: Refused below these versions. Each virt_type has its own entry so that
+#: one can be raised without touching the others. QEMU 2.1 and Xen 4.4 are
+#: the hypervisor releases contemporary with libvirt 1.2.9.
+MIN_VERSIONS: dict[str, VersionGate] = {
+    'kvm': VersionGate(MIN_LIBVIRT_VERSION, (2, 1, 0), 'QEMU'),
+    'qemu': VersionGate(MIN_LIBVIRT_VERSION, (2, 1, 0), 'QEMU'),
+    'xen': VersionGate(MIN_LIBVIRT_VERSION, (4, 4, 0), 'Xen'),
+    'lxc': VersionGate(MIN_LIBVIRT_VERSION),
+}
+
+#: Accepted with a deprecation warning below these: the minimums of the
+#: next release, announced one release ahead as Nova's ``NEXT_MIN_*`` are.
+NEXT_MIN_VERSIONS: dict[str, VersionGate] = {
+    'kvm': VersionGate((6, 0, 0), (4, 2, 0), 'QEMU'),
+    'qemu': VersionGate((6, 0, 0), (4, 2, 0), 'QEMU'),
+    'xen': VersionGate((6, 0, 0), (4, 11, 0), 'Xen'),
+    'lxc': VersionGate((6, 0, 0)),
+}
+
+_loop_lock = threading.Lock()
+_loop_thread: threading.Thread | None = None
+
+
+def _run_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError:
+            # One failed iteration must not end event delivery for the
+            # whole process.
+            LOG.exception('libvirt event loop iteration failed')
+            time.sleep(0.1)
+
+
+def _ignore_error(opaque: object, error: object) -> None:
+    """An error handler that leaves reporting to the exceptions."""
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread.
+
+    Idempotent and thread-safe: the loop is per process, and libvirt wants
+    it registered before the first connection is opened.
+    """
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        # libvirt prints every error to stderr unless told otherwise; the
+        # driver reports the ones that matter as exceptions.
+        libvirt.registerErrorHandler(_ignore_error, None)
+        libvirt.virEventRegisterDefaultImpl()
+        _loop_thread = threading.Thread(
+            target=_run_event_loop, name='libvirt-event-loop', daemon=True)
+        _loop_thread.start()
+
+
+def version_tuple(version: int) -> tuple[int, int, int]:
+    """libvirt's integer ``1002009`` as ``(1, 2, 9)``."""
+    return (version // 1000000, version // 1000 % 1000, version % 1000)
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return '.'.join(str(part) for part in version)
+
+
+LifecycleCallback = typing.Callable[[str, str, int, int], None]
+
+
+class Host:
+    """One libvirt connection that survives libvirtd restarts.
+
+    :param uri: the connection URI.
+    :param virt_type: the ``[libvirt] virt_type``, for the version gates.
+    :param lifecycle_callback: called on the event-loop thread with the
+        domain's uuid and name, libvirt's event and its detail for every
+        domain lifecycle event; it must not block.
+    :param reconnect_timeout: seconds to keep trying to reconnect.
+    """
+
+    def __init__(self, uri: str, virt_type: str,
+                 lifecycle_callback: LifecycleCallback | None = None,
+                 reconnect_timeout: int = 30) -> None:
+        self.uri = uri
+        self.virt_type = virt_type
+        self._lifecycle_callback = lifecycle_callback
+        self._reconnect_timeout = reconnect_timeout
+        self._lock = threading.Lock()
+        self._conn: typing.Any = None
+        self._callback_id: int | None = None
+        self._closed = False
+
+    # -- the connection -------------------------------------------------------
+
+    def _open(self) -> typing.Any:
+        start_event_loop()
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise exception.HypervisorUnavailable(
+                host=self.uri, reason=exc.get_error_message()) from exc
+        try:
+            conn.registerCloseCallback(self._close_callback, None)
+        except libvirt.libvirtError as exc:
+            # The test driver has no close callback; is_alive() still
+            # notices a dead connection.
+            LOG.debug('No close callback on %s: %s', self.uri, exc)
+        if self._lifecycle_callback is not None:
+            self._callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                self._domain_event, None)
+        LOG.debug('Connected to %s', self.uri)
+        return conn
+
+    def _close_callback(self, conn: typing.Any, reason: int,
+                        opaque: object) -> None:
+        LOG.warning('Connection to %s closed (reason %s); reconnecting on '
+                    'next use', self.uri, reason)
+        # No lock: this runs on the event-loop thread, which must not wait
+        # for a caller that holds the lock while it reconnects.
+        if self._conn is conn:
+            self._conn = None
+            self._callback_id = None
+
+    def _domain_event(self, conn: typing.Any, dom: typing.Any, event: int,
+                      detail: int, opaque: object) -> None:
+        if self._lifecycle_callback is None:
+            return
+        try:
+            self._lifecycle_callback(dom.UUIDString(), dom.name(), event,
+                                     detail)
+        except Exception:
+            LOG.exception('Lifecycle callback failed for event %s/%s',
+                          event, detail)
+
+    def get_connection(self) -> typing.Any:
+        """The live connection, reconnecting when libvirtd went away.
+
+        :raises HypervisorUnavailable: when libvirtd cannot be reached
+            within the reconnect timeout.
+        """
+        with self._lock:
+            if self._closed:
+                raise exception.HypervisorUnavailable(
+                    host=self.uri, reason='the driver was cleaned up')
+            conn = self._conn
+            if conn is not None:
+                try:
+                    if conn.isAlive():
+                        return conn
+                except libvirt.libvirtError:
+                    pass
+                LOG.warning('Connection to %s is dead; reconnecting',
+                            self.uri)
+                self._conn = None
+            deadline = time.monotonic() + self._reconnect_timeout
+            while True:
+                try:
+                    self._conn = self._open()
+                    return self._conn
+                except exception.HypervisorUnavailable:
+                    if time.monotonic() >= deadline:
+                        raise
+                time.sleep(0.5)
+
+    def drop_connection(self, conn: typing.Any) -> None:
+        """Forget ``conn`` after a call on it failed for connection reasons.
+
+        The next :meth:`get_connection` opens a new one.
+        """
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+                self._callback_id = None
+
+    def close(self) -> None:
+        """Drop the event callback and close the connection for good."""
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            callback_id, self._callback_id = self._callback_id, None
+        if conn is None:
+            return
+        try:
+            if callback_id is not None:
+                conn.domainEventDeregisterAny(callback_id)
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError as exc:
+            LOG.debug('Ignoring error deregistering callbacks: %s', exc)
+        try:
+            conn.close()
+        except libvirt.libvirtError as exc:
+            LOG.debug('Ignoring error closing %s: %s', self.uri, exc)
+
+    # -- versions -------------------------------------------------------------
+
+    def get_libvirt_version(self) -> tuple[int, int, int]:
+        """The version of libvirt on the other end of the connection."""
+        return version_tuple(self.get_connection().getLibVersion())
+
+    def get_hypervisor_version(self) -> tuple[int, int, int]:
+        """What ``getVersion()`` reports: QEMU's or Xen's version."""
+        return version_tuple(self.get_connection().getVersion())
+
+    def get_hypervisor_type(self) -> str:
+        """``getType()``: ``QEMU``, ``Xen``, ``LXC``, ``TEST``..."""
+        return str(self.get_connection().getType())
+
+    def check_versions(self) -> None:
+        """Apply :data:`MIN_VERSIONS` and :data:`NEXT_MIN_VERSIONS`.
+
+        :raises HypervisorVersionTooOld: naming the component, the version
+            found, the one required and the virt_type.
+        """
+        gate = MIN_VERSIONS[self.virt_type]
+        upcoming = NEXT_MIN_VERSIONS[self.virt_type]
+        found = self.get_libvirt_version()
+        self._check('libvirt', found, gate.libvirt, upcoming.libvirt)
+        if gate.hypervisor is None:
+            return
+        hv_type = self.get_hypervisor_type()
+        if hv_type != gate.hypervisor_name:
+            LOG.debug('Not checking the %s version: %s is a %s connection',
+                      gate.hypervisor_name, self.uri, hv_type)
+            return
+        self._check(gate.hypervisor_name, self.get_hypervisor_version(),
+                    gate.hypervisor, upcoming.hypervisor)
+
+    def _check(self, component: str, found: tuple[int, int, int],
+               minimum: tuple[int, int, int],
+               upcoming: tuple[int, int, int] | None) -> None:
+        if found < minimum:
+            raise exception.HypervisorVersionTooOld(
+                component=component, found=_dotted(found),
+                virt_type=self.virt_type, required=_dotted(minimum))
+        if upcoming is not None and found < upcoming:
+            LOG.warning(
+                'Running %s %s with virt_type %s is deprecated: the next '
+                'release will require at least %s.', component,
+                _dotted(found), self.virt_type, _dotted(upcoming))
+
+    def hypervisor_version_int(self) -> int:
+        """The hypervisor's version as Nova's integer ``8000001``."""
+        return objects.version_to_int(self.get_hypervisor_version())

@@ -1,0 +1,334 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The local image store and the instance disks made from it.
+
+An image is ``NAME.json`` in ``[libvirt] images_path``::
+
+    {"file": "NAME.qcow2", "disk_format": "qcow2",
+     "kernel": "NAME.vmlinuz", "ramdisk": "NAME.initrd",
+     "cmdline": "console=ttyS0", "min_ram": 64, "min_disk": 0,
+     "properties": {"os_type": "linux"}}
+
+File names are relative to the store. ``kernel``, ``ramdisk`` and
+``cmdline`` are optional and ask for direct kernel boot. A snapshot is an
+image like any other whose properties carry ``image_type: snapshot`` and
+``instance_uuid``; it keeps the kernel of the image it was taken from.
+
+Instance disks are made with ``qemu-img``: the image is first copied once
+into ``INSTANCES_PATH/_base`` (named after the image and its file's size
+and modification time, so a replaced image gets a new base), and a qcow2
+instance disk is an overlay backed by that copy; a raw one is a full
+conversion of it. A revert converts the snapshot straight into the disk.
+Nothing prunes ``_base`` yet: a copy stays after its image is replaced or
+deleted.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+
+from compute_driver import exception
+from compute_driver import objects
+
+LOG = logging.getLogger(__name__)
+
+#: Property marking an image made by ``snapshot``.
+SNAPSHOT_TYPE = 'snapshot'
+
+#: Directory of ``instances_path`` holding the cached image copies.
+BASE_DIR = '_base'
+
+_QEMU_IMG_TIMEOUT = 600
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreImage:
+    """One image of the store, with absolute paths.
+
+    :param name: the image's name (its metadata file without ``.json``).
+    :param path: the disk file.
+    :param disk_format: ``qcow2`` or ``raw``.
+    :param kernel: a kernel for direct boot, or ``None``.
+    :param ramdisk: its initial ramdisk, or ``None``.
+    :param cmdline: the kernel command line.
+    :param min_ram: MiB the guest needs.
+    :param min_disk: GiB the guest needs.
+    :param properties: free-form string properties.
+    """
+
+    name: str
+    path: str
+    disk_format: str
+    kernel: str | None = None
+    ramdisk: str | None = None
+    cmdline: str = ''
+    min_ram: int = 0
+    min_disk: int = 0
+    properties: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.properties.get('image_type') == SNAPSHOT_TYPE
+
+    def to_meta(self) -> objects.ImageMeta:
+        """The image as the contract's :class:`objects.ImageMeta`."""
+        try:
+            size: int | None = os.path.getsize(self.path)
+        except OSError:
+            size = None
+        return objects.ImageMeta(
+            name=self.name, disk_format=self.disk_format,
+            container_format='bare', min_ram=self.min_ram,
+            min_disk=self.min_disk, size=size,
+            properties=dict(self.properties))
+
+
+def run_qemu_img(*args: str) -> None:
+    """Run ``qemu-img`` and raise on failure.
+
+    :raises BackendError: with qemu-img's own message.
+    """
+    command = ['qemu-img', *args]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True,
+                       timeout=_QEMU_IMG_TIMEOUT)
+    except FileNotFoundError:
+        raise exception.BackendError(
+            operation='qemu-img %s' % args[0], instance='-',
+            reason='qemu-img is not installed (Debian package qemu-utils)'
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        raise exception.BackendError(
+            operation='qemu-img %s' % args[0], instance='-',
+            reason=(exc.stderr or exc.stdout or str(exc)).strip()) from None
+    except subprocess.TimeoutExpired as exc:
+        raise exception.BackendError(
+            operation='qemu-img %s' % args[0], instance='-',
+            reason='timed out after %ss' % exc.timeout) from None
+
+
+class ImageStore:
+    """The images of ``images_path`` and the base cache of instance disks.
+
+    :param images_path: the store's directory.
+    :param instances_path: where the ``_base`` cache lives.
+    """
+
+    def __init__(self, images_path: str, instances_path: str) -> None:
+        self.images_path = images_path
+        self.base_path = os.path.join(instances_path, BASE_DIR)
+        self._lock = threading.Lock()
+
+    def _meta_path(self, name: str) -> str:
+        return os.path.join(self.images_path, name + '.json')
+
+    def _load(self, name: str) -> StoreImage:
+        with open(self._meta_path(name), encoding='utf-8') as handle:
+            data = json.load(handle)
+
+        def local(key: str) -> str | None:
+            value = data.get(key)
+            return os.path.join(self.images_path, value) if value else None
+
+        path = local('file')
+        if not path:
+            raise ValueError('no "file"')
+        return StoreImage(
+            name=name, path=path,
+            disk_format=str(data.get('disk_format') or 'raw'),
+            kernel=local('kernel'), ramdisk=local('ramdisk'),
+            cmdline=str(data.get('cmdline') or ''),
+            min_ram=int(data.get('min_ram') or 0),
+            min_disk=int(data.get('min_disk') or 0),
+            properties={str(k): str(v) for k, v in
+                        (data.get('properties') or {}).items()})
+
+    def names(self) -> list[str]:
+        """Names of the images in the store, sorted."""
+        try:
+            entries = os.listdir(self.images_path)
+        except FileNotFoundError:
+            return []
+        return sorted(e[:-5] for e in entries
+                      if e.endswith('.json') and not e.startswith('.'))
+
+    def list(self) -> list[StoreImage]:
+        """Every readable image; unreadable metadata is logged, skipped."""
+        images = []
+        for name in self.names():
+            try:
+                images.append(self._load(name))
+            except (OSError, ValueError, TypeError) as exc:
+                LOG.warning('Skipping image %s: %s', name, exc)
+        return images
+
+    def get(self, name: str) -> StoreImage:
+        """One image, with its files checked.
+
+        :raises ImageNotFound: when it is not in the store, its metadata is
+            unreadable or one of its files is missing.
+        """
+        objects.validate_image_ref(name)
+        if '/' in name or name.startswith('.'):
+            raise self._not_found(name)
+        try:
+            image = self._load(name)
+        except FileNotFoundError:
+            raise self._not_found(name) from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise self._not_found(
+                '%s (unreadable metadata: %s)' % (name, exc)) from None
+        for path in (image.path, image.kernel, image.ramdisk):
+            if path and not os.path.isfile(path):
+                raise self._not_found(
+                    '%s (its file %s is missing)' % (name, path))
+        return image
+
+    def _not_found(self, what: str) -> exception.ImageNotFound:
+        return exception.ImageNotFound(
+            image=what, available=', '.join(self.names()) or 'none')
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self._meta_path(name))
+
+    # -- instance disks ----------------------------------------------------
+
+    def _base_of(self, image: StoreImage) -> str:
+        stat = os.stat(image.path)
+        key = '%s:%s:%d:%d' % (image.name, image.path, stat.st_size,
+                               stat.st_mtime_ns)
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return os.path.join(self.base_path, name)
+
+    def cached_base(self, image: StoreImage) -> str:
+        """The image's copy in ``_base``, made on first use."""
+        base = self._base_of(image)
+        with self._lock:
+            if os.path.exists(base):
+                return base
+            os.makedirs(self.base_path, mode=0o755, exist_ok=True)
+            partial = '%s.part%d' % (base, os.getpid())
+            try:
+                shutil.copyfile(image.path, partial)
+                os.chmod(partial, 0o644)
+                os.rename(partial, base)
+            finally:
+                if os.path.exists(partial):
+                    os.unlink(partial)
+        return base
+
+    def create_disk(self, image: StoreImage, dest: str, disk_format: str,
+                    size_gb: int = 0, cache: bool = True) -> None:
+        """Make an instance disk from an image.
+
+        :param dest: the new disk file.
+        :param disk_format: ``qcow2`` for an overlay on the cached base,
+            ``raw`` for a full copy.
+        :param size_gb: grow the disk to this size; 0 keeps the image's.
+        :param cache: ``False`` makes a standalone copy instead, for an
+            image only one instance uses (a revert to its own snapshot),
+            which would only fill the cache.
+        :raises BackendError: when qemu-img fails.
+        """
+        if not cache:
+            if image.disk_format == disk_format == 'raw':
+                shutil.copyfile(image.path, dest)
+            else:
+                run_qemu_img('convert', '-q', '-f', image.disk_format, '-O',
+                             disk_format, image.path, dest)
+            return
+        base = self.cached_base(image)
+        if disk_format == 'qcow2':
+            run_qemu_img('create', '-q', '-f', 'qcow2', '-F',
+                         image.disk_format, '-b', base, dest)
+        elif image.disk_format == 'raw':
+            shutil.copyfile(base, dest)
+        else:
+            run_qemu_img('convert', '-q', '-f', image.disk_format, '-O',
+                         'raw', base, dest)
+        if size_gb:
+            run_qemu_img('resize', '-q', '-f', disk_format, dest,
+                         '%dG' % size_gb)
+
+    # -- snapshots ---------------------------------------------------------
+
+    def add_snapshot(self, name: str, disk: str, disk_format: str,
+                     source: StoreImage | None, min_disk: int,
+                     properties: dict[str, str],
+                     force_share: bool = False) -> StoreImage:
+        """Write an instance disk into the store as a new qcow2 image.
+
+        The kernel, ramdisk, command line and minimum memory come from the
+        image the instance was booted from, when it is still there.
+
+        :param force_share: read a disk that a paused guest's qemu holds
+            open (qemu-img's ``-U``).
+        :raises InvalidInput: when an image of that name exists.
+        :raises BackendError: when qemu-img fails.
+        """
+        file_name = name + '.qcow2'
+        target = os.path.join(self.images_path, file_name)
+        meta_path = self._meta_path(name)
+        with self._lock:
+            if os.path.exists(meta_path) or os.path.exists(target):
+                raise exception.InvalidInput(
+                    reason='an image named %s exists already' % name)
+            # Claims the name before the long copy.
+            with open(target, 'x'):
+                pass
+        try:
+            args = ['convert', '-q', '-f', disk_format, '-O', 'qcow2']
+            if force_share:
+                args.append('-U')
+            run_qemu_img(*args, disk, target)
+            os.chmod(target, 0o644)
+            data: dict[str, object] = {
+                'file': file_name, 'disk_format': 'qcow2',
+                'container_format': 'bare', 'min_disk': min_disk,
+                'properties': properties,
+            }
+            if source is not None:
+                data.update(
+                    min_ram=source.min_ram, cmdline=source.cmdline,
+                    kernel=(os.path.relpath(source.kernel, self.images_path)
+                            if source.kernel else None),
+                    ramdisk=(os.path.relpath(source.ramdisk,
+                                             self.images_path)
+                             if source.ramdisk else None))
+            partial = meta_path + '.part'
+            with open(partial, 'w', encoding='utf-8') as handle:
+                json.dump(data, handle, indent=2, sort_keys=True)
+            os.rename(partial, meta_path)
+        except BaseException:
+            for path in (target, meta_path + '.part'):
+                if os.path.exists(path):
+                    os.unlink(path)
+            raise
+        return self._load(name)
+
+    def delete(self, name: str) -> None:
+        """Remove an image's metadata and disk file; idempotent."""
+        try:
+            image = self._load(name)
+        except (OSError, ValueError, TypeError):
+            image = None
+        with self._lock:
+            for path in (self._meta_path(name),
+                         image.path if image else None):
+                if path and os.path.exists(path):
+                    os.unlink(path)

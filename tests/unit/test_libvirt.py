@@ -1,0 +1,564 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The libvirt backend against libvirt's built-in test driver.
+
+``test:///default`` is a hypervisor inside libvirt itself: it keeps its
+domains in the process, emits lifecycle events and accepts ``type='xen'``
+domains, so the backend's XML, version gates, events and state mapping are
+exercised without libvirtd. Disks are raw copies made without qemu-img;
+the test driver never opens them.
+"""
+
+import dataclasses
+import json
+import logging
+import shutil
+import subprocess
+
+import pytest
+
+libvirt = pytest.importorskip('libvirt')
+
+from compute_driver.cmd import main  # noqa: E402
+from compute_driver import event as virtevent  # noqa: E402
+from compute_driver import exception  # noqa: E402
+from compute_driver import flavors  # noqa: E402
+from compute_driver.libvirt import config  # noqa: E402
+from compute_driver.libvirt import driver as libvirt_driver  # noqa: E402
+from compute_driver.libvirt import host as libvirt_host  # noqa: E402
+from compute_driver import loader  # noqa: E402
+from compute_driver import objects  # noqa: E402
+from compute_driver import power_state  # noqa: E402
+from compute_driver.testing import conformance  # noqa: E402
+from compute_driver.testing import fixtures  # noqa: E402
+
+IMAGE = 'cdunit-image'
+TEST_URI = 'test:///default'
+
+
+def make_store(root):
+    """An image store with one raw image and a kernel for direct boot."""
+    images = root / 'images'
+    images.mkdir()
+    (images / (IMAGE + '.raw')).write_bytes(b'\0' * 4096)
+    (images / (IMAGE + '.vmlinuz')).write_bytes(b'kernel')
+    (images / (IMAGE + '.initrd')).write_bytes(b'initrd')
+    (images / (IMAGE + '.json')).write_text(json.dumps({
+        'file': IMAGE + '.raw', 'disk_format': 'raw',
+        'kernel': IMAGE + '.vmlinuz', 'ramdisk': IMAGE + '.initrd',
+        'cmdline': 'console=ttyS0', 'min_ram': 32,
+        'properties': {'os_type': 'linux'}}))
+    return images
+
+
+def store_conf(root, **libvirt_opts):
+    images = make_store(root) if not (root / 'images').exists() else (
+        root / 'images')
+    opts = {'virt_type': 'qemu', 'connection_uri': TEST_URI,
+            'images_path': str(images),
+            'instances_path': str(root / 'instances'),
+            'disk_format': 'raw', 'lifecycle_event_delay': 0,
+            'soft_reboot_timeout': 5, 'shutdown_retry_interval': 1}
+    opts.update(libvirt_opts)
+    return fixtures.make_conf('libvirt', {'libvirt': opts})
+
+
+class TestLibvirtTestDriverConformance(conformance.DriverConformanceTests):
+    """The whole suite on the test driver, with raw disks."""
+
+    backend_name = 'libvirt'
+
+    @pytest.fixture
+    def conf(self, tmp_path):
+        # Snapshots are written with qemu-img even from raw disks.
+        if shutil.which('qemu-img') is None:
+            fixtures.skip_or_fail('qemu-img is not installed (Debian '
+                                  'package qemu-utils)')
+        return store_conf(tmp_path)
+
+
+@pytest.fixture
+def versions(monkeypatch):
+    """Make the connection report chosen versions.
+
+    ``versions(libvirt=(1, 2, 8), hypervisor=(4, 4, 0), hv_type='Xen')``;
+    the test driver itself reports libvirt's own version and ``TEST``.
+    """
+    def set_versions(libvirt=(9, 0, 0), hypervisor=(7, 2, 0),
+                     hv_type='QEMU'):
+        monkeypatch.setattr(libvirt_host.Host, 'get_libvirt_version',
+                            lambda self: libvirt)
+        monkeypatch.setattr(libvirt_host.Host, 'get_hypervisor_version',
+                            lambda self: hypervisor)
+        monkeypatch.setattr(libvirt_host.Host, 'get_hypervisor_type',
+                            lambda self: hv_type)
+    return set_versions
+
+
+@pytest.fixture
+def make_driver(tmp_path):
+    made = []
+
+    def factory(**libvirt_opts):
+        backend = loader.load_driver(store_conf(tmp_path, **libvirt_opts),
+                                     'libvirt')
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        backend.cleanup_host('test')
+
+
+_HV = {'kvm': 'QEMU', 'qemu': 'QEMU', 'xen': 'Xen', 'lxc': 'LXC'}
+
+
+def _below(version):
+    major, minor, micro = version
+    if micro:
+        return (major, minor, micro - 1)
+    if minor:
+        return (major, minor - 1, 999)
+    return (major - 1, 999, 999)
+
+
+@pytest.mark.parametrize('virt_type', sorted(libvirt_host.MIN_VERSIONS))
+def test_libvirt_minimum_boundary(make_driver, versions, virt_type):
+    gate = libvirt_host.MIN_VERSIONS[virt_type]
+    backend = make_driver(virt_type=virt_type)
+    versions(libvirt=_below(gate.libvirt), hypervisor=(99, 0, 0),
+             hv_type=_HV[virt_type])
+    with pytest.raises(exception.HypervisorVersionTooOld) as caught:
+        backend.init_host('test')
+    assert caught.value.component == 'libvirt'
+    assert caught.value.virt_type == virt_type
+    versions(libvirt=gate.libvirt, hypervisor=(99, 0, 0),
+             hv_type=_HV[virt_type])
+    backend.init_host('test')
+
+
+def test_xen_on_libvirt_1_2_8_is_refused_and_1_2_9_accepted(
+        make_driver, versions, caplog):
+    backend = make_driver(virt_type='xen')
+    versions(libvirt=(1, 2, 8), hypervisor=(4, 4, 0), hv_type='Xen')
+    with pytest.raises(exception.HypervisorVersionTooOld) as caught:
+        backend.init_host('test')
+    assert str(caught.value) == (
+        'libvirt 1.2.8 is too old for virt_type xen; at least 1.2.9 is '
+        'required.')
+    versions(libvirt=(1, 2, 9), hypervisor=(4, 4, 0), hv_type='Xen')
+    with caplog.at_level(logging.WARNING):
+        backend.init_host('test')
+    assert 'libvirt 1.2.9 with virt_type xen is deprecated' in caplog.text
+
+
+@pytest.mark.parametrize('virt_type', ['kvm', 'qemu', 'xen'])
+def test_hypervisor_minimum_boundary(make_driver, versions, virt_type):
+    gate = libvirt_host.MIN_VERSIONS[virt_type]
+    backend = make_driver(virt_type=virt_type)
+    versions(libvirt=(9, 0, 0), hypervisor=_below(gate.hypervisor),
+             hv_type=gate.hypervisor_name)
+    with pytest.raises(exception.HypervisorVersionTooOld) as caught:
+        backend.init_host('test')
+    assert caught.value.component == gate.hypervisor_name
+    assert caught.value.required == '.'.join(map(str, gate.hypervisor))
+    versions(libvirt=(9, 0, 0), hypervisor=gate.hypervisor,
+             hv_type=gate.hypervisor_name)
+    backend.init_host('test')
+
+
+def test_hypervisor_minimum_only_for_its_connection_type(make_driver,
+                                                         versions):
+    backend = make_driver(virt_type='qemu')
+    versions(libvirt=(9, 0, 0), hypervisor=(0, 0, 2), hv_type='TEST')
+    backend.init_host('test')
+
+
+@pytest.mark.parametrize('virt_type', sorted(libvirt_host.MIN_VERSIONS))
+def test_next_minimum_warns_below_only(make_driver, versions, caplog,
+                                       virt_type):
+    upcoming = libvirt_host.NEXT_MIN_VERSIONS[virt_type]
+    backend = make_driver(virt_type=virt_type)
+    hypervisor = upcoming.hypervisor or (99, 0, 0)
+    versions(libvirt=_below(upcoming.libvirt), hypervisor=hypervisor,
+             hv_type=_HV[virt_type])
+    with caplog.at_level(logging.WARNING):
+        backend.init_host('test')
+    assert 'deprecated' in caplog.text
+    caplog.clear()
+    versions(libvirt=upcoming.libvirt, hypervisor=hypervisor,
+             hv_type=_HV[virt_type])
+    with caplog.at_level(logging.WARNING):
+        backend.init_host('test')
+    assert 'deprecated' not in caplog.text
+
+
+def test_minimum_tables_cover_every_virt_type():
+    from compute_driver.conf import libvirt as libvirt_conf
+    assert (sorted(libvirt_host.MIN_VERSIONS) ==
+            sorted(libvirt_host.NEXT_MIN_VERSIONS) ==
+            sorted(libvirt_conf.DEFAULT_URIS))
+    for virt_type, gate in libvirt_host.MIN_VERSIONS.items():
+        assert gate.libvirt >= libvirt_host.MIN_LIBVIRT_VERSION
+        assert libvirt_host.NEXT_MIN_VERSIONS[virt_type].libvirt > \
+            gate.libvirt
+
+
+def test_cli_check_refuses_old_libvirt(tmp_path, versions, capsys):
+    images = make_store(tmp_path)
+    conf_file = tmp_path / 'compute-driver.conf'
+    conf_file.write_text(
+        '[DEFAULT]\ncompute_driver = libvirt\nhost = testhost\n'
+        '[libvirt]\nvirt_type = xen\nconnection_uri = %s\n'
+        'images_path = %s\ninstances_path = %s\n' % (
+            TEST_URI, images, tmp_path / 'instances'))
+    versions(libvirt=(1, 2, 8), hypervisor=(4, 4, 0), hv_type='Xen')
+    rc = main.main(['--config-file', str(conf_file), 'check'])
+    out, err = capsys.readouterr()
+    assert rc != 0
+    assert ('libvirt 1.2.8 is too old for virt_type xen; at least 1.2.9 '
+            'is required.') in err
+    assert 'Traceback' not in err
+    versions(libvirt=(1, 2, 9), hypervisor=(4, 4, 0), hv_type='Xen')
+    assert main.main(['--config-file', str(conf_file), 'check']) == 0
+
+
+# -- configuration and bad input ------------------------------------------
+
+
+def test_unknown_virt_type_is_a_configuration_error(tmp_path):
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        store_conf(tmp_path, virt_type='vmware')
+    assert 'virt_type' in str(caught.value)
+
+
+@pytest.mark.parametrize('virt_type,uri', [
+    ('kvm', 'qemu:///system'), ('qemu', 'qemu:///system'),
+    ('xen', 'xen:///system'), ('lxc', 'lxc:///system')])
+def test_connection_uri_defaults_per_virt_type(tmp_path, virt_type, uri):
+    conf = store_conf(tmp_path, virt_type=virt_type, connection_uri='')
+    assert libvirt_driver.LibvirtDriver(conf).uri == uri
+
+
+def _instance(conf, name='cdunit-vm', flavor='m1.nano'):
+    return objects.Instance.new(name, flavors.get_flavor(conf, flavor),
+                                IMAGE, {'purpose': 'unit'})
+
+
+def _assert_nothing_left(backend, instance, tmp_path):
+    assert instance.uuid not in backend.list_instance_uuids()
+    assert not (tmp_path / 'instances' / instance.uuid).exists()
+    conn = backend._conn()
+    assert config.domain_name(instance.name) not in [
+        d.name() for d in conn.listAllDomains()]
+
+
+def test_missing_image_file_is_image_not_found(make_driver, tmp_path):
+    backend = make_driver()
+    backend.init_host('test')
+    (tmp_path / 'images' / (IMAGE + '.raw')).unlink()
+    instance = _instance(backend.conf)
+    with pytest.raises(exception.ImageNotFound) as caught:
+        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
+                      None)
+    assert 'is missing' in str(caught.value)
+    _assert_nothing_left(backend, instance, tmp_path)
+
+
+def test_flavor_below_image_minimum_is_refused(make_driver, tmp_path):
+    backend = make_driver()
+    backend.init_host('test')
+    flavor = objects.Flavor('cdunit.tiny', vcpus=1, memory_mb=16)
+    instance = dataclasses.replace(_instance(backend.conf), flavor=flavor)
+    with pytest.raises(exception.InvalidInput) as caught:
+        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
+                      None)
+    assert 'needs 32' in str(caught.value)
+    _assert_nothing_left(backend, instance, tmp_path)
+
+
+def test_spawn_failing_at_start_leaves_nothing(make_driver, tmp_path,
+                                               monkeypatch):
+    backend = make_driver()
+    backend.init_host('test')
+    instance = _instance(backend.conf)
+
+    def broken_create(self, *args):
+        raise libvirt.libvirtError('start refused on purpose')
+
+    monkeypatch.setattr(libvirt.virDomain, 'create', broken_create)
+    with pytest.raises(exception.BackendError) as caught:
+        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
+                      None)
+    assert 'start refused on purpose' in str(caught.value)
+    _assert_nothing_left(backend, instance, tmp_path)
+
+
+def test_domain_undefined_out_of_band(make_driver, tmp_path):
+    backend = make_driver()
+    backend.init_host('test')
+    instance = _instance(backend.conf)
+    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None,
+                  power_on=False)
+    assert instance.uuid in backend.list_instance_uuids()
+    backend._conn().lookupByUUIDString(instance.uuid).undefine()
+    assert instance.uuid not in [r.instance.uuid for r in
+                                 backend.list_instance_records()]
+    with pytest.raises(exception.InstanceNotFound):
+        backend.get_info(instance)
+    backend.destroy(None, instance, None)
+    _assert_nothing_left(backend, instance, tmp_path)
+
+
+def test_foreign_domains_are_not_listed(make_driver):
+    backend = make_driver()
+    backend.init_host('test')
+    # test:///default comes with a domain named "test".
+    names = [d.name() for d in backend._conn().listAllDomains()]
+    assert 'test' in names
+    assert 'test' not in backend.list_instances()
+
+
+# -- state and event mapping ----------------------------------------------
+
+
+@pytest.mark.parametrize('state,reason,saved,expected', [
+    (libvirt.VIR_DOMAIN_RUNNING, 1, None, power_state.RUNNING),
+    (libvirt.VIR_DOMAIN_BLOCKED, 0, None, power_state.RUNNING),
+    (libvirt.VIR_DOMAIN_PAUSED, 1, None, power_state.PAUSED),
+    (libvirt.VIR_DOMAIN_SHUTDOWN, 1, None, power_state.SHUTDOWN),
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED, None,
+     power_state.SHUTDOWN),
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED, None,
+     power_state.SUSPENDED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, 0, True, power_state.SUSPENDED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED, False,
+     power_state.SHUTDOWN),
+    (libvirt.VIR_DOMAIN_CRASHED, 0, None, power_state.CRASHED),
+    (libvirt.VIR_DOMAIN_PMSUSPENDED, 0, None, power_state.SUSPENDED),
+    (libvirt.VIR_DOMAIN_NOSTATE, 0, None, power_state.NOSTATE),
+])
+def test_map_state(state, reason, saved, expected):
+    assert libvirt_driver.map_state(state, reason, saved) == expected
+
+
+@pytest.mark.parametrize('event,detail,expected', [
+    (libvirt.VIR_DOMAIN_EVENT_STARTED, 0, virtevent.EVENT_LIFECYCLE_STARTED),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED,
+     virtevent.EVENT_LIFECYCLE_SUSPENDED),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED,
+     libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
+     virtevent.EVENT_LIFECYCLE_STOPPED),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED,
+     libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED,
+     virtevent.EVENT_LIFECYCLE_MIGRATION_COMPLETED),
+    (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, 0, virtevent.EVENT_LIFECYCLE_PAUSED),
+    (libvirt.VIR_DOMAIN_EVENT_RESUMED, 0, virtevent.EVENT_LIFECYCLE_RESUMED),
+    (libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED, 0,
+     virtevent.EVENT_LIFECYCLE_SUSPENDED),
+    (libvirt.VIR_DOMAIN_EVENT_DEFINED, 0, None),
+    (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, 0, None),
+    (libvirt.VIR_DOMAIN_EVENT_SHUTDOWN, 0, None),
+])
+def test_map_event(event, detail, expected):
+    assert libvirt_driver.map_event(event, detail) == expected
+
+
+def test_stopped_is_held_and_cancelled_by_started(make_driver):
+    backend = make_driver(lifecycle_event_delay=30)
+    recorder = fixtures.EventRecorder()
+    backend.register_event_listener(recorder)
+    uuid = '11111111-2222-3333-4444-555555555555'
+    name = config.domain_name('held')
+    backend._on_domain_event(uuid, name, libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                             libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
+    assert uuid in backend._pending_stops
+    backend._on_domain_event(uuid, name, libvirt.VIR_DOMAIN_EVENT_STARTED,
+                             libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    recorder.wait_for(uuid, virtevent.EVENT_LIFECYCLE_STARTED)
+    assert uuid not in backend._pending_stops
+    assert recorder.transitions(uuid) == [virtevent.EVENT_LIFECYCLE_STARTED]
+
+
+def test_stopped_is_emitted_after_the_delay(make_driver):
+    backend = make_driver(lifecycle_event_delay=1)
+    recorder = fixtures.EventRecorder()
+    backend.register_event_listener(recorder)
+    uuid = '11111111-2222-3333-4444-666666666666'
+    backend._on_domain_event(uuid, config.domain_name('held'),
+                             libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                             libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
+    recorder.wait_for(uuid, virtevent.EVENT_LIFECYCLE_STOPPED, timeout=10)
+
+
+def test_events_of_foreign_domains_are_ignored(make_driver):
+    backend = make_driver()
+    recorder = fixtures.EventRecorder()
+    backend.register_event_listener(recorder)
+    uuid = '11111111-2222-3333-4444-777777777777'
+    backend._on_domain_event(uuid, 'not-ours',
+                             libvirt.VIR_DOMAIN_EVENT_STARTED, 0)
+    assert backend._pending_stops == {}
+    with pytest.raises(AssertionError):
+        recorder.wait_for(uuid, virtevent.EVENT_LIFECYCLE_STARTED,
+                          timeout=0.5)
+
+
+# -- domain XML -----------------------------------------------------------
+
+
+def _spec(virt_type, tmp_path, vm_mode='hvm', kernel=True,
+          disk_format='qcow2'):
+    conf = store_conf(tmp_path)
+    instance = _instance(conf, flavor='m1.micro')
+    instance = dataclasses.replace(instance, metadata={
+        'quoting': 'a & b <c> "d"'})
+    boot = config.BootImage(
+        kernel='/images/vmlinuz' if kernel else None,
+        ramdisk='/images/initrd' if kernel else None,
+        cmdline='root=/dev/xvda', vm_mode=vm_mode)
+    return config.GuestSpec(
+        instance=instance, virt_type=virt_type, disk_path='/inst/disk',
+        disk_format=disk_format, console_path='/inst/console.log',
+        boot=boot)
+
+
+def _validate(xml, tmp_path):
+    if shutil.which('virt-xml-validate') is None:
+        fixtures.skip_or_fail('virt-xml-validate is not installed '
+                              '(Debian package libvirt-clients)')
+    path = tmp_path / 'domain.xml'
+    path.write_text(xml)
+    result = subprocess.run(['virt-xml-validate', str(path), 'domain'],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize('virt_type,vm_mode,kernel', [
+    ('kvm', 'hvm', True), ('qemu', 'hvm', False), ('xen', 'xen', True),
+    ('xen', 'xen', False), ('xen', 'hvm', False), ('lxc', 'hvm', False)])
+def test_domain_xml_validates(tmp_path, virt_type, vm_mode, kernel):
+    _validate(config.domain_xml(_spec(virt_type, tmp_path, vm_mode, kernel)),
+              tmp_path)
+
+
+def test_xen_pv_xml(tmp_path):
+    spec = _spec('xen', tmp_path, vm_mode='xen')
+    root = config.domain_element(spec)
+    assert root.get('type') == 'xen'
+    assert root.findtext('os/type') == 'xen'
+    assert root.findtext('os/kernel') == '/images/vmlinuz'
+    assert root.findtext('os/initrd') == '/images/initrd'
+    assert root.findtext('os/cmdline') == 'root=/dev/xvda console=hvc0'
+    assert root.find('devices/disk/target').get('bus') == 'xen'
+    console = root.find('devices/console')
+    assert console.get('type') == 'file'
+    assert console.find('target').get('type') == 'xen'
+    assert root.findtext('memory') == str(128 * 1024)
+    assert root.findtext('vcpu') == '1'
+
+
+def test_xen_pv_without_kernel_uses_pygrub(tmp_path):
+    root = config.domain_element(_spec('xen', tmp_path, vm_mode='xen',
+                                       kernel=False))
+    assert root.findtext('bootloader') == 'pygrub'
+    assert root.find('os/kernel') is None
+
+
+def test_xen_hvm_xml(tmp_path):
+    root = config.domain_element(_spec('xen', tmp_path, kernel=False))
+    assert root.get('type') == 'xen'
+    assert root.findtext('os/type') == 'hvm'
+    assert root.find('devices/serial/source').get('path') == \
+        '/inst/console.log'
+
+
+def test_lxc_xml(tmp_path):
+    root = config.domain_element(_spec('lxc', tmp_path, kernel=False))
+    assert root.get('type') == 'lxc'
+    assert root.findtext('os/type') == 'exe'
+    assert root.findtext('os/init') == '/sbin/init'
+    filesystem = root.find('devices/filesystem')
+    assert filesystem.find('target').get('dir') == '/'
+    assert filesystem.find('source').get('file') == '/inst/disk'
+    assert filesystem.find('driver').get('type') == 'nbd'
+    raw = config.domain_element(_spec('lxc', tmp_path, kernel=False,
+                                      disk_format='raw'))
+    assert raw.find('devices/filesystem/driver').get('type') == 'loop'
+
+
+def test_kvm_xml_boots_the_kernel_and_logs_the_serial_port(tmp_path):
+    root = config.domain_element(_spec('kvm', tmp_path))
+    assert root.get('type') == 'kvm'
+    assert root.findtext('os/type') == 'hvm'
+    assert root.findtext('os/kernel') == '/images/vmlinuz'
+    serial = root.find('devices/serial/source')
+    assert serial.get('path') == '/inst/console.log'
+    assert serial.get('append') == 'on'
+    assert root.find('devices/memballoon').get('model') == 'virtio'
+
+
+@pytest.mark.parametrize('virt_type', ['kvm', 'xen', 'lxc'])
+def test_metadata_round_trip(tmp_path, virt_type):
+    spec = _spec(virt_type, tmp_path)
+    xml = config.domain_xml(spec)
+    assert config.parse_metadata(xml) == spec.instance
+    assert config.parse_metadata(
+        config.metadata_xml(spec.instance)) == spec.instance
+
+
+def test_parse_metadata_refuses_foreign_xml():
+    with pytest.raises(exception.InvalidInput):
+        config.parse_metadata('<domain><name>x</name></domain>')
+    with pytest.raises(exception.InvalidInput):
+        config.parse_metadata('not xml')
+
+
+def test_xen_domain_is_accepted_by_the_test_driver(make_driver, versions,
+                                                   tmp_path):
+    backend = make_driver(virt_type='xen')
+    versions(libvirt=(1, 2, 9), hypervisor=(4, 4, 0), hv_type='Xen')
+    backend.init_host('test')
+    instance = _instance(backend.conf)
+    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None)
+    assert backend.get_info(instance).state == power_state.RUNNING
+    xml = backend._conn().lookupByUUIDString(instance.uuid).XMLDesc(0)
+    assert "type='xen'" in xml.split('\n')[0]
+    backend.destroy(None, instance, None)
+    _assert_nothing_left(backend, instance, tmp_path)
+
+
+def test_parse_metadata_as_libvirt_returns_it(tmp_path):
+    # virDomainGetMetadata drops the namespace of the element it returns.
+    instance = _spec('kvm', tmp_path).instance
+    text = config.metadata_xml(instance).replace(
+        'cdinst:', '').replace(
+        ' xmlns:cdinst="%s"' % config.METADATA_NS, '')
+    assert 'xmlns' not in text
+    assert config.parse_metadata(text) == instance
+
+
+def test_listing_errors_are_typed(make_driver, monkeypatch):
+    backend = make_driver()
+    backend.init_host('test')
+
+    def broken(self, *args):
+        raise libvirt.libvirtError('listing refused on purpose')
+
+    monkeypatch.setattr(libvirt.virConnect, 'listAllDomains', broken)
+    monkeypatch.setattr(libvirt.virConnect, 'getAllDomainStats', broken)
+    for listing in (backend.list_instances, backend.list_instance_uuids,
+                    backend.list_instance_records):
+        with pytest.raises(exception.BackendError) as caught:
+            listing()
+        assert 'listing refused on purpose' in str(caught.value)

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Builds the libvirt backend's test image from Debian packages and registers
+# it in an image store.
+#
+# The guest is Debian's cloud kernel booted directly (no boot loader) with a
+# busybox-static initramfs. Its /init prints BOOT_LINE on the serial console,
+# which is what the functional tests look for in the console log, loads the
+# ACPI button driver and runs busybox's acpid so that a power-button press
+# (libvirt's default shutdown method) powers the guest off cleanly, then
+# stays alive. It boots in a few seconds under QEMU's software emulation.
+#
+# Usage: build-libvirt-test-image.sh [IMAGES_PATH [NAME]]
+#   IMAGES_PATH  the [libvirt] images_path store
+#                (default /var/lib/compute-driver/libvirt/images)
+#   NAME         the image's name in the store (default cdtest-busybox)
+#
+# Idempotent: an image already registered under NAME is left alone unless
+# FORCE=1 is set.
+set -euo pipefail
+
+store=${1:-/var/lib/compute-driver/libvirt/images}
+name=${2:-cdtest-busybox}
+boot_line='compute-driver test guest booted'
+
+if [[ -f "$store/$name.json" && -z ${FORCE:-} ]]; then
+    echo "libvirt test image: $store/$name.json exists"
+    exit 0
+fi
+
+for tool in apt-get dpkg-deb qemu-img busybox gzip; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "build-libvirt-test-image: $tool is missing" >&2
+        exit 1
+    fi
+done
+
+work=$(mktemp -d)
+# apt-get download drops privileges to _apt, which must reach the directory.
+chmod 755 "$work"
+trap 'rm -rf "$work"' EXIT
+
+# The metapackage only depends on the versioned kernel package, which holds
+# the kernel and its modules.
+cd "$work"
+# A machine whose packages are all installed may never have fetched the
+# package lists.
+if ! apt-get download -q linux-image-cloud-amd64 >/dev/null 2>&1; then
+    apt-get update -qq
+    apt-get download -q linux-image-cloud-amd64 >/dev/null
+fi
+meta=$(ls linux-image-cloud-amd64_*.deb)
+kpkg=$(dpkg-deb -f "$meta" Depends | tr ',' '\n' |
+    grep -o 'linux-image-[0-9][^ (|]*-cloud-amd64[^ (|]*' | head -n1)
+if [[ -z $kpkg ]]; then
+    echo "build-libvirt-test-image: no kernel package in $meta" >&2
+    exit 1
+fi
+apt-get download -q "$kpkg" >/dev/null
+dpkg-deb -x "$(ls "$kpkg"_*.deb)" "$work/kernel"
+vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-*)
+kver=${vmlinuz##*/vmlinuz-}
+
+root="$work/initramfs"
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,etc,lib/modules,run,tmp}
+cp "$(command -v busybox)" "$root/bin/busybox"
+for applet in sh mount echo sleep poweroff reboot insmod acpid cat \
+        uname mkdir; do
+    ln -s busybox "$root/bin/$applet"
+done
+# The power button driver and evdev, which gives acpid the button's input
+# device: both are modules in the cloud kernel, compressed or not depending
+# on the Debian release.
+for module in button evdev; do
+    file=$(find "$work/kernel/lib/modules/$kver" -name "$module.ko*" |
+        head -n1)
+    case $file in
+        '') echo "build-libvirt-test-image: no $module module" >&2 ;;
+        *.xz) xz -dc "$file" > "$root/lib/modules/$module.ko" ;;
+        *.zst) zstd -qdc "$file" > "$root/lib/modules/$module.ko" ;;
+        *) cp "$file" "$root/lib/modules/$module.ko" ;;
+    esac
+done
+mkdir -p "$root/etc/acpi/PWRF"
+cat > "$root/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+echo "compute-driver test guest: power button pressed, powering off" > /dev/console
+poweroff -f
+EOF
+chmod 755 "$root/etc/acpi/PWRF/00000080"
+cat > "$root/init" <<EOF
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for module in button evdev; do
+    [ -f /lib/modules/\$module.ko ] && insmod /lib/modules/\$module.ko 2>/dev/null
+done
+# acpid reads the power button's input device and runs /etc/acpi/PWRF/*.
+acpid -d -c /etc/acpi >/dev/null 2>&1 &
+echo "$boot_line on \$(uname -r)"
+while true; do
+    sleep 3600
+done
+EOF
+chmod 755 "$root/init"
+(cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null) |
+    gzip -9 > "$work/initrd.gz"
+
+# qemu runs as libvirt-qemu: the store must be searchable and readable by
+# it (libvirt also relabels the files it hands to qemu).
+mkdir -p "$store"
+chmod 755 "$store"
+install -m 644 "$vmlinuz" "$store/$name.vmlinuz"
+install -m 644 "$work/initrd.gz" "$store/$name.initrd"
+qemu-img create -q -f qcow2 "$work/disk.qcow2" 64M
+install -m 644 "$work/disk.qcow2" "$store/$name.qcow2"
+cat > "$store/$name.json.tmp" <<EOF
+{
+  "name": "$name",
+  "file": "$name.qcow2",
+  "disk_format": "qcow2",
+  "container_format": "bare",
+  "kernel": "$name.vmlinuz",
+  "ramdisk": "$name.initrd",
+  "cmdline": "console=ttyS0 panic=-1 quiet",
+  "min_ram": 128,
+  "min_disk": 0,
+  "properties": {"os_type": "linux", "boot_line": "$boot_line",
+                 "kernel_version": "$kver"}
+}
+EOF
+mv "$store/$name.json.tmp" "$store/$name.json"
+echo "libvirt test image: $store/$name.json (kernel $kver)"
