@@ -41,6 +41,26 @@ CONNECTION_ERRORS = (requests.exceptions.ConnectionError,
                      requests.exceptions.Timeout, ConnectionError)
 
 
+class APIClient(docker.APIClient):
+    """The SDK's low-level client, keeping the TLS trust it was given.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a
+    session's ``verify`` (requests issue 3829): with either set, as many
+    distributions do, ``tls_ca_cert`` would be ignored and ``tls_verify =
+    false`` would still verify against the system bundle. The configured
+    value wins here; the environment only applies to the default (verify
+    against the system's CAs).
+    """
+
+    def merge_environment_settings(self, url, proxies, stream, verify,
+                                   cert):
+        settings = super().merge_environment_settings(
+            url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            settings['verify'] = self.verify
+        return settings
+
+
 def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split('.') if p.isdigit())
 
@@ -88,7 +108,7 @@ def base_url(group: typing.Any) -> str:
     return url
 
 
-def connect(conf: 'cfg.ConfigOpts', host: str) -> docker.APIClient:
+def connect(conf: 'cfg.ConfigOpts', host: str) -> APIClient:
     """A client of the configured dockerd, its API version agreed.
 
     :raises HypervisorUnavailable: when dockerd cannot be reached.
@@ -98,7 +118,7 @@ def connect(conf: 'cfg.ConfigOpts', host: str) -> docker.APIClient:
     group = conf.docker
     tls = tls_config(group)
     try:
-        client = docker.APIClient(
+        client = APIClient(
             base_url=base_url(group), version=group.api_version,
             timeout=group.timeout, tls=tls,
             max_pool_size=group.max_connections)
