@@ -106,6 +106,9 @@ class DockerDriver(driver.ComputeDriver):
         # concurrent spawns in this process cannot overcommit the host.
         self._pending: dict[str, objects.Instance] = {}
         self._snapshot_lock = threading.Lock()
+        # Container id -> the instance its labels describe (None: not an
+        # instance), from the last listing.
+        self._parsed: dict[str, objects.Instance | None] = {}
 
     # -- connection ----------------------------------------------------------
 
@@ -152,20 +155,34 @@ class DockerDriver(driver.ComputeDriver):
     def _records(self, summaries: list[dict] | None = None
                  ) -> list[objects.InstanceRecord]:
         records: dict[str, objects.InstanceRecord] = {}
+        cache = self._parsed
+        fresh: dict[str, objects.Instance | None] = {}
         for summary in (self._summaries() if summaries is None
                         else summaries):
-            record = mapping.record_from_summary(summary)
-            if record is None:
+            container_id = summary.get('Id') or ''
+            # A container's labels never change, so each one is parsed
+            # once; only the state is new in every listing.
+            if container_id in cache:
+                instance = cache[container_id]
+            else:
+                record = mapping.record_from_summary(summary)
+                instance = record.instance if record else None
+            fresh[container_id] = instance
+            if instance is None:
                 continue
-            uuid = record.instance.uuid
+            uuid = instance.uuid
             # During a revert the old container lives on briefly under
             # another name; the one with the instance's name is the real
             # one.
-            canonical = '/' + self._container_name(uuid)
-            if uuid in records and canonical not in (
+            if uuid in records and '/' + self._container_name(uuid) not in (
                     summary.get('Names') or ()):
                 continue
-            records[uuid] = record
+            records[uuid] = objects.InstanceRecord(
+                instance=instance,
+                info=objects.InstanceInfo(
+                    state=mapping.power_state_of(summary.get('State')),
+                    internal_id=container_id))
+        self._parsed = fresh
         return list(records.values())
 
     def _inspect(self, instance: objects.Instance) -> dict:
