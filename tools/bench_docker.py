@@ -287,8 +287,8 @@ class Bench:
             if ours is None:
                 print(name)
                 continue
-            print('%-72s %10.4f %10.4f %7.2fx  %s' % (name, ours, peer,
-                                                     ratio, verdict))
+            print('%-72s %10.4f %10.4f %7.2fx  %s'
+                  % (name, ours, peer, ratio, verdict))
 
 
 def main(argv=None):

@@ -55,16 +55,16 @@ import uuid as uuidlib
 
 from docker import errors as docker_errors
 
-from compute_driver import driver
-from compute_driver import event as virtevent
-from compute_driver import exception
-from compute_driver import objects
-from compute_driver import power_state
 from compute_driver.docker import client as dclient
 from compute_driver.docker import events as devents
 from compute_driver.docker import hostconfig
 from compute_driver.docker import images as dimages
 from compute_driver.docker import mapping
+from compute_driver import driver
+from compute_driver import event as virtevent
+from compute_driver import exception
+from compute_driver import objects
+from compute_driver import power_state
 
 LOG = logging.getLogger(__name__)
 
