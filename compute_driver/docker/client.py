@@ -31,9 +31,8 @@ from compute_driver import exception
 if typing.TYPE_CHECKING:  # pragma: no cover
     from oslo_config import cfg
 
-#: The oldest Docker API the backend uses: 1.25 (Docker 1.13) brought
-#: pids limits in updates, ``init`` and the ``label`` event filter it
-#: relies on.
+#: The oldest Docker API accepted: 1.25 (Docker 1.13, January 2017).
+#: Older daemons have been out of support for years and are not tested.
 MIN_API_VERSION = (1, 25)
 
 #: Errors meaning dockerd could not be reached or did not answer.

@@ -253,6 +253,20 @@ def test_configured_ca_beats_requests_environment(monkeypatch, pem):
         api.close()
 
 
+def test_old_api_version_is_refused():
+    # An explicit version is not negotiated, so nothing is contacted.
+    conf = _conf(api_url='tcp://127.0.0.1:1', api_version='1.24')
+    with pytest.raises(exception.HypervisorVersionTooOld) as exc:
+        dclient.connect(conf, 'h')
+    assert '1.25' in str(exc.value)
+
+
+def test_unreachable_daemon_is_unavailable(tmp_path):
+    conf = _conf(api_url='unix://%s' % (tmp_path / 'no.sock'))
+    with pytest.raises(exception.HypervisorUnavailable):
+        dclient.connect(conf, 'h')
+
+
 def test_driver_refuses_bad_options_when_built():
     conf = _conf(network_mode='host')
     with pytest.raises(exception.InvalidConfiguration):
