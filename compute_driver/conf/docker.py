@@ -86,7 +86,7 @@ opts = [
         help='Image references list_images offers (and so what "verify" '
              'boots when given no --image), before the tarballs of '
              'image_directory and the snapshots. Empty: every tagged image '
-             'dockerd has.'),
+             'dockerd has that has a command to run.'),
     cfg.StrOpt(
         'registry',
         help='Registry (host[:port]) to pull an image from when it is '

@@ -143,8 +143,9 @@ class ImageStore:
     def list_images(self) -> list[objects.ImageMeta]:
         """Bootable images: configured, tarballs, then snapshots.
 
-        With ``[docker] images`` empty, every tagged image dockerd has is
-        listed before the tarballs.
+        With ``[docker] images`` empty, every tagged image dockerd has
+        that has a command (one without cannot boot) is listed before the
+        tarballs.
         """
         summaries = self.api.images()
         by_tag: dict[str, dict] = {}
@@ -165,7 +166,8 @@ class ImageStore:
         if not wanted:
             wanted = sorted(
                 tag for tag, s in by_tag.items()
-                if not _is_snapshot(s.get('Labels')))
+                if not _is_snapshot(s.get('Labels')) and
+                self._runnable(s.get('Id')))
         for ref in wanted:
             summary = by_tag.get(canonical(ref))
             if summary is not None:
@@ -181,6 +183,18 @@ class ImageStore:
         for meta in snapshots:
             add(meta)
         return result
+
+    def _runnable(self, image_id: str | None) -> bool:
+        """Whether an image has a command, without which nothing boots.
+
+        An imported root file system often has none; listing it would
+        make it "verify"'s default image.
+        """
+        try:
+            config = self.api.inspect_image(image_id).get('Config') or {}
+        except docker_errors.APIError:
+            return False
+        return bool(config.get('Cmd') or config.get('Entrypoint'))
 
     def _tarball_refs(self) -> list[str]:
         if not self.directory or not os.path.isdir(self.directory):

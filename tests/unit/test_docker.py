@@ -384,3 +384,41 @@ def test_watcher_reconnects_and_resumes_after_the_last_event(monkeypatch):
     assert api.since[1] == '2000000000.000000006'
     assert watcher.connections >= 2
     assert not watcher.alive
+
+
+def test_missing_image_is_pulled_from_the_registry_and_tagged():
+    from docker import errors as docker_errors
+
+    class Api:
+        def __init__(self):
+            self.present = set()
+            self.calls = []
+
+        def inspect_image(self, ref):
+            if dimages.canonical(ref) in self.present:
+                return {'Id': 'sha256:1'}
+            raise docker_errors.NotFound('no such image')
+
+        def pull(self, repo, tag, auth_config):
+            self.calls.append(('pull', repo, tag, auth_config))
+
+        def tag(self, source, repo, tag):
+            self.calls.append(('tag', source, repo, tag))
+            self.present.add('%s:%s' % (repo, tag))
+
+        def images(self):
+            return []
+
+    api = Api()
+    store = dimages.ImageStore(api, _conf(
+        registry='registry.example.com:5000', registry_username='u',
+        registry_password='p').docker)
+    assert store.ensure('ns/app') == {'Id': 'sha256:1'}
+    assert api.calls == [
+        ('pull', 'registry.example.com:5000/ns/app', 'latest',
+         {'username': 'u', 'password': 'p',
+          'serveraddress': 'registry.example.com:5000'}),
+        ('tag', 'registry.example.com:5000/ns/app:latest', 'ns/app',
+         'latest')]
+    with pytest.raises(exception.ImageNotFound):
+        dimages.ImageStore(api, _conf().docker).ensure('other/app:1')
