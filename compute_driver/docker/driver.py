@@ -538,7 +538,7 @@ class DockerDriver(driver.ComputeDriver):
                 update_task_state(task_state=IMAGE_PENDING_UPLOAD)
                 update_task_state(task_state=IMAGE_UPLOADING,
                                   expected_state=IMAGE_PENDING_UPLOAD)
-            repo, tag = dimages._tag_of(image_id)
+            repo, tag = dimages.split_tag(image_id)
             stored = self._stored_instance(data, instance)
             # A committed image inherits the container's labels; blank the
             # instance's so a container run from the image by hand is not

@@ -36,7 +36,7 @@ LOG = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 
 
-def _tag_of(ref: str) -> tuple[str, str]:
+def split_tag(ref: str) -> tuple[str, str]:
     """Split ``repo[:tag]`` (a registry port is not a tag)."""
     repo, sep, tag = ref.rpartition(':')
     if sep and '/' not in tag:
@@ -46,7 +46,7 @@ def _tag_of(ref: str) -> tuple[str, str]:
 
 def canonical(ref: str) -> str:
     """``ref`` with its implicit ``:latest`` spelled out."""
-    return '%s:%s' % _tag_of(ref)
+    return '%s:%s' % split_tag(ref)
 
 
 class ImageStore:
@@ -122,7 +122,7 @@ class ImageStore:
     def _pull(self, ref: str) -> None:
         registry = self.group.registry
         remote = '%s/%s' % (registry, ref)
-        repo, tag = _tag_of(remote)
+        repo, tag = split_tag(remote)
         auth = None
         if self.group.registry_username:
             auth = {'username': self.group.registry_username,
@@ -135,7 +135,7 @@ class ImageStore:
             LOG.warning('Pulling %s failed: %s', remote,
                         dclient.api_error_text(exc))
             return
-        local_repo, local_tag = _tag_of(ref)
+        local_repo, local_tag = split_tag(ref)
         self.api.tag('%s:%s' % (repo, tag), local_repo, local_tag)
 
     # -- listing -------------------------------------------------------------

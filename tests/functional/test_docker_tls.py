@@ -160,6 +160,10 @@ def test_untrusted_certificate_is_refused(proxy, certs, ca):
     assert 'CERTIFICATE_VERIFY_FAILED' in str(exc.value)
 
 
+# Unverified TLS is the point here; urllib3 rightly warns about it.
+@pytest.mark.filterwarnings(
+    'ignore:Unverified HTTPS request'
+    ':urllib3.exceptions.InsecureRequestWarning')
 def test_verify_off_skips_the_check(proxy, certs):
     conf, backend = _driver(proxy, tls_ca_cert=certs['other_ca'],
                             tls_verify=False)

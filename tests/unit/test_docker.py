@@ -288,8 +288,8 @@ def test_docker_entry_point_loads():
     ('registry:5000/ns/img', ('registry:5000/ns/img', 'latest')),
     ('registry:5000/ns/img:2', ('registry:5000/ns/img', '2')),
 ])
-def test_tag_of(ref, expected):
-    assert dimages._tag_of(ref) == expected
+def test_split_tag(ref, expected):
+    assert dimages.split_tag(ref) == expected
     assert dimages.canonical(ref) == '%s:%s' % expected
 
 
