@@ -523,7 +523,7 @@ class DockerDriver(driver.ComputeDriver):
                   lambda name, data: self.api.unpause(name))
 
     def snapshot(self, context, instance, image_id, update_task_state):
-        objects.validate_image_ref(image_id)
+        dimages.validate_reference(image_id)
         store = dimages.ImageStore(self.api, self.conf.docker)
         with self._instance_lock(instance.uuid), self._snapshot_lock:
             data = self._inspect(instance)
@@ -555,9 +555,11 @@ class DockerDriver(driver.ComputeDriver):
                         tag=tag, conf={'Labels': labels},
                         message='snapshot of %s' % instance.uuid)
                 except docker_errors.APIError as exc:
-                    # dockerd 20.10 answers 500 to a bad name in a commit.
+                    # dockerd 20.10 answers 500 to a bad name in a commit,
+                    # after making the image: remove it.
                     if dclient.is_status(exc, 400) or (
                             'reference format' in str(exc)):
+                        self._remove_untagged_snapshot(image_id)
                         raise exception.InvalidInput(
                             reason='Docker refused the image name %r: %s'
                                    % (image_id, dclient.api_error_text(exc))
@@ -575,6 +577,16 @@ class DockerDriver(driver.ComputeDriver):
                 except BaseException:
                     self._remove_image_quietly(image_id)
                     raise
+
+    def _remove_untagged_snapshot(self, image_id: str) -> None:
+        try:
+            for image in self.api.images(filters={
+                    'dangling': True,
+                    'label': '%s=%s' % (mapping.SNAPSHOT_NAME, image_id)}):
+                self._remove_image_quietly(image['Id'])
+        except Exception:
+            LOG.exception('Could not look for the image of a refused '
+                          'snapshot name %r', image_id)
 
     def _remove_image_quietly(self, ref: str) -> None:
         try:

@@ -21,6 +21,7 @@ what there is.
 import json
 import logging
 import os
+import re
 import tarfile
 import typing
 
@@ -35,6 +36,17 @@ LOG = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 
+# Docker's reference grammar (the distribution project's), without
+# digests: an optional registry host[:port]/, lower-case path components
+# joined by "/", and an optional :tag.
+_ALNUM = r'[a-z0-9]+'
+_SEPARATOR = r'(?:[._]|__|-+)'
+_COMPONENT = _ALNUM + '(?:' + _SEPARATOR + _ALNUM + ')*'
+_DOMAIN_PART = r'(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])'
+_DOMAIN = _DOMAIN_PART + r'(?:\.' + _DOMAIN_PART + r')*(?::[0-9]+)?'
+_NAME = '(?:' + _DOMAIN + '/)?' + _COMPONENT + '(?:/' + _COMPONENT + ')*'
+REFERENCE_RE = re.compile('(' + _NAME + r')(?::[\w][\w.-]{0,127})?')
+
 
 def split_tag(ref: str) -> tuple[str, str]:
     """Split ``repo[:tag]`` (a registry port is not a tag)."""
@@ -42,6 +54,26 @@ def split_tag(ref: str) -> tuple[str, str]:
     if sep and '/' not in tag:
         return repo, tag
     return ref, 'latest'
+
+
+def validate_reference(ref: str) -> str:
+    """Check that Docker would accept ``ref`` as a new image's name.
+
+    dockerd checks the name only after committing a snapshot, and leaves
+    the untagged image behind when it refuses it; checking first leaves
+    nothing.
+
+    :raises InvalidInput: naming the rule that is broken.
+    """
+    objects.validate_image_ref(ref)
+    match = REFERENCE_RE.fullmatch(ref)
+    if match is None or len(match.group(1)) > 255:
+        raise exception.InvalidInput(
+            reason='%r is not a valid Docker image name: use lower-case '
+                   'letters, digits and separators (".", "_", "__", "-") '
+                   'between them, "/" between components, and an optional '
+                   ':TAG' % ref)
+    return ref
 
 
 def canonical(ref: str) -> str:

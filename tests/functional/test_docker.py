@@ -26,6 +26,7 @@ import uuid as uuidlib
 from docker import errors as docker_errors
 import pytest
 
+from compute_driver.docker import mapping
 from compute_driver import driver as contract
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -322,10 +323,13 @@ def test_memory_below_docker_minimum(api, backend, host):
 def test_names_docker_rejects(api, backend):
     instance = _instance()
     _spawn(backend, instance)
-    for bad in ('UpperCase-snap', 'snap!', '-leading-dash'):
+    for bad in ('UpperCase-snap', 'snap!', '-leading-dash', 'a//b'):
         with pytest.raises(exception.InvalidInput) as exc:
             backend.snapshot(None, instance, bad, contract.ignore_task_state)
         assert '\n' not in str(exc.value)
+        # dockerd commits before it checks the name; nothing may be left.
+        assert api.images(filters={'label': '%s=%s' % (
+            mapping.SNAPSHOT_NAME, bad)}) == []
     with pytest.raises(exception.InvalidInstanceName):
         _instance(name='bad name!')
 

@@ -422,3 +422,18 @@ def test_missing_image_is_pulled_from_the_registry_and_tagged():
          'latest')]
     with pytest.raises(exception.ImageNotFound):
         dimages.ImageStore(api, _conf().docker).ensure('other/app:1')
+
+
+@pytest.mark.parametrize('ref', [
+    'snap', 'ns/snap:1.0', 'registry.example.com:5000/ns/snap',
+    'my_snap__x-y.z:tag_1', 'localhost/snap'])
+def test_valid_snapshot_names(ref):
+    assert dimages.validate_reference(ref) == ref
+
+
+@pytest.mark.parametrize('ref', [
+    'UpperCase', 'snap!', '-dash', 'a//b', 'tag:', 'trailing-', 'a b',
+    'x' * 256])
+def test_invalid_snapshot_names(ref):
+    with pytest.raises(exception.InvalidInput):
+        dimages.validate_reference(ref)
