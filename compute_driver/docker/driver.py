@@ -105,6 +105,7 @@ class DockerDriver(driver.ComputeDriver):
         # Flavors of spawns between their claim and their create, so that
         # concurrent spawns in this process cannot overcommit the host.
         self._pending: dict[str, objects.Instance] = {}
+        self._claim_lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
         # Container id -> the instance its labels describe (None: not an
         # instance), from the last listing.
@@ -274,7 +275,7 @@ class DockerDriver(driver.ComputeDriver):
                 container_id = self._create(instance, image_ref, image,
                                             host_config_args)
             finally:
-                with self._lock:
+                with self._claim_lock:
                     self._pending.pop(instance.uuid, None)
         try:
             if power_on:
@@ -290,10 +291,11 @@ class DockerDriver(driver.ComputeDriver):
         :raises InstanceExists: when the uuid or the name is taken.
         :raises InsufficientResources: when the flavor does not fit.
         """
-        records = self._records()
         info = self._info or self._refresh_info()
-        with self._lock:
-            existing = [r.instance for r in records]
+        # The listing is taken under the lock too: a spawn finishing in
+        # between would otherwise be neither listed nor pending.
+        with self._claim_lock:
+            existing = [r.instance for r in self._records()]
             existing += list(self._pending.values())
             for other in existing:
                 if other.uuid == instance.uuid:
@@ -491,6 +493,7 @@ class DockerDriver(driver.ComputeDriver):
             if state == power_state.PAUSED:
                 # The freezer holds the signal until a thaw.
                 self.api.unpause(name)
+                self._settle(name, 'running')
             if state in (power_state.RUNNING, power_state.PAUSED,
                          power_state.CRASHED):
                 self.api.stop(name, timeout=0)
@@ -506,6 +509,7 @@ class DockerDriver(driver.ComputeDriver):
         def stop(name: str, data: dict) -> None:
             if self._state_of(data) == power_state.PAUSED:
                 self.api.unpause(name)
+                self._settle(name, 'running')
             self.api.stop(name, timeout=timeout)
 
         self._act(instance, 'power_off', stop)
@@ -515,12 +519,40 @@ class DockerDriver(driver.ComputeDriver):
         self._act(instance, 'power_on',
                   lambda name, data: self._start(instance))
 
+    def _settle(self, name: str, status: str) -> None:
+        """Wait until dockerd reports the container in ``status``.
+
+        dockerd answers a pause or unpause once containerd has frozen or
+        thawed the cgroup, but records the new state when containerd's
+        event about it arrives, a moment later; the contract's operations
+        are synchronous, so wait for that record.
+        """
+        deadline = time.monotonic() + self.conf.docker.timeout
+        while True:
+            data = self.api.inspect_container(name)
+            if (data.get('State') or {}).get('Status') == status:
+                return
+            if time.monotonic() >= deadline:
+                raise exception.BackendError(
+                    operation='wait', instance=name,
+                    reason='the container is still %s, not %s, after %ds'
+                           % ((data.get('State') or {}).get('Status'),
+                              status, self.conf.docker.timeout))
+            time.sleep(0.01)
+
     def pause(self, instance):
-        self._act(instance, 'pause', lambda name, data: self.api.pause(name))
+        def pause(name: str, data: dict) -> None:
+            self.api.pause(name)
+            self._settle(name, 'paused')
+
+        self._act(instance, 'pause', pause)
 
     def unpause(self, instance):
-        self._act(instance, 'unpause',
-                  lambda name, data: self.api.unpause(name))
+        def unpause(name: str, data: dict) -> None:
+            self.api.unpause(name)
+            self._settle(name, 'running')
+
+        self._act(instance, 'unpause', unpause)
 
     def snapshot(self, context, instance, image_id, update_task_state):
         dimages.validate_reference(image_id)
