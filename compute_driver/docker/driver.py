@@ -107,9 +107,9 @@ class DockerDriver(driver.ComputeDriver):
         self._pending: dict[str, objects.Instance] = {}
         self._claim_lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
-        # Container id -> the instance its labels describe (None: not an
-        # instance), from the last listing.
-        self._parsed: dict[str, objects.Instance | None] = {}
+        # Container id -> (Docker state, its record or None when its
+        # labels describe no instance), from the last listing.
+        self._parsed: dict[str, tuple[str, objects.InstanceRecord | None]] = {}
 
     # -- connection ----------------------------------------------------------
 
@@ -157,32 +157,35 @@ class DockerDriver(driver.ComputeDriver):
                  ) -> list[objects.InstanceRecord]:
         records: dict[str, objects.InstanceRecord] = {}
         cache = self._parsed
-        fresh: dict[str, objects.Instance | None] = {}
+        fresh: dict[str, tuple[str, objects.InstanceRecord | None]] = {}
         for summary in (self._summaries() if summaries is None
                         else summaries):
             container_id = summary.get('Id') or ''
+            state = summary.get('State') or ''
             # A container's labels never change, so each one is parsed
-            # once; only the state is new in every listing.
-            if container_id in cache:
-                instance = cache[container_id]
+            # once, and its record is rebuilt only when its state changes.
+            cached = cache.get(container_id)
+            if cached is not None and cached[0] == state:
+                record = cached[1]
+            elif cached is not None and cached[1] is not None:
+                record = objects.InstanceRecord(
+                    instance=cached[1].instance,
+                    info=objects.InstanceInfo(
+                        state=mapping.power_state_of(state),
+                        internal_id=container_id))
             else:
                 record = mapping.record_from_summary(summary)
-                instance = record.instance if record else None
-            fresh[container_id] = instance
-            if instance is None:
+            fresh[container_id] = (state, record)
+            if record is None:
                 continue
-            uuid = instance.uuid
+            uuid = record.instance.uuid
             # During a revert the old container lives on briefly under
             # another name; the one with the instance's name is the real
             # one.
             if uuid in records and '/' + self._container_name(uuid) not in (
                     summary.get('Names') or ()):
                 continue
-            records[uuid] = objects.InstanceRecord(
-                instance=instance,
-                info=objects.InstanceInfo(
-                    state=mapping.power_state_of(summary.get('State')),
-                    internal_id=container_id))
+            records[uuid] = record
         self._parsed = fresh
         return list(records.values())
 
