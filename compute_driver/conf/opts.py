@@ -24,7 +24,7 @@ from oslo_config import cfg
 
 #: Modules of ``compute_driver.conf`` that each own one option group, in
 #: the order they appear in the sample. Each backend issue appends its own.
-MODULE_NAMES = ('default', 'fake', 'libvirt', 'xenapi')
+MODULE_NAMES = ('default', 'fake', 'docker', 'libvirt', 'xenapi')
 
 
 def _modules() -> list[types.ModuleType]:

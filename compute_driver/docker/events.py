@@ -1,0 +1,153 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""A thread following ``docker events`` for this backend's containers.
+
+Docker's event stream is the only source of lifecycle events: every
+start, stop, kill, pause and unpause, whether the driver or someone with
+the docker CLI did it, reaches the listener once. The stream is filtered
+by our uuid and host labels, so other containers cost nothing.
+
+When dockerd goes away the stream ends; the thread reconnects with a
+growing delay and asks for the events since the last one it saw (dockerd
+replays them from its in-memory log), so a restart loses none of the
+events dockerd kept.
+"""
+
+import collections.abc
+import logging
+import threading
+import time
+import typing
+
+from compute_driver.docker import mapping
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds between reconnection attempts: doubled after each failure up
+#: to the maximum.
+RETRY_INITIAL = 0.2
+RETRY_MAX = 5.0
+
+#: ``emit(uuid, transition, timestamp)``.
+Emit = collections.abc.Callable[[str, int, float], None]
+
+
+class EventWatcher:
+    """Follow the event stream on a daemon thread until :meth:`stop`.
+
+    :param make_client: returns a fresh ``APIClient``; called for every
+        connection, so a long-lived stream never shares a connection with
+        the operations.
+    :param host: the compute host, as in the containers' host label.
+    :param emit: called for each lifecycle event, from the thread.
+    """
+
+    def __init__(self, make_client: collections.abc.Callable[[], typing.Any],
+                 host: str, emit: Emit) -> None:
+        self._make_client = make_client
+        self._filters = {'type': ['container'],
+                         'event': sorted(mapping.EVENT_MAP),
+                         'label': [mapping.UUID,
+                                   '%s=%s' % (mapping.HOST, host)]}
+        self._emit = emit
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: typing.Any = None
+        # dockerd's clock, in nanoseconds, of the last event handled.
+        self._since_ns = time.time_ns()
+        self._thread = threading.Thread(
+            target=self._run, name='docker-events', daemon=True)
+        #: Times the stream was (re)opened; for tests and logs.
+        self.connections = 0
+
+    def start(self, wait: float = 5.0) -> bool:
+        """Start the thread and wait until the stream is open.
+
+        :returns: whether it opened within ``wait`` seconds; events that
+            happen before are replayed once it does.
+        """
+        self._thread.start()
+        return self._connected.wait(wait)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the stream and wait for the thread to end."""
+        self._stop.set()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                LOG.debug('Closing the event stream failed', exc_info=True)
+        if self._thread.is_alive() and (
+                self._thread is not threading.current_thread()):
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _since(self) -> str:
+        seconds, nanos = divmod(self._since_ns, 10 ** 9)
+        return '%d.%09d' % (seconds, nanos)
+
+    def _run(self) -> None:
+        delay = RETRY_INITIAL
+        while not self._stop.is_set():
+            try:
+                self._follow()
+                delay = RETRY_INITIAL
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                LOG.warning('Docker event stream lost (%s); reconnecting '
+                            'in %.1fs', exc, delay)
+            self._connected.clear()
+            if self._stop.wait(delay):
+                break
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _follow(self) -> None:
+        api = self._make_client()
+        try:
+            stream = api.events(since=self._since(), filters=self._filters,
+                                decode=True)
+            with self._lock:
+                self._stream = stream
+            if self._stop.is_set():
+                return
+            self.connections += 1
+            self._connected.set()
+            for event in stream:
+                if self._stop.is_set():
+                    return
+                self._handle(event)
+        finally:
+            with self._lock:
+                self._stream = None
+            api.close()
+
+    def _handle(self, event: dict) -> None:
+        time_ns = event.get('timeNano') or 0
+        if time_ns:
+            # The next connection asks for what came after this one only.
+            self._since_ns = max(self._since_ns, time_ns + 1)
+        transition = mapping.EVENT_MAP.get(
+            (event.get('Action') or event.get('status') or '').split(':')[0])
+        labels = (event.get('Actor') or {}).get('Attributes') or {}
+        uuid = labels.get(mapping.UUID)
+        if transition is None or not uuid:
+            return
+        self._emit(uuid, transition, time_ns / 1e9 if time_ns else
+                   time.time())

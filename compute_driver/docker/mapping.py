@@ -1,0 +1,156 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""What Docker says, in the contract's terms: labels and power states.
+
+The labels a container is created with are the only record of the instance
+it runs; :func:`instance_labels` writes them and :func:`instance_from_labels`
+reads them back. Values are strings, so the flavor and the metadata are
+stored as JSON.
+
+Docker's container states map to power states as follows:
+
+============  ==========  =================================================
+Docker        power       why
+============  ==========  =================================================
+created       shutdown    made by spawn(power_on=False), never started
+running       running
+paused        paused      frozen by the cgroup freezer
+restarting    crashed     its process died and a restart policy is retrying
+exited        shutdown    stopped, by us or by its own main process
+dead          crashed     dockerd failed to remove it; only removal helps
+removing      pending     being removed; it will be gone shortly
+============  ==========  =================================================
+
+An unknown state maps to pending (NOSTATE), as Nova does for an unknown
+libvirt domain state.
+"""
+
+import json
+import logging
+
+from compute_driver import event as virtevent
+from compute_driver import exception
+from compute_driver import objects
+from compute_driver import power_state
+
+LOG = logging.getLogger(__name__)
+
+#: Every label key this backend writes starts with this.
+LABEL_NS = 'org.openstack.compute-driver.'
+UUID = LABEL_NS + 'uuid'
+NAME = LABEL_NS + 'name'
+FLAVOR = LABEL_NS + 'flavor'
+IMAGE = LABEL_NS + 'image'
+METADATA = LABEL_NS + 'metadata'
+HOST = LABEL_NS + 'host'
+
+#: Labels of a snapshot image (never found on a container we list).
+IMAGE_TYPE = LABEL_NS + 'image-type'
+SNAPSHOT_OF = LABEL_NS + 'snapshot-of'
+BASE_IMAGE = LABEL_NS + 'base-image'
+#: The name the snapshot was given, which may omit the ``:latest`` tag.
+SNAPSHOT_NAME = LABEL_NS + 'snapshot-name'
+SNAPSHOT = 'snapshot'
+
+#: The labels :func:`instance_labels` writes.
+INSTANCE_KEYS = (UUID, NAME, FLAVOR, IMAGE, METADATA, HOST)
+
+STATE_MAP = {
+    'created': power_state.SHUTDOWN,
+    'running': power_state.RUNNING,
+    'paused': power_state.PAUSED,
+    'restarting': power_state.CRASHED,
+    'exited': power_state.SHUTDOWN,
+    'dead': power_state.CRASHED,
+    'removing': power_state.NOSTATE,
+}
+
+#: ``docker events`` actions that are lifecycle transitions. A stop or a
+#: kill is followed by "die", a restart by "die" then "start", so those
+#: two are enough for every path to SHUTDOWN and RUNNING.
+EVENT_MAP = {
+    'start': virtevent.EVENT_LIFECYCLE_STARTED,
+    'die': virtevent.EVENT_LIFECYCLE_STOPPED,
+    'pause': virtevent.EVENT_LIFECYCLE_PAUSED,
+    'unpause': virtevent.EVENT_LIFECYCLE_RESUMED,
+}
+
+
+def power_state_of(docker_state: str | None) -> int:
+    """The power state of a container in Docker state ``docker_state``."""
+    return STATE_MAP.get((docker_state or '').lower(), power_state.NOSTATE)
+
+
+def instance_labels(instance: objects.Instance, host: str) -> dict[str, str]:
+    """The labels that record ``instance`` on its container.
+
+    :param host: the compute host; listings only show this host's
+        containers, so hosts sharing a remote dockerd stay apart.
+    """
+    return {
+        UUID: instance.uuid,
+        NAME: instance.name,
+        FLAVOR: json.dumps(instance.flavor.to_dict(), sort_keys=True),
+        IMAGE: instance.image_ref,
+        METADATA: json.dumps(instance.metadata, sort_keys=True),
+        HOST: host,
+    }
+
+
+def instance_from_labels(labels: dict[str, str] | None) -> objects.Instance:
+    """Rebuild the instance recorded by :func:`instance_labels`.
+
+    :raises InvalidInput: when the labels are missing or damaged, e.g. on
+        a container someone ran by hand from a snapshot image.
+    """
+    labels = labels or {}
+    try:
+        flavor = json.loads(labels[FLAVOR])
+        metadata = json.loads(labels.get(METADATA) or '{}')
+        if not isinstance(flavor, dict) or not isinstance(metadata, dict):
+            raise ValueError('flavor and metadata must be JSON objects')
+        return objects.Instance.from_dict({
+            'uuid': labels[UUID], 'name': labels[NAME],
+            'flavor': flavor, 'image_ref': labels[IMAGE],
+            'metadata': metadata})
+    except (KeyError, ValueError) as exc:
+        raise exception.InvalidInput(
+            reason='container labels do not describe an instance: %s'
+                   % exc) from None
+
+
+def record_from_summary(summary: dict) -> objects.InstanceRecord | None:
+    """An instance record from one entry of ``GET /containers/json``.
+
+    :returns: ``None`` (and logs why) for a container whose labels do not
+        describe an instance.
+    """
+    try:
+        instance = instance_from_labels(summary.get('Labels'))
+    except exception.InvalidInput as exc:
+        LOG.debug('Ignoring container %s: %s', summary.get('Id'), exc)
+        return None
+    return objects.InstanceRecord(
+        instance=instance,
+        info=objects.InstanceInfo(state=power_state_of(summary.get('State')),
+                                  internal_id=summary.get('Id')))
+
+
+def image_file_name(ref: str) -> str:
+    """The ``image_directory`` file holding image ``ref``.
+
+    ``/`` cannot be part of a file name, so it becomes ``_``; references
+    that differ only there (``a/b`` and ``a_b``) would share a file, so do
+    not keep both in one directory.
+    """
+    return ref.replace('/', '_') + '.tar'

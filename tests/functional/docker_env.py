@@ -1,0 +1,64 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""What the docker functional tests share: the daemon, the image, names.
+
+Every test runs on a compute host name of its own (``cdtest-<hex>``), so
+it only ever sees and removes containers it created, whatever else
+(another test run, DevStack) uses the same dockerd.
+"""
+
+import os
+import uuid as uuidlib
+
+from compute_driver.testing import fixtures
+
+#: Built by tools/build-docker-test-image.sh from busybox-static.
+IMAGE = os.environ.get('COMPUTE_DRIVER_DOCKER_TEST_IMAGE',
+                       'compute-driver/busybox:test')
+API_URL = os.environ.get('COMPUTE_DRIVER_DOCKER_URL',
+                         'unix:///var/run/docker.sock')
+#: Test containers and images not made through the driver start with this.
+PREFIX = 'cdtest-'
+
+
+def unique_host() -> str:
+    return PREFIX + uuidlib.uuid4().hex[:8]
+
+
+def overrides(host: str | None = None, **docker_options: object
+              ) -> dict[str, dict[str, object]]:
+    """``make_conf`` overrides for a test host with the test image."""
+    options: dict[str, object] = {'api_url': API_URL, 'network_mode': 'none',
+                                  'images': [IMAGE]}
+    options.update(docker_options)
+    return {'DEFAULT': {'host': host or unique_host()}, 'docker': options}
+
+
+def raw_client():
+    """The docker SDK's low-level client, or skip/fail without dockerd."""
+    try:
+        import docker
+    except ImportError as exc:
+        fixtures.skip_or_fail('the docker SDK is not installed: %s' % exc)
+    try:
+        api = docker.APIClient(base_url=API_URL, version='auto', timeout=60)
+        api.ping()
+    except Exception as exc:
+        fixtures.skip_or_fail('dockerd is not running at %s: %s'
+                              % (API_URL, exc))
+    try:
+        api.inspect_image(IMAGE)
+    except Exception:
+        fixtures.skip_or_fail('the test image %s is missing; run '
+                              'tools/build-docker-test-image.sh' % IMAGE)
+    return api

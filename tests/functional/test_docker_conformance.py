@@ -1,0 +1,31 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The conformance suite against the real dockerd."""
+
+import pytest
+
+from compute_driver.testing import conformance
+from tests.functional import docker_env
+
+
+class TestDockerConformance(conformance.DriverConformanceTests):
+    backend_name = 'docker'
+    config_overrides = docker_env.overrides()
+    image_ref = docker_env.IMAGE
+    # Events come from dockerd's stream, on another thread.
+    event_timeout = 15.0
+
+    @pytest.fixture(autouse=True)
+    def _dockerd(self):
+        api = docker_env.raw_client()
+        api.close()
