@@ -150,6 +150,21 @@ def default_capabilities() -> dict[str, bool]:
 EventCallback = collections.abc.Callable[[virtevent.Event], object]
 
 
+def reboot_kind(reboot_type: object) -> str:
+    """``reboot_type`` as :data:`REBOOT_SOFT` or :data:`REBOOT_HARD`.
+
+    Nova passes the upper-case strings; any case is accepted.
+
+    :raises InvalidInput: for anything else.
+    """
+    kind = str(reboot_type).upper()
+    if kind not in (REBOOT_SOFT, REBOOT_HARD):
+        raise exception.InvalidInput(
+            reason='reboot type must be SOFT or HARD, got %r'
+                   % (reboot_type,))
+    return kind
+
+
 def ignore_task_state(*args: object, **kwargs: object) -> None:
     """A snapshot progress callback that records nothing.
 

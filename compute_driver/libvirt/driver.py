@@ -657,11 +657,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def reboot(self, context, instance, network_info, reboot_type,
                block_device_info=None, bad_volumes_callback=None,
                accel_info=None, share_info=None):
-        kind = str(reboot_type).upper()
-        if kind not in (driver.REBOOT_SOFT, driver.REBOOT_HARD):
-            raise exception.InvalidInput(
-                reason='reboot type must be SOFT or HARD, got %r'
-                       % (reboot_type,))
+        kind = driver.reboot_kind(reboot_type)
         with self._instance_lock(instance):
             dom = self._domain(instance)
             current = self._current_state(dom, instance)

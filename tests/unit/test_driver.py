@@ -231,3 +231,16 @@ def test_subclass_of_a_backend_inherits_its_capabilities():
         assert cls.capabilities['supports_suspend'] is False
         assert set(cls.capabilities) == set(driver.default_capabilities())
     assert Parent.capabilities['supports_suspend'] is True
+
+
+@pytest.mark.parametrize('given, kind', [
+    ('SOFT', driver.REBOOT_SOFT), ('hard', driver.REBOOT_HARD),
+    ('Soft', driver.REBOOT_SOFT)])
+def test_reboot_kind_accepts_either_case(given, kind):
+    assert driver.reboot_kind(given) == kind
+
+
+@pytest.mark.parametrize('given', ['WARM', '', None, 1])
+def test_reboot_kind_refuses_anything_else(given):
+    with pytest.raises(exception.InvalidInput, match='SOFT or HARD'):
+        driver.reboot_kind(given)
