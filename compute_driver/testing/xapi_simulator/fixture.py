@@ -45,23 +45,22 @@ def xenapi_options(simulator: server.Simulator,
     return options
 
 
-@pytest.fixture
-def xapi_simulator() -> collections.abc.Iterator[server.Simulator]:
-    """A simulator on 127.0.0.1 with a free port, stopped afterwards."""
+def _running() -> collections.abc.Iterator[server.Simulator]:
     simulator = server.Simulator(
         '127.0.0.1', 0, users={USERNAME: PASSWORD}).start()
     try:
         yield simulator
     finally:
         simulator.stop()
+
+
+@pytest.fixture
+def xapi_simulator() -> collections.abc.Iterator[server.Simulator]:
+    """A simulator on 127.0.0.1 with a free port, stopped afterwards."""
+    yield from _running()
 
 
 @pytest.fixture(scope='module')
 def module_xapi_simulator() -> collections.abc.Iterator[server.Simulator]:
     """One simulator shared by the tests of a module."""
-    simulator = server.Simulator(
-        '127.0.0.1', 0, users={USERNAME: PASSWORD}).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
+    yield from _running()
