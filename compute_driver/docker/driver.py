@@ -92,10 +92,7 @@ class DockerDriver(driver.ComputeDriver):
         # Refuse bad options now rather than at the first spawn.
         dclient.tls_config(group)
         hostconfig.security_options(group)
-        if group.network_mode == 'host' and not group.allow_host_network:
-            raise exception.InvalidConfiguration(
-                reason='[docker] network_mode = host needs [docker] '
-                       'allow_host_network = true')
+        hostconfig.network_mode(group)
         self._host: str = conf.host
         self._api: typing.Any = None
         self._info: dict = {}

@@ -154,6 +154,20 @@ def security_options(group: typing.Any) -> list[str]:
     return options
 
 
+def network_mode(group: typing.Any) -> str:
+    """``[docker] network_mode``, once the operator's allowances admit it.
+
+    :raises InvalidConfiguration: for ``host`` without ``[docker]
+        allow_host_network``.
+    """
+    network = group.network_mode
+    if network == 'host' and not group.allow_host_network:
+        raise exception.InvalidConfiguration(
+            reason='[docker] network_mode = host needs [docker] '
+                   'allow_host_network = true')
+    return str(network)
+
+
 def host_config_args(conf: 'cfg.ConfigOpts',
                      flavor: objects.Flavor) -> dict[str, typing.Any]:
     """Keyword arguments of ``APIClient.create_host_config``.
@@ -171,11 +185,7 @@ def host_config_args(conf: 'cfg.ConfigOpts',
             reason='flavor %s asks for a privileged container '
                    '(%s=true), which [docker] allow_privileged does not '
                    'allow' % (flavor.name, EXTRA_PRIVILEGED))
-    network = group.network_mode
-    if network == 'host' and not group.allow_host_network:
-        raise exception.InvalidConfiguration(
-            reason='[docker] network_mode = host needs [docker] '
-                   'allow_host_network = true')
+    network = network_mode(group)
     limits = Limits.of_flavor(flavor).update_args()
     args: dict[str, typing.Any] = {
         'cpu_period': limits['cpu_period'],
