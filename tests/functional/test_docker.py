@@ -117,15 +117,16 @@ def _dockerd_pid():
 def _restart_dockerd(api):
     """Stop dockerd with SIGTERM and start it again as it was started.
 
-    Its command line, directory and output file are read from /proc
-    beforehand; whatever happens, a dockerd is started again.
+    Its command line and output file are read from /proc beforehand;
+    whatever happens, a dockerd is started again. It is started from /:
+    the directory it was started from may be gone by now (a deleted
+    checkout), and dockerd resolves no relative path against it.
     """
     pid = _dockerd_pid()
     if pid is None or not docker_env.API_URL.startswith('unix://'):
         fixtures.skip_or_fail('no local dockerd process to restart')
     with open('/proc/%d/cmdline' % pid, 'rb') as f:
         argv = [a.decode() for a in f.read().split(b'\0') if a]
-    cwd = os.readlink('/proc/%d/cwd' % pid)
     output = os.readlink('/proc/%d/fd/1' % pid)
     if not os.path.isfile(output):
         output = os.devnull
@@ -137,7 +138,7 @@ def _restart_dockerd(api):
             time.sleep(0.1)
     finally:
         with open(output, 'ab') as log:
-            subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=log,
+            subprocess.Popen(argv, cwd='/', stdout=log, stderr=log,
                              stdin=subprocess.DEVNULL,
                              start_new_session=True)
         deadline = time.monotonic() + 60

@@ -28,7 +28,9 @@ else
     log=${COMPUTE_DRIVER_DOCKERD_LOG:-/var/log/compute-driver-dockerd.log}
     echo "docker: starting dockerd (log: $log)"
     # setsid: dockerd must outlive this script and its process group.
-    setsid dockerd >"$log" 2>&1 < /dev/null &
+    # Started from /, as a daemon should be: it must not keep the checkout
+    # it was started from as its directory, which may be deleted later.
+    (cd / && exec setsid dockerd >"$log" 2>&1 < /dev/null) &
     if ! wait_for dockerd 60 docker info; then
         tail -n 20 "$log" >&2
         exit 1
