@@ -19,6 +19,8 @@ hypervisor a functional test needs is missing.
 """
 
 import os
+import shutil
+import sys
 import threading
 import time
 import typing
@@ -70,6 +72,24 @@ def skip_or_fail(reason: str) -> typing.NoReturn:
         pytest.fail('%s (%s or CI is set, so this fails instead of '
                     'skipping)' % (reason, STRICT_ENV))
     pytest.skip(reason)
+
+
+def console_script(name: str = 'compute-driver') -> str:
+    """The path of one of the project's console scripts, for CLI tests.
+
+    The virtualenv running the tests may not be on ``PATH``, so the
+    directory of the running interpreter is searched first.
+
+    :raises pytest.fail.Exception: when the script is not installed.
+    """
+    path = os.pathsep.join([os.path.dirname(sys.executable),
+                            os.environ.get('PATH', '')])
+    found = shutil.which(name, path=path)
+    if found is None:
+        pytest.fail('the %s console script is not installed in this '
+                    'environment or on PATH; run "pip install -e ." first'
+                    % name)
+    return found
 
 
 def make_conf(backend_name: str,

@@ -20,10 +20,11 @@ it called.
 import configparser
 import os
 import pathlib
-import shutil
 import stat
 import subprocess
 import sys
+
+from compute_driver.testing import fixtures
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCRIPT = HERE / 'harness.sh'
@@ -66,13 +67,7 @@ print(json.dumps({'capabilities': caps}))
 
 def real_cli() -> str:
     """The compute-driver console script of the running interpreter."""
-    path = os.pathsep.join([os.path.dirname(sys.executable),
-                            os.environ.get('PATH', '')])
-    found = shutil.which('compute-driver', path=path)
-    if found is None:
-        raise RuntimeError('the compute-driver console script is not '
-                           'installed; run "pip install -e ." first')
-    return found
+    return fixtures.console_script()
 
 
 class Harness:

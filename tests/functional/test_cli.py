@@ -14,29 +14,19 @@
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
 from compute_driver import loader
+from compute_driver.testing import fixtures
 
 IMAGE = 'cirros-0.6.3-x86_64-disk'
 
 
 @pytest.fixture(scope='module')
 def script():
-    # The virtualenv running the tests may not be on PATH; look beside its
-    # interpreter first.
-    path = os.pathsep.join([os.path.dirname(sys.executable),
-                            os.environ.get('PATH', '')])
-    found = shutil.which('compute-driver', path=path)
-    if found is None:
-        pytest.fail('the compute-driver console script is not installed in '
-                    'this environment or on PATH; run "pip install -e ." '
-                    'first')
-    return found
+    return fixtures.console_script()
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ runs it; what it did is checked with the raw docker SDK."""
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
+from compute_driver.testing import fixtures
 from tests.functional import docker_env
 
 HOST_LABEL = 'org.openstack.compute-driver.host'
@@ -48,10 +47,7 @@ def host(api):
 
 @pytest.fixture
 def run(tmp_path, host):
-    path = os.pathsep.join([os.path.dirname(sys.executable),
-                            os.environ.get('PATH', '')])
-    script = shutil.which('compute-driver', path=path)
-    assert script, 'the compute-driver console script is not installed'
+    script = fixtures.console_script()
     config = tmp_path / 'compute-driver.conf'
     config.write_text(
         '[DEFAULT]\ncompute_driver = docker\nhost = %s\n'

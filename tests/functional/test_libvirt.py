@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid as uuidlib
 
@@ -291,9 +290,7 @@ def cli(tmp_path):
              '[libvirt]']
     lines += ['%s = %s' % item for item in OVERRIDES['libvirt'].items()]
     conf_file.write_text('\n'.join(lines) + '\n')
-    script = shutil.which('compute-driver', path=os.pathsep.join(
-        [os.path.dirname(sys.executable), os.environ.get('PATH', '')]))
-    assert script, 'the compute-driver console script is not installed'
+    script = fixtures.console_script()
     env = dict(os.environ, HOME=str(tmp_path), COLUMNS='200')
 
     def run(*argv):

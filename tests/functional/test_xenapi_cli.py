@@ -15,12 +15,11 @@ simulator: every command a user runs, each in its own process."""
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
+from compute_driver.testing import fixtures
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     module_xapi_simulator as simulator)
 
@@ -29,12 +28,7 @@ IMAGE = 'Debian_Bookworm_12'
 
 @pytest.fixture(scope='module')
 def script():
-    path = os.pathsep.join([os.path.dirname(sys.executable),
-                            os.environ.get('PATH', '')])
-    found = shutil.which('compute-driver', path=path)
-    if found is None:
-        pytest.fail('the compute-driver console script is not installed')
-    return found
+    return fixtures.console_script()
 
 
 def _config(tmp_path, sim, password='password'):
