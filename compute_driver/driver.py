@@ -165,6 +165,19 @@ def reboot_kind(reboot_type: object) -> str:
     return kind
 
 
+def check_spawn_instance(instance: object) -> None:
+    """Refuse to spawn anything but an :class:`~.objects.Instance`.
+
+    Every value spawn reads (uuid, name, flavor, image) comes from it, so
+    a wrong type is refused before the backend is touched.
+
+    :raises InvalidInput: for any other type.
+    """
+    if not isinstance(instance, objects.Instance):
+        raise exception.InvalidInput(
+            reason='spawn needs an objects.Instance, got %r' % (instance,))
+
+
 def ignore_task_state(*args: object, **kwargs: object) -> None:
     """A snapshot progress callback that records nothing.
 

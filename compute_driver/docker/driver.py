@@ -260,9 +260,7 @@ class DockerDriver(driver.ComputeDriver):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        if not isinstance(instance, objects.Instance):
-            raise exception.InvalidInput(
-                reason='spawn needs an objects.Instance, got %r' % instance)
+        driver.check_spawn_instance(instance)
         image_ref = image_meta.name if image_meta else instance.image_ref
         objects.validate_image_ref(image_ref)
         host_config_args = hostconfig.host_config_args(self.conf,

@@ -180,9 +180,7 @@ class FakeDriver(driver.ComputeDriver):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        if not isinstance(instance, objects.Instance):
-            raise exception.InvalidInput(
-                reason='spawn needs an objects.Instance, got %r' % instance)
+        driver.check_spawn_instance(instance)
         with self._lock:
             image = self._images.get(image_meta.name)
             if image is None:

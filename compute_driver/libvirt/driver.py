@@ -454,9 +454,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        if not isinstance(instance, objects.Instance):
-            raise exception.InvalidInput(
-                reason='spawn needs an objects.Instance, got %r' % instance)
+        driver.check_spawn_instance(instance)
         image = self.store.get(instance.image_ref)
         flavor = instance.flavor
         if flavor.memory_mb < image.min_ram:

@@ -294,9 +294,7 @@ class XenAPIDriver(driver.ComputeDriver):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        if not isinstance(instance, objects.Instance):
-            raise exception.InvalidInput(
-                reason='spawn needs an objects.Instance, got %r' % instance)
+        driver.check_spawn_instance(instance)
         image_ref = image_meta.name or self._xconf.default_template
         template = self._find_image(image_ref)
         if template is None:

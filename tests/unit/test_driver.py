@@ -244,3 +244,14 @@ def test_reboot_kind_accepts_either_case(given, kind):
 def test_reboot_kind_refuses_anything_else(given):
     with pytest.raises(exception.InvalidInput, match='SOFT or HARD'):
         driver.reboot_kind(given)
+
+
+def test_check_spawn_instance_accepts_an_instance(instance):
+    driver.check_spawn_instance(instance)
+
+
+@pytest.mark.parametrize('given', [None, 'vm1', {'name': 'vm1'}])
+def test_check_spawn_instance_refuses_other_types(given):
+    with pytest.raises(exception.InvalidInput,
+                       match='spawn needs an objects.Instance'):
+        driver.check_spawn_instance(given)
