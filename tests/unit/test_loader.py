@@ -150,6 +150,33 @@ def test_loading_fake_imports_no_backend_sdk():
     assert out.strip() == ''
 
 
+def test_only_the_nova_adapter_imports_nova():
+    # nova is an optional extra: every other module, the CLI and every
+    # backend must import without it, and must not pull it in when it is
+    # there (it costs seconds and drags eventlet along).
+    code = textwrap.dedent('''
+        import importlib, pkgutil, sys
+        import compute_driver
+        adapter = ('compute_driver.nova.driver', 'compute_driver.nova.conf',
+                   'compute_driver.nova.convert')
+        for info in pkgutil.walk_packages(compute_driver.__path__,
+                                          'compute_driver.'):
+            if info.name in adapter:
+                continue
+            try:
+                importlib.import_module(info.name)
+            except ImportError as exc:
+                # A backend SDK missing here is not what is tested.
+                if (exc.name or '').split('.')[0] == 'nova':
+                    raise
+        print(','.join(sorted(m for m in sys.modules
+                              if m.split('.')[0] == 'nova')))
+    ''')
+    out = subprocess.run([sys.executable, '-c', code], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == ''
+
+
 def test_loaded_class_is_a_contract_subclass():
     cls = loader.load_driver_class('fake')
     assert issubclass(cls, driver.ComputeDriver)

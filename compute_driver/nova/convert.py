@@ -1,0 +1,202 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Nova's objects turned into the library's, and the library's errors
+turned into Nova's.
+
+Nova hands drivers versioned objects (``Instance``, ``Flavor``,
+``ImageMeta``) and a ``NetworkInfo`` model; the backends take the plain,
+self-validating dataclasses of :mod:`compute_driver.objects`. The
+functions here read only the fields the contract needs, so a backend
+never sees a Nova object.
+"""
+
+import collections.abc
+import contextlib
+import typing
+
+from nova import exception as nova_exception
+
+from compute_driver import exception
+from compute_driver import objects
+
+#: Stands for the image of an instance Nova keeps no image for (one booted
+#: from a volume). Backends look instances up by uuid, so for any call but
+#: spawn the reference only has to be well formed.
+NO_IMAGE = 'none'
+
+
+def flavor(nova_flavor: typing.Any) -> objects.Flavor:
+    """The library's :class:`~compute_driver.objects.Flavor` of a Nova one.
+
+    :raises InvalidInput: when a value is out of the library's bounds.
+    """
+    return objects.Flavor(
+        name=str(nova_flavor.name),
+        vcpus=int(nova_flavor.vcpus),
+        memory_mb=int(nova_flavor.memory_mb),
+        root_gb=int(nova_flavor.root_gb or 0),
+        ephemeral_gb=int(nova_flavor.ephemeral_gb or 0),
+        swap=int(nova_flavor.swap or 0),
+        extra_specs={str(k): str(v) for k, v in
+                     (nova_flavor.extra_specs or {}).items()})
+
+
+def instance(nova_instance: typing.Any,
+             image_ref: str | None = None) -> objects.Instance:
+    """The library's :class:`~compute_driver.objects.Instance` of a Nova one.
+
+    :param image_ref: the backend's reference of the instance's image, as
+        :func:`image_ref` resolved it at spawn time; other calls leave it
+        out and get Nova's image id (or :data:`NO_IMAGE`).
+    :raises InvalidInput: when Nova's name for the instance (from
+        ``[DEFAULT] instance_name_template``) is not one every backend
+        can store.
+    """
+    metadata = nova_instance.metadata or {}
+    return objects.Instance(
+        uuid=nova_instance.uuid,
+        name=nova_instance.name,
+        flavor=flavor(nova_instance.flavor),
+        image_ref=image_ref or nova_instance.image_ref or NO_IMAGE,
+        metadata={str(k): str(v) for k, v in metadata.items()})
+
+
+def image_candidates(image_meta: typing.Any,
+                     image_map: collections.abc.Mapping[str, str]
+                     ) -> list[str]:
+    """The backend references an image may be known under, best first.
+
+    An ``image_map`` entry for the Glance id, then for the Glance name;
+    without one, the id itself (the name snapshots taken through the
+    adapter are stored under), then the name.
+    """
+    glance_id = image_meta.id if image_meta.obj_attr_is_set('id') else None
+    name = image_meta.name if image_meta.obj_attr_is_set('name') else None
+    for key in (glance_id, name):
+        if key and key in image_map:
+            return [image_map[key]]
+    return [ref for ref in (glance_id, name) if ref]
+
+
+def image(image_meta: typing.Any, ref: str) -> objects.ImageMeta:
+    """The library's :class:`~compute_driver.objects.ImageMeta` for ``ref``.
+
+    :param ref: the backend's reference, one of :func:`image_candidates`.
+    """
+    def get(field: str) -> typing.Any:
+        return (getattr(image_meta, field)
+                if image_meta.obj_attr_is_set(field) else None)
+
+    properties = {}
+    if get('id'):
+        properties['glance_id'] = str(get('id'))
+    if get('name'):
+        properties['glance_name'] = str(get('name'))
+    return objects.ImageMeta(
+        name=ref, disk_format=get('disk_format'),
+        container_format=get('container_format'),
+        min_ram=int(get('min_ram') or 0), min_disk=int(get('min_disk') or 0),
+        size=get('size'), properties=properties)
+
+
+def network_info(nova_network_info: typing.Any) -> list[dict[str, object]]:
+    """Nova's ``NetworkInfo`` as plain data: one dict per port.
+
+    Each has the port ``id``, the MAC ``address``, the VIF ``type``,
+    ``devname``, the network's ``id``, ``bridge``, ``label`` and ``mtu``,
+    and the fixed ``ips`` with their ``cidr``.
+    """
+    ports: list[dict[str, object]] = []
+    for vif in nova_network_info or []:
+        network = vif.get('network') or {}
+        ips = []
+        for subnet in network.get('subnets') or []:
+            for ip in subnet.get('ips') or []:
+                ips.append({'address': str(ip['address']),
+                            'cidr': str(subnet.get('cidr') or '')})
+        ports.append({
+            'id': vif.get('id'),
+            'address': vif.get('address'),
+            'type': vif.get('type'),
+            'devname': vif.get('devname'),
+            'network_id': network.get('id'),
+            'bridge': network.get('bridge'),
+            'label': network.get('label'),
+            'mtu': (network.get('meta') or {}).get('mtu'),
+            'ips': ips,
+        })
+    return ports
+
+
+def _uuid_of(error: exception.ComputeDriverError,
+             uuid: str | None) -> str:
+    return uuid or str(error.kwargs.get('instance', ''))
+
+
+def nova_error(error: exception.ComputeDriverError,
+               uuid: str | None = None) -> BaseException:
+    """The exception Nova expects in place of one of the library's.
+
+    Nova's compute manager acts on the type (``InstanceNotFound`` ends a
+    delete quietly, ``ComputeResourcesUnavailable`` reschedules a build,
+    ``NotImplementedError`` reports an unsupported operation as such), so
+    each error of the contract has its Nova counterpart; the message is
+    the library's.
+
+    :param uuid: the instance the call was about, when there is one.
+    """
+    message = str(error)
+    if isinstance(error, exception.NotSupported):
+        return NotImplementedError(message)
+    if isinstance(error, exception.InstanceNotFound):
+        return nova_exception.InstanceNotFound(
+            instance_id=_uuid_of(error, uuid))
+    if isinstance(error, exception.InstanceExists):
+        return nova_exception.InstanceExists(
+            message=message, name=error.kwargs.get('instance'))
+    if isinstance(error, exception.ImageNotFound):
+        return nova_exception.ImageNotFound(
+            message=message, image_id=error.kwargs.get('image'))
+    if isinstance(error, exception.FlavorNotFound):
+        return nova_exception.FlavorNotFound(
+            message=message, flavor_id=error.kwargs.get('flavor'))
+    if isinstance(error, exception.InvalidPowerState):
+        return nova_exception.InstanceInvalidState(
+            message=message, attr='power_state',
+            instance_uuid=_uuid_of(error, uuid),
+            state=error.kwargs.get('current'),
+            method=error.kwargs.get('operation'))
+    if isinstance(error, exception.InsufficientResources):
+        return nova_exception.ComputeResourcesUnavailable(reason=message)
+    if isinstance(error, exception.HypervisorUnavailable):
+        return nova_exception.HypervisorUnavailable(message=message)
+    if isinstance(error, (exception.InvalidConfiguration,
+                          exception.HypervisorVersionTooOld,
+                          exception.DriverNotFound,
+                          exception.DriverLoadError)):
+        return nova_exception.InvalidConfiguration(message=message)
+    if isinstance(error, exception.InvalidInput):
+        return nova_exception.InvalidInput(reason=message)
+    return nova_exception.InternalError(message=message)
+
+
+@contextlib.contextmanager
+def nova_errors(uuid: str | None = None) -> collections.abc.Iterator[None]:
+    """Raise :func:`nova_error` of any library error raised inside.
+
+    The library's exception stays attached as ``__cause__``.
+    """
+    try:
+        yield
+    except exception.ComputeDriverError as error:
+        raise nova_error(error, uuid) from error

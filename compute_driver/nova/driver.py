@@ -1,0 +1,515 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The Nova adapter: a ``nova.virt.driver.ComputeDriver`` over any backend.
+
+nova.conf selects it with ``[DEFAULT] compute_driver =``
+:data:`compute_driver.nova.NOVA_COMPUTE_DRIVER` (through the shim that
+:mod:`compute_driver.nova.shim` installs in ``nova.virt``) and names the
+backend and the library's configuration file in ``[compute_driver]``
+(:mod:`compute_driver.nova.conf`).
+
+What the adapter does on top of the backend:
+
+* turns Nova's objects into the library's and the library's errors into
+  Nova's (:mod:`compute_driver.nova.convert`);
+* raises ``NotImplementedError``, Nova's signal for an operation a driver
+  does not offer, for each optional operation the backend's
+  ``capabilities`` say it lacks, before touching the backend;
+* treats a power operation whose result already holds (unpausing a
+  running instance, powering off a stopped one) as done, as Nova's own
+  drivers do, where the library's state machine would refuse it;
+* forwards the backend's lifecycle events to Nova's compute manager as
+  ``nova.virt.event.LifecycleEvent``;
+* reports VCPU, MEMORY_MB and DISK_GB inventory to placement with Nova's
+  allocation ratios and ``reserved_host_*`` options.
+"""
+
+import logging
+import typing
+
+import os_resource_classes as orc
+
+from nova.compute import utils as compute_utils
+from nova import conf as nova_conf
+from nova import exception as nova_exception
+from nova.objects import fields as obj_fields
+from nova.virt import driver
+from nova.virt import event as nova_event
+from nova.virt import hardware
+
+from compute_driver import conf as cd_conf
+from compute_driver import driver as contract
+from compute_driver import event as cd_event
+from compute_driver import exception
+from compute_driver import loader
+from compute_driver.nova import conf as adapter_conf
+from compute_driver.nova import convert
+from compute_driver import objects
+from compute_driver import power_state
+
+LOG = logging.getLogger(__name__)
+
+CONF = nova_conf.CONF
+adapter_conf.register_opts(CONF)
+
+#: Each Nova driver method the adapter implements with one of the
+#: library's optional operations, and the operations it needs: when the
+#: backend lacks them, the method raises ``NotImplementedError``.
+NOVA_OPERATIONS: dict[str, tuple[str, ...]] = {
+    'cleanup_host': ('cleanup_host',),
+    'reboot': ('soft_reboot', 'hard_reboot'),
+    'resume_state_on_host_boot': ('hard_reboot',),
+    'power_off': ('power_off',),
+    'power_on': ('power_on',),
+    'pause': ('pause',),
+    'unpause': ('unpause',),
+    'suspend': ('suspend',),
+    'resume': ('resume',),
+    'snapshot': ('snapshot',),
+    'get_console_output': ('console_output',),
+    'get_diagnostics': ('diagnostics',),
+    'get_host_uptime': ('host_uptime',),
+}
+
+#: Nova image types (``supports_image_type_*`` capabilities, reported as
+#: ``COMPUTE_IMAGE_TYPE_*`` traits) each shipped backend boots.
+IMAGE_TYPES = {
+    'fake': ('raw', 'qcow2'),
+    'libvirt': ('raw', 'qcow2'),
+    'xenapi': ('vhd',),
+}
+
+#: Backends whose instances are processes on the host, not machines.
+_CONTAINER_TYPES = ('docker', 'lxc')
+
+
+def _hypervisor_spec(hypervisor_type: str) -> list[list[str]]:
+    """``supported_instances`` for the compute node record.
+
+    Nova only accepts hypervisor types it knows (``HVType``); a backend
+    reporting another type gets no entry rather than a broken record.
+    """
+    hv_type = hypervisor_type.lower()
+    if hv_type not in obj_fields.HVType.ALL:
+        return []
+    vm_mode = (obj_fields.VMMode.EXE if hv_type in _CONTAINER_TYPES
+               else obj_fields.VMMode.HVM)
+    return [[obj_fields.Architecture.from_host(), hv_type, vm_mode]]
+
+
+class ComputeDriverAdapter(driver.ComputeDriver):
+    """Run a compute-driver backend as nova-compute's virt driver.
+
+    :param virtapi: Nova's ``VirtAPI``, handed on to the backend.
+    :raises nova.exception.InvalidConfiguration: when ``[compute_driver]
+        backend`` is unset, or the backend or its configuration file cannot
+        be loaded.
+    """
+
+    capabilities = dict(driver.ComputeDriver.capabilities)
+
+    def __init__(self, virtapi: typing.Any) -> None:
+        super().__init__(virtapi)
+        group = CONF.compute_driver
+        if not group.backend:
+            raise nova_exception.InvalidConfiguration(
+                message='[compute_driver] backend must name the '
+                        'compute-driver backend nova-compute runs')
+        with convert.nova_errors():
+            self.conf = cd_conf.build_conf(
+                config_files=[group.config_file] if group.config_file
+                else [])
+            # nova.conf says which host this is and which backend runs
+            # here; the library's file only holds the backend's options.
+            self.conf.set_override('host', CONF.host)
+            self.conf.set_override('compute_driver', group.backend)
+            self._follow_nova_allocation_ratios(group.backend)
+            self.backend = loader.load_driver(self.conf, group.backend,
+                                              virtapi=virtapi)
+        self.image_map = dict(group.image_map)
+        self.capabilities = dict(self.capabilities)
+        for image_type in IMAGE_TYPES.get(self.backend.name, ()):
+            self.capabilities['supports_image_type_%s' % image_type] = True
+
+    def _follow_nova_allocation_ratios(self, backend: str) -> None:
+        # A backend that checks claims itself (docker) would otherwise
+        # refuse what placement granted with Nova's ratios.
+        group = getattr(self.conf, backend, None)
+        if group is None:
+            return
+        ratios = self._get_allocation_ratios({})
+        for name, rc in (('cpu', orc.VCPU), ('ram', orc.MEMORY_MB),
+                         ('disk', orc.DISK_GB)):
+            option = '%s_allocation_ratio' % name
+            if option in group:
+                self.conf.set_override(option, ratios[rc], group=backend)
+
+    # -- helpers -------------------------------------------------------------
+
+    def unsupported_methods(self) -> list[str]:
+        """Nova driver methods this backend cannot serve, sorted.
+
+        Those of :data:`NOVA_OPERATIONS` whose operations the backend's
+        ``capabilities`` all lack; they raise ``NotImplementedError``.
+        """
+        return sorted(method for method, ops in NOVA_OPERATIONS.items()
+                      if not any(self.backend.supports(op) for op in ops))
+
+    def _unsupported(self, operation: str) -> NotImplementedError:
+        return NotImplementedError(str(exception.NotSupported(
+            driver=self.backend.name, operation=operation.replace('_', ' '))))
+
+    def _instance(self, instance: typing.Any) -> objects.Instance:
+        """The library's instance for a Nova one.
+
+        Nova's compute manager passes ``objects.Instance`` with its flavor
+        (loaded on first use when it is not); anything less (a database
+        row, as some of Nova's own tests pass, or an object without a
+        context to load the flavor with) is looked up on the backend by
+        uuid instead.
+        """
+        with convert.nova_errors(instance.uuid):
+            try:
+                return convert.instance(instance)
+            except (AttributeError, KeyError,
+                    nova_exception.OrphanedObjectError):
+                return self.backend.find_instance(instance.uuid).instance
+
+    def _state(self, instance: typing.Any) -> int:
+        with convert.nova_errors(instance.uuid):
+            return self.backend.get_info(self._instance(instance)).state
+
+    def _already(self, instance: typing.Any, operation: str) -> bool:
+        """Whether ``instance`` is where ``operation`` would take it."""
+        state = self._state(instance)
+        if state == contract.TRANSITIONS[operation].result:
+            LOG.debug('Instance %s is already %s; nothing to %s',
+                      instance.uuid, power_state.name(state),
+                      operation.replace('_', ' '))
+            return True
+        return False
+
+    def _emit_from_backend(self, event: cd_event.Event) -> None:
+        if not isinstance(event, cd_event.LifecycleEvent):
+            LOG.debug('Not forwarding %r to Nova', event)
+            return
+        self.emit_event(nova_event.LifecycleEvent(
+            event.uuid, event.transition, event.timestamp))
+
+    def _image_candidates(self, image_meta: typing.Any) -> list[str]:
+        candidates = []
+        for ref in convert.image_candidates(image_meta, self.image_map):
+            try:
+                candidates.append(objects.validate_image_ref(ref))
+            except exception.InvalidInput:
+                LOG.debug('%r cannot be a backend image reference', ref)
+        return candidates
+
+    # -- host ----------------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        with convert.nova_errors():
+            self.backend.init_host(host)
+        self.backend.register_event_listener(self._emit_from_backend)
+
+    def cleanup_host(self, host: str) -> None:
+        self.backend.register_event_listener(None)
+        if not self.backend.supports('cleanup_host'):
+            return
+        with convert.nova_errors():
+            self.backend.cleanup_host(host)
+
+    def get_available_resource(self, nodename: str) -> dict[str, object]:
+        with convert.nova_errors():
+            resources = self.backend.get_available_resource(nodename)
+        data = resources.to_dict()
+        data['supported_instances'] = _hypervisor_spec(
+            resources.hypervisor_type)
+        return data
+
+    def get_available_nodes(self, refresh: bool = False) -> list[str]:
+        with convert.nova_errors():
+            return self.backend.get_available_nodes(refresh)
+
+    def update_provider_tree(self, provider_tree: typing.Any, nodename: str,
+                             allocations: object = None) -> None:
+        """Report the host's VCPU, MEMORY_MB and DISK_GB to placement.
+
+        Totals are the backend's capacity; ``reserved`` comes from Nova's
+        ``reserved_host_cpus``, ``reserved_host_memory_mb`` and
+        ``reserved_host_disk_mb``, and the allocation ratios from
+        ``*_allocation_ratio`` or, when unset, what placement already has
+        or ``initial_*_allocation_ratio``. A backend that cannot tell its
+        disk size (docker over TCP with ``[docker] disk_gb = 0``) reports
+        no DISK_GB rather than a made-up one.
+        """
+        with convert.nova_errors():
+            resources = self.backend.get_available_resource(nodename)
+        current = provider_tree.data(nodename).inventory
+        ratios = self._get_allocation_ratios(current)
+        totals = ((orc.VCPU, resources.vcpus, CONF.reserved_host_cpus),
+                  (orc.MEMORY_MB, resources.memory_mb,
+                   CONF.reserved_host_memory_mb),
+                  (orc.DISK_GB, resources.local_gb,
+                   compute_utils.convert_mb_to_ceil_gb(
+                       CONF.reserved_host_disk_mb)))
+        inventory = {}
+        for rc, total, reserved in totals:
+            if total <= 0:
+                continue
+            inventory[rc] = {
+                'total': total,
+                'min_unit': 1,
+                'max_unit': total,
+                'step_size': 1,
+                'allocation_ratio': ratios[rc],
+                'reserved': reserved,
+            }
+        provider_tree.update_inventory(nodename, inventory)
+
+    def get_host_ip_addr(self) -> str:
+        # The address other OpenStack services reach this host at, which is
+        # Nova's to know: a backend sees its own (a unix-socket dockerd
+        # would say 127.0.0.1).
+        return str(CONF.my_ip)
+
+    def get_host_uptime(self) -> str:
+        if not self.backend.supports('host_uptime'):
+            raise self._unsupported('host_uptime')
+        with convert.nova_errors():
+            return self.backend.get_host_uptime()
+
+    # -- instances -----------------------------------------------------------
+
+    def list_instances(self) -> list[str]:
+        with convert.nova_errors():
+            return self.backend.list_instances()
+
+    def list_instance_uuids(self) -> list[str]:
+        with convert.nova_errors():
+            return self.backend.list_instance_uuids()
+
+    def instance_exists(self, instance: typing.Any) -> bool:
+        if not self.backend.supports('instance_exists'):
+            return bool(super().instance_exists(instance))
+        with convert.nova_errors(instance.uuid):
+            return self.backend.instance_exists(self._instance(instance))
+
+    def get_info(self, instance: typing.Any,
+                 use_cache: bool = True) -> hardware.InstanceInfo:
+        with convert.nova_errors(instance.uuid):
+            info = self.backend.get_info(self._instance(instance),
+                                         use_cache=use_cache)
+        return hardware.InstanceInfo(state=info.state,
+                                     internal_id=info.internal_id)
+
+    def spawn(self, context: typing.Any, instance: typing.Any,
+              image_meta: typing.Any, injected_files: typing.Any,
+              admin_password: str | None, allocations: typing.Any,
+              network_info: typing.Any = None,
+              block_device_info: typing.Any = None, power_on: bool = True,
+              accel_info: typing.Any = None) -> None:
+        """Create the instance from the backend's copy of its image.
+
+        The image is looked up on the backend under ``[compute_driver]
+        image_map``'s entry for it, else under its Glance id, then its
+        Glance name; the first the backend has is booted. Images are not
+        downloaded from Glance.
+
+        :raises NotImplementedError: for volumes in ``block_device_info``
+            or accelerators: the contract has neither.
+        :raises nova.exception.ImageNotFound: when the backend has none of
+            the image's references.
+        """
+        if driver.block_device_info_get_mapping(block_device_info):
+            raise NotImplementedError(
+                'The %s backend cannot attach volumes; boot from an image'
+                % self.backend.name)
+        if accel_info:
+            raise NotImplementedError(
+                'The %s backend has no accelerators' % self.backend.name)
+        candidates = self._image_candidates(image_meta)
+        ports = convert.network_info(network_info)
+        for ref in candidates:
+            with convert.nova_errors(instance.uuid):
+                ours = convert.instance(instance, image_ref=ref)
+                try:
+                    self.backend.spawn(
+                        context, ours, convert.image(image_meta, ref),
+                        injected_files, admin_password, allocations,
+                        network_info=ports, power_on=power_on)
+                except exception.ImageNotFound:
+                    # A failed spawn leaves nothing behind, so the next
+                    # reference can be tried on a clean slate.
+                    LOG.debug('The %s backend has no image %s',
+                              self.backend.name, ref)
+                    continue
+            return
+        image_id = (image_meta.id if image_meta.obj_attr_is_set('id')
+                    else None)
+        raise nova_exception.ImageNotFound(
+            message='Image %s is not on the %s backend of this host under '
+                    'any of: %s; add it there or map it in [compute_driver] '
+                    'image_map' % (image_id, self.backend.name,
+                                   ', '.join(candidates) or 'no reference'),
+            image_id=image_id)
+
+    def destroy(self, context: typing.Any, instance: typing.Any,
+                network_info: typing.Any, block_device_info: typing.Any = None,
+                destroy_disks: bool = True,
+                destroy_secrets: bool = True) -> None:
+        with convert.nova_errors(instance.uuid):
+            self.backend.destroy(
+                context, self._instance(instance),
+                convert.network_info(network_info),
+                destroy_disks=destroy_disks, destroy_secrets=destroy_secrets)
+
+    def cleanup(self, context: typing.Any, instance: typing.Any,
+                network_info: typing.Any, block_device_info: typing.Any = None,
+                destroy_disks: bool = True, migrate_data: typing.Any = None,
+                destroy_vifs: bool = True,
+                destroy_secrets: bool = True) -> None:
+        # The backends keep nothing apart from the instance (no VIFs or
+        # volumes of their own), so cleaning up is removing whatever of it
+        # is left, which destroy does idempotently.
+        self.destroy(context, instance, network_info, block_device_info,
+                     destroy_disks, destroy_secrets)
+
+    def reboot(self, context: typing.Any, instance: typing.Any,
+               network_info: typing.Any, reboot_type: str,
+               block_device_info: typing.Any = None,
+               bad_volumes_callback: typing.Any = None,
+               accel_info: typing.Any = None,
+               share_info: typing.Any = None) -> None:
+        with convert.nova_errors(instance.uuid):
+            kind = contract.reboot_kind(reboot_type)
+        operation = '%s_reboot' % kind.lower()
+        if not self.backend.supports(operation):
+            raise self._unsupported(operation)
+        with convert.nova_errors(instance.uuid):
+            self.backend.reboot(context, self._instance(instance),
+                                convert.network_info(network_info), kind)
+
+    def resume_state_on_host_boot(self, context: typing.Any,
+                                  instance: typing.Any,
+                                  network_info: typing.Any,
+                                  share_info: typing.Any,
+                                  block_device_info: typing.Any = None
+                                  ) -> None:
+        """Bring an instance Nova expects running back after a host boot.
+
+        Nova calls this for instances it last saw running; a hard reboot
+        starts the guest from whatever state the host's restart left.
+        """
+        if not self.backend.supports('hard_reboot'):
+            raise self._unsupported('hard_reboot')
+        if self._state(instance) == power_state.RUNNING:
+            return
+        with convert.nova_errors(instance.uuid):
+            self.backend.reboot(context, self._instance(instance),
+                                convert.network_info(network_info),
+                                contract.REBOOT_HARD)
+
+    def power_off(self, instance: typing.Any, timeout: int = 0,
+                  retry_interval: int = 0) -> None:
+        if not self.backend.supports('power_off'):
+            raise self._unsupported('power_off')
+        if self._already(instance, 'power_off'):
+            return
+        with convert.nova_errors(instance.uuid):
+            self.backend.power_off(self._instance(instance),
+                                   timeout=timeout,
+                                   retry_interval=retry_interval)
+
+    def power_on(self, context: typing.Any, instance: typing.Any,
+                 network_info: typing.Any,
+                 block_device_info: typing.Any = None,
+                 accel_info: typing.Any = None,
+                 share_info: typing.Any = None) -> None:
+        if not self.backend.supports('power_on'):
+            raise self._unsupported('power_on')
+        if self._already(instance, 'power_on'):
+            return
+        with convert.nova_errors(instance.uuid):
+            self.backend.power_on(context, self._instance(instance),
+                                  convert.network_info(network_info))
+
+    def pause(self, instance: typing.Any) -> None:
+        if not self.backend.supports('pause'):
+            raise self._unsupported('pause')
+        if self._already(instance, 'pause'):
+            return
+        with convert.nova_errors(instance.uuid):
+            self.backend.pause(self._instance(instance))
+
+    def unpause(self, instance: typing.Any) -> None:
+        if not self.backend.supports('unpause'):
+            raise self._unsupported('unpause')
+        if self._already(instance, 'unpause'):
+            return
+        with convert.nova_errors(instance.uuid):
+            self.backend.unpause(self._instance(instance))
+
+    def suspend(self, context: typing.Any, instance: typing.Any) -> None:
+        if not self.backend.supports('suspend'):
+            raise self._unsupported('suspend')
+        if self._already(instance, 'suspend'):
+            return
+        with convert.nova_errors(instance.uuid):
+            self.backend.suspend(context, self._instance(instance))
+
+    def resume(self, context: typing.Any, instance: typing.Any,
+               network_info: typing.Any, block_device_info: typing.Any = None,
+               share_info: typing.Any = None) -> None:
+        if not self.backend.supports('resume'):
+            raise self._unsupported('resume')
+        if self._already(instance, 'resume'):
+            return
+        with convert.nova_errors(instance.uuid):
+            self.backend.resume(context, self._instance(instance),
+                                convert.network_info(network_info))
+
+    def snapshot(self, context: typing.Any, instance: typing.Any,
+                 image_id: str, update_task_state: typing.Any) -> None:
+        """Snapshot the instance on the backend under the Glance image id.
+
+        The snapshot stays on this host, where spawn finds it by that id;
+        its data is not uploaded to Glance (the contract has no way to
+        read an image back out of a backend).
+
+        :raises nova.exception.InstanceNotRunning: when the backend has no
+            such instance, as Nova's compute manager expects.
+        """
+        if not self.backend.supports('snapshot'):
+            raise self._unsupported('snapshot')
+        try:
+            with convert.nova_errors(instance.uuid):
+                self.backend.snapshot(context, self._instance(instance),
+                                      image_id, update_task_state)
+        except nova_exception.InstanceNotFound as exc:
+            raise nova_exception.InstanceNotRunning(
+                instance_id=instance.uuid) from exc
+
+    def get_console_output(self, context: typing.Any,
+                           instance: typing.Any) -> str:
+        if not self.backend.supports('console_output'):
+            raise self._unsupported('console_output')
+        with convert.nova_errors(instance.uuid):
+            return self.backend.get_console_output(
+                context, self._instance(instance))
+
+    def get_diagnostics(self, instance: typing.Any) -> dict[str, object]:
+        if not self.backend.supports('diagnostics'):
+            raise self._unsupported('diagnostics')
+        with convert.nova_errors(instance.uuid):
+            return self.backend.get_diagnostics(self._instance(instance))
