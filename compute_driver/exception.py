@@ -173,6 +173,22 @@ class BackendSDKMissing(DriverLoadError):
     hint: str
 
 
+class NovaNotInstalled(ComputeDriverError):
+    msg_fmt = ("Nova is not installed for %(python)s: %(reason)s; install "
+               "compute-driver into nova-compute's Python environment.")
+
+    python: str
+    reason: str
+
+
+class NovaShimError(ComputeDriverError):
+    msg_fmt = "Cannot %(operation)s the Nova shim %(path)s: %(reason)s"
+
+    operation: str
+    path: str
+    reason: str
+
+
 class BackendError(ComputeDriverError):
     """A backend or SDK failure that has no more specific type.
 

@@ -81,11 +81,16 @@ class Harness:
         ``"fake"`` for one that answers as ``HARNESS_CHECK_*`` say.
     :param env: more environment variables for every run (settings,
         ``HARNESS_SERVICES``, ``HARNESS_NOVA_ADAPTER`` ...).
+    :param nova: put a nova package (``nova/__init__.py`` and
+        ``nova/virt/__init__.py``, nothing else) under the root, where
+        DevStack clones nova, and first on the plugin's ``PYTHONPATH``, so
+        that the plugin installs the real shim into it.
     """
 
     def __init__(self, tmp_path: pathlib.Path, backend: str,
                  record: bool = True, cli: str = 'fake',
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 nova: bool = True) -> None:
         self.root = tmp_path / 'root'
         self.work = tmp_path / 'work'
         self.root.mkdir()
@@ -103,6 +108,13 @@ class Harness:
             path.write_text(text)
         # DevStack makes DATA_DIR before any plugin runs.
         (self.root / 'opt' / 'stack' / 'data').mkdir()
+        nova_dir = self.root / 'opt' / 'stack' / 'nova'
+        self.nova_virt = nova_dir / 'nova' / 'virt'
+        self.shim = self.nova_virt / 'compute_driver_nova.py'
+        if nova:
+            self.nova_virt.mkdir(parents=True)
+            for package in (self.nova_virt.parent, self.nova_virt):
+                (package / '__init__.py').write_text('')
         if cli == 'fake':
             cli_path = self.work / 'compute-driver'
             cli_path.write_text(FAKE_CLI % {'python': sys.executable})
@@ -121,6 +133,8 @@ class Harness:
             COMPUTE_DRIVER_BACKEND=backend,
             COMPUTE_DRIVER_CLI=cli,
             HOME=str(self.work))
+        if nova:
+            self.env['HARNESS_NOVA_DIR'] = str(nova_dir)
         self.env.update(env or {})
 
     def run(self, mode: str, *phases: str, ok: bool = True,

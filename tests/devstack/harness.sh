@@ -18,10 +18,14 @@
 #   HARNESS_SERVICES     ENABLED_SERVICES before the plugin's settings add
 #                        its own (e.g. "n-cpu,tempest")
 #   HARNESS_DISABLED_SERVICES  services local.conf disables
-#   HARNESS_NOVA_ADAPTER "present" puts a stand-in compute_driver.nova
-#                        (with NOVA_COMPUTE_DRIVER set) ahead of any real
-#                        one, "absent" makes importing it fail; unset
-#                        leaves the installed package as it is
+#   HARNESS_NOVA_ADAPTER "present" adds a stand-in
+#                        compute_driver.nova.driver behind any real one,
+#                        "absent" makes finding it fail; unset leaves the
+#                        installed package as it is
+#   HARNESS_NOVA_DIR     a directory holding a "nova" package (with
+#                        nova/virt/) to put first on PYTHONPATH, as
+#                        DevStack's editable install of nova does; the
+#                        plugin installs the real shim into it
 #   STANDIN_RECORD       "1" records package, pip and process calls in
 #                        HARNESS_WORK/calls.log instead of running them, and
 #                        puts tests/devstack/fake-bin first on PATH so that
@@ -62,14 +66,17 @@ fi
 case ${HARNESS_NOVA_ADAPTER:-} in
     present|absent)
         adapter_dir=$HARNESS_WORK/nova-adapter-$HARNESS_NOVA_ADAPTER
-        mkdir -p "$adapter_dir/shadow/nova"
-        cat > "$adapter_dir/shadow/nova/__init__.py" <<'EOF'
-NOVA_COMPUTE_DRIVER = 'compute_driver_adapter.ComputeDriverAdapter'
+        mkdir -p "$adapter_dir/standin"
+        # Never imported: the plugin only looks for the adapter, and the
+        # shim only names it.
+        cat > "$adapter_dir/standin/driver.py" <<'EOF'
+class ComputeDriverAdapter:
+    """Stands in for the Nova adapter in the DevStack plugin's tests."""
 EOF
         if [[ $HARNESS_NOVA_ADAPTER == present ]]; then
             cat > "$adapter_dir/sitecustomize.py" <<EOF
-import compute_driver
-compute_driver.__path__.insert(0, '$adapter_dir/shadow')
+import compute_driver.nova
+compute_driver.nova.__path__.append('$adapter_dir/standin')
 EOF
         else
             cat > "$adapter_dir/sitecustomize.py" <<'EOF'
@@ -78,9 +85,9 @@ import sys
 
 class _NoAdapter:
     def find_spec(self, name, path=None, target=None):
-        if name == 'compute_driver.nova':
-            raise ModuleNotFoundError("No module named 'compute_driver.nova'",
-                                      name=name)
+        if name == 'compute_driver.nova.driver':
+            raise ModuleNotFoundError(
+                "No module named 'compute_driver.nova.driver'", name=name)
         return None
 
 
@@ -90,6 +97,9 @@ EOF
         export PYTHONPATH=$adapter_dir${PYTHONPATH:+:$PYTHONPATH}
         ;;
 esac
+if [[ -n ${HARNESS_NOVA_DIR:-} ]]; then
+    export PYTHONPATH=$HARNESS_NOVA_DIR${PYTHONPATH:+:$PYTHONPATH}
+fi
 
 # shellcheck source=tests/devstack/devstack-functions.sh
 source "$here/devstack-functions.sh"

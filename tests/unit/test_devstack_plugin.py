@@ -22,6 +22,8 @@ import stat
 
 import pytest
 
+from compute_driver import nova as cd_nova
+from compute_driver.nova import shim
 from tests.devstack import harness as ds
 
 REPO = str(ds.HERE.parent.parent)
@@ -94,7 +96,8 @@ def test_every_phase_then_clean_restores_the_root(tmp_path, backend,
     tempest = h.read_ini(h.tempest_conf)
     if adapter == 'present':
         assert nova['DEFAULT']['compute_driver'] == (
-            'compute_driver_adapter.ComputeDriverAdapter')
+            cd_nova.NOVA_COMPUTE_DRIVER)
+        assert h.shim.read_text() == shim.render()
         assert nova['compute_driver'] == {
             'backend': backend, 'config_file': str(h.conf_path)}
         if backend == 'fake':
@@ -108,6 +111,7 @@ def test_every_phase_then_clean_restores_the_root(tmp_path, backend,
     else:
         assert h.nova_conf.read_text() == ds.NOVA_CONF
         assert h.tempest_conf.read_text() == ds.TEMPEST_CONF
+        assert not h.shim.exists()
 
     h.clear_calls()
     h.run('unstack')
@@ -247,8 +251,9 @@ def test_nova_without_adapter_warns(tmp_path):
     h = _harness(tmp_path, 'fake', HARNESS_SERVICES='n-cpu',
                  HARNESS_NOVA_ADAPTER='absent')
     result = h.run('stack', *ds.PHASES)
-    assert 'no Nova adapter (compute_driver.nova)' in result.stderr
+    assert 'no Nova adapter (compute_driver.nova.driver)' in result.stderr
     assert h.nova_conf.read_text() == ds.NOVA_CONF
+    assert not h.shim.exists()
 
 
 def test_nova_driver_setting_wins(tmp_path):
@@ -258,6 +263,72 @@ def test_nova_driver_setting_wins(tmp_path):
     h.run('stack', *ds.PHASES)
     assert h.read_ini(h.nova_conf)['DEFAULT']['compute_driver'] == (
         'cd_shim.Driver')
+    # Loading the adapter another way is the operator's business.
+    assert not h.shim.exists()
+
+
+def test_nova_driver_setting_of_the_default_installs_the_shim(tmp_path):
+    h = _harness(tmp_path, 'fake', HARNESS_SERVICES='n-cpu',
+                 HARNESS_NOVA_ADAPTER='present',
+                 COMPUTE_DRIVER_NOVA_DRIVER=cd_nova.NOVA_COMPUTE_DRIVER)
+    h.run('stack', *ds.PHASES)
+    assert h.shim.read_text() == shim.render()
+
+
+def test_nova_shim_failure_fails_the_stack_before_nova_conf(tmp_path):
+    h = _harness(tmp_path, 'fake', HARNESS_SERVICES='n-cpu',
+                 HARNESS_NOVA_ADAPTER='present')
+    h.shim.write_text('# the operator\'s own module\n')
+    before = h.snapshot()
+    result = h.run('stack', *ds.PHASES, ok=False)
+    assert result.returncode != 0
+    assert ('cannot install the Nova shim: Cannot install the Nova shim '
+            '%s: a file of that name exists that compute-driver did not '
+            'write; remove it, or install with --force to replace it'
+            % h.shim) in result.stderr
+    assert h.nova_conf.read_text() == ds.NOVA_CONF
+    h.run('clean')
+    assert h.snapshot() == before
+
+
+def test_nova_not_installed_fails_the_stack(tmp_path):
+    h = ds.Harness(tmp_path, 'fake', cli='real', nova=False,
+                   env={'HARNESS_SERVICES': 'n-cpu',
+                        'HARNESS_NOVA_ADAPTER': 'present'})
+    # Whatever this environment has installed, the plugin's Python finds
+    # this nova first, and it has no nova.virt.
+    (h.work / 'no-nova' / 'nova').mkdir(parents=True)
+    (h.work / 'no-nova' / 'nova' / '__init__.py').write_text('')
+    result = h.run('stack', *ds.PHASES, ok=False,
+                   PYTHONPATH=str(h.work / 'no-nova'))
+    assert result.returncode != 0
+    assert ('cannot install the Nova shim: Nova is not installed for '
+            in result.stderr)
+    assert 'has no virt package' in result.stderr
+    assert h.nova_conf.read_text() == ds.NOVA_CONF
+
+
+def test_clean_leaves_a_shim_it_did_not_install(tmp_path):
+    h = _harness(tmp_path, 'fake', HARNESS_SERVICES='n-cpu',
+                 HARNESS_NOVA_ADAPTER='present')
+    h.shim.write_text(shim.render())
+    h.run('stack', *ds.PHASES)
+    h.run('clean')
+    assert h.shim.read_text() == shim.render()
+    assert h.nova_conf.read_text() == ds.NOVA_CONF
+
+
+def test_clean_removes_the_shims_bytecode(tmp_path):
+    h = _harness(tmp_path, 'fake', HARNESS_SERVICES='n-cpu',
+                 HARNESS_NOVA_ADAPTER='present')
+    cache = h.nova_virt / '__pycache__'
+    cache.mkdir()
+    before = h.snapshot()
+    h.run('stack', *ds.PHASES)
+    # As nova-compute importing the shim would leave it.
+    (cache / 'compute_driver_nova.cpython-311.pyc').write_bytes(b'')
+    h.run('clean')
+    assert h.snapshot() == before
 
 
 def test_disabled_plugin_does_nothing(tmp_path):
@@ -278,7 +349,8 @@ def test_restack_then_clean_restores_the_root(tmp_path):
     h.run('unstack')
     h.run('stack')
     assert h.read_ini(h.nova_conf)['DEFAULT']['compute_driver'] == (
-        'compute_driver_adapter.ComputeDriverAdapter')
+        cd_nova.NOVA_COMPUTE_DRIVER)
+    assert h.shim.read_text() == shim.render()
     h.run('unstack')
     h.run('clean')
     assert h.snapshot() == before
