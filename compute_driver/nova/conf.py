@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""nova.conf options of the Nova adapter: the ``[compute_driver]`` group.
+"""nova.conf options of the Nova adapter: the ``[compute_driver_adapter]`` group.
 
 These live in Nova's configuration, not the library's: they say which
 backend nova-compute runs and where the library's own configuration file
@@ -19,7 +19,7 @@ is. Everything about the backend itself stays in that file.
 
 from oslo_config import cfg
 
-GROUP = 'compute_driver'
+GROUP = 'compute_driver_adapter'
 
 TITLE = 'compute-driver Nova adapter options'
 HELP = ('Used when nova.conf sets [DEFAULT] compute_driver = '

@@ -15,7 +15,7 @@
 nova.conf selects it with ``[DEFAULT] compute_driver =``
 :data:`compute_driver.nova.NOVA_COMPUTE_DRIVER` (through the shim that
 :mod:`compute_driver.nova.shim` installs in ``nova.virt``) and names the
-backend and the library's configuration file in ``[compute_driver]``
+backend and the library's configuration file in ``[compute_driver_adapter]``
 (:mod:`compute_driver.nova.conf`).
 
 What the adapter does on top of the backend:
@@ -111,7 +111,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     """Run a compute-driver backend as nova-compute's virt driver.
 
     :param virtapi: Nova's ``VirtAPI``, handed on to the backend.
-    :raises nova.exception.InvalidConfiguration: when ``[compute_driver]
+    :raises nova.exception.InvalidConfiguration: when ``[compute_driver_adapter]
         backend`` is unset, or the backend or its configuration file cannot
         be loaded.
     """
@@ -120,10 +120,10 @@ class ComputeDriverAdapter(driver.ComputeDriver):
 
     def __init__(self, virtapi: typing.Any) -> None:
         super().__init__(virtapi)
-        group = CONF.compute_driver
+        group = CONF.compute_driver_adapter
         if not group.backend:
             raise nova_exception.InvalidConfiguration(
-                message='[compute_driver] backend must name the '
+                message='[compute_driver_adapter] backend must name the '
                         'compute-driver backend nova-compute runs')
         with convert.nova_errors():
             self.conf = cd_conf.build_conf(
@@ -321,7 +321,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
               accel_info: typing.Any = None) -> None:
         """Create the instance from the backend's copy of its image.
 
-        The image is looked up on the backend under ``[compute_driver]
+        The image is looked up on the backend under ``[compute_driver_adapter]
         image_map``'s entry for it, else under its Glance id, then its
         Glance name; the first the backend has is booted. Images are not
         downloaded from Glance.
@@ -359,7 +359,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                     else None)
         raise nova_exception.ImageNotFound(
             message='Image %s is not on the %s backend of this host under '
-                    'any of: %s; add it there or map it in [compute_driver] '
+                    'any of: %s; add it there or map it in [compute_driver_adapter] '
                     'image_map' % (image_id, self.backend.name,
                                    ', '.join(candidates) or 'no reference'),
             image_id=image_id)

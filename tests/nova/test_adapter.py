@@ -75,7 +75,7 @@ def make_adapter(flags, tmp_path):
             lines.extend('%s = %s' % kv for kv in values.items())
         config.write_text('\n'.join(lines) + '\n')
         flags(backend=backend, config_file=str(config),
-              image_map=image_map or {}, group='compute_driver')
+              image_map=image_map or {}, group='compute_driver_adapter')
         flags(host='nova-adapter-test')
         driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
         driver.init_host(CONF.host)
@@ -250,15 +250,22 @@ def test_power_state_error_names_the_instance_uuid():
 
 # -- loading and configuration ------------------------------------------------
 
+def test_nova_compute_driver_option_is_left_alone(flags):
+    # A group named like Nova's [DEFAULT] compute_driver option would hide
+    # it from load_compute_driver: CONF.compute_driver must stay a string.
+    flags(compute_driver='fake.FakeDriver')
+    assert CONF.compute_driver == 'fake.FakeDriver'
+
+
 def test_backend_option_is_required(flags):
-    flags(backend=None, group='compute_driver')
+    flags(backend=None, group='compute_driver_adapter')
     with pytest.raises(nova_exception.InvalidConfiguration,
                        match='backend must name'):
         adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
 
 
 def test_unknown_backend(flags):
-    flags(backend='amiga', group='compute_driver')
+    flags(backend='amiga', group='compute_driver_adapter')
     with pytest.raises(nova_exception.InvalidConfiguration,
                        match="'amiga' is not installed"):
         adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
@@ -266,7 +273,7 @@ def test_unknown_backend(flags):
 
 def test_missing_config_file(flags, tmp_path):
     flags(backend='fake', config_file=str(tmp_path / 'missing.conf'),
-          group='compute_driver')
+          group='compute_driver_adapter')
     with pytest.raises(nova_exception.InvalidConfiguration):
         adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
 
@@ -288,7 +295,7 @@ def test_backend_claims_follow_nova_allocation_ratios(flags, tmp_path):
     # Nova's ratios, not its own defaults. Building it does not connect.
     flags(cpu_allocation_ratio=3.0, ram_allocation_ratio=1.5,
           disk_allocation_ratio=None, initial_disk_allocation_ratio=2.0)
-    flags(backend='docker', config_file=None, group='compute_driver')
+    flags(backend='docker', config_file=None, group='compute_driver_adapter')
     driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
     assert driver.conf.docker.cpu_allocation_ratio == 3.0
     assert driver.conf.docker.ram_allocation_ratio == 1.5

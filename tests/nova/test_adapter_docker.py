@@ -55,7 +55,7 @@ def docker_adapter(api, tmp_path):
     fixture.config(host=docker_env.unique_host())
     fixture.config(backend='docker', config_file=str(config),
                    image_map={GLANCE_ID: docker_env.IMAGE},
-                   group='compute_driver')
+                   group='compute_driver_adapter')
     driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
     driver.init_host(CONF.host)
     yield driver

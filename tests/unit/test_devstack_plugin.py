@@ -98,7 +98,7 @@ def test_every_phase_then_clean_restores_the_root(tmp_path, backend,
         assert nova['DEFAULT']['compute_driver'] == (
             cd_nova.NOVA_COMPUTE_DRIVER)
         assert h.shim.read_text() == shim.render()
-        assert nova['compute_driver'] == {
+        assert nova['compute_driver_adapter'] == {
             'backend': backend, 'config_file': str(h.conf_path)}
         if backend == 'fake':
             # The real fake backend supports all four.
