@@ -27,6 +27,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ETC = ROOT / 'etc' / 'compute-driver'
 GENERATOR_CONF = ETC / 'compute-driver-config-generator.conf'
 SAMPLE = ETC / 'compute-driver.conf.sample'
+#: The Nova adapter's options, for nova.conf.
+NOVA_GENERATOR_CONF = ETC / 'nova-adapter-config-generator.conf'
+NOVA_SAMPLE = ETC / 'nova-adapter.conf.sample'
 
 
 def _write(tmp_path, text):
@@ -121,19 +124,22 @@ def test_secret_looking_options_are_secret():
                 assert opt.secret, opt.name
 
 
-def test_committed_sample_matches_generator(tmp_path):
+@pytest.mark.parametrize('generator_conf,sample', [
+    (GENERATOR_CONF, SAMPLE), (NOVA_GENERATOR_CONF, NOVA_SAMPLE)])
+def test_committed_sample_matches_generator(tmp_path, generator_conf,
+                                            sample):
     out = tmp_path / 'sample.conf'
     gen = cfg.ConfigOpts()
     generator.register_cli_opts(gen)
-    gen(['--config-file', str(GENERATOR_CONF), '--output-file', str(out)])
+    gen(['--config-file', str(generator_conf), '--output-file', str(out)])
     generator.generate(gen)
     expected = out.read_text()
-    committed = SAMPLE.read_text()
+    committed = sample.read_text()
     diff = ''.join(difflib.unified_diff(
         committed.splitlines(True), expected.splitlines(True),
         'committed sample', 'generator output'))
     assert not diff, ('%s is out of date; run "tox -e genconfig" and commit '
-                      'the result:\n%s' % (os.path.relpath(SAMPLE), diff))
+                      'the result:\n%s' % (os.path.relpath(sample), diff))
 
 
 def test_explicit_files_read_no_standard_directory(monkeypatch, tmp_path):
