@@ -62,7 +62,12 @@ def instance(nova_instance: typing.Any,
         ``[DEFAULT] instance_name_template``) is not one every backend
         can store.
     """
-    metadata = nova_instance.metadata or {}
+    # Nova's compute manager hands over instances with their metadata
+    # loaded; reading an unloaded field would cost a database round trip
+    # per call for a value no backend needs to find the instance.
+    loaded = getattr(nova_instance, 'obj_attr_is_set', None)
+    metadata = ((nova_instance.metadata or {})
+                if loaded is None or loaded('metadata') else {})
     return objects.Instance(
         uuid=nova_instance.uuid,
         name=nova_instance.name,
