@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""nova.conf options of the Nova adapter: the ``[compute_driver_adapter]`` group.
+"""nova.conf options of the Nova adapter: ``[compute_driver_adapter]``.
 
 These live in Nova's configuration, not the library's: they say which
 backend nova-compute runs and where the library's own configuration file

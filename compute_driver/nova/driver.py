@@ -111,9 +111,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     """Run a compute-driver backend as nova-compute's virt driver.
 
     :param virtapi: Nova's ``VirtAPI``, handed on to the backend.
-    :raises nova.exception.InvalidConfiguration: when ``[compute_driver_adapter]
-        backend`` is unset, or the backend or its configuration file cannot
-        be loaded.
+    :raises nova.exception.InvalidConfiguration: when
+        ``[compute_driver_adapter] backend`` is unset, or the backend or its
+        configuration file cannot be loaded.
     """
 
     capabilities = dict(driver.ComputeDriver.capabilities)
@@ -359,9 +359,10 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                     else None)
         raise nova_exception.ImageNotFound(
             message='Image %s is not on the %s backend of this host under '
-                    'any of: %s; add it there or map it in [compute_driver_adapter] '
-                    'image_map' % (image_id, self.backend.name,
-                                   ', '.join(candidates) or 'no reference'),
+                    'any of: %s; add it there or map it in '
+                    '[compute_driver_adapter] image_map'
+                    % (image_id, self.backend.name,
+                       ', '.join(candidates) or 'no reference'),
             image_id=image_id)
 
     def destroy(self, context: typing.Any, instance: typing.Any,
