@@ -27,8 +27,10 @@ through the ``nova_unsupported_calls`` fixture.
 from collections.abc import Callable
 from collections.abc import Iterator
 
+from nova import conf as nova_conf
 from nova import test as nova_test
 from nova.tests.unit.virt import test_virt_drivers as nova_tvd
+from oslo_config import fixture as config_fixture
 import pytest
 
 from tests.nova import unsupported
@@ -80,3 +82,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def nova_unsupported_calls() -> Iterator[list[unsupported.UnsupportedCall]]:
     """The calls recorded so far in this session (a live list)."""
     yield unsupported.recorded_calls()
+
+
+@pytest.fixture
+def flags() -> Iterator[Callable[..., None]]:
+    """Set nova.conf options for one test: ``flags(name=value, group=)``.
+
+    What ``nova.test.TestCase.flags`` does, for plain pytest tests.
+    """
+    fixture = config_fixture.Config(nova_conf.CONF)
+    fixture.setUp()
+    yield fixture.config
+    fixture.cleanUp()

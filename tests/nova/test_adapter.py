@@ -32,7 +32,6 @@ from nova.virt import event as nova_event
 from nova.virt import fake as nova_fake
 from nova.virt import hardware
 import os_resource_classes as orc
-from oslo_config import fixture as config_fixture
 import pytest
 
 from compute_driver import driver as contract
@@ -47,15 +46,6 @@ CONF = nova_conf.CONF
 IMAGE = 'cirros-0.6.3-x86_64-disk'
 GLANCE_ID = '9d2d8e7a-63f0-4b8c-9a5b-0c0d4a8a1f11'
 NODE_UUID = '4f6d1c9a-3a55-4d0b-8e0f-1f2e3d4c5b6a'
-
-
-@pytest.fixture
-def flags():
-    """Set nova.conf options for one test; ``flags(name=value, group=)``."""
-    fixture = config_fixture.Config(CONF)
-    fixture.setUp()
-    yield fixture.config
-    fixture.cleanUp()
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from nova import objects as nova_objects
 from nova.virt import event as nova_event
 from nova.virt import fake as nova_fake
 import os_resource_classes as orc
-from oslo_config import fixture as config_fixture
 import pytest
 
 from compute_driver.docker import mapping
@@ -46,23 +45,20 @@ def api():
 
 
 @pytest.fixture
-def docker_adapter(api, tmp_path):
-    fixture = config_fixture.Config(CONF)
-    fixture.setUp()
+def docker_adapter(api, flags, tmp_path):
     config = tmp_path / 'compute-driver.conf'
     config.write_text('[docker]\napi_url = %s\nnetwork_mode = none\n'
                       % docker_env.API_URL)
-    fixture.config(host=docker_env.unique_host())
-    fixture.config(backend='docker', config_file=str(config),
-                   image_map={GLANCE_ID: docker_env.IMAGE},
-                   group='compute_driver_adapter')
+    flags(host=docker_env.unique_host())
+    flags(backend='docker', config_file=str(config),
+          image_map={GLANCE_ID: docker_env.IMAGE},
+          group='compute_driver_adapter')
     driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
     driver.init_host(CONF.host)
     yield driver
     for record in driver.backend.list_instance_records():
         driver.backend.destroy(None, record.instance, None)
     driver.cleanup_host(CONF.host)
-    fixture.cleanUp()
 
 
 def _instance(number=1):

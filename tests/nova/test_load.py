@@ -25,7 +25,6 @@ import sys
 from nova import conf as nova_conf
 from nova.virt import driver as nova_driver
 from nova.virt import fake as nova_fake
-from oslo_config import fixture as config_fixture
 import pytest
 
 import compute_driver.nova
@@ -34,14 +33,6 @@ from compute_driver.nova import shim
 from compute_driver.testing import fixtures as cd_fixtures
 
 CONF = nova_conf.CONF
-
-
-@pytest.fixture
-def flags():
-    fixture = config_fixture.Config(CONF)
-    fixture.setUp()
-    yield fixture.config
-    fixture.cleanUp()
 
 
 @pytest.fixture
