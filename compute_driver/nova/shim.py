@@ -18,9 +18,9 @@ importable as a module of the installed ``nova.virt`` package. The shim is
 that module: ``compute_driver_nova.py`` (named after
 :data:`compute_driver.nova.SHIM_MODULE`) in ``nova.virt``'s directory,
 re-exporting ``compute_driver.nova.driver.ComputeDriverAdapter`` and
-nothing else. It
-holds no logic, so upgrading compute-driver never requires rewriting it;
-only replacing nova's package directory (reinstalling nova) removes it.
+nothing else. It holds no logic, so upgrading compute-driver never
+requires rewriting it; only replacing nova's package directory
+(reinstalling nova) removes it.
 
 Why not ship ``nova/virt/compute_driver_nova.py`` in this project's wheel:
 where nova is installed editable (DevStack) or by the distribution under
