@@ -185,19 +185,22 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                     nova_exception.OrphanedObjectError):
                 return self.backend.find_instance(instance.uuid).instance
 
-    def _state(self, instance: typing.Any) -> int:
-        with convert.nova_errors(instance.uuid):
-            return self.backend.get_info(self._instance(instance)).state
+    def _pending(self, instance: typing.Any,
+                 operation: str) -> objects.Instance | None:
+        """The library's instance, unless ``operation`` has nothing to do.
 
-    def _already(self, instance: typing.Any, operation: str) -> bool:
-        """Whether ``instance`` is where ``operation`` would take it."""
-        state = self._state(instance)
+        :returns: ``None`` when the instance is already where
+            ``operation`` would take it.
+        """
+        ours = self._instance(instance)
+        with convert.nova_errors(instance.uuid):
+            state = self.backend.get_info(ours).state
         if state == contract.TRANSITIONS[operation].result:
             LOG.debug('Instance %s is already %s; nothing to %s',
                       instance.uuid, power_state.name(state),
                       operation.replace('_', ' '))
-            return True
-        return False
+            return None
+        return ours
 
     def _emit_from_backend(self, event: cd_event.Event) -> None:
         if not isinstance(event, cd_event.LifecycleEvent):
@@ -414,10 +417,11 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         """
         if not self.backend.supports('hard_reboot'):
             raise self._unsupported('hard_reboot')
-        if self._state(instance) == power_state.RUNNING:
+        ours = self._pending(instance, 'hard_reboot')
+        if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.reboot(context, self._instance(instance),
+            self.backend.reboot(context, ours,
                                 convert.network_info(network_info),
                                 contract.REBOOT_HARD)
 
@@ -425,10 +429,11 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                   retry_interval: int = 0) -> None:
         if not self.backend.supports('power_off'):
             raise self._unsupported('power_off')
-        if self._already(instance, 'power_off'):
+        ours = self._pending(instance, 'power_off')
+        if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.power_off(self._instance(instance),
+            self.backend.power_off(ours,
                                    timeout=timeout,
                                    retry_interval=retry_interval)
 
@@ -439,45 +444,50 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                  share_info: typing.Any = None) -> None:
         if not self.backend.supports('power_on'):
             raise self._unsupported('power_on')
-        if self._already(instance, 'power_on'):
+        ours = self._pending(instance, 'power_on')
+        if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.power_on(context, self._instance(instance),
+            self.backend.power_on(context, ours,
                                   convert.network_info(network_info))
 
     def pause(self, instance: typing.Any) -> None:
         if not self.backend.supports('pause'):
             raise self._unsupported('pause')
-        if self._already(instance, 'pause'):
+        ours = self._pending(instance, 'pause')
+        if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.pause(self._instance(instance))
+            self.backend.pause(ours)
 
     def unpause(self, instance: typing.Any) -> None:
         if not self.backend.supports('unpause'):
             raise self._unsupported('unpause')
-        if self._already(instance, 'unpause'):
+        ours = self._pending(instance, 'unpause')
+        if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.unpause(self._instance(instance))
+            self.backend.unpause(ours)
 
     def suspend(self, context: typing.Any, instance: typing.Any) -> None:
         if not self.backend.supports('suspend'):
             raise self._unsupported('suspend')
-        if self._already(instance, 'suspend'):
+        ours = self._pending(instance, 'suspend')
+        if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.suspend(context, self._instance(instance))
+            self.backend.suspend(context, ours)
 
     def resume(self, context: typing.Any, instance: typing.Any,
                network_info: typing.Any, block_device_info: typing.Any = None,
                share_info: typing.Any = None) -> None:
         if not self.backend.supports('resume'):
             raise self._unsupported('resume')
-        if self._already(instance, 'resume'):
+        ours = self._pending(instance, 'resume')
+        if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.resume(context, self._instance(instance),
+            self.backend.resume(context, ours,
                                 convert.network_info(network_info))
 
     def snapshot(self, context: typing.Any, instance: typing.Any,
