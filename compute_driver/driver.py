@@ -347,6 +347,19 @@ class ComputeDriver(abc.ABC):
         """Emit a :class:`event.LifecycleEvent` for ``uuid`` now."""
         self.emit_event(virtevent.LifecycleEvent(uuid, transition))
 
+    def host_warnings(self) -> list[str]:
+        """Problems of the host that do not stop the backend from working.
+
+        ``compute-driver check`` prints each as one line; call it after
+        :meth:`init_host`. A backend overrides it for conditions an
+        operator should fix, such as a misconfigured device node that
+        makes every operation slow.
+
+        :returns: one line of text per problem, with what to run where
+            that is known; empty by default.
+        """
+        return []
+
     # -- required ----------------------------------------------------------
 
     @abc.abstractmethod

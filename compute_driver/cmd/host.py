@@ -66,12 +66,16 @@ class CheckHost(common.ShowOne):
     """Load the configured backend, connect to its host and describe it.
 
     Exits non-zero with the reason when the backend cannot be loaded or
-    its hypervisor cannot be used.
+    its hypervisor cannot be used. A problem that does not stop the
+    backend but that the operator should fix is one ``warning:`` line on
+    stderr.
     """
 
     def take_action(self, parsed_args):
         backend = self.app.driver
         resources = backend.get_available_resource(_nodename(backend))
+        for warning in backend.host_warnings():
+            self.app.stderr.write('warning: %s\n' % warning)
         supported = sorted(op for op in backend.capabilities
                            if backend.capabilities[op])
         data = {

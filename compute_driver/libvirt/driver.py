@@ -381,6 +381,9 @@ class LibvirtDriver(driver.ComputeDriver):
                   self.virt_type, hv_type,
                   '.'.join(map(str, self._host.get_hypervisor_version())))
 
+    def host_warnings(self):
+        return self._host.kvm_device_warnings()
+
     def get_info(self, instance, use_cache=True):
         dom = self._domain(instance)
         return objects.InstanceInfo(

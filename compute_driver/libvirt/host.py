@@ -25,10 +25,16 @@ reconnect_timeout`` seconds, and registers the lifecycle callback again.
 """
 
 import dataclasses
+import grp
 import logging
+import os
+import pwd
+import stat
 import threading
 import time
 import typing
+import urllib.parse
+from xml.etree import ElementTree
 
 import libvirt
 
@@ -127,6 +133,87 @@ def _dotted(version: tuple[int, ...]) -> str:
 
 
 LifecycleCallback = typing.Callable[[str, str, int, int], None]
+
+
+#: The device node of the kernel's KVM module.
+KVM_DEVICE = '/dev/kvm'
+
+
+def parse_dac_label(caps: ElementTree.Element,
+                    virt_type: str) -> tuple[int, int] | None:
+    """``(uid, gid)`` of the DAC ``baselabel`` for ``virt_type`` in ``caps``.
+
+    libvirt writes it as ``+64055:+108`` in ``<host><secmodel>``.
+    """
+    for model in caps.iterfind('./host/secmodel'):
+        if model.findtext('model') != 'dac':
+            continue
+        labels = {label.get('type'): (label.text or '')
+                  for label in model.iterfind('baselabel')}
+        text = labels.get(virt_type) or labels.get('kvm') or ''
+        user, sep, group = text.partition(':')
+        try:
+            return int(user.lstrip('+')), int(group.lstrip('+'))
+        except ValueError:
+            return None
+    return None
+
+
+def _user_groups(uid: int, gid: int) -> tuple[str, set[int]]:
+    # As libvirt computes them for QEMU: the label's group, plus the
+    # user's primary group and every group that lists the user.
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return str(uid), {gid}
+    return entry.pw_name, {gid} | set(os.getgrouplist(entry.pw_name,
+                                                      entry.pw_gid))
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def kvm_access_problem(device: str, st: os.stat_result, uid: int,
+                       gid: int) -> str | None:
+    """Why the user ``uid`` (group ``gid``) cannot open ``device``, if not.
+
+    :param st: the device's ``os.stat`` result.
+    :returns: one line naming the device's owner and mode, the user, and
+        the commands that bring the node into the state udev's ``kvm``
+        rule would, or ``None`` when the user can read and write it.
+    """
+    if uid == 0:
+        return None
+    user, groups = _user_groups(uid, gid)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == uid:
+        allowed = mode >> 6 & 0o6 == 0o6
+    elif st.st_gid in groups:
+        allowed = mode >> 3 & 0o6 == 0o6
+    else:
+        allowed = mode & 0o6 == 0o6
+    if allowed:
+        return None
+    fix = 'chgrp kvm %s && chmod 0660 %s' % (device, device)
+    if 'kvm' not in {_group_name(g) for g in groups}:
+        # libvirtd reads its QEMU user's groups when it starts.
+        fix += ' && usermod -a -G kvm %s, then restart libvirtd' % user
+    return ("%s is %s:%s %04o, which libvirt's QEMU user %s cannot open, "
+            "so libvirtd re-probes QEMU on every call and each define can "
+            "take a minute; run '%s' (what udev's kvm rule does)"
+            % (device, _owner_name(st.st_uid), _group_name(st.st_gid), mode,
+               user, fix))
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 class Host:
@@ -300,6 +387,59 @@ class Host:
                 'Running %s %s with virt_type %s is deprecated: the next '
                 'release will require at least %s.', component,
                 _dotted(found), self.virt_type, _dotted(upcoming))
+
+    # -- host checks ----------------------------------------------------------
+
+    def is_local_qemu(self) -> bool:
+        """Whether the connection is to a QEMU driver on this machine.
+
+        Only then do this machine's device nodes say anything about the
+        hypervisor.
+        """
+        parsed = urllib.parse.urlsplit(self.uri)
+        scheme = parsed.scheme.split('+')[0]
+        transport = parsed.scheme.partition('+')[2]
+        return (scheme == 'qemu' and not parsed.hostname and
+                transport in ('', 'unix'))
+
+    def qemu_dac_label(self) -> tuple[int, int] | None:
+        """The uid and gid libvirt runs QEMU as, from its capabilities.
+
+        :returns: ``None`` when the capabilities name no DAC label (a
+            session connection, or a security driver without one).
+        """
+        caps = ElementTree.fromstring(
+            self.get_connection().getCapabilities())
+        return parse_dac_label(caps, self.virt_type)
+
+    def kvm_device_warnings(self, device: str = KVM_DEVICE) -> list[str]:
+        """Say when ``device`` exists but libvirt's QEMU user cannot use it.
+
+        libvirtd probes QEMU as root and then checks whether its QEMU
+        user can open ``/dev/kvm``; when root can and that user cannot (a
+        host where udev never applied its ``kvm`` rule), libvirtd
+        invalidates its capability cache on every lookup, so each define
+        re-probes QEMU for about a minute. That holds for ``virt_type =
+        qemu`` too, so the check is made for every local QEMU connection.
+
+        :returns: one line for the operator, or nothing.
+        """
+        if not self.is_local_qemu():
+            return []
+        try:
+            st = os.stat(device)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            return ['cannot inspect %s: %s' % (device, exc.strerror)]
+        if not stat.S_ISCHR(st.st_mode):
+            return []
+        label = self.qemu_dac_label()
+        if label is None:
+            return []
+        uid, gid = label
+        message = kvm_access_problem(device, st, uid, gid)
+        return [message] if message else []
 
     def hypervisor_version_int(self) -> int:
         """The hypervisor's version as Nova's integer ``8000001``."""

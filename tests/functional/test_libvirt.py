@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 import uuid as uuidlib
@@ -35,6 +36,7 @@ from compute_driver import event as virtevent  # noqa: E402
 from compute_driver import exception  # noqa: E402
 from compute_driver import flavors  # noqa: E402
 from compute_driver.libvirt import config  # noqa: E402
+from compute_driver.libvirt import host as libvirt_host  # noqa: E402
 from compute_driver import loader  # noqa: E402
 from compute_driver import objects  # noqa: E402
 from compute_driver import power_state  # noqa: E402
@@ -362,3 +364,27 @@ def test_cli_check_and_verify(cli):
             for line in result.stdout.splitlines()[3:-1]]
     assert rows and all(row[1:5] == ['2', '0', '0', '0'] for row in rows), \
         result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='mknod needs root')
+def test_kvm_node_the_qemu_user_cannot_open_is_reported(conf, tmp_path):
+    """Against libvirtd's own capabilities: who it runs QEMU as."""
+    host = libvirt_host.Host(URI, 'qemu')
+    try:
+        node = tmp_path / 'kvm'
+        # A character device like /dev/kvm without being it (this one is
+        # /dev/null's numbers), so libvirtd's own view is untouched.
+        os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        os.chown(node, 0, 0)
+        os.chmod(node, 0o600)
+        uid, _ = host.qemu_dac_label()
+        warnings = host.kvm_device_warnings(str(node))
+        if uid == 0:
+            assert warnings == []
+            return
+        assert len(warnings) == 1
+        assert '%s is root:root 0600' % node in warnings[0]
+        os.chmod(node, 0o666)
+        assert host.kvm_device_warnings(str(node)) == []
+    finally:
+        host.close()

@@ -22,8 +22,12 @@ the test driver never opens them.
 import dataclasses
 import json
 import logging
+import os
+import pwd
 import shutil
+import stat
 import subprocess
+from xml.etree import ElementTree
 
 import pytest
 
@@ -562,3 +566,110 @@ def test_listing_errors_are_typed(make_driver, monkeypatch):
         with pytest.raises(exception.BackendError) as caught:
             listing()
         assert 'listing refused on purpose' in str(caught.value)
+
+
+# -- /dev/kvm that libvirt's QEMU user cannot open ---------------------------
+
+_CAPS = '''<capabilities><host>
+  <secmodel><model>none</model><doi>0</doi></secmodel>
+  <secmodel><model>dac</model><doi>0</doi>
+    <baselabel type='kvm'>+64055:+108</baselabel>
+    <baselabel type='qemu'>+64055:+64055</baselabel>
+  </secmodel>
+</host></capabilities>'''
+
+
+@pytest.mark.parametrize('virt_type,label', [
+    ('qemu', (64055, 64055)), ('kvm', (64055, 108)),
+    # No label of its own: libvirt's QEMU driver label stands for it.
+    ('xen', (64055, 108)),
+])
+def test_dac_label_is_read_from_the_capabilities(virt_type, label):
+    caps = ElementTree.fromstring(_CAPS)
+    assert libvirt_host.parse_dac_label(caps, virt_type) == label
+
+
+def test_no_dac_model_means_no_label():
+    caps = ElementTree.fromstring(
+        '<capabilities><host><secmodel><model>none</model></secmodel>'
+        '</host></capabilities>')
+    assert libvirt_host.parse_dac_label(caps, 'qemu') is None
+
+
+def _node(uid, gid, mode):
+    # (mode, ino, dev, nlink, uid, gid, size, atime, mtime, ctime)
+    return os.stat_result(
+        (stat.S_IFCHR | mode, 1, 1, 1, uid, gid, 0, 0, 0, 0))
+
+
+def _nobody():
+    entry = pwd.getpwnam('nobody')
+    return entry.pw_uid, entry.pw_gid
+
+
+def test_kvm_node_only_root_can_open_is_reported_with_the_fix():
+    uid, gid = _nobody()
+    message = libvirt_host.kvm_access_problem(
+        '/dev/kvm', _node(0, 0, 0o600), uid, gid)
+    assert message.startswith(
+        "/dev/kvm is root:root 0600, which libvirt's QEMU user nobody "
+        "cannot open")
+    assert "run 'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm" in message
+    # nobody is in no kvm group, so the fix says to add it.
+    assert 'usermod -a -G kvm nobody, then restart libvirtd' in message
+    assert '\n' not in message
+
+
+@pytest.mark.parametrize('owner,group,mode', [
+    ('user', 0, 0o600),     # owned by the QEMU user
+    (0, 'group', 0o660),    # the QEMU user's group may read and write
+    (0, 0, 0o666),          # everyone may
+])
+def test_kvm_node_the_qemu_user_can_open_is_fine(owner, group, mode):
+    uid, gid = _nobody()
+    st = _node(uid if owner == 'user' else owner,
+               gid if group == 'group' else group, mode)
+    assert libvirt_host.kvm_access_problem('/dev/kvm', st, uid, gid) is None
+
+
+def test_kvm_node_readable_but_not_writable_is_reported():
+    uid, gid = _nobody()
+    assert libvirt_host.kvm_access_problem(
+        '/dev/kvm', _node(0, gid, 0o640), uid, gid)
+
+
+def test_qemu_running_as_root_can_open_anything():
+    assert libvirt_host.kvm_access_problem(
+        '/dev/kvm', _node(0, 0, 0o600), 0, 0) is None
+
+
+@pytest.mark.parametrize('uri,local', [
+    ('qemu:///system', True), ('qemu:///session', True),
+    ('qemu+unix:///system', True), ('qemu+ssh://host/system', False),
+    ('qemu+tcp://10.0.0.1/system', False), ('xen:///system', False),
+    ('test:///default', False),
+])
+def test_only_local_qemu_connections_look_at_the_device(uri, local):
+    host = libvirt_host.Host(uri, 'qemu')
+    assert host.is_local_qemu() is local
+    if not local:
+        # No connection is made and no device is looked at.
+        assert host.kvm_device_warnings('/nonexistent') == []
+
+
+def test_cli_check_prints_a_host_warning_on_one_line(tmp_path, monkeypatch,
+                                                     capsys):
+    images = make_store(tmp_path)
+    conf_file = tmp_path / 'compute-driver.conf'
+    conf_file.write_text(
+        '[DEFAULT]\ncompute_driver = libvirt\nhost = testhost\n'
+        '[libvirt]\nvirt_type = qemu\nconnection_uri = %s\n'
+        'images_path = %s\ninstances_path = %s\n' % (
+            TEST_URI, images, tmp_path / 'instances'))
+    monkeypatch.setattr(libvirt_host.Host, 'kvm_device_warnings',
+                        lambda self: ['/dev/kvm is root:root 0600, ...'])
+    rc = main.main(['--config-file', str(conf_file), 'check', '-f', 'json'])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert err == 'warning: /dev/kvm is root:root 0600, ...\n'
+    assert json.loads(out)['driver'] == 'libvirt'
