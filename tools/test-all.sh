@@ -48,8 +48,9 @@ IFS=, read -r -a env_list <<< "$envs"
 for env in "${env_list[@]}"; do
     echo "==> tox -e $env"
     rc=0
+    started=$SECONDS
     "$venv/bin/tox" -e "$env" || rc=$?
-    echo "==> tox -e $env: exit $rc"
+    echo "==> tox -e $env: exit $rc in $((SECONDS - started)) s"
     if [[ $rc -ne 0 && $status -eq 0 ]]; then
         status=$rc
     fi
