@@ -296,6 +296,19 @@ class ComputeDriver(abc.ABC):
                     reason='%s must be an integer from 1 to %d (flavor %s), '
                            'got %r' % (field, maximum, flavor.name, value))
 
+    def host_warnings(self) -> list[str]:
+        """Problems of the host that do not stop the backend from working.
+
+        Called after :meth:`init_host` by ``compute-driver check``, which
+        prints each as one ``warning: ...`` line on stderr and still exits
+        0: what an operator should fix (no hardware acceleration, a
+        deprecated hypervisor version) but the backend can run with.
+        Backends override it; the default has nothing to report.
+
+        :returns: one sentence per problem, without a trailing newline.
+        """
+        return []
+
     def find_instance(self, ref: str) -> objects.InstanceRecord:
         """Look an instance up by uuid or by name.
 

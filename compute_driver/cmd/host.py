@@ -66,11 +66,15 @@ class CheckHost(common.ShowOne):
     """Load the configured backend, connect to its host and describe it.
 
     Exits non-zero with the reason when the backend cannot be loaded or
-    its hypervisor cannot be used.
+    its hypervisor cannot be used; prints each of the backend's host
+    warnings as one ``warning:`` line on stderr and still exits 0.
     """
 
     def take_action(self, parsed_args):
         backend = self.app.driver
+        for warning in backend.host_warnings():
+            self.app.stderr.write(
+                'warning: %s\n' % ' '.join(str(warning).split()))
         resources = backend.get_available_resource(_nodename(backend))
         supported = sorted(op for op in backend.capabilities
                            if backend.capabilities[op])
