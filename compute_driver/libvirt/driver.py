@@ -487,6 +487,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _claim(self, flavor: objects.Flavor) -> None:
         resources = self.get_available_resource(None)
+        driver.check_flavor_fits_host(flavor, resources)
         for resource, requested, free, total in (
                 ('memory_mb', flavor.memory_mb, resources.memory_mb_free,
                  resources.memory_mb),

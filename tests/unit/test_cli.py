@@ -532,3 +532,33 @@ def test_missing_config_dir_is_one_line(capsys, config, tmp_path):
     assert _one_error_line(err) == (
         'Invalid configuration: configuration directory %s does not exist '
         'or is not a directory' % missing)
+
+
+# -- validation before the backend acts ---------------------------------------
+
+@pytest.mark.parametrize('prop,words', [
+    ('k=a\x07b', "control character '\\x07'"),
+    ('k=' + 'x' * 300, 'has 300 characters'),
+    ('bad\tkey=v', "key 'bad\\tkey'"),
+])
+def test_bad_metadata_never_reaches_the_backend(capsys, config, monkeypatch,
+                                                prop, words):
+    class Refuses(fake_driver.FakeDriver):
+        def _claim(self, flavor):
+            raise AssertionError('the backend received the instance')
+
+    _use_backend(monkeypatch, Refuses)
+    rc, out, err = _run(capsys, config(), 'boot', 'vm1', '--image', IMAGE,
+                        '--flavor', 'm1.nano', '--property', prop)
+    assert rc == 1
+    assert words in _one_error_line(err)
+
+
+@pytest.mark.parametrize('vcpus', ['4096', '999999999999'])
+def test_absurd_configured_flavor_fails_every_command(capsys, config, vcpus):
+    rc, out, err = _run(capsys, config('flavor = x1.huge:%s:64' % vcpus),
+                        'list')
+    assert rc == 1
+    assert _one_error_line(err) == (
+        "Invalid configuration: flavor 'x1.huge:%s:64': flavor x1.huge "
+        "vcpus must be at most 1024, got %s" % (vcpus, vcpus))
