@@ -79,6 +79,12 @@ def build_conf(args: Sequence[str] | None = None,
     except (cfg.Error, ValueError) as exc:
         raise exception.InvalidConfiguration(
             reason=_one_line(exc)) from exc
+    except OSError as exc:
+        # oslo.config lets a file it cannot open (a directory, a file
+        # removed meanwhile) through as it is.
+        raise exception.InvalidConfiguration(
+            reason='cannot read %s: %s' % (exc.filename, exc.strerror)
+        ) from exc
     if validate:
         check_unknown(conf)
         check_values(conf)
@@ -118,15 +124,24 @@ def _known_options(
     return known
 
 
-def _namespace_options(namespace: str) -> dict[str, set[str]]:
+def _namespace_options(namespace: str) -> dict[str, dict[str, cfg.Opt]]:
     for ep in importlib.metadata.entry_points(group='oslo.config.opts'):
         if ep.name == namespace:
             try:
-                return _known_options(ep.load()())
+                groups = ep.load()()
             except Exception:
                 # Not installed as it should be: its options are then not
                 # accepted, which the error about them will show.
                 return {}
+            options: dict[str, dict[str, cfg.Opt]] = {}
+            for group, group_opts in groups:
+                name = (group.name if isinstance(group, cfg.OptGroup)
+                        else group or 'DEFAULT')
+                for opt in group_opts:
+                    for old_group, opt_name in _opt_names(opt):
+                        options.setdefault(_section_key(old_group or name),
+                                           {})[opt_name] = opt
+            return options
     return {}
 
 
@@ -178,7 +193,7 @@ def check_unknown(conf: cfg.ConfigOpts) -> None:
         else:
             known['DEFAULT'].add(name)
     sources = {_section_key(s) for s in conf.config_source or ()}
-    extra: dict[str, set[str]] | None = None
+    extra: dict[str, dict[str, cfg.Opt]] | None = None
     for path in _files_read(conf):
         sections: dict[str, dict[str, list[str]]] = {}
         try:
@@ -198,26 +213,43 @@ def check_unknown(conf: cfg.ConfigOpts) -> None:
                 if extra is None:
                     extra = {}
                     for namespace in ACCEPTED_NAMESPACES:
-                        for group, names in _namespace_options(
+                        for group, found in _namespace_options(
                                 namespace).items():
-                            extra.setdefault(group, set()).update(names)
-                if name in extra.get(key, ()):
+                            extra.setdefault(group, {}).update(found)
+                opt = extra.get(key, {}).get(name)
+                if opt is not None:
+                    # Not registered here, so oslo.config never converts
+                    # it: check its value as its owner would.
+                    _check_foreign_value(path, section, opt,
+                                         options[option])
                     continue
                 raise exception.InvalidConfiguration(
                     reason=_unknown_reason(path, section, key, name, known,
                                            extra))
 
 
+def _check_foreign_value(path: str, section: str, opt: cfg.Opt,
+                         values: list[str]) -> None:
+    for value in values:
+        try:
+            if opt.type is not None:
+                opt.type(value)
+        except ValueError as exc:
+            raise exception.InvalidConfiguration(
+                reason='[%s] %s in %s: %s' % (section, opt.name, path,
+                                              _one_line(exc))) from exc
+
+
 def _unknown_reason(path: str, section: str, key: str, option: str,
                     known: dict[str, set[str]],
-                    extra: dict[str, set[str]]) -> str:
+                    extra: dict[str, dict[str, cfg.Opt]]) -> str:
     if key not in known and key not in extra:
         nearest = _nearest(section, [g for g in known if g != 'DEFAULT'] +
                            ['DEFAULT'])
         hint = ('; did you mean [%s]?' % nearest if nearest
                 else '; known sections: %s' % ', '.join(sorted(known)))
         return 'unknown section [%s] in %s%s' % (section, path, hint)
-    names = known.get(key, set()) | extra.get(key, set())
+    names = known.get(key, set()) | set(extra.get(key, {}))
     nearest = _nearest(option, names)
     hint = '; did you mean %s?' % nearest if nearest else ''
     return 'unknown option %s in section [%s] of %s%s' % (
