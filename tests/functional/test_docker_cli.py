@@ -177,3 +177,36 @@ def test_verify_passes(api, run, host):
     assert rows['revert_to_snapshot']['Passed'] == 4
     assert api.containers(all=True, filters={
         'label': '%s=%s' % (HOST_LABEL, host)}) == []
+
+
+@pytest.fixture
+def silent_image(api, host):
+    """The test image with a command that prints nothing, as a daemon's."""
+    # Committed from a container never started: the image's files with
+    # another command, the test image's wait loop without its banner.
+    container = api.create_container(docker_env.IMAGE, command=['true'])
+    name = '%s-silent' % host
+    try:
+        api.commit(container['Id'], repository=name, tag='latest', conf={
+            'Cmd': ['/bin/sh', '-c', 'trap "exit 0" TERM INT; '
+                    'while :; do sleep 3600 & wait $!; done']})
+    finally:
+        api.remove_container(container['Id'], force=True)
+    yield name + ':latest'
+    api.remove_image(name + ':latest', force=True)
+
+
+def test_verify_skips_the_console_of_a_silent_image(api, run, host,
+                                                    silent_image):
+    result = run('verify', '--count', '2', '--concurrency', '2',
+                 '--image', silent_image, '-f', 'json')
+    rows = {row['Operation']: row for row in json.loads(result.stdout)}
+    console = rows['console_output']
+    assert (console['Passed'], console['Failed'], console['Skipped']) == (
+        0, 0, 2)
+    assert console['Notes'] == ('the console was read but is empty: the '
+                                'image printed nothing to check')
+    assert not {op: row for op, row in rows.items() if row['Failed']}
+    assert rows['diagnostics']['Passed'] == 2
+    assert api.containers(all=True, filters={
+        'label': '%s=%s' % (HOST_LABEL, host)}) == []
