@@ -110,17 +110,34 @@ class ShowResources(common.ShowOne):
 
 
 class ListImages(common.Lister):
-    """List the images the backend can boot, snapshots included."""
+    """List the images the backend can boot, snapshots included.
+
+    "Snapshot Of" names the instance a snapshot was taken from, with its
+    uuid (the uuid alone once the instance is gone).
+    """
 
     def take_action(self, parsed_args):
         backend = self.app.driver
         common.require(backend, 'list_images')
+        images = backend.list_images()
+        sources = [i.properties.get('instance_uuid') for i in images]
+        names = ({r.instance.uuid: r.instance.name
+                  for r in backend.list_instance_records()}
+                 if any(sources) else {})
         rows = [(i.name, i.disk_format or '', i.container_format or '',
                  i.min_ram, i.min_disk, i.size,
+                 _snapshot_of(source, names),
                  common.DictColumn(i.properties))
-                for i in backend.list_images()]
+                for i, source in zip(images, sources)]
         return (('Name', 'Disk Format', 'Container Format', 'Min RAM (MB)',
-                 'Min Disk (GB)', 'Size', 'Properties'), rows)
+                 'Min Disk (GB)', 'Size', 'Snapshot Of', 'Properties'), rows)
+
+
+def _snapshot_of(uuid: str | None, names: dict[str, str]) -> str:
+    if not uuid:
+        return ''
+    name = names.get(uuid)
+    return '%s (%s)' % (name, uuid) if name else uuid
 
 
 class ListFlavors(common.Lister):

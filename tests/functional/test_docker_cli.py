@@ -125,8 +125,10 @@ def test_boot_every_lifecycle_command_delete(api, run, host):
     snapshot = host + '-snap'
     try:
         run('snapshot', 'cdtest-cli', snapshot)
-        images = json.loads(run('images', '-f', 'json').stdout)
-        assert snapshot in [i['Name'] for i in images]
+        images = {i['Name']: i
+                  for i in json.loads(run('images', '-f', 'json').stdout)}
+        assert images[snapshot]['Snapshot Of'] == 'cdtest-cli (%s)' % (
+            shown['uuid'])
         run('revert', 'cdtest-cli', snapshot)
         assert _state(run, 'cdtest-cli') == 'running'
         run('live-resize', 'cdtest-cli', '--memory', '64')
@@ -140,8 +142,13 @@ def test_boot_every_lifecycle_command_delete(api, run, host):
         assert resources['memory_mb_used'] == 128
         assert resources['running_vms'] == 1
         run('delete', 'cdtest-cli')
+        run('snapshot-delete', snapshot)
+        assert snapshot not in [
+            i['Name'] for i in json.loads(run('images', '-f', 'json').stdout)]
+        assert api.images(name=snapshot) == []
     finally:
-        api.remove_image(snapshot, force=True)
+        if api.images(name=snapshot):
+            api.remove_image(snapshot, force=True)
     assert api.containers(all=True, filters={
         'label': '%s=%s' % (HOST_LABEL, host)}) == []
     assert json.loads(run('list', '-f', 'json').stdout) == []

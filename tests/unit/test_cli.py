@@ -184,6 +184,8 @@ def test_instance_lifecycle_in_one_app(capsys, app):
     assert app('snapshot', 'vm1', 'vm1-snap') == 0
     images = {i['Name']: i for i in _json(capsys, app, 'images')}
     assert images['vm1-snap']['Properties']['instance_uuid'] == uuid
+    assert images['vm1-snap']['Snapshot Of'] == 'vm1 (%s)' % uuid
+    assert images[IMAGE]['Snapshot Of'] == ''
     assert state_after('revert', 'vm1', 'vm1-snap') == 'running'
 
     assert app('live-resize', 'vm1', '--memory', '32') == 0
@@ -562,3 +564,56 @@ def test_absurd_configured_flavor_fails_every_command(capsys, config, vcpus):
     assert _one_error_line(err) == (
         "Invalid configuration: flavor 'x1.huge:%s:64': flavor x1.huge "
         "vcpus must be at most 1024, got %s" % (vcpus, vcpus))
+
+
+# -- snapshots ----------------------------------------------------------------
+
+def test_snapshot_delete(capsys, app):
+    uuid = _json(capsys, app, 'boot', 'vm1', '--image', IMAGE, '--flavor',
+                 'm1.nano')['uuid']
+    for name in ('snap1', 'snap2', 'snap3'):
+        assert app('snapshot', 'vm1', name) == 0
+    assert app('delete', 'vm1') == 0
+    images = {i['Name']: i for i in _json(capsys, app, 'images')}
+    # The instance is gone; its uuid still says where the snapshot came
+    # from.
+    assert images['snap1']['Snapshot Of'] == uuid
+
+    capsys.readouterr()
+    assert app('snapshot-delete', 'snap1') == 0
+    assert app('snapshot-delete', 'snap2', 'snap3') == 0
+    assert capsys.readouterr().err == ''
+    assert [i['Name'] for i in _json(capsys, app, 'images')] == [IMAGE]
+
+
+@pytest.mark.parametrize('argv,line', [
+    (['snapshot-delete', 'nosuch'],
+     'Image nosuch could not be found. Available: snap1.'),
+    (['snapshot-delete', IMAGE],
+     'Invalid input: image %s is not a snapshot; only snapshots can be '
+     'deleted' % IMAGE),
+    (['snapshot-delete', 'nosuch', 'snap1'],
+     'Failed to delete 1 of 2 snapshots: Image nosuch could not be found. '
+     'Available: snap1.'),
+])
+def test_snapshot_delete_refuses_what_is_not_a_snapshot(
+        capsys, app, argv, line):
+    app('boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano')
+    app('snapshot', 'vm1', 'snap1')
+    capsys.readouterr()
+    assert app(*argv) == 1
+    assert _one_error_line(capsys.readouterr().err) == line
+    names = [i['Name'] for i in _json(capsys, app, 'images')]
+    assert IMAGE in names
+    assert ('snap1' in names) == ('snap1' not in argv)
+
+
+def test_snapshot_delete_needs_the_operation(capsys, app, monkeypatch):
+    class NoDelete(fake_driver.FakeDriver):
+        capabilities = {**fake_driver.FakeDriver.capabilities,
+                        'supports_delete_snapshot': False}
+
+    _use_backend(monkeypatch, NoDelete)
+    assert app('snapshot-delete', 'snap1') == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        'The fake backend does not support delete_snapshot.')
