@@ -247,13 +247,12 @@ LIBVIRT_CASES = [
 def libvirt_target(tmp_path_factory):
     libvirt = pytest.importorskip('libvirt')
     try:
-        conn = libvirt.open(LIBVIRT_URI)
+        libvirt.open(LIBVIRT_URI).close()
     except libvirt.libvirtError as exc:
         fixtures.skip_or_fail('libvirtd is not reachable at %s: %s' % (
             LIBVIRT_URI, exc.get_error_message()))
     if not os.path.exists(os.path.join(LIBVIRT_IMAGES,
                                        LIBVIRT_IMAGE + '.json')):
-        conn.close()
         fixtures.skip_or_fail('the test image %s is not in %s; run '
                               'tools/build-libvirt-test-image.sh'
                               % (LIBVIRT_IMAGE, LIBVIRT_IMAGES))
@@ -265,11 +264,19 @@ def libvirt_target(tmp_path_factory):
     os.makedirs(instances)
     os.chmod(instances, 0o755)
 
+    def ours():
+        # A connection per look: the fault tests of other modules restart
+        # libvirtd, which closes any connection kept open.
+        conn = libvirt.open(LIBVIRT_URI)
+        try:
+            return sorted((d.UUIDString(), d.name(), d.state()[0])
+                          for d in conn.listAllDomains()
+                          if d.name().startswith('cdrv-' + prefix))
+        finally:
+            conn.close()
+
     def state():
-        domains = sorted(
-            (d.UUIDString(), d.name(), d.state()[0])
-            for d in conn.listAllDomains()
-            if d.name().startswith('cdrv-' + prefix))
+        domains = ours()
         files = sorted(
             os.path.relpath(os.path.join(root, name), instances)
             for root, dirs, names in os.walk(instances)
@@ -290,9 +297,7 @@ def libvirt_target(tmp_path_factory):
         yield target
     finally:
         _teardown(target, tmp)
-        left = [d.name() for d in conn.listAllDomains()
-                if d.name().startswith('cdrv-' + prefix)]
-        conn.close()
+        left = ours()
         shutil.rmtree(instances, ignore_errors=True)
         assert not left, 'domains left behind: %s' % left
 
