@@ -192,7 +192,10 @@ def check_unknown(conf: cfg.ConfigOpts) -> None:
             known.setdefault(_section_key(name), set()).update(value)
         else:
             known['DEFAULT'].add(name)
-    sources = {_section_key(s) for s in conf.config_source or ()}
+    # Registered by every oslo.config this library supports; looked up
+    # softly all the same, as only its drivers' sections depend on it.
+    sources = {_section_key(s)
+               for s in getattr(conf, 'config_source', None) or ()}
     extra: dict[str, dict[str, cfg.Opt]] | None = None
     for path in _files_read(conf):
         sections: dict[str, dict[str, list[str]]] = {}
