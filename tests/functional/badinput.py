@@ -301,6 +301,7 @@ class Target:
         form that compares equal when nothing changed.
     :param stopped: an existing instance in state shutdown.
     :param running: an existing running instance, or ``''``.
+    :param values: more names the target's own cases use in braces.
     """
 
     name: str
@@ -311,6 +312,7 @@ class Target:
     state: collections.abc.Callable[[], object]
     stopped: str = ''
     running: str = ''
+    values: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def section(self) -> str:
@@ -326,7 +328,7 @@ def _fill(text: str, target: Target, tmp: str) -> str:
     return text.format(image=target.image, flavor=target.flavor,
                        stopped=target.stopped, running=target.running,
                        prefix=target.prefix, section=target.section,
-                       tmp=tmp)
+                       tmp=tmp, **target.values)
 
 
 def write_config(path: str, target: Target, case: Case | None = None

@@ -139,6 +139,11 @@ DOCKER_CASES = [
     Case('docker-missing-ca', ('check',), r'(tls_ca_cert|CA certificate)',
          config={'docker': {'api_url': 'tcp://127.0.0.1:9', 'tls': 'true',
                             'tls_ca_cert': '/nonexistent/ca.pem'}}),
+    Case('docker-missing-client-cert', ('check',),
+         r'(tls_client_cert|certificate|No such file)',
+         config={'docker': {'api_url': 'tcp://127.0.0.1:9', 'tls': 'true',
+                            'tls_client_cert': '/nonexistent/cert.pem',
+                            'tls_client_key': '/nonexistent/key.pem'}}),
     Case('docker-bad-api-version', ('list',),
          BAD_CONFIG + r'\[docker\] api_version',
          config={'docker': {'api_version': '9'}}),
@@ -223,6 +228,13 @@ LIBVIRT_CASES = [
          config={'libvirt': {'connection_uri': 'qemu+tls://127.0.0.1:9/'
                                                'system',
                              'reconnect_timeout': '0'}}),
+    Case('libvirt-relative-instances-path', ('check',),
+         BAD_CONFIG + r"\[libvirt\] instances_path must be an absolute "
+                      r"path, got 'relative/instances'$",
+         config={'libvirt': {'instances_path': 'relative/instances'}}),
+    Case('libvirt-relative-images-path', ('images',),
+         BAD_CONFIG + r"\[libvirt\] images_path must be an absolute path",
+         config={'libvirt': {'images_path': 'images'}}),
     Case('libvirt-unknown-virt-type', ('check',),
          BAD_CONFIG + r'\[libvirt\] virt_type',
          config={'libvirt': {'virt_type': 'hyperv'}}),
@@ -312,6 +324,11 @@ def test_libvirt(case, libvirt_target, tmp_path, capfd):
 XENAPI_CASES = [
     Case('xenapi-refused', ('check',), r'^Hypervisor .* is unavailable',
          config={'xenapi': {'connection_url': 'http://127.0.0.1:9/'}}),
+    Case('xenapi-ftp-url', ('check',), r'connection_url',
+         config={'xenapi': {'connection_url': 'ftp://127.0.0.1/'}}),
+    Case('xenapi-https-to-http', ('check',),
+         r'^Hypervisor .* is unavailable',
+         config={'xenapi': {'connection_url': '{https_url}'}}),
     Case('xenapi-wrong-password', ('check',),
          r'^Hypervisor .* is unavailable',
          config={'xenapi': {'password': 'wrong'}}),
@@ -348,7 +365,8 @@ def xenapi_target(tmp_path_factory):
                        'xenapi': options},
             image='Debian_Bookworm_12', flavor='m1.small', prefix=prefix,
             state=state, stopped=prefix + '-stopped',
-            running=prefix + '-running')
+            running=prefix + '-running',
+            values={'https_url': sim.url.replace('http://', 'https://')})
         _setup(target, tmp)
         try:
             yield target
