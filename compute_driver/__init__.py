@@ -24,3 +24,15 @@ Typical use::
 This package imports nothing heavy on purpose: the CLI starts fast and the
 loader imports only the backend it is asked for.
 """
+
+import logging
+
+#: Name of the logger for warnings an operator must see about the command
+#: or call that caused them (a host that will run guests slowly, an option
+#: that is ignored). The CLI shows its records as one ``warning: ...``
+#: line even at its default verbosity, where it hides every other record;
+#: inside a service they are ordinary warnings in its log.
+OPERATOR_LOGGER = 'compute_driver.operator'
+
+#: The logger behind :data:`OPERATOR_LOGGER`.
+OPERATOR_LOG = logging.getLogger(OPERATOR_LOGGER)

@@ -31,8 +31,10 @@ import abc
 import collections.abc
 import dataclasses
 import logging
+import re
 import threading
 import typing
+import unicodedata
 
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -165,17 +167,91 @@ def reboot_kind(reboot_type: object) -> str:
     return kind
 
 
+#: Nova's API limits for instance metadata: the default
+#: ``metadata_items`` quota, and its key pattern and lengths.
+MAX_METADATA_ITEMS = 128
+MAX_METADATA_LENGTH = 255
+METADATA_KEY_RE = re.compile(r'[a-zA-Z0-9_:. -]{1,255}')
+
+
+def check_metadata(metadata: collections.abc.Mapping[str, str]) -> None:
+    """Refuse instance metadata any backend could not store unchanged.
+
+    Keys follow Nova's API (1 to 255 letters, digits, ``-_:.`` and
+    spaces); values are at most 255 characters with no control character
+    (libvirt's XML cannot hold most, and a newline or escape sequence in a
+    label would reach whoever lists it) and no lone surrogate.
+
+    :raises InvalidInput: naming the key and the problem.
+    """
+    if len(metadata) > MAX_METADATA_ITEMS:
+        raise exception.InvalidInput(
+            reason='instance metadata has %d items; at most %d are allowed'
+                   % (len(metadata), MAX_METADATA_ITEMS))
+    for key, value in metadata.items():
+        if not METADATA_KEY_RE.fullmatch(key):
+            raise exception.InvalidInput(
+                reason='instance metadata key %r must be 1 to %d letters, '
+                       'digits, "-", "_", ":", "." or spaces'
+                       % (key, MAX_METADATA_LENGTH))
+        if len(value) > MAX_METADATA_LENGTH:
+            raise exception.InvalidInput(
+                reason='instance metadata value of %s has %d characters; '
+                       'at most %d are allowed'
+                       % (key, len(value), MAX_METADATA_LENGTH))
+        bad = [c for c in value if unicodedata.category(c) in ('Cc', 'Cs')]
+        if bad:
+            raise exception.InvalidInput(
+                reason='instance metadata value of %s contains the control '
+                       'character %r' % (key, bad[0]))
+
+
 def check_spawn_instance(instance: object) -> None:
-    """Refuse to spawn anything but an :class:`~.objects.Instance`.
+    """Refuse an instance no backend should receive, before spawn acts.
 
-    Every value spawn reads (uuid, name, flavor, image) comes from it, so
-    a wrong type is refused before the backend is touched.
+    Every backend calls it first in :meth:`ComputeDriver.spawn`, so the
+    same input is refused the same way everywhere: anything but an
+    :class:`~.objects.Instance` (whose constructor already bounds the
+    flavor, see :data:`objects.MAX_VCPUS`, and checks the name and image
+    reference), and metadata :func:`check_metadata` refuses.
 
-    :raises InvalidInput: for any other type.
+    :raises InvalidInput: naming the problem.
     """
     if not isinstance(instance, objects.Instance):
         raise exception.InvalidInput(
             reason='spawn needs an objects.Instance, got %r' % (instance,))
+    check_metadata(instance.metadata)
+
+
+def check_flavor_fits_host(flavor: objects.Flavor,
+                           resources: objects.HostResources) -> None:
+    """Refuse a flavor larger than the whole host.
+
+    A flavor that exceeds the host's total vCPUs, memory or disk cannot
+    fit however idle the host is; Nova's placement refuses it the same
+    way (an inventory's ``max_unit`` is its total). Backends that
+    overcommit vCPUs by design (containers share CPUs) check their own
+    ratios instead.
+
+    :param resources: the host's, from :meth:`get_available_resource`; a
+        ``local_gb`` of 0 means the disk size is unknown and is not
+        checked.
+    :raises FlavorExceedsHost: naming the resource, the flavor and the
+        host's total.
+    """
+    for resource, requested, total, used in (
+            ('vcpus', flavor.vcpus, resources.vcpus, resources.vcpus_used),
+            ('memory_mb', flavor.memory_mb, resources.memory_mb,
+             resources.memory_mb_used),
+            ('disk_gb', flavor.disk_gb, resources.local_gb,
+             resources.local_gb_used)):
+        if resource == 'disk_gb' and total == 0:
+            continue
+        if requested > total:
+            raise exception.FlavorExceedsHost(
+                flavor=flavor.name, resource=resource, requested=requested,
+                host=resources.hypervisor_hostname, free=total - used,
+                total=total)
 
 
 def ignore_task_state(*args: object, **kwargs: object) -> None:
@@ -296,6 +372,19 @@ class ComputeDriver(abc.ABC):
                     reason='%s must be an integer from 1 to %d (flavor %s), '
                            'got %r' % (field, maximum, flavor.name, value))
 
+    def host_warnings(self) -> list[str]:
+        """Problems of the host that do not stop the backend from working.
+
+        Called after :meth:`init_host` by ``compute-driver check``, which
+        prints each as one ``warning: ...`` line on stderr and still exits
+        0: what an operator should fix (no hardware acceleration, a
+        deprecated hypervisor version) but the backend can run with.
+        Backends override it; the default has nothing to report.
+
+        :returns: one sentence per problem, without a trailing newline.
+        """
+        return []
+
     def find_instance(self, ref: str) -> objects.InstanceRecord:
         """Look an instance up by uuid or by name.
 
@@ -346,19 +435,6 @@ class ComputeDriver(abc.ABC):
     def emit_lifecycle(self, uuid: str, transition: int) -> None:
         """Emit a :class:`event.LifecycleEvent` for ``uuid`` now."""
         self.emit_event(virtevent.LifecycleEvent(uuid, transition))
-
-    def host_warnings(self) -> list[str]:
-        """Problems of the host that do not stop the backend from working.
-
-        ``compute-driver check`` prints each as one line; call it after
-        :meth:`init_host`. A backend overrides it for conditions an
-        operator should fix, such as a misconfigured device node that
-        makes every operation slow.
-
-        :returns: one line of text per problem, with what to run where
-            that is known; empty by default.
-        """
-        return []
 
     # -- required ----------------------------------------------------------
 

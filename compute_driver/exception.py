@@ -120,6 +120,20 @@ class InsufficientResources(ComputeDriverError):
     total: int
 
 
+class FlavorExceedsHost(InsufficientResources):
+    """One instance asks for more than the whole host has.
+
+    No amount of freeing the host makes it fit, unlike its parent class;
+    it stays an :class:`InsufficientResources` so that callers rescheduling
+    on that (Nova) still do.
+    """
+
+    msg_fmt = ("Flavor %(flavor)s asks for %(requested)s %(resource)s; "
+               "%(host)s has %(total)s in all.")
+
+    flavor: str
+
+
 class HypervisorUnavailable(ComputeDriverError):
     msg_fmt = "Hypervisor %(host)s is unavailable: %(reason)s"
 

@@ -77,13 +77,29 @@ def validate_image_ref(ref: object) -> str:
     return ref
 
 
-def _check_int(owner: str, field: str, value: object, minimum: int) -> None:
+#: The most vCPUs one instance may have: KVM's long-standing per-guest
+#: limit, above what Xen and Docker hosts run in practice. Larger values are
+#: mistakes that would otherwise reach the hypervisor's API.
+MAX_VCPUS = 1024
+#: The most memory (and swap), in MiB, one instance may have: 16 TiB.
+MAX_MEMORY_MB = 16 * 1024 * 1024
+#: The most disk, in GiB, one instance's root or ephemeral disk may have:
+#: 1 PiB.
+MAX_DISK_GB = 1024 * 1024
+
+
+def _check_int(owner: str, field: str, value: object, minimum: int,
+               maximum: int | None = None) -> None:
     # bool is an int subclass; True vCPUs is a bug, not one vCPU.
     if (not isinstance(value, int) or isinstance(value, bool)
             or value < minimum):
         raise exception.InvalidInput(
             reason='%s %s must be an integer >= %d, got %r' % (
                 owner, field, minimum, value))
+    if maximum is not None and value > maximum:
+        raise exception.InvalidInput(
+            reason='%s %s must be at most %d, got %d' % (
+                owner, field, maximum, value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +107,13 @@ class Flavor:
     """The size of an instance.
 
     :param name: the flavor's name, e.g. ``m1.small``.
-    :param vcpus: virtual CPUs, at least 1.
-    :param memory_mb: memory in MiB, at least 1.
-    :param root_gb: root disk in GiB; 0 means the image's own size.
-    :param ephemeral_gb: extra ephemeral disk in GiB.
-    :param swap: swap in MiB.
+    :param vcpus: virtual CPUs, 1 to :data:`MAX_VCPUS`.
+    :param memory_mb: memory in MiB, 1 to :data:`MAX_MEMORY_MB`.
+    :param root_gb: root disk in GiB, up to :data:`MAX_DISK_GB`; 0 means
+        the image's own size.
+    :param ephemeral_gb: extra ephemeral disk in GiB, up to
+        :data:`MAX_DISK_GB`.
+    :param swap: swap in MiB, up to :data:`MAX_MEMORY_MB`.
     :param extra_specs: backend-specific hints (``hw:...`` keys in Nova).
     """
 
@@ -112,11 +130,11 @@ class Flavor:
             raise exception.InvalidInput(
                 reason='flavor name must be a non-empty string')
         owner = 'flavor %s' % self.name
-        _check_int(owner, 'vcpus', self.vcpus, 1)
-        _check_int(owner, 'memory_mb', self.memory_mb, 1)
-        _check_int(owner, 'root_gb', self.root_gb, 0)
-        _check_int(owner, 'ephemeral_gb', self.ephemeral_gb, 0)
-        _check_int(owner, 'swap', self.swap, 0)
+        _check_int(owner, 'vcpus', self.vcpus, 1, MAX_VCPUS)
+        _check_int(owner, 'memory_mb', self.memory_mb, 1, MAX_MEMORY_MB)
+        _check_int(owner, 'root_gb', self.root_gb, 0, MAX_DISK_GB)
+        _check_int(owner, 'ephemeral_gb', self.ephemeral_gb, 0, MAX_DISK_GB)
+        _check_int(owner, 'swap', self.swap, 0, MAX_MEMORY_MB)
         if not all(isinstance(k, str) and isinstance(v, str)
                    for k, v in self.extra_specs.items()):
             raise exception.InvalidInput(

@@ -61,6 +61,19 @@ class CheckFailed(exception.ComputeDriverError):
     """The backend answered, but not what the contract promises."""
 
 
+class CheckSkipped(exception.ComputeDriverError):
+    """An answer the contract allows but that cannot confirm the step.
+
+    A console that is empty because the image printed nothing: the step
+    is reported as skipped with this reason instead of failing a healthy
+    backend.
+    """
+
+    msg_fmt = "%(reason)s"
+
+    reason: str
+
+
 @dataclasses.dataclass(frozen=True)
 class StepResult:
     """What happened to one step of one instance.
@@ -102,6 +115,8 @@ class OperationStats:
     :param timings: seconds of each passed call.
     :param first_error: the first failure's message, prefixed with its
         instance's name.
+    :param skip_reasons: why the step was skipped, each reason once, in
+        the order they first occurred.
     """
 
     operation: str
@@ -111,6 +126,7 @@ class OperationStats:
     not_run: int = 0
     timings: tuple[float, ...] = ()
     first_error: str | None = None
+    skip_reasons: tuple[str, ...] = ()
 
     @property
     def p50(self) -> float | None:
@@ -288,9 +304,16 @@ def _live_resize(shrink: bool):
 
 def _console_output(backend, run):
     output = run.call(backend.get_console_output, None, run.instance)
-    if not isinstance(output, str) or not output:
-        raise CheckFailed('console output of %s is %r, expected non-empty '
-                          'text' % (run.instance.name, output))
+    if not isinstance(output, str):
+        raise CheckFailed('console output of %s is %r, expected text'
+                          % (run.instance.name, output))
+    if not output:
+        # An image whose process prints nothing (a container's silent
+        # daemon) has an empty console on a healthy host: the call worked,
+        # but its content cannot be checked.
+        raise CheckSkipped(
+            reason='the console was read but is empty: the image printed '
+                   'nothing to check')
 
 
 def _diagnostics(backend, run):
@@ -561,6 +584,9 @@ class Verifier:
                         name, step.operation, NOT_RUN,
                         message='interrupted')))
                     continue
+                except CheckSkipped as exc:
+                    result = StepResult(name, step.operation, SKIPPED,
+                                        message=exception.one_line(exc))
                 except Exception as exc:
                     broken = step.operation
                     result = StepResult(name, step.operation, FAILED,
@@ -615,6 +641,8 @@ def _summarise(steps: collections.abc.Iterable[StepResult]
               for step in STEPS}
     timings: dict[str, list[float]] = {step.operation: [] for step in STEPS}
     first_error: dict[str, str] = {}
+    skip_reasons: dict[str, dict[str, None]] = {
+        step.operation: {} for step in STEPS}
     for result in steps:
         counts[result.operation][result.status] += 1
         if result.status == PASSED:
@@ -624,9 +652,12 @@ def _summarise(steps: collections.abc.Iterable[StepResult]
         elif result.status == FAILED:
             first_error.setdefault(result.operation, '%s: %s' % (
                 result.instance, result.message))
+        elif result.status == SKIPPED and result.message:
+            skip_reasons[result.operation][result.message] = None
     return tuple(
         OperationStats(operation=op, passed=c[PASSED], failed=c[FAILED],
                        skipped=c[SKIPPED], not_run=c[NOT_RUN],
                        timings=tuple(timings[op]),
-                       first_error=first_error.get(op))
+                       first_error=first_error.get(op),
+                       skip_reasons=tuple(skip_reasons[op]))
         for op, c in counts.items())

@@ -66,16 +66,16 @@ class CheckHost(common.ShowOne):
     """Load the configured backend, connect to its host and describe it.
 
     Exits non-zero with the reason when the backend cannot be loaded or
-    its hypervisor cannot be used. A problem that does not stop the
-    backend but that the operator should fix is one ``warning:`` line on
-    stderr.
+    its hypervisor cannot be used; prints each of the backend's host
+    warnings as one ``warning:`` line on stderr and still exits 0.
     """
 
     def take_action(self, parsed_args):
         backend = self.app.driver
-        resources = backend.get_available_resource(_nodename(backend))
         for warning in backend.host_warnings():
-            self.app.stderr.write('warning: %s\n' % warning)
+            self.app.stderr.write(
+                'warning: %s\n' % ' '.join(str(warning).split()))
+        resources = backend.get_available_resource(_nodename(backend))
         supported = sorted(op for op in backend.capabilities
                            if backend.capabilities[op])
         data = {
@@ -110,17 +110,34 @@ class ShowResources(common.ShowOne):
 
 
 class ListImages(common.Lister):
-    """List the images the backend can boot, snapshots included."""
+    """List the images the backend can boot, snapshots included.
+
+    "Snapshot Of" names the instance a snapshot was taken from, with its
+    uuid (the uuid alone once the instance is gone).
+    """
 
     def take_action(self, parsed_args):
         backend = self.app.driver
         common.require(backend, 'list_images')
+        images = backend.list_images()
+        sources = [i.properties.get('instance_uuid') for i in images]
+        names = ({r.instance.uuid: r.instance.name
+                  for r in backend.list_instance_records()}
+                 if any(sources) else {})
         rows = [(i.name, i.disk_format or '', i.container_format or '',
                  i.min_ram, i.min_disk, i.size,
+                 _snapshot_of(source, names),
                  common.DictColumn(i.properties))
-                for i in backend.list_images()]
+                for i, source in zip(images, sources)]
         return (('Name', 'Disk Format', 'Container Format', 'Min RAM (MB)',
-                 'Min Disk (GB)', 'Size', 'Properties'), rows)
+                 'Min Disk (GB)', 'Size', 'Snapshot Of', 'Properties'), rows)
+
+
+def _snapshot_of(uuid: str | None, names: dict[str, str]) -> str:
+    if not uuid:
+        return ''
+    name = names.get(uuid)
+    return '%s (%s)' % (name, uuid) if name else uuid
 
 
 class ListFlavors(common.Lister):

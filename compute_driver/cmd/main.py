@@ -21,6 +21,7 @@ and the fake backend's instances, across commands.
 """
 
 import argparse
+import difflib
 import importlib.metadata
 import logging
 import sys
@@ -29,6 +30,7 @@ import typing
 from cliff import app
 from cliff import commandmanager
 
+import compute_driver
 from compute_driver.cmd import common
 from compute_driver import exception
 
@@ -41,6 +43,29 @@ if typing.TYPE_CHECKING:  # pragma: no cover
 
 NAMESPACE = 'compute_driver.cli'
 EXIT_INTERRUPTED = 130
+#: cliff's verbosity without -v or -q.
+DEFAULT_VERBOSE_LEVEL = 1
+
+
+def _default_verbosity_filter(record: logging.LogRecord) -> bool:
+    """Whether a record is shown at the default verbosity.
+
+    Operator warnings (:data:`compute_driver.OPERATOR_LOG`) and cliff's
+    own error records (the application's logger) are; nothing else.
+    """
+    if record.name == compute_driver.OPERATOR_LOGGER:
+        return True
+    return record.name == App.NAME and record.levelno >= logging.ERROR
+
+
+class _OneLineFormatter(logging.Formatter):
+    """One line per record, never a traceback: the default verbosity's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = ' '.join(record.getMessage().split())
+        if record.name == compute_driver.OPERATOR_LOGGER:
+            return 'warning: %s' % text
+        return text
 
 
 def _version() -> str:
@@ -126,11 +151,23 @@ class App(app.App):
         before = list(root.handlers)
         super().configure_logging()
         self._log_handlers = [h for h in root.handlers if h not in before]
+        verbose = self.options.verbose_level
+        if verbose <= DEFAULT_VERBOSE_LEVEL and not self.options.debug:
+            # At the default verbosity an error is the one line the
+            # command prints: the library's records (a backend's "removing
+            # what it created", a rollback's traceback) are for -v and
+            # --debug. Only operator warnings, and cliff's own error line,
+            # get through, each on one line.
+            for handler in self._log_handlers:
+                if (isinstance(handler, logging.StreamHandler) and
+                        not isinstance(handler, logging.FileHandler)):
+                    handler.setLevel(logging.WARNING)
+                    handler.addFilter(_default_verbosity_filter)
+                    handler.setFormatter(_OneLineFormatter())
         # The loader turns stevedore's failures into typed errors that are
         # reported anyway; its own warnings would repeat them.
         logging.getLogger('stevedore').setLevel(
-            logging.ERROR if self.options.verbose_level < 2
-            else logging.NOTSET)
+            logging.ERROR if verbose < 2 else logging.NOTSET)
 
     def _remove_log_handlers(self) -> None:
         root = logging.getLogger()
@@ -166,6 +203,23 @@ class App(app.App):
             backend.init_host(self.conf.host)
             self._driver = backend
         return self._driver
+
+    def run_subcommand(self, argv: list[str]) -> int:
+        try:
+            self.command_manager.find_command(argv)
+        except ValueError:
+            # cliff prints three lines on stdout ("... is not a command",
+            # "Did you mean one of these?", the candidates); an unknown
+            # command is a usage error like any other: one line, stderr.
+            matches = difflib.get_close_matches(
+                argv[0], sorted(self.command_manager.commands), n=3)
+            hint = ('; did you mean %s?' % ' or '.join(
+                repr(m) for m in matches[:3]) if matches else '')
+            self.stderr.write(
+                "%s: error: %r is not a %s command%s (see '%s --help')\n"
+                % (self.NAME, argv[0], self.NAME, hint, self.NAME))
+            return common.EXIT_USAGE
+        return super().run_subcommand(argv)
 
     def interact(self) -> None:
         # Imported here: it imports cmd2, which only this mode needs.

@@ -327,3 +327,57 @@ class DeleteInstance(common.Command):
                 'Failed to delete %d of %d instances: %s' % (
                     len(errors), len(parsed_args.instance),
                     '; '.join(errors)))
+
+
+class DeleteSnapshot(common.Command):
+    """Delete images made by "snapshot".
+
+    Only snapshots are deleted; naming any other image, or one the
+    backend does not list, fails without deleting anything of it. The
+    "Snapshot Of" column of "images" says which instance each snapshot
+    was taken from.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('image', metavar='SNAPSHOT', nargs='+',
+                            help='Name of a snapshot (see "images").')
+        return parser
+
+    def take_action(self, parsed_args):
+        backend = self.app.driver
+        common.require(backend, 'delete_snapshot')
+        # delete_snapshot is idempotent, as Nova's callers want; an
+        # operator naming a snapshot that is not there has made a typo.
+        listed = ({image.name: image for image in backend.list_images()}
+                  if backend.supports('list_images') else None)
+        errors = []
+        for name in parsed_args.image:
+            # Keep going, as delete does.
+            try:
+                if listed is not None:
+                    image = listed.get(name)
+                    if image is None:
+                        raise exception.ImageNotFound(
+                            image=name, available=', '.join(
+                                sorted(i for i, m in listed.items()
+                                       if _is_snapshot(m))) or 'none')
+                    if not _is_snapshot(image):
+                        raise exception.InvalidInput(
+                            reason='image %s is not a snapshot; only '
+                                   'snapshots can be deleted' % name)
+                backend.delete_snapshot(None, name)
+            except Exception as exc:
+                if self.app_args is not None and self.app_args.debug:
+                    raise
+                errors.append(exception.one_line(exc))
+        if len(errors) == 1 and len(parsed_args.image) == 1:
+            raise common.CommandFailed(errors[0])
+        if errors:
+            raise common.CommandFailed(
+                'Failed to delete %d of %d snapshots: %s' % (
+                    len(errors), len(parsed_args.image), '; '.join(errors)))
+
+
+def _is_snapshot(image: objects.ImageMeta) -> bool:
+    return image.properties.get('image_type') == 'snapshot'

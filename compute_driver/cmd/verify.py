@@ -73,8 +73,10 @@ class Verify(common.Lister):
     snapshotted and reverted, live-resized down and back, asked for its
     console log and diagnostics, then destroyed with its snapshot. The
     state is checked after each operation; operations the backend does
-    not support are skipped. Everything verify created is removed, even
-    after a failure or Ctrl-C. Exits 1 when any step failed, 130 when
+    not support, and checks whose answer cannot confirm anything (an
+    empty console), are skipped, and the Notes column says why.
+    Everything verify created is removed, even after a failure or
+    Ctrl-C. Exits 1 when any step failed, 130 when
     interrupted.
     """
 
@@ -137,10 +139,10 @@ class Verify(common.Lister):
         self._report_problems(report)
         rows = [(op.operation, op.passed, op.failed, op.skipped, op.not_run,
                  _Millis(_ms(op.p50)), _Millis(_ms(op.p95)),
-                 _Millis(_ms(op.max)))
+                 _Millis(_ms(op.max)), '; '.join(op.skip_reasons))
                 for op in report.operations]
         return (('Operation', 'Passed', 'Failed', 'Skipped', 'Not Run',
-                 'p50 (ms)', 'p95 (ms)', 'Max (ms)'), rows)
+                 'p50 (ms)', 'p95 (ms)', 'Max (ms)', 'Notes'), rows)
 
     def _report_problems(self, report: verify.Report) -> None:
         err = self.app.stderr

@@ -17,7 +17,12 @@ returns a private ``ConfigOpts`` so the library can live inside another
 oslo.config user such as nova-compute.
 """
 
+from collections.abc import Iterable
 from collections.abc import Sequence
+import difflib
+import glob
+import importlib.metadata
+import os
 import re
 
 from oslo_config import cfg
@@ -55,6 +60,13 @@ def build_conf(args: Sequence[str] | None = None,
     """
     if config_dirs is None and config_files is not None:
         config_dirs = []
+    for directory in config_dirs or ():
+        # oslo.config silently skips a missing default directory; one the
+        # caller named is a mistake, as a missing file is.
+        if not os.path.isdir(os.path.expanduser(directory)):
+            raise exception.InvalidConfiguration(
+                reason='configuration directory %s does not exist or is '
+                       'not a directory' % directory)
     conf = cfg.ConfigOpts()
     register_opts(conf)
     try:
@@ -67,9 +79,184 @@ def build_conf(args: Sequence[str] | None = None,
     except (cfg.Error, ValueError) as exc:
         raise exception.InvalidConfiguration(
             reason=_one_line(exc)) from exc
+    except OSError as exc:
+        # oslo.config lets a file it cannot open (a directory, a file
+        # removed meanwhile) through as it is.
+        raise exception.InvalidConfiguration(
+            reason='cannot read %s: %s' % (exc.filename, exc.strerror)
+        ) from exc
     if validate:
+        check_unknown(conf)
         check_values(conf)
     return conf
+
+
+#: oslo.config's own options, which any file may set.
+_OSLO_CONFIG_OPTS = {'config_file', 'config_dir', 'config_source',
+                     'shell_completion'}
+
+#: Libraries whose options (``oslo.config.opts`` entry points) a file may
+#: hold although this library does not register them: oslo.log's
+#: ``[DEFAULT] debug``, ``log_file``... are read wherever the library runs
+#: inside a service that sets up oslo.log.
+ACCEPTED_NAMESPACES = ('oslo.log',)
+
+
+def _opt_names(opt: cfg.Opt) -> Iterable[tuple[str | None, str]]:
+    yield None, opt.dest
+    yield None, opt.name.replace('-', '_')
+    for old in opt.deprecated_opts:
+        if old.name:
+            yield old.group, old.name.replace('-', '_')
+
+
+def _known_options(
+        groups: Iterable[tuple[str | cfg.OptGroup | None, list[cfg.Opt]]]
+) -> dict[str, set[str]]:
+    known: dict[str, set[str]] = {}
+    for group, group_opts in groups:
+        name = (group.name if isinstance(group, cfg.OptGroup)
+                else group or 'DEFAULT')
+        for opt in group_opts:
+            for old_group, opt_name in _opt_names(opt):
+                known.setdefault(_section_key(old_group or name),
+                                 set()).add(opt_name)
+    return known
+
+
+def _namespace_options(namespace: str) -> dict[str, dict[str, cfg.Opt]]:
+    for ep in importlib.metadata.entry_points(group='oslo.config.opts'):
+        if ep.name == namespace:
+            try:
+                groups = ep.load()()
+            except Exception:
+                # Not installed as it should be: its options are then not
+                # accepted, which the error about them will show.
+                return {}
+            options: dict[str, dict[str, cfg.Opt]] = {}
+            for group, group_opts in groups:
+                name = (group.name if isinstance(group, cfg.OptGroup)
+                        else group or 'DEFAULT')
+                for opt in group_opts:
+                    for old_group, opt_name in _opt_names(opt):
+                        options.setdefault(_section_key(old_group or name),
+                                           {})[opt_name] = opt
+            return options
+    return {}
+
+
+def _section_key(section: str) -> str:
+    # oslo.config matches every section name but DEFAULT case-blind.
+    return section if section == 'DEFAULT' else section.lower()
+
+
+def _files_read(conf: cfg.ConfigOpts) -> list[str]:
+    files = list(conf.config_file or [])
+    dirs = conf.config_dirs or [d for d in conf.default_config_dirs
+                                if os.path.isdir(d)]
+    for directory in dirs:
+        pattern = os.path.join(os.path.expanduser(directory), '*.conf')
+        files.extend(sorted(glob.glob(pattern)))
+    return files
+
+
+def _nearest(word: str, candidates: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(word, sorted(candidates), n=1,
+                                        cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def check_unknown(conf: cfg.ConfigOpts) -> None:
+    """Refuse a section or option no one registers in the files read.
+
+    oslo.config ignores what it does not know, so ``conection_uri`` in
+    ``[libvirt]`` would silently leave ``connection_uri`` at its default.
+    Options registered on ``conf``, the library's own, oslo.config's and
+    those of :data:`ACCEPTED_NAMESPACES` are known; sections named by
+    ``[DEFAULT] config_source`` belong to oslo.config's drivers and are not
+    checked.
+
+    :raises InvalidConfiguration: naming the file, the section, the option
+        and the nearest known name.
+    """
+    known = _known_options(list_opts())
+    known.setdefault('DEFAULT', set()).update(_OSLO_CONFIG_OPTS)
+    for name in conf:
+        try:
+            value = conf[name]
+        except (cfg.Error, ValueError):
+            # An option (groups always resolve) whose bad value
+            # check_values reports with its name.
+            value = None
+        if isinstance(value, cfg.ConfigOpts.GroupAttr):
+            known.setdefault(_section_key(name), set()).update(value)
+        else:
+            known['DEFAULT'].add(name)
+    # Registered by every oslo.config this library supports; looked up
+    # softly all the same, as only its drivers' sections depend on it.
+    sources = {_section_key(s)
+               for s in getattr(conf, 'config_source', None) or ()}
+    extra: dict[str, dict[str, cfg.Opt]] | None = None
+    for path in _files_read(conf):
+        sections: dict[str, dict[str, list[str]]] = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.Error, ValueError):
+            # oslo.config parsed it a moment ago; a file that changed since
+            # is reported by oslo.config next time.
+            continue
+        for section, options in sections.items():
+            key = _section_key(section)
+            if key in sources:
+                continue
+            for option in options:
+                name = option.replace('-', '_')
+                if name in known.get(key, ()):
+                    continue
+                if extra is None:
+                    extra = {}
+                    for namespace in ACCEPTED_NAMESPACES:
+                        for group, found in _namespace_options(
+                                namespace).items():
+                            extra.setdefault(group, {}).update(found)
+                opt = extra.get(key, {}).get(name)
+                if opt is not None:
+                    # Not registered here, so oslo.config never converts
+                    # it: check its value as its owner would.
+                    _check_foreign_value(path, section, opt,
+                                         options[option])
+                    continue
+                raise exception.InvalidConfiguration(
+                    reason=_unknown_reason(path, section, key, name, known,
+                                           extra))
+
+
+def _check_foreign_value(path: str, section: str, opt: cfg.Opt,
+                         values: list[str]) -> None:
+    for value in values:
+        try:
+            if opt.type is not None:
+                opt.type(value)
+        except ValueError as exc:
+            raise exception.InvalidConfiguration(
+                reason='[%s] %s in %s: %s' % (section, opt.name, path,
+                                              _one_line(exc))) from exc
+
+
+def _unknown_reason(path: str, section: str, key: str, option: str,
+                    known: dict[str, set[str]],
+                    extra: dict[str, dict[str, cfg.Opt]]) -> str:
+    if key not in known and key not in extra:
+        nearest = _nearest(section, [g for g in known if g != 'DEFAULT'] +
+                           ['DEFAULT'])
+        hint = ('; did you mean [%s]?' % nearest if nearest
+                else '; known sections: %s' % ', '.join(sorted(known)))
+        return 'unknown section [%s] in %s%s' % (section, path, hint)
+    names = known.get(key, set()) | set(extra.get(key, {}))
+    nearest = _nearest(option, names)
+    hint = '; did you mean %s?' % nearest if nearest else ''
+    return 'unknown option %s in section [%s] of %s%s' % (
+        option, section, path, hint)
 
 
 def check_values(conf: cfg.ConfigOpts) -> None:

@@ -150,6 +150,13 @@ class LibvirtDriver(driver.ComputeDriver):
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi=virtapi)
         opts = conf.libvirt
+        for option in ('images_path', 'instances_path'):
+            # A relative path would depend on the directory each command
+            # happens to run from, and libvirtd's differs from ours.
+            if not os.path.isabs(opts[option]):
+                raise exception.InvalidConfiguration(
+                    reason='[libvirt] %s must be an absolute path, got %r'
+                           % (option, opts[option]))
         self.virt_type: str = opts.virt_type
         self.uri: str = (opts.connection_uri or
                          libvirt_conf.DEFAULT_URIS[self.virt_type])
@@ -490,6 +497,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _claim(self, flavor: objects.Flavor) -> None:
         resources = self.get_available_resource(None)
+        driver.check_flavor_fits_host(flavor, resources)
         for resource, requested, free, total in (
                 ('memory_mb', flavor.memory_mb, resources.memory_mb_free,
                  resources.memory_mb),

@@ -694,6 +694,22 @@ class DriverConformanceTests:
         assert (_usage(driver.get_available_resource(None)) ==
                 _usage(resources))
 
+    @pytest.mark.parametrize('metadata', [
+        {'k': 'nul\x00'}, {'k': 'line\nbreak'}, {'k': 'v' * 256},
+        {'bad/key': 'v'}])
+    def test_spawn_refuses_bad_metadata_first(
+            self, driver: contract.ComputeDriver, image: objects.ImageMeta,
+            make_instance: MakeInstance,
+            metadata: dict[str, str]) -> None:
+        # check_spawn_instance, first thing in spawn, refuses what no
+        # backend can store unchanged, before anything is created.
+        before = _usage(driver.get_available_resource(None))
+        instance = make_instance(spawn=False, metadata=metadata)
+        with pytest.raises(exception.InvalidInput):
+            self._spawn(driver, instance, image)
+        self._assert_gone(driver, instance)
+        assert _usage(driver.get_available_resource(None)) == before
+
     # -- the power-state machine ---------------------------------------------
 
     @pytest.mark.parametrize('operation,start', _pairs(allowed=True))

@@ -73,11 +73,12 @@ def test_verify_twenty_instances(run, config):
     lines = result.stdout.splitlines()
     assert lines[1].split('|')[1:-1] == [
         ' Operation          ', ' Passed ', ' Failed ', ' Skipped ',
-        ' Not Run ', ' p50 (ms) ', ' p95 (ms) ', ' Max (ms) ']
+        ' Not Run ', ' p50 (ms) ', ' p95 (ms) ', ' Max (ms) ', ' Notes ']
     rows = [[cell.strip() for cell in line.split('|')[1:-1]]
             for line in lines[3:-1]]
     assert len(rows) == 18
-    assert all(row[1:5] == ['20', '0', '0', '0'] for row in rows), rows
+    assert all(row[1:5] == ['20', '0', '0', '0'] and row[8] == ''
+               for row in rows), rows
 
 
 def test_unknown_backend_fails_without_traceback(run, config):

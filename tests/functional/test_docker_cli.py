@@ -125,8 +125,10 @@ def test_boot_every_lifecycle_command_delete(api, run, host):
     snapshot = host + '-snap'
     try:
         run('snapshot', 'cdtest-cli', snapshot)
-        images = json.loads(run('images', '-f', 'json').stdout)
-        assert snapshot in [i['Name'] for i in images]
+        images = {i['Name']: i
+                  for i in json.loads(run('images', '-f', 'json').stdout)}
+        assert images[snapshot]['Snapshot Of'] == 'cdtest-cli (%s)' % (
+            shown['uuid'])
         run('revert', 'cdtest-cli', snapshot)
         assert _state(run, 'cdtest-cli') == 'running'
         run('live-resize', 'cdtest-cli', '--memory', '64')
@@ -140,8 +142,13 @@ def test_boot_every_lifecycle_command_delete(api, run, host):
         assert resources['memory_mb_used'] == 128
         assert resources['running_vms'] == 1
         run('delete', 'cdtest-cli')
+        run('snapshot-delete', snapshot)
+        assert snapshot not in [
+            i['Name'] for i in json.loads(run('images', '-f', 'json').stdout)]
+        assert api.images(name=snapshot) == []
     finally:
-        api.remove_image(snapshot, force=True)
+        if api.images(name=snapshot):
+            api.remove_image(snapshot, force=True)
     assert api.containers(all=True, filters={
         'label': '%s=%s' % (HOST_LABEL, host)}) == []
     assert json.loads(run('list', '-f', 'json').stdout) == []
@@ -175,5 +182,38 @@ def test_verify_passes(api, run, host):
     failed = {op: row for op, row in rows.items() if row['Failed']}
     assert not failed
     assert rows['revert_to_snapshot']['Passed'] == 4
+    assert api.containers(all=True, filters={
+        'label': '%s=%s' % (HOST_LABEL, host)}) == []
+
+
+@pytest.fixture
+def silent_image(api, host):
+    """The test image with a command that prints nothing, as a daemon's."""
+    # Committed from a container never started: the image's files with
+    # another command, the test image's wait loop without its banner.
+    container = api.create_container(docker_env.IMAGE, command=['true'])
+    name = '%s-silent' % host
+    try:
+        api.commit(container['Id'], repository=name, tag='latest', conf={
+            'Cmd': ['/bin/sh', '-c', 'trap "exit 0" TERM INT; '
+                    'while :; do sleep 3600 & wait $!; done']})
+    finally:
+        api.remove_container(container['Id'], force=True)
+    yield name + ':latest'
+    api.remove_image(name + ':latest', force=True)
+
+
+def test_verify_skips_the_console_of_a_silent_image(api, run, host,
+                                                    silent_image):
+    result = run('verify', '--count', '2', '--concurrency', '2',
+                 '--image', silent_image, '-f', 'json')
+    rows = {row['Operation']: row for row in json.loads(result.stdout)}
+    console = rows['console_output']
+    assert (console['Passed'], console['Failed'], console['Skipped']) == (
+        0, 0, 2)
+    assert console['Notes'] == ('the console was read but is empty: the '
+                                'image printed nothing to check')
+    assert not {op: row for op, row in rows.items() if row['Failed']}
+    assert rows['diagnostics']['Passed'] == 2
     assert api.containers(all=True, filters={
         'label': '%s=%s' % (HOST_LABEL, host)}) == []

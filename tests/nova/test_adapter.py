@@ -626,3 +626,11 @@ def test_unsupported_methods_follow_capabilities(make_adapter):
     with pytest.raises(NotImplementedError,
                        match='fake backend does not support suspend'):
         driver.suspend(None, nova_instance())
+
+
+def test_unknown_backend_option(make_adapter):
+    with pytest.raises(nova_exception.InvalidConfiguration,
+                       match=r'unknown option conection_uri in section '
+                             r'\[libvirt\] of .*; did you mean '
+                             r'connection_uri\?'):
+        make_adapter(libvirt={'conection_uri': 'qemu:///system'})

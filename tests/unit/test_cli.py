@@ -14,9 +14,11 @@
 
 import io
 import json
+import logging
 
 import pytest
 
+import compute_driver
 from compute_driver.cmd import main
 from compute_driver import conf as cd_conf
 from compute_driver import driver
@@ -182,6 +184,8 @@ def test_instance_lifecycle_in_one_app(capsys, app):
     assert app('snapshot', 'vm1', 'vm1-snap') == 0
     images = {i['Name']: i for i in _json(capsys, app, 'images')}
     assert images['vm1-snap']['Properties']['instance_uuid'] == uuid
+    assert images['vm1-snap']['Snapshot Of'] == 'vm1 (%s)' % uuid
+    assert images[IMAGE]['Snapshot Of'] == ''
     assert state_after('revert', 'vm1', 'vm1-snap') == 'running'
 
     assert app('live-resize', 'vm1', '--memory', '32') == 0
@@ -416,3 +420,200 @@ def test_help_after_a_command_is_the_commands_help(capsys, config, argv):
     assert rc == 0
     assert out.startswith('usage: compute-driver snapshot')
     assert 'INSTANCE IMAGE' in out
+
+
+# -- one line means one line --------------------------------------------------
+
+class _NoisyFailingSpawn(fake_driver.FakeDriver):
+    """Logs as a real backend does while a spawn fails and rolls back."""
+
+    def spawn(self, context, instance, *args, **kwargs):
+        log = logging.getLogger('compute_driver.fake.driver')
+        log.info('Loading image %s', instance.image_ref)
+        log.warning('Spawn of %s failed; removing what it created',
+                    instance.name)
+        try:
+            raise RuntimeError('rollback failed')
+        except RuntimeError:
+            log.exception('Could not remove %s', instance.name)
+        raise exception.BackendError(operation='spawn',
+                                     instance=instance.name,
+                                     reason='the hypervisor said no')
+
+
+@pytest.mark.parametrize('verbosity', [[], ['-q']])
+def test_library_logs_are_hidden_at_default_verbosity(capsys, config,
+                                                      monkeypatch, verbosity):
+    _use_backend(monkeypatch, _NoisyFailingSpawn)
+    rc, out, err = _run(capsys, config(), *verbosity, 'boot', 'vm1',
+                        '--image', IMAGE, '--flavor', 'm1.nano')
+    assert rc == 1
+    assert _one_error_line(err) == (
+        'spawn failed on instance vm1: the hypervisor said no')
+
+
+@pytest.mark.parametrize('verbosity,shown', [
+    (['-v'], ['Loading image', 'removing what it created', 'Could not '
+              'remove vm1', 'Traceback']),
+    (['--debug'], ['Loading image', 'removing what it created',
+                   'Traceback']),
+])
+def test_verbose_shows_library_logs(capsys, config, monkeypatch, verbosity,
+                                    shown):
+    _use_backend(monkeypatch, _NoisyFailingSpawn)
+    rc, out, err = _run(capsys, config(), *verbosity, 'boot', 'vm1',
+                        '--image', IMAGE, '--flavor', 'm1.nano')
+    assert rc == 1
+    for words in shown:
+        assert words in err
+
+
+def test_operator_warnings_are_one_line_each(capsys, config, monkeypatch):
+    class Warns(fake_driver.FakeDriver):
+        def list_instance_records(self):
+            compute_driver.OPERATOR_LOG.warning(
+                'the fake host is\npretend %s', 'only')
+            return super().list_instance_records()
+
+    _use_backend(monkeypatch, Warns)
+    rc, out, err = _run(capsys, config(), 'list')
+    assert rc == 0
+    assert err == 'warning: the fake host is pretend only\n'
+
+
+def test_check_prints_host_warnings_and_succeeds(capsys, config,
+                                                 monkeypatch):
+    class Slow(fake_driver.FakeDriver):
+        def host_warnings(self):
+            return ['/dev/kvm is missing: guests run emulated, slowly',
+                    'a second\nproblem']
+
+    _use_backend(monkeypatch, Slow)
+    rc, out, err = _run(capsys, config(), 'check', '-f', 'json')
+    assert rc == 0
+    assert err.splitlines() == [
+        'warning: /dev/kvm is missing: guests run emulated, slowly',
+        'warning: a second problem']
+    assert json.loads(out)['driver'] == 'fake'
+
+
+def test_host_warnings_default_to_none(config):
+    backend = fake_driver.FakeDriver(cd_conf.build_conf(
+        config_files=[config()]))
+    assert backend.host_warnings() == []
+
+
+@pytest.mark.parametrize('argv,line', [
+    (['bot', 'vm1'], "compute-driver: error: 'bot' is not a compute-driver "
+                     "command; did you mean 'boot' or 'reboot'? (see "
+                     "'compute-driver --help')"),
+    (['zzzzzz'], "compute-driver: error: 'zzzzzz' is not a compute-driver "
+                 "command (see 'compute-driver --help')"),
+])
+def test_unknown_command_is_one_line(capsys, config, argv, line):
+    rc, out, err = _run(capsys, config(), *argv)
+    assert rc == 2
+    assert out == ''
+    assert _one_error_line(err) == line
+
+
+def test_unknown_option_in_config_fails_every_command(capsys, config):
+    path = config('[libvirt]\nconection_uri = qemu:///system')
+    for argv in (['check'], ['list'], ['flavors'], ['images']):
+        rc, out, err = _run(capsys, path, *argv)
+        assert rc == 1
+        assert _one_error_line(err) == (
+            'Invalid configuration: unknown option conection_uri in '
+            'section [libvirt] of %s; did you mean connection_uri?' % path)
+
+
+def test_missing_config_dir_is_one_line(capsys, config, tmp_path):
+    missing = str(tmp_path / 'nonexistent.d')
+    rc, out, err = _run(capsys, config(), '--config-dir', missing, 'list')
+    assert rc == 1
+    assert _one_error_line(err) == (
+        'Invalid configuration: configuration directory %s does not exist '
+        'or is not a directory' % missing)
+
+
+# -- validation before the backend acts ---------------------------------------
+
+@pytest.mark.parametrize('prop,words', [
+    ('k=a\x07b', "control character '\\x07'"),
+    ('k=' + 'x' * 300, 'has 300 characters'),
+    ('bad\tkey=v', "key 'bad\\tkey'"),
+])
+def test_bad_metadata_never_reaches_the_backend(capsys, config, monkeypatch,
+                                                prop, words):
+    class Refuses(fake_driver.FakeDriver):
+        def _claim(self, flavor):
+            raise AssertionError('the backend received the instance')
+
+    _use_backend(monkeypatch, Refuses)
+    rc, out, err = _run(capsys, config(), 'boot', 'vm1', '--image', IMAGE,
+                        '--flavor', 'm1.nano', '--property', prop)
+    assert rc == 1
+    assert words in _one_error_line(err)
+
+
+@pytest.mark.parametrize('vcpus', ['4096', '999999999999'])
+def test_absurd_configured_flavor_fails_every_command(capsys, config, vcpus):
+    rc, out, err = _run(capsys, config('flavor = x1.huge:%s:64' % vcpus),
+                        'list')
+    assert rc == 1
+    assert _one_error_line(err) == (
+        "Invalid configuration: flavor 'x1.huge:%s:64': flavor x1.huge "
+        "vcpus must be at most 1024, got %s" % (vcpus, vcpus))
+
+
+# -- snapshots ----------------------------------------------------------------
+
+def test_snapshot_delete(capsys, app):
+    uuid = _json(capsys, app, 'boot', 'vm1', '--image', IMAGE, '--flavor',
+                 'm1.nano')['uuid']
+    for name in ('snap1', 'snap2', 'snap3'):
+        assert app('snapshot', 'vm1', name) == 0
+    assert app('delete', 'vm1') == 0
+    images = {i['Name']: i for i in _json(capsys, app, 'images')}
+    # The instance is gone; its uuid still says where the snapshot came
+    # from.
+    assert images['snap1']['Snapshot Of'] == uuid
+
+    capsys.readouterr()
+    assert app('snapshot-delete', 'snap1') == 0
+    assert app('snapshot-delete', 'snap2', 'snap3') == 0
+    assert capsys.readouterr().err == ''
+    assert [i['Name'] for i in _json(capsys, app, 'images')] == [IMAGE]
+
+
+@pytest.mark.parametrize('argv,line', [
+    (['snapshot-delete', 'nosuch'],
+     'Image nosuch could not be found. Available: snap1.'),
+    (['snapshot-delete', IMAGE],
+     'Invalid input: image %s is not a snapshot; only snapshots can be '
+     'deleted' % IMAGE),
+    (['snapshot-delete', 'nosuch', 'snap1'],
+     'Failed to delete 1 of 2 snapshots: Image nosuch could not be found. '
+     'Available: snap1.'),
+])
+def test_snapshot_delete_refuses_what_is_not_a_snapshot(
+        capsys, app, argv, line):
+    app('boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano')
+    app('snapshot', 'vm1', 'snap1')
+    capsys.readouterr()
+    assert app(*argv) == 1
+    assert _one_error_line(capsys.readouterr().err) == line
+    names = [i['Name'] for i in _json(capsys, app, 'images')]
+    assert IMAGE in names
+    assert ('snap1' in names) == ('snap1' not in argv)
+
+
+def test_snapshot_delete_needs_the_operation(capsys, app, monkeypatch):
+    class NoDelete(fake_driver.FakeDriver):
+        capabilities = {**fake_driver.FakeDriver.capabilities,
+                        'supports_delete_snapshot': False}
+
+    _use_backend(monkeypatch, NoDelete)
+    assert app('snapshot-delete', 'snap1') == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        'The fake backend does not support delete_snapshot.')

@@ -166,3 +166,63 @@ def test_bad_value_error_names_option_file_and_problem(tmp_path):
     assert str(exc.value) == (
         'Invalid configuration: [fake] vcpus in %s: Should be greater than '
         'or equal to 1' % path)
+
+
+@pytest.mark.parametrize('text,words', [
+    ('[libvirt]\nconection_uri = qemu:///system\n',
+     'unknown option conection_uri in section [libvirt] of %s; did you '
+     'mean connection_uri?'),
+    ('[DEFAULT]\ncompute_drivr = fake\n',
+     'unknown option compute_drivr in section [DEFAULT] of %s; did you '
+     'mean compute_driver?'),
+    ('[dockr]\napi_url = unix:///x\n',
+     'unknown section [dockr] in %s; did you mean [docker]?'),
+    ('[bogus]\nx = 1\n', 'unknown section [bogus] in %s; known sections: '
+     'DEFAULT, docker, fake, libvirt, xenapi'),
+    ('[fake]\nzzz = 1\n', 'unknown option zzz in section [fake] of %s'),
+])
+def test_unknown_section_or_option_is_refused(tmp_path, text, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        cd_conf.build_conf(config_files=[path])
+    assert caught.value.reason == words % path
+
+
+def test_unknown_option_in_config_dir_names_that_file(tmp_path):
+    directory = tmp_path / 'conf.d'
+    directory.mkdir()
+    (directory / '10-good.conf').write_text('[fake]\nvcpus = 4\n')
+    (directory / '20-typo.conf').write_text('[fake]\nvcpu = 4\n')
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        cd_conf.build_conf(config_files=[], config_dirs=[str(directory)])
+    assert caught.value.reason == (
+        'unknown option vcpu in section [fake] of %s; did you mean vcpus?'
+        % (directory / '20-typo.conf'))
+
+
+@pytest.mark.parametrize('text', [
+    # oslo.log's options, which a file shared with a service holds.
+    '[DEFAULT]\ndebug = true\nlog_file = /dev/null\n',
+    # oslo.config's own and any case of a group name, as oslo.config
+    # matches it.
+    '[DEFAULT]\nconfig_dir = /etc\n[LIBVIRT]\nvirt_type = qemu\n',
+    '[DEFAULT]\ncompute-driver = fake\n',
+])
+def test_options_others_register_are_accepted(tmp_path, text):
+    cd_conf.build_conf(config_files=[_write(tmp_path, text)])
+
+
+def test_unknown_options_are_accepted_without_validation(tmp_path):
+    path = _write(tmp_path, '[bogus]\nx = 1\n')
+    conf = cd_conf.build_conf(config_files=[path], validate=False)
+    with pytest.raises(exception.InvalidConfiguration):
+        cd_conf.check_unknown(conf)
+
+
+def test_missing_config_dir_is_refused(tmp_path):
+    missing = str(tmp_path / 'nonexistent.d')
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        cd_conf.build_conf(config_files=[], config_dirs=[missing])
+    assert caught.value.reason == (
+        'configuration directory %s does not exist or is not a directory'
+        % missing)

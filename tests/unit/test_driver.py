@@ -10,6 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import dataclasses
 import logging
 
 import pytest
@@ -255,3 +256,65 @@ def test_check_spawn_instance_refuses_other_types(given):
     with pytest.raises(exception.InvalidInput,
                        match='spawn needs an objects.Instance'):
         driver.check_spawn_instance(given)
+
+
+@pytest.mark.parametrize('metadata,words', [
+    ({'k': 'a\x00b'}, "control character '\\x00'"),
+    ({'k': 'line\nbreak'}, "control character '\\n'"),
+    ({'k': '\x1b[31mred'}, "control character '\\x1b'"),
+    ({'k': '\x85'}, "control character '\\x85'"),
+    ({'k': '\ud800'}, "control character '\\ud800'"),
+    ({'k': 'x' * 256}, 'has 256 characters; at most 255'),
+    ({'': 'v'}, "key ''"),
+    ({'k\n': 'v'}, "key 'k\\n'"),
+    ({'k' * 256: 'v'}, 'must be 1 to 255'),
+    ({'k%d' % i: 'v' for i in range(129)}, 'has 129 items; at most 128'),
+])
+def test_check_spawn_instance_refuses_bad_metadata(instance, metadata,
+                                                   words):
+    bad = dataclasses.replace(instance, metadata=metadata)
+    with pytest.raises(exception.InvalidInput) as caught:
+        driver.check_spawn_instance(bad)
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize('metadata', [
+    {}, {'role': 'web', 'Nova key:1.x': 'any text, even ünïcode\u2028'},
+    {'k%d' % i: 'v' * 255 for i in range(128)},
+])
+def test_check_spawn_instance_accepts_nova_metadata(instance, metadata):
+    driver.check_spawn_instance(
+        dataclasses.replace(instance, metadata=metadata))
+
+
+def _host(vcpus=4, memory_mb=8192, local_gb=100):
+    return objects.HostResources(
+        vcpus=vcpus, memory_mb=memory_mb, local_gb=local_gb, vcpus_used=1,
+        memory_mb_used=512, local_gb_used=10, hypervisor_type='test',
+        hypervisor_version=1000000, hypervisor_hostname='host1')
+
+
+@pytest.mark.parametrize('fields,resource,total', [
+    ({'vcpus': 5}, 'vcpus', 4),
+    ({'memory_mb': 8193}, 'memory_mb', 8192),
+    ({'root_gb': 60, 'ephemeral_gb': 41}, 'disk_gb', 100),
+])
+def test_flavor_larger_than_the_host_is_refused(fields, resource, total):
+    flavor = objects.Flavor('m1.big', **{'vcpus': 1, 'memory_mb': 64,
+                                         **fields})
+    with pytest.raises(exception.FlavorExceedsHost) as caught:
+        driver.check_flavor_fits_host(flavor, _host())
+    assert (caught.value.resource, caught.value.total) == (resource, total)
+    assert isinstance(caught.value, exception.InsufficientResources)
+    assert str(caught.value).startswith('Flavor m1.big asks for ')
+    assert str(caught.value).endswith('; host1 has %d in all.' % total)
+
+
+def test_flavor_as_large_as_the_host_fits():
+    flavor = objects.Flavor('m1.all', vcpus=4, memory_mb=8192, root_gb=100)
+    driver.check_flavor_fits_host(flavor, _host())
+
+
+def test_unknown_host_disk_is_not_checked():
+    flavor = objects.Flavor('m1.disk', vcpus=1, memory_mb=64, root_gb=10**6)
+    driver.check_flavor_fits_host(flavor, _host(local_gb=0))

@@ -246,6 +246,16 @@ def test_unknown_virt_type_is_a_configuration_error(tmp_path):
     assert 'virt_type' in str(caught.value)
 
 
+@pytest.mark.parametrize('option', ['images_path', 'instances_path'])
+def test_relative_paths_are_a_configuration_error(tmp_path, option):
+    conf = store_conf(tmp_path, **{option: 'relative/dir'})
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        libvirt_driver.LibvirtDriver(conf)
+    assert caught.value.reason == (
+        "[libvirt] %s must be an absolute path, got 'relative/dir'"
+        % option)
+
+
 @pytest.mark.parametrize('virt_type,uri', [
     ('kvm', 'qemu:///system'), ('qemu', 'qemu:///system'),
     ('xen', 'xen:///system'), ('lxc', 'lxc:///system')])

@@ -158,3 +158,29 @@ def test_version_conversion(text, number):
 def test_version_conversion_rejects(bad):
     with pytest.raises(ValueError):
         objects.version_to_int(bad)
+
+
+@pytest.mark.parametrize('field,value,maximum', [
+    ('vcpus', 1025, objects.MAX_VCPUS),
+    ('vcpus', 4096, objects.MAX_VCPUS),
+    ('vcpus', 999999999999, objects.MAX_VCPUS),
+    ('memory_mb', objects.MAX_MEMORY_MB + 1, objects.MAX_MEMORY_MB),
+    ('root_gb', objects.MAX_DISK_GB + 1, objects.MAX_DISK_GB),
+    ('ephemeral_gb', 10 ** 12, objects.MAX_DISK_GB),
+    ('swap', objects.MAX_MEMORY_MB + 1, objects.MAX_MEMORY_MB),
+])
+def test_flavor_values_beyond_any_host_are_refused(field, value, maximum):
+    fields = {'vcpus': 1, 'memory_mb': 64, field: value}
+    with pytest.raises(exception.InvalidInput) as caught:
+        objects.Flavor('m1.huge', **fields)
+    assert str(caught.value) == (
+        'Invalid input: flavor m1.huge %s must be at most %d, got %d'
+        % (field, maximum, value))
+
+
+def test_flavor_at_the_bounds_is_accepted():
+    objects.Flavor('m1.max', vcpus=objects.MAX_VCPUS,
+                   memory_mb=objects.MAX_MEMORY_MB,
+                   root_gb=objects.MAX_DISK_GB,
+                   ephemeral_gb=objects.MAX_DISK_GB,
+                   swap=objects.MAX_MEMORY_MB)

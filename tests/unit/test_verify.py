@@ -185,7 +185,7 @@ def test_state_is_checked_after_each_operation():
 def test_snapshot_is_deleted_when_a_later_step_fails():
     class BrokenConsole(fake_driver.FakeDriver):
         def get_console_output(self, context, instance):
-            return ''
+            return None
 
     backend = _backend(BrokenConsole)
     report = _verifier(backend).run()
@@ -335,3 +335,45 @@ def test_every_cleanup_failure_of_an_instance_is_reported():
     assert len(report.cleanup_errors) == 1
     assert 'stuck' in report.cleanup_errors[0]
     assert 'locked' in report.cleanup_errors[0]
+
+
+def test_empty_console_is_skipped_with_the_reason():
+    class SilentImage(fake_driver.FakeDriver):
+        def get_console_output(self, context, instance):
+            return ''
+
+    backend = _backend(SilentImage)
+    report = _verifier(backend, count=2).run()
+
+    console = _stats(report)['console_output']
+    assert (console.passed, console.failed, console.skipped) == (0, 0, 2)
+    assert console.skip_reasons == (
+        'the console was read but is empty: the image printed nothing to '
+        'check',)
+    # The instance goes on through the remaining steps.
+    assert _stats(report)['diagnostics'].passed == 2
+    assert _stats(report)['delete_snapshot'].passed == 2
+    assert report.ok
+    _assert_nothing_left(backend)
+
+
+def test_console_that_is_not_text_still_fails():
+    class BrokenConsole(fake_driver.FakeDriver):
+        def get_console_output(self, context, instance):
+            return b'bytes'
+
+    report = _verifier(_backend(BrokenConsole)).run()
+
+    console = _stats(report)['console_output']
+    assert console.failed == 1
+    assert "is b'bytes', expected text" in console.first_error
+    assert not report.ok
+
+
+def test_unsupported_steps_give_their_reason():
+    report = _verifier(_backend(NoSuspendDriver), count=2).run()
+
+    assert _stats(report)['suspend'].skip_reasons == (
+        'the fake backend does not support suspend, resume',)
+    assert _stats(report)['resume'].skip_reasons == (
+        'the fake backend does not support resume',)
