@@ -176,8 +176,10 @@ def test_vm_destroyed_out_of_band(simulator, make_driver):  # noqa: F811
     assert instance.uuid not in backend.list_instance_uuids()
 
 
-@pytest.mark.parametrize('method', ['VIF.create', 'VM.provision',
-                                    'VM.set_is_a_template', 'VM.start'])
+@pytest.mark.parametrize('method', [
+    'VM.clone', 'VM.set_other_config', 'VM.set_name_label',
+    'VM.set_memory_limits', 'VIF.create', 'VM.provision', 'VM.start',
+    'VM.remove_from_other_config'])
 def test_half_failed_spawn_leaves_nothing(simulator, make_driver,  # noqa
                                           method):
     backend = make_driver(simulator)

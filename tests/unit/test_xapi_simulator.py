@@ -49,10 +49,21 @@ def _template(api, session):
     return ref
 
 
-def _install(api, session):
-    vm = _call(api, session, 'VM.clone', _template(api, session), 'vm')
+def _default_sr_uuid(api, session):
+    pool = _call(api, session, 'pool.get_all')[0]
+    return _call(api, session, 'SR.get_uuid',
+                 _call(api, session, 'pool.get_default_SR', pool))
+
+
+def _install(api, session, template=None, name='vm'):
+    """What ``xe vm-install`` does: clone, fill in the SR, provision."""
+    vm = _call(api, session, 'VM.clone', template or _template(api, session),
+               name)
+    disks = _call(api, session, 'VM.get_other_config', vm)['disks']
+    _call(api, session, 'VM.remove_from_other_config', vm, 'disks')
+    _call(api, session, 'VM.add_to_other_config', vm, 'disks',
+          disks.replace('sr=""', 'sr="%s"' % _default_sr_uuid(api, session)))
     _call(api, session, 'VM.provision', vm)
-    _call(api, session, 'VM.set_is_a_template', vm, False)
     return vm
 
 
@@ -131,7 +142,8 @@ def test_relations_follow_creation_and_destruction(api, session):
 def test_provision_checks_the_sr_space(api, session):
     vm = _call(api, session, 'VM.clone', _template(api, session), 'big')
     _call(api, session, 'VM.set_other_config', vm, {
-        'disks': seed.disks_xml([(0, 10 ** 15, True)])})
+        'disks': seed.disks_xml([(0, 10 ** 15, True)],
+                                _default_sr_uuid(api, session))})
     assert _error(api, session, 'VM.provision', vm)[0] == 'SR_FULL'
 
 
@@ -142,8 +154,9 @@ def test_attached_disk_cannot_be_destroyed(api, session):
     vdi = _call(api, session, 'VBD.get_VDI', vbd)
     assert _error(api, session, 'VDI.destroy', vdi) == [
         'VDI_IN_USE', vdi, 'destroy']
+    # XAPI lists every state the operation is allowed from.
     assert _error(api, session, 'VM.destroy', vm) == [
-        'VM_BAD_POWER_STATE', vm, 'halted', 'running']
+        'VM_BAD_POWER_STATE', vm, 'halted, suspended', 'running']
 
 
 def test_memory_is_checked_at_start(api, session):
@@ -157,7 +170,7 @@ def test_memory_is_checked_at_start(api, session):
 def test_memory_limits_are_ordered(api, session):
     vm = _install(api, session)
     assert _error(api, session, 'VM.set_memory_limits', vm, '4', '2', '3',
-                  '3')[0] == 'MEMORY_CONSTRAINT_VIOLATION'
+                  '3') == ['MEMORY_CONSTRAINT_VIOLATION_ORDER']
 
 
 def test_control_domain_is_protected(api, session):
@@ -170,11 +183,11 @@ def test_control_domain_is_protected(api, session):
 
 def test_revert_needs_a_snapshot(api, session):
     vm = _install(api, session)
-    assert _error(api, session, 'VM.revert', vm)[0] == (
-        'OPERATION_NOT_ALLOWED')
+    assert _error(api, session, 'VM.revert', vm) == [
+        'REVERT_ONLY_ALLOWED_ON_SNAPSHOT']
     snap = _call(api, session, 'VM.snapshot', vm, 's')
-    assert _error(api, session, 'VM.snapshot', snap, 't')[0] == (
-        'OPERATION_NOT_ALLOWED')
+    assert _error(api, session, 'VM.snapshot', snap, 't') == [
+        'VM_IS_SNAPSHOT', snap, 'snapshot']
     _call(api, session, 'VM.set_VCPUs_max', vm, '4')
     _call(api, session, 'VM.revert', snap)
     assert _call(api, session, 'VM.get_VCPUs_max', vm) == '1'
