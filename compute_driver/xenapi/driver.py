@@ -103,17 +103,25 @@ def _owner() -> str:
     return '%s:%d' % (socket.gethostname(), os.getpid())
 
 
-def _owner_gone(owner: str) -> bool:
-    """Whether the process that tagged a leftover is certainly gone.
+# Instance uuids that a spawn of this process is building, whichever
+# driver object runs it: their leftovers are not swept.
+_BUILDING: set[str] = set()
+_BUILDING_LOCK = threading.Lock()
 
-    Only a process of this machine can be checked; a leftover of another
-    machine may belong to a spawn still in progress.
+
+def _abandoned(owner: str, uuid: str) -> bool:
+    """Whether no process is still building what a leftover was for.
+
+    A spawn of this process is known; a process of this machine is gone
+    when its pid is. A leftover of another machine may belong to a spawn
+    still in progress there, so it is never abandoned.
     """
     host, _, pid = owner.rpartition(':')
     if host != socket.gethostname() or not pid.isdigit():
         return False
     if int(pid) == os.getpid():
-        return False
+        with _BUILDING_LOCK:
+            return uuid not in _BUILDING
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -538,6 +546,8 @@ class XenAPIDriver(driver.ComputeDriver):
         owner = _owner()
         temporary = '%s %s %s' % (SPAWN_PREFIX, owner, instance.uuid)
         built: dict[str, str] = {}
+        with _BUILDING_LOCK:
+            _BUILDING.add(instance.uuid)
         try:
             built['vm'] = ref = self._task('VM.clone', template[0],
                                            temporary)
@@ -586,6 +596,9 @@ class XenAPIDriver(driver.ComputeDriver):
             if isinstance(exc, xsession.XapiCallFailed):
                 raise self._fail(exc, 'spawn', instance) from exc
             raise
+        finally:
+            with _BUILDING_LOCK:
+                _BUILDING.discard(instance.uuid)
 
     def _undo_spawn(self, instance: objects.Instance, ref: str | None,
                     temporary: str) -> None:
@@ -629,13 +642,14 @@ class XenAPIDriver(driver.ComputeDriver):
         for ref, record in self._records().items():
             other = record.get('other_config', {})
             owner = other.get(vm_utils.KEY_SPAWNING)
+            uuid = other.get(vm_utils.KEY_UUID, '')
             label = record.get('name_label', '')
             if owner is None and label.startswith(SPAWN_PREFIX + ' '):
-                owner = label.split(' ')[1]
+                _, owner, uuid = (label.split(' ') + ['', ''])[:3]
             if owner is None or record.get('is_a_snapshot'):
                 continue
             name = other.get(vm_utils.KEY_NAME, label)
-            if not _owner_gone(owner):
+            if not _abandoned(owner, uuid):
                 LOG.warning('VM %s (%s) is an unfinished spawn of %s; left '
                             'alone as that process may still run',
                             record['uuid'], name, owner)

@@ -135,10 +135,16 @@ class Hold:
     its task ``pending``, and cancelling the task ends it without effect.
     """
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, cancellable: bool = True) -> None:
         self.method = method
+        #: Whether cancelling the task ends the operation. XAPI cannot
+        #: stop every operation: one that is not cancellable goes on and
+        #: completes once released.
+        self.cancellable = cancellable
         #: Set once the call arrived and is being held.
         self.reached = threading.Event()
+        #: Set once the held call ended, by running or by cancellation.
+        self.finished = threading.Event()
         self._released = threading.Event()
 
     def release(self) -> None:
@@ -148,7 +154,7 @@ class Hold:
         """Block until released; ``False`` if ``cancelled()`` first."""
         self.reached.set()
         while not self._released.wait(0.05):
-            if cancelled():
+            if self.cancellable and cancelled():
                 return False
         return True
 
@@ -193,6 +199,8 @@ class Api:
         self.methods: dict[str, tuple[Handler, int]] = {}
         # Sessions of a pool member's own logins.
         self.local_sessions: set[str] = set()
+        # Tasks whose operation goes on when cancelled.
+        self.uncancellable: set[str] = set()
         for cls, spec in db.CLASSES.items():
             self._generate(cls, spec)
         self._add_specific()
@@ -245,13 +253,17 @@ class Api:
             # Blocks; must not hold the lock while waiting.
             return handler(*params[1:], session=params[0])
         hold = self._hold(name)
-        if hold is not None:
+        if hold is None:
+            with self.store.lock:
+                return handler(*params[1:])
+        try:
             operation = self._begin(name, params[1:], db.new_ref())
             hold.wait(lambda: False)
             with self.store.lock:
                 self._end(*operation)
-        with self.store.lock:
-            return handler(*params[1:])
+                return handler(*params[1:])
+        finally:
+            hold.finished.set()
 
     @staticmethod
     def _counts(name: str, count: int) -> tuple[int, ...]:
@@ -360,6 +372,8 @@ class Api:
             task = self.store.create('task', {
                 'name_label': 'Async.' + name, 'status': 'pending',
                 'created': db.now(), 'resident_on': self._master()})
+            if hold is not None and not hold.cancellable:
+                self.uncancellable.add(task)
             try:
                 operation = self._begin(name, args, task)
             except db.ApiError as exc:
@@ -375,13 +389,20 @@ class Api:
                 return record is None or record['status'] != 'pending'
 
         def run() -> None:
+            try:
+                finish()
+            finally:
+                if hold is not None:
+                    hold.finished.set()
+
+        def finish() -> None:
             if hold is not None and not hold.wait(cancelled):
                 with self.store.lock:
                     self._end(*operation)
                 return
             with self.store.lock:
                 self._end(*operation)
-                if cancelled():
+                if cancelled() and (hold is None or hold.cancellable):
                     return
                 try:
                     result = handler(*args)
@@ -527,6 +548,10 @@ class Api:
         if task['status'] != 'pending':
             raise db.ApiError('OPERATION_NOT_ALLOWED',
                               'task %s is not pending' % ref)
+        if ref in self.uncancellable:
+            # XAPI marks the task and the operation goes on regardless.
+            self.store.update('task', ref, status='cancelling')
+            return ''
         self.store.update('task', ref, status='cancelled',
                           finished=db.now(),
                           error_info=['TASK_CANCELLED', ref])

@@ -41,6 +41,10 @@ class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
     rpc_paths = ()
 
     def do_POST(self) -> None:
+        if typing.cast(_Server, self.server).down.is_set():
+            # As a xapi that died: the connection closes unanswered.
+            self.close_connection = True
+            return
         if self.path.split('?')[0] != '/jsonrpc':
             super().do_POST()
             return
@@ -62,6 +66,7 @@ class _Server(socketserver.ThreadingMixIn,
     daemon_threads = True
     allow_reuse_address = True
     instance: '_Dispatch'
+    down = threading.Event()
 
 
 class _Dispatch:
@@ -121,6 +126,7 @@ class Simulator:
         self._server = _Server((host, port), _RequestHandler,
                                logRequests=False, allow_none=False)
         self._server.register_instance(_Dispatch(self.api))
+        self._server.down = threading.Event()
         self.scheme = 'http'
         if certfile:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -216,14 +222,25 @@ class Simulator:
             self.settings.faults.append(
                 xapi.Fault(method, code, tuple(params), nth))
 
-    def hold(self, method: str) -> xapi.Hold:
+    def go_down(self) -> None:
+        """Close every request unanswered, as a xapi that died does."""
+        self._server.down.set()
+
+    def go_up(self) -> None:
+        """Answer requests again, as a restarted xapi; sessions survive."""
+        self._server.down.clear()
+
+    def hold(self, method: str, cancellable: bool = True) -> xapi.Hold:
         """Keep the next call of ``method`` in progress until released.
 
         It models a slow operation: ``hold.reached`` is set once the call
-        arrives; an Async call's task stays ``pending`` (and can be
-        cancelled) until ``hold.release()``.
+        arrives; an Async call's task stays ``pending`` until
+        ``hold.release()``, and cancelling it ends the operation unless
+        ``cancellable`` is false (XAPI cannot cancel every operation: the
+        task is then ``cancelling`` and the operation completes once
+        released). ``hold.finished`` is set when the call ended.
         """
-        hold = xapi.Hold(method)
+        hold = xapi.Hold(method, cancellable)
         with self.store.lock:
             self.settings.holds.append(hold)
         return hold
