@@ -183,7 +183,8 @@ CLASSES: dict[str, ClassSpec] = {
         'generation_id': '', 'hardware_platform_version': '0',
         'has_vendor_device': False, 'requires_reboot': False,
         'reference_label': '', 'domain_type': 'hvm', 'NVRAM': {},
-        'pending_guidances': [], **_OPS,
+        'pending_guidances': [], 'pending_guidances_recommended': [],
+        'pending_guidances_full': [], 'blobs': {}, 'groups': [], **_OPS,
     }, 'name_label name_description is_a_template other_config '
        'VCPUs_params PV_args HVM_boot_params platform xenstore_data tags '
        'blocked_operations actions_after_shutdown actions_after_reboot '
