@@ -12,13 +12,16 @@
 
 """The XAPI simulator's methods, called in-process without HTTP."""
 
+import json
 import threading
 
 import pytest
 
 from compute_driver.testing.xapi_simulator import api as xapi
+from compute_driver.testing.xapi_simulator import jsonrpc
 from compute_driver.testing.xapi_simulator import seed
 from compute_driver.testing.xapi_simulator import store as db
+from compute_driver.testing.xapi_simulator import where
 
 
 @pytest.fixture
@@ -289,3 +292,68 @@ def test_async_result_holds_the_reference(api, session):
     [clone] = _call(api, session, 'VM.get_by_name_label', 'async')
     # XAPI wraps a task's result in an XML-RPC <value> element.
     assert result == '<value>%s</value>' % clone
+
+
+@pytest.mark.parametrize('expression,names', [
+    ('true', {'a', 'b', 'c'}),
+    ('false', set()),
+    ('field "name__label" = "a"', {'a'}),
+    ('field "name__label" <> "a"', {'b', 'c'}),
+    ('field "flag" = "true" and not (field "name__label" = "a")', {'b'}),
+    ('field "name__label" = "a" or field "name__label" = "c"', {'a', 'c'}),
+    ('"x" = "x"', {'a', 'b', 'c'}),
+])
+def test_where_expressions(expression, names):
+    records = [{'name_label': 'a', 'flag': True},
+               {'name_label': 'b', 'flag': True},
+               {'name_label': 'c', 'flag': False}]
+    node = where.parse(expression)
+    assert {r['name_label'] for r in records
+            if where.matches(node, r)} == names
+
+
+@pytest.mark.parametrize('expression', [
+    'field', 'field "a" =', '(true', 'true false', 'field "a" ~ "b"'])
+def test_where_rejects_malformed_expressions(expression):
+    with pytest.raises(db.ApiError) as info:
+        where.parse(expression)
+    assert info.value.code == 'INTERNAL_ERROR'
+
+
+def test_jsonrpc_encodes_ints_per_class():
+    record = {'memory_static_max': '1024', 'userdevice': '0',
+              'snapshot_time': db.EPOCH, 'name_label': '7'}
+    assert jsonrpc.encode_result('VM.get_record', record) == {
+        'memory_static_max': 1024, 'userdevice': '0',
+        'snapshot_time': '19700101T00:00:00Z', 'name_label': '7'}
+    assert jsonrpc.encode_result('VBD.get_userdevice', '0') == '0'
+    assert jsonrpc.encode_result('VM.get_VCPUs_max', '2') == 2
+    assert jsonrpc.encode_result('Async.VM.clone', 'OpaqueRef:t') == (
+        'OpaqueRef:t')
+    events = {'events': [{'class': 'vdi', 'snapshot': {
+        'virtual_size': '5'}}], 'token': '1,0'}
+    assert jsonrpc.encode_result('event.from', events)['events'][0][
+        'snapshot'] == {'virtual_size': 5}
+    assert jsonrpc.decode_params([1, True, {'k': 2}, 1.5]) == [
+        '1', True, {'k': '2'}, 1.5]
+
+
+def test_jsonrpc_rejects_a_malformed_request():
+    answer = json.loads(jsonrpc.handle(b'{"method": 5}', None))
+    assert answer['error']['code'] == -32700
+
+
+def test_provision_uses_an_sr_named_by_uuid(api, session):
+    vm = _install(api, session)
+    assert _call(api, session, 'VM.get_is_a_template', vm) is False
+    assert len(_call(api, session, 'VM.get_VBDs', vm)) == 1
+
+
+def test_allowed_operations_follow_the_state(api, session):
+    vm = _install(api, session)
+    halted = set(_call(api, session, 'VM.get_allowed_operations', vm))
+    assert 'start' in halted and 'clean_shutdown' not in halted
+    _call(api, session, 'VM.start', vm, False, False)
+    running = set(_call(api, session, 'VM.get_allowed_operations', vm))
+    assert {'clean_shutdown', 'suspend', 'changing_VCPUs_live'} <= running
+    assert 'start' not in running
