@@ -94,8 +94,11 @@ def _task_result(result: str) -> str:
         node = xml.dom.minidom.parseString(result).documentElement
     except Exception:
         return result
-    return ''.join(child.toxml() if child.nodeType != child.TEXT_NODE
-                   else child.data for child in node.childNodes)
+    if node is None:
+        return result
+    return ''.join(typing.cast(xml.dom.minidom.Text, child).data
+                   if child.nodeType == child.TEXT_NODE else child.toxml()
+                   for child in node.childNodes)
 
 
 def _owner() -> str:

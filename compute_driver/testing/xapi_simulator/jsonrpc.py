@@ -92,7 +92,7 @@ def decode_params(value: typing.Any) -> typing.Any:
 
 
 def handle(body: bytes, dispatch: typing.Callable[
-        [str, list[typing.Any]], dict[str, typing.Any]]) -> bytes:
+        [str, typing.Any], dict[str, typing.Any]]) -> bytes:
     """Answer one JSON-RPC request body.
 
     :param dispatch: answers ``(method, params)`` with XAPI's
