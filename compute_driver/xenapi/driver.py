@@ -345,6 +345,10 @@ class XenAPIDriver(driver.ComputeDriver):
             if record['power_state'] != 'Halted':
                 self._call('VM.hard_shutdown', ref)
             vdis = self._own_vdis(ref, record)
+            if record['is_a_template'] and not record['is_a_snapshot']:
+                # A half-built clone of a stock template may still say
+                # it is a default one, which XAPI does not destroy.
+                self._call('VM.set_is_a_template', ref, False)
             self._call('VM.destroy', ref)
         except xsession.XapiCallFailed as exc:
             if exc.code == 'HANDLE_INVALID' and exc.params[:1] == ['VM']:
@@ -556,6 +560,9 @@ class XenAPIDriver(driver.ComputeDriver):
                                            temporary)
             flavor = instance.flavor
             other = dict(template[1]['other_config'])
+            # A stock template's mark: a VM that kept it could not be
+            # destroyed while it is still a template.
+            other.pop('default_template', None)
             other.update(vm_utils.instance_tags(instance))
             other[vm_utils.KEY_SPAWNING] = owner
             other['disks'] = vm_utils.resize_disks(

@@ -665,10 +665,11 @@ class Api:
             return db.ApiError('OTHER_OPERATION_IN_PROGRESS', 'VM.' + (
                 current[0] if len(current) == 1 else
                 '{%s}' % ','.join(current)), ref)
+        default = vm['is_default_template'] or vm['other_config'].get(
+            'default_template', '').lower() in ('1', 'true')
         if vm['is_a_template'] and not vm['is_a_snapshot'] and not (
                 operation in TEMPLATE_OPERATIONS or (
-                    operation == 'destroy' and
-                    not vm['is_default_template'])):
+                    operation == 'destroy' and not default)):
             return db.ApiError('VM_IS_TEMPLATE', ref, operation)
         if vm['is_a_snapshot'] and operation not in SNAPSHOT_OPERATIONS:
             return db.ApiError('VM_IS_SNAPSHOT', ref, operation)
@@ -885,6 +886,8 @@ class Api:
                       'consoles', 'crash_dumps', 'current_operations',
                       'allowed_operations'):
             record.pop(field, None)
+        # A copy is never a default template.
+        record['other_config'].pop('default_template', None)
         record.update(power_state='Halted', domid='-1',
                       resident_on=db.NULL_REF, is_default_template=False,
                       is_a_snapshot=False, snapshot_of=db.NULL_REF,

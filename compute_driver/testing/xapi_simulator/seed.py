@@ -137,7 +137,8 @@ def populate(store: db.Store, seed: dict[str, typing.Any]) -> None:
             'memory_target': memory, 'VCPUs_max': vcpus,
             'VCPUs_at_startup': vcpus,
             'other_config': {'disks': disks_xml(disks),
-                             'install-methods': 'cdrom'}})
+                             'install-methods': 'cdrom',
+                             'default_template': 'true'}})
         if 'guest_tools' in template:
             # Whether VMs installed from it run a guest agent.
             store.guest_tools[ref] = bool(template['guest_tools'])
