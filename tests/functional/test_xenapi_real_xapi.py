@@ -174,6 +174,22 @@ def test_guest_with_tools_shuts_down_cleanly(simulator,  # noqa: F811
     assert simulator.calls['VM.hard_shutdown'] == 0
 
 
+def test_a_guest_ignoring_a_soft_reboot_is_rebooted_hard(
+        simulator, make_driver):  # noqa: F811
+    backend = make_driver(simulator, clean_shutdown_timeout=1)
+    instance = _instance()
+    _spawn(backend, instance)
+    hold = simulator.hold('VM.clean_reboot')
+    backend.reboot(None, instance, None, 'SOFT')
+    assert simulator.calls['VM.hard_reboot'] == 1
+    # The request was withdrawn, not left pending in XAPI.
+    assert hold.finished.wait(30)
+    assert simulator.calls['task.cancel'] == 1
+    ref, record = _vm_of(simulator, instance)
+    assert record['power_state'] == 'Running'
+    assert record['current_operations'] == {}
+
+
 # -- 3. slow clones ----------------------------------------------------------
 
 def test_a_slow_clone_is_cancelled_and_leaves_nothing(simulator,  # noqa
