@@ -194,7 +194,7 @@ def test_a_guest_ignoring_a_soft_reboot_is_rebooted_hard(
 
 def test_a_slow_clone_is_cancelled_and_leaves_nothing(simulator,  # noqa
                                                       make_driver):
-    backend = make_driver(simulator, call_timeout=1)
+    backend = make_driver(simulator, call_timeout=2)
     before = _leftovers(simulator)
     hold = simulator.hold('VM.clone')
     with pytest.raises(exception.HypervisorUnavailable) as info:
@@ -210,7 +210,7 @@ def test_a_slow_clone_is_cancelled_and_leaves_nothing(simulator,  # noqa
 
 def test_a_clone_finishing_after_the_spawn_gave_up_is_swept(
         simulator, make_driver, caplog):  # noqa: F811
-    backend = make_driver(simulator, call_timeout=1)
+    backend = make_driver(simulator, call_timeout=2)
     before = _leftovers(simulator)
     hold = simulator.hold('VM.clone', cancellable=False)
     instance = _instance()

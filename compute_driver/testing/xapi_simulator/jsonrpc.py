@@ -19,8 +19,10 @@ The calls and their parameters are the same; the encoding differs:
   "id": ...}`` (version 1.0 requests carry no ``jsonrpc`` member);
 - success is ``{"jsonrpc": "2.0", "result": value, "id": ...}``;
 - a failure is ``{"jsonrpc": "2.0", "error": {"code": 1, "message":
-  CODE, "data": [params...]}, "id": ...}``, and in version 1.0
-  ``{"result": null, "error": [CODE, params...], "id": ...}``;
+  CODE, "data": [params...]}, "id": ...}`` -- XAPI always sends code 1,
+  which it keeps only for the JSON-RPC 2.0 specification, and the SDKs
+  read the message and data -- and in version 1.0 ``{"result": null,
+  "error": [CODE, params...], "id": ...}``;
 - ``int`` fields are JSON numbers (XML-RPC sends decimal strings) and
   ``datetime`` values are strings such as ``20240101T12:00:00Z``.
 """
