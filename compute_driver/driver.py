@@ -319,10 +319,14 @@ class ComputeDriver(abc.ABC):
 
     # -- helpers shared by callers and backends -----------------------------
 
-    def supports(self, operation: str) -> bool:
+    def supports(self, operation: str,
+                 instance: objects.Instance | None = None) -> bool:
         """Whether this backend implements an optional operation.
 
         :param operation: a key of :data:`OPTIONAL_OPERATIONS`.
+        :param instance: ask for this instance: a backend whose guests
+            differ (a XAPI guest without tools cannot suspend) answers
+            for it; the others ignore it.
         :raises KeyError: for an operation that is not optional.
         """
         if operation not in OPTIONAL_OPERATIONS:

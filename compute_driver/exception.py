@@ -158,6 +158,21 @@ class NotSupported(ComputeDriverError):
     operation: str
 
 
+class GuestFeatureMissing(NotSupported):
+    """The backend supports an operation, but this guest cannot do it.
+
+    A subclass of :class:`NotSupported`, so callers that already handle
+    an unsupported operation handle this one too.
+    """
+
+    msg_fmt = ("Cannot %(operation)s instance %(instance)s: its guest lacks "
+               "%(feature)s.")
+
+    operation: str
+    instance: str
+    feature: str
+
+
 class InvalidConfiguration(ComputeDriverError):
     msg_fmt = "Invalid configuration: %(reason)s"
 

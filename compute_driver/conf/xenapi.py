@@ -62,7 +62,9 @@ opts = [
         'call_timeout',
         default=300, min=1, max=86400,
         help='Seconds one XAPI call may take before the backend gives up '
-             'on the connection.'),
+             'on the connection. Long operations (clone, provision, start, '
+             'snapshot, revert) run as XAPI tasks, which the backend '
+             'cancels when they take longer than this.'),
     cfg.IntOpt(
         'login_timeout',
         default=10, min=1, max=600,
@@ -76,6 +78,14 @@ opts = [
              'listed image (compute-driver verify) boot it. Any template or '
              'snapshot of the pool can be named as an image.'),
     cfg.StrOpt(
+        'sr_name',
+        default='',
+        help='name_label or uuid of the storage repository that the disks '
+             'of new instances are created on. Empty means the pool\'s '
+             'default SR. Stock templates leave the SR of their disks '
+             'empty; the backend fills this one in before VM.provision, '
+             'as xe vm-install does.'),
+    cfg.StrOpt(
         'network_name',
         default='Pool-wide network associated with eth0',
         help='name_label of the XAPI network the VIF of every new '
@@ -83,8 +93,10 @@ opts = [
     cfg.IntOpt(
         'clean_shutdown_timeout',
         default=60, min=0, max=3600,
-        help='Seconds a soft reboot waits for the guest before it fails. '
-             'A power off waits the timeout its caller gives.'),
+        help='Seconds a soft reboot waits for the guest to reboot before '
+             'the backend reboots it hard, as it does at once for a guest '
+             'without a guest agent. A power off waits the timeout its '
+             'caller gives.'),
     cfg.IntOpt(
         'event_poll_timeout',
         default=30, min=1, max=600,

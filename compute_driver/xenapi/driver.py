@@ -26,9 +26,12 @@ screen rather than the boot log the contract promises.
 """
 
 import logging
+import os
+import socket
 import threading
 import time
 import typing
+import xml.dom.minidom
 
 from compute_driver import driver
 from compute_driver import exception
@@ -53,6 +56,82 @@ IMAGE_PENDING_UPLOAD = 'image_pending_upload'
 IMAGE_UPLOADING = 'image_uploading'
 
 Record = dict[str, typing.Any]
+
+#: A VM being spawned: a clone is named so until it is tagged, and tagged
+#: with :data:`vm_utils.KEY_SPAWNING` until spawn succeeds, so whatever an
+#: interrupted spawn left can be found and swept by ``init_host``.
+SPAWN_PREFIX = 'compute-driver-spawn'
+
+#: What each guest operation needs XAPI to allow: the operation in the
+#: VM's ``allowed_operations`` and the guest feature it stands for.
+GUEST_FEATURES = {
+    'clean_shutdown': 'a guest agent with PV drivers (feature-shutdown)',
+    'clean_reboot': 'a guest agent with PV drivers (feature-reboot)',
+    'suspend': 'a guest agent with PV drivers (feature-suspend)',
+    'changing_VCPUs_live': 'vCPU hot-plug (feature-vcpu-hotplug)',
+}
+
+
+def _gib(value: object) -> str:
+    try:
+        return '%.1f GiB' % (int(str(value)) / GiB)
+    except ValueError:
+        return str(value)
+
+
+def _mib(value: object) -> str:
+    try:
+        return '%d MiB' % (int(str(value)) // MiB)
+    except ValueError:
+        return str(value)
+
+
+def _task_result(result: str) -> str:
+    """A task's result: XAPI wraps the value in ``<value>`` tags."""
+    if not result:
+        return ''
+    try:
+        node = xml.dom.minidom.parseString(result).documentElement
+    except Exception:
+        return result
+    if node is None:
+        return result
+    return ''.join(typing.cast(xml.dom.minidom.Text, child).data
+                   if child.nodeType == child.TEXT_NODE else child.toxml()
+                   for child in node.childNodes)
+
+
+def _owner() -> str:
+    """Who is spawning: this machine and process."""
+    return '%s:%d' % (socket.gethostname(), os.getpid())
+
+
+# Instance uuids that a spawn of this process is building, whichever
+# driver object runs it: their leftovers are not swept.
+_BUILDING: set[str] = set()
+_BUILDING_LOCK = threading.Lock()
+
+
+def _abandoned(owner: str, uuid: str) -> bool:
+    """Whether no process is still building what a leftover was for.
+
+    A spawn of this process is known; a process of this machine is gone
+    when its pid is. A leftover of another machine may belong to a spawn
+    still in progress there, so it is never abandoned.
+    """
+    host, _, pid = owner.rpartition(':')
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        with _BUILDING_LOCK:
+            return uuid not in _BUILDING
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class XenAPIDriver(driver.ComputeDriver):
@@ -100,17 +179,96 @@ class XenAPIDriver(driver.ComputeDriver):
             return exception.InvalidPowerState(
                 operation=operation.replace('_', ' '), instance=name,
                 current=params[2], expected=params[1])
-        if code in ('HOST_NOT_ENOUGH_FREE_MEMORY', 'SR_FULL'):
-            resource = 'memory' if code.startswith('HOST') else 'disk'
+        if code == 'SR_FULL':
+            return self._sr_full(params)
+        if code == 'HOST_NOT_ENOUGH_FREE_MEMORY':
+            total = '?'
+            try:
+                _, host = self._master()
+                total = _mib(self._call('host_metrics.get_memory_total',
+                                        host['metrics']))
+            except (xsession.XapiCallFailed, exception.ComputeDriverError):
+                pass
             return exception.InsufficientResources(
-                resource=resource, host=self._hostname or '-',
-                requested=params[0] if params else '?',
-                free=params[1] if len(params) > 1 else '?', total='?')
+                resource='memory', host=self._hostname or '-',
+                requested=_mib(params[0] if params else '?'),
+                free=_mib(params[1] if len(params) > 1 else '?'),
+                total=total)
         return exception.BackendError(operation=operation, instance=name,
                                       reason=' '.join(exc.details))
 
+    def _sr_full(self, params: list[str]) -> Exception:
+        """SR_FULL ``[requested, maximum]`` with the SR's numbers."""
+        name, total = self._xconf.sr_name or 'the default SR', '?'
+        try:
+            ref = self._sr()
+            sr = self._call('SR.get_record', ref)
+            name = '%s (%s)' % (sr['name_label'], sr['uuid'])
+            total = _gib(sr['physical_size'])
+            free = _gib(int(sr['physical_size']) -
+                        int(sr['physical_utilisation']))
+        except (xsession.XapiCallFailed, exception.ComputeDriverError):
+            free = _gib(params[1] if len(params) > 1 else '?')
+        return exception.InsufficientResources(
+            resource='disk space on SR %s, chosen by [xenapi] sr_name' % name,
+            host=self._hostname or '-',
+            requested=_gib(params[0] if params else '?'), free=free,
+            total=total)
+
     def _records(self) -> dict[str, Record]:
         return self._call('VM.get_all_records')
+
+    def _task(self, method: str, *args: typing.Any) -> typing.Any:
+        """Run a long operation as an XAPI task and return its result.
+
+        The task is cancelled when it outlasts ``call_timeout`` or when
+        the caller is interrupted (``KeyboardInterrupt`` included), so no
+        operation keeps going in XAPI after the backend gave up on it.
+
+        :raises XapiCallFailed: when the task fails.
+        :raises HypervisorUnavailable: when it times out.
+        """
+        task = self._call('Async.' + method, *args)
+        deadline = time.monotonic() + self._xconf.call_timeout
+        interval = 0.02
+        try:
+            while True:
+                record = self._call('task.get_record', task)
+                status = record['status']
+                if status == 'success':
+                    return _task_result(record['result'])
+                if status in ('failure', 'cancelled'):
+                    raise xsession.XapiCallFailed(
+                        method=method,
+                        details=[str(d) for d in record['error_info']])
+                if time.monotonic() >= deadline:
+                    self._cancel(task)
+                    raise exception.HypervisorUnavailable(
+                        host=xsession.redact(self._pool.url),
+                        reason='%s took longer than %ss ([xenapi] '
+                               'call_timeout); its task was cancelled'
+                               % (method, self._xconf.call_timeout))
+                time.sleep(interval)
+                interval = min(interval * 2, 1.0)
+        except BaseException as exc:
+            if not isinstance(exc, (xsession.XapiCallFailed,
+                                    exception.HypervisorUnavailable)):
+                self._cancel(task)
+            raise
+        finally:
+            try:
+                self._call('task.destroy', task)
+            except (xsession.XapiCallFailed,
+                    exception.ComputeDriverError) as exc:
+                LOG.debug('Could not destroy task %s: %s', task, exc)
+
+    def _cancel(self, task: str) -> None:
+        try:
+            self._call('task.cancel', task)
+        except (xsession.XapiCallFailed, exception.ComputeDriverError) as exc:
+            # A task that just finished cannot be cancelled; the rollback
+            # finds what it made by its tags.
+            LOG.debug('Could not cancel task %s: %s', task, exc)
 
     def _instance_records(self) -> list[tuple[str, Record,
                                               objects.Instance]]:
@@ -187,6 +345,10 @@ class XenAPIDriver(driver.ComputeDriver):
             if record['power_state'] != 'Halted':
                 self._call('VM.hard_shutdown', ref)
             vdis = self._own_vdis(ref, record)
+            if record['is_a_template'] and not record['is_a_snapshot']:
+                # A half-built clone of a stock template may still say
+                # it is a default one, which XAPI does not destroy.
+                self._call('VM.set_is_a_template', ref, False)
             self._call('VM.destroy', ref)
         except xsession.XapiCallFailed as exc:
             if exc.code == 'HANDLE_INVALID' and exc.params[:1] == ['VM']:
@@ -199,21 +361,34 @@ class XenAPIDriver(driver.ComputeDriver):
                 if exc.code != 'HANDLE_INVALID':
                     raise
 
-    def _master(self) -> tuple[str, Record]:
+    def _pool_record(self) -> Record:
         pools = self._call('pool.get_all_records')
-        master = next(iter(pools.values()))['master']
+        return next(iter(pools.values()))
+
+    def _master(self, pool: Record | None = None) -> tuple[str, Record]:
+        master = (pool or self._pool_record())['master']
         return master, self._call('host.get_record', master)
 
-    def _images(self) -> list[tuple[str, Record]]:
-        return [(ref, rec) for ref, rec in self._records().items()
-                if rec['is_a_template'] and not rec['is_control_domain']]
+    def _images(self, records: dict[str, Record] | None = None
+                ) -> list[tuple[str, Record]]:
+        # Not a half-built instance: a template carrying instance tags or
+        # named by a spawn in progress.
+        if records is None:
+            records = self._records()
+        return [(ref, rec) for ref, rec in records.items()
+                if rec['is_a_template'] and not rec['is_control_domain']
+                and (rec['is_a_snapshot'] or not (
+                    vm_utils.KEY_UUID in rec['other_config'] or
+                    rec['name_label'].startswith(SPAWN_PREFIX + ' ')))]
 
-    def _find_image(self, ref: str) -> tuple[str, Record] | None:
+    def _find_image(self, ref: str,
+                    records: dict[str, Record] | None = None
+                    ) -> tuple[str, Record] | None:
         """The template or snapshot an image reference names.
 
         :raises InvalidInput: when several share the name.
         """
-        matches = [(r, rec) for r, rec in self._images()
+        matches = [(r, rec) for r, rec in self._images(records)
                    if vm_utils.matches_image(rec, ref)]
         if len(matches) > 1:
             exact = [m for m in matches if m[1]['uuid'] == ref]
@@ -225,9 +400,9 @@ class XenAPIDriver(driver.ComputeDriver):
                           ', '.join(m[1]['uuid'] for m in matches)))
         return matches[0] if matches else None
 
-    def _image_names(self) -> str:
-        return ', '.join(sorted(vm_utils.image_name(rec)
-                                for _, rec in self._images())) or 'none'
+    def _image_names(self, records: dict[str, Record]) -> str:
+        return ', '.join(sorted(vm_utils.image_name(rec) for _, rec in
+                                self._images(records))) or 'none'
 
     # -- required ----------------------------------------------------------
 
@@ -246,6 +421,11 @@ class XenAPIDriver(driver.ComputeDriver):
                 virt_type='xen', required='%d.%d' % MIN_API_VERSION)
         self._host_ref = master
         self._hostname = record['hostname'] or record['name_label']
+        try:
+            self._sweep()
+        except xsession.XapiCallFailed as exc:
+            LOG.error('Could not sweep the leftovers of interrupted spawns: '
+                      '%s', exception.one_line(exc))
         if self._watcher is None:
             self._watcher = xevents.EventWatcher(
                 self._pool, self.emit_lifecycle,
@@ -276,10 +456,14 @@ class XenAPIDriver(driver.ComputeDriver):
             for ref, record, instance in self._instance_records()]
 
     def _claim(self, instance: objects.Instance,
-               records: dict[str, Record]) -> None:
+               records: dict[str, Record]) -> Record:
+        """Claim the flavor's memory and disk; the SR for its disks.
+
+        :raises InsufficientResources: naming what is short.
+        """
         # Memory and disk are claimed as Nova does; vCPUs are not, as Xen
         # shares physical CPUs between guests.
-        resources = self._resources(records)
+        resources, sr = self._host_state(records, need_sr=True)
         flavor = instance.flavor
         for resource, requested, used, total in (
                 ('memory_mb', flavor.memory_mb, resources.memory_mb_used,
@@ -290,16 +474,18 @@ class XenAPIDriver(driver.ComputeDriver):
                 raise exception.InsufficientResources(
                     resource=resource, host=resources.hypervisor_hostname,
                     requested=requested, free=total - used, total=total)
+        return sr
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
         driver.check_spawn_instance(instance)
         image_ref = image_meta.name or self._xconf.default_template
-        template = self._find_image(image_ref)
+        records = self._records()
+        template = self._find_image(image_ref, records)
         if template is None:
             raise exception.ImageNotFound(image=image_ref,
-                                          available=self._image_names())
+                                          available=self._image_names(records))
         network = None
         if self._xconf.network_name:
             networks = self._call('network.get_by_name_label',
@@ -315,35 +501,74 @@ class XenAPIDriver(driver.ComputeDriver):
                 raise exception.InstanceExists(instance=instance.name)
             self._spawning[instance.uuid] = instance.name
         try:
-            records = self._records()
             for record in records.values():
                 found = vm_utils.instance_of(record)
                 if found is not None and found.uuid == instance.uuid:
                     raise exception.InstanceExists(instance=instance.uuid)
                 if found is not None and found.name == instance.name:
                     raise exception.InstanceExists(instance=instance.name)
-            self._claim(instance, records)
-            self._build(instance, template, network, power_on)
+            sr = self._claim(instance, records)
+            self._build(instance, template, network, power_on, sr)
         finally:
             with self._lock:
                 self._spawning.pop(instance.uuid, None)
 
+    def _sr(self, pool: Record | None = None) -> str:
+        """The SR new disks go on: ``[xenapi] sr_name`` or the default.
+
+        :raises InvalidConfiguration: naming the option when there is
+            none.
+        """
+        wanted = self._xconf.sr_name
+        if not wanted:
+            ref = (pool or self._pool_record())['default_SR']
+            if ref == 'OpaqueRef:NULL':
+                raise exception.InvalidConfiguration(
+                    reason='[xenapi] sr_name is empty and the pool has no '
+                           'default SR; name the SR for instance disks')
+            return str(ref)
+        try:
+            return str(self._call('SR.get_by_uuid', wanted))
+        except xsession.XapiCallFailed as exc:
+            if exc.code != 'UUID_INVALID':
+                raise
+        found = self._call('SR.get_by_name_label', wanted)
+        if len(found) != 1:
+            raise exception.InvalidConfiguration(
+                reason='[xenapi] sr_name: XAPI has %s SR named %r' % (
+                    'no' if not found else '%d' % len(found), wanted))
+        return str(found[0])
+
     def _build(self, instance: objects.Instance,
                template: tuple[str, Record], network: str | None,
-               power_on: bool) -> None:
-        """Clone, configure, provision and start; undo it all on failure."""
+               power_on: bool, sr: Record) -> None:
+        """Clone, configure, provision and start; undo it all on failure.
+
+        The clone is named after the spawning process until it is tagged,
+        and stays tagged with :data:`vm_utils.KEY_SPAWNING` until it
+        runs, so a spawn interrupted at any point -- even between two
+        calls, or by a process that died -- leaves something
+        :meth:`init_host` recognises and removes.
+        """
+        owner = _owner()
+        temporary = '%s %s %s' % (SPAWN_PREFIX, owner, instance.uuid)
+        built: dict[str, str] = {}
+        with _BUILDING_LOCK:
+            _BUILDING.add(instance.uuid)
         try:
-            ref = self._call('VM.clone', template[0], instance.name)
-        except xsession.XapiCallFailed as exc:
-            raise self._fail(exc, 'spawn', instance) from exc
-        try:
+            built['vm'] = ref = self._task('VM.clone', template[0],
+                                           temporary)
             flavor = instance.flavor
-            other = dict(self._call('VM.get_other_config', ref))
+            other = dict(template[1]['other_config'])
+            # A stock template's mark: a VM that kept it could not be
+            # destroyed while it is still a template.
+            other.pop('default_template', None)
             other.update(vm_utils.instance_tags(instance))
-            if flavor.root_gb or flavor.ephemeral_gb:
-                other['disks'] = vm_utils.resize_disks(
-                    other.get('disks', ''), flavor)
+            other[vm_utils.KEY_SPAWNING] = owner
+            other['disks'] = vm_utils.resize_disks(
+                other.get('disks', ''), flavor, sr['uuid'])
             self._call('VM.set_other_config', ref, other)
+            self._call('VM.set_name_label', ref, instance.name)
             self._call('VM.set_name_description', ref,
                        'compute-driver instance %s' % instance.uuid)
             memory = flavor.memory_mb * MiB
@@ -363,26 +588,85 @@ class XenAPIDriver(driver.ComputeDriver):
                     'device': '0', 'network': network, 'VM': ref, 'MAC': '',
                     'MTU': '1500', 'other_config': {},
                     'qos_algorithm_type': '', 'qos_algorithm_params': {}})
-            self._call('VM.provision', ref)
-            self._call('VM.set_is_a_template', ref, False)
+            # Provisioning also turns the template into a VM.
+            self._task('VM.provision', ref)
             with self._lock:
                 self._refs[instance.uuid] = ref
             if power_on:
-                self._call('VM.start', ref, False, False)
-        except Exception as exc:
-            LOG.warning('Spawning %s failed, removing VM %s: %s',
-                        instance.name, ref, exception.one_line(exc))
-            try:
-                self._remove_vm(ref)
-            except Exception as cleanup:
-                LOG.error('Could not remove the VM %s of failed instance '
-                          '%s: %s', ref, instance.name,
-                          exception.one_line(cleanup))
+                self._task('VM.start', ref, False, False)
+            self._call('VM.remove_from_other_config', ref,
+                       vm_utils.KEY_SPAWNING)
+        except BaseException as exc:
+            # BaseException: a Ctrl-C must not leave a half-built VM.
+            LOG.warning('Spawning %s failed, removing what it created: %s',
+                        instance.name, exception.one_line(exc))
+            self._undo_spawn(instance, built.get('vm'), temporary)
             with self._lock:
                 self._refs.pop(instance.uuid, None)
             if isinstance(exc, xsession.XapiCallFailed):
                 raise self._fail(exc, 'spawn', instance) from exc
             raise
+        finally:
+            with _BUILDING_LOCK:
+                _BUILDING.discard(instance.uuid)
+
+    def _undo_spawn(self, instance: objects.Instance, ref: str | None,
+                    temporary: str) -> None:
+        """Remove the VM of a failed spawn; log by uuid what stays."""
+        refs = [ref] if ref else []
+        try:
+            # A clone whose task finished after the backend gave up.
+            refs += [r for r in self._call('VM.get_by_name_label',
+                                           temporary) if r not in refs]
+        except (xsession.XapiCallFailed,
+                exception.ComputeDriverError) as exc:
+            LOG.error('Could not look for the clone %r of failed instance '
+                      '%s: %s; init_host removes it later', temporary,
+                      instance.name, exception.one_line(exc))
+        for vm in refs:
+            self._remove_leftover(vm, 'failed instance %s' % instance.name)
+
+    def _remove_leftover(self, ref: str, what: str) -> bool:
+        """Remove a VM and its own disks; log each object that stays."""
+        uuid, vdis = ref, []
+        try:
+            record = self._call('VM.get_record', ref)
+            uuid = record['uuid']
+            vdis = [(v, self._call('VDI.get_uuid', v))
+                    for v in self._own_vdis(ref, record)]
+            self._remove_vm(ref)
+            LOG.info('Removed VM %s of %s and its disks %s', uuid, what,
+                     ', '.join(u for _, u in vdis) or '(none)')
+            return True
+        except BaseException as exc:
+            LOG.error('Could not remove VM %s of %s (disks: %s): %s; '
+                      'init_host removes it once this process is gone',
+                      uuid, what, ', '.join(u for _, u in vdis) or 'none',
+                      exception.one_line(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return False
+
+    def _sweep(self) -> None:
+        """Remove what spawns interrupted in a dead process left behind."""
+        for ref, record in self._records().items():
+            other = record.get('other_config', {})
+            owner = other.get(vm_utils.KEY_SPAWNING)
+            uuid = other.get(vm_utils.KEY_UUID, '')
+            label = record.get('name_label', '')
+            if owner is None and label.startswith(SPAWN_PREFIX + ' '):
+                _, owner, uuid = (label.split(' ') + ['', ''])[:3]
+            if owner is None or record.get('is_a_snapshot'):
+                continue
+            name = other.get(vm_utils.KEY_NAME, label)
+            if not _abandoned(owner, uuid):
+                LOG.warning('VM %s (%s) is an unfinished spawn of %s; left '
+                            'alone as that process may still run',
+                            record['uuid'], name, owner)
+                continue
+            LOG.warning('Removing VM %s (%s) left by a spawn interrupted '
+                        'in process %s', record['uuid'], name, owner)
+            self._remove_leftover(ref, 'interrupted spawn %s' % name)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -400,12 +684,24 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def _resources(self, records: dict[str, Record]
                    ) -> objects.HostResources:
-        master, host = self._master()
+        return self._host_state(records)[0]
+
+    def _host_state(self, records: dict[str, Record], need_sr: bool = False
+                    ) -> tuple[objects.HostResources, Record]:
+        """The host's resources, and the record of the SR for disks.
+
+        :param need_sr: raise ``InvalidConfiguration`` when there is no SR
+            for disks rather than reporting no disk space.
+        """
+        pool = self._pool_record()
+        master, host = self._master(pool)
         metrics = self._call('host_metrics.get_record', host['metrics'])
-        pools = self._call('pool.get_all_records')
-        sr_ref = next(iter(pools.values()))['default_SR']
-        sr = (self._call('SR.get_record', sr_ref)
-              if sr_ref != 'OpaqueRef:NULL' else {'physical_size': '0'})
+        try:
+            sr = self._call('SR.get_record', self._sr(pool))
+        except exception.InvalidConfiguration:
+            if need_sr:
+                raise
+            sr = {'physical_size': '0', 'physical_utilisation': '0'}
         flavors = []
         running = 0
         for record in records.values():
@@ -441,7 +737,7 @@ class XenAPIDriver(driver.ComputeDriver):
                       'vendor': cpu_info.get('vendor', ''),
                       'topology': {'sockets': sockets,
                                    'cores': max(1, cpus // sockets),
-                                   'threads': 1}})
+                                   'threads': 1}}), sr
 
     def get_available_resource(self, nodename):
         return self._resources(self._records())
@@ -474,7 +770,16 @@ class XenAPIDriver(driver.ComputeDriver):
         kind = driver.reboot_kind(reboot_type)
 
         def soft(ref, record):
-            self._call('VM.clean_reboot', ref)
+            timeout = self._xconf.clean_shutdown_timeout
+            if not self._guest_can(record, 'clean_reboot'):
+                LOG.warning('Instance %s lacks %s; rebooting it hard',
+                            instance.name, GUEST_FEATURES['clean_reboot'])
+            elif timeout and self._clean(ref, 'clean_reboot', timeout):
+                return
+            else:
+                LOG.warning('Instance %s did not reboot within %ss; '
+                            'rebooting it hard', instance.name, timeout)
+            hard(ref, record)
 
         def hard(ref, record):
             state = record['power_state']
@@ -490,6 +795,15 @@ class XenAPIDriver(driver.ComputeDriver):
         self._operate(instance, kind.lower() + '_reboot',
                       soft if kind == driver.REBOOT_SOFT else hard)
 
+    def _guest_can(self, record: Record, operation: str) -> bool:
+        """Whether XAPI allows a guest operation on a VM now.
+
+        XAPI lists in ``allowed_operations`` only what the guest's agent
+        and drivers support (``VM_guest_metrics.other``); a guest
+        without tools lacks the clean operations and vCPU hot-plug.
+        """
+        return operation in record.get('allowed_operations', ())
+
     def power_off(self, instance, timeout=0, retry_interval=0):
         if timeout < 0 or retry_interval < 0:
             raise exception.InvalidInput(
@@ -497,22 +811,28 @@ class XenAPIDriver(driver.ComputeDriver):
 
         def stop(ref, record):
             if timeout and record['power_state'] == 'Running':
-                if self._clean_shutdown(ref, timeout, retry_interval):
+                if not self._guest_can(record, 'clean_shutdown'):
+                    LOG.info('%s lacks %s; forcing it off', instance.name,
+                             GUEST_FEATURES['clean_shutdown'])
+                elif self._clean(ref, 'clean_shutdown', timeout,
+                                 retry_interval):
                     return
-                LOG.info('%s did not shut down within %ss; forcing it off',
-                         instance.name, timeout)
+                else:
+                    LOG.info('%s did not shut down within %ss; forcing it '
+                             'off', instance.name, timeout)
             self._call('VM.hard_shutdown', ref)
 
         self._operate(instance, 'power_off', stop)
 
-    def _clean_shutdown(self, ref: str, timeout: float,
-                        retry_interval: float) -> bool:
-        """Ask the guest to shut down; whether it did within ``timeout``.
+    def _clean(self, ref: str, operation: str, timeout: float,
+               retry_interval: float = 0) -> bool:
+        """Ask the guest to shut down or reboot; whether it did in time.
 
         The request runs as an XAPI task so that a guest ignoring it does
-        not hold a session for the whole wait.
+        not hold a session for the whole wait; the task is cancelled when
+        the time is up.
         """
-        task = self._call('Async.VM.clean_shutdown', ref)
+        task = self._call('Async.VM.' + operation, ref)
         deadline = time.monotonic() + timeout
         interval = min(max(retry_interval, 0.05), 1.0)
         try:
@@ -521,7 +841,7 @@ class XenAPIDriver(driver.ComputeDriver):
                 if status != 'pending':
                     return bool(status == 'success')
                 if time.monotonic() >= deadline:
-                    self._call('task.cancel', task)
+                    self._cancel(task)
                     return False
                 time.sleep(interval)
         finally:
@@ -535,7 +855,7 @@ class XenAPIDriver(driver.ComputeDriver):
         def start(ref, record):
             if record['power_state'] == 'Crashed':
                 self._call('VM.hard_shutdown', ref)
-            self._call('VM.start', ref, False, False)
+            self._task('VM.start', ref, False, False)
 
         self._operate(instance, 'power_on', start)
 
@@ -548,8 +868,42 @@ class XenAPIDriver(driver.ComputeDriver):
                       lambda ref, rec: self._call('VM.unpause', ref))
 
     def suspend(self, context, instance):
-        self._operate(instance, 'suspend',
-                      lambda ref, rec: self._call('VM.suspend', ref))
+        def suspend(ref, record):
+            self._require(instance, record, 'suspend', 'suspend')
+            self._call('VM.suspend', ref)
+
+        self._operate(instance, 'suspend', suspend)
+
+    def _require(self, instance: objects.Instance, record: Record,
+                 operation: str, verb: str) -> None:
+        """Refuse a guest operation the VM's guest cannot do.
+
+        :raises GuestFeatureMissing: naming the missing feature.
+        """
+        if (record['power_state'] == 'Running' and
+                not self._guest_can(record, operation)):
+            raise exception.GuestFeatureMissing(
+                driver=self.name, operation=verb, instance=instance.name,
+                feature=GUEST_FEATURES[operation])
+
+    def supports(self, operation: str,
+                 instance: objects.Instance | None = None) -> bool:
+        """Whether an optional operation works, for one instance if given.
+
+        Without an instance, what the backend implements. With one, also
+        whether its guest can do it now: a guest without a guest agent
+        or PV drivers cannot suspend or change vCPUs live, as XAPI's
+        ``allowed_operations`` for its VM say.
+        """
+        if not super().supports(operation):
+            return False
+        needs = {'suspend': 'suspend',
+                 'live_resize': 'changing_VCPUs_live'}.get(operation)
+        if instance is None or needs is None:
+            return True
+        _, record = self._lookup(instance)
+        return (record['power_state'] != 'Running' or
+                self._guest_can(record, needs))
 
     def resume(self, context, instance, network_info, block_device_info=None,
                share_info=None):
@@ -569,7 +923,7 @@ class XenAPIDriver(driver.ComputeDriver):
             update_task_state(task_state=IMAGE_UPLOADING,
                               expected_state=IMAGE_PENDING_UPLOAD)
         try:
-            snap = self._call('VM.snapshot', ref, image_id)
+            snap = self._task('VM.snapshot', ref, image_id)
             try:
                 self._call('VM.add_to_other_config', snap,
                            vm_utils.KEY_SNAPSHOT_OF, instance.uuid)
@@ -616,21 +970,40 @@ class XenAPIDriver(driver.ComputeDriver):
         def revert(vm_ref, vm_record):
             # XAPI's revert leaves the VM halted with the snapshot's disks;
             # a running instance is started again, as the contract says.
-            self._call('VM.revert', found[0])
+            self._task('VM.revert', found[0])
             if vm_record['power_state'] == 'Running':
-                self._call('VM.start', vm_ref, False, False)
+                self._task('VM.start', vm_ref, False, False)
 
         self._operate(instance, 'revert_to_snapshot', revert)
 
     def live_resize(self, context, instance, vcpus=None, memory_mb=None):
         ref, record = self._lookup(instance)
         stored = vm_utils.instance_of(record)
+        # Spawn pins VCPUs_max and memory_static_max to the flavor, so the
+        # flavor is the ceiling, as in Nova: going higher needs a resize
+        # with a reboot. Refused here, before XAPI is asked.
+        for field, value, ceiling, unit in (
+                ('vcpus', vcpus, int(record['VCPUs_max']), 1),
+                ('memory_mb', memory_mb, int(record['memory_static_max']),
+                 MiB)):
+            if (type(value) is int and value >= 1 and
+                    value * unit > ceiling):
+                raise exception.InvalidInput(
+                    reason='%s=%d is above the ceiling of %d that the VM of '
+                           '%s was built with: its flavor, pinned as %s at '
+                           'spawn; a live resize cannot go beyond the '
+                           'flavor' % (field, value, ceiling // unit,
+                                       instance.name, 'VCPUs_max'
+                                       if unit == 1 else 'memory_static_max'))
+
         # The stored flavor is what spawn claimed; the caller's copy of
         # the instance may say otherwise.
         self.check_live_resize(stored or instance, vcpus, memory_mb)
 
         def resize(vm_ref, vm_record):
             if vcpus is not None:
+                self._require(instance, vm_record, 'changing_VCPUs_live',
+                              'change the vCPUs of')
                 self._call('VM.set_VCPUs_number_live', vm_ref, str(vcpus))
             if memory_mb is not None:
                 size = str(memory_mb * MiB)

@@ -121,6 +121,34 @@ class _SafeTransport(_TimeoutMixin, xmlrpc.client.SafeTransport):
     pass
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH.
+_HOSTNAME_MISMATCH = 62
+
+
+def check_ca_file(path: str) -> None:
+    """Refuse a ``ca_file`` that is missing or holds no PEM certificate.
+
+    :raises InvalidConfiguration: naming the option, the file and why.
+    """
+    try:
+        with open(path, 'rb') as stream:
+            data = stream.read()
+    except OSError as exc:
+        raise exception.InvalidConfiguration(
+            reason='[xenapi] ca_file %s cannot be read: %s'
+                   % (path, exc.strerror or exc)) from None
+    if b'-----BEGIN CERTIFICATE-----' not in data:
+        raise exception.InvalidConfiguration(
+            reason='[xenapi] ca_file %s holds no PEM certificate (no '
+                   '"-----BEGIN CERTIFICATE-----" line)' % path)
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise exception.InvalidConfiguration(
+            reason='[xenapi] ca_file %s is not a valid PEM certificate '
+                   'file: %s' % (path, exc.reason or exc)) from None
+
+
 def master_url(url: str, address: str) -> str:
     """The URL of the master a ``HOST_IS_SLAVE`` failure names.
 
@@ -174,6 +202,8 @@ class SessionPool:
         self._login_timeout = login_timeout
         self._wait_timeout = wait_timeout
         self._originator = originator
+        if ca_file and verify:
+            check_ca_file(ca_file)
         self._slots = threading.BoundedSemaphore(size)
         self._idle: queue.LifoQueue[typing.Any] = queue.LifoQueue()
         self._lock = threading.Lock()
@@ -234,9 +264,7 @@ class SessionPool:
                 raise self._unavailable('login failed: %s'
                                         % ' '.join(details)) from None
             except ssl.SSLError as exc:
-                raise self._unavailable(
-                    'TLS failed: %s; set [xenapi] ca_file to the CA that '
-                    'signed the XAPI certificate' % exc.reason) from None
+                raise self._unavailable(self._tls_advice(exc)) from None
             except (*_CONNECTION_ERRORS, xmlrpc.client.Fault) as exc:
                 raise self._unavailable(exception.one_line(exc)) from None
             transport.timeout = (self._call_timeout if timeout is None
@@ -245,6 +273,24 @@ class SessionPool:
                       self._username)
             return session
         raise self._unavailable('pool members kept redirecting the login')
+
+    def _tls_advice(self, exc: ssl.SSLError) -> str:
+        """What a TLS failure means and which option fixes it, one line."""
+        host = urllib.parse.urlsplit(self.url).hostname
+        if getattr(exc, 'verify_code', None) == _HOSTNAME_MISMATCH:
+            return ('TLS failed: the XAPI certificate does not name %s; '
+                    'set [xenapi] connection_url to a host name the '
+                    'certificate lists' % host)
+        reason = exc.reason or exception.one_line(exc)
+        detail = getattr(exc, 'verify_message', None)
+        if detail:
+            reason = '%s (%s)' % (reason, detail)
+        if self._ca_file:
+            return ('TLS failed: %s; the XAPI certificate of %s is not '
+                    'signed by a CA in [xenapi] ca_file (%s)'
+                    % (reason, host, self._ca_file))
+        return ('TLS failed: %s; set [xenapi] ca_file to the CA that '
+                'signed the XAPI certificate of %s' % (reason, host))
 
     @staticmethod
     def logout(session: typing.Any) -> None:

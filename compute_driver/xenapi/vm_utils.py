@@ -41,6 +41,9 @@ KEY_IMAGE = 'compute_driver_image_ref'
 KEY_METADATA = 'compute_driver_metadata'
 #: On a snapshot: the uuid of the instance it was taken of.
 KEY_SNAPSHOT_OF = 'compute_driver_snapshot_of'
+#: On a VM whose spawn has not finished: ``<machine>:<pid>`` of the
+#: process spawning it.
+KEY_SPAWNING = 'compute_driver_spawning'
 
 #: XAPI's vm_power_state -> the library's power state.
 POWER_STATES = {
@@ -162,11 +165,15 @@ def matches_image(record: Record, ref: str) -> bool:
                    image_name(record))
 
 
-def resize_disks(disks_xml: str, flavor: objects.Flavor) -> str:
+def resize_disks(disks_xml: str, flavor: objects.Flavor,
+                 sr_uuid: str = '') -> str:
     """A template's ``other_config:disks`` sized for a flavor.
 
     The bootable disk (else the first) gets the flavor's ``root_gb`` when
     it asks for one, and an ephemeral disk of ``ephemeral_gb`` is added.
+    Every disk whose ``sr`` is empty -- as in XAPI's stock templates --
+    gets ``sr_uuid``: ``VM.provision`` looks ``sr`` up as an SR uuid and
+    fails on an empty one (``xe vm-install`` rewrites it the same way).
 
     :raises InvalidInput: when the template's disk list is not XML.
     """
@@ -191,4 +198,8 @@ def resize_disks(disks_xml: str, flavor: objects.Flavor) -> str:
                            ('type', 'ephemeral')):
             extra.setAttribute(key, value)
         root.appendChild(extra)
+    if sr_uuid:
+        for disk in root.getElementsByTagName('disk'):
+            if not disk.getAttribute('sr'):
+                disk.setAttribute('sr', sr_uuid)
     return root.toxml()

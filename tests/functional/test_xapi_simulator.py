@@ -12,6 +12,7 @@
 
 """The unmodified XenAPI SDK against the XAPI simulator over real HTTP."""
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+import xmlrpc.client
 
 import pytest
 import XenAPI
@@ -56,10 +59,20 @@ def template(session):
     return ref
 
 
+def _default_sr_uuid(session):
+    pool = session.xenapi.pool.get_all()[0]
+    return session.xenapi.SR.get_uuid(session.xenapi.pool.get_default_SR(pool))
+
+
 def _install(session, template, name='vm1'):
-    vm = session.xenapi.VM.clone(template, name)
-    session.xenapi.VM.provision(vm)
-    session.xenapi.VM.set_is_a_template(vm, False)
+    """What ``xe vm-install`` does: clone, fill in the SR, provision."""
+    xen = session.xenapi
+    vm = xen.VM.clone(template, name)
+    disks = xen.VM.get_other_config(vm)['disks']
+    xen.VM.remove_from_other_config(vm, 'disks')
+    xen.VM.add_to_other_config(vm, 'disks', disks.replace(
+        'sr=""', 'sr="%s"' % _default_sr_uuid(session)))
+    xen.VM.provision(vm)
     return vm
 
 
@@ -97,7 +110,7 @@ def test_unknown_method_and_parameter_count(session, template):
 
 def test_template_cannot_start(session, template):
     assert _failure(session.xenapi.VM.start, template, False, False) == [
-        'VM_IS_TEMPLATE', template]
+        'VM_IS_TEMPLATE', template, 'start']
 
 
 def test_provision_creates_the_template_disks(session, template):
@@ -129,7 +142,7 @@ def test_power_state_machine(session, template):
         call(*args)
         assert xen.VM.get_power_state(vm) == state
     assert _failure(xen.VM.hard_shutdown, vm) == [
-        'VM_BAD_POWER_STATE', vm, 'running', 'halted']
+        'VM_BAD_POWER_STATE', vm, 'paused, suspended, running', 'halted']
 
 
 def test_live_vcpus_and_memory_stay_within_static_limits(session, template):
@@ -149,7 +162,7 @@ def test_live_vcpus_and_memory_stay_within_static_limits(session, template):
     assert xen.VM_metrics.get_memory_actual(metrics) == half
     too_much = str(2 * 1024 ** 3)
     assert _failure(xen.VM.set_memory_dynamic_range, vm, half,
-                    too_much)[0] == 'MEMORY_CONSTRAINT_VIOLATION'
+                    too_much) == ['MEMORY_CONSTRAINT_VIOLATION_ORDER']
 
 
 def test_snapshot_and_revert(session, template):
@@ -230,7 +243,9 @@ def test_event_from_blocks_until_a_change(simulator, session,  # noqa
 
 def test_pool_member_names_the_master(simulator):  # noqa: F811
     member = simulator.add_member()
-    assert _failure(_login, member) == ['HOST_IS_SLAVE', simulator.address]
+    # XAPI names the master's address; the member shares its port.
+    assert member.port == simulator.port
+    assert _failure(_login, member) == ['HOST_IS_SLAVE', simulator.host]
 
 
 def test_expired_session_is_renewed_by_the_sdk(simulator, session):  # noqa
@@ -314,3 +329,248 @@ def test_simulator_reports_its_address():
         host, port = sim.address.split(':')
         assert host == '127.0.0.1' and int(port) > 0
         assert sim.url == 'http://%s/' % sim.address
+
+
+# -- fidelity to XAPI: what third-party tools would otherwise learn wrong --
+
+def test_raw_provision_of_a_stock_template_is_uuid_invalid(session,
+                                                           template):
+    xen = session.xenapi
+    vm = xen.VM.clone(template, 'raw')
+    vdis = set(xen.VDI.get_all())
+    # Stock templates leave the SR empty; only xe vm-install fills it in.
+    assert 'sr=""' in xen.VM.get_other_config(vm)['disks']
+    assert _failure(xen.VM.provision, vm) == ['UUID_INVALID', 'sr', '']
+    assert set(xen.VDI.get_all()) == vdis
+
+
+def test_lenient_mode_provisions_on_the_default_sr():
+    with xapi_simulator.Simulator(mode='lenient') as sim:
+        xen = _login(sim).xenapi
+        [template] = xen.VM.get_by_name_label('Debian Bookworm 12')
+        vm = xen.VM.clone(template, 'lenient')
+        xen.VM.provision(vm)
+        assert len(xen.VM.get_VBDs(vm)) == 1
+    with pytest.raises(ValueError):
+        xapi_simulator.Simulator(mode='sloppy')
+
+
+def test_provision_clears_is_a_template_and_needs_one(session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    assert xen.VM.get_is_a_template(vm) is False
+    [vbd] = xen.VM.get_VBDs(vm)
+    vdi = xen.VBD.get_VDI(vbd)
+    # What xapi_templates.ml names and marks.
+    assert xen.VDI.get_name_label(vdi) == '0'
+    assert xen.VBD.get_other_config(vbd) == {'owner': ''}
+    assert _failure(xen.VM.provision, vm) == [
+        'PROVISION_ONLY_ALLOWED_ON_TEMPLATE']
+
+
+def test_guest_agent_metrics_and_features(session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    assert xen.VM.get_guest_metrics(vm) == xapi_simulator.NULL_REF
+    xen.VM.start(vm, False, False)
+    metrics = xen.VM_guest_metrics.get_record(xen.VM.get_guest_metrics(vm))
+    assert metrics['PV_drivers_detected'] is True
+    assert metrics['other']['feature-vcpu-hotplug'] == '1'
+    allowed = xen.VM.get_allowed_operations(vm)
+    assert {'clean_shutdown', 'suspend', 'changing_VCPUs_live'} <= set(
+        allowed)
+    xen.VM.clean_shutdown(vm)
+    # The agent's record goes with the domain.
+    assert xen.VM.get_guest_metrics(vm) == xapi_simulator.NULL_REF
+    assert metrics['uuid'] not in [
+        r['uuid'] for r in xen.VM_guest_metrics.get_all_records().values()]
+
+
+def test_guest_without_tools(simulator, session):  # noqa: F811
+    xen = session.xenapi
+    [template] = xen.VM.get_by_name_label('Other install media')
+    vm = _install(session, template)
+    xen.VM.start(vm, False, False)
+    assert xen.VM.get_guest_metrics(vm) == xapi_simulator.NULL_REF
+    allowed = set(xen.VM.get_allowed_operations(vm))
+    assert not {'clean_shutdown', 'clean_reboot', 'suspend',
+                'changing_VCPUs_live'} & allowed
+    assert {'hard_shutdown', 'hard_reboot', 'pause'} <= allowed
+    assert _failure(xen.VM.set_VCPUs_number_live, vm, '1') == [
+        'VM_LACKS_FEATURE', vm]
+    assert _failure(xen.VM.clean_shutdown, vm) == [
+        'VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT']
+    assert _failure(xen.VM.clean_reboot, vm) == [
+        'VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT']
+    assert _failure(xen.VM.suspend, vm) == [
+        'VM_FAILED_SUSPEND_ACKNOWLEDGMENT']
+    xen.VM.hard_shutdown(vm)
+    # Installing tools shows at the next boot.
+    simulator.set_guest_tools(vm, True)
+    xen.VM.start(vm, False, False)
+    xen.VM.clean_shutdown(vm)
+
+
+def test_error_codes_and_parameters_as_xapi_sends_them(simulator, session,  # noqa
+                                                       template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    assert _failure(xen.VM.set_memory_limits, vm, '4', '2', '3', '3') == [
+        'MEMORY_CONSTRAINT_VIOLATION_ORDER']
+    assert _failure(xen.VM.set_VCPUs_at_startup, vm, '9') == [
+        'INVALID_VALUE', 'VCPU values must satisfy: 0 < VCPUs_at_startup '
+        '<= VCPUs_max', '9']
+    assert _failure(xen.VM.revert, vm) == ['REVERT_ONLY_ALLOWED_ON_SNAPSHOT']
+    snap = xen.VM.snapshot(vm, 'snap')
+    assert _failure(xen.VM.start, snap, False, False) == [
+        'VM_IS_SNAPSHOT', snap, 'start']
+    assert _failure(xen.VM.pause, template) == [
+        'VM_BAD_POWER_STATE', template, 'running', 'halted']
+    assert _failure(xen.VM.destroy, template) == [
+        'VM_IS_TEMPLATE', template, 'destroy']
+    pool = xen.pool.get_all()[0]
+    with simulator.store.lock:
+        simulator.store.get('pool', pool)['restrictions']['restrict_dmc'] = (
+            'true')
+    half = str(256 * 1024 ** 2)
+    assert _failure(xen.VM.set_memory_dynamic_range, vm, half,
+                    str(512 * 1024 ** 2)) == [
+        'MEMORY_CONSTRAINT_VIOLATION_MAXPIN', 'DMC unavailable']
+
+
+def test_concurrent_operations_show_in_current_operations(simulator,  # noqa
+                                                          session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    hold = simulator.hold('VM.clone')
+    task = xen.Async.VM.clone(vm, 'slow')
+    assert hold.reached.wait(30)
+    assert list(xen.VM.get_current_operations(vm).items()) == [
+        (task, 'clone')]
+    assert _failure(xen.VM.start, vm, False, False) == [
+        'OTHER_OPERATION_IN_PROGRESS', 'VM.clone', vm]
+    # Clones may run side by side, as in XAPI.
+    xen.VM.clone(vm, 'side-by-side')
+    xen.task.cancel(task)
+    assert hold.finished.wait(30)
+    record = xen.task.get_record(task)
+    assert (record['status'], record['error_info']) == (
+        'cancelled', ['TASK_CANCELLED', task])
+    assert xen.VM.get_by_name_label('slow') == []
+    assert xen.VM.get_current_operations(vm) == {}
+    xen.VM.start(vm, False, False)
+
+
+def test_member_answers_every_call_with_host_is_slave(simulator,  # noqa
+                                                      session):
+    member = simulator.add_member()
+    raw = XenAPI.Session(member.url)
+    assert raw.VM.get_all(session._session) == {
+        'Status': 'Failure',
+        'ErrorDescription': ['HOST_IS_SLAVE', simulator.host]}
+    local = XenAPI.Session(member.url)
+    local.slave_local_login_with_password('root', 'password')
+    assert local.xenapi.VM.get_all()
+
+
+def test_event_from_reports_adds_and_skips_short_lived_objects(session,
+                                                               template):
+    xen = session.xenapi
+    token = xen.event_from(['vm'], '', 0.0)['token']
+    vm = _install(session, template)
+    xen.VM.set_name_description(vm, 'changed after creation')
+    gone = xen.VM.clone(template, 'short-lived')
+    xen.VM.destroy(gone)
+    result = xen.event_from(['vm'], token, 0.0)
+    by_ref = {e['ref']: e for e in result['events']}
+    assert by_ref[vm]['operation'] == 'add'
+    assert by_ref[vm]['snapshot']['name_description'] == (
+        'changed after creation')
+    assert gone not in by_ref
+    # Every table is counted, whatever the classes asked for.
+    assert {'vm', 'sr', 'host', 'vdi', 'task'} <= set(
+        result['valid_ref_counts'])
+    for bad in ('junk', '5,abc', '1'):
+        assert _failure(xen.event_from, ['vm'], bad, 0.0) == [
+            'EVENT_FROM_TOKEN_PARSE_FAILURE', bad]
+
+
+def test_datetimes_are_xmlrpc_datetimes(session, template):
+    xen = session.xenapi
+    record = xen.VM.get_record(template)
+    assert isinstance(record['snapshot_time'], xmlrpc.client.DateTime)
+    assert record['snapshot_time'].value == '19700101T00:00:00Z'
+    host = xen.host.get_all()[0]
+    assert isinstance(xen.host.get_servertime(host), xmlrpc.client.DateTime)
+
+
+def test_classes_and_messages_tools_read_first(session, template):
+    xen = session.xenapi
+    host = xen.host.get_all()[0]
+    [pbd] = xen.PBD.get_all_records().values()
+    assert pbd['host'] == host and pbd['currently_attached'] is True
+    [pif] = xen.PIF.get_all_records().values()
+    assert pif['management'] is True and pif['host'] == host
+    assert xen.host.get_PIFs(host) == xen.PIF.get_all()
+    assert xen.console.get_all_records()
+    assert xen.message.get_all_records() == {}
+    templates = xen.VM.get_all_records_where(
+        'field "is_a_template" = "true" and not (field "name__label" = '
+        '"Other install media")')
+    assert [r['name_label'] for r in templates.values()] == [
+        'Debian Bookworm 12']
+    assert _failure(xen.VM.get_all_records_where, 'field =')[0] == (
+        'INTERNAL_ERROR')
+    # XAPI's VM record has about a hundred fields.
+    assert len(xen.VM.get_record(template)) >= 90
+    assert len(xen.host.get_record(host)) >= 60
+
+
+def _jsonrpc(sim, method, params, version='2.0'):
+    request = {'method': method, 'params': params, 'id': 7}
+    if version:
+        request['jsonrpc'] = version
+    answer = urllib.request.urlopen(urllib.request.Request(
+        sim.url + 'jsonrpc', json.dumps(request).encode(),
+        {'Content-Type': 'application/json'}), timeout=30)
+    return json.loads(answer.read())
+
+
+def test_jsonrpc_login_and_get_all_records(simulator):  # noqa: F811
+    # The wire format of XAPI's C#, Go, Java and PowerShell SDKs; the
+    # Python SDK speaks XML-RPC only.
+    login = _jsonrpc(simulator, 'session.login_with_password',
+                     ['root', 'password', '2.21', 'json'])
+    assert login['jsonrpc'] == '2.0' and login['id'] == 7
+    session = login['result']
+    records = _jsonrpc(simulator, 'VM.get_all_records', [session])['result']
+    template = next(r for r in records.values()
+                    if r['name_label'] == 'Debian Bookworm 12')
+    # JSON-RPC sends ints as numbers and datetimes as strings.
+    assert template['memory_static_max'] == 512 * 1024 ** 2
+    assert template['snapshot_time'] == '19700101T00:00:00Z'
+    ref = next(r for r, rec in records.items() if rec is template)
+    assert _jsonrpc(simulator, 'VM.get_VCPUs_max', [session, ref])[
+        'result'] == 1
+    # What the SDKs turn into a Failure: message, then data.
+    failed = _jsonrpc(simulator, 'VM.start', [session, ref, False, False])
+    assert failed['error'] == {'code': 1, 'message': 'VM_IS_TEMPLATE',
+                               'data': [ref, 'start']}
+    assert 'result' not in failed
+    # JSON numbers are accepted where XAPI takes ints.
+    vm = _jsonrpc(simulator, 'VM.clone', [session, ref, 'json'])['result']
+    assert _jsonrpc(simulator, 'VM.set_VCPUs_max', [session, vm, 2]) == {
+        'jsonrpc': '2.0', 'id': 7, 'result': ''}
+    # The same pool seen through XML-RPC.
+    xen = _login(simulator).xenapi
+    assert xen.VM.get_VCPUs_max(vm) == '2'
+
+
+def test_jsonrpc_version_1(simulator):  # noqa: F811
+    failed = _jsonrpc(simulator, 'session.login_with_password',
+                      ['root', 'wrong'], version=None)
+    assert failed == {'id': 7, 'result': None, 'error': [
+        'SESSION_AUTHENTICATION_FAILED', 'root', 'Authentication failure']}
+    ok = _jsonrpc(simulator, 'session.login_with_password',
+                  ['root', 'password'], version=None)
+    assert ok['error'] is None and ok['result'].startswith('OpaqueRef:')

@@ -176,8 +176,10 @@ def test_vm_destroyed_out_of_band(simulator, make_driver):  # noqa: F811
     assert instance.uuid not in backend.list_instance_uuids()
 
 
-@pytest.mark.parametrize('method', ['VIF.create', 'VM.provision',
-                                    'VM.set_is_a_template', 'VM.start'])
+@pytest.mark.parametrize('method', [
+    'VM.clone', 'VM.set_other_config', 'VM.set_name_label',
+    'VM.set_memory_limits', 'VIF.create', 'VM.provision', 'VM.start',
+    'VM.remove_from_other_config'])
 def test_half_failed_spawn_leaves_nothing(simulator, make_driver,  # noqa
                                           method):
     backend = make_driver(simulator)
@@ -293,6 +295,33 @@ def test_tls_is_verified_by_default(tls_simulator):
 def test_tls_with_the_ca_file(tls_simulator, certificate, make_driver):
     backend = make_driver(tls_simulator, ca_file=certificate[0])
     assert backend.get_available_nodes() == ['xapi-sim']
+
+
+def test_tls_hostname_mismatch_advises_the_url(tls_simulator, certificate):
+    # The certificate names 127.0.0.1 only; localhost reaches the same
+    # server under a name it does not list.
+    url = 'https://localhost:%d/' % tls_simulator.port
+    with pytest.raises(exception.HypervisorUnavailable) as info:
+        _driver(tls_simulator, connection_url=url, ca_file=certificate[0])
+    message = str(info.value)
+    assert 'does not name localhost' in message
+    assert '[xenapi] connection_url' in message
+    assert 'set [xenapi] ca_file' not in message and '\n' not in message
+
+
+def test_tls_with_another_ca_names_the_ca_file(tls_simulator, tmp_path):
+    other = tmp_path / 'other'
+    other.mkdir()
+    subprocess.run(
+        ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+         '-keyout', str(other / 'key.pem'), '-out', str(other / 'ca.pem'),
+         '-days', '2', '-subj', '/CN=other-ca'],
+        check=True, capture_output=True)
+    with pytest.raises(exception.HypervisorUnavailable) as info:
+        _driver(tls_simulator, ca_file=str(other / 'ca.pem'))
+    message = str(info.value)
+    assert 'not signed by a CA in [xenapi] ca_file (%s)' % (
+        other / 'ca.pem') in message
 
 
 def test_tls_unverified_when_asked(tls_simulator, make_driver):

@@ -12,13 +12,16 @@
 
 """The XAPI simulator's methods, called in-process without HTTP."""
 
+import json
 import threading
 
 import pytest
 
 from compute_driver.testing.xapi_simulator import api as xapi
+from compute_driver.testing.xapi_simulator import jsonrpc
 from compute_driver.testing.xapi_simulator import seed
 from compute_driver.testing.xapi_simulator import store as db
+from compute_driver.testing.xapi_simulator import where
 
 
 @pytest.fixture
@@ -49,10 +52,21 @@ def _template(api, session):
     return ref
 
 
-def _install(api, session):
-    vm = _call(api, session, 'VM.clone', _template(api, session), 'vm')
+def _default_sr_uuid(api, session):
+    pool = _call(api, session, 'pool.get_all')[0]
+    return _call(api, session, 'SR.get_uuid',
+                 _call(api, session, 'pool.get_default_SR', pool))
+
+
+def _install(api, session, template=None, name='vm'):
+    """What ``xe vm-install`` does: clone, fill in the SR, provision."""
+    vm = _call(api, session, 'VM.clone', template or _template(api, session),
+               name)
+    disks = _call(api, session, 'VM.get_other_config', vm)['disks']
+    _call(api, session, 'VM.remove_from_other_config', vm, 'disks')
+    _call(api, session, 'VM.add_to_other_config', vm, 'disks',
+          disks.replace('sr=""', 'sr="%s"' % _default_sr_uuid(api, session)))
     _call(api, session, 'VM.provision', vm)
-    _call(api, session, 'VM.set_is_a_template', vm, False)
     return vm
 
 
@@ -131,7 +145,8 @@ def test_relations_follow_creation_and_destruction(api, session):
 def test_provision_checks_the_sr_space(api, session):
     vm = _call(api, session, 'VM.clone', _template(api, session), 'big')
     _call(api, session, 'VM.set_other_config', vm, {
-        'disks': seed.disks_xml([(0, 10 ** 15, True)])})
+        'disks': seed.disks_xml([(0, 10 ** 15, True)],
+                                _default_sr_uuid(api, session))})
     assert _error(api, session, 'VM.provision', vm)[0] == 'SR_FULL'
 
 
@@ -142,8 +157,9 @@ def test_attached_disk_cannot_be_destroyed(api, session):
     vdi = _call(api, session, 'VBD.get_VDI', vbd)
     assert _error(api, session, 'VDI.destroy', vdi) == [
         'VDI_IN_USE', vdi, 'destroy']
+    # XAPI lists every state the operation is allowed from.
     assert _error(api, session, 'VM.destroy', vm) == [
-        'VM_BAD_POWER_STATE', vm, 'halted', 'running']
+        'VM_BAD_POWER_STATE', vm, 'halted, suspended', 'running']
 
 
 def test_memory_is_checked_at_start(api, session):
@@ -157,7 +173,7 @@ def test_memory_is_checked_at_start(api, session):
 def test_memory_limits_are_ordered(api, session):
     vm = _install(api, session)
     assert _error(api, session, 'VM.set_memory_limits', vm, '4', '2', '3',
-                  '3')[0] == 'MEMORY_CONSTRAINT_VIOLATION'
+                  '3') == ['MEMORY_CONSTRAINT_VIOLATION_ORDER']
 
 
 def test_control_domain_is_protected(api, session):
@@ -170,11 +186,11 @@ def test_control_domain_is_protected(api, session):
 
 def test_revert_needs_a_snapshot(api, session):
     vm = _install(api, session)
-    assert _error(api, session, 'VM.revert', vm)[0] == (
-        'OPERATION_NOT_ALLOWED')
+    assert _error(api, session, 'VM.revert', vm) == [
+        'REVERT_ONLY_ALLOWED_ON_SNAPSHOT']
     snap = _call(api, session, 'VM.snapshot', vm, 's')
-    assert _error(api, session, 'VM.snapshot', snap, 't')[0] == (
-        'OPERATION_NOT_ALLOWED')
+    assert _error(api, session, 'VM.snapshot', snap, 't') == [
+        'VM_IS_SNAPSHOT', snap, 'snapshot']
     _call(api, session, 'VM.set_VCPUs_max', vm, '4')
     _call(api, session, 'VM.revert', snap)
     assert _call(api, session, 'VM.get_VCPUs_max', vm) == '1'
@@ -276,3 +292,68 @@ def test_async_result_holds_the_reference(api, session):
     [clone] = _call(api, session, 'VM.get_by_name_label', 'async')
     # XAPI wraps a task's result in an XML-RPC <value> element.
     assert result == '<value>%s</value>' % clone
+
+
+@pytest.mark.parametrize('expression,names', [
+    ('true', {'a', 'b', 'c'}),
+    ('false', set()),
+    ('field "name__label" = "a"', {'a'}),
+    ('field "name__label" <> "a"', {'b', 'c'}),
+    ('field "flag" = "true" and not (field "name__label" = "a")', {'b'}),
+    ('field "name__label" = "a" or field "name__label" = "c"', {'a', 'c'}),
+    ('"x" = "x"', {'a', 'b', 'c'}),
+])
+def test_where_expressions(expression, names):
+    records = [{'name_label': 'a', 'flag': True},
+               {'name_label': 'b', 'flag': True},
+               {'name_label': 'c', 'flag': False}]
+    node = where.parse(expression)
+    assert {r['name_label'] for r in records
+            if where.matches(node, r)} == names
+
+
+@pytest.mark.parametrize('expression', [
+    'field', 'field "a" =', '(true', 'true false', 'field "a" ~ "b"'])
+def test_where_rejects_malformed_expressions(expression):
+    with pytest.raises(db.ApiError) as info:
+        where.parse(expression)
+    assert info.value.code == 'INTERNAL_ERROR'
+
+
+def test_jsonrpc_encodes_ints_per_class():
+    record = {'memory_static_max': '1024', 'userdevice': '0',
+              'snapshot_time': db.EPOCH, 'name_label': '7'}
+    assert jsonrpc.encode_result('VM.get_record', record) == {
+        'memory_static_max': 1024, 'userdevice': '0',
+        'snapshot_time': '19700101T00:00:00Z', 'name_label': '7'}
+    assert jsonrpc.encode_result('VBD.get_userdevice', '0') == '0'
+    assert jsonrpc.encode_result('VM.get_VCPUs_max', '2') == 2
+    assert jsonrpc.encode_result('Async.VM.clone', 'OpaqueRef:t') == (
+        'OpaqueRef:t')
+    events = {'events': [{'class': 'vdi', 'snapshot': {
+        'virtual_size': '5'}}], 'token': '1,0'}
+    assert jsonrpc.encode_result('event.from', events)['events'][0][
+        'snapshot'] == {'virtual_size': 5}
+    assert jsonrpc.decode_params([1, True, {'k': 2}, 1.5]) == [
+        '1', True, {'k': '2'}, 1.5]
+
+
+def test_jsonrpc_rejects_a_malformed_request():
+    answer = json.loads(jsonrpc.handle(b'{"method": 5}', None))
+    assert answer['error']['code'] == -32700
+
+
+def test_provision_uses_an_sr_named_by_uuid(api, session):
+    vm = _install(api, session)
+    assert _call(api, session, 'VM.get_is_a_template', vm) is False
+    assert len(_call(api, session, 'VM.get_VBDs', vm)) == 1
+
+
+def test_allowed_operations_follow_the_state(api, session):
+    vm = _install(api, session)
+    halted = set(_call(api, session, 'VM.get_allowed_operations', vm))
+    assert 'start' in halted and 'clean_shutdown' not in halted
+    _call(api, session, 'VM.start', vm, False, False)
+    running = set(_call(api, session, 'VM.get_allowed_operations', vm))
+    assert {'clean_shutdown', 'suspend', 'changing_VCPUs_live'} <= running
+    assert 'start' not in running

@@ -120,6 +120,65 @@ def test_resize_disks():
         vm_utils.resize_disks('<provision', FLAVOR)
 
 
+def test_resize_disks_fills_in_an_empty_sr_only():
+    disks = ('<provision><disk device="0" size="10" sr="" bootable="true" '
+             'type="system"/><disk device="1" size="10" sr="kept" '
+             'bootable="false" type="user"/></provision>')
+    result = xml.dom.minidom.parseString(vm_utils.resize_disks(
+        disks, FLAVOR, 'sr-uuid')).getElementsByTagName('disk')
+    # The stock template's empty SR, and the added ephemeral disk's, get
+    # the SR; a disk that names one keeps it.
+    assert [d.getAttribute('sr') for d in result] == [
+        'sr-uuid', 'kept', 'sr-uuid']
+
+
+@pytest.mark.parametrize('result,expected', [
+    ('<value>OpaqueRef:1</value>', 'OpaqueRef:1'),
+    ('', ''),
+    ('OpaqueRef:2', 'OpaqueRef:2'),
+])
+def test_task_result(result, expected):
+    assert xdriver._task_result(result) == expected
+
+
+def test_abandoned_spawns(monkeypatch):
+    monkeypatch.setattr(xdriver.socket, 'gethostname', lambda: 'here')
+    monkeypatch.setattr(xdriver.os, 'getpid', lambda: 100)
+
+    def kill(pid, signal):
+        if pid == 200:
+            raise ProcessLookupError(pid)
+
+    monkeypatch.setattr(xdriver.os, 'kill', kill)
+    # Another machine's spawn may still run; a live process's too.
+    assert not xdriver._abandoned('there:200', 'u')
+    assert not xdriver._abandoned('here:300', 'u')
+    assert not xdriver._abandoned('here:junk', 'u')
+    assert xdriver._abandoned('here:200', 'u')
+    # This process: abandoned unless a spawn is building it now.
+    assert xdriver._abandoned('here:100', 'u')
+    monkeypatch.setattr(xdriver, '_BUILDING', {'u'})
+    assert not xdriver._abandoned('here:100', 'u')
+
+
+@pytest.mark.parametrize('content,reason', [
+    (None, 'cannot be read'),
+    (b'just text', 'holds no PEM certificate'),
+    (b'-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n',
+     'not a valid PEM certificate file'),
+])
+def test_check_ca_file(tmp_path, content, reason):
+    path = tmp_path / 'ca.pem'
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(exception.InvalidConfiguration) as info:
+        xsession.check_ca_file(str(path))
+    message = str(info.value)
+    assert message.startswith('Invalid configuration: [xenapi] ca_file %s '
+                              % path)
+    assert reason in message and '\n' not in message
+
+
 @pytest.mark.parametrize('url,address,expected', [
     ('https://member/', '10.0.0.1', 'https://10.0.0.1/'),
     ('https://member:8443/', '10.0.0.1', 'https://10.0.0.1:8443/'),

@@ -13,8 +13,9 @@
 """A XAPI simulator that the unmodified XenAPI SDK talks to over HTTP.
 
 Nothing else simulates XAPI: Nova's XenAPI tests replaced the SDK with an
-in-process fake module. This package serves XAPI's XML-RPC protocol
-instead, so the real SDK and everything above it are exercised::
+in-process fake module. This package serves XAPI's XML-RPC protocol (and
+JSON-RPC on ``/jsonrpc``) instead, so the real SDK and everything above it
+are exercised, and behaves as XAPI does -- refusals included::
 
     from compute_driver.testing import xapi_simulator
 
@@ -27,8 +28,11 @@ instead, so the real SDK and everything above it are exercised::
 Knobs: :meth:`Simulator.add_member` (a pool member answering
 ``HOST_IS_SLAVE``), :meth:`Simulator.invalidate_sessions` and
 :meth:`Simulator.set_max_idle` (session expiry), :meth:`Simulator.fail`
-(injected failures). The ``compute-driver-xapi-simulator`` console script
-serves one standalone.
+(injected failures), :meth:`Simulator.hold` (slow operations),
+:meth:`Simulator.go_down` (a xapi that died), :meth:`Simulator.set_guest_tools`
+and :attr:`Simulator.calls`. The ``compute-driver-xapi-simulator`` console
+script serves one standalone. The package's documentation
+(``doc/source/xapi-simulator.rst``) lists what it models and what not.
 """
 
 from compute_driver.testing.xapi_simulator.server import main

@@ -33,12 +33,14 @@ import copy
 import dataclasses
 import logging
 import random
+import re
 import threading
 import time
 import typing
 import xml.dom.minidom
 
 from compute_driver.testing.xapi_simulator import store as db
+from compute_driver.testing.xapi_simulator import where
 
 LOG = logging.getLogger(__name__)
 
@@ -50,27 +52,69 @@ LOGIN_METHODS = ('session.login_with_password',
 
 MiB = 1024 * 1024
 
-#: VM operation -> power states XAPI allows it from.
+#: XAPI's vm_operations -> the power states it allows them from, in
+#: XAPI's order (xapi_vm_lifecycle.ml): VM_BAD_POWER_STATE lists them.
 ALLOWED_STATES = {
     'start': ('Halted',),
-    'clean_shutdown': ('Running',),
-    'hard_shutdown': ('Running', 'Paused', 'Suspended'),
-    'clean_reboot': ('Running',),
-    'hard_reboot': ('Running', 'Paused'),
-    'pause': ('Running',),
+    'provision': ('Halted',),
+    'changing_VCPUs': ('Halted',),
+    'changing_memory_limits': ('Halted',),
+    'changing_static_range': ('Halted',),
     'unpause': ('Paused',),
-    'suspend': ('Running',),
     'resume': ('Suspended',),
+    'clean_shutdown': ('Running',),
+    'clean_reboot': ('Running',),
+    'pause': ('Running',),
+    'suspend': ('Running',),
+    'changing_VCPUs_live': ('Running',),
+    'changing_dynamic_range': ('Halted', 'Running'),
     'clone': ('Halted', 'Suspended'),
     'copy': ('Halted', 'Suspended'),
-    'provision': ('Halted',),
     'destroy': ('Halted', 'Suspended'),
-    'snapshot': ('Halted', 'Running', 'Paused', 'Suspended'),
-    'set_VCPUs_number_live': ('Running',),
-    'set_memory_limits': ('Halted',),
-    'set_VCPUs_max': ('Halted',),
-    'set_memory_dynamic_range': ('Halted', 'Running'),
+    'hard_reboot': ('Paused', 'Running'),
+    'hard_shutdown': ('Paused', 'Suspended', 'Running'),
+    'snapshot': ('Halted', 'Paused', 'Suspended', 'Running'),
+    'revert': ('Halted', 'Paused', 'Suspended', 'Running'),
 }
+
+#: Messages -> the vm_operation XAPI checks them as.
+OPERATION_OF = {
+    'VM.set_VCPUs_number_live': 'changing_VCPUs_live',
+    'VM.set_VCPUs_max': 'changing_VCPUs',
+    'VM.set_memory_limits': 'changing_memory_limits',
+    'VM.set_memory_static_range': 'changing_static_range',
+    'VM.set_memory_dynamic_range': 'changing_dynamic_range',
+    **{'VM.' + op: op for op in (
+        'start', 'provision', 'unpause', 'resume', 'clean_shutdown',
+        'clean_reboot', 'pause', 'suspend', 'clone', 'copy', 'destroy',
+        'hard_reboot', 'hard_shutdown', 'snapshot', 'revert')},
+}
+
+#: What a template (not a snapshot) still allows.
+TEMPLATE_OPERATIONS = frozenset((
+    'changing_dynamic_range', 'changing_static_range',
+    'changing_memory_limits', 'changing_VCPUs', 'clone', 'copy',
+    'provision'))
+#: What a snapshot still allows.
+SNAPSHOT_OPERATIONS = frozenset((
+    'revert', 'clone', 'copy', 'destroy', 'hard_shutdown'))
+
+#: The ``VM_guest_metrics.other`` features a guest agent with PV drivers
+#: reports, and the operations that need them (check_op_for_feature).
+GUEST_FEATURES = {'feature-shutdown': '1', 'feature-poweroff': '1',
+                  'feature-reboot': '1', 'feature-suspend': '1',
+                  'feature-vcpu-hotplug': '1', 'has-vendor-device': '0'}
+NEEDS_FEATURE = {
+    'clean_shutdown': ('feature-shutdown', 'feature-poweroff'),
+    'clean_reboot': ('feature-shutdown', 'feature-reboot'),
+    'suspend': ('feature-suspend',),
+    'changing_VCPUs_live': ('feature-vcpu-hotplug',),
+}
+
+#: Simulator modes: ``xapi`` behaves as XAPI does; ``lenient`` also
+#: provisions disks whose ``sr`` is empty on the pool's default SR, as
+#: ``xe vm-install`` would, for tools written against older simulators.
+MODES = ('xapi', 'lenient')
 
 
 @dataclasses.dataclass
@@ -84,6 +128,37 @@ class Fault:
     seen: int = 0
 
 
+class Hold:
+    """Keeps the next call of ``method`` in progress until released.
+
+    A synchronous call does not answer until then; an Async one leaves
+    its task ``pending``, and cancelling the task ends it without effect.
+    """
+
+    def __init__(self, method: str, cancellable: bool = True) -> None:
+        self.method = method
+        #: Whether cancelling the task ends the operation. XAPI cannot
+        #: stop every operation: one that is not cancellable goes on and
+        #: completes once released.
+        self.cancellable = cancellable
+        #: Set once the call arrived and is being held.
+        self.reached = threading.Event()
+        #: Set once the held call ended, by running or by cancellation.
+        self.finished = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait(self, cancelled: collections.abc.Callable[[], bool]) -> bool:
+        """Block until released; ``False`` if ``cancelled()`` first."""
+        self.reached.set()
+        while not self._released.wait(0.05):
+            if self.cancellable and cancelled():
+                return False
+        return True
+
+
 @dataclasses.dataclass
 class Settings:
     """What a test may change while the simulator runs.
@@ -92,14 +167,20 @@ class Settings:
     :param max_idle: seconds a session may stay unused before it is
         invalid; 0 keeps sessions forever.
     :param master_address: when set, this server is a pool member and
-        answers every login with ``HOST_IS_SLAVE [master_address]``.
+        answers every call with ``HOST_IS_SLAVE [master_address]``.
+    :param mode: one of :data:`MODES`.
+    :param guest_tools: whether VMs that do not say otherwise run a guest
+        agent with PV drivers.
     """
 
     users: dict[str, str] = dataclasses.field(
         default_factory=lambda: {'root': 'password'})
     max_idle: float = 0.0
     master_address: str | None = None
+    mode: str = 'xapi'
+    guest_tools: bool = True
     faults: list[Fault] = dataclasses.field(default_factory=list)
+    holds: list[Hold] = dataclasses.field(default_factory=list)
 
 
 class Api:
@@ -116,9 +197,16 @@ class Api:
         self.last_active: dict[str, float] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self.methods: dict[str, tuple[Handler, int]] = {}
+        # Sessions of a pool member's own logins.
+        self.local_sessions: set[str] = set()
+        # Tasks whose operation goes on when cancelled.
+        self.uncancellable: set[str] = set()
         for cls, spec in db.CLASSES.items():
             self._generate(cls, spec)
         self._add_specific()
+        with store.lock:
+            for ref, vm in store.table('VM').items():
+                vm['allowed_operations'] = self.allowed_operations(ref)
 
     # -- dispatch ----------------------------------------------------------
 
@@ -141,6 +229,12 @@ class Api:
         with self.store.lock:
             self.calls[name] += 1
             self._maybe_fail(name)
+        if (self.settings.master_address and
+                name != 'session.slave_local_login_with_password' and
+                (not params or params[0] not in self.local_sessions)):
+            # A pool member serves nothing but its local logins; XAPI
+            # names the master's address for the client to go there.
+            raise db.ApiError('HOST_IS_SLAVE', self.settings.master_address)
         if name in LOGIN_METHODS:
             return self._login(name, params)
         if name not in self.methods:
@@ -158,8 +252,18 @@ class Api:
         if name == 'event.from':
             # Blocks; must not hold the lock while waiting.
             return handler(*params[1:], session=params[0])
-        with self.store.lock:
-            return handler(*params[1:])
+        hold = self._hold(name)
+        if hold is None:
+            with self.store.lock:
+                return handler(*params[1:])
+        try:
+            operation = self._begin(name, params[1:], db.new_ref())
+            hold.wait(lambda: False)
+            with self.store.lock:
+                self._end(*operation)
+                return handler(*params[1:])
+        finally:
+            hold.finished.set()
 
     @staticmethod
     def _counts(name: str, count: int) -> tuple[int, ...]:
@@ -177,13 +281,19 @@ class Api:
                     self.settings.faults.remove(fault)
                     raise db.ApiError(fault.code, *fault.params)
 
+    def _hold(self, name: str) -> Hold | None:
+        with self.store.lock:
+            for hold in self.settings.holds:
+                if hold.method == name:
+                    self.settings.holds.remove(hold)
+                    return hold
+        return None
+
     def _login(self, name: str,
                params: collections.abc.Sequence[typing.Any]) -> str:
         if not 2 <= len(params) <= 4:
             raise db.ApiError('MESSAGE_PARAMETER_COUNT_MISMATCH', name, 4,
                               len(params))
-        if self.settings.master_address:
-            raise db.ApiError('HOST_IS_SLAVE', self.settings.master_address)
         user, password = params[0], params[1]
         if self.settings.users.get(user) != password:
             raise db.ApiError('SESSION_AUTHENTICATION_FAILED', user,
@@ -195,6 +305,8 @@ class Api:
                 'last_active': db.now(),
                 'originator': str(params[3]) if len(params) > 3 else ''})
             self.last_active[ref] = time.monotonic()
+            if self.settings.master_address:
+                self.local_sessions.add(ref)
             return ref
 
     def _check_session(self, ref: object) -> None:
@@ -211,6 +323,7 @@ class Api:
     def _drop_session(self, ref: object) -> None:
         if isinstance(ref, str) and ref in self.last_active:
             del self.last_active[ref]
+            self.local_sessions.discard(ref)
             self.store.destroy('session', ref)
 
     def invalidate_sessions(self) -> int:
@@ -225,26 +338,82 @@ class Api:
             self.store.changed.notify_all()
             return len(refs)
 
+    # -- operations in progress --------------------------------------------
+
+    def _begin(self, name: str, args: collections.abc.Sequence[typing.Any],
+               key: str) -> tuple[str, str]:
+        """Check a VM operation and list it in ``current_operations``.
+
+        XAPI checks an operation when it starts and shows it in the VM's
+        ``current_operations`` until it ends; a conflicting one fails
+        meanwhile with ``OTHER_OPERATION_IN_PROGRESS``.
+
+        :returns: what :meth:`_end` needs; ``('', '')`` for other calls.
+        """
+        operation = OPERATION_OF.get(name)
+        if operation is None or not args:
+            return '', ''
+        with self.store.lock:
+            ref = args[0]
+            self._vm(ref, operation)
+            self.store.get('VM', ref)['current_operations'][key] = operation
+            self.store.touch('VM', ref)
+            return ref, key
+
+    def _end(self, ref: str, key: str) -> None:
+        vm = self.store.table('VM').get(ref)
+        if vm is not None and vm['current_operations'].pop(key, None):
+            self.store.touch('VM', ref)
+
     def _async(self, name: str, handler: Handler,
                args: collections.abc.Sequence[typing.Any]) -> str:
+        hold = self._hold(name)
         with self.store.lock:
             task = self.store.create('task', {
                 'name_label': 'Async.' + name, 'status': 'pending',
                 'created': db.now(), 'resident_on': self._master()})
+            if hold is not None and not hold.cancellable:
+                self.uncancellable.add(task)
+            try:
+                operation = self._begin(name, args, task)
+            except db.ApiError as exc:
+                # XAPI checks the operation in the task: the task fails.
+                self.store.update('task', task, status='failure',
+                                  progress=1.0, finished=db.now(),
+                                  error_info=exc.description)
+                return task
+
+        def cancelled() -> bool:
+            with self.store.lock:
+                record = self.store.table('task').get(task)
+                return record is None or record['status'] != 'pending'
 
         def run() -> None:
             try:
+                finish()
+            finally:
+                if hold is not None:
+                    hold.finished.set()
+
+        def finish() -> None:
+            if hold is not None and not hold.wait(cancelled):
                 with self.store.lock:
-                    result = handler(*args)
-                fields = {'status': 'success', 'progress': 1.0,
-                          'result': ('<value>%s</value>' % result
-                                     if result is not None else ''),
-                          'finished': db.now()}
-            except db.ApiError as exc:
-                fields = {'status': 'failure', 'progress': 1.0,
-                          'error_info': exc.description,
-                          'finished': db.now()}
+                    self._end(*operation)
+                return
             with self.store.lock:
+                self._end(*operation)
+                if cancelled() and (hold is None or hold.cancellable):
+                    return
+                try:
+                    result = handler(*args)
+                    fields = {'status': 'success', 'progress': 1.0,
+                              'result': ('<value>%s</value>' % result
+                                         if result is not None else ''),
+                              'finished': db.now()}
+                except db.ApiError as exc:
+                    fields = {'status': 'failure', 'progress': 1.0,
+                              'error_info': exc.description,
+                              'finished': db.now()}
                 if task in self.store.table('task'):
                     self.store.update('task', task, **fields)
 
@@ -274,6 +443,9 @@ class Api:
                   lambda: copy.deepcopy(table(cls)), 0)
         self._add(cls + '.get_record', record, 1)
         self._add(cls + '.get_by_uuid', by_uuid, 1)
+        self._add(cls + '.get_all_records_where', lambda expr: {
+            ref: copy.deepcopy(rec) for ref, rec in table(cls).items()
+            if where.matches(where.parse(expr), rec)}, 1)
         if spec.has_name:
             self._add(cls + '.get_by_name_label', lambda label: [
                 ref for ref, rec in table(cls).items()
@@ -343,6 +515,9 @@ class Api:
         add('VM.set_VCPUs_at_startup', self._vm_set_vcpus_at_startup, 2)
         add('VM.set_memory_dynamic_range', self._vm_set_dynamic_range, 3)
         add('VM.set_memory_limits', self._vm_set_memory_limits, 5)
+        add('VM.set_is_a_template', self._vm_set_is_a_template, 2)
+        add('host.get_servertime', lambda ref: (
+            self.store.get('host', ref), db.now())[1], 1)
         add('VIF.create', self._vif_create, 1)
         add('VIF.destroy', self._device_destroy('VIF'), 1)
         add('VBD.create', self._vbd_create, 1)
@@ -373,19 +548,28 @@ class Api:
         if task['status'] != 'pending':
             raise db.ApiError('OPERATION_NOT_ALLOWED',
                               'task %s is not pending' % ref)
+        if ref in self.uncancellable:
+            # XAPI marks the task and the operation goes on regardless.
+            self.store.update('task', ref, status='cancelling')
+            return ''
         self.store.update('task', ref, status='cancelled',
-                          finished=db.now())
+                          finished=db.now(),
+                          error_info=['TASK_CANCELLED', ref])
         return ''
 
     # -- events ------------------------------------------------------------
 
+    _TOKEN = re.compile(r'(\d+),(\d+)')
+
     def _event_from(self, classes: list[str], token: str, timeout: float,
                     session: str) -> dict[str, typing.Any]:
-        try:
-            since = int(str(token).split(',')[0] or -1)
-        except ValueError:
-            raise db.ApiError('EVENT_FROM_TOKEN_PARSE_FAILURE',
-                              token) from None
+        if token == '':
+            since = -1
+        else:
+            match = self._TOKEN.fullmatch(str(token))
+            if match is None:
+                raise db.ApiError('EVENT_FROM_TOKEN_PARSE_FAILURE', token)
+            since = int(match.group(1))
         wanted = {str(c).lower() for c in classes}
         everything = '*' in wanted
         deadline = time.monotonic() + max(0.0, float(timeout))
@@ -397,25 +581,45 @@ class Api:
                     if everything or cls.lower() in wanted:
                         events.extend(self._event(0, cls, 'add', ref, rec)
                                       for ref, rec in table.items())
-                return self._events_result(events, wanted)
+                return self._events_result(events)
             if since + 1 < self.store.oldest_event:
                 raise db.ApiError('EVENTS_LOST')
             while True:
                 if session not in self.last_active:
                     raise db.ApiError('SESSION_INVALID', session)
-                latest: dict[tuple[str, str], tuple] = {}
-                for entry in self.store.events:
-                    if entry[0] > since and (everything or
-                                             entry[1].lower() in wanted):
-                        # XAPI coalesces: one event per object, the latest.
-                        latest.pop((entry[1], entry[3]), None)
-                        latest[(entry[1], entry[3])] = entry
+                events = self._changes(since, wanted, everything)
                 remaining = deadline - time.monotonic()
-                if latest or remaining <= 0:
-                    events = [self._event(*entry) for entry in
-                              latest.values()]
-                    return self._events_result(events, wanted)
+                if events or remaining <= 0:
+                    return self._events_result(events)
                 self.store.changed.wait(remaining)
+
+    def _changes(self, since: int, wanted: set[str],
+                 everything: bool) -> list[dict[str, typing.Any]]:
+        """One event per object changed after ``since``, as XAPI does.
+
+        XAPI reports each object once, in its latest state: an object
+        created since the token is an ``add`` however often it changed,
+        one created and destroyed since is not reported at all.
+        """
+        first: dict[tuple[str, str], str] = {}
+        latest: dict[tuple[str, str], tuple] = {}
+        for entry in self.store.events:
+            if entry[0] > since and (everything or
+                                     entry[1].lower() in wanted):
+                key = (entry[1], entry[3])
+                first.setdefault(key, entry[2])
+                latest.pop(key, None)
+                latest[key] = entry
+        events = []
+        for key, entry in latest.items():
+            operation = entry[2]
+            if first[key] == 'add':
+                if operation == 'del':
+                    continue
+                operation = 'add'
+            events.append(self._event(entry[0], entry[1], operation,
+                                      entry[3], entry[4]))
+        return events
 
     @staticmethod
     def _event(event_id: int, cls: str, operation: str, ref: str,
@@ -426,33 +630,112 @@ class Api:
             event['snapshot'] = copy.deepcopy(record)
         return event
 
-    def _events_result(self, events: list[dict[str, typing.Any]],
-                       wanted: set[str]) -> dict[str, typing.Any]:
+    def _events_result(self, events: list[dict[str, typing.Any]]
+                       ) -> dict[str, typing.Any]:
+        # XAPI counts the objects of every table, whatever the classes.
         counts = {cls.lower(): len(table)
-                  for cls, table in self.store.objects.items()
-                  if '*' in wanted or cls.lower() in wanted}
+                  for cls, table in self.store.objects.items()}
         return {'events': events, 'valid_ref_counts': counts,
                 'token': '%020d,%020d' % (self.store.event_id, 0)}
 
     # -- VM ----------------------------------------------------------------
 
-    def _vm(self, ref: str, operation: str) -> db.Record:
-        vm = self.store.get('VM', ref)
-        if vm['is_control_domain'] and operation != 'snapshot':
-            raise db.ApiError('OPERATION_NOT_ALLOWED',
-                              'cannot %s the control domain' % operation)
-        allowed = ALLOWED_STATES.get(operation)
-        if allowed and vm['power_state'] not in allowed:
-            raise db.ApiError('VM_BAD_POWER_STATE', ref,
-                              allowed[0].lower(), vm['power_state'].lower())
+    def _refuse(self, ref: str, vm: db.Record, operation: str,
+                strict: bool = False) -> db.ApiError | None:
+        """Why XAPI refuses ``operation`` on a VM now, or ``None``.
+
+        The checks and their order are xapi_vm_lifecycle.ml's. ``strict``
+        also requires the guest features an operation needs, as XAPI does
+        for ``allowed_operations``; a call itself only needs them for a
+        live vCPU change.
+        """
+        if vm['is_control_domain'] and operation not in (
+                'snapshot', 'changing_dynamic_range'):
+            return db.ApiError('OPERATION_NOT_ALLOWED',
+                               'cannot %s the control domain' % operation)
         blocked = vm['blocked_operations'].get(operation)
         if blocked is not None:
-            raise db.ApiError('OPERATION_BLOCKED', ref, blocked)
+            return db.ApiError('OPERATION_BLOCKED', ref, blocked)
+        allowed = ALLOWED_STATES.get(operation, ())
+        if vm['power_state'] not in allowed:
+            return db.ApiError('VM_BAD_POWER_STATE', ref, ', '.join(
+                s.lower() for s in allowed), vm['power_state'].lower())
+        current = list(vm['current_operations'].values())
+        if current and not self._concurrent(operation, current):
+            return db.ApiError('OTHER_OPERATION_IN_PROGRESS', 'VM.' + (
+                current[0] if len(current) == 1 else
+                '{%s}' % ','.join(current)), ref)
+        default = vm['is_default_template'] or vm['other_config'].get(
+            'default_template', '').lower() in ('1', 'true')
+        if vm['is_a_template'] and not vm['is_a_snapshot'] and not (
+                operation in TEMPLATE_OPERATIONS or (
+                    operation == 'destroy' and not default)):
+            return db.ApiError('VM_IS_TEMPLATE', ref, operation)
+        if vm['is_a_snapshot'] and operation not in SNAPSHOT_OPERATIONS:
+            return db.ApiError('VM_IS_SNAPSHOT', ref, operation)
+        if operation == 'provision' and not vm['is_a_template']:
+            return db.ApiError('PROVISION_ONLY_ALLOWED_ON_TEMPLATE')
+        if operation == 'revert' and not vm['is_a_snapshot']:
+            return db.ApiError('REVERT_ONLY_ALLOWED_ON_SNAPSHOT')
+        features = NEEDS_FEATURE.get(operation)
+        if (features and vm['power_state'] == 'Running' and
+                (strict or operation == 'changing_VCPUs_live') and
+                not any(self._feature(vm, f) for f in features)):
+            return db.ApiError('VM_LACKS_FEATURE', ref)
+        return None
+
+    @staticmethod
+    def _concurrent(operation: str, current: list[str]) -> bool:
+        """is_allowed_concurrently of xapi_vm_lifecycle.ml."""
+        for group in (('clone', 'copy'), ('snapshot',)):
+            if operation in group and all(c in group for c in current):
+                return True
+        if operation == 'hard_shutdown':
+            return 'hard_shutdown' not in current
+        if operation == 'hard_reboot':
+            return not {'hard_shutdown', 'hard_reboot'} & set(current)
+        return False
+
+    def _feature(self, vm: db.Record, feature: str) -> bool:
+        metrics = self.store.table('VM_guest_metrics').get(
+            vm['guest_metrics'])
+        if metrics is None:
+            return False
+        # Full PV drivers imply every feature, as XAPI assumes.
+        return bool(metrics['PV_drivers_detected'] or
+                    metrics['other'].get(feature) == '1')
+
+    def _vm(self, ref: str, operation: str) -> db.Record:
+        vm = self.store.get('VM', ref)
+        refused = self._refuse(ref, vm, operation)
+        if refused is not None:
+            raise refused
         return vm
+
+    def allowed_operations(self, ref: str) -> list[str]:
+        """What XAPI would list in the VM's ``allowed_operations``."""
+        vm = self.store.get('VM', ref)
+        saved, vm['current_operations'] = vm['current_operations'], {}
+        try:
+            return [op for op in ALLOWED_STATES
+                    if self._refuse(ref, vm, op, strict=True) is None]
+        finally:
+            vm['current_operations'] = saved
+
+    def _refresh(self, ref: str, **fields: object) -> None:
+        """Update a VM and its ``allowed_operations`` in one event."""
+        vm = self.store.get('VM', ref)
+        vm.update(fields)
+        vm['allowed_operations'] = self.allowed_operations(ref)
+        self.store.touch('VM', ref)
 
     def _vm_op(self, operation: str) -> Handler:
         return lambda ref: getattr(self, '_do_' + operation)(
             ref, self._vm(ref, operation))
+
+    def has_tools(self, ref: str) -> bool:
+        """Whether a VM runs a guest agent with PV drivers."""
+        return self.store.guest_tools.get(ref, self.settings.guest_tools)
 
     def _metrics(self, vm: db.Record, **fields: object) -> None:
         ref = vm['metrics']
@@ -464,6 +747,26 @@ class Api:
             for dev in vm[field]:
                 self.store.update(cls, dev, currently_attached=attached)
 
+    def _guest_metrics(self, ref: str, vm: db.Record, running: bool) -> str:
+        """The guest agent's record: created at boot, gone at shutdown."""
+        old = vm['guest_metrics']
+        if not running:
+            if old in self.store.table('VM_guest_metrics'):
+                self.store.destroy('VM_guest_metrics', old)
+            return db.NULL_REF
+        if old in self.store.table('VM_guest_metrics') or not (
+                self.has_tools(ref)):
+            return old
+        return self.store.create('VM_guest_metrics', {
+            'os_version': {'name': 'Simulated Linux', 'distro': 'debian',
+                           'major': '12'},
+            'PV_drivers_version': {'major': '8', 'minor': '2',
+                                   'micro': '0', 'build': '1'},
+            'PV_drivers_up_to_date': True, 'PV_drivers_detected': True,
+            'other': dict(GUEST_FEATURES), 'live': True,
+            'can_use_hotplug_vbd': 'yes', 'can_use_hotplug_vif': 'yes',
+            'last_updated': db.now()})
+
     def _power(self, ref: str, vm: db.Record, state: str) -> None:
         running = state in ('Running', 'Paused')
         host = self._master() if state != 'Halted' else db.NULL_REF
@@ -472,15 +775,19 @@ class Api:
             domid = str(random.randint(1, 30000))
         elif not running:
             domid = '-1'
-        self.store.update('VM', ref, power_state=state, resident_on=host,
-                          domid=domid)
+        if host != vm['resident_on']:
+            self.store.update('VM', ref, resident_on=host)
+        self._refresh(ref, power_state=state, domid=domid,
+                      guest_metrics=self._guest_metrics(
+                          ref, vm, state != 'Halted'))
         if state == 'Halted':
             self._metrics(vm, VCPUs_number='0', memory_actual='0',
                           state=[])
         elif running:
             self._metrics(vm, VCPUs_number=vm['VCPUs_at_startup'],
                           memory_actual=vm['memory_dynamic_max'],
-                          state=[state.lower()])
+                          state=[state.lower()],
+                          hvm=not self.has_tools(ref))
         self._attach(vm, state != 'Halted')
 
     def _check_free_memory(self, ref: str, vm: db.Record) -> None:
@@ -499,13 +806,19 @@ class Api:
             raise db.ApiError('HOST_NOT_ENOUGH_FREE_MEMORY', needed,
                               total - used)
 
-    def _not_template(self, ref: str, vm: db.Record) -> None:
-        if vm['is_a_template']:
-            raise db.ApiError('VM_IS_TEMPLATE', ref)
+    def _guest_acknowledges(self, ref: str, vm: db.Record,
+                            operation: str) -> None:
+        """A clean operation needs a guest agent to act on the request.
+
+        XAPI asks the guest through xenstore and gives up when no agent
+        acknowledges: xapi_xenops.ml raises these with no parameters.
+        """
+        if not any(self._feature(vm, f) for f in NEEDS_FEATURE[operation]):
+            raise db.ApiError('VM_FAILED_SUSPEND_ACKNOWLEDGMENT'
+                              if operation == 'suspend' else
+                              'VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT')
 
     def _vm_start(self, ref: str, start_paused: bool, force: bool) -> str:
-        vm = self.store.get('VM', ref)
-        self._not_template(ref, vm)
         vm = self._vm(ref, 'start')
         self._check_free_memory(ref, vm)
         self._power(ref, vm, 'Paused' if start_paused else 'Running')
@@ -519,12 +832,16 @@ class Api:
         return ''
 
     def _do_clean_shutdown(self, ref: str, vm: db.Record) -> str:
+        self._guest_acknowledges(ref, vm, 'clean_shutdown')
         self._power(ref, vm, 'Halted')
         return ''
 
-    _do_hard_shutdown = _do_clean_shutdown
+    def _do_hard_shutdown(self, ref: str, vm: db.Record) -> str:
+        self._power(ref, vm, 'Halted')
+        return ''
 
     def _do_clean_reboot(self, ref: str, vm: db.Record) -> str:
+        self._guest_acknowledges(ref, vm, 'clean_reboot')
         self._metrics(vm, start_time=db.now())
         return ''
 
@@ -542,6 +859,7 @@ class Api:
         return ''
 
     def _do_suspend(self, ref: str, vm: db.Record) -> str:
+        self._guest_acknowledges(ref, vm, 'suspend')
         self._power(ref, vm, 'Suspended')
         return ''
 
@@ -551,24 +869,37 @@ class Api:
             self.store.destroy('VBD', vbd)
         for vif in list(vm['VIFs']):
             self.store.destroy('VIF', vif)
-        if vm['metrics'] in self.store.table('VM_metrics'):
-            self.store.destroy('VM_metrics', vm['metrics'])
+        for cls, field in (('VM_metrics', 'metrics'),
+                           ('VM_guest_metrics', 'guest_metrics')):
+            if vm[field] in self.store.table(cls):
+                self.store.destroy(cls, vm[field])
+        for console in list(vm['consoles']):
+            self.store.destroy('console', console)
         self.store.destroy('VM', ref)
+        self.store.guest_tools.pop(ref, None)
         return ''
 
-    def _new_vm(self, source: db.Record, **fields: typing.Any) -> str:
+    def _new_vm(self, source_ref: str, source: db.Record,
+                **fields: typing.Any) -> str:
         record = copy.deepcopy(source)
         for field in ('uuid', 'VBDs', 'VIFs', 'snapshots', 'children',
-                      'consoles', 'crash_dumps', 'current_operations'):
+                      'consoles', 'crash_dumps', 'current_operations',
+                      'allowed_operations'):
             record.pop(field, None)
+        # A copy is never a default template.
+        record['other_config'].pop('default_template', None)
         record.update(power_state='Halted', domid='-1',
                       resident_on=db.NULL_REF, is_default_template=False,
                       is_a_snapshot=False, snapshot_of=db.NULL_REF,
-                      snapshot_time='')
+                      snapshot_time=db.EPOCH, guest_metrics=db.NULL_REF)
         record['metrics'] = self.store.create('VM_metrics', {
             'install_time': db.now()})
         record.update(fields)
-        return self.store.create('VM', record)
+        ref = self.store.create('VM', record)
+        if source_ref in self.store.guest_tools:
+            self.store.guest_tools[ref] = self.store.guest_tools[source_ref]
+        self._refresh(ref)
+        return ref
 
     def _copy_devices(self, source: db.Record, target: str,
                       vdi_fields: dict[str, typing.Any],
@@ -596,7 +927,7 @@ class Api:
         for field in ('uuid', 'VBDs', 'snapshots'):
             record.pop(field, None)
         record.update(is_a_snapshot=False, snapshot_of=db.NULL_REF,
-                      snapshot_time='')
+                      snapshot_time=db.EPOCH)
         if sr:
             record['SR'] = sr
         record.update({k: (ref if v is ... else v)
@@ -605,7 +936,7 @@ class Api:
 
     def _vm_clone(self, ref: str, new_name: str) -> str:
         vm = self._vm(ref, 'clone')
-        new = self._new_vm(vm, name_label=new_name,
+        new = self._new_vm(ref, vm, name_label=new_name,
                            is_a_template=vm['is_a_template'], parent=ref)
         self._copy_devices(vm, new, {})
         return new
@@ -614,33 +945,25 @@ class Api:
         vm = self._vm(ref, 'copy')
         if sr != db.NULL_REF:
             self.store.get('SR', sr)
-        new = self._new_vm(vm, name_label=new_name, parent=ref)
+        new = self._new_vm(ref, vm, name_label=new_name, parent=ref)
         self._copy_devices(vm, new, {},
                            sr if sr != db.NULL_REF else None)
         return new
 
     def _vm_snapshot(self, ref: str, new_name: str,
                      ignore_vdis: list[str] | None = None) -> str:
-        vm = self.store.get('VM', ref)
-        if vm['is_a_snapshot']:
-            raise db.ApiError('OPERATION_NOT_ALLOWED',
-                              'cannot snapshot a snapshot')
-        self._not_template(ref, vm)
         vm = self._vm(ref, 'snapshot')
         stamp = db.now()
-        snap = self._new_vm(vm, name_label=new_name, is_a_template=True,
-                            is_a_snapshot=True, snapshot_of=ref,
-                            snapshot_time=stamp)
+        snap = self._new_vm(ref, vm, name_label=new_name,
+                            is_a_template=True, is_a_snapshot=True,
+                            snapshot_of=ref, snapshot_time=stamp)
         self._copy_devices(vm, snap, {'is_a_snapshot': True,
                                       'snapshot_of': ...,
                                       'snapshot_time': stamp})
         return snap
 
     def _vm_revert(self, snapshot: str) -> str:
-        snap = self.store.get('VM', snapshot)
-        if not snap['is_a_snapshot']:
-            raise db.ApiError('OPERATION_NOT_ALLOWED',
-                              'VM %s is not a snapshot' % snapshot)
+        snap = self._vm(snapshot, 'revert')
         target = snap['snapshot_of']
         if target not in self.store.table('VM'):
             raise db.ApiError('VM_REVERT_FAILED', snapshot, target)
@@ -669,19 +992,24 @@ class Api:
         fields = ('memory_static_max', 'memory_static_min',
                   'memory_dynamic_max', 'memory_dynamic_min',
                   'memory_target', 'VCPUs_max', 'VCPUs_at_startup')
-        self.store.update('VM', target, **{f: snap[f] for f in fields})
+        self._refresh(target, **{f: snap[f] for f in fields})
         return ''
 
     def _check_memory(self, smin: int, dmin: int, dmax: int,
                       smax: int) -> None:
-        if not 0 < smin <= dmin <= dmax <= smax:
-            raise db.ApiError(
-                'MEMORY_CONSTRAINT_VIOLATION',
-                'Memory limits must satisfy: static_min <= dynamic_min <= '
-                'dynamic_max <= static_max')
+        if not 0 <= smin <= dmin <= dmax <= smax:
+            raise db.ApiError('MEMORY_CONSTRAINT_VIOLATION_ORDER')
+        pools = list(self.store.table('pool').values())
+        restricted = pools and pools[0]['restrictions'].get(
+            'restrict_dmc') == 'true'
+        if restricted and not smin <= dmin == dmax == smax:
+            # Without dynamic memory control (a pool restriction), XAPI
+            # pins the dynamic range at static_max.
+            raise db.ApiError('MEMORY_CONSTRAINT_VIOLATION_MAXPIN',
+                              'DMC unavailable')
 
     def _vm_set_dynamic_range(self, ref: str, dmin: str, dmax: str) -> str:
-        vm = self._vm(ref, 'set_memory_dynamic_range')
+        vm = self._vm(ref, 'changing_dynamic_range')
         low, high = int(dmin), int(dmax)
         self._check_memory(int(vm['memory_static_min']), low, high,
                            int(vm['memory_static_max']))
@@ -694,7 +1022,7 @@ class Api:
 
     def _vm_set_memory_limits(self, ref: str, smin: str, smax: str,
                               dmin: str, dmax: str) -> str:
-        self._vm(ref, 'set_memory_limits')
+        self._vm(ref, 'changing_memory_limits')
         values = [int(v) for v in (smin, dmin, dmax, smax)]
         self._check_memory(*values)
         self.store.update('VM', ref, memory_static_min=str(values[0]),
@@ -704,40 +1032,64 @@ class Api:
                           memory_target=str(values[2]))
         return ''
 
-    def _vcpus(self, value: object, maximum: int) -> int:
-        count = int(str(value))
+    @staticmethod
+    def _vcpus(value: object, maximum: int) -> int:
+        try:
+            count = int(str(value))
+        except ValueError:
+            count = 0
         if not 1 <= count <= maximum:
-            raise db.ApiError('INVALID_VALUE', 'VCPU', value)
+            raise db.ApiError(
+                'INVALID_VALUE', 'VCPU values must satisfy: 0 < '
+                'VCPUs_at_startup <= VCPUs_max', value)
         return count
 
     def _vm_set_vcpus_live(self, ref: str, value: str) -> str:
-        vm = self._vm(ref, 'set_VCPUs_number_live')
+        vm = self._vm(ref, 'changing_VCPUs_live')
         count = self._vcpus(value, int(vm['VCPUs_max']))
         self.store.update('VM', ref, VCPUs_at_startup=str(count))
         self._metrics(vm, VCPUs_number=str(count))
         return ''
 
     def _vm_set_vcpus_max(self, ref: str, value: str) -> str:
-        vm = self._vm(ref, 'set_VCPUs_max')
+        vm = self._vm(ref, 'changing_VCPUs')
         count = self._vcpus(value, 64)
         if count < int(vm['VCPUs_at_startup']):
-            raise db.ApiError('INVALID_VALUE', 'VCPU', value)
+            raise db.ApiError(
+                'INVALID_VALUE', 'VCPU values must satisfy: 0 < '
+                'VCPUs_at_startup <= VCPUs_max', value)
         self.store.update('VM', ref, VCPUs_max=str(count))
         return ''
 
     def _vm_set_vcpus_at_startup(self, ref: str, value: str) -> str:
-        vm = self.store.get('VM', ref)
+        vm = self._vm(ref, 'changing_VCPUs')
         count = self._vcpus(value, int(vm['VCPUs_max']))
         self.store.update('VM', ref, VCPUs_at_startup=str(count))
+        return ''
+
+    def _vm_set_is_a_template(self, ref: str, value: typing.Any) -> str:
+        vm = self.store.get('VM', ref)
+        if not isinstance(value, bool):
+            raise db.ApiError('FIELD_TYPE_ERROR', 'is_a_template')
+        if value and vm['power_state'] != 'Halted':
+            raise db.ApiError('VM_BAD_POWER_STATE', ref, 'halted',
+                              vm['power_state'].lower())
+        self._refresh(ref, is_a_template=value)
         return ''
 
     def _do_provision(self, ref: str, vm: db.Record) -> str:
         """Create the disks the template's ``other_config:disks`` lists.
 
         The key holds XML such as ``<provision><disk device="0"
-        size="8589934592" sr="" bootable="true" type="system"/>
-        </provision>``; XAPI removes it once the disks exist.
+        size="8589934592" sr="<SR uuid>" bootable="true" type="system"/>
+        </provision>``. As xapi_templates.ml does, every ``sr`` must be an
+        SR's uuid: stock templates say ``sr=""`` and ``xe vm-install``
+        fills in the default SR before it calls ``VM.provision``, so a raw
+        provision of such a template fails with ``UUID_INVALID [sr, ""]``.
+        XAPI clears ``is_a_template`` first and removes the key once the
+        disks exist.
         """
+        self._refresh(ref, is_a_template=False)
         spec = vm['other_config'].get('disks')
         if not spec:
             return ''
@@ -745,28 +1097,35 @@ class Api:
             disks = xml.dom.minidom.parseString(spec).getElementsByTagName(
                 'disk')
         except Exception:
-            raise db.ApiError('INVALID_VALUE', 'disks', spec) from None
+            raise db.ApiError('INTERNAL_ERROR',
+                              'cannot parse other_config:disks') from None
         pools = list(self.store.table('pool').values())
         default_sr = pools[0]['default_SR'] if pools else db.NULL_REF
+        targets = []
         for disk in disks:
             sr_uuid = disk.getAttribute('sr')
-            sr = default_sr
-            if sr_uuid:
+            if not sr_uuid and self.settings.mode == 'lenient':
+                sr = default_sr
+            else:
                 sr = next((r for r, rec in self.store.table('SR').items()
                            if rec['uuid'] == sr_uuid), db.NULL_REF)
             if sr not in self.store.table('SR'):
-                raise db.ApiError('UUID_INVALID', 'SR', sr_uuid)
+                raise db.ApiError('UUID_INVALID', 'sr', sr_uuid)
+            targets.append((disk, sr))
+        for disk, sr in targets:
+            device = disk.getAttribute('device') or '0'
+            kind = disk.getAttribute('type') or 'system'
             vdi = self._vdi_create({
-                'name_label': '%s %s' % (vm['name_label'],
-                                         disk.getAttribute('device')),
+                'name_label': device,
+                'name_description': 'Created by template provisioner',
                 'SR': sr, 'virtual_size': disk.getAttribute('size') or '0',
-                'type': disk.getAttribute('type') or 'system',
-                'sharable': disk.getAttribute('sharable') == 'true'})
+                'type': kind, 'sm_config': {'vmhint': vm['uuid']}})
             self._create_vbd({
-                'VM': ref, 'VDI': vdi,
-                'userdevice': disk.getAttribute('device') or '0',
+                'VM': ref, 'VDI': vdi, 'userdevice': device,
                 'bootable': disk.getAttribute('bootable') == 'true',
-                'type': 'Disk', 'mode': 'RW'})
+                'type': 'Disk', 'mode': 'RW',
+                'unpluggable': kind != 'system',
+                'other_config': {'owner': ''}})
         other = dict(vm['other_config'])
         other.pop('disks', None)
         self.store.update('VM', ref, other_config=other)

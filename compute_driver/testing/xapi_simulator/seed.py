@@ -40,8 +40,9 @@ DEFAULT_SEED: dict[str, typing.Any] = {
     'templates': [
         {'name': 'Debian Bookworm 12', 'memory_mb': 512, 'vcpus': 1,
          'disk_gb': 10},
+        # An HVM install: its guests run no agent or PV drivers.
         {'name': 'Other install media', 'memory_mb': 256, 'vcpus': 1,
-         'disk_gb': 2},
+         'disk_gb': 2, 'guest_tools': False},
     ],
 }
 
@@ -61,11 +62,14 @@ def load_seed(path: str | None) -> dict[str, typing.Any]:
     return seed
 
 
-def disks_xml(disks: list[tuple[int, int, bool]]) -> str:
-    """``other_config:disks`` for ``(device, size in bytes, bootable)``."""
+def disks_xml(disks: list[tuple[int, int, bool]], sr: str = '') -> str:
+    """``other_config:disks`` for ``(device, size in bytes, bootable)``.
+
+    :param sr: the SR uuid of every disk; stock templates leave it empty.
+    """
     return '<provision>%s</provision>' % ''.join(
-        '<disk device="%d" size="%d" sr="" bootable="%s" type="system"/>'
-        % (device, size, 'true' if bootable else 'false')
+        '<disk device="%d" size="%d" sr="%s" bootable="%s" type="system"/>'
+        % (device, size, sr, 'true' if bootable else 'false')
         for device, size, bootable in disks)
 
 
@@ -96,24 +100,35 @@ def populate(store: db.Store, seed: dict[str, typing.Any]) -> None:
     sr = store.create('SR', {
         'name_label': 'Local storage', 'type': 'ext',
         'physical_size': str(int(seed['sr_gb']) * GiB)})
+    store.create('PBD', {'host': host, 'SR': sr, 'currently_attached': True,
+                         'device_config': {'device': '/dev/sda3'}})
     store.create('pool', {'name_label': '', 'master': host,
-                          'default_SR': sr})
-    store.create('network', {'name_label': seed['network'],
-                             'bridge': 'xenbr0'})
+                          'default_SR': sr, 'restrictions': {
+                              'restrict_dmc': 'false'}})
+    network = store.create('network', {'name_label': seed['network'],
+                                       'bridge': 'xenbr0'})
+    store.create('PIF', {'device': 'eth0', 'network': network,
+                         'host': host, 'MAC': '02:00:00:00:00:01',
+                         'management': True, 'IP': seed['address'],
+                         'ip_configuration_mode': 'Static',
+                         'netmask': '255.0.0.0'})
     dom0_metrics = store.create('VM_metrics', {
         'memory_actual': str(1024 * MiB), 'VCPUs_number': '4'})
-    store.create('VM', {
+    dom0 = store.create('VM', {
         'name_label': 'Control domain on host: %s' % hostname,
         'is_control_domain': True, 'power_state': 'Running', 'domid': '0',
         'resident_on': host, 'metrics': dom0_metrics,
         'memory_static_max': str(1024 * MiB),
         'memory_dynamic_max': str(1024 * MiB), 'VCPUs_max': '4',
         'VCPUs_at_startup': '4', 'domain_type': 'pv'})
+    store.create('console', {'protocol': 'rfb', 'VM': dom0,
+                             'location': 'https://%s/console?ref=%s'
+                                         % (seed['address'], dom0)})
     for template in seed['templates']:
         memory = str(int(template.get('memory_mb', 512)) * MiB)
         vcpus = str(int(template.get('vcpus', 1)))
         disks = [(0, int(template.get('disk_gb', 10)) * GiB, True)]
-        store.create('VM', {
+        ref = store.create('VM', {
             'name_label': template['name'],
             'name_description': template.get('description', ''),
             'is_a_template': True, 'is_default_template': True,
@@ -122,4 +137,8 @@ def populate(store: db.Store, seed: dict[str, typing.Any]) -> None:
             'memory_target': memory, 'VCPUs_max': vcpus,
             'VCPUs_at_startup': vcpus,
             'other_config': {'disks': disks_xml(disks),
-                             'install-methods': 'cdrom'}})
+                             'install-methods': 'cdrom',
+                             'default_template': 'true'}})
+        if 'guest_tools' in template:
+            # Whether VMs installed from it run a guest agent.
+            store.guest_tools[ref] = bool(template['guest_tools'])

@@ -12,12 +12,13 @@
 
 """The simulator's HTTP server, its knobs and its console script.
 
-XAPI answers XML-RPC POSTs on ``/`` over HTTP or HTTPS; so does
-:class:`Simulator`, one thread per connection, so a blocked
-``event.from`` does not hold other callers up.
+XAPI answers XML-RPC POSTs on ``/`` and JSON-RPC POSTs on ``/jsonrpc``
+over HTTP or HTTPS; so does :class:`Simulator`, one thread per
+connection, so a blocked ``event.from`` does not hold other callers up.
 """
 
 import argparse
+import collections
 import logging
 import signal
 import socketserver
@@ -28,6 +29,7 @@ import typing
 import xmlrpc.server
 
 from compute_driver.testing.xapi_simulator import api as xapi
+from compute_driver.testing.xapi_simulator import jsonrpc
 from compute_driver.testing.xapi_simulator import seed as seeding
 from compute_driver.testing.xapi_simulator import store as db
 
@@ -35,8 +37,25 @@ LOG = logging.getLogger(__name__)
 
 
 class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
-    # XAPI serves any path; clients use "/".
+    # XAPI serves XML-RPC on any path but /jsonrpc; clients use "/".
     rpc_paths = ()
+
+    def do_POST(self) -> None:
+        if typing.cast(_Server, self.server).down.is_set():
+            # As a xapi that died: the connection closes unanswered.
+            self.close_connection = True
+            return
+        if self.path.split('?')[0] != '/jsonrpc':
+            super().do_POST()
+            return
+        length = int(self.headers.get('content-length') or 0)
+        dispatch = typing.cast(_Server, self.server).instance
+        body = jsonrpc.handle(self.rfile.read(length), dispatch._dispatch)
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: typing.Any) -> None:
         LOG.debug('%s - %s', self.address_string(), format % args)
@@ -46,6 +65,8 @@ class _Server(socketserver.ThreadingMixIn,
               xmlrpc.server.SimpleXMLRPCServer):
     daemon_threads = True
     allow_reuse_address = True
+    instance: '_Dispatch'
+    down = threading.Event()
 
 
 class _Dispatch:
@@ -74,7 +95,11 @@ class Simulator:
     :param keyfile: the certificate's PEM key.
     :param store: share another simulator's objects: what :meth:`add_member`
         does for a pool member.
-    :param master_address: answer logins with ``HOST_IS_SLAVE`` naming it.
+    :param master_address: answer every call but a local login with
+        ``HOST_IS_SLAVE`` naming it.
+    :param mode: ``xapi`` (the default) behaves as XAPI does;
+        ``lenient`` also provisions template disks whose ``sr`` is empty
+        on the default SR (see :data:`.api.MODES`).
     """
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
@@ -82,20 +107,26 @@ class Simulator:
                  seed: dict[str, typing.Any] | None = None,
                  certfile: str | None = None, keyfile: str | None = None,
                  store: db.Store | None = None,
-                 master_address: str | None = None) -> None:
+                 master_address: str | None = None,
+                 mode: str = 'xapi') -> None:
+        if mode not in xapi.MODES:
+            raise ValueError('mode must be one of %s, not %r'
+                             % (', '.join(xapi.MODES), mode))
         if store is None:
             store = db.Store()
             seed = dict(seed or seeding.DEFAULT_SEED)
             seed.setdefault('address', host)
             seeding.populate(store, seed)
         self.store = store
-        self.settings = xapi.Settings(master_address=master_address)
+        self.settings = xapi.Settings(master_address=master_address,
+                                      mode=mode)
         if users is not None:
             self.settings.users = dict(users)
         self.api = xapi.Api(store, self.settings)
         self._server = _Server((host, port), _RequestHandler,
                                logRequests=False, allow_none=False)
         self._server.register_instance(_Dispatch(self.api))
+        self._server.down = threading.Event()
         self.scheme = 'http'
         if certfile:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -159,10 +190,15 @@ class Simulator:
 
     # -- knobs -------------------------------------------------------------
 
-    def add_member(self, host: str | None = None) -> 'Simulator':
-        """Start a pool member that sends every login to this master."""
-        member = Simulator(host or self.host, 0, store=self.store,
-                           master_address=self.address)
+    def add_member(self, host: str = '127.0.0.2') -> 'Simulator':
+        """Start a pool member that sends every call to this master.
+
+        As in a real pool, the member listens on the master's port at
+        another address, and its ``HOST_IS_SLAVE`` names the master's
+        address alone (any 127.x address is local on Linux).
+        """
+        member = Simulator(host, self.port, store=self.store,
+                           master_address=self.host, mode=self.settings.mode)
         member.settings.users = self.settings.users
         self._members.append(member)
         return member.start()
@@ -185,6 +221,44 @@ class Simulator:
         with self.store.lock:
             self.settings.faults.append(
                 xapi.Fault(method, code, tuple(params), nth))
+
+    def go_down(self) -> None:
+        """Close every request unanswered, as a xapi that died does."""
+        self._server.down.set()
+
+    def go_up(self) -> None:
+        """Answer requests again, as a restarted xapi; sessions survive."""
+        self._server.down.clear()
+
+    def hold(self, method: str, cancellable: bool = True) -> xapi.Hold:
+        """Keep the next call of ``method`` in progress until released.
+
+        It models a slow operation: ``hold.reached`` is set once the call
+        arrives; an Async call's task stays ``pending`` until
+        ``hold.release()``, and cancelling it ends the operation unless
+        ``cancellable`` is false (XAPI cannot cancel every operation: the
+        task is then ``cancelling`` and the operation completes once
+        released). ``hold.finished`` is set when the call ended.
+        """
+        hold = xapi.Hold(method, cancellable)
+        with self.store.lock:
+            self.settings.holds.append(hold)
+        return hold
+
+    def set_guest_tools(self, vm: str, present: bool) -> None:
+        """Whether a VM (and VMs cloned from it later) runs a guest agent.
+
+        It takes effect at the VM's next boot, as XAPI learns of an agent
+        when it starts reporting.
+        """
+        with self.store.lock:
+            self.store.get('VM', vm)
+            self.store.guest_tools[vm] = present
+
+    @property
+    def calls(self) -> collections.Counter[str]:
+        """How many times each method was called (Async ones included)."""
+        return self.api.calls
 
     def objects(self, cls: str) -> dict[str, db.Record]:
         """A copy of every record of a class, by reference."""
@@ -229,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
                              'invalid (default: never)')
     parser.add_argument('--member-port', type=int, default=None,
                         help='also serve a pool member on this port that '
-                             'answers logins with HOST_IS_SLAVE')
+                             'answers calls with HOST_IS_SLAVE naming the '
+                             'master as HOST:PORT (XAPI names the address '
+                             'alone; see add_member())')
+    parser.add_argument('--mode', choices=xapi.MODES, default='xapi',
+                        help='xapi: behave as XAPI does (default); '
+                             'lenient: also provision template disks '
+                             'whose sr is empty on the default SR')
     parser.add_argument('--fail', type=_fault, action='append', default=[],
                         metavar='METHOD:CODE[:N]',
                         help='fail the Nth call (default 1st) of METHOD '
@@ -243,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         simulator = Simulator(args.host, args.port,
                               users={args.username: args.password},
                               seed=seed, certfile=args.cert,
-                              keyfile=args.key)
+                              keyfile=args.key, mode=args.mode)
     except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
         sys.stderr.write('compute-driver-xapi-simulator: %s\n' % exc)
         return 1
@@ -253,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.member_port is not None:
         member = Simulator(args.host, args.member_port,
                            store=simulator.store,
-                           master_address=simulator.address)
+                           master_address=simulator.address,
+                           mode=args.mode)
         member.settings.users = simulator.settings.users
         simulator._members.append(member.start())
         LOG.info('pool member at %s', member.url)
