@@ -465,6 +465,9 @@ class XenAPIDriver(driver.ComputeDriver):
         # shares physical CPUs between guests.
         resources, sr = self._host_state(records, need_sr=True)
         flavor = instance.flavor
+        # vCPUs are not claimed, but a flavor with more than the host has
+        # can never start; refuse it before XAPI is asked to build it.
+        driver.check_flavor_fits_host(flavor, resources)
         for resource, requested, used, total in (
                 ('memory_mb', flavor.memory_mb, resources.memory_mb_used,
                  resources.memory_mb),
@@ -979,6 +982,9 @@ class XenAPIDriver(driver.ComputeDriver):
     def live_resize(self, context, instance, vcpus=None, memory_mb=None):
         ref, record = self._lookup(instance)
         stored = vm_utils.instance_of(record)
+        # The stored flavor is what spawn claimed; the caller's copy of
+        # the instance may say otherwise.
+        self.check_live_resize(stored or instance, vcpus, memory_mb)
         # Spawn pins VCPUs_max and memory_static_max to the flavor, so the
         # flavor is the ceiling, as in Nova: going higher needs a resize
         # with a reboot. Refused here, before XAPI is asked.
@@ -996,9 +1002,6 @@ class XenAPIDriver(driver.ComputeDriver):
                                        instance.name, 'VCPUs_max'
                                        if unit == 1 else 'memory_static_max'))
 
-        # The stored flavor is what spawn claimed; the caller's copy of
-        # the instance may say otherwise.
-        self.check_live_resize(stored or instance, vcpus, memory_mb)
 
         def resize(vm_ref, vm_record):
             if vcpus is not None:

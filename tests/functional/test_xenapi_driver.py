@@ -216,6 +216,23 @@ def test_host_without_memory_refuses_start(simulator, make_driver):  # noqa
     assert instance.uuid not in backend.list_instance_uuids()
 
 
+def test_flavor_larger_than_the_host_is_refused_before_xapi_acts(
+        simulator, make_driver):  # noqa: F811
+    backend = make_driver(simulator)
+    host_vcpus = backend.get_available_resource(None).vcpus
+    big = objects.Flavor('big', host_vcpus + 1, 64, 1)
+    instance = objects.Instance.new('vm-big', big, IMAGE)
+    vms, vdis = _vms(simulator), _vdis(simulator)
+    before = simulator.api.calls.copy()
+    with pytest.raises(exception.FlavorExceedsHost) as caught:
+        _spawn(backend, instance)
+    assert caught.value.resource == 'vcpus'
+    made = simulator.api.calls - before
+    assert not [name for name in made
+                if name.split('.')[-1] in ('clone', 'provision')]
+    assert _vms(simulator) == vms and _vdis(simulator) == vdis
+
+
 def test_snapshot_revert_and_live_resize(simulator, make_driver):  # noqa
     backend = make_driver(simulator)
     instance = _instance(flavor='m1.small')
