@@ -1002,7 +1002,6 @@ class XenAPIDriver(driver.ComputeDriver):
                                        instance.name, 'VCPUs_max'
                                        if unit == 1 else 'memory_static_max'))
 
-
         def resize(vm_ref, vm_record):
             if vcpus is not None:
                 self._require(instance, vm_record, 'changing_VCPUs_live',
