@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 import typing
+from xml.etree import ElementTree
 
 import libvirt
 
@@ -304,3 +305,33 @@ class Host:
     def hypervisor_version_int(self) -> int:
         """The hypervisor's version as Nova's integer ``8000001``."""
         return objects.version_to_int(self.get_hypervisor_version())
+
+    def get_dac_label(self) -> tuple[int, int] | None:
+        """The uid and gid the hypervisor's processes run as, if known.
+
+        Read from the DAC security model of the host capabilities
+        (``<baselabel type='kvm'>+64055:+108</baselabel>``), which is
+        what ``qemu.conf``'s ``user`` and ``group`` resolved to. ``None``
+        when libvirt reports no DAC label for this virt_type (a session
+        connection runs guests as the caller).
+        """
+        try:
+            caps = ElementTree.fromstring(
+                self.get_connection().getCapabilities())
+        except (libvirt.libvirtError, ElementTree.ParseError) as exc:
+            LOG.debug('Cannot read the capabilities of %s: %s', self.uri,
+                      exc)
+            return None
+        for model in caps.iterfind('./host/secmodel'):
+            if model.findtext('model') != 'dac':
+                continue
+            for label in model.iterfind('baselabel'):
+                if label.get('type') != self.virt_type:
+                    continue
+                try:
+                    uid, gid = (int(part.lstrip('+'))
+                                for part in (label.text or '').split(':'))
+                except ValueError:
+                    return None
+                return uid, gid
+        return None
