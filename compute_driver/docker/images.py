@@ -255,7 +255,11 @@ class ImageStore:
         path = os.path.join(self.directory, mapping.image_file_name(ref))
         partial = path + '.partial'
         try:
-            with open(partial, 'wb') as f:
+            # A snapshot holds the tenant's data: only for this user.
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                         os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)
+            with open(fd, 'wb') as f:
                 for chunk in self.api.get_image(ref, chunk_size=_CHUNK):
                     f.write(chunk)
             os.replace(partial, path)

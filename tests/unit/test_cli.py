@@ -416,3 +416,11 @@ def test_help_after_a_command_is_the_commands_help(capsys, config, argv):
     assert rc == 0
     assert out.startswith('usage: compute-driver snapshot')
     assert 'INSTANCE IMAGE' in out
+
+
+def test_cleanup_on_the_fake_says_there_is_nothing(capsys, config):
+    for argv in (['cleanup'], ['cleanup', '--dry-run', '-f', 'json']):
+        rc, out, err = _run(capsys, config(), *argv)
+        assert rc == 0
+        assert err == 'Nothing to clean up on the fake backend.\n'
+    assert json.loads(out) == []

@@ -376,3 +376,33 @@ def _raise(exc):
 
 def test_domain_name_helper_is_the_drivers():
     assert config.domain_name('x').endswith('x')
+
+
+def test_cli_cleanup_lists_then_removes(tmp_path, capsys):
+    from compute_driver.cmd import main
+    uuid = '0b0c4b4e-5a7d-4d1e-9a39-3c4a4c2f9d56'
+    images = test_libvirt.make_store(tmp_path)
+    _stale_spawn(tmp_path, uuid)
+    conf_file = tmp_path / 'compute-driver.conf'
+    conf_file.write_text(
+        '[DEFAULT]\ncompute_driver = libvirt\nhost = testhost\n'
+        '[libvirt]\nvirt_type = qemu\nconnection_uri = %s\n'
+        'images_path = %s\ninstances_path = %s\n' % (
+            test_libvirt.TEST_URI, images, tmp_path / 'instances'))
+    argv = ['--config-file', str(conf_file), 'cleanup', '-f', 'json']
+    assert main.main(argv + ['--dry-run']) == 0
+    out, err = capsys.readouterr()
+    assert err == ''
+    rows = json.loads(out)
+    assert [(r['Backend'], r['Reason'], r['Result']) for r in rows] == [
+        ('libvirt', 'its spawn was interrupted', 'would remove')]
+    assert uuid in rows[0]['Object']
+    assert (tmp_path / 'instances' / uuid).is_dir()
+    assert main.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert [r['Result'] for r in json.loads(out)] == ['removed']
+    assert _listing(tmp_path) == []
+    assert main.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == []
+    assert err == 'Nothing to clean up on the libvirt backend.\n'
