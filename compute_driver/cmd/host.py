@@ -163,7 +163,7 @@ class CleanupLeftovers(common.Lister):
         return ('Backend', 'Object', 'Reason', 'Result'), rows
 
     def run(self, parsed_args):
-        self._failed: list[objects.Leftover] = []
+        self._failed = []
         status = super().run(parsed_args)
         if status == 0 and self._failed:
             self.app.stderr.write('%d of the leftovers could not be '
