@@ -406,3 +406,37 @@ def test_cli_cleanup_lists_then_removes(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert json.loads(out) == []
     assert err == 'Nothing to clean up on the libvirt backend.\n'
+
+
+_CAPS = """<capabilities><host>
+  <secmodel><model>none</model><doi>0</doi></secmodel>
+  <secmodel><model>dac</model><doi>0</doi>
+    <baselabel type='kvm'>+64055:+108</baselabel>
+    <baselabel type='qemu'>+64055:+64055</baselabel>
+  </secmodel></host></capabilities>"""
+
+
+@pytest.mark.parametrize('virt_type, caps, expected', [
+    ('qemu', _CAPS, (64055, 64055)),
+    ('kvm', _CAPS, (64055, 108)),
+    ('lxc', _CAPS, None),
+    ('qemu', '<capabilities><host/></capabilities>', None),
+    ('qemu', '<capabilities', None),
+])
+def test_dac_label(make_driver, monkeypatch, virt_type, caps, expected):
+    backend = make_driver(virt_type=virt_type)
+    conn = backend._conn()
+    monkeypatch.setattr(type(conn), 'getCapabilities', lambda self: caps)
+    assert backend._host.get_dac_label() == expected
+
+
+def test_instance_directory_goes_to_qemus_group(test_driver, tmp_path):
+    # Root may give a directory to any group: the one QEMU runs as gets
+    # search access, nobody else any.
+    if os.getuid() != 0:
+        pytest.skip('only root can give a directory to another group')
+    test_driver._qemu_gid = 4242
+    instance = test_libvirt._instance(test_driver.conf)
+    _spawn(test_driver, instance)
+    info = (tmp_path / 'instances' / instance.uuid).stat()
+    assert (info.st_gid, stat.S_IMODE(info.st_mode)) == (4242, 0o710)
