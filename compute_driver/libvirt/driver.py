@@ -750,7 +750,12 @@ class LibvirtDriver(driver.ComputeDriver):
                     reason=_message(exc)) from exc
             dom = None
         if dom is not None:
-            record = self._record_of(dom)
+            try:
+                record = self._record_of(dom)
+            except libvirt.libvirtError as exc:
+                raise exception.BackendError(
+                    operation='lookup', instance=uuid,
+                    reason=_message(exc)) from exc
             if record is None:
                 # Not ours: whatever made it, it was not this spawn.
                 raise exception.InvalidInput(
