@@ -1019,6 +1019,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     self.store.create_disk(image, fresh,
                                            self.conf.libvirt.disk_format,
                                            cache=False)
+                    os.chmod(fresh, 0o600)
                     os.replace(fresh, disk)
                 finally:
                     if os.path.exists(fresh):
