@@ -479,9 +479,12 @@ class DockerDriver(driver.ComputeDriver):
             self.api.remove_container(container, force=True, v=True)
         except docker_errors.NotFound:
             pass
-        except Exception:
-            LOG.exception('Could not remove container %s of %s after a '
-                          'failed operation', container, instance.name)
+        except Exception as exc:
+            # One line naming what is left; the traceback only with -v.
+            LOG.warning('Could not remove container %s of %s after a '
+                        'failed operation; it is left: %s', container,
+                        instance.name, exception.one_line(exc))
+            LOG.debug('Removal failure', exc_info=True)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -725,16 +728,20 @@ class DockerDriver(driver.ComputeDriver):
                     'dangling': True,
                     'label': '%s=%s' % (mapping.SNAPSHOT_NAME, image_id)}):
                 self._remove_image_quietly(image['Id'])
-        except Exception:
-            LOG.exception('Could not look for the image of a refused '
-                          'snapshot name %r', image_id)
+        except Exception as exc:
+            LOG.warning('Could not look for the image of a refused '
+                        'snapshot name %r; an untagged image may be left: '
+                        '%s', image_id, exception.one_line(exc))
+            LOG.debug('Lookup failure', exc_info=True)
 
     def _remove_image_quietly(self, ref: str) -> None:
         try:
             self.api.remove_image(ref)
-        except Exception:
-            LOG.exception('Could not remove image %s after a failed '
-                          'snapshot', ref)
+        except Exception as exc:
+            LOG.warning('Could not remove image %s after a failed '
+                        'snapshot; it is left: %s', ref,
+                        exception.one_line(exc))
+            LOG.debug('Removal failure', exc_info=True)
 
     def delete_snapshot(self, context, image_id):
         store = dimages.ImageStore(self.api, self.conf.docker)
