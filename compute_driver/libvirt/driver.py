@@ -721,7 +721,8 @@ class LibvirtDriver(driver.ComputeDriver):
                             'its spawn was interrupted',
                             functools.partial(self._remove_spawn, uuid,
                                               path))
-            elif entry.startswith('.') and entry.endswith('.tmp'):
+            elif (entry.startswith('.') and entry.endswith('.tmp') and
+                  _SPAWNING + '.' in entry):
                 with leftovers.probe(path) as stale:
                     if stale:
                         yield leftovers.Candidate(

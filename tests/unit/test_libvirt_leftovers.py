@@ -440,3 +440,16 @@ def test_instance_directory_goes_to_qemus_group(test_driver, tmp_path):
     _spawn(test_driver, instance)
     info = (tmp_path / 'instances' / instance.uuid).stat()
     assert (info.st_gid, stat.S_IMODE(info.st_mode)) == (4242, 0o710)
+
+
+def test_unfinished_marker_file_is_swept_and_others_kept(test_driver,
+                                                         tmp_path):
+    root = tmp_path / 'instances'
+    uuid = '0b0c4b4e-5a7d-4d1e-9a39-3c4a4c2f9d57'
+    unfinished = root / ('.%s.spawning.1234abcd.tmp' % uuid)
+    unfinished.write_text('')
+    foreign = root / '.operator-notes.tmp'
+    foreign.write_text('mine')
+    found = test_driver.cleanup_leftovers()
+    assert [f.what for f in found] == ['file %s' % unfinished]
+    assert foreign.exists() and not unfinished.exists()
