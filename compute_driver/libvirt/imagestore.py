@@ -430,11 +430,12 @@ class ImageStore:
         with self._lock:
             if os.path.exists(base):
                 return base
-            # Only by name: the copies are images, which every instance
-            # reading them names in its disk's backing chain.
+            # Copies may be of snapshots, tenant data: only this user and,
+            # through libvirt's dynamic ownership of the backing chain at
+            # start, QEMU read them; the directory is searched by name.
             os.makedirs(self.base_path, mode=0o711, exist_ok=True)
             partial = '%s.part-%s' % (base, uuidlib.uuid4().hex[:8])
-            marker = leftovers.Marker.create(partial, 0o644)
+            marker = leftovers.Marker.create(partial, 0o600)
             try:
                 with open(image.path, 'rb') as source:
                     with open(marker.fd, 'wb', closefd=False) as target:
@@ -519,7 +520,8 @@ class ImageStore:
             if force_share:
                 args.append('-U')
             run_qemu_img(*args, disk, target)
-            os.chmod(target, 0o644)
+            # The tenant's data; only this process reads it (into _base).
+            os.chmod(target, 0o600)
             data: dict[str, object] = {
                 'file': file_name, 'disk_format': 'qcow2',
                 'container_format': 'bare', 'min_disk': min_disk,

@@ -210,6 +210,10 @@ def test_instance_files_are_private(test_driver, tmp_path):
     assert stat.S_IMODE(directory.stat().st_mode) in (0o700, 0o710)
     for name in ('disk', 'console.log'):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    base = tmp_path / 'instances' / '_base'
+    assert stat.S_IMODE(base.stat().st_mode) == 0o711
+    for copy in base.iterdir():
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     # Nothing but the directory: the spawn's marker is gone.
     assert _listing(tmp_path) == sorted([
         '_base', '_base/' + os.listdir(test_driver.store.base_path)[0],
