@@ -45,6 +45,7 @@ Operations:
 """
 
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -335,6 +336,9 @@ class DockerDriver(driver.ComputeDriver):
     def cleanup_leftovers(self, dry_run=False):
         """Remove the containers of spawns that did not complete.
 
+        Also removes the partial tarballs of snapshots interrupted while
+        written into ``[docker] image_directory``.
+
         A spawn creates its container under a name ending in
         :data:`mapping.SPAWNING_SUFFIX`, labelled with the process doing
         it, and renames it to the instance's name once it has started (or
@@ -349,8 +353,16 @@ class DockerDriver(driver.ComputeDriver):
                 all=True, filters={
                     **self._label_filters(),
                     'name': [mapping.SPAWNING_SUFFIX + '$']})
-        return leftovers.sweep(self.name, self._leftover_candidates(
-            summaries), dry_run)
+        return leftovers.sweep(self.name, itertools.chain(
+            self._leftover_candidates(summaries),
+            self._partial_tarballs()), dry_run)
+
+    def _partial_tarballs(self) -> typing.Iterator[leftovers.Candidate]:
+        store = dimages.ImageStore(self.api, self.conf.docker)
+        for path in store.partial_tarballs():
+            yield leftovers.Candidate(
+                'file %s' % path, 'a snapshot whose save was interrupted',
+                functools.partial(os.unlink, path))
 
     def _leftover_candidates(self, summaries: list[dict]
                              ) -> typing.Iterator[leftovers.Candidate]:

@@ -205,3 +205,53 @@ def test_spawning_containers_are_not_instances():
     assert backend._records([summary]) == []
     summary['Names'] = ['/compute-driver-a']
     assert [r.instance.name for r in backend._records([summary])] == ['vm1']
+
+
+class _SaveAPI:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def get_image(self, ref, chunk_size):
+        for chunk in self.chunks:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+
+
+def _image_store(tmp_path, api):
+    pytest.importorskip('docker')
+    from compute_driver.docker import images as dimages
+    conf = fixtures.make_conf('docker', {'docker': {
+        'image_directory': str(tmp_path)}})
+    return dimages.ImageStore(api, conf.docker)
+
+
+def test_snapshot_tarball_is_private_and_interruptions_leave_nothing(
+        tmp_path):
+    store = _image_store(tmp_path, _SaveAPI([b'tar', b'ball']))
+    path = store.save('snap:1')
+    assert os.listdir(tmp_path) == ['snap:1.tar']
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    store = _image_store(tmp_path, _SaveAPI([b'tar', KeyboardInterrupt()]))
+    with pytest.raises(KeyboardInterrupt):
+        store.save('snap:2')
+    assert os.listdir(tmp_path) == ['snap:1.tar']
+
+
+def test_partial_tarball_of_a_dead_writer_is_swept(tmp_path):
+    store = _image_store(tmp_path, None)
+    stale = tmp_path / 'snap:3.tar.partial-1234abcd'
+    stale.write_bytes(b'half')
+    live = leftovers.Marker.create(str(tmp_path / 'snap:4.tar.partial-x'))
+    try:
+        assert list(store.partial_tarballs()) == [str(stale)]
+        backend = loader.load_driver(fixtures.make_conf('docker', {
+            'DEFAULT': {'host': 'h1'},
+            'docker': {'image_directory': str(tmp_path)}}), 'docker')
+        backend._api = _FakeAPI([])
+        found = backend.cleanup_leftovers()
+        assert [(f.what, f.removed) for f in found] == [
+            ('file %s' % stale, True)]
+        assert os.path.exists(live.path) and not stale.exists()
+    finally:
+        live.release()
