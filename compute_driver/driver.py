@@ -515,6 +515,50 @@ class ComputeDriver(abc.ABC):
     def get_available_nodes(self, refresh: bool = False) -> list[str]:
         """Node names this backend manages: ``[hypervisor_hostname]``."""
 
+    # -- leftovers ---------------------------------------------------------
+
+    #: Whether :meth:`init_host` sweeps leftovers (see
+    #: :meth:`cleanup_leftovers`). A caller that wants to see them first,
+    #: as ``compute-driver cleanup --dry-run`` does, sets it to ``False``
+    #: before calling ``init_host``.
+    sweep_leftovers_at_init: bool = True
+
+    def cleanup_leftovers(self,
+                          dry_run: bool = False) -> list[objects.Leftover]:
+        """Find, and unless ``dry_run`` remove, what operations left behind.
+
+        A failed spawn removes what it created before its error
+        propagates; an interrupted one (its process killed, the host
+        crashed) or one whose own removal failed cannot, so backends mark
+        what a spawn builds until it succeeds. This removes what such
+        marks designate, once the operation that made them is over, and
+        never anything the operator asked for: a listed instance, or an
+        operation still running in this or another process.
+        ``init_host`` calls it when :attr:`sweep_leftovers_at_init` is set
+        and logs each removal.
+
+        The default finds nothing, which is right for a backend that
+        keeps no state outside the process (the fake backend).
+
+        :returns: one :class:`objects.Leftover` per object found, with
+            whether it was removed or why that failed.
+        """
+        return []
+
+    def sweep_leftovers(self) -> None:
+        """Sweep leftovers if :attr:`sweep_leftovers_at_init`; for init_host.
+
+        A failure is logged, never raised: a host must start although an
+        old leftover resists.
+        """
+        if not self.sweep_leftovers_at_init:
+            return
+        try:
+            self.cleanup_leftovers()
+        except exception.ComputeDriverError as exc:
+            LOG.warning('Could not sweep the leftovers of interrupted '
+                        'operations: %s', exception.one_line(exc))
+
     # -- optional ----------------------------------------------------------
 
     def cleanup_host(self, host: str) -> None:

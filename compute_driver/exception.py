@@ -231,3 +231,35 @@ class BackendError(ComputeDriverError):
     operation: str
     instance: str
     reason: str
+
+
+class ImageUnacceptable(InvalidInput):
+    """An image the backend refuses to use, whatever the instance.
+
+    Nova's name for it: the image is there, but its file is unsafe or not
+    what its metadata says.
+    """
+
+    msg_fmt = "Image %(image)s is unacceptable: %(reason)s"
+
+    image: str
+
+
+class ImageFormatMismatch(ImageUnacceptable):
+    msg_fmt = ("Image %(image)s is declared %(declared)s but its file is "
+               "%(inspected)s.")
+
+    image: str
+    declared: str
+    inspected: str
+
+
+class LeftoverRemovalFailed(ComputeDriverError):
+    """A rollback or a sweep could not remove what an operation left."""
+
+    msg_fmt = ("Could not remove %(leftover)s left by %(operation)s: "
+               "%(reason)s")
+
+    leftover: str
+    operation: str
+    reason: str

@@ -295,6 +295,25 @@ class InstanceRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class Leftover:
+    """Something an interrupted or failed operation left on the host.
+
+    :param backend: the backend's name (``libvirt``, ``docker`` ...).
+    :param what: the object, as an operator finds it (a domain, a
+        directory, a container).
+    :param reason: why it is a leftover.
+    :param removed: whether it was removed; ``False`` on a dry run.
+    :param error: why removing it failed, or ``''``.
+    """
+
+    backend: str
+    what: str
+    reason: str
+    removed: bool = False
+    error: str = ''
+
+
+@dataclasses.dataclass(frozen=True)
 class HostResources:
     """What a host has and what this backend's instances use of it.
 

@@ -12,7 +12,8 @@
 
 """Commands about the host and its backends.
 
-``drivers``, ``check``, ``resources``, ``images`` and ``flavors``.
+``drivers``, ``check``, ``resources``, ``images``, ``flavors`` and
+``cleanup``.
 """
 
 from compute_driver.cmd import common
@@ -149,3 +150,44 @@ class ListFlavors(common.Lister):
                 for f in flavors.get_flavors(self.app.conf).values()]
         return (('Name', 'vCPUs', 'Memory (MB)', 'Root (GB)',
                  'Ephemeral (GB)', 'Swap (MB)', 'Extra Specs'), rows)
+
+
+class CleanupLeftovers(common.Lister):
+    """Remove what interrupted or failed operations left on the host.
+
+    One row per object: the backend, the object and why it is a leftover
+    (a spawn killed half-way, a rollback that could not remove what it
+    made), then whether it was removed. Instances, and operations still
+    running in any process, are never touched. Every other command's
+    start sweeps the same way; this one lists what it removes. Exits 1
+    when an object could not be removed.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--dry-run', action='store_true',
+            help='List the leftovers without removing anything.')
+        return parser
+
+    def take_action(self, parsed_args):
+        backend = self.app.load_driver(sweep=False)
+        found = backend.cleanup_leftovers(dry_run=parsed_args.dry_run)
+        if not found:
+            self.app.stderr.write('Nothing to clean up on the %s backend.\n'
+                                  % backend.name)
+        self._failed = [f for f in found if f.error]
+        rows = [(f.backend, f.what, f.reason,
+                 'would remove' if parsed_args.dry_run else
+                 'failed: %s' % f.error if f.error else 'removed')
+                for f in found]
+        return ('Backend', 'Object', 'Reason', 'Result'), rows
+
+    def run(self, parsed_args):
+        self._failed = []
+        status = super().run(parsed_args)
+        if status == 0 and self._failed:
+            self.app.stderr.write('%d of the leftovers could not be '
+                                  'removed.\n' % len(self._failed))
+            return common.EXIT_FAILURE
+        return status

@@ -198,10 +198,7 @@ class App(app.App):
         :raises ComputeDriverError: when it cannot be loaded or reached.
         """
         if self._driver is None:
-            from compute_driver import loader
-            backend = loader.load_driver(self.conf)
-            backend.init_host(self.conf.host)
-            self._driver = backend
+            self._driver = self.load_driver()
         return self._driver
 
     def run_subcommand(self, argv: list[str]) -> int:
@@ -220,6 +217,23 @@ class App(app.App):
                 % (self.NAME, argv[0], self.NAME, hint, self.NAME))
             return common.EXIT_USAGE
         return super().run_subcommand(argv)
+
+    def load_driver(self, sweep: bool = True) -> 'contract.ComputeDriver':
+        """Load the configured backend and ``init_host`` it.
+
+        :param sweep: whether ``init_host`` removes leftovers of
+            interrupted operations; ``cleanup`` loads it without, to list
+            them first.
+        :raises ComputeDriverError: when it cannot be loaded or reached.
+        """
+        if self._driver is not None:
+            return self._driver
+        from compute_driver import loader
+        backend = loader.load_driver(self.conf)
+        backend.sweep_leftovers_at_init = sweep
+        backend.init_host(self.conf.host)
+        self._driver = backend
+        return backend
 
     def interact(self) -> None:
         # Imported here: it imports cmd2, which only this mode needs.

@@ -44,6 +44,8 @@ Operations:
   flavors.
 """
 
+import functools
+import itertools
 import logging
 import os
 import socket
@@ -63,10 +65,17 @@ from compute_driver.docker import mapping
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
+from compute_driver import leftovers
 from compute_driver import objects
 from compute_driver import power_state
 
 LOG = logging.getLogger(__name__)
+
+#: How long a container under its spawning name whose creator cannot be
+#: checked (it ran on another machine sharing dockerd, or before this
+#: machine's last boot) is given before it counts as a leftover; a spawn
+#: is image loading and two API calls, far shorter.
+ORPHAN_SPAWN_AGE = 3600
 
 # Nova's task states, passed to update_task_state during a snapshot.
 IMAGE_PENDING_UPLOAD = 'image_pending_upload'
@@ -107,6 +116,8 @@ class DockerDriver(driver.ComputeDriver):
         # Container id -> (Docker state, its record or None when its
         # labels describe no instance), from the last listing.
         self._parsed: dict[str, tuple[str, objects.InstanceRecord | None]] = {}
+        # Ids of the containers this process is spawning right now.
+        self._spawning: set[str] = set()
 
     # -- connection ----------------------------------------------------------
 
@@ -157,6 +168,8 @@ class DockerDriver(driver.ComputeDriver):
         fresh: dict[str, tuple[str, objects.InstanceRecord | None]] = {}
         for summary in (self._summaries() if summaries is None
                         else summaries):
+            if mapping.is_spawning(summary):
+                continue
             container_id = summary.get('Id') or ''
             state = summary.get('State') or ''
             # A container's labels never change, so each one is parsed
@@ -233,6 +246,7 @@ class DockerDriver(driver.ComputeDriver):
             if not self._watcher.start():
                 LOG.warning('The Docker event stream did not open within '
                             '5s; events will follow once it does')
+        self.sweep_leftovers()
         LOG.debug('Docker compute host %s ready: dockerd %s, API %s', host,
                   self._info.get('ServerVersion'), self.api.api_version)
 
@@ -275,13 +289,117 @@ class DockerDriver(driver.ComputeDriver):
             finally:
                 with self._claim_lock:
                     self._pending.pop(instance.uuid, None)
+        # Until the rename below, the container has its spawning name: it
+        # is not an instance yet, and if this process dies, or dockerd
+        # does and the removal below fails, a sweep knows it for a
+        # leftover (see cleanup_leftovers).
         try:
             if power_on:
                 with self._translated('start', instance.name):
-                    self._start(instance)
+                    self._start(instance, container_id)
+            with self._translated('spawn', instance.name):
+                try:
+                    self.api.rename(container_id,
+                                    self._container_name(instance.uuid))
+                except docker_errors.APIError as exc:
+                    if dclient.is_status(exc, 409):
+                        raise exception.InstanceExists(
+                            instance=instance.uuid) from exc
+                    raise
         except BaseException:
-            self._remove_quietly(container_id, instance)
+            self._roll_back_spawn(container_id, instance)
             raise
+        finally:
+            self._spawning.discard(container_id)
+
+    def _roll_back_spawn(self, container_id: str,
+                         instance: objects.Instance) -> None:
+        """Remove the container of a failed spawn; never raises.
+
+        One that cannot be removed (dockerd died) keeps its spawning name,
+        so it is never listed, and the next sweep removes it.
+        """
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except docker_errors.NotFound:
+            pass
+        except Exception as exc:
+            LOG.warning(
+                'The failed spawn of %s left container %s%s (%s): %s; it '
+                'is not listed as an instance and the next sweep '
+                '(compute-driver cleanup) removes it', instance.name,
+                self._container_name(instance.uuid), mapping.SPAWNING_SUFFIX,
+                container_id[:12], exception.one_line(exc))
+
+    # -- leftovers -----------------------------------------------------------
+
+    def cleanup_leftovers(self, dry_run=False):
+        """Remove the containers of spawns that did not complete.
+
+        Also removes the partial tarballs of snapshots interrupted while
+        written into ``[docker] image_directory``.
+
+        A spawn creates its container under a name ending in
+        :data:`mapping.SPAWNING_SUFFIX`, labelled with the process doing
+        it, and renames it to the instance's name once it has started (or
+        been created, for ``power_on=False``). A container of this host
+        still under that name is a leftover when its process is gone, or,
+        for this process, no longer spawning it. When the process cannot
+        be checked (another machine sharing dockerd, or an earlier boot)
+        it is one after :data:`ORPHAN_SPAWN_AGE` seconds.
+        """
+        with self._translated('list leftovers'):
+            summaries = self.api.containers(
+                all=True, filters={
+                    **self._label_filters(),
+                    'name': [mapping.SPAWNING_SUFFIX + '$']})
+        return leftovers.sweep(self.name, itertools.chain(
+            self._leftover_candidates(summaries),
+            self._partial_tarballs()), dry_run)
+
+    def _partial_tarballs(self) -> typing.Iterator[leftovers.Candidate]:
+        store = dimages.ImageStore(self.api, self.conf.docker)
+        for path in store.partial_tarballs():
+            yield leftovers.Candidate(
+                'file %s' % path, 'a snapshot whose save was interrupted',
+                functools.partial(os.unlink, path))
+
+    def _leftover_candidates(self, summaries: list[dict]
+                             ) -> typing.Iterator[leftovers.Candidate]:
+        me = leftovers.owner_label()
+        for summary in summaries:
+            if not mapping.is_spawning(summary):
+                continue
+            container_id = summary.get('Id') or ''
+            owner = (summary.get('Labels') or {}).get(mapping.SPAWN_OWNER,
+                                                      '')
+            if owner == me:
+                if container_id in self._spawning:
+                    continue
+                reason = 'its spawn failed and could not remove it'
+            else:
+                gone = leftovers.owner_gone(owner)
+                if gone is False:
+                    continue
+                if gone is None:
+                    age = time.time() - float(summary.get('Created') or 0)
+                    if age < ORPHAN_SPAWN_AGE:
+                        continue
+                    reason = ('its spawn did not complete within %ds'
+                              % ORPHAN_SPAWN_AGE)
+                else:
+                    reason = 'its spawn was interrupted'
+            names = ', '.join(n.lstrip('/') for n in summary['Names'])
+            yield leftovers.Candidate(
+                'container %s (%s)' % (names, container_id[:12]), reason,
+                functools.partial(self._remove_leftover, container_id))
+
+    def _remove_leftover(self, container_id: str) -> None:
+        with self._translated('remove leftover', container_id[:12]):
+            try:
+                self.api.remove_container(container_id, force=True, v=True)
+            except docker_errors.NotFound:
+                pass
 
     def _claim(self, instance: objects.Instance) -> None:
         """Check the flavor fits and reserve it until the create is done.
@@ -293,7 +411,12 @@ class DockerDriver(driver.ComputeDriver):
         # The listing is taken under the lock too: a spawn finishing in
         # between would otherwise be neither listed nor pending.
         with self._claim_lock:
-            existing = [r.instance for r in self._records()]
+            summaries = self._summaries()
+            existing = [r.instance for r in self._records(summaries)]
+            # Spawns under way in other processes count too.
+            existing += [r.instance for r in map(
+                mapping.record_from_summary,
+                filter(mapping.is_spawning, summaries)) if r is not None]
             existing += list(self._pending.values())
             for other in existing:
                 if other.uuid == instance.uuid:
@@ -324,12 +447,14 @@ class DockerDriver(driver.ComputeDriver):
     def _create(self, instance: objects.Instance, image_ref: str,
                 image: dict, host_config_args: dict) -> str:
         api = self.api
+        labels = mapping.instance_labels(instance, self._host)
+        labels[mapping.SPAWN_OWNER] = leftovers.owner_label()
         try:
             result = api.create_container(
                 image=image.get('Id') or image_ref,
-                name=self._container_name(instance.uuid),
-                hostname=instance.name[:63],
-                labels=mapping.instance_labels(instance, self._host),
+                name=(self._container_name(instance.uuid) +
+                      mapping.SPAWNING_SUFFIX),
+                hostname=instance.name[:63], labels=labels,
                 host_config=api.create_host_config(**host_config_args),
                 detach=True)
         except docker_errors.APIError as exc:
@@ -344,13 +469,15 @@ class DockerDriver(driver.ComputeDriver):
                 raise exception.ImageNotFound(
                     image=image_ref, available=text) from exc
             raise
+        self._spawning.add(result['Id'])
         for warning in result.get('Warnings') or ():
             LOG.warning('Creating %s: %s', instance.name, warning)
         return result['Id']
 
-    def _start(self, instance: objects.Instance) -> None:
+    def _start(self, instance: objects.Instance,
+               container: str | None = None) -> None:
         try:
-            self.api.start(self._container_name(instance.uuid))
+            self.api.start(container or self._container_name(instance.uuid))
         except docker_errors.APIError as exc:
             if dclient.is_status(exc, 400):
                 raise exception.BackendError(
@@ -364,9 +491,12 @@ class DockerDriver(driver.ComputeDriver):
             self.api.remove_container(container, force=True, v=True)
         except docker_errors.NotFound:
             pass
-        except Exception:
-            LOG.exception('Could not remove container %s of %s after a '
-                          'failed operation', container, instance.name)
+        except Exception as exc:
+            # One line naming what is left; the traceback only with -v.
+            LOG.warning('Could not remove container %s of %s after a '
+                        'failed operation; it is left: %s', container,
+                        instance.name, exception.one_line(exc))
+            LOG.debug('Removal failure', exc_info=True)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -610,16 +740,20 @@ class DockerDriver(driver.ComputeDriver):
                     'dangling': True,
                     'label': '%s=%s' % (mapping.SNAPSHOT_NAME, image_id)}):
                 self._remove_image_quietly(image['Id'])
-        except Exception:
-            LOG.exception('Could not look for the image of a refused '
-                          'snapshot name %r', image_id)
+        except Exception as exc:
+            LOG.warning('Could not look for the image of a refused '
+                        'snapshot name %r; an untagged image may be left: '
+                        '%s', image_id, exception.one_line(exc))
+            LOG.debug('Lookup failure', exc_info=True)
 
     def _remove_image_quietly(self, ref: str) -> None:
         try:
             self.api.remove_image(ref)
-        except Exception:
-            LOG.exception('Could not remove image %s after a failed '
-                          'snapshot', ref)
+        except Exception as exc:
+            LOG.warning('Could not remove image %s after a failed '
+                        'snapshot; it is left: %s', ref,
+                        exception.one_line(exc))
+            LOG.debug('Removal failure', exc_info=True)
 
     def delete_snapshot(self, context, image_id):
         store = dimages.ImageStore(self.api, self.conf.docker)

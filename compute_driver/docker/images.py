@@ -24,17 +24,21 @@ import os
 import re
 import tarfile
 import typing
+import uuid as uuidlib
 
 from docker import errors as docker_errors
 
 from compute_driver.docker import client as dclient
 from compute_driver.docker import mapping
 from compute_driver import exception
+from compute_driver import leftovers
 from compute_driver import objects
 
 LOG = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+#: Marks a tarball being written by ``save``: ``NAME.tar.partial-XXXX``.
+PARTIAL = '.partial-'
 
 # Docker's reference grammar (the distribution project's), without
 # digests: an optional registry host[:port]/, lower-case path components
@@ -253,16 +257,42 @@ class ImageStore:
         if not self.directory:
             return None
         path = os.path.join(self.directory, mapping.image_file_name(ref))
-        partial = path + '.partial'
+        # Locked while written, so a sweep knows one whose writer died
+        # (see partial_tarballs); a snapshot holds the tenant's data, so
+        # it is for this user only.
+        marker = leftovers.Marker.create(
+            '%s%s%s' % (path, PARTIAL, uuidlib.uuid4().hex[:8]), 0o600)
         try:
-            with open(partial, 'wb') as f:
+            os.fchmod(marker.fd, 0o600)
+            with open(marker.fd, 'wb', closefd=False) as f:
                 for chunk in self.api.get_image(ref, chunk_size=_CHUNK):
                     f.write(chunk)
-            os.replace(partial, path)
+            os.replace(marker.path, path)
         except BaseException:
-            _unlink(partial)
+            _unlink(marker.path)
             raise
+        finally:
+            marker.abandon()
         return path
+
+    def partial_tarballs(self) -> typing.Iterator[str]:
+        """Tarballs whose ``save`` was interrupted, each locked while used.
+
+        Yields the path of each partial tarball no process is writing,
+        holding its lock until the next one is asked for.
+        """
+        if not self.directory:
+            return
+        try:
+            names = sorted(n for n in os.listdir(self.directory)
+                           if PARTIAL in n)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(self.directory, name)
+            with leftovers.probe(path) as stale:
+                if stale:
+                    yield path
 
     def remove_tarball(self, ref: str) -> None:
         if self.directory:

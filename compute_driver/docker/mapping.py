@@ -65,6 +65,15 @@ SNAPSHOT = 'snapshot'
 #: The labels :func:`instance_labels` writes.
 INSTANCE_KEYS = (UUID, NAME, FLAVOR, IMAGE, METADATA, HOST)
 
+#: The process that created the container, as
+#: :func:`compute_driver.leftovers.owner_label` names it: while the
+#: container still has its spawning name (:data:`SPAWNING_SUFFIX`), a gone
+#: owner means an interrupted spawn.
+SPAWN_OWNER = LABEL_NS + 'spawn-owner'
+#: Appended to the container's name until its spawn succeeds; a container
+#: with it is never listed as an instance.
+SPAWNING_SUFFIX = '-spawning'
+
 STATE_MAP = {
     'created': power_state.SHUTDOWN,
     'running': power_state.RUNNING,
@@ -84,6 +93,12 @@ EVENT_MAP = {
     'pause': virtevent.EVENT_LIFECYCLE_PAUSED,
     'unpause': virtevent.EVENT_LIFECYCLE_RESUMED,
 }
+
+
+def is_spawning(summary: dict) -> bool:
+    """Whether a container (a listing entry) is still being spawned."""
+    return any(name.endswith(SPAWNING_SUFFIX)
+               for name in summary.get('Names') or ())
 
 
 def power_state_of(docker_state: str | None) -> int:

@@ -245,6 +245,15 @@ class FakeDriver(driver.ComputeDriver):
     def get_available_nodes(self, refresh=False):
         return [self._host]
 
+    def cleanup_leftovers(self, dry_run=False):
+        """Nothing to sweep: the fake keeps its instances in the process.
+
+        A fake spawn builds nothing outside this process's memory, and an
+        interrupted one ends with the process, so there is never anything
+        left behind to find.
+        """
+        return []
+
     # -- optional ----------------------------------------------------------
 
     def cleanup_host(self, host):

@@ -34,6 +34,7 @@ starts again within that time, so a reboot does not look like a shutdown.
 
 import collections
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -48,6 +49,7 @@ from compute_driver.conf import libvirt as libvirt_conf
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
+from compute_driver import leftovers
 from compute_driver.libvirt import config
 from compute_driver.libvirt import host as libvirt_host
 from compute_driver.libvirt import imagestore
@@ -84,6 +86,8 @@ _SHUTOFF_UNKNOWN = libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
 
 _DISK = 'disk'
 _CONSOLE_LOG = 'console.log'
+#: Suffix of the marker beside an instance directory while its spawn runs.
+_SPAWNING = '.spawning'
 
 
 def map_state(state: int, reason: int,
@@ -125,6 +129,14 @@ def map_event(event: int, detail: int) -> int | None:
     if event == libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED:
         return virtevent.EVENT_LIFECYCLE_SUSPENDED
     return None
+
+
+def _is_uuid(text: str) -> bool:
+    # Instance directories are named by the canonical form only.
+    try:
+        return objects.validate_uuid(text) == text
+    except exception.InvalidInput:
+        return False
 
 
 def _error_code(exc: libvirt.libvirtError) -> int | None:
@@ -179,6 +191,9 @@ class LibvirtDriver(driver.ComputeDriver):
         self._claim_lock = threading.Lock()
         self._pending_stops: dict[str, threading.Timer] = {}
         self._pending_lock = threading.Lock()
+        # The group QEMU runs as, given search access to instance
+        # directories; None keeps them to their owner.
+        self._qemu_gid: int | None = None
 
     # -- connection and errors ---------------------------------------------
 
@@ -318,12 +333,38 @@ class LibvirtDriver(driver.ComputeDriver):
     def _console_path(self, uuid: str) -> str:
         return os.path.join(self._instance_dir(uuid), _CONSOLE_LOG)
 
+    def _marker_path(self, uuid: str) -> str:
+        # Beside the directory, not in it: it exists before the directory
+        # and after it is removed, so a sweep never sees a directory that
+        # is neither marked nor backed by a domain while a spawn runs.
+        return os.path.join(self.instances_path, uuid + _SPAWNING)
+
+    def _make_instance_dir(self, directory: str) -> None:
+        """Create an instance directory only QEMU and its owner can enter.
+
+        The disk and console log hold tenant data: they are created 0600
+        and the directory 0700, or 0710 with QEMU's group when libvirt
+        reports one, so that QEMU (running as another user, with libvirt
+        chowning the disk and log to it at start) can reach them by name
+        and nobody else can.
+        """
+        os.makedirs(directory, mode=0o700)
+        if self._qemu_gid is not None and self._qemu_gid != os.getgid():
+            try:
+                os.chown(directory, -1, self._qemu_gid)
+                os.chmod(directory, 0o710)
+            except PermissionError as exc:
+                LOG.debug('Cannot give group %d access to %s: %s',
+                          self._qemu_gid, directory, exc)
+
     def _console_mark(self, instance: objects.Instance, what: str) -> None:
         # The guest's console is appended to this file: a line of ours
         # tells the boots apart and makes the log non-empty from the start.
         try:
-            with open(self._console_path(instance.uuid), 'a',
-                      encoding='utf-8') as handle:
+            fd = os.open(self._console_path(instance.uuid),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+            with open(fd, 'a', encoding='utf-8') as handle:
                 handle.write('compute-driver: %s %s at %s\n' % (
                     what, instance.name,
                     time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())))
@@ -384,6 +425,9 @@ class LibvirtDriver(driver.ComputeDriver):
             except OSError as exc:
                 raise exception.InvalidConfiguration(
                     reason='cannot create %s: %s' % (path, exc)) from exc
+        dac = self._host.get_dac_label()
+        self._qemu_gid = dac[1] if dac else None
+        self.sweep_leftovers()
         LOG.debug('libvirt backend on %s: virt_type %s, %s %s', self.uri,
                   self.virt_type, hv_type,
                   '.'.join(map(str, self._host.get_hypervisor_version())))
@@ -466,6 +510,7 @@ class LibvirtDriver(driver.ComputeDriver):
               block_device_info=None, power_on=True, accel_info=None):
         driver.check_spawn_instance(instance)
         image = self.store.get(instance.image_ref)
+        self.store.check(image)
         flavor = instance.flavor
         if flavor.memory_mb < image.min_ram:
             raise exception.InvalidInput(
@@ -523,14 +568,17 @@ class LibvirtDriver(driver.ComputeDriver):
                 vm_mode=image.properties.get('vm_mode', 'hvm'),
                 init=image.properties.get('init', '/sbin/init')),
             machine_type=self.conf.libvirt.hw_machine_type)
+        marker = self._claim_marker(instance)
         dom = None
         try:
-            # No domain has this uuid (checked above), so a directory of
-            # that name is a leftover of a crashed spawn.
-            shutil.rmtree(directory, ignore_errors=True)
-            os.makedirs(directory, mode=0o755)
+            # No domain has this uuid (checked above) and no live spawn
+            # marks it, so a directory of that name is a leftover.
+            if os.path.isdir(directory):
+                shutil.rmtree(directory)
+            self._make_instance_dir(directory)
             self.store.create_disk(image, spec.disk_path, disk_format,
                                    size_gb=instance.flavor.root_gb)
+            os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
             xml = config.domain_xml(spec)
             with self._wrap('spawn', instance):
@@ -550,12 +598,65 @@ class LibvirtDriver(driver.ComputeDriver):
                     self._console_mark(instance, 'starting')
                     dom.create()
         except BaseException:
-            LOG.warning('Spawn of %s failed; removing what it created',
-                        instance.name)
-            if dom is not None:
-                self._remove_domain(dom, instance)
-            shutil.rmtree(directory, ignore_errors=True)
+            LOG.debug('Spawn of %s failed; removing what it created',
+                      instance.name)
+            self._roll_back_spawn(instance, dom, directory, marker)
             raise
+        marker.release()
+
+    def _claim_marker(self, instance: objects.Instance) -> leftovers.Marker:
+        """Mark the spawn of ``instance`` as under way.
+
+        :raises InstanceExists: when another process is spawning it.
+        """
+        path = self._marker_path(instance.uuid)
+        for _ in range(2):
+            try:
+                return leftovers.Marker.claim(path, instance.name)
+            except FileExistsError:
+                with leftovers.probe(path) as stale:
+                    if not stale:
+                        if os.path.exists(path):
+                            raise exception.InstanceExists(
+                                instance=instance.uuid) from None
+                        continue
+                    # An interrupted spawn of the same uuid: no domain
+                    # has it (checked by the caller), so its directory
+                    # is all there is to remove.
+                    shutil.rmtree(self._instance_dir(instance.uuid),
+                                  ignore_errors=True)
+                    leftovers.unlink_quietly(path)
+        raise exception.InstanceExists(instance=instance.uuid)
+
+    def _roll_back_spawn(self, instance: objects.Instance,
+                         dom: typing.Any, directory: str,
+                         marker: leftovers.Marker) -> None:
+        """Remove what a failed spawn created; never raises.
+
+        What cannot be removed stays marked (the marker is left, unlocked)
+        for the next sweep, and a warning names it.
+        """
+        left = []
+        if dom is not None:
+            try:
+                self._remove_domain(dom, instance)
+            except Exception as exc:
+                left.append('domain %s (%s)' % (
+                    config.domain_name(instance.name),
+                    exception.one_line(exc)))
+        try:
+            if os.path.isdir(directory):
+                shutil.rmtree(directory)
+        except OSError as exc:
+            left.append('directory %s (%s)' % (directory,
+                                               exception.one_line(exc)))
+        if left:
+            LOG.warning('The failed spawn of %s left %s; it stays marked '
+                        'and the next sweep (compute-driver cleanup) '
+                        'removes it', instance.name, ', '.join(left))
+            marker.abandon()
+        else:
+            marker.release()
 
     def _remove_domain(self, dom: typing.Any,
                        instance: objects.Instance) -> None:
@@ -589,6 +690,95 @@ class LibvirtDriver(driver.ComputeDriver):
             directory = self._instance_dir(instance.uuid)
             if destroy_disks and os.path.isdir(directory):
                 shutil.rmtree(directory, ignore_errors=True)
+
+    # -- leftovers ------------------------------------------------------------
+
+    def cleanup_leftovers(self, dry_run=False):
+        """Remove what interrupted spawns left in ``instances_path``.
+
+        Found there, in this order:
+
+        * ``UUID.spawning``, a spawn's marker, that no process holds: the
+          spawn was interrupted. Its domain (if it got as far as defining
+          one, and it is ours), its directory and the marker go.
+        * ``_base/*.part*``, a partial image copy no process holds, and
+          the temporary files of markers.
+
+        A directory without a marker is never removed, even without a
+        domain: it may belong to another connection sharing
+        ``instances_path`` (an LXC and a QEMU backend on one host).
+        """
+        return leftovers.sweep(self.name, self._leftover_candidates(),
+                               dry_run)
+
+    def _leftover_candidates(self) -> typing.Iterator[leftovers.Candidate]:
+        try:
+            entries = sorted(os.listdir(self.instances_path))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise exception.InvalidConfiguration(
+                reason='cannot list %s: %s' % (self.instances_path, exc)
+            ) from exc
+        for entry in entries:
+            path = os.path.join(self.instances_path, entry)
+            if entry.endswith(_SPAWNING) and _is_uuid(entry[:-len(_SPAWNING)]):
+                with leftovers.probe(path) as stale:
+                    if stale:
+                        uuid = entry[:-len(_SPAWNING)]
+                        yield leftovers.Candidate(
+                            'spawn of instance %s (%s)' % (
+                                uuid, self._instance_dir(uuid)),
+                            'its spawn was interrupted',
+                            functools.partial(self._remove_spawn, uuid,
+                                              path))
+            elif (entry.startswith('.') and entry.endswith('.tmp') and
+                  _SPAWNING + '.' in entry):
+                with leftovers.probe(path) as stale:
+                    if stale:
+                        yield leftovers.Candidate(
+                            'file %s' % path, 'an unfinished spawn marker',
+                            functools.partial(os.unlink, path))
+        base = self.store.base_path
+        try:
+            partials = sorted(e for e in os.listdir(base) if '.part' in e)
+        except FileNotFoundError:
+            partials = []
+        for entry in partials:
+            path = os.path.join(base, entry)
+            with leftovers.probe(path) as stale:
+                if stale:
+                    yield leftovers.Candidate(
+                        'file %s' % path, 'a partial image copy',
+                        functools.partial(os.unlink, path))
+
+    def _remove_spawn(self, uuid: str, marker: str) -> None:
+        try:
+            dom = self._call(lambda conn: conn.lookupByUUIDString(uuid))
+        except libvirt.libvirtError as exc:
+            if _error_code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.BackendError(
+                    operation='lookup', instance=uuid,
+                    reason=_message(exc)) from exc
+            dom = None
+        if dom is not None:
+            try:
+                record = self._record_of(dom)
+            except libvirt.libvirtError as exc:
+                raise exception.BackendError(
+                    operation='lookup', instance=uuid,
+                    reason=_message(exc)) from exc
+            if record is None:
+                # Not ours: whatever made it, it was not this spawn.
+                raise exception.InvalidInput(
+                    reason='domain %s has the uuid of an interrupted spawn '
+                           'but no compute-driver record; left alone'
+                           % dom.name())
+            self._remove_domain(dom, record)
+        directory = self._instance_dir(uuid)
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+        leftovers.unlink_quietly(marker)
 
     def get_available_resource(self, nodename):
         conn = self._conn()
@@ -841,6 +1031,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     self.store.create_disk(image, fresh,
                                            self.conf.libvirt.disk_format,
                                            cache=False)
+                    os.chmod(fresh, 0o600)
                     os.replace(fresh, disk)
                 finally:
                     if os.path.exists(fresh):

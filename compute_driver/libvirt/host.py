@@ -150,7 +150,7 @@ def parse_dac_label(caps: ElementTree.Element,
             continue
         labels = {label.get('type'): (label.text or '')
                   for label in model.iterfind('baselabel')}
-        text = labels.get(virt_type) or labels.get('kvm') or ''
+        text = labels.get(virt_type, '')
         user, sep, group = text.partition(':')
         try:
             return int(user.lstrip('+')), int(group.lstrip('+'))
@@ -402,16 +402,6 @@ class Host:
         return (scheme == 'qemu' and not parsed.hostname and
                 transport in ('', 'unix'))
 
-    def qemu_dac_label(self) -> tuple[int, int] | None:
-        """The uid and gid libvirt runs QEMU as, from its capabilities.
-
-        :returns: ``None`` when the capabilities name no DAC label (a
-            session connection, or a security driver without one).
-        """
-        caps = ElementTree.fromstring(
-            self.get_connection().getCapabilities())
-        return parse_dac_label(caps, self.virt_type)
-
     def kvm_device_warnings(self, device: str = KVM_DEVICE) -> list[str]:
         """Say when ``device`` exists but libvirt's QEMU user cannot use it.
 
@@ -434,7 +424,7 @@ class Host:
             return ['cannot inspect %s: %s' % (device, exc.strerror)]
         if not stat.S_ISCHR(st.st_mode):
             return []
-        label = self.qemu_dac_label()
+        label = self.get_dac_label()
         if label is None:
             return []
         uid, gid = label
@@ -444,3 +434,21 @@ class Host:
     def hypervisor_version_int(self) -> int:
         """The hypervisor's version as Nova's integer ``8000001``."""
         return objects.version_to_int(self.get_hypervisor_version())
+
+    def get_dac_label(self) -> tuple[int, int] | None:
+        """The uid and gid the hypervisor's processes run as, if known.
+
+        Read from the DAC security model of the host capabilities
+        (``<baselabel type='kvm'>+64055:+108</baselabel>``), which is
+        what ``qemu.conf``'s ``user`` and ``group`` resolved to. ``None``
+        when libvirt reports no DAC label (a session connection runs
+        guests as the caller).
+        """
+        try:
+            caps = ElementTree.fromstring(
+                self.get_connection().getCapabilities())
+        except (libvirt.libvirtError, ElementTree.ParseError) as exc:
+            LOG.debug('Cannot read the capabilities of %s: %s', self.uri,
+                      exc)
+            return None
+        return parse_dac_label(caps, self.virt_type)

@@ -39,10 +39,13 @@ import json
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import threading
+import uuid as uuidlib
 
 from compute_driver import exception
+from compute_driver import leftovers
 from compute_driver import objects
 
 LOG = logging.getLogger(__name__)
@@ -54,6 +57,192 @@ SNAPSHOT_TYPE = 'snapshot'
 BASE_DIR = '_base'
 
 _QEMU_IMG_TIMEOUT = 600
+_COPY_CHUNK = 1 << 20
+
+#: The disk formats an image of the store may declare.
+DISK_FORMATS = ('qcow2', 'raw')
+
+# -- format inspection --------------------------------------------------------
+#
+# qemu trusts what an image file says about itself: a qcow2 header may name
+# a backing file or an external data file anywhere on the host, which qemu
+# then opens (and a guest reads) with the hypervisor's rights, and a file
+# declared raw but holding qcow2 boots as an unusable disk. So, as Nova's
+# format inspector does, every image's header is read before the image is
+# used, and an image is refused when its real format is not the declared
+# one or when it refers to other files.
+
+_QCOW2_MAGIC = b'QFI\xfb'
+_QCOW2_INCOMPAT_DATA_FILE = 1 << 2
+_QCOW2_EXT_DATA_FILE = 0x44415441
+_QCOW2_EXT_END = 0
+# The header is at most one cluster; 64 KiB covers the default cluster
+# size, so the extensions a data file is named in are read too.
+_HEADER_BYTES = 64 * 1024
+# ISO 9660 volume descriptors start at sector 16 (of 2 KiB); the ID is
+# one byte into it, and the first descriptor may be at one of the next two.
+_ISO_OFFSETS = (0x8001, 0x8801, 0x9001)
+
+#: Formats a declared ``raw`` image may hold: qemu reads them as plain
+#: bytes, as it would any raw disk.
+_RAW_LIKE = frozenset(('raw', 'iso', 'gpt', 'mbr'))
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectedFormat:
+    """What an image file's header says it is.
+
+    :param format: ``qcow2``, ``qed``, ``vmdk``, ``vhd``, ``vhdx``,
+        ``vdi``, ``luks``, ``iso``, ``gpt``, ``mbr`` or ``raw`` (nothing
+        recognised).
+    :param unsafe: why the file must not be used whatever its declared
+        format (a backing file, an external data file, encryption), or
+        ``''``.
+    """
+
+    format: str
+    unsafe: str = ''
+
+
+def _inspect_qcow2(header: bytes) -> InspectedFormat:
+    if len(header) < 72:
+        return InspectedFormat('qcow2', 'its qcow2 header is truncated')
+    version, backing_offset, _, cluster_bits, _, crypt = struct.unpack_from(
+        '>IQIIQI', header, 4)
+    if version not in (2, 3) or not 9 <= cluster_bits <= 21:
+        return InspectedFormat(
+            'qcow2', 'its qcow2 header is corrupt (version %d, cluster_bits '
+                     '%d)' % (version, cluster_bits))
+    if backing_offset:
+        return InspectedFormat('qcow2', 'it has a backing file')
+    if crypt:
+        return InspectedFormat('qcow2', 'it is encrypted')
+    if version == 2:
+        return InspectedFormat('qcow2')
+    if len(header) < 104:
+        return InspectedFormat('qcow2', 'its qcow2 header is truncated')
+    (incompatible,) = struct.unpack_from('>Q', header, 72)
+    if incompatible & _QCOW2_INCOMPAT_DATA_FILE:
+        return InspectedFormat('qcow2', 'it has an external data file')
+    (offset,) = struct.unpack_from('>I', header, 100)
+    # Header extensions: type, length, data padded to 8 bytes; the data
+    # file's name may be there without the feature bit.
+    while offset + 8 <= len(header):
+        kind, length = struct.unpack_from('>II', header, offset)
+        if kind == _QCOW2_EXT_END:
+            break
+        if kind == _QCOW2_EXT_DATA_FILE:
+            return InspectedFormat('qcow2', 'it names an external data file')
+        offset += 8 + (length + 7) // 8 * 8
+    return InspectedFormat('qcow2')
+
+
+def inspect_format(path: str) -> InspectedFormat:
+    """Read the header of a disk image file and tell its format.
+
+    Only headers are read, never the whole file, and nothing is executed:
+    this is safe on any file, which ``qemu-img info`` alone is not (it
+    follows backing files).
+
+    :raises OSError: when the file cannot be read.
+    """
+    with open(path, 'rb') as handle:
+        header = handle.read(_HEADER_BYTES)
+        size = os.fstat(handle.fileno()).st_size
+        footer = b''
+        if size >= 512:
+            handle.seek(size - 512)
+            footer = handle.read(512)
+        iso = b''
+        for offset in _ISO_OFFSETS:
+            if size >= offset + 5:
+                handle.seek(offset)
+                iso = handle.read(5)
+                if iso == b'CD001':
+                    break
+    if header.startswith(_QCOW2_MAGIC):
+        return _inspect_qcow2(header)
+    if header.startswith(b'QED\x00'):
+        return InspectedFormat('qed')
+    if header.startswith(b'KDMV') or header.startswith(
+            b'# Disk DescriptorFile'):
+        return InspectedFormat('vmdk')
+    if header.startswith(b'vhdxfile'):
+        return InspectedFormat('vhdx')
+    # A dynamic VHD starts with a copy of its footer; a fixed one has only
+    # the footer, at the end.
+    if header.startswith(b'conectix') or footer.startswith(b'conectix'):
+        return InspectedFormat('vhd')
+    if header[64:68] == b'\x7f\x10\xda\xbe':
+        return InspectedFormat('vdi')
+    if header.startswith(b'LUKS\xba\xbe'):
+        return InspectedFormat('luks')
+    if iso == b'CD001':
+        return InspectedFormat('iso')
+    if header[512:520] == b'EFI PART':
+        return InspectedFormat('gpt')
+    if header[510:512] == b'\x55\xaa':
+        return InspectedFormat('mbr')
+    return InspectedFormat('raw')
+
+
+def check_image_file(name: str, path: str, declared: str) -> InspectedFormat:
+    """Refuse an image file that is unsafe or not of its declared format.
+
+    :param name: the image's name, for the error.
+    :raises ImageUnacceptable: for a format the store does not take, an
+        unreadable file, a backing file, an external data file or
+        encryption.
+    :raises ImageFormatMismatch: when the file's format is not
+        ``declared`` (a declared ``raw`` file may also be an ISO or a
+        partitioned disk, which qemu reads as bytes all the same).
+    """
+    if declared not in DISK_FORMATS:
+        raise exception.ImageUnacceptable(
+            image=name, reason='its disk_format %r is not one of %s' % (
+                declared, ', '.join(DISK_FORMATS)))
+    try:
+        found = inspect_format(path)
+    except OSError as exc:
+        raise exception.ImageUnacceptable(
+            image=name, reason='its file cannot be read: %s'
+                               % exception.one_line(exc)) from exc
+    matches = (found.format in _RAW_LIKE if declared == 'raw'
+               else found.format == declared)
+    if not matches:
+        raise exception.ImageFormatMismatch(
+            image=name, declared=declared, inspected=found.format)
+    if found.unsafe:
+        raise exception.ImageUnacceptable(image=name, reason=found.unsafe)
+    return found
+
+
+def check_with_qemu_img(name: str, path: str, disk_format: str) -> None:
+    """Have ``qemu-img info`` confirm what the header inspection found.
+
+    qemu-img parses the whole qcow2 metadata, so it also catches a header
+    that looks right over tables that are not; called only on a file that
+    :func:`check_image_file` accepted, whose backing files it cannot
+    follow since it has none. A raw file has no metadata to check.
+
+    :raises ImageUnacceptable: when qemu-img cannot open the file as
+        ``disk_format`` or reports a backing or data file.
+    """
+    try:
+        output = run_qemu_img('info', '--output=json', '-f', disk_format,
+                              path)
+        info = json.loads(output)
+    except exception.BackendError as exc:
+        raise exception.ImageUnacceptable(
+            image=name, reason=exc.reason) from exc
+    except ValueError as exc:
+        raise exception.ImageUnacceptable(
+            image=name, reason='qemu-img info gave no JSON: %s' % exc
+        ) from exc
+    specific = (info.get('format-specific') or {}).get('data') or {}
+    if info.get('backing-filename') or specific.get('data-file'):
+        raise exception.ImageUnacceptable(
+            image=name, reason='qemu-img reports a backing or data file')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +287,17 @@ class StoreImage:
             properties=dict(self.properties))
 
 
-def run_qemu_img(*args: str) -> None:
+def run_qemu_img(*args: str) -> str:
     """Run ``qemu-img`` and raise on failure.
 
+    :returns: what it printed on stdout.
     :raises BackendError: with qemu-img's own message.
     """
     command = ['qemu-img', *args]
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True,
-                       timeout=_QEMU_IMG_TIMEOUT)
+        return subprocess.run(
+            command, check=True, capture_output=True, text=True,
+            timeout=_QEMU_IMG_TIMEOUT).stdout
     except FileNotFoundError:
         raise exception.BackendError(
             operation='qemu-img %s' % args[0], instance='-',
@@ -215,21 +406,50 @@ class ImageStore:
         name = hashlib.sha256(key.encode()).hexdigest()[:32]
         return os.path.join(self.base_path, name)
 
+    def check(self, image: StoreImage) -> None:
+        """Refuse an image whose file is unsafe or not its declared format.
+
+        Reads the file's header only (see :func:`check_image_file`).
+
+        :raises ImageUnacceptable: see :func:`check_image_file`.
+        """
+        check_image_file(image.name, image.path, image.disk_format)
+
     def cached_base(self, image: StoreImage) -> str:
-        """The image's copy in ``_base``, made on first use."""
+        """The image's copy in ``_base``, made and checked on first use.
+
+        The copy is checked, not the image: it is what instances use, and
+        the image may change while it is copied. A copy that fails the
+        check is removed, so a refused image leaves nothing in ``_base``;
+        one interrupted is locked while written, so a sweep knows it for
+        a leftover (see :meth:`LibvirtDriver.cleanup_leftovers`).
+
+        :raises ImageUnacceptable: when the copy fails the check.
+        """
         base = self._base_of(image)
         with self._lock:
             if os.path.exists(base):
                 return base
-            os.makedirs(self.base_path, mode=0o755, exist_ok=True)
-            partial = '%s.part%d' % (base, os.getpid())
+            # Copies may be of snapshots, tenant data: only this user and,
+            # through libvirt's dynamic ownership of the backing chain at
+            # start, QEMU read them; the directory is searched by name.
+            os.makedirs(self.base_path, mode=0o711, exist_ok=True)
+            partial = '%s.part-%s' % (base, uuidlib.uuid4().hex[:8])
+            marker = leftovers.Marker.create(partial, 0o600)
             try:
-                shutil.copyfile(image.path, partial)
-                os.chmod(partial, 0o644)
+                with open(image.path, 'rb') as source:
+                    with open(marker.fd, 'wb', closefd=False) as target:
+                        shutil.copyfileobj(source, target, _COPY_CHUNK)
+                check_image_file(image.name, partial, image.disk_format)
+                if image.disk_format != 'raw':
+                    check_with_qemu_img(image.name, partial,
+                                        image.disk_format)
                 os.rename(partial, base)
+            except BaseException:
+                leftovers.unlink_quietly(partial)
+                raise
             finally:
-                if os.path.exists(partial):
-                    os.unlink(partial)
+                marker.abandon()
         return base
 
     def create_disk(self, image: StoreImage, dest: str, disk_format: str,
@@ -246,6 +466,10 @@ class ImageStore:
         :raises BackendError: when qemu-img fails.
         """
         if not cache:
+            check_image_file(image.name, image.path, image.disk_format)
+            if image.disk_format != 'raw':
+                check_with_qemu_img(image.name, image.path,
+                                    image.disk_format)
             if image.disk_format == disk_format == 'raw':
                 shutil.copyfile(image.path, dest)
             else:
@@ -296,7 +520,8 @@ class ImageStore:
             if force_share:
                 args.append('-U')
             run_qemu_img(*args, disk, target)
-            os.chmod(target, 0o644)
+            # The tenant's data; only this process reads it (into _base).
+            os.chmod(target, 0o600)
             data: dict[str, object] = {
                 'file': file_name, 'disk_format': 'qcow2',
                 'container_format': 'bare', 'min_disk': min_disk,

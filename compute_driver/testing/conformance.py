@@ -710,6 +710,23 @@ class DriverConformanceTests:
         self._assert_gone(driver, instance)
         assert _usage(driver.get_available_resource(None)) == before
 
+    def test_spawns_leave_no_leftover(
+            self, driver: contract.ComputeDriver, image: objects.ImageMeta,
+            inventory: Inventory, make_instance: MakeInstance,
+            booted: objects.Instance) -> None:
+        failed = make_instance(spawn=False,
+                               image_ref=inventory.new_name('missing'))
+        with pytest.raises(exception.ImageNotFound):
+            self._spawn(driver, failed, image)
+        # A dry run: the host may be shared with other users' leftovers,
+        # which are not this test's to remove.
+        found = driver.cleanup_leftovers(dry_run=True)
+        assert isinstance(found, list)
+        assert all(isinstance(f, objects.Leftover) for f in found)
+        mentioned = [f for f in found if booted.uuid in f.what or
+                     failed.uuid in f.what]
+        assert mentioned == []
+
     # -- the power-state machine ---------------------------------------------
 
     @pytest.mark.parametrize('operation,start', _pairs(allowed=True))

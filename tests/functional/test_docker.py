@@ -392,6 +392,8 @@ def test_snapshot_is_saved_to_image_directory(api, make_driver, tmp_path):
     try:
         path = tmp_path / (snapshot + '.tar')
         assert path.stat().st_size > 0
+        # The tenant's data: for the service's user only.
+        assert path.stat().st_mode & 0o777 == 0o600
         listed = [m for m in backend.list_images() if m.name == snapshot]
         assert listed[0].properties['instance_uuid'] == instance.uuid
     finally:

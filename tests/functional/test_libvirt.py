@@ -381,7 +381,7 @@ def test_kvm_node_the_qemu_user_cannot_open_is_reported(conf, tmp_path):
         os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 3))
         os.chown(node, 0, 0)
         os.chmod(node, 0o600)
-        uid, _ = host.qemu_dac_label()
+        uid, _ = host.get_dac_label()
         warnings = host.kvm_device_warnings(str(node))
         if uid == 0:
             assert warnings == []

@@ -617,3 +617,11 @@ def test_snapshot_delete_needs_the_operation(capsys, app, monkeypatch):
     assert app('snapshot-delete', 'snap1') == 1
     assert _one_error_line(capsys.readouterr().err) == (
         'The fake backend does not support delete_snapshot.')
+
+
+def test_cleanup_on_the_fake_says_there_is_nothing(capsys, config):
+    for argv in (['cleanup'], ['cleanup', '--dry-run', '-f', 'json']):
+        rc, out, err = _run(capsys, config(), *argv)
+        assert rc == 0
+        assert err == 'Nothing to clean up on the fake backend.\n'
+    assert json.loads(out) == []

@@ -27,7 +27,6 @@ import pwd
 import shutil
 import stat
 import subprocess
-from xml.etree import ElementTree
 
 import pytest
 
@@ -579,32 +578,6 @@ def test_listing_errors_are_typed(make_driver, monkeypatch):
 
 
 # -- /dev/kvm that libvirt's QEMU user cannot open ---------------------------
-
-_CAPS = '''<capabilities><host>
-  <secmodel><model>none</model><doi>0</doi></secmodel>
-  <secmodel><model>dac</model><doi>0</doi>
-    <baselabel type='kvm'>+64055:+108</baselabel>
-    <baselabel type='qemu'>+64055:+64055</baselabel>
-  </secmodel>
-</host></capabilities>'''
-
-
-@pytest.mark.parametrize('virt_type,label', [
-    ('qemu', (64055, 64055)), ('kvm', (64055, 108)),
-    # No label of its own: libvirt's QEMU driver label stands for it.
-    ('xen', (64055, 108)),
-])
-def test_dac_label_is_read_from_the_capabilities(virt_type, label):
-    caps = ElementTree.fromstring(_CAPS)
-    assert libvirt_host.parse_dac_label(caps, virt_type) == label
-
-
-def test_no_dac_model_means_no_label():
-    caps = ElementTree.fromstring(
-        '<capabilities><host><secmodel><model>none</model></secmodel>'
-        '</host></capabilities>')
-    assert libvirt_host.parse_dac_label(caps, 'qemu') is None
-
 
 def _node(uid, gid, mode):
     # (mode, ino, dev, nlink, uid, gid, size, atime, mtime, ctime)
