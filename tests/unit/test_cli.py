@@ -418,7 +418,10 @@ def test_verify_failure_exits_1_and_names_the_step(capsys, config,
     rc, out, err = _run(capsys, config(), 'verify', '--count', '2',
                         '--name-prefix', 'v-', '-f', 'value')
     assert rc == 1
-    line = _one_error_line(err)
+    # Off a terminal, progress lines come first; then the problems.
+    progress = [ln for ln in err.splitlines() if ln.startswith('verify: ')]
+    assert len(progress) == 2
+    line = _one_error_line('\n'.join(err.splitlines()[len(progress):]))
     assert line.startswith('pause failed on 2 of 2 instances; first error '
                            'on v-')
     assert 'pause failed on instance v-' in line
