@@ -198,14 +198,16 @@ def module_exists(name: str) -> bool:
     parts = name.split('.')
     spec = importlib.util.find_spec(parts[0])
     for depth in range(1, len(parts)):
-        if spec is None or spec.submodule_search_locations is None:
+        locations = (None if spec is None
+                     else spec.submodule_search_locations)
+        if locations is None:
             return False
         qualified = '.'.join(parts[:depth + 1])
         if qualified in sys.modules:
             spec = sys.modules[qualified].__spec__
             continue
         spec = importlib.machinery.PathFinder.find_spec(
-            qualified, list(spec.submodule_search_locations))
+            qualified, list(locations))
     return spec is not None
 
 

@@ -46,13 +46,11 @@ class _Progress:
         pass
 
     def step(self, done: int, total: int, failed: int) -> None:
-        """A step finished; see :data:`compute_driver.verify.
-        ProgressCallback`."""
+        """A step finished; see :data:`verify.ProgressCallback`."""
 
     def instance(self, name: str,
                  results: tuple[verify.StepResult, ...]) -> None:
-        """An instance finished; see :data:`compute_driver.verify.
-        InstanceCallback`."""
+        """An instance finished; see :data:`verify.InstanceCallback`."""
 
 
 class _LineProgress(_Progress):
