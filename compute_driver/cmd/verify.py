@@ -125,7 +125,6 @@ class _TerminalProgress(_Progress):
         from rich import console
         from rich import progress
 
-        self._count = count
         self._instances = 0
         self._progress = progress.Progress(
             progress.TextColumn('verify'),
@@ -140,7 +139,8 @@ class _TerminalProgress(_Progress):
             # The table follows; the bar is not part of the result.
             transient=True)
         self._task = self._progress.add_task(
-            'verify', total=None, failed=0, instances=0)
+            'verify', total=count * len(verify.STEPS), failed=0,
+            instances=0)
 
     def __enter__(self) -> '_TerminalProgress':
         self._progress.start()
@@ -183,8 +183,9 @@ class Verify(common.Lister):
     not support, and checks whose answer cannot confirm anything (an
     empty console), are skipped, and the Notes column says why.
     Everything verify created is removed, even after a failure or
-    Ctrl-C. Exits 1 when any step failed, 130 when
-    interrupted.
+    Ctrl-C. Progress goes to stderr: a bar on a terminal, a line per
+    finished instance otherwise (at most one every 5 seconds), none with
+    -q. Exits 1 when any step failed, 130 when interrupted.
     """
 
     def get_parser(self, prog_name):
