@@ -29,6 +29,9 @@ backend module that cannot be located), that one backend is imported with
 right.
 """
 
+import email
+import email.message
+import functools
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -140,6 +143,18 @@ def _marker_selects(marker: str, extra: str) -> bool:
         raise _Undecided(marker) from exc
 
 
+@functools.lru_cache(maxsize=None)
+def _headers(dist: importlib.metadata.Distribution) -> email.message.Message:
+    """The metadata headers of ``dist``, read once per distribution.
+
+    ``dist.metadata`` parses the whole file, long description included,
+    on every access; compute-driver's is the README.
+    """
+    text = (dist.read_text('METADATA') or dist.read_text('PKG-INFO') or '')
+    return email.message_from_string(
+        text.replace('\r\n', '\n').split('\n\n', 1)[0] + '\n')
+
+
 def extra_requirements(dist: importlib.metadata.Distribution, extra: str
                        ) -> list[tuple[str, str]]:
     """``(name, specifier)`` of each requirement ``extra`` adds.
@@ -147,7 +162,11 @@ def extra_requirements(dist: importlib.metadata.Distribution, extra: str
     :raises _Undecided: for a requirement this module cannot parse.
     """
     found = []
-    for line in dist.requires or ():
+    lines = _headers(dist).get_all('Requires-Dist')
+    if lines is None:
+        # An egg-info distribution lists them in requires.txt.
+        lines = dist.requires or []
+    for line in lines:
         match = _REQUIREMENT.match(line)
         if match is None:
             raise _Undecided(line)
@@ -231,11 +250,12 @@ def _check_requirement(name: str, requirement: str, specifier: str) -> None:
         raise exception.BackendSDKMissing(
             name=name, module=module,
             hint=loader.install_hint(name, module)) from None
-    version = dist.version
+    headers = _headers(dist)
+    version = headers['Version'] or dist.version
     if specifier and not satisfies(version, specifier):
         raise exception.BackendSDKVersion(
             name=name, requirement='%s%s' % (requirement, specifier),
-            installed='%s %s' % (dist.metadata['Name'] or requirement,
+            installed='%s %s' % (headers['Name'] or requirement,
                                  version),
             hint=loader.install_hint(name, None))
     for module in top_level_modules(dist):
@@ -250,7 +270,7 @@ def _check_metadata(name: str, ep: importlib.metadata.EntryPoint) -> None:
     if dist is None:
         raise _Undecided(name)
     extras = {_canonical(e)
-              for e in dist.metadata.get_all('Provides-Extra') or ()}
+              for e in _headers(dist).get_all('Provides-Extra') or ()}
     if _canonical(name) not in extras:
         # The distribution does not say what the backend needs.
         raise _Undecided(name)
