@@ -26,7 +26,9 @@ Runs, interleaved in one process so machine load hits all alike:
   needs no backend.
 
 Prints median, p90 and min wall-clock time of each, the time of each
-command over the floor and its ratio to the floor and to the peer. The
+command over the floor, its ratio to the floor and to the peer, and the
+median CPU time (user + system, less sensitive than wall-clock time to
+other load on the machine) with its ratio to the peer's. The
 target is measured with every backend SDK installed (libvirt-python,
 XenAPI, docker: ``pip install 'compute-driver[libvirt,xenapi,docker]'``);
 the SDKs found are listed. With ``--max-over-bare SECONDS`` it exits 1 when
@@ -39,6 +41,7 @@ issue's target is 0.3 s); ``--max-median SECONDS`` bounds the median of
 import argparse
 import importlib.metadata
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,10 +56,15 @@ SDKS = ('libvirt-python', 'XenAPI', 'docker')
 
 
 def _time(argv, env):
+    """Wall-clock and CPU (user + system) seconds of one run of ``argv``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime +
+                  after.ru_stime - before.ru_stime)
 
 
 def _summary(samples):
@@ -104,20 +112,27 @@ def main(argv=None):
     for argv_ in commands.values():
         _time(argv_, env)
     samples = {name: [] for name in commands}
+    cpu = {name: [] for name in commands}
     for _ in range(args.runs):
         for name, argv_ in commands.items():
-            samples[name].append(_time(argv_, env))
+            wall, used = _time(argv_, env)
+            samples[name].append(wall)
+            cpu[name].append(used)
 
     stats = {name: _summary(values) for name, values in samples.items()}
+    cpu_median = {name: statistics.median(v) for name, v in cpu.items()}
     floor = stats[FLOOR][0]
     peer = stats[PEER_NAME][0]
-    print('%-42s %9s %9s %9s %9s %8s %8s' % (
+    print('%-42s %9s %9s %9s %9s %8s %8s %9s %8s' % (
         'command', 'median s', 'p90 s', 'min s', 'over bare', '/bare',
-        '/peer'))
+        '/peer', 'cpu s', 'cpu/peer'))
     for name, (median, p90, low) in stats.items():
-        print('%-42s %9.3f %9.3f %9.3f %9.3f %7.2fx %7.2fx' % (
+        print('%-42s %9.3f %9.3f %9.3f %9.3f %7.2fx %7.2fx %9.3f %7.2fx' % (
             name, median, p90, low, median - floor, median / floor,
-            median / peer))
+            median / peer, cpu_median[name],
+            cpu_median[name] / cpu_median[PEER_NAME]))
+    print('load average at the end: %.2f %.2f %.2f on %d CPUs'
+          % (os.getloadavg() + (os.cpu_count() or 0,)))
     ours = stats[DRIVERS][0]
     failed = False
     if args.max_over_bare is not None:
