@@ -202,6 +202,16 @@ class BackendSDKMissing(DriverLoadError):
     hint: str
 
 
+class BackendSDKVersion(DriverLoadError):
+    msg_fmt = ("Compute driver %(name)r needs %(requirement)s, but "
+               "%(installed)s is installed; install a version it accepts "
+               "with: %(hint)s")
+
+    requirement: str
+    installed: str
+    hint: str
+
+
 class NovaNotInstalled(ComputeDriverError):
     msg_fmt = ("Nova is not installed for %(python)s: %(reason)s; install "
                "compute-driver into nova-compute's Python environment.")

@@ -13,35 +13,51 @@
 """Find and load one backend through stevedore.
 
 Only the entry point that is asked for is imported, so loading ``fake``
-never imports docker, libvirt or XenAPI.
+never imports docker, libvirt or XenAPI. stevedore and the driver contract
+are imported on first load, so that listing backends, or telling from
+package metadata whether one loads (:mod:`compute_driver.probe`), pays for
+neither.
 """
 
 import importlib.metadata
 import logging
+import sys
 import typing
 
-from stevedore import driver as stevedore_driver
-from stevedore import exception as stevedore_exc
-
-from compute_driver import driver as contract
 from compute_driver import exception
 
 if typing.TYPE_CHECKING:  # pragma: no cover
-    # Only for annotations: "compute-driver drivers" loads backends without
+    # Only for annotations: "compute-driver drivers" lists backends without
     # paying for oslo.config's import.
     from oslo_config import cfg
+
+    from compute_driver import driver as contract
 
 LOG = logging.getLogger(__name__)
 
 NAMESPACE = 'compute_driver.drivers'
 
 # Module names whose PyPI distribution is called something else.
-_PACKAGE_OF_MODULE = {'libvirt': 'libvirt-python'}
+PACKAGE_OF_MODULE = {'libvirt': 'libvirt-python'}
 
 
-def _entry_points(name: str | None = None
-                  ) -> list[importlib.metadata.EntryPoint]:
-    eps = importlib.metadata.entry_points(group=NAMESPACE)
+# Entry points of NAMESPACE by sys.path: reading them scans every
+# installed distribution's metadata, which "compute-driver drivers" would
+# otherwise do once per backend.
+_EP_CACHE: dict[tuple[str, ...], list[importlib.metadata.EntryPoint]] = {}
+
+
+def entry_points(name: str | None = None
+                 ) -> list[importlib.metadata.EntryPoint]:
+    """The installed backend entry points, or those named ``name``.
+
+    Nothing is imported. Read once per ``sys.path``.
+    """
+    key = tuple(sys.path)
+    eps = _EP_CACHE.get(key)
+    if eps is None:
+        eps = _EP_CACHE[key] = list(
+            importlib.metadata.entry_points(group=NAMESPACE))
     return [ep for ep in eps if name is None or ep.name == name]
 
 
@@ -51,7 +67,7 @@ def entry_point_targets() -> dict[str, str]:
     Nothing is imported.
     """
     targets: dict[str, str] = {}
-    for ep in sorted(_entry_points(), key=lambda ep: ep.name):
+    for ep in sorted(entry_points(), key=lambda ep: ep.name):
         targets.setdefault(ep.name, ep.value)
     return targets
 
@@ -67,14 +83,14 @@ def install_hint(name: str, module: str | None) -> str:
     Prefers the backend distribution's extra of the same name (``pip install
     'compute-driver[docker]'``) and falls back to the module's package.
     """
-    for ep in _entry_points(name):
+    for ep in entry_points(name):
         dist = getattr(ep, 'dist', None)
         if dist is None:
             continue
         extras = dist.metadata.get_all('Provides-Extra') or []
         if name in extras:
             return "pip install '%s[%s]'" % (dist.metadata['Name'], name)
-    package = _PACKAGE_OF_MODULE.get(module or '', module or name)
+    package = PACKAGE_OF_MODULE.get(module or '', module or name)
     return 'pip install %s' % package
 
 
@@ -90,7 +106,7 @@ def _load_error(name: str, exc: BaseException) -> exception.ComputeDriverError:
         name=name, reason='%s: %s' % (type(exc).__name__, exc))
 
 
-def load_driver_class(name: str) -> type[contract.ComputeDriver]:
+def load_driver_class(name: str) -> 'type[contract.ComputeDriver]':
     """Import backend ``name`` and return its class, without building it.
 
     :raises DriverNotFound: when no such entry point is installed.
@@ -98,6 +114,11 @@ def load_driver_class(name: str) -> type[contract.ComputeDriver]:
     :raises DriverLoadError: when it does not import or is not a
         :class:`~compute_driver.driver.ComputeDriver`.
     """
+    from stevedore import driver as stevedore_driver
+    from stevedore import exception as stevedore_exc
+
+    from compute_driver import driver as contract
+
     def on_failure(manager: object, ep: object, exc: BaseException) -> None:
         raise _load_error(name, exc) from exc
 
@@ -123,7 +144,7 @@ def load_driver_class(name: str) -> type[contract.ComputeDriver]:
 
 
 def load_driver(conf: 'cfg.ConfigOpts', name: str | None = None,
-                virtapi: object = None) -> contract.ComputeDriver:
+                virtapi: object = None) -> 'contract.ComputeDriver':
     """Build the configured backend.
 
     :param conf: a ``ConfigOpts`` from

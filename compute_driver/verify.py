@@ -56,6 +56,11 @@ DIAGNOSTICS_KEYS = ('state', 'driver', 'vcpus', 'memory_mb')
 #: outcome), steps planned, steps failed so far.
 ProgressCallback = collections.abc.Callable[[int, int, int], object]
 
+#: ``on_instance(name, results)``: an instance finished, every one of its
+#: steps recorded (in :data:`STEPS` order) and what it created removed.
+InstanceCallback = collections.abc.Callable[
+    [str, tuple['StepResult', ...]], object]
+
 
 class CheckFailed(exception.ComputeDriverError):
     """The backend answered, but not what the contract promises."""
@@ -427,6 +432,9 @@ class Verifier:
         snapshots add ``-snap``.
     :param progress: called after every step from the worker threads, one
         call at a time; see :data:`ProgressCallback`.
+    :param on_instance: called when an instance is done, after its
+        clean-up, from the worker threads, one call at a time and never
+        at the same time as ``progress``; see :data:`InstanceCallback`.
     :raises InvalidInput: for a bad count, concurrency, prefix or image.
     """
 
@@ -434,7 +442,8 @@ class Verifier:
                  flavor: objects.Flavor, image: str, count: int = 1,
                  concurrency: int = 1,
                  name_prefix: str = DEFAULT_NAME_PREFIX,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None,
+                 on_instance: InstanceCallback | None = None) -> None:
         for field, value, low, high in (('count', count, 1, None),
                                         ('concurrency', concurrency, 1,
                                          count)):
@@ -462,6 +471,7 @@ class Verifier:
         self.concurrency = concurrency
         self.name_prefix = name_prefix
         self._progress = progress
+        self._on_instance = on_instance
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._live: dict[str, _InstanceRun] = {}
@@ -598,6 +608,9 @@ class Verifier:
                 results.append(self._record(result))
         finally:
             self._clean_up(run)
+        if self._on_instance is not None:
+            with self._lock:
+                self._on_instance(name, tuple(results))
         return results
 
     def _clean_up(self, run: _InstanceRun) -> None:

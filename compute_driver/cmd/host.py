@@ -44,15 +44,29 @@ def _resource_fields(resources: objects.HostResources) -> dict[str, object]:
 class ListDrivers(common.Lister):
     """List the installed backends and whether each one can be loaded.
 
-    Loading imports the backend's module and so its SDK; no configuration
-    is read and no hypervisor is contacted.
+    Whether a backend loads is read from the installed packages' metadata
+    (its extra's requirements, its modules on the path) without importing
+    it or its SDK; --load imports each one instead. No configuration is
+    read and no hypervisor is contacted.
     """
 
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--load', action='store_true',
+            help='Import each backend and its SDK to tell whether it '
+                 'loads, which also catches a module that fails to import; '
+                 'slower than reading package metadata.')
+        return parser
+
     def take_action(self, parsed_args):
+        # Here rather than with the module's imports: only this command
+        # needs it.
+        from compute_driver import probe
         rows = []
         for name, target in loader.entry_point_targets().items():
             try:
-                loader.load_driver_class(name)
+                probe.check_driver(name, load=parsed_args.load)
             except exception.BackendSDKMissing as exc:
                 status = 'missing SDK module %r: %s' % (exc.module, exc.hint)
             except exception.ComputeDriverError as exc:

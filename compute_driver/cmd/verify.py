@@ -12,6 +12,8 @@
 
 """The ``verify`` command: the contract on the configured backend."""
 
+import collections
+import time
 import typing
 
 from cliff import columns
@@ -34,35 +36,140 @@ class _Millis(columns.FormattableColumn):
         return None if self._value is None else round(self._value, 3)
 
 
-class _ProgressBar:
-    """A one-line progress bar redrawn in place on a terminal."""
+class _Progress:
+    """No progress shown (``-q``); the interface of those that show it."""
 
-    WIDTH = 30
+    def __enter__(self) -> '_Progress':
+        return self
 
-    def __init__(self, stream: typing.TextIO) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def step(self, done: int, total: int, failed: int) -> None:
+        """A step finished; see :data:`verify.ProgressCallback`."""
+
+    def instance(self, name: str,
+                 results: tuple[verify.StepResult, ...]) -> None:
+        """An instance finished; see :data:`verify.InstanceCallback`."""
+
+
+class _LineProgress(_Progress):
+    """Progress as plain lines, for logs and pipes.
+
+    A line when an instance finishes, at most one every ``interval``
+    seconds so that a large ``--count`` does not flood the log (the last
+    instance, and any instance with a failed step, always get one); and,
+    while instances take longer than ``heartbeat`` seconds, a line on the
+    next finished step so a long run still shows it is moving.
+
+    :param clock: returns seconds; ``time.monotonic`` by default.
+    """
+
+    def __init__(self, stream: typing.TextIO, count: int,
+                 interval: float = 5.0, heartbeat: float = 30.0,
+                 clock: typing.Callable[[], float] = time.monotonic
+                 ) -> None:
         self._stream = stream
-        self._shown: tuple[int, int, int] | None = None
-        self._length = 0
+        self._count = count
+        self._interval = interval
+        self._heartbeat = heartbeat
+        self._clock = clock
+        self._start = clock()
+        self._last: float | None = None
+        self._instances = 0
+        self._steps = (0, 0, 0)
 
-    def __call__(self, done: int, total: int, failed: int) -> None:
-        filled = self.WIDTH * done // total
-        # Redrawing on every step of a long run would flood a slow
-        # terminal; redraw when what is shown changes.
-        shown = (filled, done * 100 // total, failed)
-        if shown == self._shown and done != total:
-            return
-        self._shown = shown
-        line = 'verify [%s%s] %3d%% %d/%d steps, %d failed' % (
-            '#' * filled, '.' * (self.WIDTH - filled), done * 100 // total,
-            done, total, failed)
-        self._length = len(line)
-        self._stream.write('\r' + line)
+    def _write(self, text: str) -> None:
+        self._last = self._clock()
+        done, total, failed = self._steps
+        self._stream.write(
+            'verify: %s; %d/%d instances, %d/%d steps, %d failed, %.0f s\n'
+            % (text, self._instances, self._count, done, total, failed,
+               self._last - self._start))
         self._stream.flush()
 
-    def clear(self) -> None:
-        if self._length:
-            self._stream.write('\r%s\r' % (' ' * self._length))
-            self._stream.flush()
+    def step(self, done: int, total: int, failed: int) -> None:
+        self._steps = (done, total, failed)
+        if self._clock() - (
+                self._start if self._last is None else self._last
+        ) >= self._heartbeat:
+            self._write('in progress')
+
+    def instance(self, name: str,
+                 results: tuple[verify.StepResult, ...]) -> None:
+        self._instances += 1
+        counts = collections.Counter(r.status for r in results)
+        failed = counts[verify.FAILED]
+        due = (self._last is None or failed or
+               self._instances == self._count or
+               self._clock() - self._last >= self._interval)
+        if not due:
+            return
+        text = '%s done: %d passed, %d failed, %d skipped' % (
+            name, counts[verify.PASSED], failed, counts[verify.SKIPPED])
+        if counts[verify.NOT_RUN]:
+            text += ', %d not run' % counts[verify.NOT_RUN]
+        self._write(text)
+
+    def __enter__(self) -> '_LineProgress':
+        self._start = self._clock()
+        return self
+
+
+class _TerminalProgress(_Progress):
+    """A progress bar redrawn in place on a terminal, drawn by rich."""
+
+    def __init__(self, stream: typing.TextIO, count: int) -> None:
+        # Imported here: only verify on a terminal draws a bar, and every
+        # other command would pay for rich's import.
+        from rich import console
+        from rich import progress
+
+        self._instances = 0
+        self._progress = progress.Progress(
+            progress.TextColumn('verify'),
+            progress.BarColumn(),
+            progress.TaskProgressColumn(),
+            progress.MofNCompleteColumn(),
+            progress.TextColumn(
+                'steps, {task.fields[failed]} failed, '
+                '{task.fields[instances]}/%d instances' % count),
+            progress.TimeElapsedColumn(),
+            console=console.Console(file=stream),
+            # The table follows; the bar is not part of the result.
+            transient=True)
+        self._task = self._progress.add_task(
+            'verify', total=count * len(verify.STEPS), failed=0,
+            instances=0)
+
+    def __enter__(self) -> '_TerminalProgress':
+        self._progress.start()
+        return self
+
+    def step(self, done: int, total: int, failed: int) -> None:
+        self._progress.update(self._task, completed=done, total=total,
+                              failed=failed)
+
+    def instance(self, name: str,
+                 results: tuple[verify.StepResult, ...]) -> None:
+        self._instances += 1
+        self._progress.update(self._task, instances=self._instances)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+
+def progress_reporter(stream: typing.TextIO, count: int,
+                      quiet: bool = False) -> _Progress:
+    """A bar on a terminal, lines otherwise (CI logs, pipes, files).
+
+    :param quiet: show no progress at all.
+    """
+    if quiet:
+        return _Progress()
+    if stream.isatty():
+        return _TerminalProgress(stream, count)
+    return _LineProgress(stream, count)
 
 
 class Verify(common.Lister):
@@ -76,8 +183,9 @@ class Verify(common.Lister):
     not support, and checks whose answer cannot confirm anything (an
     empty console), are skipped, and the Notes column says why.
     Everything verify created is removed, even after a failure or
-    Ctrl-C. Exits 1 when any step failed, 130 when
-    interrupted.
+    Ctrl-C. Progress goes to stderr: a bar on a terminal, a line per
+    finished instance otherwise (at most one every 5 seconds), none with
+    -q. Exits 1 when any step failed, 130 when interrupted.
     """
 
     def get_parser(self, prog_name):
@@ -122,20 +230,20 @@ class Verify(common.Lister):
             raise common.UsageError(
                 'the %s backend lists no image to boot; name one with '
                 '--image' % backend.name)
-        progress = (_ProgressBar(self.app.stderr)
-                    if self.app.stderr.isatty() else None)
+        # cliff's -q sets the verbosity to 0.
+        reporter = progress_reporter(
+            self.app.stderr, parsed_args.count,
+            quiet=self.app.options.verbose_level < 1)
         try:
             verifier = verify.Verifier(
                 backend, flavor, image, count=parsed_args.count,
                 concurrency=parsed_args.concurrency,
-                name_prefix=parsed_args.name_prefix, progress=progress)
+                name_prefix=parsed_args.name_prefix, progress=reporter.step,
+                on_instance=reporter.instance)
         except exception.InvalidInput as exc:
             raise common.UsageError(str(exc)) from exc
-        try:
+        with reporter:
             report = verifier.run()
-        finally:
-            if progress is not None:
-                progress.clear()
         self._report_problems(report)
         rows = [(op.operation, op.passed, op.failed, op.skipped, op.not_run,
                  _Millis(_ms(op.p50)), _Millis(_ms(op.p95)),

@@ -58,6 +58,25 @@ def test_drivers_lists_fake(run):
             'Status': 'ok'} in json.loads(result.stdout)
 
 
+def test_drivers_metadata_agrees_with_loading(run):
+    # The fast path reads package metadata; --load imports every backend
+    # and its SDK. On a correctly installed environment both agree.
+    fast = run('drivers', '-f', 'json')
+    loaded = run('drivers', '--load', '-f', 'json')
+    assert fast.returncode == 0 == loaded.returncode, (
+        fast.stderr + loaded.stderr)
+    assert json.loads(fast.stdout) == json.loads(loaded.stdout)
+
+
+def test_verify_off_a_terminal_prints_progress_lines(run, config):
+    result = run('--config-file', config(), 'verify', '--count', '2',
+                 '-f', 'value', '-c', 'Operation')
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and all(line.startswith('verify: ') for line in lines)
+    assert '; 2/2 instances, ' in lines[-1]
+
+
 def test_check(run, config):
     result = run('--config-file', config(), 'check', '-f', 'json')
     assert result.returncode == 0, result.stderr

@@ -12,6 +12,7 @@
 
 """The compute-driver CLI, run in-process on the fake backend."""
 
+import importlib.metadata
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ from compute_driver import driver
 from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
 from compute_driver import loader
+from compute_driver import probe
 
 IMAGE = 'cirros-0.6.3-x86_64-disk'
 
@@ -112,9 +114,34 @@ def test_drivers_shows_why_a_backend_cannot_load(capsys, monkeypatch):
             hint="pip install 'compute-driver[docker]'")
 
     monkeypatch.setattr(loader, 'load_driver_class', load_driver_class)
-    assert main.main(['drivers', '-f', 'value', '-c', 'Status']) == 0
+    assert main.main(['drivers', '--load', '-f', 'value', '-c',
+                      'Status']) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         "missing SDK module 'docker': pip install 'compute-driver[docker]'")
+
+
+def test_drivers_reads_metadata_without_importing_sdks(capsys, monkeypatch):
+    # Without --load, a backend with an extra of its name is not imported:
+    # the SDK missing from the metadata is what the status reports.
+    monkeypatch.setattr(loader, 'load_driver_class',
+                        lambda name: pytest.fail('%s imported' % name)
+                        if name != 'fake' else None)
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name == 'docker':
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, 'distribution', distribution)
+    monkeypatch.setattr(probe, 'module_exists',
+                        lambda module: module != 'docker')
+    assert main.main(['drivers', '-f', 'json']) == 0
+    status = {row['Name']: row['Status']
+              for row in json.loads(capsys.readouterr().out)}
+    assert status['docker'] == (
+        "missing SDK module 'docker': pip install 'compute-driver[docker]'")
+    assert status['fake'] == 'ok'
 
 
 def test_flavors_needs_no_backend(capsys, config, monkeypatch):
@@ -391,7 +418,10 @@ def test_verify_failure_exits_1_and_names_the_step(capsys, config,
     rc, out, err = _run(capsys, config(), 'verify', '--count', '2',
                         '--name-prefix', 'v-', '-f', 'value')
     assert rc == 1
-    line = _one_error_line(err)
+    # Off a terminal, progress lines come first; then the problems.
+    progress = [ln for ln in err.splitlines() if ln.startswith('verify: ')]
+    assert len(progress) == 2
+    line = _one_error_line('\n'.join(err.splitlines()[len(progress):]))
     assert line.startswith('pause failed on 2 of 2 instances; first error '
                            'on v-')
     assert 'pause failed on instance v-' in line

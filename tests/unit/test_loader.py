@@ -108,8 +108,8 @@ def test_install_hint_prefers_the_extra_named_after_the_backend(
         monkeypatch):
     # The docker backend lands later; its entry point will live in this
     # distribution, which already declares a "docker" extra.
-    ep = loader._entry_points('fake')[0]
-    monkeypatch.setattr(loader, '_entry_points', lambda name=None: [ep])
+    ep = loader.entry_points('fake')[0]
+    monkeypatch.setattr(loader, 'entry_points', lambda name=None: [ep])
     assert (loader.install_hint('docker', 'docker') ==
             "pip install 'compute-driver[docker]'")
 

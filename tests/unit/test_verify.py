@@ -377,3 +377,23 @@ def test_unsupported_steps_give_their_reason():
         'the fake backend does not support suspend, resume',)
     assert _stats(report)['resume'].skip_reasons == (
         'the fake backend does not support resume',)
+
+
+def test_on_instance_reports_each_instance_once_after_clean_up():
+    backend = _backend()
+    calls = []
+
+    def on_instance(name, results):
+        # Called after clean-up: the instance is gone already.
+        calls.append((name, [r.operation for r in results],
+                      backend.list_instances()))
+
+    verifier = _verifier(backend, count=3, concurrency=2,
+                         on_instance=on_instance)
+    report = verifier.run()
+
+    assert sorted(c[0] for c in calls) == sorted(
+        {r.instance for r in report.steps})
+    for name, operations, listed in calls:
+        assert operations == OPERATIONS
+        assert name not in listed
