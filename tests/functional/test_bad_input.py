@@ -351,6 +351,19 @@ XENAPI_CASES = [
     Case('xenapi-zero-sessions', ('list',),
          BAD_CONFIG + r'\[xenapi\] concurrent_sessions',
          config={'xenapi': {'concurrent_sessions': '0'}}),
+    Case('xenapi-missing-ca-file', ('check',),
+         BAD_CONFIG + r'\[xenapi\] ca_file \S*/nope\.pem cannot be read',
+         config={'xenapi': {'connection_url': '{https_url}',
+                            'ca_file': '{tmp}/nope.pem'}}),
+    Case('xenapi-ca-file-not-pem', ('check',),
+         BAD_CONFIG + r'\[xenapi\] ca_file \S*/bad-input\.conf holds no PEM '
+                      r'certificate',
+         config={'xenapi': {'connection_url': '{https_url}',
+                            'ca_file': '{tmp}/bad-input.conf'}}),
+    Case('xenapi-more-vcpus-than-host', badinput._boot('{prefix}-v',
+                                                       flavor='x1.cpus'),
+         r'^Flavor x1.cpus asks for 1024 vcpus; .* has \d+ in all.$',
+         config={'DEFAULT': {'flavor': 'x1.cpus:1024:128'}}),
 ]
 
 
