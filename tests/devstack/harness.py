@@ -131,6 +131,10 @@ class Session:
         self._make_upstream()
         self.nova = base / 'nova-src'
         self._make_nova()
+        # DevStack's apt_get does not wait for the dpkg lock, which other
+        # work on a shared test host may hold.
+        self.apt_config = base / 'apt.conf'
+        self.apt_config.write_text('DPkg::Lock::Timeout "600";\n')
         self.pip_cache = os.environ.get(
             'PIP_CACHE_DIR', os.path.expanduser('~/.cache/pip'))
         self.bootstrap()
@@ -243,6 +247,7 @@ class Stack:
             'TOP_DIR': str(self.top),
             'TEST_NOVA_CONF_DIR': str(self.nova_conf_dir),
             'PIP_DISABLE_PIP_VERSION_CHECK': '1',
+            'APT_CONFIG': str(session.apt_config),
         }
         if user == 'root':
             self.env['PIP_CACHE_DIR'] = session.pip_cache
@@ -345,7 +350,9 @@ def create_user(name: str) -> None:
     except KeyError:
         _run(['useradd', '--create-home', '--shell', '/bin/bash', name])
     sudoers = pathlib.Path('/etc/sudoers.d') / name
-    sudoers.write_text('%s ALL=(root) NOPASSWD:ALL\n' % name)
+    sudoers.write_text('%s ALL=(root) NOPASSWD:ALL\n'
+                       'Defaults:%s env_keep += "APT_CONFIG"\n'
+                       % (name, name))
     sudoers.chmod(0o440)
 
 

@@ -140,44 +140,37 @@ def test_docker_with_the_hosts_dockerd(session):
     added = {d.split('==')[0].lower() for d in stack.venv_dists() - dists}
     assert {'compute-driver', 'docker'} <= added
     stack.run('unstack')
-    stack.run('stack')
     stack.run('clean')
     assert _dockerd_pids() == pids
     _assert_nothing_left(stack, root, dists)
 
 
 def test_dockerd_the_plugin_started_is_stopped_by_unstack(session):
-    stack = _stack(session, 'dockerd', 'COMPUTE_DRIVER_BACKEND=docker')
-    sock = stack.dir / 'docker.sock'
-    with (stack.top / 'local.conf').open('a') as f:
-        f.write('COMPUTE_DRIVER_DOCKER_API_URL=unix://%s\n'
-                'COMPUTE_DRIVER_DOCKERD=%s\n'
-                % (sock, ds.BIN / 'fake-dockerd'))
-    root, dists = stack.snapshot(), stack.venv_dists()
-    stack.run('stack', 'pre-install', 'install', 'post-config')
-    assert stack.units_running() == ['devstack@cd-dockerd.service']
-    assert sock.is_socket()
-    stack.run('unstack')
-    assert stack.units_running() == []
-    stack.run('clean')
-    _assert_nothing_left(stack, root, dists)
-
-
-def test_dockerd_started_by_a_stack_that_died_is_stopped(session):
-    stack = _stack(session, 'dockerd-hung', 'COMPUTE_DRIVER_BACKEND=docker',
+    """Also after a stack that died while the daemon came up."""
+    stack = _stack(session, 'dockerd', 'COMPUTE_DRIVER_BACKEND=docker',
                    'COMPUTE_DRIVER_START_TIMEOUT=2')
     sock = stack.dir / 'docker.sock'
     hung = stack.dir / 'hung-dockerd'
     hung.write_text('#!/bin/sh\nexec sleep 600\n')
     hung.chmod(0o755)
-    with (stack.top / 'local.conf').open('a') as f:
-        f.write('COMPUTE_DRIVER_DOCKER_API_URL=unix://%s\n'
-                'COMPUTE_DRIVER_DOCKERD=%s\n' % (sock, hung))
+    conf = stack.top / 'local.conf'
+    settings = conf.read_text() + (
+        'COMPUTE_DRIVER_DOCKER_API_URL=unix://%s\n'
+        'COMPUTE_DRIVER_DOCKERD=%%s\n' % sock)
+    conf.write_text(settings % hung)
     root, dists = stack.snapshot(), stack.venv_dists()
+
     result = stack.run('stack', 'pre-install', 'install', ok=False)
     assert result.returncode != 0
     assert 'did not answer within 2s' in result.stdout + result.stderr
     assert stack.units_running() == ['devstack@cd-dockerd.service']
+    stack.run('unstack')
+    assert stack.units_running() == []
+
+    conf.write_text(settings % (ds.BIN / 'fake-dockerd'))
+    stack.run('stack', 'pre-install', 'install', 'post-config')
+    assert stack.units_running() == ['devstack@cd-dockerd.service']
+    assert sock.is_socket()
     stack.run('unstack')
     assert stack.units_running() == []
     stack.run('clean')
