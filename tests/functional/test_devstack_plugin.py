@@ -31,6 +31,9 @@ import uuid
 import pytest
 
 from compute_driver.testing import fixtures
+from compute_driver.testing.xapi_simulator import fixture as xapi_fixture
+from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
+    xapi_simulator as simulator)
 from tests.devstack import harness as ds
 
 DOCKER_SOCKET = '/var/run/docker.sock'
@@ -142,6 +145,28 @@ def test_docker_with_the_hosts_dockerd(session):
     stack.run('unstack')
     stack.run('clean')
     assert _dockerd_pids() == pids
+    _assert_nothing_left(stack, root, dists)
+
+
+def test_xenapi_against_the_xapi_simulator(session, simulator):  # noqa: F811
+    """check passes over real HTTP; the password file goes with clean."""
+    stack = _stack(session, 'xenapi', 'COMPUTE_DRIVER_BACKEND=xenapi',
+                   'COMPUTE_DRIVER_XENAPI_URL=%s' % simulator.url,
+                   'COMPUTE_DRIVER_XENAPI_USER=%s' % xapi_fixture.USERNAME,
+                   'COMPUTE_DRIVER_XENAPI_PASSWORD=%s'
+                   % xapi_fixture.PASSWORD)
+    root, dists = stack.snapshot(), stack.venv_dists()
+    result = stack.run('stack')
+    assert '| hypervisor_type' in result.stdout
+    assert stack.read_ini(stack.conf_path)['xenapi'] == {
+        'connection_url': simulator.url,
+        'username': xapi_fixture.USERNAME,
+        'password': xapi_fixture.PASSWORD}
+    assert stack.conf_path.stat().st_mode & 0o777 == 0o640
+    added = {d.split('==')[0].lower() for d in stack.venv_dists() - dists}
+    assert {'compute-driver', 'xenapi'} <= added
+    stack.run('unstack')
+    stack.run('clean')
     _assert_nothing_left(stack, root, dists)
 
 
