@@ -29,7 +29,7 @@ mapfile -t scripts < <(
         while read -r f; do
             case "$f" in
                 *.sh|.ci/run) echo "$f" ;;
-                devstack/*|tests/devstack/fake-bin/*)
+                devstack/*|tests/devstack/bin/*)
                     [[ -f "$f" ]] && head -c 200 "$f" | grep -q 'bash' &&
                         echo "$f" ;;
             esac

@@ -10,7 +10,9 @@
 #
 # COMPUTE_DRIVER_STRICT=1 (the default here) turns every "daemon missing"
 # skip of a functional test into a failure; set it to 0 on a laptop where
-# you knowingly lack a daemon.
+# you knowingly lack a daemon. DEVSTACK_DIR (default ../shared/devstack
+# when it exists) is the DevStack tree the plugin's tests run; without one
+# they fail in strict mode.
 #
 # Exit status: 0 when every environment passed, else the first failing
 # environment's status (5 means pytest collected no test).
@@ -18,6 +20,17 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export COMPUTE_DRIVER_STRICT="${COMPUTE_DRIVER_STRICT:-1}"
+
+# The DevStack plugin's tests run it through DevStack's own scripts: CI
+# keeps DevStack's tree and openstack/requirements' at ../shared.
+if [[ -z ${DEVSTACK_DIR:-} && -d ../shared/devstack ]]; then
+    DEVSTACK_DIR=$(cd ../shared/devstack && pwd)
+    export DEVSTACK_DIR
+fi
+if [[ -z ${REQUIREMENTS_DIR:-} && -d ../shared/requirements ]]; then
+    REQUIREMENTS_DIR=$(cd ../shared/requirements && pwd)
+    export REQUIREMENTS_DIR
+fi
 
 bash tools/install-test-deps.sh
 
