@@ -88,9 +88,13 @@ def nova_unsupported_calls() -> Iterator[list[unsupported.UnsupportedCall]]:
 def flags() -> Iterator[Callable[..., None]]:
     """Set nova.conf options for one test: ``flags(name=value, group=)``.
 
-    What ``nova.test.TestCase.flags`` does, for plain pytest tests.
+    What ``nova.test.TestCase.flags`` does, for plain pytest tests. The
+    configuration is parsed (from no arguments and no files) as in a
+    running nova-compute, so that options registered at parse time, such
+    as ``config_file``, which Nova's node identity reads, exist.
     """
     fixture = config_fixture.Config(nova_conf.CONF)
     fixture.setUp()
+    nova_conf.CONF([], project='nova', default_config_files=[])
     yield fixture.config
     fixture.cleanUp()
