@@ -31,6 +31,7 @@ its second start on.
 import typing
 import uuid
 
+from nova import exception as nova_exception
 from nova.virt import node as nova_node
 
 #: The namespace of the uuids derived here (a fixed, random uuid: it only
@@ -49,10 +50,17 @@ def host_identity(backend: typing.Any, nodename: str) -> str:
 
     :param backend: the loaded backend.
     :param nodename: the node, as ``get_available_nodes`` reports it.
+    :raises nova.exception.HypervisorUnavailable: when dockerd cannot say
+        its ID; a uuid derived without it would be another node's.
     """
     parts = [backend.name, nodename]
     if backend.name == 'docker':
-        parts.append(str(backend.api.info().get('ID') or ''))
+        try:
+            daemon_id = backend.api.info().get('ID')
+        except Exception as exc:
+            raise nova_exception.HypervisorUnavailable(
+                message='dockerd did not say its ID: %s' % exc) from exc
+        parts.append(str(daemon_id or ''))
     return '/'.join(parts)
 
 
