@@ -56,6 +56,7 @@ from compute_driver import loader
 from compute_driver.nova import conf as adapter_conf
 from compute_driver.nova import convert
 from compute_driver.nova import node
+from compute_driver.nova import service
 from compute_driver import objects
 from compute_driver import power_state
 
@@ -159,6 +160,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         self.image_map = dict(group.image_map)
         self._node_uuids: dict[str, str] = {}
         self._node_lock = threading.Lock()
+        self._service = service.ServiceStatus(virtapi, CONF.host)
         self.capabilities = dict(self.capabilities)
         for image_type in IMAGE_TYPES.get(self.backend.name, ()):
             self.capabilities['supports_image_type_%s' % image_type] = True
@@ -255,11 +257,24 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             self.backend.cleanup_host(host)
 
     def get_available_resource(self, nodename: str) -> dict[str, object]:
-        with convert.nova_errors():
-            resources = self.backend.get_available_resource(nodename)
+        """The node's resources, as Nova's resource tracker records them.
+
+        Nova calls this periodically; it is also where the adapter learns
+        that the backend is unavailable, and disables this host's compute
+        service until the backend answers again (see :mod:`.service`).
+        """
+        try:
+            with convert.nova_errors():
+                resources = self.backend.get_available_resource(nodename)
+        except nova_exception.HypervisorUnavailable as exc:
+            with self._node_lock:
+                nodes = list(self._node_uuids.values())
+            self._service.backend_unavailable(exc.format_message(), nodes)
+            raise
         data = resources.to_dict()
         data['supported_instances'] = _hypervisor_spec(resources)
         data['uuid'] = self._node_uuid(nodename)
+        self._service.backend_available([str(data['uuid'])])
         return data
 
     def get_available_nodes(self, refresh: bool = False) -> list[str]:

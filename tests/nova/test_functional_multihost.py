@@ -19,8 +19,11 @@ identity) nor lose theirs when restarted.
 """
 
 import collections
+from unittest import mock
 
+from compute_driver import exception
 from compute_driver.nova import node
+from compute_driver.nova import service
 from tests.nova import functional_base
 from tests.nova import test_functional_fake
 
@@ -98,3 +101,52 @@ class MultiHostTests(functional_base.AdapterTestBase):
                              usage)
         self.assertEqual({server['id']}, self.backend_uuids('compute1'))
         self._delete_server(server)
+
+    def _service(self, host: str) -> dict:
+        return self.admin_api.get_services(binary='nova-compute',
+                                           host=host)[0]
+
+    def test_host_with_unavailable_backend_is_not_chosen(self) -> None:
+        # compute3's hypervisor goes away, as dockerd or libvirtd can: the
+        # next resource update disables its service, and placement marks
+        # its node.
+        outage = exception.HypervisorUnavailable(
+            host='compute3', reason='connection refused')
+        with mock.patch.object(self.backend('compute3'),
+                               'get_available_resource',
+                               autospec=True, side_effect=outage):
+            self._run_periodics()
+            down = self._service('compute3')
+            self.assertEqual('disabled', down['status'])
+            self.assertTrue(down['disabled_reason'].startswith(
+                service.DISABLE_PREFIX), down['disabled_reason'])
+            self.assertIn('connection refused', down['disabled_reason'])
+            rp = self._get_provider_uuid_by_host('compute3')
+            self.assertIn('COMPUTE_STATUS_DISABLED',
+                          self._get_provider_traits(rp))
+            servers = [self._create_server(
+                image_uuid=functional_base.IMAGE, flavor_id='1',
+                networks='none') for _ in range(4)]
+            self.assertEqual(
+                {'compute1', 'compute2'},
+                {server['OS-EXT-SRV-ATTR:host'] for server in servers})
+            self.assertEqual(set(), self.backend_uuids('compute3'))
+        # Back: the service is enabled again and takes servers.
+        self._run_periodics()
+        self.assertEqual('enabled', self._service('compute3')['status'])
+        self.assertNotIn('COMPUTE_STATUS_DISABLED',
+                         self._get_provider_traits(rp))
+        server = self._create_server(image_uuid=functional_base.IMAGE,
+                                     flavor_id='1', networks='none')
+        self.assertEqual('compute3', server['OS-EXT-SRV-ATTR:host'])
+        for server in servers + [server]:
+            self._delete_server(server)
+
+    def test_operator_disabled_host_stays_disabled(self) -> None:
+        self.admin_api.put_service(
+            self._service('compute2')['id'],
+            {'status': 'disabled', 'disabled_reason': 'maintenance'})
+        self._run_periodics()
+        self.assertEqual('disabled', self._service('compute2')['status'])
+        self.assertEqual('maintenance',
+                         self._service('compute2')['disabled_reason'])
