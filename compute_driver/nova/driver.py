@@ -31,7 +31,11 @@ What the adapter does on top of the backend:
 * forwards the backend's lifecycle events to Nova's compute manager as
   ``nova.virt.event.LifecycleEvent``;
 * reports VCPU, MEMORY_MB and DISK_GB inventory to placement with Nova's
-  allocation ratios and ``reserved_host_*`` options.
+  allocation ratios and ``reserved_host_*`` options;
+* names each node with a uuid derived from the backend's host identity
+  (:mod:`compute_driver.nova.node`);
+* disables its compute service while the backend is unavailable
+  (:mod:`compute_driver.nova.service`).
 """
 
 import logging
