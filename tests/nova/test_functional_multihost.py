@@ -146,7 +146,27 @@ class MultiHostTests(functional_base.AdapterTestBase):
         self.admin_api.put_service(
             self._service('compute2')['id'],
             {'status': 'disabled', 'disabled_reason': 'maintenance'})
+        # An outage and the recovery after it leave the operator's reason.
+        with mock.patch.object(
+                self.backend('compute2'), 'get_available_resource',
+                autospec=True, side_effect=exception.HypervisorUnavailable(
+                    host='compute2', reason='connection refused')):
+            self._run_periodics()
         self._run_periodics()
         self.assertEqual('disabled', self._service('compute2')['status'])
         self.assertEqual('maintenance',
                          self._service('compute2')['disabled_reason'])
+
+    def test_restarted_service_enables_what_it_disabled(self) -> None:
+        # nova-compute restarted while its service is disabled for an
+        # outage (here: a new adapter, on a backend that answers again).
+        with mock.patch.object(
+                self.backend('compute3'), 'get_available_resource',
+                autospec=True, side_effect=exception.HypervisorUnavailable(
+                    host='compute3', reason='connection refused')):
+            self._run_periodics()
+        self.assertEqual('disabled', self._service('compute3')['status'])
+        self.computes['compute3'] = self.restart_compute_service(
+            self.computes['compute3'], keep_hypervisor_state=False)
+        self._run_periodics()
+        self.assertEqual('enabled', self._service('compute3')['status'])
