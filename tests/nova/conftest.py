@@ -26,6 +26,7 @@ through the ``nova_unsupported_calls`` fixture.
 
 from collections.abc import Callable
 from collections.abc import Iterator
+import typing
 
 from nova import conf as nova_conf
 from nova import test as nova_test
@@ -76,6 +77,27 @@ def pytest_configure(config: pytest.Config) -> None:
         lambda: setattr(nova_test.TestCase, '_clear_attrs', original))
     unsupported.install(config, nova_tvd._VirtDriverTestCase,
                         config.getoption(_REPORT_OPTION))
+
+
+def pytest_terminal_summary(terminalreporter: typing.Any) -> None:
+    """List the exceptions among Nova's server tests, when they ran."""
+    rows = []
+    for report in terminalreporter.stats.get('xfailed', []):
+        path, _, test = report.nodeid.partition('::')
+        if not path.endswith('test_nova_servers.py'):
+            continue
+        from tests.nova import test_nova_servers
+        class_name, _, name = test.partition('::')
+        reason = test_nova_servers.exception_reason(
+            getattr(test_nova_servers, class_name), name)
+        rows.append(('%s.%s' % (class_name, name), str(reason)))
+    if not rows:
+        return
+    terminalreporter.section(
+        "Nova's server tests that fail on the adapter (expected)")
+    width = max(len(test) for test, _ in rows)
+    for test, reason in sorted(rows):
+        terminalreporter.write_line('  %-*s  %s' % (width, test, reason))
 
 
 @pytest.fixture(scope='session')
