@@ -14,11 +14,13 @@
 
 It keeps its instances in the process, is thread-safe, and follows the
 contract to the letter: spawn claims the flavor against the ``[fake]``
-capacity, every power operation checks the instance's current state against
-:data:`compute_driver.driver.TRANSITIONS`, every transition emits its
-lifecycle events, destroy is idempotent and releases what spawn claimed,
-and the console log grows as the instance lives. Other projects can test
-against it the way they test against Nova's fake driver.
+capacity times its allocation ratios (Nova's defaults, so the host admits
+what Nova's placement grants), every power operation checks the
+instance's current state against :data:`compute_driver.driver.TRANSITIONS`,
+every transition emits its lifecycle events, destroy is idempotent and
+releases what spawn claimed, and the console log grows as the instance
+lives. Other projects can test against it the way they test against Nova's
+fake driver.
 """
 
 import collections
@@ -136,16 +138,23 @@ class FakeDriver(driver.ComputeDriver):
                 sum(f.disk_gb for f in flavors))
 
     def _claim(self, flavor: objects.Flavor) -> None:
+        # The limit is the capacity times the allocation ratio, as Nova's
+        # placement computes it: a host overcommitted by the ratios must
+        # not refuse what the scheduler placed on it.
         vcpus, memory_mb, disk_gb = self._usage()
         fake = self.conf.fake
-        for resource, requested, used, total in (
-                ('vcpus', flavor.vcpus, vcpus, fake.vcpus),
-                ('memory_mb', flavor.memory_mb, memory_mb, fake.memory_mb),
-                ('disk_gb', flavor.disk_gb, disk_gb, fake.disk_gb)):
-            if requested > total - used:
+        for resource, requested, used, total, ratio in (
+                ('vcpus', flavor.vcpus, vcpus, fake.vcpus,
+                 fake.cpu_allocation_ratio),
+                ('memory_mb', flavor.memory_mb, memory_mb, fake.memory_mb,
+                 fake.ram_allocation_ratio),
+                ('disk_gb', flavor.disk_gb, disk_gb, fake.disk_gb,
+                 fake.disk_allocation_ratio)):
+            limit = int(total * ratio)
+            if requested > limit - used:
                 raise exception.InsufficientResources(
                     resource=resource, host=self._host, requested=requested,
-                    free=total - used, total=total)
+                    free=limit - used, total=limit)
 
     # -- required ----------------------------------------------------------
 

@@ -31,10 +31,15 @@ What the adapter does on top of the backend:
 * forwards the backend's lifecycle events to Nova's compute manager as
   ``nova.virt.event.LifecycleEvent``;
 * reports VCPU, MEMORY_MB and DISK_GB inventory to placement with Nova's
-  allocation ratios and ``reserved_host_*`` options.
+  allocation ratios and ``reserved_host_*`` options;
+* names each node with a uuid derived from the backend's host identity
+  (:mod:`compute_driver.nova.node`);
+* disables its compute service while the backend is unavailable
+  (:mod:`compute_driver.nova.service`).
 """
 
 import logging
+import threading
 import typing
 
 import os_resource_classes as orc
@@ -54,6 +59,8 @@ from compute_driver import exception
 from compute_driver import loader
 from compute_driver.nova import conf as adapter_conf
 from compute_driver.nova import convert
+from compute_driver.nova import node
+from compute_driver.nova import service
 from compute_driver import objects
 from compute_driver import power_state
 
@@ -93,18 +100,36 @@ IMAGE_TYPES = {
 _CONTAINER_TYPES = ('docker', 'lxc')
 
 
-def _hypervisor_spec(hypervisor_type: str) -> list[list[str]]:
+def _architecture(resources: objects.HostResources) -> str:
+    """The architecture of the backend's host, in Nova's spelling.
+
+    The backend's own ``cpu_info`` says it: the host it drives may be
+    another machine than nova-compute's (a remote dockerd, a XenServer
+    pool), and asking the local kernel (``os.uname``, which Nova's test
+    fixtures forbid) is only the fallback for a backend that does not say.
+    """
+    arch = resources.cpu_info.get('arch')
+    if isinstance(arch, str):
+        try:
+            return str(obj_fields.Architecture.canonicalize(arch))
+        except nova_exception.InvalidArchitectureName:
+            LOG.debug('The backend reports an unknown architecture %r',
+                      arch)
+    return str(obj_fields.Architecture.from_host())
+
+
+def _hypervisor_spec(resources: objects.HostResources) -> list[list[str]]:
     """``supported_instances`` for the compute node record.
 
     Nova only accepts hypervisor types it knows (``HVType``); a backend
     reporting another type gets no entry rather than a broken record.
     """
-    hv_type = hypervisor_type.lower()
+    hv_type = resources.hypervisor_type.lower()
     if hv_type not in obj_fields.HVType.ALL:
         return []
     vm_mode = (obj_fields.VMMode.EXE if hv_type in _CONTAINER_TYPES
                else obj_fields.VMMode.HVM)
-    return [[obj_fields.Architecture.from_host(), hv_type, vm_mode]]
+    return [[_architecture(resources), hv_type, vm_mode]]
 
 
 class ComputeDriverAdapter(driver.ComputeDriver):
@@ -137,6 +162,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             self.backend = loader.load_driver(self.conf, group.backend,
                                               virtapi=virtapi)
         self.image_map = dict(group.image_map)
+        self._node_uuids: dict[str, str] = {}
+        self._node_lock = threading.Lock()
+        self._service = service.ServiceStatus(virtapi, CONF.host)
         self.capabilities = dict(self.capabilities)
         for image_type in IMAGE_TYPES.get(self.backend.name, ()):
             self.capabilities['supports_image_type_%s' % image_type] = True
@@ -233,16 +261,47 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             self.backend.cleanup_host(host)
 
     def get_available_resource(self, nodename: str) -> dict[str, object]:
-        with convert.nova_errors():
-            resources = self.backend.get_available_resource(nodename)
+        """The node's resources, as Nova's resource tracker records them.
+
+        Nova calls this periodically; it is also where the adapter learns
+        that the backend is unavailable, and disables this host's compute
+        service until the backend answers again (see :mod:`.service`).
+        """
+        try:
+            with convert.nova_errors():
+                resources = self.backend.get_available_resource(nodename)
+        except nova_exception.HypervisorUnavailable as exc:
+            with self._node_lock:
+                nodes = list(self._node_uuids.values())
+            self._service.backend_unavailable(exc.format_message(), nodes)
+            raise
         data = resources.to_dict()
-        data['supported_instances'] = _hypervisor_spec(
-            resources.hypervisor_type)
+        data['supported_instances'] = _hypervisor_spec(resources)
+        data['uuid'] = self._node_uuid(nodename)
+        self._service.backend_available([str(data['uuid'])])
         return data
 
     def get_available_nodes(self, refresh: bool = False) -> list[str]:
         with convert.nova_errors():
             return self.backend.get_available_nodes(refresh)
+
+    def get_nodenames_by_uuid(self, refresh: bool = False) -> dict[str, str]:
+        """The backend's nodes by their uuids (see :mod:`.node`).
+
+        Nova's default gives every node of the process one uuid, which
+        several compute services in one process, or a backend host moved
+        to another nova-compute, would collide on or lose.
+        """
+        return {self._node_uuid(name): name
+                for name in self.get_available_nodes(refresh)}
+
+    def _node_uuid(self, nodename: str) -> str:
+        with self._node_lock:
+            if nodename not in self._node_uuids:
+                with convert.nova_errors():
+                    self._node_uuids[nodename] = node.node_uuid(
+                        self.backend, nodename)
+            return self._node_uuids[nodename]
 
     def update_provider_tree(self, provider_tree: typing.Any, nodename: str,
                              allocations: object = None) -> None:

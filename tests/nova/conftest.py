@@ -26,6 +26,7 @@ through the ``nova_unsupported_calls`` fixture.
 
 from collections.abc import Callable
 from collections.abc import Iterator
+import typing
 
 from nova import conf as nova_conf
 from nova import test as nova_test
@@ -78,6 +79,27 @@ def pytest_configure(config: pytest.Config) -> None:
                         config.getoption(_REPORT_OPTION))
 
 
+def pytest_terminal_summary(terminalreporter: typing.Any) -> None:
+    """List the exceptions among Nova's server tests, when they ran."""
+    rows = []
+    for report in terminalreporter.stats.get('xfailed', []):
+        path, _, test = report.nodeid.partition('::')
+        if not path.endswith('test_nova_servers.py'):
+            continue
+        from tests.nova import test_nova_servers
+        class_name, _, name = test.partition('::')
+        reason = test_nova_servers.exception_reason(
+            getattr(test_nova_servers, class_name), name)
+        rows.append(('%s.%s' % (class_name, name), str(reason)))
+    if not rows:
+        return
+    terminalreporter.section(
+        "Nova's server tests that fail on the adapter (expected)")
+    width = max(len(test) for test, _ in rows)
+    for test, reason in sorted(rows):
+        terminalreporter.write_line('  %-*s  %s' % (width, test, reason))
+
+
 @pytest.fixture(scope='session')
 def nova_unsupported_calls() -> Iterator[list[unsupported.UnsupportedCall]]:
     """The calls recorded so far in this session (a live list)."""
@@ -88,9 +110,13 @@ def nova_unsupported_calls() -> Iterator[list[unsupported.UnsupportedCall]]:
 def flags() -> Iterator[Callable[..., None]]:
     """Set nova.conf options for one test: ``flags(name=value, group=)``.
 
-    What ``nova.test.TestCase.flags`` does, for plain pytest tests.
+    What ``nova.test.TestCase.flags`` does, for plain pytest tests. The
+    configuration is parsed (from no arguments and no files) as in a
+    running nova-compute, so that options registered at parse time, such
+    as ``config_file``, which Nova's node identity reads, exist.
     """
     fixture = config_fixture.Config(nova_conf.CONF)
     fixture.setUp()
+    nova_conf.CONF([], project='nova', default_config_files=[])
     yield fixture.config
     fixture.cleanUp()

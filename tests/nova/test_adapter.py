@@ -38,6 +38,7 @@ from compute_driver import driver as contract
 from compute_driver import exception
 from compute_driver.nova import convert
 from compute_driver.nova import driver as adapter
+from compute_driver.nova import node
 from compute_driver import power_state
 
 nova_objects.register_all()
@@ -66,7 +67,8 @@ def make_adapter(flags, tmp_path):
         config.write_text('\n'.join(lines) + '\n')
         flags(backend=backend, config_file=str(config),
               image_map=image_map or {}, group='compute_driver_adapter')
-        flags(host='nova-adapter-test')
+        # Where Nova keeps the node identity file the adapter writes.
+        flags(host='nova-adapter-test', state_path=str(tmp_path))
         driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
         driver.init_host(CONF.host)
         built.append(driver)
@@ -513,8 +515,8 @@ def test_available_resource(make_adapter, ctxt, flags):
     assert (data['vcpus_used'], data['memory_mb_used'],
             data['local_gb_used']) == (1, 512, 1)
     assert data['hypervisor_hostname'] == 'nova-adapter-test'
-    assert data['supported_instances'] == [
-        [nova_objects.fields.Architecture.from_host(), 'fake', 'hvm']]
+    # The architecture is the backend's (the fake host's cpu_info).
+    assert data['supported_instances'] == [['x86_64', 'fake', 'hvm']]
     # The compute node record accepts the dictionary as it is.
     node = nova_objects.ComputeNode()
     node.update_from_virt_driver(data)
@@ -576,6 +578,40 @@ def test_provider_tree_skips_unknown_disk(make_adapter):
     driver.update_provider_tree(tree, 'nova-adapter-test')
     assert set(tree.data('nova-adapter-test').inventory) == {
         orc.VCPU, orc.MEMORY_MB}
+
+
+def test_fake_claims_follow_novas_allocation_ratios(make_adapter, ctxt,
+                                                    flags):
+    # What placement grants with Nova's ratios, the backend admits.
+    flags(cpu_allocation_ratio=2.0)
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE}, fake={'vcpus': 1})
+    assert driver.conf.fake.cpu_allocation_ratio == 2.0
+    spawn(driver, ctxt, nova_instance(1))
+    spawn(driver, ctxt, nova_instance(2))
+    with pytest.raises(nova_exception.ComputeResourcesUnavailable,
+                       match='1 requested, 0 free of 2'):
+        spawn(driver, ctxt, nova_instance(3))
+
+
+# -- node identity ------------------------------------------------------------
+
+def test_node_uuid_is_derived_from_the_backend_host(make_adapter, tmp_path):
+    driver = make_adapter()
+    expected = node.derived_uuid(driver.backend, 'nova-adapter-test')
+    assert driver.get_nodenames_by_uuid() == {expected: 'nova-adapter-test'}
+    assert driver.get_available_resource(
+        'nova-adapter-test')['uuid'] == expected
+    # Written where Nova's compute manager looks for it on its next start.
+    assert (tmp_path / 'compute_id').read_text() == expected
+    # Another host, or the same host on another backend, is another node.
+    assert expected != node.derived_uuid(driver.backend, 'other-host')
+    assert node.host_identity(driver.backend, 'h') == 'fake/h'
+
+
+def test_existing_node_identity_file_wins(make_adapter, tmp_path):
+    (tmp_path / 'compute_id').write_text(NODE_UUID + '\n')
+    driver = make_adapter()
+    assert driver.get_nodenames_by_uuid() == {NODE_UUID: 'nova-adapter-test'}
 
 
 # -- events -------------------------------------------------------------------

@@ -32,6 +32,7 @@ import pytest
 
 from compute_driver.docker import mapping
 from compute_driver.nova import driver as adapter
+from compute_driver.nova import node
 from tests.functional import docker_env
 
 nova_objects.register_all()
@@ -145,3 +146,12 @@ def test_inventory_of_the_docker_host(docker_adapter, api):
     assert inventory[orc.VCPU]['total'] == info['NCPU']
     assert inventory[orc.MEMORY_MB]['total'] == info['MemTotal'] // 2 ** 20
     assert inventory[orc.DISK_GB]['total'] > 0
+
+
+def test_node_is_the_daemon_and_host(docker_adapter, api, tmp_path, flags):
+    flags(state_path=str(tmp_path))
+    uuid = node.derived_uuid(docker_adapter.backend, CONF.host)
+    assert node.host_identity(docker_adapter.backend, CONF.host) == (
+        'docker/%s/%s' % (CONF.host, api.info()['ID']))
+    assert docker_adapter.get_nodenames_by_uuid() == {uuid: CONF.host}
+    assert docker_adapter.get_available_resource(CONF.host)['uuid'] == uuid

@@ -50,7 +50,8 @@ def _boot(backend, name='vm1', flavor='m1.tiny', power_on=True):
 
 
 def test_capacity_comes_from_config():
-    backend = _driver(vcpus=2, memory_mb=1024, disk_gb=10)
+    backend = _driver(vcpus=2, memory_mb=1024, disk_gb=10,
+                      cpu_allocation_ratio=1.0)
     _boot(backend, 'a')
     _boot(backend, 'b')
     with pytest.raises(exception.InsufficientResources) as exc:
@@ -59,6 +60,19 @@ def test_capacity_comes_from_config():
     assert str(exc.value) == ('Not enough vcpus on host1: 1 requested, 0 '
                               'free of 2.')
     assert backend.list_instances() == ['a', 'b']
+
+
+def test_claims_apply_allocation_ratios_like_nova():
+    # Nova's default cpu_allocation_ratio (4.0) lets placement put eight
+    # 1-vCPU servers on 2 vCPUs; the fake host must not refuse the third.
+    backend = _driver(vcpus=2)
+    for number in range(8):
+        _boot(backend, 'vm%d' % number)
+    with pytest.raises(exception.InsufficientResources) as exc:
+        _boot(backend, 'vm8')
+    assert str(exc.value) == ('Not enough vcpus on host1: 1 requested, 0 '
+                              'free of 8.')
+    assert backend.get_available_resource(None).vcpus_used == 8
 
 
 def test_claims_are_released_by_destroy():

@@ -1,0 +1,172 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Several compute hosts running the adapter on one control plane.
+
+Each compute service in this process runs its own fake backend; the
+adapter gives each node a uuid derived from its backend's host identity,
+so the services neither collide on one node (Nova's process-wide node
+identity) nor lose theirs when restarted.
+"""
+
+import collections
+from unittest import mock
+
+from compute_driver import exception
+from compute_driver.nova import node
+from compute_driver.nova import service
+from tests.nova import functional_base
+from tests.nova import test_functional_fake
+
+HOSTS = ('compute1', 'compute2', 'compute3')
+
+
+class MultiHostTests(functional_base.AdapterTestBase):
+    backend_name = 'fake'
+    backend_options = test_functional_fake.FakeBackendServerTests.\
+        backend_options
+    backend_images = test_functional_fake.FakeBackendServerTests.\
+        backend_images
+
+    def setUp(self) -> None:
+        super().setUp()
+        for host in HOSTS:
+            self._start_compute(host)
+
+    def _nodes(self) -> dict[str, str]:
+        hypervisors = self.api.api_get(
+            '/os-hypervisors/detail').body['hypervisors']
+        return {h['hypervisor_hostname']: h['id'] for h in hypervisors}
+
+    def test_each_host_is_its_own_node(self) -> None:
+        expected = {host: node.derived_uuid(self.backend(host), host)
+                    for host in HOSTS}
+        self.assertEqual(3, len(set(expected.values())))
+        self.assertEqual(expected, self._nodes())
+        for host in HOSTS:
+            self.assertEqual(expected[host],
+                             self._get_provider_uuid_by_host(host))
+        # A restarted service finds its node again.
+        self.computes['compute2'] = self.restart_compute_service(
+            self.computes['compute2'], keep_hypervisor_state=False)
+        self.assertEqual(expected, self._nodes())
+
+    def test_scheduler_spreads_servers(self) -> None:
+        body = self._build_server(image_uuid=functional_base.IMAGE,
+                                  flavor_id='1', networks='none')
+        body.update(min_count=6, return_reservation_id=True)
+        reservation = self.api.post_server({'server': body})
+        servers = [
+            self._wait_for_state_change(server, 'ACTIVE')
+            for server in self.api.get_servers(search_opts={
+                'reservation_id': reservation['reservation_id']})]
+        by_host = collections.defaultdict(set)
+        for server in servers:
+            by_host[server['OS-EXT-SRV-ATTR:host']].add(server['id'])
+        # Nova's RAM weigher prefers the emptiest host, so six equal
+        # servers on three equal hosts are two per host.
+        self.assertEqual({host: 2 for host in HOSTS},
+                         {host: len(ids) for host, ids in by_host.items()})
+        for host in HOSTS:
+            self.assertEqual(by_host[host], self.backend_uuids(host))
+            for server_id in by_host[host]:
+                self.assert_allocated({'id': server_id}, host, '1')
+        for server in servers:
+            self._delete_server(server)
+        for host in HOSTS:
+            self.assertEqual(set(), self.backend_uuids(host))
+
+    def test_cold_migrate_fails_cleanly(self) -> None:
+        # The scheduler finds another host; the source's adapter cannot
+        # move the guest, and Nova puts everything back.
+        server = self._create_server(
+            image_uuid=functional_base.IMAGE, flavor_id='1',
+            networks='none', host='compute1')
+        self.api.post_server_action(server['id'], {'migrate': None})
+        self.assert_move_failed_cleanly(server, 'migrate', 'compute1')
+        for host in HOSTS:
+            rp = self._get_provider_uuid_by_host(host)
+            usage = self._get_provider_usages(rp)
+            self.assertEqual(self.flavor_resources('1') if host == 'compute1'
+                             else {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0},
+                             usage)
+        self.assertEqual({server['id']}, self.backend_uuids('compute1'))
+        self._delete_server(server)
+
+    def _service(self, host: str) -> dict:
+        return self.admin_api.get_services(binary='nova-compute',
+                                           host=host)[0]
+
+    def test_host_with_unavailable_backend_is_not_chosen(self) -> None:
+        # compute3's hypervisor goes away, as dockerd or libvirtd can: the
+        # next resource update disables its service, and placement marks
+        # its node.
+        outage = exception.HypervisorUnavailable(
+            host='compute3', reason='connection refused')
+        with mock.patch.object(self.backend('compute3'),
+                               'get_available_resource',
+                               autospec=True, side_effect=outage):
+            self._run_periodics()
+            down = self._service('compute3')
+            self.assertEqual('disabled', down['status'])
+            self.assertTrue(down['disabled_reason'].startswith(
+                service.DISABLE_PREFIX), down['disabled_reason'])
+            self.assertIn('connection refused', down['disabled_reason'])
+            rp = self._get_provider_uuid_by_host('compute3')
+            self.assertIn('COMPUTE_STATUS_DISABLED',
+                          self._get_provider_traits(rp))
+            servers = [self._create_server(
+                image_uuid=functional_base.IMAGE, flavor_id='1',
+                networks='none') for _ in range(4)]
+            self.assertEqual(
+                {'compute1', 'compute2'},
+                {server['OS-EXT-SRV-ATTR:host'] for server in servers})
+            self.assertEqual(set(), self.backend_uuids('compute3'))
+        # Back: the service is enabled again and takes servers.
+        self._run_periodics()
+        self.assertEqual('enabled', self._service('compute3')['status'])
+        self.assertNotIn('COMPUTE_STATUS_DISABLED',
+                         self._get_provider_traits(rp))
+        server = self._create_server(image_uuid=functional_base.IMAGE,
+                                     flavor_id='1', networks='none')
+        self.assertEqual('compute3', server['OS-EXT-SRV-ATTR:host'])
+        for server in servers + [server]:
+            self._delete_server(server)
+
+    def test_operator_disabled_host_stays_disabled(self) -> None:
+        self.admin_api.put_service(
+            self._service('compute2')['id'],
+            {'status': 'disabled', 'disabled_reason': 'maintenance'})
+        # An outage and the recovery after it leave the operator's reason.
+        with mock.patch.object(
+                self.backend('compute2'), 'get_available_resource',
+                autospec=True, side_effect=exception.HypervisorUnavailable(
+                    host='compute2', reason='connection refused')):
+            self._run_periodics()
+        self._run_periodics()
+        self.assertEqual('disabled', self._service('compute2')['status'])
+        self.assertEqual('maintenance',
+                         self._service('compute2')['disabled_reason'])
+
+    def test_restarted_service_enables_what_it_disabled(self) -> None:
+        # nova-compute restarted while its service is disabled for an
+        # outage (here: a new adapter, on a backend that answers again).
+        with mock.patch.object(
+                self.backend('compute3'), 'get_available_resource',
+                autospec=True, side_effect=exception.HypervisorUnavailable(
+                    host='compute3', reason='connection refused')):
+            self._run_periodics()
+        self.assertEqual('disabled', self._service('compute3')['status'])
+        self.computes['compute3'] = self.restart_compute_service(
+            self.computes['compute3'], keep_hypervisor_state=False)
+        self._run_periodics()
+        self.assertEqual('enabled', self._service('compute3')['status'])
