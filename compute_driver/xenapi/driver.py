@@ -1012,13 +1012,12 @@ class XenAPIDriver(driver.ComputeDriver):
         interval = min(max(retry_interval, 0.05), 1.0)
         try:
             while True:
-                status = self._call('task.get_status', task)
+                status = self._task_record(task, deadline, interval)['status']
                 if status != 'pending':
                     return bool(status == 'success')
                 if time.monotonic() >= deadline:
                     self._cancel(task)
                     return False
-                time.sleep(interval)
         finally:
             try:
                 self._call('task.destroy', task)
