@@ -26,6 +26,7 @@ screen rather than the boot log the contract promises.
 """
 
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -179,9 +180,9 @@ class XenAPIDriver(driver.ComputeDriver):
         # _facts): the pool's master and its memory, the SR for disks,
         # the network for VIFs.
         self._cached: dict[str, typing.Any] = {}
-        # Instance uuid -> flavor: spawns of this driver that claimed
+        # Instance uuid -> instance: spawns of this driver that claimed
         # resources, until the event watcher knows their VM.
-        self._claims: dict[str, objects.Flavor] = {}
+        self._claims: dict[str, objects.Instance] = {}
 
     # -- internals ---------------------------------------------------------
 
@@ -347,6 +348,21 @@ class XenAPIDriver(driver.ComputeDriver):
                 return ref, record
         raise exception.InstanceNotFound(instance=instance.name)
 
+    def _located(self, instance: objects.Instance) -> tuple[str, str] | None:
+        """The VM of an instance and its power state, without a call.
+
+        From the event watcher, so the state may lag behind XAPI's by
+        the time an event takes: use it only where XAPI refuses what the
+        state no longer allows. ``None`` when the watcher does not know
+        the instance (yet).
+        """
+        with self._lock:
+            ref = self._refs.get(instance.uuid)
+        for known_ref, (known, state) in self._watched().items():
+            if known.uuid == instance.uuid and ref in (None, known_ref):
+                return known_ref, state
+        return None
+
     def _watched(self) -> dict[str, tuple[objects.Instance, str]]:
         """The instances the event watcher knows; empty out of sync."""
         watcher = self._watcher
@@ -370,8 +386,8 @@ class XenAPIDriver(driver.ComputeDriver):
         Never a sharable disk, a read-only one (an ISO, a golden image) or
         one another VM has attached.
         """
-        vdis = []
-        if not record.get('VBDs'):
+        vdis: list[str] = []
+        if record.get('VBDs', None) == []:
             return vdis
         # One call for every VBD of the VM, rather than one per VBD.
         vbds = self._call('VBD.get_all_records_where',
@@ -394,19 +410,28 @@ class XenAPIDriver(driver.ComputeDriver):
     def _remove_vm(self, ref: str, record: Record | None = None) -> None:
         """Hard-stop a VM, destroy it and its own disks; gone is fine.
 
-        :param record: the VM's record, when the caller just read it.
+        :param record: the VM's record, when the caller just read it, or
+            what the event watcher knows of it (``VBDs`` ``None``): its
+            power state may then be out of date.
         """
         try:
             if record is None:
                 record = self._call('VM.get_record', ref)
             if record['power_state'] != 'Halted':
-                self._call('VM.hard_shutdown', ref)
+                self._hard_shutdown(ref)
             vdis = self._own_vdis(ref, record)
             if record['is_a_template'] and not record['is_a_snapshot']:
                 # A half-built clone of a stock template may still say
                 # it is a default one, which XAPI does not destroy.
                 self._call('VM.set_is_a_template', ref, False)
-            self._call('VM.destroy', ref)
+            try:
+                self._call('VM.destroy', ref)
+            except xsession.XapiCallFailed as exc:
+                if exc.code != 'VM_BAD_POWER_STATE':
+                    raise
+                # Started since the state was known.
+                self._hard_shutdown(ref)
+                self._call('VM.destroy', ref)
         except xsession.XapiCallFailed as exc:
             if exc.code == 'HANDLE_INVALID' and exc.params[:1] == ['VM']:
                 return
@@ -417,6 +442,14 @@ class XenAPIDriver(driver.ComputeDriver):
             except xsession.XapiCallFailed as exc:
                 if exc.code != 'HANDLE_INVALID':
                     raise
+
+    def _hard_shutdown(self, ref: str) -> None:
+        """Force a VM off; one that stopped meanwhile is fine."""
+        try:
+            self._call('VM.hard_shutdown', ref)
+        except xsession.XapiCallFailed as exc:
+            if exc.code != 'VM_BAD_POWER_STATE':
+                raise
 
     def _pool_record(self) -> Record:
         pools = self._call('pool.get_all_records')
@@ -529,9 +562,13 @@ class XenAPIDriver(driver.ComputeDriver):
                     watched = self._instances_now()
                 finally:
                     self._lock.acquire()
-            for _, (found, _) in watched.items():
+            for found in itertools.chain(
+                    (known for known, _ in watched.values()),
+                    self._claims.values()):
                 if found.uuid == instance.uuid:
                     raise exception.InstanceExists(instance=instance.uuid)
+                if found.name == instance.name:
+                    raise exception.InstanceExists(instance=instance.name)
             resources = self._resources_of(watched, facts)
             flavor = instance.flavor
             # vCPUs are not claimed, but a flavor with more than the host
@@ -550,7 +587,7 @@ class XenAPIDriver(driver.ComputeDriver):
                         host=resources.hypervisor_hostname,
                         requested=requested, free=total - used,
                         total=total)
-            self._claims[instance.uuid] = flavor
+            self._claims[instance.uuid] = instance
         return facts['sr']
 
     def _watcher_instances(self) -> dict[str, tuple[objects.Instance,
@@ -587,13 +624,19 @@ class XenAPIDriver(driver.ComputeDriver):
               block_device_info=None, power_on=True, accel_info=None):
         driver.check_spawn_instance(instance)
         image_ref = image_meta.name or self._xconf.default_template
-        # One call finds the templates (images) and any VM that has the
-        # instance's name, however many VMs there are.
-        records = self._call(
-            'VM.get_all_records_where',
-            'field "is_a_template" = "true" or field "name__label" = %s'
-            % _quote(instance.name))
-        template = self._find_image(image_ref, records)
+        watcher = self._watcher
+        records = watcher.templates() if watcher is not None else None
+        template = (self._find_image(image_ref, records)
+                    if records is not None else None)
+        if template is None:
+            # Not seen by the event watcher (yet): one call finds the
+            # templates and any VM with the instance's name, however
+            # many VMs there are.
+            records = self._call(
+                'VM.get_all_records_where',
+                'field "is_a_template" = "true" or field "name__label" = %s'
+                % _quote(instance.name))
+            template = self._find_image(image_ref, records)
         if template is None:
             raise exception.ImageNotFound(image=image_ref,
                                           available=self._image_names(records))
@@ -818,11 +861,19 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
-        try:
-            ref, record = self._lookup(instance)
-        except exception.InstanceNotFound:
-            LOG.debug('Instance %s is already gone', instance.uuid)
-            return
+        located = self._located(instance)
+        if located is not None:
+            # An instance's VM is never a template; what XAPI says its
+            # state is decides whether it is stopped first.
+            ref, record = located[0], {
+                'power_state': located[1], 'is_a_template': False,
+                'is_a_snapshot': False, 'VBDs': None}
+        else:
+            try:
+                ref, record = self._lookup(instance)
+            except exception.InstanceNotFound:
+                LOG.debug('Instance %s is already gone', instance.uuid)
+                return
         try:
             self._remove_vm(ref, record)
         except xsession.XapiCallFailed as exc:
@@ -876,7 +927,7 @@ class XenAPIDriver(driver.ComputeDriver):
         for uuid in [u for u in self._claims if u in flavors]:
             # The watcher knows its VM now: the claim is done with.
             del self._claims[uuid]
-        flavors.update(self._claims)
+        flavors.update((u, i.flavor) for u, i in self._claims.items())
         running = sum(1 for _, state in instances.values()
                       if vm_utils.POWER_STATES.get(state) in
                       driver.ACTIVE_STATES)
@@ -997,6 +1048,18 @@ class XenAPIDriver(driver.ComputeDriver):
                              'off', instance.name, timeout)
             self._call('VM.hard_shutdown', ref)
 
+        located = None if timeout else self._located(instance)
+        if located is not None and vm_utils.POWER_STATES.get(
+                located[1]) in driver.TRANSITIONS['power_off'].allowed:
+            # Forcing it off needs no record: XAPI refuses it with
+            # VM_BAD_POWER_STATE should the VM have stopped meanwhile,
+            # and the VM is then read to say why.
+            try:
+                self._call('VM.hard_shutdown', located[0])
+                return
+            except xsession.XapiCallFailed as exc:
+                if exc.code not in ('VM_BAD_POWER_STATE', 'HANDLE_INVALID'):
+                    raise self._fail(exc, 'power_off', instance) from exc
         self._operate(instance, 'power_off', stop)
 
     def _clean(self, ref: str, operation: str, timeout: float,

@@ -14,7 +14,8 @@
 
 It long-polls ``event.from`` on the VM and task classes with its own
 session (a blocked call would otherwise hold a pooled one), remembers the
-power state and instance of every instance VM and emits a lifecycle event
+power state and instance of every instance VM and the records of the
+templates and snapshots (the images), and emits a lifecycle event
 for each change it sees, whoever made it: this backend, another client or
 the guest itself. The instances it knows let the driver claim resources
 and find VMs without listing them all, and the tasks it sees finish wake
@@ -65,6 +66,8 @@ class EventWatcher:
         self._known: dict[str, tuple[str, str]] = {}
         # VM ref -> (the instance it stands for, XAPI power state)
         self._instances: dict[str, tuple[objects.Instance, str]] = {}
+        # VM ref -> record of each template and snapshot
+        self._templates: dict[str, dict[str, typing.Any]] = {}
         # Task ref -> its record once it finished; waiters are notified.
         self._finished: collections.OrderedDict[str, dict[str, typing.Any]]
         self._finished = collections.OrderedDict()
@@ -154,11 +157,18 @@ class EventWatcher:
             known = self._known.pop(ref, None)
             with self._changed:
                 self._instances.pop(ref, None)
+                self._templates.pop(ref, None)
             if known is not None and emit and known[1] != 'Halted':
                 self._send(known[0], 'Halted', known[1])
             return
         instance = (vm_utils.instance_of(record)
                     if vm_utils.is_instance(record) else None)
+        with self._changed:
+            if (record.get('is_a_template') and
+                    not record.get('is_control_domain')):
+                self._templates[ref] = record
+            else:
+                self._templates.pop(ref, None)
         if instance is None:
             self._known.pop(ref, None)
             with self._changed:
@@ -207,6 +217,16 @@ class EventWatcher:
             return None
         with self._changed:
             return dict(self._instances)
+
+    def templates(self) -> dict[str, dict[str, typing.Any]] | None:
+        """The records of every template and snapshot, by VM ref.
+
+        ``None`` while the watcher is not in sync with XAPI.
+        """
+        if not self.synced.is_set():
+            return None
+        with self._changed:
+            return dict(self._templates)
 
     def _send(self, uuid: str, after: str, before: str) -> None:
         change = vm_utils.transition(before, after)
