@@ -346,6 +346,49 @@ def test_watcher_resync_reports_what_it_missed():
         (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)])
 
 
+def test_watcher_knows_instances_and_templates():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    template = _record(is_a_template=True, name_label='Debian 12')
+    watcher._sync(_EventSession({'r1': _vm(one, 'Running'),
+                                 't1': template}), emit=False)
+    # Until it is in sync, nothing it knows is offered.
+    assert watcher.instances() is None and watcher.templates() is None
+    watcher.synced.set()
+    assert watcher.instances() == {'r1': (one, 'Running')}
+    assert watcher.templates() == {'t1': template}
+    watcher._handle({'ref': 't1', 'operation': 'del'})
+    watcher._handle({'ref': 'r1', 'operation': 'mod',
+                     'snapshot': _vm(one, 'Halted')})
+    assert watcher.templates() == {}
+    assert watcher.instances() == {'r1': (one, 'Halted')}
+
+
+def test_watcher_hands_a_finished_task_to_its_waiter():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher.synced.set()
+    pending = {'status': 'pending'}
+    done = {'status': 'success', 'result': '<value>x</value>'}
+    watcher._handle({'class': 'task', 'ref': 'k1', 'operation': 'add',
+                     'snapshot': pending})
+    assert watcher.wait_task('k1', 0) is None
+    waiter = threading.Thread(target=lambda: got.append(
+        watcher.wait_task('k1', 30)))
+    got = []
+    waiter.start()
+    watcher._handle({'class': 'task', 'ref': 'k1', 'operation': 'mod',
+                     'snapshot': done})
+    waiter.join(30)
+    assert got == [done]
+    # A task that finished before anyone waited is remembered.
+    watcher._handle({'class': 'task', 'ref': 'k2', 'operation': 'mod',
+                     'snapshot': done})
+    assert watcher.wait_task('k2', 0) == done
+    # A watcher that stops wakes its waiters: they ask XAPI instead.
+    watcher.synced.clear()
+    assert watcher.wait_task('k3', 30) is None
+
+
 @pytest.fixture
 def backend():
     # Building the backend connects to nothing; init_host does.
