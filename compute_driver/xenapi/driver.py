@@ -625,9 +625,10 @@ class XenAPIDriver(driver.ComputeDriver):
         driver.check_spawn_instance(instance)
         image_ref = image_meta.name or self._xconf.default_template
         watcher = self._watcher
-        records = watcher.templates() if watcher is not None else None
+        known = watcher.templates() if watcher is not None else None
+        records: dict[str, Record] = known or {}
         template = (self._find_image(image_ref, records)
-                    if records is not None else None)
+                    if known is not None else None)
         if template is None:
             # Not seen by the event watcher (yet): one call finds the
             # templates and any VM with the instance's name, however
