@@ -67,6 +67,10 @@ Record = dict[str, typing.Any]
 #: VMs are swept too.)
 SPAWN_PREFIX = 'compute-driver-spawn'
 
+#: Seconds after its spawn that a claim stops counting when the event
+#: watcher has not seen its VM: long enough for any event to arrive.
+CLAIM_GRACE = 60.0
+
 #: Seconds a task waiter trusts the event stream before it asks XAPI
 #: itself, in case an event was missed.
 TASK_RECHECK = 5.0
@@ -180,9 +184,9 @@ class XenAPIDriver(driver.ComputeDriver):
         # _facts): the pool's master and its memory, the SR for disks,
         # the network for VIFs.
         self._cached: dict[str, typing.Any] = {}
-        # Instance uuid -> instance: spawns of this driver that claimed
-        # resources, until the event watcher knows their VM.
-        self._claims: dict[str, objects.Instance] = {}
+        # Instance uuid -> (instance, when): spawns of this driver that
+        # claimed resources, until the event watcher knows their VM.
+        self._claims: dict[str, tuple[objects.Instance, float]] = {}
 
     # -- internals ---------------------------------------------------------
 
@@ -564,7 +568,7 @@ class XenAPIDriver(driver.ComputeDriver):
                     self._lock.acquire()
             for found in itertools.chain(
                     (known for known, _ in watched.values()),
-                    self._claims.values()):
+                    (claimed for claimed, _ in self._claims.values())):
                 if found.uuid == instance.uuid:
                     raise exception.InstanceExists(instance=instance.uuid)
                 if found.name == instance.name:
@@ -587,7 +591,7 @@ class XenAPIDriver(driver.ComputeDriver):
                         host=resources.hypervisor_hostname,
                         requested=requested, free=total - used,
                         total=total)
-            self._claims[instance.uuid] = instance
+            self._claims[instance.uuid] = (instance, time.monotonic())
         return facts['sr']
 
     def _watcher_instances(self) -> dict[str, tuple[objects.Instance,
@@ -925,10 +929,14 @@ class XenAPIDriver(driver.ComputeDriver):
         """
         flavors = {instance.uuid: instance.flavor
                    for instance, _ in instances.values()}
-        for uuid in [u for u in self._claims if u in flavors]:
-            # The watcher knows its VM now: the claim is done with.
-            del self._claims[uuid]
-        flavors.update((u, i.flavor) for u, i in self._claims.items())
+        stale = time.monotonic() - CLAIM_GRACE
+        for uuid, (_, when) in list(self._claims.items()):
+            # Done with once the watcher knows its VM; or, after a while,
+            # when it never will (another client destroyed it first).
+            if uuid in flavors or (uuid not in self._spawning and
+                                   when < stale):
+                del self._claims[uuid]
+        flavors.update((u, i.flavor) for u, (i, _) in self._claims.items())
         running = sum(1 for _, state in instances.values()
                       if vm_utils.POWER_STATES.get(state) in
                       driver.ACTIVE_STATES)

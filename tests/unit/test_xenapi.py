@@ -430,3 +430,29 @@ def test_password_is_secret():
     assert password.secret is True
     [verify] = [o for o in xconf.opts if o.name == 'verify_certificate']
     assert verify.default is True
+
+
+def test_claims_count_until_the_watcher_knows_the_vm(backend, monkeypatch):
+    facts = {'host': {'hostname': 'h', 'name_label': 'h', 'host_CPUs': [1],
+                      'software_version': {}, 'cpu_info': {}},
+             'memory_total': 4096 * vm_utils.MiB,
+             'sr': {'physical_size': str(100 * vm_utils.GiB)}}
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    two = objects.Instance.new('two', FLAVOR, 'img')
+    clock = [1000.0]
+    monkeypatch.setattr(xdriver.time, 'monotonic', lambda: clock[0])
+    backend._claims = {one.uuid: (one, 1000.0), two.uuid: (two, 1000.0)}
+    used = backend._resources_of({}, facts).memory_mb_used
+    assert used == 2 * FLAVOR.memory_mb
+    # The watcher sees one's VM: it counts once, and its claim goes.
+    watched = {'r1': (one, 'Running')}
+    assert backend._resources_of(watched, facts).memory_mb_used == used
+    assert list(backend._claims) == [two.uuid]
+    # A claim whose VM never shows up stops counting after a while,
+    # unless its spawn is still running.
+    clock[0] += xdriver.CLAIM_GRACE + 1
+    backend._spawning[two.uuid] = two.name
+    assert backend._resources_of(watched, facts).memory_mb_used == used
+    del backend._spawning[two.uuid]
+    assert backend._resources_of(watched, facts).memory_mb_used == (
+        FLAVOR.memory_mb)
