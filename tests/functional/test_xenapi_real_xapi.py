@@ -391,10 +391,11 @@ def test_a_half_built_default_template_clone_is_removed(
 
 @pytest.mark.parametrize('existing', [0, 20])
 def test_calls_per_spawn(simulator, make_driver, existing):  # noqa: F811
-    """A spawn makes 12 XAPI calls, however many VMs there are.
+    """A spawn makes at most 12 XAPI calls, however many VMs there are.
 
-    Its three tasks cost their Async call and task.destroy: the event
-    thread sees them finish. That thread's event.from calls are not
+    11 once the event thread knows the image, as here. Its three tasks
+    cost their Async call and task.destroy: the event thread sees them
+    finish. That thread's event.from calls are not
     counted: it makes them whether or not anything is spawned.
     """
     backend = make_driver(simulator)
