@@ -25,6 +25,8 @@ console would mean scraping a live terminal session, which would show the
 screen rather than the boot log the contract promises.
 """
 
+import functools
+import itertools
 import logging
 import os
 import socket
@@ -35,6 +37,7 @@ import xml.dom.minidom
 
 from compute_driver import driver
 from compute_driver import exception
+from compute_driver import leftovers
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.xenapi import events as xevents
@@ -57,10 +60,20 @@ IMAGE_UPLOADING = 'image_uploading'
 
 Record = dict[str, typing.Any]
 
-#: A VM being spawned: a clone is named so until it is tagged, and tagged
-#: with :data:`vm_utils.KEY_SPAWNING` until spawn succeeds, so whatever an
-#: interrupted spawn left can be found and swept by ``init_host``.
+#: A VM being spawned is named ``<prefix> <machine>:<pid> <uuid>`` until
+#: the spawn succeeds, so whatever an interrupted spawn left can be found
+#: and swept by ``init_host`` and ``compute-driver cleanup``. (Earlier
+#: versions tagged it with :data:`vm_utils.KEY_SPAWNING` instead; such
+#: VMs are swept too.)
 SPAWN_PREFIX = 'compute-driver-spawn'
+
+#: Seconds after its spawn that a claim stops counting when the event
+#: watcher has not seen its VM: long enough for any event to arrive.
+CLAIM_GRACE = 60.0
+
+#: Seconds a task waiter trusts the event stream before it asks XAPI
+#: itself, in case an event was missed.
+TASK_RECHECK = 5.0
 
 #: What each guest operation needs XAPI to allow: the operation in the
 #: VM's ``allowed_operations`` and the guest feature it stands for.
@@ -99,6 +112,11 @@ def _task_result(result: str) -> str:
     return ''.join(typing.cast(xml.dom.minidom.Text, child).data
                    if child.nodeType == child.TEXT_NODE else child.toxml()
                    for child in node.childNodes)
+
+
+def _quote(value: str) -> str:
+    """A literal of XAPI's ``get_all_records_where`` expressions."""
+    return '"%s"' % value.replace('\\', '\\\\').replace('"', '\\"')
 
 
 def _owner() -> str:
@@ -162,6 +180,13 @@ class XenAPIDriver(driver.ComputeDriver):
         self._spawning: dict[str, str] = {}
         self._host_ref: str | None = None
         self._hostname: str | None = None
+        # What does not change while the driver runs, read once (see
+        # _facts): the pool's master and its memory, the SR for disks,
+        # the network for VIFs.
+        self._cached: dict[str, typing.Any] = {}
+        # Instance uuid -> (instance, when): spawns of this driver that
+        # claimed resources, until the event watcher knows their VM.
+        self._claims: dict[str, tuple[objects.Instance, float]] = {}
 
     # -- internals ---------------------------------------------------------
 
@@ -233,7 +258,7 @@ class XenAPIDriver(driver.ComputeDriver):
         interval = 0.02
         try:
             while True:
-                record = self._call('task.get_record', task)
+                record = self._task_record(task, deadline, interval)
                 status = record['status']
                 if status == 'success':
                     return _task_result(record['result'])
@@ -248,7 +273,6 @@ class XenAPIDriver(driver.ComputeDriver):
                         reason='%s took longer than %ss ([xenapi] '
                                'call_timeout); its task was cancelled'
                                % (method, self._xconf.call_timeout))
-                time.sleep(interval)
                 interval = min(interval * 2, 1.0)
         except BaseException as exc:
             if not isinstance(exc, (xsession.XapiCallFailed,
@@ -261,6 +285,27 @@ class XenAPIDriver(driver.ComputeDriver):
             except (xsession.XapiCallFailed,
                     exception.ComputeDriverError) as exc:
                 LOG.debug('Could not destroy task %s: %s', task, exc)
+
+    def _task_record(self, task: str, deadline: float,
+                     interval: float) -> Record:
+        """The task's record once it finished, or by ``deadline``.
+
+        The event watcher sees the task finish, so no call is made for
+        it; XAPI is asked when the watcher is not in sync, every
+        :data:`TASK_RECHECK` seconds in case an event was missed, and at
+        the deadline. Without a watcher (no ``init_host``), the task is
+        polled every ``interval`` seconds.
+        """
+        watcher = self._watcher
+        if watcher is not None and watcher.synced.is_set():
+            wait = min(TASK_RECHECK, max(0.0, deadline - time.monotonic()))
+            record = watcher.wait_task(task, wait)
+            if record is not None:
+                return record
+        else:
+            time.sleep(max(0.0, min(interval,
+                                    deadline - time.monotonic())))
+        return dict(self._call('task.get_record', task))
 
     def _cancel(self, task: str) -> None:
         try:
@@ -288,6 +333,9 @@ class XenAPIDriver(driver.ComputeDriver):
         """
         with self._lock:
             ref = self._refs.get(instance.uuid)
+        if ref is None:
+            ref = next((r for r, (known, _) in self._watched().items()
+                        if known.uuid == instance.uuid), None)
         if ref is not None:
             try:
                 record = self._call('VM.get_record', ref)
@@ -303,6 +351,27 @@ class XenAPIDriver(driver.ComputeDriver):
             if found.uuid == instance.uuid:
                 return ref, record
         raise exception.InstanceNotFound(instance=instance.name)
+
+    def _located(self, instance: objects.Instance) -> tuple[str, str] | None:
+        """The VM of an instance and its power state, without a call.
+
+        From the event watcher, so the state may lag behind XAPI's by
+        the time an event takes: use it only where XAPI refuses what the
+        state no longer allows. ``None`` when the watcher does not know
+        the instance (yet).
+        """
+        with self._lock:
+            ref = self._refs.get(instance.uuid)
+        for known_ref, (known, state) in self._watched().items():
+            if known.uuid == instance.uuid and ref in (None, known_ref):
+                return known_ref, state
+        return None
+
+    def _watched(self) -> dict[str, tuple[objects.Instance, str]]:
+        """The instances the event watcher knows; empty out of sync."""
+        watcher = self._watcher
+        known = watcher.instances() if watcher is not None else None
+        return known or {}
 
     def _operate(self, instance: objects.Instance, operation: str,
                  action: typing.Callable[[str, Record], None]) -> None:
@@ -321,14 +390,18 @@ class XenAPIDriver(driver.ComputeDriver):
         Never a sharable disk, a read-only one (an ISO, a golden image) or
         one another VM has attached.
         """
-        vdis = []
-        for vbd_ref in record.get('VBDs', []):
+        vdis: list[str] = []
+        if record.get('VBDs', None) == []:
+            return vdis
+        # One call for every VBD of the VM, rather than one per VBD.
+        vbds = self._call('VBD.get_all_records_where',
+                          'field "VM" = %s' % _quote(ref))
+        for vbd_ref, vbd in vbds.items():
+            if vbd['type'] != 'Disk' or vbd['empty']:
+                continue
             try:
-                vbd = self._call('VBD.get_record', vbd_ref)
-                if vbd['type'] != 'Disk' or vbd['empty']:
-                    continue
                 vdi = self._call('VDI.get_record', vbd['VDI'])
-                others = [v for v in vdi['VBDs'] if v != vbd_ref and
+                others = [v for v in vdi['VBDs'] if v not in vbds and
                           self._call('VBD.get_VM', v) != ref]
             except xsession.XapiCallFailed as exc:
                 if exc.code == 'HANDLE_INVALID':
@@ -338,18 +411,31 @@ class XenAPIDriver(driver.ComputeDriver):
                 vdis.append(vbd['VDI'])
         return vdis
 
-    def _remove_vm(self, ref: str) -> None:
-        """Hard-stop a VM, destroy it and its own disks; gone is fine."""
+    def _remove_vm(self, ref: str, record: Record | None = None) -> None:
+        """Hard-stop a VM, destroy it and its own disks; gone is fine.
+
+        :param record: the VM's record, when the caller just read it, or
+            what the event watcher knows of it (``VBDs`` ``None``): its
+            power state may then be out of date.
+        """
         try:
-            record = self._call('VM.get_record', ref)
+            if record is None:
+                record = self._call('VM.get_record', ref)
             if record['power_state'] != 'Halted':
-                self._call('VM.hard_shutdown', ref)
+                self._hard_shutdown(ref)
             vdis = self._own_vdis(ref, record)
             if record['is_a_template'] and not record['is_a_snapshot']:
                 # A half-built clone of a stock template may still say
                 # it is a default one, which XAPI does not destroy.
                 self._call('VM.set_is_a_template', ref, False)
-            self._call('VM.destroy', ref)
+            try:
+                self._call('VM.destroy', ref)
+            except xsession.XapiCallFailed as exc:
+                if exc.code != 'VM_BAD_POWER_STATE':
+                    raise
+                # Started since the state was known.
+                self._hard_shutdown(ref)
+                self._call('VM.destroy', ref)
         except xsession.XapiCallFailed as exc:
             if exc.code == 'HANDLE_INVALID' and exc.params[:1] == ['VM']:
                 return
@@ -360,6 +446,14 @@ class XenAPIDriver(driver.ComputeDriver):
             except xsession.XapiCallFailed as exc:
                 if exc.code != 'HANDLE_INVALID':
                     raise
+
+    def _hard_shutdown(self, ref: str) -> None:
+        """Force a VM off; one that stopped meanwhile is fine."""
+        try:
+            self._call('VM.hard_shutdown', ref)
+        except xsession.XapiCallFailed as exc:
+            if exc.code != 'VM_BAD_POWER_STATE':
+                raise
 
     def _pool_record(self) -> Record:
         pools = self._call('pool.get_all_records')
@@ -408,7 +502,9 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def init_host(self, host):
         try:
-            master, record = self._master()
+            # What spawns need of the host is read once, here.
+            facts = self._facts(refresh=True)
+            master, record = facts['master'], facts['host']
         except xsession.XapiCallFailed as exc:
             raise exception.HypervisorUnavailable(
                 host=xsession.redact(self._pool.url),
@@ -421,11 +517,7 @@ class XenAPIDriver(driver.ComputeDriver):
                 virt_type='xen', required='%d.%d' % MIN_API_VERSION)
         self._host_ref = master
         self._hostname = record['hostname'] or record['name_label']
-        try:
-            self._sweep()
-        except xsession.XapiCallFailed as exc:
-            LOG.error('Could not sweep the leftovers of interrupted spawns: '
-                      '%s', exception.one_line(exc))
+        self.sweep_leftovers()
         if self._watcher is None:
             self._watcher = xevents.EventWatcher(
                 self._pool, self.emit_lifecycle,
@@ -455,49 +547,105 @@ class XenAPIDriver(driver.ComputeDriver):
                                           internal_id=ref))
             for ref, record, instance in self._instance_records()]
 
-    def _claim(self, instance: objects.Instance,
-               records: dict[str, Record]) -> Record:
+    def _claim(self, instance: objects.Instance) -> Record:
         """Claim the flavor's memory and disk; the SR for its disks.
+
+        Under the driver's lock, so that concurrent spawns of this driver
+        see each other's claims. What the other instances use comes from
+        the event watcher, without a call; the host's size is read once.
 
         :raises InsufficientResources: naming what is short.
         """
-        # Memory and disk are claimed as Nova does; vCPUs are not, as Xen
-        # shares physical CPUs between guests.
-        resources, sr = self._host_state(records, need_sr=True)
-        flavor = instance.flavor
-        # vCPUs are not claimed, but a flavor with more than the host has
-        # can never start; refuse it before XAPI is asked to build it.
-        driver.check_flavor_fits_host(flavor, resources)
-        for resource, requested, used, total in (
-                ('memory_mb', flavor.memory_mb, resources.memory_mb_used,
-                 resources.memory_mb),
-                ('disk_gb', flavor.disk_gb, resources.local_gb_used,
-                 resources.local_gb)):
-            if requested > total - used:
-                raise exception.InsufficientResources(
-                    resource=resource, host=resources.hypervisor_hostname,
-                    requested=requested, free=total - used, total=total)
-        return sr
+        facts = self._facts(need_sr=True)
+        with self._lock:
+            watched = self._watcher_instances()
+            if watched is None:
+                # No watcher in sync: ask XAPI, once, outside the lock.
+                self._lock.release()
+                try:
+                    watched = self._instances_now()
+                finally:
+                    self._lock.acquire()
+            for found in itertools.chain(
+                    (known for known, _ in watched.values()),
+                    (claimed for claimed, _ in self._claims.values())):
+                if found.uuid == instance.uuid:
+                    raise exception.InstanceExists(instance=instance.uuid)
+                if found.name == instance.name:
+                    raise exception.InstanceExists(instance=instance.name)
+            resources = self._resources_of(watched, facts)
+            flavor = instance.flavor
+            # vCPUs are not claimed, but a flavor with more than the host
+            # has can never start; refuse it before XAPI is asked.
+            driver.check_flavor_fits_host(flavor, resources)
+            # Memory and disk are claimed as Nova does; vCPUs are not,
+            # as Xen shares physical CPUs between guests.
+            for resource, requested, used, total in (
+                    ('memory_mb', flavor.memory_mb,
+                     resources.memory_mb_used, resources.memory_mb),
+                    ('disk_gb', flavor.disk_gb, resources.local_gb_used,
+                     resources.local_gb)):
+                if requested > total - used:
+                    raise exception.InsufficientResources(
+                        resource=resource,
+                        host=resources.hypervisor_hostname,
+                        requested=requested, free=total - used,
+                        total=total)
+            self._claims[instance.uuid] = (instance, time.monotonic())
+        return facts['sr']
 
-    def spawn(self, context, instance, image_meta, injected_files,
-              admin_password, allocations, network_info=None,
-              block_device_info=None, power_on=True, accel_info=None):
-        driver.check_spawn_instance(instance)
-        image_ref = image_meta.name or self._xconf.default_template
-        records = self._records()
-        template = self._find_image(image_ref, records)
-        if template is None:
-            raise exception.ImageNotFound(image=image_ref,
-                                          available=self._image_names(records))
-        network = None
-        if self._xconf.network_name:
+    def _watcher_instances(self) -> dict[str, tuple[objects.Instance,
+                                                    str]] | None:
+        watcher = self._watcher
+        return watcher.instances() if watcher is not None else None
+
+    def _instances_now(self) -> dict[str, tuple[objects.Instance, str]]:
+        return {ref: (instance, record['power_state'])
+                for ref, record, instance in self._instance_records()}
+
+    def _network(self) -> str | None:
+        """The network of ``[xenapi] network_name``, looked up once.
+
+        :raises InvalidConfiguration: naming the option when XAPI has
+            no such network.
+        """
+        if not self._xconf.network_name:
+            return None
+        networks = self._facts()['networks']
+        if not networks:
+            # Perhaps created since: look again, next time too.
             networks = self._call('network.get_by_name_label',
                                   self._xconf.network_name)
             if not networks:
                 raise exception.InvalidConfiguration(
                     reason='[xenapi] network_name: XAPI has no network '
                            'named %r' % self._xconf.network_name)
-            network = networks[0]
+            self._facts()['networks'] = networks
+        return str(networks[0])
+
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, allocations, network_info=None,
+              block_device_info=None, power_on=True, accel_info=None):
+        driver.check_spawn_instance(instance)
+        image_ref = image_meta.name or self._xconf.default_template
+        watcher = self._watcher
+        known = watcher.templates() if watcher is not None else None
+        records: dict[str, Record] = known or {}
+        template = (self._find_image(image_ref, records)
+                    if known is not None else None)
+        if template is None:
+            # Not seen by the event watcher (yet): one call finds the
+            # templates and any VM with the instance's name, however
+            # many VMs there are.
+            records = self._call(
+                'VM.get_all_records_where',
+                'field "is_a_template" = "true" or field "name__label" = %s'
+                % _quote(instance.name))
+            template = self._find_image(image_ref, records)
+        if template is None:
+            raise exception.ImageNotFound(image=image_ref,
+                                          available=self._image_names(records))
+        network = self._network()
         with self._lock:
             if (instance.uuid in self._spawning or
                     instance.name in self._spawning.values()):
@@ -510,8 +658,13 @@ class XenAPIDriver(driver.ComputeDriver):
                     raise exception.InstanceExists(instance=instance.uuid)
                 if found is not None and found.name == instance.name:
                     raise exception.InstanceExists(instance=instance.name)
-            sr = self._claim(instance, records)
-            self._build(instance, template, network, power_on, sr)
+            sr = self._claim(instance)
+            try:
+                self._build(instance, template, network, power_on, sr)
+            except BaseException:
+                with self._lock:
+                    self._claims.pop(instance.uuid, None)
+                raise
         finally:
             with self._lock:
                 self._spawning.pop(instance.uuid, None)
@@ -547,11 +700,12 @@ class XenAPIDriver(driver.ComputeDriver):
                power_on: bool, sr: Record) -> None:
         """Clone, configure, provision and start; undo it all on failure.
 
-        The clone is named after the spawning process until it is tagged,
-        and stays tagged with :data:`vm_utils.KEY_SPAWNING` until it
-        runs, so a spawn interrupted at any point -- even between two
-        calls, or by a process that died -- leaves something
-        :meth:`init_host` recognises and removes.
+        The clone is named after the spawning process and the instance
+        until it runs, so a spawn interrupted at any point -- even between
+        two calls, or by a process that died -- leaves something
+        :meth:`cleanup_leftovers` recognises and removes. Renaming it is
+        the spawn's last call. Setters whose value the template has
+        already are not called.
         """
         owner = _owner()
         temporary = '%s %s %s' % (SPAWN_PREFIX, owner, instance.uuid)
@@ -567,25 +721,12 @@ class XenAPIDriver(driver.ComputeDriver):
             # destroyed while it is still a template.
             other.pop('default_template', None)
             other.update(vm_utils.instance_tags(instance))
-            other[vm_utils.KEY_SPAWNING] = owner
             other['disks'] = vm_utils.resize_disks(
                 other.get('disks', ''), flavor, sr['uuid'])
             self._call('VM.set_other_config', ref, other)
-            self._call('VM.set_name_label', ref, instance.name)
             self._call('VM.set_name_description', ref,
                        'compute-driver instance %s' % instance.uuid)
-            memory = flavor.memory_mb * MiB
-            static_min = min(int(template[1]['memory_static_min']) or memory,
-                             memory)
-            self._call('VM.set_memory_limits', ref, str(static_min),
-                       str(memory), str(memory), str(memory))
-            vcpus = str(flavor.vcpus)
-            if flavor.vcpus >= int(template[1]['VCPUs_max']):
-                self._call('VM.set_VCPUs_max', ref, vcpus)
-                self._call('VM.set_VCPUs_at_startup', ref, vcpus)
-            else:
-                self._call('VM.set_VCPUs_at_startup', ref, vcpus)
-                self._call('VM.set_VCPUs_max', ref, vcpus)
+            self._size(ref, template[1], flavor)
             if network is not None:
                 self._call('VIF.create', {
                     'device': '0', 'network': network, 'VM': ref, 'MAC': '',
@@ -597,8 +738,7 @@ class XenAPIDriver(driver.ComputeDriver):
                 self._refs[instance.uuid] = ref
             if power_on:
                 self._task('VM.start', ref, False, False)
-            self._call('VM.remove_from_other_config', ref,
-                       vm_utils.KEY_SPAWNING)
+            self._call('VM.set_name_label', ref, instance.name)
         except BaseException as exc:
             # BaseException: a Ctrl-C must not leave a half-built VM.
             LOG.warning('Spawning %s failed, removing what it created: %s',
@@ -612,6 +752,28 @@ class XenAPIDriver(driver.ComputeDriver):
         finally:
             with _BUILDING_LOCK:
                 _BUILDING.discard(instance.uuid)
+
+    def _size(self, ref: str, template: Record,
+              flavor: objects.Flavor) -> None:
+        """Give a clone the flavor's memory and vCPUs."""
+        memory = flavor.memory_mb * MiB
+        static_min = min(int(template['memory_static_min']) or memory,
+                         memory)
+        limits = [str(static_min)] + [str(memory)] * 3
+        if limits != [str(template[field]) for field in (
+                'memory_static_min', 'memory_dynamic_min',
+                'memory_dynamic_max', 'memory_static_max')]:
+            self._call('VM.set_memory_limits', ref, *limits)
+        vcpus = str(flavor.vcpus)
+        # VCPUs_at_startup may never exceed VCPUs_max: raise the maximum
+        # first, lower it last.
+        setters = [('VM.set_VCPUs_at_startup', 'VCPUs_at_startup'),
+                   ('VM.set_VCPUs_max', 'VCPUs_max')]
+        if flavor.vcpus >= int(template['VCPUs_max']):
+            setters.reverse()
+        for setter, field in setters:
+            if str(template[field]) != vcpus:
+                self._call(setter, ref, vcpus)
 
     def _undo_spawn(self, instance: objects.Instance, ref: str | None,
                     temporary: str) -> None:
@@ -637,7 +799,7 @@ class XenAPIDriver(driver.ComputeDriver):
             uuid = record['uuid']
             vdis = [(v, self._call('VDI.get_uuid', v))
                     for v in self._own_vdis(ref, record)]
-            self._remove_vm(ref)
+            self._remove_vm(ref, record)
             LOG.info('Removed VM %s of %s and its disks %s', uuid, what,
                      ', '.join(u for _, u in vdis) or '(none)')
             return True
@@ -650,9 +812,28 @@ class XenAPIDriver(driver.ComputeDriver):
                 raise
             return False
 
-    def _sweep(self) -> None:
-        """Remove what spawns interrupted in a dead process left behind."""
-        for ref, record in self._records().items():
+    def cleanup_leftovers(self, dry_run=False):
+        """Remove the VMs of spawns that did not complete, and their disks.
+
+        A spawn names its clone ``compute-driver-spawn <machine>:<pid>
+        <instance uuid>`` until the VM runs (earlier versions tagged it
+        with ``other_config:compute_driver_spawning`` instead). Such a VM
+        is a leftover when that process is gone or, for this process,
+        no longer spawning it. One of another machine is left alone: its
+        spawn may still be running there.
+        """
+        try:
+            records = self._records()
+        except xsession.XapiCallFailed as exc:
+            raise exception.BackendError(
+                operation='list leftovers', instance='-',
+                reason=exception.one_line(exc)) from exc
+        return leftovers.sweep(self.name, self._leftover_candidates(records),
+                               dry_run)
+
+    def _leftover_candidates(self, records: dict[str, Record]
+                             ) -> typing.Iterator[leftovers.Candidate]:
+        for ref, record in records.items():
             other = record.get('other_config', {})
             owner = other.get(vm_utils.KEY_SPAWNING)
             uuid = other.get(vm_utils.KEY_UUID, '')
@@ -667,52 +848,100 @@ class XenAPIDriver(driver.ComputeDriver):
                             'alone as that process may still run',
                             record['uuid'], name, owner)
                 continue
-            LOG.warning('Removing VM %s (%s) left by a spawn interrupted '
-                        'in process %s', record['uuid'], name, owner)
-            self._remove_leftover(ref, 'interrupted spawn %s' % name)
+            reason = ('its spawn failed and could not remove it'
+                      if owner == _owner() else
+                      'its spawn was interrupted in process %s' % owner)
+            what = 'VM %s (%s) and its own disks' % (record['uuid'], name)
+            yield leftovers.Candidate(what, reason, functools.partial(
+                self._remove_swept, ref, what, reason))
+
+    def _remove_swept(self, ref: str, what: str, reason: str) -> None:
+        LOG.warning('Removing %s: %s', what, reason)
+        try:
+            self._remove_vm(ref)
+        except xsession.XapiCallFailed as exc:
+            raise exception.BackendError(
+                operation='remove leftover', instance='-',
+                reason=exception.one_line(exc)) from exc
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
+        located = self._located(instance)
+        if located is not None:
+            # An instance's VM is never a template; what XAPI says its
+            # state is decides whether it is stopped first.
+            ref, record = located[0], {
+                'power_state': located[1], 'is_a_template': False,
+                'is_a_snapshot': False, 'VBDs': None}
+        else:
+            try:
+                ref, record = self._lookup(instance)
+            except exception.InstanceNotFound:
+                LOG.debug('Instance %s is already gone', instance.uuid)
+                return
         try:
-            ref, _ = self._lookup(instance)
-        except exception.InstanceNotFound:
-            LOG.debug('Instance %s is already gone', instance.uuid)
-            return
-        try:
-            self._remove_vm(ref)
+            self._remove_vm(ref, record)
         except xsession.XapiCallFailed as exc:
             raise self._fail(exc, 'destroy', instance) from exc
         with self._lock:
             self._refs.pop(instance.uuid, None)
+            self._claims.pop(instance.uuid, None)
 
-    def _resources(self, records: dict[str, Record]
-                   ) -> objects.HostResources:
-        return self._host_state(records)[0]
+    def _facts(self, need_sr: bool = False,
+               refresh: bool = False) -> dict[str, typing.Any]:
+        """The master's record and memory, the SR for disks, the network.
 
-    def _host_state(self, records: dict[str, Record], need_sr: bool = False
-                    ) -> tuple[objects.HostResources, Record]:
-        """The host's resources, and the record of the SR for disks.
+        Read once and kept: a host's CPUs and memory and the SR it puts
+        disks on do not change while the driver runs.
+        ``get_available_resource`` reads them again (``refresh``), as
+        the SR's size may grow.
 
         :param need_sr: raise ``InvalidConfiguration`` when there is no SR
             for disks rather than reporting no disk space.
         """
-        pool = self._pool_record()
-        master, host = self._master(pool)
-        metrics = self._call('host_metrics.get_record', host['metrics'])
-        try:
-            sr = self._call('SR.get_record', self._sr(pool))
-        except exception.InvalidConfiguration:
-            if need_sr:
-                raise
-            sr = {'physical_size': '0', 'physical_utilisation': '0'}
-        flavors = []
-        running = 0
-        for record in records.values():
-            instance = vm_utils.instance_of(record)
-            if instance is not None:
-                flavors.append(instance.flavor)
-                if vm_utils.state_of(record) in driver.ACTIVE_STATES:
-                    running += 1
+        facts = self._cached.get('facts')
+        if facts is None or refresh:
+            pool = self._pool_record()
+            master, host = self._master(pool)
+            facts = {'master': master, 'host': host,
+                     'memory_total': int(self._call(
+                         'host_metrics.get_memory_total', host['metrics']))}
+            facts['networks'] = (
+                self._call('network.get_by_name_label',
+                           self._xconf.network_name)
+                if self._xconf.network_name else [])
+            try:
+                facts['sr'] = self._call('SR.get_record', self._sr(pool))
+            except exception.InvalidConfiguration as exc:
+                facts['sr'], facts['sr_error'] = None, exc
+            self._cached['facts'] = facts
+        if facts['sr'] is None and need_sr:
+            raise facts['sr_error']
+        return facts
+
+    def _resources_of(self, instances: dict[str, tuple[objects.Instance,
+                                                       str]],
+                      facts: dict[str, typing.Any]) -> objects.HostResources:
+        """The host's resources with these instances on it.
+
+        Spawns of this driver whose VM the instances do not show yet
+        count too. Call with the driver's lock held.
+        """
+        flavors = {instance.uuid: instance.flavor
+                   for instance, _ in instances.values()}
+        stale = time.monotonic() - CLAIM_GRACE
+        for uuid, (_, when) in list(self._claims.items()):
+            # Done with once the watcher knows its VM; or, after a while,
+            # when it never will (another client destroyed it first).
+            if uuid in flavors or (uuid not in self._spawning and
+                                   when < stale):
+                del self._claims[uuid]
+        flavors.update((u, i.flavor) for u, (i, _) in self._claims.items())
+        running = sum(1 for _, state in instances.values()
+                      if vm_utils.POWER_STATES.get(state) in
+                      driver.ACTIVE_STATES)
+        host = facts['host']
+        sr = facts['sr'] or {'physical_size': '0'}
         software = host.get('software_version', {})
         version = (software.get('product_version') or
                    software.get('platform_version') or '0')
@@ -726,11 +955,11 @@ class XenAPIDriver(driver.ComputeDriver):
             cpu_info.get('cpu_count', 0))
         sockets = int(cpu_info.get('socket_count', 1) or 1)
         return objects.HostResources(
-            vcpus=cpus, memory_mb=int(metrics['memory_total']) // MiB,
+            vcpus=cpus, memory_mb=facts['memory_total'] // MiB,
             local_gb=int(sr['physical_size']) // GiB,
-            vcpus_used=sum(f.vcpus for f in flavors),
-            memory_mb_used=sum(f.memory_mb for f in flavors),
-            local_gb_used=sum(f.disk_gb for f in flavors),
+            vcpus_used=sum(f.vcpus for f in flavors.values()),
+            memory_mb_used=sum(f.memory_mb for f in flavors.values()),
+            local_gb_used=sum(f.disk_gb for f in flavors.values()),
             hypervisor_type=self.hypervisor_type,
             hypervisor_version=version_int,
             hypervisor_hostname=host['hostname'] or host['name_label'],
@@ -740,10 +969,13 @@ class XenAPIDriver(driver.ComputeDriver):
                       'vendor': cpu_info.get('vendor', ''),
                       'topology': {'sockets': sockets,
                                    'cores': max(1, cpus // sockets),
-                                   'threads': 1}}), sr
+                                   'threads': 1}})
 
     def get_available_resource(self, nodename):
-        return self._resources(self._records())
+        facts = self._facts(refresh=True)
+        instances = self._instances_now()
+        with self._lock:
+            return self._resources_of(instances, facts)
 
     def get_available_nodes(self, refresh=False):
         if self._hostname is None or refresh:
@@ -825,6 +1057,18 @@ class XenAPIDriver(driver.ComputeDriver):
                              'off', instance.name, timeout)
             self._call('VM.hard_shutdown', ref)
 
+        located = None if timeout else self._located(instance)
+        if located is not None and vm_utils.POWER_STATES.get(
+                located[1]) in driver.TRANSITIONS['power_off'].allowed:
+            # Forcing it off needs no record: XAPI refuses it with
+            # VM_BAD_POWER_STATE should the VM have stopped meanwhile,
+            # and the VM is then read to say why.
+            try:
+                self._call('VM.hard_shutdown', located[0])
+                return
+            except xsession.XapiCallFailed as exc:
+                if exc.code not in ('VM_BAD_POWER_STATE', 'HANDLE_INVALID'):
+                    raise self._fail(exc, 'power_off', instance) from exc
         self._operate(instance, 'power_off', stop)
 
     def _clean(self, ref: str, operation: str, timeout: float,
@@ -840,13 +1084,12 @@ class XenAPIDriver(driver.ComputeDriver):
         interval = min(max(retry_interval, 0.05), 1.0)
         try:
             while True:
-                status = self._call('task.get_status', task)
+                status = self._task_record(task, deadline, interval)['status']
                 if status != 'pending':
                     return bool(status == 'success')
                 if time.monotonic() >= deadline:
                     self._cancel(task)
                     return False
-                time.sleep(interval)
         finally:
             try:
                 self._call('task.destroy', task)

@@ -12,26 +12,38 @@
 
 """The thread that turns XAPI's VM events into lifecycle events.
 
-It long-polls ``event.from`` on the VM class with its own session (a
-blocked call would otherwise hold a pooled one), remembers the power state
-of every instance VM and emits a lifecycle event for each change it sees,
-whoever made it: this backend, another client or the guest itself.
+It long-polls ``event.from`` on the VM and task classes with its own
+session (a blocked call would otherwise hold a pooled one), remembers the
+power state and instance of every instance VM and the records of the
+templates and snapshots (the images), and emits a lifecycle event
+for each change it sees, whoever made it: this backend, another client or
+the guest itself. The instances it knows let the driver claim resources
+and find VMs without listing them all, and the tasks it sees finish wake
+whoever waits for them (:meth:`EventWatcher.wait_task`), so a task is
+followed without polling it.
 
 XAPI coalesces the changes of one object between two polls into one event,
 so a VM stopped and started again between two polls looks unchanged;
 the contract requires no event for such pairs (reboots).
 """
 
+import collections
 import logging
 import threading
 import typing
 
+from compute_driver import objects
 from compute_driver.xenapi import session as xsession
 from compute_driver.xenapi import vm_utils
 
 LOG = logging.getLogger(__name__)
 
 Emit = typing.Callable[[str, int], None]
+
+#: How many finished tasks are remembered for a waiter that asks for one
+#: after the event went by; XAPI tasks of this backend are destroyed by
+#: it as soon as it has read them.
+FINISHED_TASKS = 1024
 
 
 class EventWatcher:
@@ -52,6 +64,14 @@ class EventWatcher:
         self._session_lock = threading.Lock()
         # VM ref -> (instance uuid, XAPI power state)
         self._known: dict[str, tuple[str, str]] = {}
+        # VM ref -> (the instance it stands for, XAPI power state)
+        self._instances: dict[str, tuple[objects.Instance, str]] = {}
+        # VM ref -> record of each template and snapshot
+        self._templates: dict[str, dict[str, typing.Any]] = {}
+        # Task ref -> its record once it finished; waiters are notified.
+        self._finished: collections.OrderedDict[str, dict[str, typing.Any]]
+        self._finished = collections.OrderedDict()
+        self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run,
                                         name='xenapi-events', daemon=True)
         self.synced = threading.Event()
@@ -62,6 +82,9 @@ class EventWatcher:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling, and log the watcher's session out."""
         self._stopping.set()
+        self.synced.clear()
+        with self._changed:
+            self._changed.notify_all()
         with self._session_lock:
             session, self._session = self._session, None
         if session is not None:
@@ -90,11 +113,14 @@ class EventWatcher:
                 self.synced.set()
                 while not self._stopping.is_set():
                     result = session.xenapi.event_from(
-                        ['vm'], token, float(self._poll_timeout))
+                        ['vm', 'task'], token, float(self._poll_timeout))
                     token = result['token']
                     for event in result['events']:
                         self._handle(event)
             except Exception as exc:
+                # Until the next sync, what the watcher knows may be stale:
+                # callers fall back to asking XAPI.
+                self.synced.clear()
                 if self._stopping.is_set():
                     break
                 LOG.warning('XAPI event polling failed, starting over: %s',
@@ -110,10 +136,11 @@ class EventWatcher:
 
         :returns: the token to poll from.
         """
-        result = session.xenapi.event_from(['vm'], '', 0.0)
+        result = session.xenapi.event_from(['vm', 'task'], '', 0.0)
         seen = set()
         for event in result['events']:
-            seen.add(event['ref'])
+            if event.get('class', 'vm').lower() == 'vm':
+                seen.add(event['ref'])
             self._handle(event, emit=emit)
         for ref in set(self._known) - seen:
             self._handle({'ref': ref, 'operation': 'del'}, emit=emit)
@@ -123,20 +150,83 @@ class EventWatcher:
                 emit: bool = True) -> None:
         ref = event['ref']
         record = event.get('snapshot')
+        if event.get('class', 'vm').lower() == 'task':
+            self._task_event(ref, record)
+            return
         if event['operation'] == 'del' or record is None:
             known = self._known.pop(ref, None)
+            with self._changed:
+                self._instances.pop(ref, None)
+                self._templates.pop(ref, None)
             if known is not None and emit and known[1] != 'Halted':
                 self._send(known[0], 'Halted', known[1])
             return
-        if not vm_utils.is_instance(record):
+        instance = (vm_utils.instance_of(record)
+                    if vm_utils.is_instance(record) else None)
+        with self._changed:
+            if (record.get('is_a_template') and
+                    not record.get('is_control_domain')):
+                self._templates[ref] = record
+            else:
+                self._templates.pop(ref, None)
+        if instance is None:
             self._known.pop(ref, None)
+            with self._changed:
+                self._instances.pop(ref, None)
             return
-        uuid = record['other_config'][vm_utils.KEY_UUID]
+        uuid = instance.uuid
         after = record['power_state']
         before = self._known.get(ref, (uuid, 'Halted'))[1]
         self._known[ref] = (uuid, after)
+        with self._changed:
+            self._instances[ref] = (instance, after)
         if emit:
             self._send(uuid, after, before)
+
+    def _task_event(self, ref: str,
+                    record: dict[str, typing.Any] | None) -> None:
+        if record is None or record.get('status') == 'pending':
+            return
+        with self._changed:
+            self._finished[ref] = record
+            self._finished.move_to_end(ref)
+            while len(self._finished) > FINISHED_TASKS:
+                self._finished.popitem(last=False)
+            self._changed.notify_all()
+
+    def wait_task(self, task: str,
+                  timeout: float) -> dict[str, typing.Any] | None:
+        """The record of a task once it finished, or ``None``.
+
+        ``None`` when ``timeout`` seconds passed first, or the watcher is
+        not following events (stopped, or starting over after a
+        failure): the caller then asks XAPI itself.
+        """
+        with self._changed:
+            self._changed.wait_for(
+                lambda: (task in self._finished or
+                         not self.synced.is_set()), timeout)
+            return self._finished.pop(task, None)
+
+    def instances(self) -> dict[str, tuple[objects.Instance, str]] | None:
+        """Every instance VM: ref -> (instance, XAPI power state).
+
+        ``None`` while the watcher is not in sync with XAPI.
+        """
+        if not self.synced.is_set():
+            return None
+        with self._changed:
+            return dict(self._instances)
+
+    def templates(self) -> dict[str, dict[str, typing.Any]] | None:
+        """The records of every template and snapshot, by VM ref.
+
+        ``None`` while the watcher is not in sync with XAPI.
+        """
+        if not self.synced.is_set():
+            return None
+        with self._changed:
+            return dict(self._templates)
 
     def _send(self, uuid: str, after: str, before: str) -> None:
         change = vm_utils.transition(before, after)

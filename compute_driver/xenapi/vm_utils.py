@@ -41,7 +41,8 @@ KEY_IMAGE = 'compute_driver_image_ref'
 KEY_METADATA = 'compute_driver_metadata'
 #: On a snapshot: the uuid of the instance it was taken of.
 KEY_SNAPSHOT_OF = 'compute_driver_snapshot_of'
-#: On a VM whose spawn has not finished: ``<machine>:<pid>`` of the
+#: On a VM whose spawn had not finished, in earlier versions (spawns now
+#: mark it by its name): ``<machine>:<pid>`` of the
 #: process spawning it.
 KEY_SPAWNING = 'compute_driver_spawning'
 

@@ -15,13 +15,16 @@ simulator: every command a user runs, each in its own process."""
 
 import json
 import os
+import socket
 import subprocess
 
 import pytest
 
 from compute_driver.testing import fixtures
+from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     module_xapi_simulator as simulator)
+from compute_driver.xenapi import driver as xdriver
 
 IMAGE = 'Debian_Bookworm_12'
 
@@ -147,3 +150,21 @@ def test_wrong_password_fails_cleanly(run, tmp_path, simulator):  # noqa
     [line] = result.stderr.splitlines()
     assert 'wrong user name or password' in line
     assert 'n0t-it' not in line
+
+
+def test_cleanup_lists_then_removes_an_interrupted_spawn(run, simulator):  # noqa
+    child = subprocess.Popen(['true'])
+    child.wait()
+    before = _vms_and_vdis(simulator)
+    uuid = sim_fixture.provisioned_clone(simulator, '%s %s:%d %s' % (
+        xdriver.SPAWN_PREFIX, socket.gethostname(), child.pid,
+        '9d4c1c1e-0000-4000-8000-00000000000c'))
+    [row] = json.loads(_ok(run('cleanup', '--dry-run', '-f', 'json')))
+    assert (row['Backend'], row['Result']) == ('xenapi', 'would remove')
+    assert uuid in row['Object'] and str(child.pid) in row['Reason']
+    [row] = json.loads(_ok(run('cleanup', '-f', 'json')))
+    assert row['Result'] == 'removed'
+    assert _vms_and_vdis(simulator) == before
+    result = run('cleanup')
+    assert 'Nothing to clean up on the xenapi backend.' in _ok(result) + \
+        result.stderr

@@ -346,6 +346,49 @@ def test_watcher_resync_reports_what_it_missed():
         (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)])
 
 
+def test_watcher_knows_instances_and_templates():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    template = _record(is_a_template=True, name_label='Debian 12')
+    watcher._sync(_EventSession({'r1': _vm(one, 'Running'),
+                                 't1': template}), emit=False)
+    # Until it is in sync, nothing it knows is offered.
+    assert watcher.instances() is None and watcher.templates() is None
+    watcher.synced.set()
+    assert watcher.instances() == {'r1': (one, 'Running')}
+    assert watcher.templates() == {'t1': template}
+    watcher._handle({'ref': 't1', 'operation': 'del'})
+    watcher._handle({'ref': 'r1', 'operation': 'mod',
+                     'snapshot': _vm(one, 'Halted')})
+    assert watcher.templates() == {}
+    assert watcher.instances() == {'r1': (one, 'Halted')}
+
+
+def test_watcher_hands_a_finished_task_to_its_waiter():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher.synced.set()
+    pending = {'status': 'pending'}
+    done = {'status': 'success', 'result': '<value>x</value>'}
+    watcher._handle({'class': 'task', 'ref': 'k1', 'operation': 'add',
+                     'snapshot': pending})
+    assert watcher.wait_task('k1', 0) is None
+    waiter = threading.Thread(target=lambda: got.append(
+        watcher.wait_task('k1', 30)))
+    got = []
+    waiter.start()
+    watcher._handle({'class': 'task', 'ref': 'k1', 'operation': 'mod',
+                     'snapshot': done})
+    waiter.join(30)
+    assert got == [done]
+    # A task that finished before anyone waited is remembered.
+    watcher._handle({'class': 'task', 'ref': 'k2', 'operation': 'mod',
+                     'snapshot': done})
+    assert watcher.wait_task('k2', 0) == done
+    # A watcher that stops wakes its waiters: they ask XAPI instead.
+    watcher.synced.clear()
+    assert watcher.wait_task('k3', 30) is None
+
+
 @pytest.fixture
 def backend():
     # Building the backend connects to nothing; init_host does.
@@ -387,3 +430,29 @@ def test_password_is_secret():
     assert password.secret is True
     [verify] = [o for o in xconf.opts if o.name == 'verify_certificate']
     assert verify.default is True
+
+
+def test_claims_count_until_the_watcher_knows_the_vm(backend, monkeypatch):
+    facts = {'host': {'hostname': 'h', 'name_label': 'h', 'host_CPUs': [1],
+                      'software_version': {}, 'cpu_info': {}},
+             'memory_total': 4096 * vm_utils.MiB,
+             'sr': {'physical_size': str(100 * vm_utils.GiB)}}
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    two = objects.Instance.new('two', FLAVOR, 'img')
+    clock = [1000.0]
+    monkeypatch.setattr(xdriver.time, 'monotonic', lambda: clock[0])
+    backend._claims = {one.uuid: (one, 1000.0), two.uuid: (two, 1000.0)}
+    used = backend._resources_of({}, facts).memory_mb_used
+    assert used == 2 * FLAVOR.memory_mb
+    # The watcher sees one's VM: it counts once, and its claim goes.
+    watched = {'r1': (one, 'Running')}
+    assert backend._resources_of(watched, facts).memory_mb_used == used
+    assert list(backend._claims) == [two.uuid]
+    # A claim whose VM never shows up stops counting after a while,
+    # unless its spawn is still running.
+    clock[0] += xdriver.CLAIM_GRACE + 1
+    backend._spawning[two.uuid] = two.name
+    assert backend._resources_of(watched, facts).memory_mb_used == used
+    del backend._spawning[two.uuid]
+    assert backend._resources_of(watched, facts).memory_mb_used == (
+        FLAVOR.memory_mb)

@@ -18,12 +18,14 @@ Use them from a ``conftest.py``::
         xapi_simulator)
 
 or build a :class:`~.server.Simulator` directly. :func:`xenapi_options`
-gives the ``[xenapi]`` options that point the backend at a simulator.
+gives the ``[xenapi]`` options that point the backend at a simulator;
+:func:`provisioned_clone` builds a VM as ``xe vm-install`` would.
 """
 
 import collections.abc
 
 import pytest
+import XenAPI
 
 from compute_driver.testing.xapi_simulator import server
 
@@ -43,6 +45,36 @@ def xenapi_options(simulator: server.Simulator,
         'login_timeout': 5, 'call_timeout': 30}
     options.update(extra)
     return options
+
+
+def provisioned_clone(simulator: server.Simulator, name_label: str,
+                      template: str = 'Other install media') -> str:
+    """Clone a stock template and provision its disks, over XML-RPC.
+
+    What ``xe vm-install`` does, and what a spawn interrupted after its
+    provisioning leaves: the VM is halted, with its disks on the pool's
+    default SR.
+
+    :returns: the new VM's uuid.
+    """
+    session = XenAPI.Session(simulator.url)
+    session.xenapi.login_with_password(USERNAME, PASSWORD, '2.21',
+                                       'provisioned_clone')
+    try:
+        [source] = session.xenapi.VM.get_by_name_label(template)
+        ref = session.xenapi.VM.clone(source, name_label)
+        other = session.xenapi.VM.get_other_config(ref)
+        other.pop('default_template', None)
+        [pool] = session.xenapi.pool.get_all()
+        sr = session.xenapi.SR.get_uuid(
+            session.xenapi.pool.get_default_SR(pool))
+        other['disks'] = other.get('disks', '').replace(
+            'sr=""', 'sr="%s"' % sr)
+        session.xenapi.VM.set_other_config(ref, other)
+        session.xenapi.VM.provision(ref)
+        return str(session.xenapi.VM.get_uuid(ref))
+    finally:
+        session.xenapi.session.logout()
 
 
 def _running() -> collections.abc.Iterator[server.Simulator]:
