@@ -31,6 +31,7 @@ reach a state or disappear (:class:`Waiters`) instead of polling.
 
 import collections.abc
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -52,6 +53,10 @@ Emit = collections.abc.Callable[[str, int, float], None]
 #: ``attributes`` being the container's labels plus ``name`` and
 #: ``image``.
 Observe = collections.abc.Callable[[str, str, dict], None]
+
+#: Numbers every stream connection of the process, across watchers, so
+#: that a new watcher's first connection is not taken for an old one's.
+_CONNECTION_IDS = itertools.count(1)
 
 #: Actions followed besides the lifecycle ones of ``mapping.EVENT_MAP``.
 CHANGE_ACTIONS = ('create', 'destroy')
@@ -89,6 +94,7 @@ class EventWatcher:
             target=self._run, name='docker-events', daemon=True)
         #: Times the stream was (re)opened; for tests and logs.
         self.connections = 0
+        self._connection_id = 0
 
     def start(self, wait: float = 5.0) -> bool:
         """Start the thread and wait until the stream is open.
@@ -126,7 +132,7 @@ class EventWatcher:
         """
         if not self._connected.is_set():
             return None
-        return self.connections
+        return self._connection_id
 
     def _since(self) -> str:
         seconds, nanos = divmod(self._since_ns, 10 ** 9)
@@ -158,6 +164,7 @@ class EventWatcher:
             if self._stop.is_set():
                 return
             self.connections += 1
+            self._connection_id = next(_CONNECTION_IDS)
             self._connected.set()
             for event in stream:
                 if self._stop.is_set():

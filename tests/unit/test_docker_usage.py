@@ -210,9 +210,16 @@ def test_watcher_hands_every_event_to_the_observer():
         observe=observe)
     assert watcher.start()
     assert done.wait(5)
-    assert watcher.generation == 1
+    generation = watcher.generation
+    assert generation is not None
     watcher.stop()
     assert watcher.generation is None
+    # Another watcher's connection is another generation.
+    again = devents.EventWatcher(lambda: _EventApi([]), 'h',
+                                 lambda *args: None)
+    assert again.start()
+    assert again.generation not in (None, generation)
+    again.stop()
     assert {'create', 'destroy', 'start', 'die'} <= set(
         api.filters['event'])
     assert observed == [('create', 'abc', 'c-a'), ('start', 'abc', 'c-a'),
