@@ -507,8 +507,12 @@ class DockerDriver(driver.ComputeDriver):
                 if other.name == instance.name:
                     raise exception.InstanceExists(instance=instance.name)
             capacity = self._capacity(info)
-            used = tuple(a + b for a, b in zip(self._usage.totals(),
-                                               _usage(pending)))
+            # A pending spawn's create event can be counted before the
+            # spawn moves it over: count it once.
+            used = tuple(a + b for a, b in zip(
+                self._usage.totals(),
+                _usage([p for p in pending
+                        if not self._usage.counts(p.uuid)])))
             group = self.conf.docker
             flavor = instance.flavor
             for resource, requested, index, ratio in (

@@ -100,6 +100,11 @@ class Usage:
                     active.add(instance.uuid)
             return len(active)
 
+    def counts(self, uuid: str) -> bool:
+        """Whether a container of instance ``uuid`` is counted."""
+        with self._lock:
+            return uuid in self._ids
+
     def check_unique(self, instance: objects.Instance) -> None:
         """:raises InstanceExists: when its uuid or name is taken."""
         with self._lock:

@@ -75,8 +75,10 @@ def test_taken_uuid_and_name_are_refused():
     with pytest.raises(exception.InstanceExists):
         usage.check_unique(_instance('a'))
     usage.check_unique(_instance('b'))
+    assert usage.counts(a.uuid)
     usage.remove('1')
     usage.check_unique(a)
+    assert not usage.counts(a.uuid)
 
 
 def test_labels_that_describe_no_instance_are_ignored():
