@@ -28,12 +28,20 @@ In one run against the same dockerd:
     apache-libcloud``); without it that row is skipped with a note.
 (c) ``compute-driver verify --count 50 --concurrency 8`` vs
     ``--concurrency 1``, wall-clock.
+(d) scale: spawn+destroy through the driver vs the raw SDK (create,
+    start, remove) with N = 10, 100 and 500 other instances of the same
+    compute host (created, not started); the driver's claim must not grow
+    with N: goal <= 1.1x at the largest N. An extra row shows the
+    driver with ``[docker] usage_sync_interval = 0``, which lists every
+    container at each claim, for comparison.
 
 Every container it makes carries a compute host label of its own
-(``cdbench-<hex>``) and is removed at the end, even on Ctrl-C.
+(``cdbench-<hex>``), the filler containers of (d) a label of their own
+too, and all are removed at the end, even on Ctrl-C.
 
 Usage: tools/bench_docker.py [--image IMAGE] [--cycles N] [--list-count N]
-       [--verify-count N] [--skip-verify]
+       [--verify-count N] [--skip-verify] [--scale 10,100,500]
+       [--scale-cycles N]
 """
 
 import argparse
@@ -48,12 +56,16 @@ import threading
 import time
 import uuid as uuidlib
 
+from docker import errors as docker_errors
+
 from compute_driver import flavors
 from compute_driver import loader
 from compute_driver import objects
 from compute_driver.testing import fixtures
 
 HOST_LABEL = 'org.openstack.compute-driver.host'
+#: Marks the idle containers of (d), valued with the run's host.
+FILLER_LABEL = 'org.openstack.compute-driver.bench-filler'
 SOCKET = '/var/run/docker.sock'
 
 
@@ -115,16 +127,23 @@ class Bench:
     def __init__(self, args) -> None:
         self.args = args
         self.host = 'cdbench-' + uuidlib.uuid4().hex[:8]
-        self.conf = fixtures.make_conf('docker', {
-            'DEFAULT': {'host': self.host},
-            # 200 one-vCPU instances on a small host: overcommit for (b).
-            'docker': {'network_mode': args.network, 'images': [args.image],
-                       'cpu_allocation_ratio': 1000.0}})
+        self.conf = self._conf()
         self.driver = loader.load_driver(self.conf)
         self.driver.init_host(self.host)
         self.api = self.driver.api
         self.flavor = flavors.get_flavor(self.conf, 'm1.nano')
         self.rows = []
+
+    def _conf(self, **docker_options):
+        return fixtures.make_conf('docker', {
+            'DEFAULT': {'host': self.host},
+            # Hundreds of instances on a small host: overcommit for (b)
+            # and (d).
+            'docker': {'network_mode': self.args.network,
+                       'images': [self.args.image],
+                       'cpu_allocation_ratio': 1000.0,
+                       'ram_allocation_ratio': 1000.0,
+                       'disk_allocation_ratio': 1000.0, **docker_options}})
 
     def row(self, name, ours, peer, goal=None):
         ratio = ours / peer if peer else float('nan')
@@ -149,23 +168,27 @@ class Bench:
         self.driver.power_off(instance, 0)
         self.driver.destroy(None, instance, None)
 
-    def _raw_cycle(self):
+    def _raw_create(self, name_prefix='cdbench-raw-', extra_labels=None):
         from compute_driver.docker import hostconfig
         from compute_driver.docker import mapping
         api = self.api
         instance = objects.Instance.new(
             'cdbench-%s' % uuidlib.uuid4().hex[:8], self.flavor,
             self.args.image)
-        container = api.create_container(
-            image=self.args.image, name='cdbench-raw-' + instance.uuid,
-            hostname=instance.name,
-            labels=mapping.instance_labels(instance, self.host),
+        labels = mapping.instance_labels(instance, self.host)
+        labels.update(extra_labels or {})
+        return api.create_container(
+            image=self.args.image, name=name_prefix + instance.uuid,
+            hostname=instance.name, labels=labels,
             host_config=api.create_host_config(
                 **hostconfig.host_config_args(self.conf, self.flavor)),
-            detach=True)
-        api.start(container['Id'])
-        api.stop(container['Id'], timeout=0)
-        api.remove_container(container['Id'], force=True, v=True)
+            detach=True)['Id']
+
+    def _raw_cycle(self):
+        container = self._raw_create()
+        self.api.start(container)
+        self.api.stop(container, timeout=0)
+        self.api.remove_container(container, force=True, v=True)
 
     def lifecycle(self):
         cycles = self.args.cycles
@@ -270,15 +293,75 @@ class Bench:
         self.row('(c) verify --count %d: concurrency %d vs 1 (wall s)'
                  % (count, min(8, count)), times[min(8, count)], times[1])
 
+    # -- (d) ----------------------------------------------------------------
+
+    def _spawn_destroy(self, driver):
+        instance = objects.Instance.new(
+            'cdbench-%s' % uuidlib.uuid4().hex[:8], self.flavor,
+            self.args.image)
+        driver.spawn(None, instance, objects.ImageMeta(self.args.image),
+                     None, None, None)
+        driver.destroy(None, instance, None)
+
+    def _raw_spawn_destroy(self):
+        container = self._raw_create()
+        self.api.start(container)
+        self.api.remove_container(container, force=True, v=True)
+
+    def scale(self):
+        counts = self.args.scale
+        cycles = self.args.scale_cycles
+        fillers = 0
+        for count in counts:
+            print('creating %d idle containers for the scale benchmark...'
+                  % (count - fillers), file=sys.stderr)
+            while fillers < count:
+                self._raw_create('cdbench-filler-',
+                                 {FILLER_LABEL: self.host})
+                fillers += 1
+            self._spawn_destroy(self.driver)
+            self._raw_spawn_destroy()
+            ours, raw = [], []
+            for _ in range(cycles):
+                ours.append(_timed(self._spawn_destroy, self.driver))
+                raw.append(_timed(self._raw_spawn_destroy))
+            goal = 1.1 if count == counts[-1] else None
+            self.row('(d) spawn+destroy with %d idle instances, driver vs '
+                     'raw SDK (median s, %d cycles)' % (count, cycles),
+                     _median(ours), _median(raw), goal)
+        # The same at the largest N, listing at every claim as before the
+        # totals were kept.
+        listing_driver = loader.load_driver(
+            self._conf(usage_sync_interval=0))
+        listing_driver.init_host(self.host)
+        try:
+            ours, raw = [], []
+            for _ in range(cycles):
+                ours.append(_timed(self._spawn_destroy, listing_driver))
+                raw.append(_timed(self._raw_spawn_destroy))
+        finally:
+            listing_driver.cleanup_host(self.host)
+        self.row('(d) the same with %d, usage_sync_interval = 0 (lists at '
+                 'each claim)' % counts[-1], _median(ours), _median(raw))
+
     # -- cleanup and report -------------------------------------------------
 
     def clean_up(self):
         left = self.api.containers(all=True, filters={
             'label': '%s=%s' % (HOST_LABEL, self.host)})
+        left += self.api.containers(all=True, filters={
+            'label': '%s=%s' % (FILLER_LABEL, self.host)})
+        removed = set()
         for summary in left:
-            self.api.remove_container(summary['Id'], force=True, v=True)
+            if summary['Id'] in removed:
+                continue
+            try:
+                self.api.remove_container(summary['Id'], force=True, v=True)
+            except docker_errors.NotFound:
+                pass
+            removed.add(summary['Id'])
         self.driver.cleanup_host(self.host)
-        return len(left)
+        return len(removed)
 
     def report(self):
         print('%-72s %10s %10s %8s  %s' % ('benchmark', 'ours', 'peer',
@@ -289,6 +372,17 @@ class Bench:
                 continue
             print('%-72s %10.4f %10.4f %7.2fx  %s'
                   % (name, ours, peer, ratio, verdict))
+
+
+def _counts(text):
+    try:
+        counts = [int(part) for part in text.split(',') if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            'a comma-separated list of counts, not %r' % text) from None
+    if counts != sorted(counts) or any(c < 0 for c in counts):
+        raise argparse.ArgumentTypeError('counts must ascend from 0')
+    return counts
 
 
 def main(argv=None):
@@ -308,10 +402,22 @@ def main(argv=None):
                         help='instances per verify run (default 50)')
     parser.add_argument('--skip-verify', action='store_true',
                         help='leave out (c)')
+    parser.add_argument('--scale', type=_counts, default=[10, 100, 500],
+                        help='idle instances for (d), ascending, comma '
+                             'separated (default 10,100,500); empty leaves '
+                             '(d) out')
+    parser.add_argument('--scale-cycles', type=int, default=10,
+                        help='spawn+destroy cycles of each side per count '
+                             'in (d) (default 10)')
     args = parser.parse_args(argv)
     bench = Bench(args)
     try:
         bench.lifecycle()
+        if args.scale:
+            bench.scale()
+            bench.clean_up()
+            bench.driver.init_host(bench.host)
+            bench.api = bench.driver.api
         bench.listing()
         # The 200 listed containers would slow verify's listings down.
         bench.clean_up()

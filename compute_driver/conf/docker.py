@@ -174,6 +174,16 @@ opts = [
         help='Disk in GiB reported as the host\'s when the Docker root '
              'directory cannot be measured from here (a remote daemon); 0 '
              'measures it when dockerd is local and reports 0 otherwise.'),
+    cfg.IntOpt(
+        'usage_sync_interval', default=60, min=0, max=86400,
+        help='Most seconds between two full listings of this host\'s '
+             'containers to correct the resource totals that claims and '
+             'get_available_resource use. Between listings the totals '
+             'follow the driver\'s own spawns and destroys and the Docker '
+             'event stream, so the listing only repairs what both missed; '
+             'the totals are also listed afresh whenever the event stream '
+             'has been down. 0 lists at every claim, which costs one call '
+             'with a payload growing with the number of containers.'),
 ]
 
 

@@ -41,7 +41,8 @@ Operations:
 - events: a thread follows ``docker events`` (:mod:`.events`).
 - resources: CPUs, memory and (for a local daemon) the disk of the Docker
   root directory from the daemon; used is the sum of our containers'
-  flavors.
+  flavors, kept as running totals (:mod:`.usage`) so that neither a claim
+  nor ``get_available_resource`` lists every container.
 """
 
 import functools
@@ -62,6 +63,7 @@ from compute_driver.docker import events as devents
 from compute_driver.docker import hostconfig
 from compute_driver.docker import images as dimages
 from compute_driver.docker import mapping
+from compute_driver.docker import usage as dusage
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -82,6 +84,19 @@ IMAGE_PENDING_UPLOAD = 'image_pending_upload'
 IMAGE_UPLOADING = 'image_uploading'
 
 GIB = 1024 ** 3
+
+#: Docker's state of a container after each event that changes it.
+STATE_AFTER_EVENT = {'create': 'created', 'start': 'running',
+                     'unpause': 'running', 'pause': 'paused',
+                     'die': 'exited'}
+
+#: Seconds between two checks of a container awaited without events (the
+#: stream is down): the first wait, doubled up to the last.
+POLL_INITIAL = 0.01
+POLL_MAX = 0.5
+#: The longest wait for an event before checking anyway: the event
+#: normally wakes the waiter long before.
+EVENT_WAIT_MAX = 1.0
 
 
 class DockerDriver(driver.ComputeDriver):
@@ -118,6 +133,9 @@ class DockerDriver(driver.ComputeDriver):
         self._parsed: dict[str, tuple[str, objects.InstanceRecord | None]] = {}
         # Ids of the containers this process is spawning right now.
         self._spawning: set[str] = set()
+        # What this host's containers claim, kept without listing them.
+        self._usage = dusage.Usage()
+        self._waiters = devents.Waiters()
 
     # -- connection ----------------------------------------------------------
 
@@ -241,8 +259,9 @@ class DockerDriver(driver.ComputeDriver):
         self._host = host
         self._refresh_info()
         if self._watcher is None:
-            self._watcher = devents.EventWatcher(self._event_client, host,
-                                                 self._on_event)
+            self._watcher = devents.EventWatcher(
+                self._event_client, host, self._on_event,
+                observe=self._observe_event)
             if not self._watcher.start():
                 LOG.warning('The Docker event stream did not open within '
                             '5s; events will follow once it does')
@@ -256,6 +275,64 @@ class DockerDriver(driver.ComputeDriver):
 
     def _on_event(self, uuid: str, transition: int, timestamp: float) -> None:
         self.emit_event(virtevent.LifecycleEvent(uuid, transition, timestamp))
+
+    def _observe_event(self, action: str, container_id: str,
+                       attributes: dict) -> None:
+        if action == 'create':
+            self._usage.add_labelled(container_id, attributes)
+        elif action == 'destroy':
+            self._usage.remove(container_id)
+        elif action in STATE_AFTER_EVENT:
+            self._usage.set_state(container_id, STATE_AFTER_EVENT[action])
+        name = attributes.get('name')
+        if name:
+            self._waiters.notify(name)
+        self._waiters.notify(container_id)
+
+    def _event_generation(self) -> int | None:
+        watcher = self._watcher
+        return None if watcher is None else watcher.generation
+
+    def _sync_usage(self) -> None:
+        """List our containers into the totals unless they are fresh.
+
+        Called with the claim lock held.
+        """
+        generation = self._event_generation()
+        if self._usage.fresh(generation, self.conf.docker.usage_sync_interval):
+            return
+        with self._translated('list containers'):
+            self._usage.sync(generation, self._summaries)
+
+    def _wait_for(self, name: str, operation: str, done: typing.Callable[
+            [], bool], what: typing.Callable[[], str]) -> None:
+        """Wait until ``done()``, woken by events about container ``name``.
+
+        Without an event stream it checks again after a growing delay.
+
+        :raises BackendError: after ``[docker] timeout`` seconds, saying
+            ``what()``.
+        """
+        timeout = self.conf.docker.timeout
+        deadline = time.monotonic() + timeout
+        delay = POLL_INITIAL
+        with self._waiters.watching(name) as changed:
+            while True:
+                # Cleared before the check: an event in between wakes the
+                # wait below at once.
+                changed.clear()
+                if done():
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise exception.BackendError(
+                        operation=operation, instance=name,
+                        reason='%s after %ds' % (what(), timeout))
+                if self._event_generation() is None:
+                    changed.wait(min(delay, left))
+                    delay = min(delay * 2, POLL_MAX)
+                else:
+                    changed.wait(min(EVENT_WAIT_MAX, left))
 
     def get_info(self, instance, use_cache=True):
         data = self._inspect(instance)
@@ -283,12 +360,17 @@ class DockerDriver(driver.ComputeDriver):
             image = dimages.ImageStore(self.api, self.conf.docker).ensure(
                 image_ref)
             self._claim(instance)
+            container_id = None
             try:
                 container_id = self._create(instance, image_ref, image,
                                             host_config_args)
             finally:
+                # Counted from now on by the totals instead: atomically,
+                # or a claim in between would miss it.
                 with self._claim_lock:
                     self._pending.pop(instance.uuid, None)
+                    if container_id is not None:
+                        self._usage.add(container_id, instance)
         # Until the rename below, the container has its spawning name: it
         # is not an instance yet, and if this process dies, or dockerd
         # does and the removal below fails, a sweep knows it for a
@@ -297,6 +379,7 @@ class DockerDriver(driver.ComputeDriver):
             if power_on:
                 with self._translated('start', instance.name):
                     self._start(instance, container_id)
+                self._usage.set_state(container_id, 'running')
             with self._translated('spawn', instance.name):
                 try:
                     self.api.rename(container_id,
@@ -321,8 +404,9 @@ class DockerDriver(driver.ComputeDriver):
         """
         try:
             self.api.remove_container(container_id, force=True, v=True)
+            self._usage.remove(container_id)
         except docker_errors.NotFound:
-            pass
+            self._usage.remove(container_id)
         except Exception as exc:
             LOG.warning(
                 'The failed spawn of %s left container %s%s (%s): %s; it '
@@ -400,6 +484,7 @@ class DockerDriver(driver.ComputeDriver):
                 self.api.remove_container(container_id, force=True, v=True)
             except docker_errors.NotFound:
                 pass
+        self._usage.remove(container_id)
 
     def _claim(self, instance: objects.Instance) -> None:
         """Check the flavor fits and reserve it until the create is done.
@@ -408,23 +493,26 @@ class DockerDriver(driver.ComputeDriver):
         :raises InsufficientResources: when the flavor does not fit.
         """
         info = self._info or self._refresh_info()
-        # The listing is taken under the lock too: a spawn finishing in
-        # between would otherwise be neither listed nor pending.
+        # The totals count every container of this host (spawns under way
+        # in other processes too); the pending ones are this process's
+        # claims not created yet. A spawn moves from one to the other
+        # under this lock.
         with self._claim_lock:
-            summaries = self._summaries()
-            existing = [r.instance for r in self._records(summaries)]
-            # Spawns under way in other processes count too.
-            existing += [r.instance for r in map(
-                mapping.record_from_summary,
-                filter(mapping.is_spawning, summaries)) if r is not None]
-            existing += list(self._pending.values())
-            for other in existing:
+            self._sync_usage()
+            self._usage.check_unique(instance)
+            pending = list(self._pending.values())
+            for other in pending:
                 if other.uuid == instance.uuid:
                     raise exception.InstanceExists(instance=instance.uuid)
                 if other.name == instance.name:
                     raise exception.InstanceExists(instance=instance.name)
             capacity = self._capacity(info)
-            used = _usage(existing)
+            # A pending spawn's create event can be counted before the
+            # spawn moves it over: count it once.
+            used = tuple(a + b for a, b in zip(
+                self._usage.totals(),
+                _usage([p for p in pending
+                        if not self._usage.counts(p.uuid)])))
             group = self.conf.docker
             flavor = instance.flavor
             for resource, requested, index, ratio in (
@@ -489,8 +577,9 @@ class DockerDriver(driver.ComputeDriver):
                         instance: objects.Instance) -> None:
         try:
             self.api.remove_container(container, force=True, v=True)
+            self._usage.remove(container)
         except docker_errors.NotFound:
-            pass
+            self._usage.remove(container)
         except Exception as exc:
             # One line naming what is left; the traceback only with -v.
             LOG.warning('Could not remove container %s of %s after a '
@@ -512,21 +601,21 @@ class DockerDriver(driver.ComputeDriver):
                 if not dclient.is_status(exc, 409):
                     raise
                 self._wait_gone(name)
+            self._usage.remove_instance(instance.uuid)
         with self._lock:
             self._instance_locks.pop(instance.uuid, None)
 
     def _wait_gone(self, name: str) -> None:
-        deadline = time.monotonic() + self.conf.docker.timeout
-        while time.monotonic() < deadline:
+        """Wait for dockerd to finish removing container ``name``."""
+        def gone() -> bool:
             try:
                 self.api.inspect_container(name)
             except docker_errors.NotFound:
-                return
-            time.sleep(0.1)
-        raise exception.BackendError(
-            operation='destroy', instance=name,
-            reason='the container is still being removed after %ds'
-                   % self.conf.docker.timeout)
+                return True
+            return False
+
+        self._wait_for(name, 'destroy', gone,
+                       lambda: 'the container is still being removed')
 
     def _capacity(self, info: dict) -> tuple[int, int, int]:
         return (int(info.get('NCPU') or 0),
@@ -549,11 +638,11 @@ class DockerDriver(driver.ComputeDriver):
 
     def get_available_resource(self, nodename):
         info = self._refresh_info()
-        records = self._records()
+        with self._claim_lock:
+            self._sync_usage()
         vcpus, memory_mb, local_gb = self._capacity(info)
-        used = _usage([r.instance for r in records])
-        running = sum(1 for r in records
-                      if r.info.state in driver.ACTIVE_STATES)
+        used = self._usage.totals()
+        running = self._usage.running()
         version = '.'.join(
             ''.join(c for c in part if c.isdigit()) or '0'
             for part in str(info.get('ServerVersion') or '0').split(
@@ -593,14 +682,21 @@ class DockerDriver(driver.ComputeDriver):
         return True
 
     def _act(self, instance: objects.Instance, operation: str,
-             action: typing.Callable[[str, dict], object]) -> None:
-        """Check the power state, then run ``action(name, container)``."""
+             action: typing.Callable[[str, dict], object],
+             result: str) -> None:
+        """Check the power state, then run ``action(name, container)``.
+
+        :param result: the Docker state the container is in after it, for
+            the running count of the totals (its event says so too, a
+            moment later).
+        """
         with self._instance_lock(instance.uuid):
             data = self._inspect(instance)
             self.check_power_state(instance, operation, self._state_of(data))
             with self._translated(operation.replace('_', ' '),
                                   instance.name):
                 action(self._container_name(instance.uuid), data)
+            self._usage.set_state(data.get('Id') or '', result)
 
     def reboot(self, context, instance, network_info, reboot_type,
                block_device_info=None, bad_volumes_callback=None,
@@ -609,7 +705,8 @@ class DockerDriver(driver.ComputeDriver):
         if kind == driver.REBOOT_SOFT:
             self._act(instance, 'soft_reboot', lambda name, data: (
                 self.api.restart(
-                    name, timeout=self.conf.docker.stop_grace_period)))
+                    name, timeout=self.conf.docker.stop_grace_period)),
+                'running')
             return
 
         def hard(name: str, data: dict) -> None:
@@ -623,7 +720,7 @@ class DockerDriver(driver.ComputeDriver):
                 self.api.stop(name, timeout=0)
             self.api.start(name)
 
-        self._act(instance, 'hard_reboot', hard)
+        self._act(instance, 'hard_reboot', hard, 'running')
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         if timeout < 0 or retry_interval < 0:
@@ -636,12 +733,12 @@ class DockerDriver(driver.ComputeDriver):
                 self._settle(name, 'running')
             self.api.stop(name, timeout=timeout)
 
-        self._act(instance, 'power_off', stop)
+        self._act(instance, 'power_off', stop, 'exited')
 
     def power_on(self, context, instance, network_info,
                  block_device_info=None, accel_info=None, share_info=None):
         self._act(instance, 'power_on',
-                  lambda name, data: self._start(instance))
+                  lambda name, data: self._start(instance), 'running')
 
     def _settle(self, name: str, status: str) -> None:
         """Wait until dockerd reports the container in ``status``.
@@ -651,32 +748,30 @@ class DockerDriver(driver.ComputeDriver):
         event about it arrives, a moment later; the contract's operations
         are synchronous, so wait for that record.
         """
-        deadline = time.monotonic() + self.conf.docker.timeout
-        while True:
+        seen: list[str | None] = [None]
+
+        def settled() -> bool:
             data = self.api.inspect_container(name)
-            if (data.get('State') or {}).get('Status') == status:
-                return
-            if time.monotonic() >= deadline:
-                raise exception.BackendError(
-                    operation='wait', instance=name,
-                    reason='the container is still %s, not %s, after %ds'
-                           % ((data.get('State') or {}).get('Status'),
-                              status, self.conf.docker.timeout))
-            time.sleep(0.01)
+            seen[0] = (data.get('State') or {}).get('Status')
+            return seen[0] == status
+
+        self._wait_for(name, 'wait', settled,
+                       lambda: 'the container is still %s, not %s'
+                               % (seen[0], status))
 
     def pause(self, instance):
         def pause(name: str, data: dict) -> None:
             self.api.pause(name)
             self._settle(name, 'paused')
 
-        self._act(instance, 'pause', pause)
+        self._act(instance, 'pause', pause, 'paused')
 
     def unpause(self, instance):
         def unpause(name: str, data: dict) -> None:
             self.api.unpause(name)
             self._settle(name, 'running')
 
-        self._act(instance, 'unpause', unpause)
+        self._act(instance, 'unpause', unpause, 'running')
 
     def snapshot(self, context, instance, image_id, update_task_state):
         dimages.validate_reference(image_id)
@@ -825,6 +920,8 @@ class DockerDriver(driver.ComputeDriver):
                 image=image['Id'], name=name,
                 hostname=(old.get('Config') or {}).get('Hostname'),
                 labels=labels, host_config=host_config, detach=True)['Id']
+            self._usage.add(new_id, stored,
+                            'running' if was_running else 'created')
             if was_running:
                 api.start(new_id)
         except BaseException:

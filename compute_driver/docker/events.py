@@ -21,9 +21,17 @@ When dockerd goes away the stream ends; the thread reconnects with a
 growing delay and asks for the events since the last one it saw (dockerd
 replays them from its in-memory log), so a restart loses none of the
 events dockerd kept.
+
+Besides lifecycle events, the stream carries the ``create`` and
+``destroy`` of our containers and every state change to an optional
+observer: the driver keeps its resource totals with them
+(:mod:`.usage`) and wakes the operations waiting for a container to
+reach a state or disappear (:class:`Waiters`) instead of polling.
 """
 
 import collections.abc
+import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -41,6 +49,18 @@ RETRY_MAX = 5.0
 #: ``emit(uuid, transition, timestamp)``.
 Emit = collections.abc.Callable[[str, int, float], None]
 
+#: ``observe(action, container_id, attributes)``: every event of ours,
+#: ``attributes`` being the container's labels plus ``name`` and
+#: ``image``.
+Observe = collections.abc.Callable[[str, str, dict], None]
+
+#: Numbers every stream connection of the process, across watchers, so
+#: that a new watcher's first connection is not taken for an old one's.
+_CONNECTION_IDS = itertools.count(1)
+
+#: Actions followed besides the lifecycle ones of ``mapping.EVENT_MAP``.
+CHANGE_ACTIONS = ('create', 'destroy')
+
 
 class EventWatcher:
     """Follow the event stream on a daemon thread until :meth:`stop`.
@@ -50,16 +70,20 @@ class EventWatcher:
         the operations.
     :param host: the compute host, as in the containers' host label.
     :param emit: called for each lifecycle event, from the thread.
+    :param observe: called for every event, before ``emit``.
     """
 
     def __init__(self, make_client: collections.abc.Callable[[], typing.Any],
-                 host: str, emit: Emit) -> None:
+                 host: str, emit: Emit,
+                 observe: Observe | None = None) -> None:
         self._make_client = make_client
         self._filters = {'type': ['container'],
-                         'event': sorted(mapping.EVENT_MAP),
+                         'event': sorted(set(mapping.EVENT_MAP) |
+                                         set(CHANGE_ACTIONS)),
                          'label': [mapping.UUID,
                                    '%s=%s' % (mapping.HOST, host)]}
         self._emit = emit
+        self._observe = observe
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -70,6 +94,7 @@ class EventWatcher:
             target=self._run, name='docker-events', daemon=True)
         #: Times the stream was (re)opened; for tests and logs.
         self.connections = 0
+        self._connection_id = 0
 
     def start(self, wait: float = 5.0) -> bool:
         """Start the thread and wait until the stream is open.
@@ -97,6 +122,17 @@ class EventWatcher:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def generation(self) -> int | None:
+        """The stream's current connection, or ``None`` when it is down.
+
+        It changes at each reconnection, after which events may have been
+        lost (a restarted dockerd has forgotten them).
+        """
+        if not self._connected.is_set():
+            return None
+        return self._connection_id
 
     def _since(self) -> str:
         seconds, nanos = divmod(self._since_ns, 10 ** 9)
@@ -128,6 +164,7 @@ class EventWatcher:
             if self._stop.is_set():
                 return
             self.connections += 1
+            self._connection_id = next(_CONNECTION_IDS)
             self._connected.set()
             for event in stream:
                 if self._stop.is_set():
@@ -143,11 +180,55 @@ class EventWatcher:
         if time_ns:
             # The next connection asks for what came after this one only.
             self._since_ns = max(self._since_ns, time_ns + 1)
-        transition = mapping.EVENT_MAP.get(
-            (event.get('Action') or event.get('status') or '').split(':')[0])
-        labels = (event.get('Actor') or {}).get('Attributes') or {}
+        action = (event.get('Action') or event.get('status') or ''
+                  ).split(':')[0]
+        actor = event.get('Actor') or {}
+        labels = actor.get('Attributes') or {}
+        if self._observe is not None:
+            try:
+                self._observe(action, actor.get('ID') or event.get('id') or
+                              '', labels)
+            except Exception:
+                LOG.exception('Handling Docker event %s failed', action)
+        transition = mapping.EVENT_MAP.get(action)
         uuid = labels.get(mapping.UUID)
         if transition is None or not uuid:
             return
         self._emit(uuid, transition, time_ns / 1e9 if time_ns else
                    time.time())
+
+
+class Waiters:
+    """Threads waiting for something to happen to a container.
+
+    :meth:`watching` gives a ``threading.Event`` that :meth:`notify`
+    sets whenever an event about that container arrives; the waiter
+    clears it, checks the container, and waits on it again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[threading.Event]] = {}
+
+    @contextlib.contextmanager
+    def watching(self, name: str) -> collections.abc.Iterator[
+            threading.Event]:
+        """Be woken by events about container ``name`` in the block."""
+        changed = threading.Event()
+        with self._lock:
+            self._waiting.setdefault(name, []).append(changed)
+        try:
+            yield changed
+        finally:
+            with self._lock:
+                waiting = self._waiting.get(name, [])
+                waiting.remove(changed)
+                if not waiting:
+                    self._waiting.pop(name, None)
+
+    def notify(self, name: str) -> None:
+        """Wake whoever waits on container ``name``."""
+        with self._lock:
+            waiting = list(self._waiting.get(name, ()))
+        for changed in waiting:
+            changed.set()

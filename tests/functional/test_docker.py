@@ -16,6 +16,7 @@ dockerd restarts, containers removed behind the driver's back, spawns that
 fail half-way, bad input, images loaded from a tarball directory.
 """
 
+import concurrent.futures
 import dataclasses
 import os
 import signal
@@ -426,3 +427,105 @@ def test_revert_keeps_identity_and_restores_the_disk(api, backend):
     finally:
         backend.destroy(None, instance, None)
         backend.delete_snapshot(None, snapshot)
+
+
+# -- resource totals ---------------------------------------------------------
+# Claims and get_available_resource use running totals kept from the
+# driver's own operations and the event stream; these count the listings
+# they make and check the totals against other processes and docker rm.
+
+
+def _count_listings(backend, monkeypatch):
+    """Record the container listings ``backend`` makes from now on."""
+    calls = []
+    listing = backend.api.containers
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get('filters'))
+        return listing(*args, **kwargs)
+    monkeypatch.setattr(backend.api, 'containers', counted)
+    return calls
+
+
+def _await_totals(backend, container_name, memory_mb):
+    """Wait for the events that bring ``backend`` to ``memory_mb`` used."""
+    deadline = time.monotonic() + 15
+    with backend._waiters.watching(container_name) as changed:
+        while backend.get_available_resource(None).memory_mb_used != (
+                memory_mb):
+            assert time.monotonic() < deadline, 'totals never caught up'
+            changed.wait(1)
+            changed.clear()
+
+
+def test_other_processes_and_docker_rm_count_without_listing(
+        api, make_driver, monkeypatch):
+    ours, other = make_driver(), make_driver()
+    assert ours.get_available_resource(None).memory_mb_used == 0
+    events = fixtures.EventRecorder()
+    ours.register_event_listener(events)
+    listings = _count_listings(ours, monkeypatch)
+
+    instance = _instance()
+    _spawn(other, instance)
+    # The start follows the create in the stream.
+    events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STARTED, 15)
+    resources = ours.get_available_resource(None)
+    assert (resources.vcpus_used, resources.memory_mb_used,
+            resources.running_vms) == (1, 64, 1)
+    with pytest.raises(exception.InstanceExists):
+        _spawn(ours, _instance(name=instance.name))
+
+    name = 'compute-driver-' + instance.uuid
+    with ours._waiters.watching(name):
+        api.remove_container(name, force=True)
+        _await_totals(ours, name, 0)
+    assert ours.get_available_resource(None).running_vms == 0
+    assert listings == []
+
+
+def test_parallel_spawns_fill_the_host_exactly(api, make_driver,
+                                               monkeypatch):
+    # Room for exactly 3 one-vCPU instances.
+    ncpu = api.info()['NCPU']
+    backend = make_driver(cpu_allocation_ratio=3.5 / ncpu)
+    assert backend.get_available_resource(None).vcpus_used == 0
+    listings = _count_listings(backend, monkeypatch)
+    instances = [_instance() for _ in range(6)]
+
+    def spawn(instance):
+        try:
+            _spawn(backend, instance)
+        except exception.InsufficientResources:
+            return False
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(spawn, instances))
+    assert results.count(True) == 3
+    spawned = [i for i, ok in zip(instances, results) if ok]
+    assert sorted(backend.list_instance_uuids()) == sorted(
+        i.uuid for i in spawned)
+    # A destroy frees its share at once, without waiting for its event.
+    backend.destroy(None, spawned[0], None)
+    _spawn(backend, instances[results.index(False)])
+    assert backend.get_available_resource(None).vcpus_used == 3
+    # Only list_instance_uuids listed.
+    assert len(listings) == 1
+
+
+def test_first_claim_of_a_process_lists_once(make_driver, monkeypatch):
+    backend = make_driver()
+    listings = _count_listings(backend, monkeypatch)
+    _spawn(backend, _instance())
+    _spawn(backend, _instance())
+    assert len(listings) == 1
+
+
+def test_sync_interval_zero_lists_at_every_claim(make_driver,
+                                                 monkeypatch):
+    backend = make_driver(usage_sync_interval=0)
+    listings = _count_listings(backend, monkeypatch)
+    _spawn(backend, _instance())
+    _spawn(backend, _instance())
+    assert len(listings) == 2
