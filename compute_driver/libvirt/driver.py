@@ -21,10 +21,20 @@ files of an instance are ``[libvirt] instances_path/<uuid>/`` (``disk`` and
 Listing is one round trip: ``getAllDomainStats`` with the state group
 returns every domain with its state and reason, and the instance records
 are parsed once per domain and cached by uuid (they never change after
-spawn). The first listing of a process reads each record of ours once
-(``virDomainGetMetadata``). A shut-off domain without a reason (never
-started, or libvirtd restarted since) costs one more, filtered, call
-listing the domains with a managed save.
+spawn). Spawn also writes the record to ``<uuid>/record.xml`` beside the
+disk, so a new process reads the records of its listing from local files
+rather than with one ``virDomainGetMetadata`` round trip per domain; the
+domain's metadata stays the authority, read only for a domain whose file
+is missing (spawned by an older release, which this writes it back for).
+A shut-off domain without a reason (never started, or libvirtd restarted
+since) costs one more, filtered, call listing the domains with a managed
+save. :meth:`LibvirtDriver.find_instance` looks one domain up by uuid or by
+the domain name derived from the instance name: a constant number of
+calls, whatever the number of domains.
+
+Spawns run in parallel: the claim (checking the uuid and name are free and
+the flavor fits, counting the spawns under way in this process) is taken
+under a lock, the disk copy, define and start outside it.
 
 Lifecycle events come from libvirt's event loop
 (:mod:`compute_driver.libvirt.host`); a Stopped event is held back for
@@ -39,6 +49,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import typing
@@ -86,6 +97,11 @@ _SHUTOFF_UNKNOWN = libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
 
 _DISK = 'disk'
 _CONSOLE_LOG = 'console.log'
+#: The instance record as spawn wrote it to the domain's metadata.
+_RECORD = 'record.xml'
+#: The longest a clean shutdown waits without looking at the domain's
+#: state, should its Stopped event be lost (a reconnect in between).
+_SHUTOFF_POLL = 2.0
 #: Suffix of the marker beside an instance directory while its spawn runs.
 _SPAWNING = '.spawning'
 
@@ -189,6 +205,12 @@ class LibvirtDriver(driver.ComputeDriver):
         # Claims are checked and taken under this lock so that two spawns
         # cannot both take the last free memory.
         self._claim_lock = threading.Lock()
+        # Spawns of this process that hold a claim and have not finished:
+        # their domains may not be defined yet, so they are counted apart.
+        self._pending: dict[str, objects.Instance] = {}
+        # uuid -> set when a Stopped event for the domain arrives; what
+        # _wait_for_shutoff waits on.
+        self._stop_waiters: dict[str, list[threading.Event]] = {}
         self._pending_stops: dict[str, threading.Timer] = {}
         self._pending_lock = threading.Lock()
         # The group QEMU runs as, given search access to instance
@@ -245,27 +267,91 @@ class LibvirtDriver(driver.ComputeDriver):
     # -- records -------------------------------------------------------------
 
     def _record_of(self, dom: typing.Any) -> objects.Instance | None:
-        """The instance record of a domain, or ``None`` if not ours."""
+        """The instance record of a domain, or ``None`` if not ours.
+
+        Read from the cache, else from the file spawn wrote beside the
+        disk, else (one round trip) from the domain's metadata. The uuid
+        and name of a ``virDomain`` are known locally: only the last
+        step talks to libvirtd.
+        """
         uuid = dom.UUIDString()
         with self._records_lock:
             if uuid in self._records:
                 return self._records[uuid]
         record: objects.Instance | None = None
-        if dom.name().startswith(config.DOMAIN_PREFIX):
-            try:
-                record = config.parse_metadata(dom.metadata(
-                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                    config.METADATA_NS))
-            except libvirt.libvirtError as exc:
-                if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
-                    return None
-                if _error_code(exc) != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                    raise
-            except exception.InvalidInput as exc:
-                LOG.warning('Ignoring domain %s: %s', dom.name(), exc)
+        name = dom.name()
+        if name.startswith(config.DOMAIN_PREFIX):
+            record = self._read_record_file(uuid, name)
+            if record is None:
+                try:
+                    record = config.parse_metadata(dom.metadata(
+                        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                        config.METADATA_NS))
+                except libvirt.libvirtError as exc:
+                    if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        return None
+                    if _error_code(exc) != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                        raise
+                except exception.InvalidInput as exc:
+                    LOG.warning('Ignoring domain %s: %s', name, exc)
+                if record is not None and record.uuid == uuid:
+                    # A domain spawned before records had files: the next
+                    # process need not ask libvirtd again.
+                    self._write_record_file(record, missing_ok=True)
         with self._records_lock:
             self._records[uuid] = record
         return record
+
+    def _read_record_file(self, uuid: str,
+                          name: str) -> objects.Instance | None:
+        """The record in ``<uuid>/record.xml`` if it is the domain's.
+
+        It must name the domain's uuid and the instance the domain's name
+        was derived from; anything else (no file, an unreadable one, a
+        directory left by another domain of that uuid) is ``None``, and
+        the metadata decides.
+        """
+        path = self._record_path(uuid)
+        try:
+            with open(path, encoding='utf-8') as handle:
+                record = config.parse_metadata(handle.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, exception.InvalidInput) as exc:
+            LOG.debug('Not using %s: %s', path, exc)
+            return None
+        if record.uuid != uuid or config.domain_name(record.name) != name:
+            LOG.debug('Not using %s: it is not the record of domain %s',
+                      path, name)
+            return None
+        return record
+
+    def _write_record_file(self, instance: objects.Instance,
+                           missing_ok: bool = False) -> None:
+        """Write the record of ``instance`` beside its disk, atomically.
+
+        :param missing_ok: log and carry on when it cannot be written (no
+            directory, no permission, a full disk): the file only saves
+            round trips. Otherwise the ``OSError`` propagates.
+        """
+        path = self._record_path(instance.uuid)
+        temp = None
+        try:
+            fd, temp = tempfile.mkstemp(prefix='.' + _RECORD + '.',
+                                        suffix='.tmp',
+                                        dir=os.path.dirname(path))
+            with open(fd, 'w', encoding='utf-8') as handle:
+                handle.write(config.metadata_xml(instance))
+            os.replace(temp, path)
+            temp = None
+        except OSError as exc:
+            if not missing_ok:
+                raise
+            LOG.debug('Cannot write the record of %s: %s', instance.name,
+                      exc)
+        finally:
+            if temp is not None:
+                leftovers.unlink_quietly(temp)
 
     def _prune(self, uuids: set[str]) -> None:
         with self._records_lock:
@@ -327,6 +413,9 @@ class LibvirtDriver(driver.ComputeDriver):
     def _instance_dir(self, uuid: str) -> str:
         return os.path.join(self.instances_path, uuid)
 
+    def _record_path(self, uuid: str) -> str:
+        return os.path.join(self._instance_dir(uuid), _RECORD)
+
     def _disk_path(self, uuid: str) -> str:
         return os.path.join(self._instance_dir(uuid), _DISK)
 
@@ -383,6 +472,9 @@ class LibvirtDriver(driver.ComputeDriver):
             return
         delay = self.conf.libvirt.lifecycle_event_delay
         with self._pending_lock:
+            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                for waiter in self._stop_waiters.get(uuid, ()):
+                    waiter.set()
             pending = self._pending_stops.pop(uuid, None)
             if pending is not None:
                 pending.cancel()
@@ -505,6 +597,46 @@ class LibvirtDriver(driver.ComputeDriver):
                                           internal_id=record.uuid)))
         return records
 
+    def find_instance(self, ref):
+        """Look an instance up by uuid or by name in constant round trips.
+
+        A uuid is looked up as the domain's uuid, then ``ref`` as an
+        instance name through the domain name derived from it: one lookup
+        or two, then the domain's state, whatever the number of domains.
+
+        :raises InstanceNotFound: when no instance of ours matches.
+        """
+        keys = []
+        if _is_uuid(ref.lower()):
+            keys.append(('lookupByUUIDString', ref.lower()))
+        keys.append(('lookupByName', config.domain_name(ref)))
+        for how, key in keys:
+            try:
+                dom = self._lookup(how, key)
+                record = None if dom is None else self._record_of(dom)
+            except libvirt.libvirtError as exc:
+                raise exception.BackendError(
+                    operation='lookup', instance=ref,
+                    reason=_message(exc)) from exc
+            if record is None:
+                continue
+            with self._wrap('get state', record):
+                state = self._state(dom)
+            return objects.InstanceRecord(
+                instance=record,
+                info=objects.InstanceInfo(state=state,
+                                          internal_id=record.uuid))
+        raise exception.InstanceNotFound(instance=ref)
+
+    def _lookup(self, how: str, key: str) -> typing.Any:
+        """``conn.<how>(key)``, or ``None`` when no domain matches."""
+        try:
+            return self._call(lambda conn: getattr(conn, how)(key))
+        except libvirt.libvirtError as exc:
+            if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
@@ -517,31 +649,44 @@ class LibvirtDriver(driver.ComputeDriver):
                 reason='flavor %s has %d MiB of memory; image %s needs %d'
                        % (flavor.name, flavor.memory_mb, image.name,
                           image.min_ram))
-        with self._instance_lock(instance), self._claim_lock:
-            self._check_free(instance)
-            self._claim(flavor)
-            self._create(instance, image, power_on)
+        with self._instance_lock(instance):
+            self._claim(instance)
+            try:
+                self._create(instance, image, power_on)
+            finally:
+                with self._claim_lock:
+                    del self._pending[instance.uuid]
 
     def _check_free(self, instance: objects.Instance) -> None:
-        def lookup(conn: typing.Any, how: str, key: str) -> bool:
-            try:
-                getattr(conn, how)(key)
-                return True
-            except libvirt.libvirtError as exc:
-                if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
-                    return False
-                raise
-
-        with self._wrap('spawn', instance):
-            if self._call(lambda c: lookup(c, 'lookupByUUIDString',
-                                           instance.uuid)):
+        for other in self._pending.values():
+            if other.uuid == instance.uuid:
                 raise exception.InstanceExists(instance=instance.uuid)
-            if self._call(lambda c: lookup(
-                    c, 'lookupByName', config.domain_name(instance.name))):
+            if other.name == instance.name:
+                raise exception.InstanceExists(instance=instance.name)
+        with self._wrap('spawn', instance):
+            if self._lookup('lookupByUUIDString', instance.uuid):
+                raise exception.InstanceExists(instance=instance.uuid)
+            if self._lookup('lookupByName',
+                            config.domain_name(instance.name)):
                 raise exception.InstanceExists(instance=instance.name)
 
-    def _claim(self, flavor: objects.Flavor) -> None:
-        resources = self.get_available_resource(None)
+    def _claim(self, instance: objects.Instance) -> None:
+        """Check the instance is new and fits, and count it until spawned.
+
+        Only this is serialised: the disk copy, define and start of
+        concurrent spawns overlap, each claim counting those under way.
+
+        :raises InstanceExists: when the uuid or the name is taken.
+        :raises InsufficientResources: when the flavor does not fit.
+        """
+        with self._claim_lock:
+            self._check_free(instance)
+            self._check_fits(instance.flavor,
+                             self._resources(list(self._pending.values())))
+            self._pending[instance.uuid] = instance
+
+    def _check_fits(self, flavor: objects.Flavor,
+                    resources: objects.HostResources) -> None:
         driver.check_flavor_fits_host(flavor, resources)
         for resource, requested, free, total in (
                 ('memory_mb', flavor.memory_mb, resources.memory_mb_free,
@@ -580,6 +725,7 @@ class LibvirtDriver(driver.ComputeDriver):
                                    size_gb=instance.flavor.root_gb)
             os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
+            self._write_record_file(instance)
             xml = config.domain_xml(spec)
             with self._wrap('spawn', instance):
                 try:
@@ -781,6 +927,17 @@ class LibvirtDriver(driver.ComputeDriver):
         leftovers.unlink_quietly(marker)
 
     def get_available_resource(self, nodename):
+        with self._claim_lock:
+            pending = list(self._pending.values())
+        return self._resources(pending)
+
+    def _resources(self, pending: list[objects.Instance]
+                   ) -> objects.HostResources:
+        """The host's resources, counting spawns under way as used.
+
+        :param pending: the instances whose spawn holds a claim; those
+            whose domain is defined already are counted once.
+        """
         conn = self._conn()
         try:
             info = conn.getInfo()
@@ -790,7 +947,9 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.HypervisorUnavailable(
                 host=self.uri, reason=_message(exc)) from exc
         records = self.list_instance_records()
+        listed = {r.instance.uuid for r in records}
         flavors = [r.instance.flavor for r in records]
+        flavors += [i.flavor for i in pending if i.uuid not in listed]
         try:
             stat = os.statvfs(self.instances_path)
             local_gb = stat.f_frsize * stat.f_blocks // (1 << 30)
@@ -834,24 +993,43 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _wait_for_shutoff(self, dom: typing.Any, timeout: float,
                           retry_interval: float) -> bool:
-        """Ask the guest to shut down until it has or time runs out."""
-        deadline = time.monotonic() + timeout
-        next_request = 0.0
-        while True:
-            state = dom.state()[0]
-            if state == libvirt.VIR_DOMAIN_SHUTOFF:
-                return True
-            now = time.monotonic()
-            if now >= deadline:
-                return False
-            if now >= next_request:
-                try:
-                    dom.shutdown()
-                except libvirt.libvirtError as exc:
-                    # The guest may have stopped between the two calls.
-                    LOG.debug('Shutdown request failed: %s', exc)
-                next_request = now + retry_interval
-            time.sleep(0.2)
+        """Ask the guest to shut down until it has or time runs out.
+
+        Waits for the domain's Stopped event rather than polling; its
+        state is read again at each shutdown request and at least every
+        :data:`_SHUTOFF_POLL` seconds, in case the event was lost.
+        """
+        uuid = dom.UUIDString()
+        stopped = threading.Event()
+        with self._pending_lock:
+            self._stop_waiters.setdefault(uuid, []).append(stopped)
+        try:
+            deadline = time.monotonic() + timeout
+            next_request = 0.0
+            while True:
+                # Cleared before the state is read: an event arriving in
+                # between ends the next wait at once.
+                stopped.clear()
+                if dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+                    return True
+                now = time.monotonic()
+                if now >= deadline:
+                    return False
+                if now >= next_request:
+                    try:
+                        dom.shutdown()
+                    except libvirt.libvirtError as exc:
+                        # The guest may have stopped between the calls.
+                        LOG.debug('Shutdown request failed: %s', exc)
+                    next_request = now + retry_interval
+                stopped.wait(max(0.0, min(next_request, deadline,
+                                          now + _SHUTOFF_POLL) - now))
+        finally:
+            with self._pending_lock:
+                waiters = self._stop_waiters[uuid]
+                waiters.remove(stopped)
+                if not waiters:
+                    del self._stop_waiters[uuid]
 
     def reboot(self, context, instance, network_info, reboot_type,
                block_device_info=None, bad_volumes_callback=None,

@@ -208,7 +208,7 @@ def test_instance_files_are_private(test_driver, tmp_path):
     _spawn(test_driver, instance)
     directory = tmp_path / 'instances' / instance.uuid
     assert stat.S_IMODE(directory.stat().st_mode) in (0o700, 0o710)
-    for name in ('disk', 'console.log'):
+    for name in ('disk', 'console.log', 'record.xml'):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
     base = tmp_path / 'instances' / '_base'
     assert stat.S_IMODE(base.stat().st_mode) == 0o711
@@ -218,7 +218,7 @@ def test_instance_files_are_private(test_driver, tmp_path):
     assert _listing(tmp_path) == sorted([
         '_base', '_base/' + os.listdir(test_driver.store.base_path)[0],
         instance.uuid, instance.uuid + '/console.log',
-        instance.uuid + '/disk'])
+        instance.uuid + '/disk', instance.uuid + '/record.xml'])
 
 
 def _stale_spawn(tmp_path, uuid):
