@@ -21,11 +21,12 @@ files of an instance are ``[libvirt] instances_path/<uuid>/`` (``disk`` and
 Listing is one round trip: ``getAllDomainStats`` with the state group
 returns every domain with its state and reason, and the instance records
 are parsed once per domain and cached by uuid (they never change after
-spawn). Spawn also writes the record to ``<uuid>/record.xml`` beside the
-disk, so a new process reads the records of its listing from local files
-rather than with one ``virDomainGetMetadata`` round trip per domain; the
-domain's metadata stays the authority, read only for a domain whose file
-is missing (spawned by an older release, which this writes it back for).
+spawn). Spawn and destroy also keep a copy of the records in
+``instances_path/records.json`` (:mod:`compute_driver.libvirt.recordindex`),
+so a new process reads the records of its listing in one file read rather
+than with one ``virDomainGetMetadata`` round trip per domain; the domain's
+metadata stays the authority, read only for a domain the index lacks
+(spawned by an older release), which is then added to it.
 A shut-off domain without a reason (never started, or libvirtd restarted
 since) costs one more, filtered, call listing the domains with a managed
 save. :meth:`LibvirtDriver.find_instance` looks one domain up by uuid or by
@@ -49,7 +50,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import typing
@@ -64,6 +64,7 @@ from compute_driver import leftovers
 from compute_driver.libvirt import config
 from compute_driver.libvirt import host as libvirt_host
 from compute_driver.libvirt import imagestore
+from compute_driver.libvirt import recordindex
 from compute_driver import objects
 from compute_driver import power_state
 
@@ -97,8 +98,6 @@ _SHUTOFF_UNKNOWN = libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
 
 _DISK = 'disk'
 _CONSOLE_LOG = 'console.log'
-#: The instance record as spawn wrote it to the domain's metadata.
-_RECORD = 'record.xml'
 #: The longest a clean shutdown waits without looking at the domain's
 #: state, should its Stopped event be lost (a reconnect in between).
 _SHUTOFF_POLL = 2.0
@@ -199,6 +198,7 @@ class LibvirtDriver(driver.ComputeDriver):
         # domain that is not; records never change after spawn.
         self._records: dict[str, objects.Instance | None] = {}
         self._records_lock = threading.Lock()
+        self._index = recordindex.RecordIndex(self.instances_path)
         self._instance_locks: collections.defaultdict[
             str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
@@ -269,89 +269,70 @@ class LibvirtDriver(driver.ComputeDriver):
     def _record_of(self, dom: typing.Any) -> objects.Instance | None:
         """The instance record of a domain, or ``None`` if not ours.
 
-        Read from the cache, else from the file spawn wrote beside the
-        disk, else (one round trip) from the domain's metadata. The uuid
-        and name of a ``virDomain`` are known locally: only the last
-        step talks to libvirtd.
+        From the cache, else (one round trip) from the domain's metadata;
+        listings fill the cache from the record index first (see
+        :meth:`_cache_records`).
         """
         uuid = dom.UUIDString()
         with self._records_lock:
             if uuid in self._records:
                 return self._records[uuid]
         record: objects.Instance | None = None
-        name = dom.name()
-        if name.startswith(config.DOMAIN_PREFIX):
-            record = self._read_record_file(uuid, name)
-            if record is None:
-                try:
-                    record = config.parse_metadata(dom.metadata(
-                        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                        config.METADATA_NS))
-                except libvirt.libvirtError as exc:
-                    if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
-                        return None
-                    if _error_code(exc) != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                        raise
-                except exception.InvalidInput as exc:
-                    LOG.warning('Ignoring domain %s: %s', name, exc)
-                if record is not None and record.uuid == uuid:
-                    # A domain spawned before records had files: the next
-                    # process need not ask libvirtd again.
-                    self._write_record_file(record, missing_ok=True)
+        # The name, like the uuid, is known locally: no round trip.
+        if dom.name().startswith(config.DOMAIN_PREFIX):
+            try:
+                record = config.parse_metadata(dom.metadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                    config.METADATA_NS))
+            except libvirt.libvirtError as exc:
+                if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                if _error_code(exc) != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    raise
+            except exception.InvalidInput as exc:
+                LOG.warning('Ignoring domain %s: %s', dom.name(), exc)
         with self._records_lock:
             self._records[uuid] = record
         return record
 
-    def _read_record_file(self, uuid: str,
-                          name: str) -> objects.Instance | None:
-        """The record in ``<uuid>/record.xml`` if it is the domain's.
+    def _cache_records(self, doms: list[typing.Any],
+                       listed: set[str]) -> None:
+        """Cache the record (or ``None``) of each of ``doms``.
 
-        It must name the domain's uuid and the instance the domain's name
-        was derived from; anything else (no file, an unreadable one, a
-        directory left by another domain of that uuid) is ``None``, and
-        the metadata decides.
+        Records not cached yet come from the index, read once; the
+        domains it lacks are read from their metadata, one round trip
+        each, and added to it, so that the next process need not.
+
+        :param listed: the uuids of every domain of the listing, for
+            dropping index entries of domains that are gone.
+        :raises libvirtError: when a domain's metadata cannot be read.
         """
-        path = self._record_path(uuid)
+        with self._records_lock:
+            misses = [d for d in doms if d.UUIDString() not in self._records]
+        if not misses:
+            return
+        indexed = self._index.load()
+        found = {}
+        unindexed = []
+        for dom in misses:
+            uuid = dom.UUIDString()
+            record = recordindex.entry(indexed, uuid, dom.name())
+            if record is None:
+                unindexed.append(dom)
+            else:
+                found[uuid] = record
+        with self._records_lock:
+            self._records.update(found)
+        fresh = []
         try:
-            with open(path, encoding='utf-8') as handle:
-                record = config.parse_metadata(handle.read())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, exception.InvalidInput) as exc:
-            LOG.debug('Not using %s: %s', path, exc)
-            return None
-        if record.uuid != uuid or config.domain_name(record.name) != name:
-            LOG.debug('Not using %s: it is not the record of domain %s',
-                      path, name)
-            return None
-        return record
-
-    def _write_record_file(self, instance: objects.Instance,
-                           missing_ok: bool = False) -> None:
-        """Write the record of ``instance`` beside its disk, atomically.
-
-        :param missing_ok: log and carry on when it cannot be written (no
-            directory, no permission, a full disk): the file only saves
-            round trips. Otherwise the ``OSError`` propagates.
-        """
-        path = self._record_path(instance.uuid)
-        temp = None
-        try:
-            fd, temp = tempfile.mkstemp(prefix='.' + _RECORD + '.',
-                                        suffix='.tmp',
-                                        dir=os.path.dirname(path))
-            with open(fd, 'w', encoding='utf-8') as handle:
-                handle.write(config.metadata_xml(instance))
-            os.replace(temp, path)
-            temp = None
-        except OSError as exc:
-            if not missing_ok:
-                raise
-            LOG.debug('Cannot write the record of %s: %s', instance.name,
-                      exc)
+            for dom in unindexed:
+                record = self._record_of(dom)
+                if record is not None and record.uuid == dom.UUIDString():
+                    fresh.append(record)
         finally:
-            if temp is not None:
-                leftovers.unlink_quietly(temp)
+            stale = set(indexed) - listed
+            if fresh or stale:
+                self._index.update(add=fresh, keep=listed)
 
     def _prune(self, uuids: set[str]) -> None:
         with self._records_lock:
@@ -361,7 +342,9 @@ class LibvirtDriver(driver.ComputeDriver):
     def _our_domains(self) -> list[tuple[typing.Any, objects.Instance]]:
         try:
             domains = self._call(lambda conn: conn.listAllDomains(0))
-            self._prune({d.UUIDString() for d in domains})
+            listed = {d.UUIDString() for d in domains}
+            self._prune(listed)
+            self._cache_records(domains, listed)
             result = []
             for dom in domains:
                 record = self._record_of(dom)
@@ -412,9 +395,6 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _instance_dir(self, uuid: str) -> str:
         return os.path.join(self.instances_path, uuid)
-
-    def _record_path(self, uuid: str) -> str:
-        return os.path.join(self._instance_dir(uuid), _RECORD)
 
     def _disk_path(self, uuid: str) -> str:
         return os.path.join(self._instance_dir(uuid), _DISK)
@@ -566,6 +546,11 @@ class LibvirtDriver(driver.ComputeDriver):
                     misses.append((dom, values))
             for uuid in set(cache) - seen:
                 del cache[uuid]
+        try:
+            self._cache_records([dom for dom, _ in misses], seen)
+        except libvirt.libvirtError as exc:
+            # Read again one by one below, skipping the failing ones.
+            LOG.debug('Reading the records of a listing failed: %s', exc)
         for dom, values in misses:
             try:
                 record = self._record_of(dom)
@@ -725,7 +710,6 @@ class LibvirtDriver(driver.ComputeDriver):
                                    size_gb=instance.flavor.root_gb)
             os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
-            self._write_record_file(instance)
             xml = config.domain_xml(spec)
             with self._wrap('spawn', instance):
                 try:
@@ -740,6 +724,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     raise
                 with self._records_lock:
                     self._records[instance.uuid] = instance
+                self._index.update(add=[instance])
                 if power_on:
                     self._console_mark(instance, 'starting')
                     dom.create()
@@ -823,6 +808,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     raise
         with self._records_lock:
             self._records.pop(instance.uuid, None)
+        self._index.update(remove=[instance.uuid])
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):

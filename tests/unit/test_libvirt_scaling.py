@@ -17,6 +17,7 @@ without a metadata round trip per domain, spawns overlap outside the claim
 and a clean shutdown wakes on the Stopped event.
 """
 
+import json
 import threading
 
 import libvirt
@@ -24,6 +25,7 @@ import pytest
 
 from compute_driver import exception
 from compute_driver.libvirt import config
+from compute_driver.libvirt import recordindex
 from compute_driver import objects
 from compute_driver import power_state
 from tests.unit import test_libvirt
@@ -32,14 +34,22 @@ make_driver = test_libvirt.make_driver
 IMAGE = test_libvirt.IMAGE
 
 
+# test:///default keeps its domains for the life of the process: every
+# test removes the ones it spawned.
+_spawned: list[objects.Instance] = []
+
+
 @pytest.fixture
 def backend(make_driver):
     driver = make_driver()
     driver.init_host('test')
-    return driver
+    yield driver
+    while _spawned:
+        driver.destroy(None, _spawned.pop(), None)
 
 
 def _spawn(backend, instance, power_on=True):
+    _spawned.append(instance)
     backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None,
                   power_on=power_on)
 
@@ -67,16 +77,24 @@ def test_find_instance_looks_one_domain_up(backend, make_driver,
                  for n in range(3)]
     for number, instance in enumerate(instances):
         _spawn(backend, instance, power_on=number != 1)
-    # A new process: nothing cached.
+    # A new process: nothing cached, so one metadata read per lookup.
     fresh = make_driver()
     _no_listing(monkeypatch)
-    _no_metadata(monkeypatch)
+    reads = []
+    metadata = libvirt.virDomain.metadata
+
+    def counted(self, *args):
+        reads.append(self.name())
+        return metadata(self, *args)
+
+    monkeypatch.setattr(libvirt.virDomain, 'metadata', counted)
     found = fresh.find_instance(instances[1].name)
     assert found.instance == instances[1]
     assert found.info.state == power_state.SHUTDOWN
     found = fresh.find_instance(instances[2].uuid.upper())
     assert found.instance == instances[2]
     assert found.info.state == power_state.RUNNING
+    assert reads == [config.domain_name(i.name) for i in instances[1:]]
 
 
 def test_find_instance_misses(backend, monkeypatch):
@@ -102,7 +120,7 @@ def test_find_instance_by_a_name_shaped_like_a_uuid(backend):
     assert backend.find_instance(first.uuid).instance == first
 
 
-def test_new_process_lists_from_the_record_files(backend, make_driver,
+def test_new_process_lists_from_the_record_index(backend, make_driver,
                                                  monkeypatch):
     instances = [test_libvirt._instance(backend.conf, 'cdunit-list%d' % n)
                  for n in range(3)]
@@ -113,34 +131,72 @@ def test_new_process_lists_from_the_record_files(backend, make_driver,
     listed = {r.instance.uuid: r.instance
               for r in fresh.list_instance_records()}
     assert all(listed[i.uuid] == i for i in instances)
-    assert sorted(make_driver().list_instances()) >= sorted(
-        i.name for i in instances)
+    assert set(make_driver().list_instances()) >= {i.name for i in instances}
 
 
-def test_a_missing_record_file_is_read_from_libvirt_and_written_back(
-        backend, make_driver, tmp_path, monkeypatch):
+def _index(tmp_path):
+    return json.loads((tmp_path / 'instances' / 'records.json').read_text())
+
+
+def test_destroy_drops_the_index_entry(backend, tmp_path):
     instance = test_libvirt._instance(backend.conf)
     _spawn(backend, instance)
-    record = tmp_path / 'instances' / instance.uuid / 'record.xml'
-    record.unlink()
-    assert make_driver().find_instance(instance.name).instance == instance
-    assert config.parse_metadata(record.read_text()) == instance
-    # Now the file is enough.
+    assert instance.uuid in _index(tmp_path)['records']
+    backend.destroy(None, instance, None)
+    assert instance.uuid not in _index(tmp_path)['records']
+
+
+def test_a_domain_missing_from_the_index_is_read_and_added(
+        backend, make_driver, tmp_path, monkeypatch):
+    # As after an upgrade from a release without the index; an entry of a
+    # domain that is gone is dropped on the way.
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    gone = test_libvirt._instance(backend.conf, 'cdunit-gone')
+    (tmp_path / 'instances' / 'records.json').write_text(json.dumps(
+        {'version': 1, 'records': {gone.uuid: gone.to_dict()}}))
+    assert instance.uuid in make_driver().list_instance_uuids()
+    indexed = _index(tmp_path)['records']
+    assert instance.uuid in indexed and gone.uuid not in indexed
     _no_metadata(monkeypatch)
-    assert make_driver().find_instance(instance.uuid).instance == instance
+    assert instance.uuid in [r.instance.uuid for r in
+                             make_driver().list_instance_records()]
 
 
-def test_a_record_file_of_another_instance_is_not_trusted(
+@pytest.mark.parametrize('content', [
+    'not json', '[]', '{"version": 99, "records": {}}',
+    '{"version": 1, "records": []}'])
+def test_an_unusable_index_falls_back_to_the_metadata(
+        backend, make_driver, tmp_path, content):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    (tmp_path / 'instances' / 'records.json').write_text(content)
+    assert instance.uuid in make_driver().list_instance_uuids()
+    assert instance.uuid in _index(tmp_path)['records']
+
+
+def test_an_index_entry_of_another_instance_is_not_trusted(
         backend, make_driver, tmp_path):
     instance = test_libvirt._instance(backend.conf)
     other = test_libvirt._instance(backend.conf, 'cdunit-other')
     _spawn(backend, instance)
-    record = tmp_path / 'instances' / instance.uuid / 'record.xml'
-    record.write_text(config.metadata_xml(other))
-    found = make_driver().find_instance(instance.uuid)
-    assert found.instance == instance
-    with pytest.raises(exception.InstanceNotFound):
-        make_driver().find_instance(other.name)
+    (tmp_path / 'instances' / 'records.json').write_text(json.dumps(
+        {'version': 1, 'records': {instance.uuid: other.to_dict()}}))
+    records = {r.instance.uuid: r.instance
+               for r in make_driver().list_instance_records()}
+    assert records[instance.uuid] == instance
+
+
+def test_an_unwritable_index_costs_round_trips_only(
+        backend, make_driver, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError('read-only on purpose')
+
+    monkeypatch.setattr(recordindex.RecordIndex, '_locked', refuse)
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    assert instance.uuid in make_driver().list_instance_uuids()
+    backend.destroy(None, instance, None)
 
 
 def test_spawns_overlap_outside_the_claim(backend, monkeypatch):
