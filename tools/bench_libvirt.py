@@ -94,9 +94,9 @@ def _row(label, samples, base, count):
         count if count is not None else '-')
 
 
-def _raw_boot_delete(conn, store, image, prefix, number):
-    """What the driver does for a boot and a delete, in raw calls."""
-    instance = objects.Instance.new('%s-raw%d' % (prefix, number),
+def _raw_boot(conn, store, image, name):
+    """What the driver does for a boot, in raw calls; returns the domain."""
+    instance = objects.Instance.new(name,
                                     flavors.get_flavor(_CONF, 'm1.micro'),
                                     IMAGE)
     directory = os.path.join(store.base_path, '..', instance.uuid)
@@ -114,11 +114,28 @@ def _raw_boot_delete(conn, store, image, prefix, number):
                                   ramdisk=image.ramdisk,
                                   cmdline=image.cmdline))
         dom = conn.defineXML(config.domain_xml(spec))
-        dom.create()
-        dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-    finally:
+    except BaseException:
         shutil.rmtree(directory)
+        raise
+    try:
+        dom.create()
+    except BaseException:
+        _raw_delete(dom, directory)
+        raise
+    return dom, directory
+
+
+def _raw_delete(dom, directory):
+    if dom.isActive():
+        dom.destroy()
+    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    shutil.rmtree(directory)
+
+
+def _raw_boot_delete(conn, store, image, prefix, number):
+    """What the driver does for a boot and a delete, in raw calls."""
+    _raw_delete(*_raw_boot(conn, store, image, '%s-raw%d' % (prefix,
+                                                             number)))
 
 
 _CONF = None
@@ -182,41 +199,73 @@ def _cli_table(args, conf_file, target, count):
     return show, listing
 
 
-def _spawn_throughput(backend, flavor, prefix, made, parallel, rounds):
-    """Spawns per second, ``parallel`` at once and one after the other."""
-    def spawn(instance):
-        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
-                      None)
+def _spawn_throughput(backend, conn, flavor, prefix, made, parallel,
+                      rounds):
+    """Spawns per second, ``parallel`` at once and one after the other.
 
-    def batch(kind, number):
-        instances = [objects.Instance.new(
-            '%s-%s%d-%d' % (prefix, kind, number, i), flavor, IMAGE)
-            for i in range(parallel)]
+    The same for the raw calls (:func:`_raw_boot`), which tells what the
+    host allows: QEMU starting under TCG wants CPU, and libvirtd has
+    locks of its own.
+    """
+    image = backend.store.get(IMAGE)
+
+    def driver_batch(names):
+        instances = [objects.Instance.new(name, flavor, IMAGE)
+                     for name in names]
         made.extend(instances)
+
+        def spawn(instance):
+            backend.spawn(None, instance, objects.ImageMeta(IMAGE), None,
+                          None, None)
+        return spawn, instances, lambda instance: backend.destroy(
+            None, instance, None)
+
+    def raw_batch(names):
+        booted = []
+
+        def spawn(name):
+            booted.append(_raw_boot(conn, backend.store, image, name))
+
+        def delete(name):
+            for dom, directory in booted:
+                if dom.name() == config.domain_name(name):
+                    _raw_delete(dom, directory)
+        return spawn, names, delete
+
+    def batch(make, tag, kind, number):
+        names = ['%s-%s%s%d-%d' % (prefix, tag, kind, number, i)
+                 for i in range(parallel)]
+        spawn, items, delete = make(names)
         start = time.perf_counter()
-        if kind == 'par':
-            # Leaving the block waits for every spawn, even on Ctrl-C,
-            # so that the cleanup finds all the domains.
-            with futures.ThreadPoolExecutor(parallel) as pool:
-                list(pool.map(spawn, instances))
-        else:
-            for instance in instances:
-                spawn(instance)
-        elapsed = time.perf_counter() - start
-        for instance in instances:
-            backend.destroy(None, instance, None)
+        try:
+            if kind == 'par':
+                # Leaving the block waits for every spawn, even on
+                # Ctrl-C, so that the cleanup finds all the domains.
+                with futures.ThreadPoolExecutor(parallel) as pool:
+                    list(pool.map(spawn, items))
+            else:
+                for item in items:
+                    spawn(item)
+            elapsed = time.perf_counter() - start
+        finally:
+            for item in items:
+                delete(item)
         return parallel / elapsed
 
-    results = {'seq': [], 'par': []}
+    results = {}
     for number in range(rounds):
-        for kind in ('seq', 'par'):
-            results[kind].append(batch(kind, number))
-    seq = statistics.median(results['seq'])
-    par = statistics.median(results['par'])
-    print('\n%d spawns (QEMU TCG, %s, booting), median of %d rounds: '
-          'sequential %.2f/s, parallel %.2f/s: %.2fx; load %.2f' % (
-              parallel, IMAGE, rounds, seq, par, par / seq,
-              os.getloadavg()[0]), flush=True)
+        for make, tag in ((driver_batch, 'd'), (raw_batch, 'r')):
+            for kind in ('seq', 'par'):
+                results.setdefault((tag, kind), []).append(
+                    batch(make, tag, kind, number))
+    print('\n%d spawns (QEMU TCG, %s, started), median of %d rounds, '
+          'spawns/s:' % (parallel, IMAGE, rounds))
+    for tag, label in (('d', 'driver'), ('r', 'raw libvirt calls')):
+        seq = statistics.median(results[(tag, 'seq')])
+        par = statistics.median(results[(tag, 'par')])
+        print('  %-18s sequential %.2f, parallel %.2f: %.2fx' % (
+            label, seq, par, par / seq))
+    print('  load %.2f %.2f %.2f' % os.getloadavg(), flush=True)
 
 
 def _interrupt(signum, frame):
@@ -380,8 +429,8 @@ def main():
                 (statistics.median(boot['driver spawn + destroy']) - base) *
                 1000))
         if args.parallel:
-            _spawn_throughput(backend, flavor, prefix, made, args.parallel,
-                              args.parallel_rounds)
+            _spawn_throughput(backend, conn, flavor, prefix, made,
+                              args.parallel, args.parallel_rounds)
     finally:
         # Not interrupted again while it cleans up.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
