@@ -11,36 +11,48 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Measure the libvirt backend's listing and boot/delete against raw libvirt.
+"""Measure the libvirt backend against raw libvirt, side by side.
 
-Defines COUNT (200) powered-off instances through the driver on
-``qemu:///system``, then times, interleaved so that machine load hits all
-alike:
+Defines powered-off instances through the driver on ``qemu:///system`` in
+steps (``--counts``, default 10, 100 and 500), and at each step times, in
+new processes interleaved so that machine load hits all alike:
+
+- ``compute-driver show NAME`` against a process importing libvirt, cliff,
+  oslo.config and stevedore and making the raw ``lookupByUUIDString`` and
+  ``state()``;
+- ``compute-driver list`` against the same process making one
+  ``getAllDomainStats``.
+
+At the largest step it times listings in this process:
 
 - ``listAllDomains``: raw libvirt, one round trip, names and uuids only;
 - ``getAllDomainStats(STATE)``: raw libvirt, one round trip with states;
 - the driver's ``list_instances``, ``list_instance_uuids`` and
   ``list_instance_records`` (records cached, as in a running service);
-- ``list_instance_records`` of a new driver (first listing of a process:
-  one metadata call per domain of ours);
+- ``list_instance_records`` of a new driver (first listing of a process);
 - Apache Libcloud's ``LibvirtNodeDriver.list_nodes``, the peer.
 
 Then it boots and deletes one guest ROUNDS times through the driver and
 through the same raw libvirt calls the driver makes (qemu-img overlay,
-defineXML, create, destroy, undefine, remove the files), and prints the
-driver's overhead. Everything it defines is removed at the end, even after
-a failure or Ctrl-C. Needs root, libvirtd and the test image
-(``tools/test-setup.d/30-libvirt.sh``); Libcloud is optional
+defineXML, create, destroy, undefine, remove the files), and boots
+``--parallel`` guests one after the other and then all at once, comparing
+the throughputs. The listed domains never run; every guest it defines has
+a name starting with ``cdrv-cdbench-<random>`` and is removed at the end,
+even after a failure, Ctrl-C or SIGTERM. Needs root, libvirtd and the test
+image (``tools/test-setup.d/30-libvirt.sh``); Libcloud is optional
 (``pip install apache-libcloud``).
 """
 
 import argparse
+from concurrent import futures
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid as uuidlib
 
@@ -82,9 +94,9 @@ def _row(label, samples, base, count):
         count if count is not None else '-')
 
 
-def _raw_boot_delete(conn, store, image, prefix, number):
-    """What the driver does for a boot and a delete, in raw calls."""
-    instance = objects.Instance.new('%s-raw%d' % (prefix, number),
+def _raw_boot(conn, store, image, name):
+    """What the driver does for a boot, in raw calls; returns the domain."""
+    instance = objects.Instance.new(name,
                                     flavors.get_flavor(_CONF, 'm1.micro'),
                                     IMAGE)
     directory = os.path.join(store.base_path, '..', instance.uuid)
@@ -102,30 +114,191 @@ def _raw_boot_delete(conn, store, image, prefix, number):
                                   ramdisk=image.ramdisk,
                                   cmdline=image.cmdline))
         dom = conn.defineXML(config.domain_xml(spec))
-        dom.create()
-        dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-    finally:
+    except BaseException:
         shutil.rmtree(directory)
+        raise
+    try:
+        dom.create()
+    except BaseException:
+        _raw_delete(dom, directory)
+        raise
+    return dom, directory
+
+
+def _raw_delete(dom, directory):
+    if dom.isActive():
+        dom.destroy()
+    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+    shutil.rmtree(directory)
+
+
+def _raw_boot_delete(conn, store, image, prefix, number):
+    """What the driver does for a boot and a delete, in raw calls."""
+    _raw_delete(*_raw_boot(conn, store, image, '%s-raw%d' % (prefix,
+                                                             number)))
 
 
 _CONF = None
+
+# What a minimal cliff CLI on raw libvirt imports, then its one call.
+_RAW_PROCESS = (
+    'import cliff.app, cliff.commandmanager, oslo_config.cfg, stevedore, '
+    'libvirt, sys\n'
+    'conn = libvirt.open(sys.argv[1])\n'
+    '%s\n'
+    'conn.close()\n')
+_RAW_SHOW = _RAW_PROCESS % 'conn.lookupByUUIDString(sys.argv[2]).state()'
+_RAW_LIST = _RAW_PROCESS % (
+    'conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)')
+
+
+# Installed packages come with their bytecode; a source checkout gets
+# it on first import unless told not to write it, which would make the
+# driver's side compile itself on every run.
+_ENV = {k: v for k, v in os.environ.items()
+        if k != 'PYTHONDONTWRITEBYTECODE'}
+
+
+def _run(argv):
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=_ENV)
+    return time.perf_counter() - start
+
+
+def _cli_table(args, conf_file, target, count):
+    """Time new processes: the CLI's show and list against raw ones."""
+    # The one installed with this interpreter, as the raw processes use.
+    script = os.path.join(os.path.dirname(sys.executable), 'compute-driver')
+    if not os.path.exists(script):
+        script = shutil.which('compute-driver') or script
+    cli = [script, '--config-file', conf_file]
+    kinds = [
+        ('raw lookupByUUIDString+state', [sys.executable, '-c', _RAW_SHOW,
+                                          URI, target.uuid]),
+        ('compute-driver show NAME', cli + ['show', target.name, '-f',
+                                            'json']),
+        ('raw getAllDomainStats', [sys.executable, '-c', _RAW_LIST, URI]),
+        ('compute-driver list', cli + ['list', '-f', 'json']),
+    ]
+    samples = {label: [] for label, _ in kinds}
+    for label, argv in kinds:
+        _run(argv)  # warm-up: bytecode and page cache
+    for _ in range(args.processes):
+        for label, argv in kinds:
+            samples[label].append(_run(argv))
+    medians = {label: statistics.median(v) for label, v in samples.items()}
+    show = medians['compute-driver show NAME'] / medians[kinds[0][0]]
+    listing = medians['compute-driver list'] / medians[kinds[2][0]]
+    print('N=%-4d new process, p50 of %d, ms: raw show %.0f, driver show '
+          '%.0f (%.2fx); raw list %.0f, driver list %.0f (%.2fx); load '
+          '%.2f' % (count, args.processes, medians[kinds[0][0]] * 1000,
+                    medians['compute-driver show NAME'] * 1000, show,
+                    medians[kinds[2][0]] * 1000,
+                    medians['compute-driver list'] * 1000, listing,
+                    os.getloadavg()[0]), flush=True)
+    return show, listing
+
+
+def _spawn_throughput(backend, conn, flavor, prefix, made, parallel,
+                      rounds):
+    """Spawns per second, ``parallel`` at once and one after the other.
+
+    The same for the raw calls (:func:`_raw_boot`), which tells what the
+    host allows: QEMU starting under TCG wants CPU, and libvirtd has
+    locks of its own.
+    """
+    image = backend.store.get(IMAGE)
+
+    def driver_batch(names):
+        instances = [objects.Instance.new(name, flavor, IMAGE)
+                     for name in names]
+        made.extend(instances)
+
+        def spawn(instance):
+            backend.spawn(None, instance, objects.ImageMeta(IMAGE), None,
+                          None, None)
+        return spawn, instances, lambda instance: backend.destroy(
+            None, instance, None)
+
+    def raw_batch(names):
+        booted = []
+
+        def spawn(name):
+            booted.append(_raw_boot(conn, backend.store, image, name))
+
+        def delete(name):
+            for dom, directory in booted:
+                if dom.name() == config.domain_name(name):
+                    _raw_delete(dom, directory)
+        return spawn, names, delete
+
+    def batch(make, tag, kind, number):
+        names = ['%s-%s%s%d-%d' % (prefix, tag, kind, number, i)
+                 for i in range(parallel)]
+        spawn, items, delete = make(names)
+        start = time.perf_counter()
+        try:
+            if kind == 'par':
+                # Leaving the block waits for every spawn, even on
+                # Ctrl-C, so that the cleanup finds all the domains.
+                with futures.ThreadPoolExecutor(parallel) as pool:
+                    list(pool.map(spawn, items))
+            else:
+                for item in items:
+                    spawn(item)
+            elapsed = time.perf_counter() - start
+        finally:
+            for item in items:
+                delete(item)
+        return parallel / elapsed
+
+    results = {}
+    for number in range(rounds):
+        for make, tag in ((driver_batch, 'd'), (raw_batch, 'r')):
+            for kind in ('seq', 'par'):
+                results.setdefault((tag, kind), []).append(
+                    batch(make, tag, kind, number))
+    print('\n%d spawns (QEMU TCG, %s, started), median of %d rounds, '
+          'spawns/s:' % (parallel, IMAGE, rounds))
+    for tag, label in (('d', 'driver'), ('r', 'raw libvirt calls')):
+        seq = statistics.median(results[(tag, 'seq')])
+        par = statistics.median(results[(tag, 'par')])
+        print('  %-18s sequential %.2f, parallel %.2f: %.2fx' % (
+            label, seq, par, par / seq))
+    print('  load %.2f %.2f %.2f' % os.getloadavg(), flush=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main():
     global _CONF
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--count', type=int, default=200,
-                        help='Defined domains to list (default: 200).')
+    parser.add_argument('--counts', default='10,100,500',
+                        help='Comma-separated numbers of defined domains '
+                             'to measure at, ascending (default: '
+                             '10,100,500).')
+    parser.add_argument('--processes', type=int, default=5,
+                        help='New processes of each kind per count '
+                             '(default: 5).')
     parser.add_argument('--repeat', type=int, default=20,
                         help='Timed listings of each kind (default: 20).')
     parser.add_argument('--rounds', type=int, default=5,
                         help='Boot/delete rounds of each kind (default: 5).')
+    parser.add_argument('--parallel', type=int, default=4,
+                        help='Spawns at once, against as many in sequence '
+                             '(default: 4; 0 skips).')
+    parser.add_argument('--parallel-rounds', type=int, default=2,
+                        help='Rounds of parallel and sequential spawns '
+                             '(default: 2).')
     parser.add_argument('--images-path',
                         default='/var/lib/compute-driver/libvirt/images')
     parser.add_argument('--instances-path',
                         default='/var/lib/compute-driver/libvirt/instances')
     args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(',')]
+    signal.signal(signal.SIGTERM, _interrupt)
     _CONF = conf = _conf(args)
     backend = loader.load_driver(conf, 'libvirt')
     backend.init_host(conf.host)
@@ -143,23 +316,46 @@ def main():
     data['min_ram'] = 0
     with open(listed_meta, 'w', encoding='utf-8') as handle:
         json.dump(data, handle)
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    conf_file = os.path.join(workdir, 'compute-driver.conf')
+    with open(conf_file, 'w', encoding='utf-8') as handle:
+        handle.write('[DEFAULT]\ncompute_driver = libvirt\n[libvirt]\n'
+                     'virt_type = qemu\nconnection_uri = %s\n'
+                     'images_path = %s\ninstances_path = %s\n' % (
+                         URI, args.images_path, args.instances_path))
     made = []
     conn = libvirt.open(URI)
     try:
-        start = time.perf_counter()
-        for number in range(args.count):
-            instance = objects.Instance.new('%s-%d' % (prefix, number),
-                                            listed_flavor, listed_image)
-            made.append(instance)
-            backend.spawn(None, instance, objects.ImageMeta(listed_image),
-                          None, None, None, power_on=False)
-        define_s = time.perf_counter() - start
-        total = len(conn.listAllDomains())
-        print('libvirt %s, %d domains defined by the driver in %.1f s '
-              '(%d domains on the host), median of %d listings\n' % (
+        print('libvirt %s, %d domains on the host before, %d cores, '
+              'load %.2f\n' % (
                   '.'.join(map(str, libvirt_host.version_tuple(
                       conn.getLibVersion()))),
-                  args.count, define_s, total, args.repeat))
+                  len(conn.listAllDomains()), os.cpu_count(),
+                  os.getloadavg()[0]), flush=True)
+        ratios = []
+        listed = []
+        for count in counts:
+            start = time.perf_counter()
+            while len(listed) < count:
+                instance = objects.Instance.new(
+                    '%s-%d' % (prefix, len(listed)), listed_flavor,
+                    listed_image)
+                made.append(instance)
+                backend.spawn(None, instance,
+                              objects.ImageMeta(listed_image), None, None,
+                              None, power_on=False)
+                listed.append(instance)
+            print('(defined up to %d in %.1f s)' % (
+                count, time.perf_counter() - start), flush=True)
+            # The middle one: nothing favours the first or the last.
+            ratios.append(_cli_table(args, conf_file,
+                                     listed[count // 2], count))
+        if len(ratios) > 1:
+            print('ratio at N=%d / ratio at N=%d: show %.2f, list %.2f' % (
+                counts[-1], counts[0], ratios[-1][0] / ratios[0][0],
+                ratios[-1][1] / ratios[0][1]))
+        print('\n%d domains defined by the driver, median of %d '
+              'listings\n' % (len(listed), args.repeat))
 
         peer = None
         try:
@@ -185,25 +381,25 @@ def main():
             ('driver list_instances', backend.list_instances),
             ('driver list_instance_uuids', backend.list_instance_uuids),
             ('driver list_instance_records', backend.list_instance_records),
-            ('driver list_instance_records, new process', cold),
+            ('driver list_instance_records, new driver', cold),
         ]
         if peer is not None:
             kinds.append(('libcloud LibvirtNodeDriver.list_nodes',
                           peer.list_nodes))
         samples = {label: [] for label, _ in kinds}
-        counts = {}
+        counts_seen = {}
         for _ in range(args.repeat):
             for label, func in kinds:
                 times, result = _timed(func, 1)
                 samples[label] += times
-                counts[label] = len(result)
+                counts_seen[label] = len(result)
         base = statistics.median(samples[kinds[0][0]])
         print('| %-44s | %9s | %9s | %8s | %5s |' % (
             'listing', 'p50 (ms)', 'min (ms)', 'vs raw', 'items'))
         print('|' + '-' * 46 + '|' + '-' * 11 + '|' + '-' * 11 + '|' +
               '-' * 10 + '|' + '-' * 7 + '|')
         for label, _ in kinds:
-            print(_row(label, samples[label], base, counts[label]))
+            print(_row(label, samples[label], base, counts_seen[label]))
 
         image = backend.store.get(IMAGE)
         boot = {'driver spawn + destroy': [], 'raw libvirt calls': []}
@@ -220,18 +416,25 @@ def main():
             start = time.perf_counter()
             _raw_boot_delete(conn, backend.store, image, prefix, number)
             boot['raw libvirt calls'].append(time.perf_counter() - start)
-        base = statistics.median(boot['raw libvirt calls'])
-        print('\n| %-44s | %9s | %9s | %8s | %5s |' % (
-            'boot -> delete (%d rounds)' % args.rounds, 'p50 (ms)',
-            'min (ms)', 'vs raw', ''))
-        print('|' + '-' * 46 + '|' + '-' * 11 + '|' + '-' * 11 + '|' +
-              '-' * 10 + '|' + '-' * 7 + '|')
-        for label in ('raw libvirt calls', 'driver spawn + destroy'):
-            print(_row(label, boot[label], base, None))
-        print('\ndriver overhead per boot+delete: %.1f ms' % (
-            (statistics.median(boot['driver spawn + destroy']) - base) *
-            1000))
+        if args.rounds:
+            base = statistics.median(boot['raw libvirt calls'])
+            print('\n| %-44s | %9s | %9s | %8s | %5s |' % (
+                'boot -> delete (%d rounds)' % args.rounds, 'p50 (ms)',
+                'min (ms)', 'vs raw', ''))
+            print('|' + '-' * 46 + '|' + '-' * 11 + '|' + '-' * 11 + '|' +
+                  '-' * 10 + '|' + '-' * 7 + '|')
+            for label in ('raw libvirt calls', 'driver spawn + destroy'):
+                print(_row(label, boot[label], base, None))
+            print('\ndriver overhead per boot+delete: %.1f ms' % (
+                (statistics.median(boot['driver spawn + destroy']) - base) *
+                1000))
+        if args.parallel:
+            _spawn_throughput(backend, conn, flavor, prefix, made,
+                              args.parallel, args.parallel_rounds)
     finally:
+        # Not interrupted again while it cleans up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for instance in made:
             backend.destroy(None, instance, None)
         for dom in conn.listAllDomains():
@@ -243,6 +446,7 @@ def main():
         conn.close()
         backend.cleanup_host(conf.host)
         os.unlink(listed_meta)
+        shutil.rmtree(workdir)
     return 0
 
 

@@ -21,10 +21,21 @@ files of an instance are ``[libvirt] instances_path/<uuid>/`` (``disk`` and
 Listing is one round trip: ``getAllDomainStats`` with the state group
 returns every domain with its state and reason, and the instance records
 are parsed once per domain and cached by uuid (they never change after
-spawn). The first listing of a process reads each record of ours once
-(``virDomainGetMetadata``). A shut-off domain without a reason (never
-started, or libvirtd restarted since) costs one more, filtered, call
-listing the domains with a managed save.
+spawn). Spawn and destroy also keep a copy of the records in
+``instances_path/records.json`` (:mod:`compute_driver.libvirt.recordindex`),
+so a new process reads the records of its listing in one file read rather
+than with one ``virDomainGetMetadata`` round trip per domain; the domain's
+metadata stays the authority, read only for a domain the index lacks
+(spawned by an older release), which is then added to it.
+A shut-off domain without a reason (never started, or libvirtd restarted
+since) costs one more, filtered, call listing the domains with a managed
+save. :meth:`LibvirtDriver.find_instance` looks one domain up by uuid or by
+the domain name derived from the instance name: a constant number of
+calls, whatever the number of domains.
+
+Spawns run in parallel: the claim (checking the uuid and name are free and
+the flavor fits, counting the spawns under way in this process) is taken
+under a lock, the disk copy, define and start outside it.
 
 Lifecycle events come from libvirt's event loop
 (:mod:`compute_driver.libvirt.host`); a Stopped event is held back for
@@ -53,6 +64,7 @@ from compute_driver import leftovers
 from compute_driver.libvirt import config
 from compute_driver.libvirt import host as libvirt_host
 from compute_driver.libvirt import imagestore
+from compute_driver.libvirt import recordindex
 from compute_driver import objects
 from compute_driver import power_state
 
@@ -86,6 +98,9 @@ _SHUTOFF_UNKNOWN = libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
 
 _DISK = 'disk'
 _CONSOLE_LOG = 'console.log'
+#: The longest a clean shutdown waits without looking at the domain's
+#: state, should its Stopped event be lost (a reconnect in between).
+_SHUTOFF_POLL = 2.0
 #: Suffix of the marker beside an instance directory while its spawn runs.
 _SPAWNING = '.spawning'
 
@@ -183,12 +198,19 @@ class LibvirtDriver(driver.ComputeDriver):
         # domain that is not; records never change after spawn.
         self._records: dict[str, objects.Instance | None] = {}
         self._records_lock = threading.Lock()
+        self._index = recordindex.RecordIndex(self.instances_path)
         self._instance_locks: collections.defaultdict[
             str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
         # Claims are checked and taken under this lock so that two spawns
         # cannot both take the last free memory.
         self._claim_lock = threading.Lock()
+        # Spawns of this process that hold a claim and have not finished:
+        # their domains may not be defined yet, so they are counted apart.
+        self._pending: dict[str, objects.Instance] = {}
+        # uuid -> set when a Stopped event for the domain arrives; what
+        # _wait_for_shutoff waits on.
+        self._stop_waiters: dict[str, list[threading.Event]] = {}
         self._pending_stops: dict[str, threading.Timer] = {}
         self._pending_lock = threading.Lock()
         # The group QEMU runs as, given search access to instance
@@ -245,12 +267,18 @@ class LibvirtDriver(driver.ComputeDriver):
     # -- records -------------------------------------------------------------
 
     def _record_of(self, dom: typing.Any) -> objects.Instance | None:
-        """The instance record of a domain, or ``None`` if not ours."""
+        """The instance record of a domain, or ``None`` if not ours.
+
+        From the cache, else (one round trip) from the domain's metadata;
+        listings fill the cache from the record index first (see
+        :meth:`_cache_records`).
+        """
         uuid = dom.UUIDString()
         with self._records_lock:
             if uuid in self._records:
                 return self._records[uuid]
         record: objects.Instance | None = None
+        # The name, like the uuid, is known locally: no round trip.
         if dom.name().startswith(config.DOMAIN_PREFIX):
             try:
                 record = config.parse_metadata(dom.metadata(
@@ -267,6 +295,45 @@ class LibvirtDriver(driver.ComputeDriver):
             self._records[uuid] = record
         return record
 
+    def _cache_records(self, doms: list[typing.Any],
+                       listed: set[str]) -> None:
+        """Cache the record (or ``None``) of each of ``doms``.
+
+        Records not cached yet come from the index, read once; the
+        domains it lacks are read from their metadata, one round trip
+        each, and added to it, so that the next process need not.
+
+        :param listed: the uuids of every domain of the listing, for
+            dropping index entries of domains that are gone.
+        :raises libvirtError: when a domain's metadata cannot be read.
+        """
+        with self._records_lock:
+            misses = [d for d in doms if d.UUIDString() not in self._records]
+        if not misses:
+            return
+        indexed = self._index.load()
+        found = {}
+        unindexed = []
+        for dom in misses:
+            uuid = dom.UUIDString()
+            record = recordindex.entry(indexed, uuid, dom.name())
+            if record is None:
+                unindexed.append(dom)
+            else:
+                found[uuid] = record
+        with self._records_lock:
+            self._records.update(found)
+        fresh = []
+        try:
+            for dom in unindexed:
+                record = self._record_of(dom)
+                if record is not None and record.uuid == dom.UUIDString():
+                    fresh.append(record)
+        finally:
+            stale = set(indexed) - listed
+            if fresh or stale:
+                self._index.update(add=fresh, keep=listed)
+
     def _prune(self, uuids: set[str]) -> None:
         with self._records_lock:
             for uuid in set(self._records) - uuids:
@@ -275,7 +342,9 @@ class LibvirtDriver(driver.ComputeDriver):
     def _our_domains(self) -> list[tuple[typing.Any, objects.Instance]]:
         try:
             domains = self._call(lambda conn: conn.listAllDomains(0))
-            self._prune({d.UUIDString() for d in domains})
+            listed = {d.UUIDString() for d in domains}
+            self._prune(listed)
+            self._cache_records(domains, listed)
             result = []
             for dom in domains:
                 record = self._record_of(dom)
@@ -383,6 +452,9 @@ class LibvirtDriver(driver.ComputeDriver):
             return
         delay = self.conf.libvirt.lifecycle_event_delay
         with self._pending_lock:
+            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                for waiter in self._stop_waiters.get(uuid, ()):
+                    waiter.set()
             pending = self._pending_stops.pop(uuid, None)
             if pending is not None:
                 pending.cancel()
@@ -474,6 +546,11 @@ class LibvirtDriver(driver.ComputeDriver):
                     misses.append((dom, values))
             for uuid in set(cache) - seen:
                 del cache[uuid]
+        try:
+            self._cache_records([dom for dom, _ in misses], seen)
+        except libvirt.libvirtError as exc:
+            # Read again one by one below, skipping the failing ones.
+            LOG.debug('Reading the records of a listing failed: %s', exc)
         for dom, values in misses:
             try:
                 record = self._record_of(dom)
@@ -505,6 +582,46 @@ class LibvirtDriver(driver.ComputeDriver):
                                           internal_id=record.uuid)))
         return records
 
+    def find_instance(self, ref):
+        """Look an instance up by uuid or by name in constant round trips.
+
+        A uuid is looked up as the domain's uuid, then ``ref`` as an
+        instance name through the domain name derived from it: one lookup
+        or two, then the domain's state, whatever the number of domains.
+
+        :raises InstanceNotFound: when no instance of ours matches.
+        """
+        keys = []
+        if _is_uuid(ref.lower()):
+            keys.append(('lookupByUUIDString', ref.lower()))
+        keys.append(('lookupByName', config.domain_name(ref)))
+        for how, key in keys:
+            try:
+                dom = self._lookup(how, key)
+                record = None if dom is None else self._record_of(dom)
+            except libvirt.libvirtError as exc:
+                raise exception.BackendError(
+                    operation='lookup', instance=ref,
+                    reason=_message(exc)) from exc
+            if record is None:
+                continue
+            with self._wrap('get state', record):
+                state = self._state(dom)
+            return objects.InstanceRecord(
+                instance=record,
+                info=objects.InstanceInfo(state=state,
+                                          internal_id=record.uuid))
+        raise exception.InstanceNotFound(instance=ref)
+
+    def _lookup(self, how: str, key: str) -> typing.Any:
+        """``conn.<how>(key)``, or ``None`` when no domain matches."""
+        try:
+            return self._call(lambda conn: getattr(conn, how)(key))
+        except libvirt.libvirtError as exc:
+            if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
@@ -517,31 +634,44 @@ class LibvirtDriver(driver.ComputeDriver):
                 reason='flavor %s has %d MiB of memory; image %s needs %d'
                        % (flavor.name, flavor.memory_mb, image.name,
                           image.min_ram))
-        with self._instance_lock(instance), self._claim_lock:
-            self._check_free(instance)
-            self._claim(flavor)
-            self._create(instance, image, power_on)
+        with self._instance_lock(instance):
+            self._claim(instance)
+            try:
+                self._create(instance, image, power_on)
+            finally:
+                with self._claim_lock:
+                    del self._pending[instance.uuid]
 
     def _check_free(self, instance: objects.Instance) -> None:
-        def lookup(conn: typing.Any, how: str, key: str) -> bool:
-            try:
-                getattr(conn, how)(key)
-                return True
-            except libvirt.libvirtError as exc:
-                if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
-                    return False
-                raise
-
-        with self._wrap('spawn', instance):
-            if self._call(lambda c: lookup(c, 'lookupByUUIDString',
-                                           instance.uuid)):
+        for other in self._pending.values():
+            if other.uuid == instance.uuid:
                 raise exception.InstanceExists(instance=instance.uuid)
-            if self._call(lambda c: lookup(
-                    c, 'lookupByName', config.domain_name(instance.name))):
+            if other.name == instance.name:
+                raise exception.InstanceExists(instance=instance.name)
+        with self._wrap('spawn', instance):
+            if self._lookup('lookupByUUIDString', instance.uuid):
+                raise exception.InstanceExists(instance=instance.uuid)
+            if self._lookup('lookupByName',
+                            config.domain_name(instance.name)):
                 raise exception.InstanceExists(instance=instance.name)
 
-    def _claim(self, flavor: objects.Flavor) -> None:
-        resources = self.get_available_resource(None)
+    def _claim(self, instance: objects.Instance) -> None:
+        """Check the instance is new and fits, and count it until spawned.
+
+        Only this is serialised: the disk copy, define and start of
+        concurrent spawns overlap, each claim counting those under way.
+
+        :raises InstanceExists: when the uuid or the name is taken.
+        :raises InsufficientResources: when the flavor does not fit.
+        """
+        with self._claim_lock:
+            self._check_free(instance)
+            self._check_fits(instance.flavor,
+                             self._resources(list(self._pending.values())))
+            self._pending[instance.uuid] = instance
+
+    def _check_fits(self, flavor: objects.Flavor,
+                    resources: objects.HostResources) -> None:
         driver.check_flavor_fits_host(flavor, resources)
         for resource, requested, free, total in (
                 ('memory_mb', flavor.memory_mb, resources.memory_mb_free,
@@ -594,6 +724,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     raise
                 with self._records_lock:
                     self._records[instance.uuid] = instance
+                self._index.update(add=[instance])
                 if power_on:
                     self._console_mark(instance, 'starting')
                     dom.create()
@@ -677,6 +808,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     raise
         with self._records_lock:
             self._records.pop(instance.uuid, None)
+        self._index.update(remove=[instance.uuid])
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -781,6 +913,17 @@ class LibvirtDriver(driver.ComputeDriver):
         leftovers.unlink_quietly(marker)
 
     def get_available_resource(self, nodename):
+        with self._claim_lock:
+            pending = list(self._pending.values())
+        return self._resources(pending)
+
+    def _resources(self, pending: list[objects.Instance]
+                   ) -> objects.HostResources:
+        """The host's resources, counting spawns under way as used.
+
+        :param pending: the instances whose spawn holds a claim; those
+            whose domain is defined already are counted once.
+        """
         conn = self._conn()
         try:
             info = conn.getInfo()
@@ -790,7 +933,9 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.HypervisorUnavailable(
                 host=self.uri, reason=_message(exc)) from exc
         records = self.list_instance_records()
+        listed = {r.instance.uuid for r in records}
         flavors = [r.instance.flavor for r in records]
+        flavors += [i.flavor for i in pending if i.uuid not in listed]
         try:
             stat = os.statvfs(self.instances_path)
             local_gb = stat.f_frsize * stat.f_blocks // (1 << 30)
@@ -834,24 +979,43 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _wait_for_shutoff(self, dom: typing.Any, timeout: float,
                           retry_interval: float) -> bool:
-        """Ask the guest to shut down until it has or time runs out."""
-        deadline = time.monotonic() + timeout
-        next_request = 0.0
-        while True:
-            state = dom.state()[0]
-            if state == libvirt.VIR_DOMAIN_SHUTOFF:
-                return True
-            now = time.monotonic()
-            if now >= deadline:
-                return False
-            if now >= next_request:
-                try:
-                    dom.shutdown()
-                except libvirt.libvirtError as exc:
-                    # The guest may have stopped between the two calls.
-                    LOG.debug('Shutdown request failed: %s', exc)
-                next_request = now + retry_interval
-            time.sleep(0.2)
+        """Ask the guest to shut down until it has or time runs out.
+
+        Waits for the domain's Stopped event rather than polling; its
+        state is read again at each shutdown request and at least every
+        :data:`_SHUTOFF_POLL` seconds, in case the event was lost.
+        """
+        uuid = dom.UUIDString()
+        stopped = threading.Event()
+        with self._pending_lock:
+            self._stop_waiters.setdefault(uuid, []).append(stopped)
+        try:
+            deadline = time.monotonic() + timeout
+            next_request = 0.0
+            while True:
+                # Cleared before the state is read: an event arriving in
+                # between ends the next wait at once.
+                stopped.clear()
+                if dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+                    return True
+                now = time.monotonic()
+                if now >= deadline:
+                    return False
+                if now >= next_request:
+                    try:
+                        dom.shutdown()
+                    except libvirt.libvirtError as exc:
+                        # The guest may have stopped between the calls.
+                        LOG.debug('Shutdown request failed: %s', exc)
+                    next_request = now + retry_interval
+                stopped.wait(max(0.0, min(next_request, deadline,
+                                          now + _SHUTOFF_POLL) - now))
+        finally:
+            with self._pending_lock:
+                waiters = self._stop_waiters[uuid]
+                waiters.remove(stopped)
+                if not waiters:
+                    del self._stop_waiters[uuid]
 
     def reboot(self, context, instance, network_info, reboot_type,
                block_device_info=None, bad_volumes_callback=None,

@@ -38,6 +38,7 @@ from compute_driver import exception  # noqa: E402
 from compute_driver import flavors  # noqa: E402
 from compute_driver.libvirt import config  # noqa: E402
 from compute_driver.libvirt import host as libvirt_host  # noqa: E402
+from compute_driver.libvirt import recordindex  # noqa: E402
 from compute_driver import loader  # noqa: E402
 from compute_driver import objects  # noqa: E402
 from compute_driver import power_state  # noqa: E402
@@ -61,6 +62,16 @@ OVERRIDES = {
                 'lifecycle_event_delay': 1, 'soft_reboot_timeout': 90,
                 'shutdown_retry_interval': 3},
 }
+
+
+def instances_entries(path):
+    """What ``instances_path`` holds, without the record index.
+
+    The index (``records.json`` and its lock) lists every instance of the
+    shared libvirtd, so it is there whatever a test did.
+    """
+    return sorted(e for e in os.listdir(path)
+                  if e not in (recordindex.INDEX, recordindex.LOCK))
 
 
 def _require_libvirtd():

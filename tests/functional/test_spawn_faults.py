@@ -280,7 +280,8 @@ def test_libvirt_spawn_killed(tmp_path, libvirt_paths, procedures, phase):
                                    '--flavor', test_libvirt.FLAVOR)
         _kill(process)
         proxy.close()
-        left = [e for e in os.listdir(instances) if e != '_base']
+        left = [e for e in test_libvirt.instances_entries(instances)
+                if e != '_base']
         assert len([e for e in left if e.endswith('.spawning')]) == 1, left
         defined = domain in [d.name() for d in conn.listAllDomains()]
         assert defined == (procedures[0] == CREATE)
@@ -289,7 +290,7 @@ def test_libvirt_spawn_killed(tmp_path, libvirt_paths, procedures, phase):
             ('libvirt', 'its spawn was interrupted', 'would remove')]
         rows = _cleanup_rows(direct, tmp_path, dry_run=False)
         assert [r['Result'] for r in rows] == ['removed']
-        assert os.listdir(instances) == ['_base']
+        assert test_libvirt.instances_entries(instances) == ['_base']
         assert domain not in [d.name() for d in conn.listAllDomains()]
         # Other users of the shared libvirtd have instances of their own.
         result = _run_cli(direct, tmp_path, 'list', '-f', 'json')
@@ -328,11 +329,12 @@ def test_libvirt_boot_killed_is_swept_by_the_next_command(
         _kill(process)
     finally:
         proxy.close()
-    assert len(os.listdir(instances)) == 3  # _base, UUID/, UUID.spawning
+    # _base, UUID/, UUID.spawning
+    assert len(test_libvirt.instances_entries(instances)) == 3
     result = _run_cli(direct, tmp_path, '-v', 'list', '-f', 'json')
     assert result.returncode == 0, result.stderr
     # Logged at INFO, for a service's log; not a warning about the command.
     assert 'Removed spawn of instance' in result.stderr
-    assert os.listdir(instances) == ['_base']
+    assert test_libvirt.instances_entries(instances) == ['_base']
     result = _run_cli(direct, tmp_path, '-q', 'list', '-f', 'json')
     assert (result.returncode, result.stderr) == (0, '')

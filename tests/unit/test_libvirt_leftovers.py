@@ -218,7 +218,11 @@ def test_instance_files_are_private(test_driver, tmp_path):
     assert _listing(tmp_path) == sorted([
         '_base', '_base/' + os.listdir(test_driver.store.base_path)[0],
         instance.uuid, instance.uuid + '/console.log',
-        instance.uuid + '/disk'])
+        instance.uuid + '/disk', '.records.lock', 'records.json'])
+    # The record index holds the instance's metadata too.
+    for name in ('.records.lock', 'records.json'):
+        mode = (tmp_path / 'instances' / name).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o600
 
 
 def _stale_spawn(tmp_path, uuid):
@@ -328,7 +332,8 @@ def test_rollback_double_fault_names_and_marks_the_leftover(
     monkeypatch.undo()
     found = test_driver.cleanup_leftovers()
     assert [f.removed for f in found] == [True]
-    assert _listing(tmp_path)[:1] == ['_base']
+    index = ('.records.lock', 'records.json')
+    assert [e for e in _listing(tmp_path) if e not in index][:1] == ['_base']
     assert not (tmp_path / 'instances' / instance.uuid).exists()
 
 

@@ -1,0 +1,307 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The libvirt backend's cost per instance, on ``test:///default``.
+
+One instance is resolved without listing the others, a new process lists
+without a metadata round trip per domain, spawns overlap outside the claim
+and a clean shutdown wakes on the Stopped event.
+"""
+
+import json
+import threading
+
+import libvirt
+import pytest
+
+from compute_driver import exception
+from compute_driver.libvirt import config
+from compute_driver.libvirt import recordindex
+from compute_driver import objects
+from compute_driver import power_state
+from tests.unit import test_libvirt
+
+make_driver = test_libvirt.make_driver
+IMAGE = test_libvirt.IMAGE
+
+
+# test:///default keeps its domains for the life of the process: every
+# test removes the ones it spawned.
+_spawned: list[objects.Instance] = []
+
+
+@pytest.fixture
+def backend(make_driver):
+    driver = make_driver()
+    driver.init_host('test')
+    yield driver
+    while _spawned:
+        driver.destroy(None, _spawned.pop(), None)
+
+
+def _spawn(backend, instance, power_on=True):
+    _spawned.append(instance)
+    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None,
+                  power_on=power_on)
+
+
+def _no_listing(monkeypatch):
+    """Make every whole-host listing fail the test."""
+    def refuse(self, *args):
+        raise AssertionError('listed every domain')
+
+    for name in ('listAllDomains', 'getAllDomainStats', 'listDomainsID',
+                 'listDefinedDomains'):
+        monkeypatch.setattr(libvirt.virConnect, name, refuse)
+
+
+def _no_metadata(monkeypatch):
+    def refuse(self, *args):
+        raise AssertionError('read the metadata of %s' % self.name())
+
+    monkeypatch.setattr(libvirt.virDomain, 'metadata', refuse)
+
+
+def test_find_instance_looks_one_domain_up(backend, make_driver,
+                                           monkeypatch):
+    instances = [test_libvirt._instance(backend.conf, 'cdunit-find%d' % n)
+                 for n in range(3)]
+    for number, instance in enumerate(instances):
+        _spawn(backend, instance, power_on=number != 1)
+    # A new process: nothing cached, so one metadata read per lookup.
+    fresh = make_driver()
+    _no_listing(monkeypatch)
+    reads = []
+    metadata = libvirt.virDomain.metadata
+
+    def counted(self, *args):
+        reads.append(self.name())
+        return metadata(self, *args)
+
+    monkeypatch.setattr(libvirt.virDomain, 'metadata', counted)
+    found = fresh.find_instance(instances[1].name)
+    assert found.instance == instances[1]
+    assert found.info.state == power_state.SHUTDOWN
+    found = fresh.find_instance(instances[2].uuid.upper())
+    assert found.instance == instances[2]
+    assert found.info.state == power_state.RUNNING
+    assert reads == [config.domain_name(i.name) for i in instances[1:]]
+
+
+def test_find_instance_misses(backend, monkeypatch):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    _no_listing(monkeypatch)
+    foreign = backend._conn().lookupByName('test')
+    for ref in ('test', foreign.UUIDString(), 'cdunit-nothing',
+                '00000000-0000-0000-0000-000000000000',
+                config.domain_name(instance.name)):
+        with pytest.raises(exception.InstanceNotFound):
+            backend.find_instance(ref)
+
+
+def test_find_instance_by_a_name_shaped_like_a_uuid(backend):
+    # Names are free text: one may look like another instance's uuid.
+    first = test_libvirt._instance(backend.conf, 'cdunit-first')
+    _spawn(backend, first)
+    named = test_libvirt._instance(backend.conf,
+                                   '11111111-2222-3333-4444-555555555555')
+    _spawn(backend, named)
+    assert backend.find_instance(named.name).instance == named
+    assert backend.find_instance(first.uuid).instance == first
+
+
+def test_new_process_lists_from_the_record_index(backend, make_driver,
+                                                 monkeypatch):
+    instances = [test_libvirt._instance(backend.conf, 'cdunit-list%d' % n)
+                 for n in range(3)]
+    for instance in instances:
+        _spawn(backend, instance)
+    _no_metadata(monkeypatch)
+    fresh = make_driver()
+    listed = {r.instance.uuid: r.instance
+              for r in fresh.list_instance_records()}
+    assert all(listed[i.uuid] == i for i in instances)
+    assert set(make_driver().list_instances()) >= {i.name for i in instances}
+
+
+def _index(tmp_path):
+    return json.loads((tmp_path / 'instances' / 'records.json').read_text())
+
+
+def test_destroy_drops_the_index_entry(backend, tmp_path):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    assert instance.uuid in _index(tmp_path)['records']
+    backend.destroy(None, instance, None)
+    assert instance.uuid not in _index(tmp_path)['records']
+
+
+def test_a_domain_missing_from_the_index_is_read_and_added(
+        backend, make_driver, tmp_path, monkeypatch):
+    # As after an upgrade from a release without the index; an entry of a
+    # domain that is gone is dropped on the way.
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    gone = test_libvirt._instance(backend.conf, 'cdunit-gone')
+    (tmp_path / 'instances' / 'records.json').write_text(json.dumps(
+        {'version': 1, 'records': {gone.uuid: gone.to_dict()}}))
+    assert instance.uuid in make_driver().list_instance_uuids()
+    indexed = _index(tmp_path)['records']
+    assert instance.uuid in indexed and gone.uuid not in indexed
+    _no_metadata(monkeypatch)
+    assert instance.uuid in [r.instance.uuid for r in
+                             make_driver().list_instance_records()]
+
+
+@pytest.mark.parametrize('content', [
+    'not json', '[]', '{"version": 99, "records": {}}',
+    '{"version": 1, "records": []}'])
+def test_an_unusable_index_falls_back_to_the_metadata(
+        backend, make_driver, tmp_path, content):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    (tmp_path / 'instances' / 'records.json').write_text(content)
+    assert instance.uuid in make_driver().list_instance_uuids()
+    assert instance.uuid in _index(tmp_path)['records']
+
+
+def test_an_index_entry_of_another_instance_is_not_trusted(
+        backend, make_driver, tmp_path):
+    instance = test_libvirt._instance(backend.conf)
+    other = test_libvirt._instance(backend.conf, 'cdunit-other')
+    _spawn(backend, instance)
+    (tmp_path / 'instances' / 'records.json').write_text(json.dumps(
+        {'version': 1, 'records': {instance.uuid: other.to_dict()}}))
+    records = {r.instance.uuid: r.instance
+               for r in make_driver().list_instance_records()}
+    assert records[instance.uuid] == instance
+
+
+def test_an_unwritable_index_costs_round_trips_only(
+        backend, make_driver, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError('read-only on purpose')
+
+    monkeypatch.setattr(recordindex.RecordIndex, '_locked', refuse)
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    assert instance.uuid in make_driver().list_instance_uuids()
+    backend.destroy(None, instance, None)
+
+
+def test_spawns_overlap_outside_the_claim(backend, monkeypatch):
+    first = test_libvirt._instance(backend.conf, 'cdunit-slow')
+    second = test_libvirt._instance(backend.conf, 'cdunit-fast')
+    copying = threading.Event()
+    release = threading.Event()
+    create_disk = backend.store.create_disk
+
+    def slow_create_disk(image, path, *args, **kwargs):
+        if first.uuid in path:
+            copying.set()
+            assert release.wait(60)
+        return create_disk(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(backend.store, 'create_disk', slow_create_disk)
+    errors = []
+
+    def spawn_first():
+        try:
+            _spawn(backend, first)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=spawn_first)
+    thread.start()
+    try:
+        assert copying.wait(60)
+        # The first spawn holds a claim: it counts as used, and its name
+        # and uuid are taken although it has no domain yet.
+        used = backend.get_available_resource(None).memory_mb_used
+        assert used >= first.flavor.memory_mb
+        clash = test_libvirt._instance(backend.conf, first.name)
+        with pytest.raises(exception.InstanceExists):
+            _spawn(backend, clash)
+        # ... and does not stop another spawn from finishing.
+        _spawn(backend, second)
+        assert second.uuid in backend.list_instance_uuids()
+        assert first.uuid not in backend.list_instance_uuids()
+    finally:
+        release.set()
+        thread.join(60)
+    assert not errors
+    assert first.uuid in backend.list_instance_uuids()
+    assert not backend._pending
+    # Counted once: from its domain, not also as pending.
+    assert (backend.get_available_resource(None).memory_mb_used ==
+            used + second.flavor.memory_mb)
+
+
+def test_a_failed_spawn_releases_its_claim(backend, monkeypatch):
+    instance = test_libvirt._instance(backend.conf)
+
+    def broken(*args, **kwargs):
+        raise OSError('disk full on purpose')
+
+    monkeypatch.setattr(backend.store, 'create_disk', broken)
+    with pytest.raises(OSError):
+        _spawn(backend, instance)
+    assert not backend._pending
+
+
+class _StoppingDomain:
+    """A domain that shuts off when the test says so."""
+
+    def __init__(self, uuid):
+        self.uuid = uuid
+        self.off = False
+        self.state_calls = 0
+        self.shutdown_requested = threading.Event()
+
+    def UUIDString(self):
+        return self.uuid
+
+    def state(self):
+        self.state_calls += 1
+        return ((libvirt.VIR_DOMAIN_SHUTOFF if self.off
+                 else libvirt.VIR_DOMAIN_RUNNING), 0)
+
+    def shutdown(self):
+        self.shutdown_requested.set()
+
+
+def test_clean_shutdown_wakes_on_the_stopped_event(backend, monkeypatch):
+    # Were the event not awaited, the wait would last the whole timeout
+    # and read the state far more often.
+    monkeypatch.setattr('compute_driver.libvirt.driver._SHUTOFF_POLL', 600)
+    dom = _StoppingDomain('6f1c1a52-8d7e-4b7e-9a55-7c1d2f3e4a5b')
+
+    def guest():
+        assert dom.shutdown_requested.wait(60)
+        dom.off = True
+        backend._on_domain_event(dom.uuid, config.domain_name('cdunit-x'),
+                                 libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                                 libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
+
+    thread = threading.Thread(target=guest)
+    thread.start()
+    assert backend._wait_for_shutoff(dom, timeout=600, retry_interval=600)
+    thread.join(60)
+    assert dom.state_calls == 2
+    assert not backend._stop_waiters
+
+
+def test_clean_shutdown_times_out(backend, monkeypatch):
+    dom = _StoppingDomain('6f1c1a52-8d7e-4b7e-9a55-7c1d2f3e4a5c')
+    assert not backend._wait_for_shutoff(dom, timeout=0, retry_interval=1)
+    assert not backend._stop_waiters
