@@ -140,7 +140,11 @@ class FakeDriver(driver.ComputeDriver):
     def _claim(self, flavor: objects.Flavor) -> None:
         # The limit is the capacity times the allocation ratio, as Nova's
         # placement computes it: a host overcommitted by the ratios must
-        # not refuse what the scheduler placed on it.
+        # not refuse what the scheduler placed on it. A flavor larger than
+        # the whole host never fits, whatever the ratios: placement's
+        # max_unit is the total.
+        driver.check_flavor_fits_host(flavor,
+                                      self.get_available_resource(None))
         vcpus, memory_mb, disk_gb = self._usage()
         fake = self.conf.fake
         for resource, requested, used, total, ratio in (
