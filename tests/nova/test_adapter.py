@@ -616,14 +616,14 @@ def test_node_uuid_follows_the_backends_host_identity(make_adapter):
     assert driver.get_nodenames_by_uuid() == {uuid: 'nova-adapter-test'}
     # Another backend host under the same name is another node.
     with mock.patch.object(driver.backend, 'get_host_identity',
-                           return_value='fake-host-2'):
+                           autospec=True, return_value='fake-host-2'):
         assert uuid != node.derived_uuid(driver.backend, 'nova-adapter-test')
 
 
 def test_node_identity_unreachable_is_hypervisor_unavailable(make_adapter):
     driver = make_adapter()
     with mock.patch.object(
-            driver.backend, 'get_host_identity',
+            driver.backend, 'get_host_identity', autospec=True,
             side_effect=exception.HypervisorUnavailable(
                 host='h', reason='gone')):
         with pytest.raises(nova_exception.HypervisorUnavailable,
