@@ -96,6 +96,8 @@ class NovaBench(functional_base.AdapterTestBase):
         # 20 servers of m1.tiny on a small machine: overcommit.
         self.flags(disk_allocation_ratio=1000.0, cpu_allocation_ratio=100.0,
                    ram_allocation_ratio=100.0)
+        # Nova's default quota is 10 servers.
+        self.flags(instances=-1, cores=-1, ram=-1, group='quota')
         super().setUp()
         self.docker_host = docker_env.unique_host()
         self.fake_host = 'novafake-' + self.docker_host
