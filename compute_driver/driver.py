@@ -389,6 +389,23 @@ class ComputeDriver(abc.ABC):
         """
         return []
 
+    def get_host_identity(self) -> str | None:
+        """The backend host's own identity, stable across processes.
+
+        What the hypervisor itself calls its host (libvirtd's host UUID,
+        dockerd's daemon ID, the XAPI pool master's uuid, the fake's
+        ``[fake] host_identity``), so that every service driving that host
+        can derive the same node identity from it (the Nova adapter derives
+        its compute node uuid this way) and a host moved to another
+        process keeps it. Read from the backend after :meth:`init_host`;
+        additive: the default, for a backend that has no such identity,
+        is ``None``, and callers then fall back to the node name.
+
+        :returns: an opaque string, or ``None``.
+        :raises HypervisorUnavailable: when the backend cannot be asked.
+        """
+        return None
+
     def find_instance(self, ref: str) -> objects.InstanceRecord:
         """Look an instance up by uuid or by name.
 

@@ -50,6 +50,12 @@ opts = [
         'images', default=['cirros-0.6.3-x86_64-disk'],
         help='Names of the images the fake host can boot. Snapshots are '
              'added to these at run time.'),
+    cfg.StrOpt(
+        'host_identity', default='',
+        help='What identifies the host this fake backend pretends to be '
+             '(see get_host_identity), as a hypervisor reports its own '
+             "host's uuid. Empty means none: consumers such as the Nova "
+             'adapter then identify the host by its node name alone.'),
     cfg.IPOpt(
         'host_ip', default='127.0.0.1',
         help='Address reported by get_host_ip_addr.'),

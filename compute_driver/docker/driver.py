@@ -663,6 +663,10 @@ class DockerDriver(driver.ComputeDriver):
     def get_available_nodes(self, refresh=False):
         return [self._host]
 
+    def get_host_identity(self):
+        """dockerd's daemon ID (``docker info``'s ``ID``)."""
+        return self._refresh_info().get('ID') or None
+
     # -- optional ------------------------------------------------------------
 
     def cleanup_host(self, host):

@@ -258,6 +258,10 @@ class FakeDriver(driver.ComputeDriver):
     def get_available_nodes(self, refresh=False):
         return [self._host]
 
+    def get_host_identity(self):
+        """``[fake] host_identity``, or None when it is empty."""
+        return self.conf.fake.host_identity or None
+
     def cleanup_leftovers(self, dry_run=False):
         """Nothing to sweep: the fake keeps its instances in the process.
 

@@ -960,6 +960,15 @@ class LibvirtDriver(driver.ComputeDriver):
     def get_available_nodes(self, refresh=False):
         return [self._host_name]
 
+    def get_host_identity(self):
+        """libvirtd's host UUID (``<host><uuid>`` of its capabilities)."""
+        try:
+            caps = self._call(lambda conn: conn.getCapabilities())
+        except libvirt.libvirtError as exc:
+            raise exception.HypervisorUnavailable(
+                host=self.uri, reason=_message(exc)) from exc
+        return config.ET.fromstring(caps).findtext('host/uuid') or None
+
     # -- optional -------------------------------------------------------------
 
     def cleanup_host(self, host):

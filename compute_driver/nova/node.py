@@ -42,25 +42,30 @@ NAMESPACE = uuid.UUID('0b1f7c4e-5d1a-4f5e-9a9e-6c2f3d8b7a10')
 def host_identity(backend: typing.Any, nodename: str) -> str:
     """What identifies the host behind ``backend`` serving ``nodename``.
 
-    The node name (the backend's ``hypervisor_hostname``; the fake and
-    docker backends report nova.conf's ``host``), qualified by the backend
-    and, for docker, by the daemon's ID: two nova-compute hosts may share
-    one dockerd, each with its own labelled containers, and one host name
-    may be reused against another daemon, which holds other containers.
+    The backend's name, the node name (the backend's
+    ``hypervisor_hostname``) and the backend's own host identity
+    (``get_host_identity``: libvirtd's host UUID, dockerd's daemon ID, the
+    XAPI pool master's uuid, the fake's ``[fake] host_identity``) when it
+    has one. The node name stays part of it: two nova-compute hosts may
+    share one dockerd, each with its own labelled containers; the host
+    identity tells apart two hosts with one name, e.g. one host name
+    reused against another daemon, which holds other guests.
 
-    :param backend: the loaded backend.
+    :param backend: the loaded backend, after ``init_host``.
     :param nodename: the node, as ``get_available_nodes`` reports it.
-    :raises nova.exception.HypervisorUnavailable: when dockerd cannot say
-        its ID; a uuid derived without it would be another node's.
+    :raises nova.exception.HypervisorUnavailable: when the backend cannot
+        say its identity; a uuid derived without it would be another
+        node's.
     """
     parts = [backend.name, nodename]
-    if backend.name == 'docker':
-        try:
-            daemon_id = backend.api.info().get('ID')
-        except Exception as exc:
-            raise nova_exception.HypervisorUnavailable(
-                message='dockerd did not say its ID: %s' % exc) from exc
-        parts.append(str(daemon_id or ''))
+    try:
+        identity = backend.get_host_identity()
+    except Exception as exc:
+        raise nova_exception.HypervisorUnavailable(
+            message='the %s backend did not say its host identity: %s'
+            % (backend.name, exc)) from exc
+    if identity is not None:
+        parts.append(str(identity))
     return '/'.join(parts)
 
 

@@ -983,6 +983,11 @@ class XenAPIDriver(driver.ComputeDriver):
             self._hostname = host['hostname'] or host['name_label']
         return [self._hostname]
 
+    def get_host_identity(self):
+        """The uuid of the pool master's host record."""
+        _, host = self._master()
+        return host['uuid']
+
     # -- optional ----------------------------------------------------------
 
     def cleanup_host(self, host):

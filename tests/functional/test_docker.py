@@ -529,3 +529,7 @@ def test_sync_interval_zero_lists_at_every_claim(make_driver,
     _spawn(backend, _instance())
     _spawn(backend, _instance())
     assert len(listings) == 2
+
+
+def test_host_identity_is_the_daemon_id(api, backend):
+    assert backend.get_host_identity() == api.info()['ID']

@@ -403,3 +403,15 @@ def test_kvm_node_the_qemu_user_cannot_open_is_reported(conf, tmp_path):
         assert host.kvm_device_warnings(str(node)) == []
     finally:
         host.close()
+
+
+def test_host_identity_is_libvirtds_host_uuid(backend):
+    conn = libvirt.open(URI)
+    try:
+        caps = conn.getCapabilities()
+    finally:
+        conn.close()
+    expected = libvirt_host.ElementTree.fromstring(caps).findtext(
+        'host/uuid')
+    assert expected
+    assert backend.get_host_identity() == expected

@@ -354,3 +354,11 @@ def test_cleanup_host_logs_every_session_out(simulator):  # noqa: F811
     assert simulator.objects('session')
     backend.cleanup_host('test')
     assert simulator.objects('session') == {}
+
+
+def test_host_identity_is_the_pool_masters_uuid(simulator,  # noqa: F811
+                                                make_driver):
+    backend = make_driver(simulator)
+    [pool] = simulator.objects('pool').values()
+    master = simulator.objects('host')[pool['master']]
+    assert backend.get_host_identity() == master['uuid']

@@ -20,6 +20,7 @@ the events Nova's compute manager receives and the images spawn picks.
 """
 
 import threading
+from unittest import mock
 
 from nova.compute import power_state as nova_power_state
 from nova.compute import provider_tree
@@ -606,6 +607,28 @@ def test_node_uuid_is_derived_from_the_backend_host(make_adapter, tmp_path):
     # Another host, or the same host on another backend, is another node.
     assert expected != node.derived_uuid(driver.backend, 'other-host')
     assert node.host_identity(driver.backend, 'h') == 'fake/h'
+
+
+def test_node_uuid_follows_the_backends_host_identity(make_adapter):
+    driver = make_adapter(fake={'host_identity': 'fake-host-1'})
+    assert node.host_identity(driver.backend, 'h') == 'fake/h/fake-host-1'
+    uuid = node.derived_uuid(driver.backend, 'nova-adapter-test')
+    assert driver.get_nodenames_by_uuid() == {uuid: 'nova-adapter-test'}
+    # Another backend host under the same name is another node.
+    with mock.patch.object(driver.backend, 'get_host_identity',
+                           autospec=True, return_value='fake-host-2'):
+        assert uuid != node.derived_uuid(driver.backend, 'nova-adapter-test')
+
+
+def test_node_identity_unreachable_is_hypervisor_unavailable(make_adapter):
+    driver = make_adapter()
+    with mock.patch.object(
+            driver.backend, 'get_host_identity', autospec=True,
+            side_effect=exception.HypervisorUnavailable(
+                host='h', reason='gone')):
+        with pytest.raises(nova_exception.HypervisorUnavailable,
+                           match='did not say its host identity'):
+            node.host_identity(driver.backend, 'h')
 
 
 def test_existing_node_identity_file_wins(make_adapter, tmp_path):
