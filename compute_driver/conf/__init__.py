@@ -110,18 +110,27 @@ def _opt_names(opt: cfg.Opt) -> Iterable[tuple[str | None, str]]:
             yield old.group, old.name.replace('-', '_')
 
 
-def _known_options(
+def _options_by_section(
         groups: Iterable[tuple[str | cfg.OptGroup | None, list[cfg.Opt]]]
-) -> dict[str, set[str]]:
-    known: dict[str, set[str]] = {}
+) -> dict[str, dict[str, cfg.Opt]]:
+    # Every name an option answers to in a file, deprecated ones under
+    # their own group, keyed as oslo.config matches sections.
+    options: dict[str, dict[str, cfg.Opt]] = {}
     for group, group_opts in groups:
         name = (group.name if isinstance(group, cfg.OptGroup)
                 else group or 'DEFAULT')
         for opt in group_opts:
             for old_group, opt_name in _opt_names(opt):
-                known.setdefault(_section_key(old_group or name),
-                                 set()).add(opt_name)
-    return known
+                options.setdefault(_section_key(old_group or name),
+                                   {})[opt_name] = opt
+    return options
+
+
+def _known_options(
+        groups: Iterable[tuple[str | cfg.OptGroup | None, list[cfg.Opt]]]
+) -> dict[str, set[str]]:
+    return {section: set(options)
+            for section, options in _options_by_section(groups).items()}
 
 
 def _namespace_options(namespace: str) -> dict[str, dict[str, cfg.Opt]]:
@@ -133,15 +142,7 @@ def _namespace_options(namespace: str) -> dict[str, dict[str, cfg.Opt]]:
                 # Not installed as it should be: its options are then not
                 # accepted, which the error about them will show.
                 return {}
-            options: dict[str, dict[str, cfg.Opt]] = {}
-            for group, group_opts in groups:
-                name = (group.name if isinstance(group, cfg.OptGroup)
-                        else group or 'DEFAULT')
-                for opt in group_opts:
-                    for old_group, opt_name in _opt_names(opt):
-                        options.setdefault(_section_key(old_group or name),
-                                           {})[opt_name] = opt
-            return options
+            return _options_by_section(groups)
     return {}
 
 
