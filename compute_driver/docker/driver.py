@@ -402,18 +402,14 @@ class DockerDriver(driver.ComputeDriver):
         One that cannot be removed (dockerd died) keeps its spawning name,
         so it is never listed, and the next sweep removes it.
         """
-        try:
-            self.api.remove_container(container_id, force=True, v=True)
-            self._usage.remove(container_id)
-        except docker_errors.NotFound:
-            self._usage.remove(container_id)
-        except Exception as exc:
+        error = self._remove_container(container_id)
+        if error is not None:
             LOG.warning(
                 'The failed spawn of %s left container %s%s (%s): %s; it '
                 'is not listed as an instance and the next sweep '
                 '(compute-driver cleanup) removes it', instance.name,
                 self._container_name(instance.uuid), mapping.SPAWNING_SUFFIX,
-                container_id[:12], exception.one_line(exc))
+                container_id[:12], exception.one_line(error))
 
     # -- leftovers -----------------------------------------------------------
 
@@ -573,19 +569,30 @@ class DockerDriver(driver.ComputeDriver):
                     reason=dclient.api_error_text(exc)) from exc
             raise
 
-    def _remove_quietly(self, container: str,
-                        instance: objects.Instance) -> None:
+    def _remove_container(self, container: str) -> Exception | None:
+        """Force-remove ``container`` and drop it from the totals.
+
+        :returns: the error when it could not be removed (a container
+            already gone counts as removed), else ``None``.
+        """
         try:
             self.api.remove_container(container, force=True, v=True)
-            self._usage.remove(container)
         except docker_errors.NotFound:
-            self._usage.remove(container)
+            pass
         except Exception as exc:
+            return exc
+        self._usage.remove(container)
+        return None
+
+    def _remove_quietly(self, container: str,
+                        instance: objects.Instance) -> None:
+        error = self._remove_container(container)
+        if error is not None:
             # One line naming what is left; the traceback only with -v.
             LOG.warning('Could not remove container %s of %s after a '
                         'failed operation; it is left: %s', container,
-                        instance.name, exception.one_line(exc))
-            LOG.debug('Removal failure', exc_info=True)
+                        instance.name, exception.one_line(error))
+            LOG.debug('Removal failure', exc_info=error)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
