@@ -211,7 +211,7 @@ class App(app.App):
             matches = difflib.get_close_matches(
                 argv[0], sorted(self.command_manager.commands), n=3)
             hint = ('; did you mean %s?' % ' or '.join(
-                repr(m) for m in matches[:3]) if matches else '')
+                repr(m) for m in matches) if matches else '')
             self.stderr.write(
                 "%s: error: %r is not a %s command%s (see '%s --help')\n"
                 % (self.NAME, argv[0], self.NAME, hint, self.NAME))
