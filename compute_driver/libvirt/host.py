@@ -238,8 +238,7 @@ class Host:
         self._conn: typing.Any = None
         self._callback_id: int | None = None
         self._closed = False
-        # (connection, parsed capabilities) of the live connection;
-        # forgotten with it, so that no dead connection is kept open.
+        # (connection, parsed capabilities) of the last read.
         self._capabilities: tuple[typing.Any, ElementTree.Element] | None = (
             None)
 
@@ -273,7 +272,6 @@ class Host:
         # for a caller that holds the lock while it reconnects.
         if self._conn is conn:
             self._conn = None
-            self._capabilities = None
             self._callback_id = None
 
     def _domain_event(self, conn: typing.Any, dom: typing.Any, event: int,
@@ -307,7 +305,6 @@ class Host:
                 LOG.warning('Connection to %s is dead; reconnecting',
                             self.uri)
                 self._conn = None
-                self._capabilities = None
             deadline = time.monotonic() + self._reconnect_timeout
             while True:
                 try:
@@ -326,7 +323,6 @@ class Host:
         with self._lock:
             if self._conn is conn:
                 self._conn = None
-                self._capabilities = None
                 self._callback_id = None
 
     def close(self) -> None:
@@ -334,7 +330,6 @@ class Host:
         with self._lock:
             self._closed = True
             conn, self._conn = self._conn, None
-            self._capabilities = None
             callback_id, self._callback_id = self._callback_id, None
         if conn is None:
             return

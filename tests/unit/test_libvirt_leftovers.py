@@ -453,12 +453,9 @@ def test_capabilities_are_read_once_per_connection(make_driver,
     assert backend._host.get_dac_label() == (64055, 64055)
     assert backend.get_host_identity() == 'u-1'
     assert len(reads) == 1
-    # Another connection (as after libvirtd restarted) reads them again.
-    other = libvirt.open(backend.uri)
-    try:
-        backend._host.get_capabilities(other)
-    finally:
-        other.close()
+    # A new connection (libvirtd restarted) reads them again.
+    backend._host.drop_connection(conn)
+    assert backend.get_host_identity() == 'u-1'
     assert len(reads) == 2
 
 
