@@ -963,11 +963,11 @@ class LibvirtDriver(driver.ComputeDriver):
     def get_host_identity(self):
         """libvirtd's host UUID (``<host><uuid>`` of its capabilities)."""
         try:
-            caps = self._call(self._host.get_capabilities)
+            caps = self._call(lambda conn: conn.getCapabilities())
         except libvirt.libvirtError as exc:
             raise exception.HypervisorUnavailable(
                 host=self.uri, reason=_message(exc)) from exc
-        return caps.findtext('host/uuid') or None
+        return config.ET.fromstring(caps).findtext('host/uuid') or None
 
     # -- optional -------------------------------------------------------------
 

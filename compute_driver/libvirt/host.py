@@ -238,9 +238,6 @@ class Host:
         self._conn: typing.Any = None
         self._callback_id: int | None = None
         self._closed = False
-        # (connection, parsed capabilities) of the last read.
-        self._capabilities: tuple[typing.Any, ElementTree.Element] | None = (
-            None)
 
     # -- the connection -------------------------------------------------------
 
@@ -438,27 +435,6 @@ class Host:
         """The hypervisor's version as Nova's integer ``8000001``."""
         return objects.version_to_int(self.get_hypervisor_version())
 
-    def get_capabilities(self, conn: typing.Any = None
-                         ) -> ElementTree.Element:
-        """libvirtd's host capabilities, parsed; read once per connection.
-
-        They describe the host and how libvirtd is configured, which do
-        not change while a connection lasts, and several callers need
-        them (the QEMU user's label, the host's identity).
-
-        :param conn: the connection to read them on; the live one when
-            ``None``.
-        :raises libvirtError: when they cannot be read.
-        :raises ElementTree.ParseError: when they are not XML.
-        """
-        if conn is None:
-            conn = self.get_connection()
-        cached = self._capabilities
-        if cached is None or cached[0] is not conn:
-            cached = (conn, ElementTree.fromstring(conn.getCapabilities()))
-            self._capabilities = cached
-        return cached[1]
-
     def get_dac_label(self) -> tuple[int, int] | None:
         """The uid and gid the hypervisor's processes run as, if known.
 
@@ -469,7 +445,8 @@ class Host:
         guests as the caller).
         """
         try:
-            caps = self.get_capabilities()
+            caps = ElementTree.fromstring(
+                self.get_connection().getCapabilities())
         except (libvirt.libvirtError, ElementTree.ParseError) as exc:
             LOG.debug('Cannot read the capabilities of %s: %s', self.uri,
                       exc)

@@ -439,26 +439,6 @@ def test_dac_label(make_driver, monkeypatch, virt_type, caps, expected):
     assert backend._host.get_dac_label() == expected
 
 
-def test_capabilities_are_read_once_per_connection(make_driver,
-                                                   monkeypatch):
-    backend = make_driver()
-    conn = backend._conn()
-    reads = []
-
-    def get_capabilities(self):
-        reads.append(self)
-        return _CAPS.replace('<host>', '<host><uuid>u-1</uuid>', 1)
-
-    monkeypatch.setattr(type(conn), 'getCapabilities', get_capabilities)
-    assert backend._host.get_dac_label() == (64055, 64055)
-    assert backend.get_host_identity() == 'u-1'
-    assert len(reads) == 1
-    # A new connection (libvirtd restarted) reads them again.
-    backend._host.drop_connection(conn)
-    assert backend.get_host_identity() == 'u-1'
-    assert len(reads) == 2
-
-
 def test_instance_directory_goes_to_qemus_group(test_driver, tmp_path):
     # Root may give a directory to any group: the one QEMU runs as gets
     # search access, nobody else any.
