@@ -288,6 +288,26 @@ class ComputeDriver(abc.ABC):
     #: The hypervisor type reported in :class:`objects.HostResources`.
     hypervisor_type = 'unknown'
 
+    #: Name of the option group of the backend's options (``[docker]``);
+    #: ``None`` for a backend without options. The loader registers it on
+    #: the library's ``ConfigOpts`` before building the backend.
+    CONFIG_GROUP: typing.ClassVar[str | None] = None
+
+    #: The options of :attr:`CONFIG_GROUP`: the same ``cfg.Opt`` objects
+    #: the backend's ``compute_driver.driver_opts`` entry point lists, so
+    #: that they are known without importing the backend's SDK.
+    CONFIG_OPTS: typing.ClassVar[collections.abc.Sequence['cfg.Opt']] = ()
+
+    #: Nova image types the backend boots (``'raw'``, ``'qcow2'``,
+    #: ``'vhd'``...), reported by the Nova adapter as
+    #: ``COMPUTE_IMAGE_TYPE_*`` traits; empty for none of Nova's.
+    image_types: typing.ClassVar[tuple[str, ...]] = ()
+
+    #: Whether instances are processes on the host (containers) rather
+    #: than machines. A backend running either kind may set it per
+    #: instance in ``__init__``.
+    runs_containers: bool = False
+
     def __init__(self, conf: 'cfg.ConfigOpts', virtapi: object = None) -> None:
         self.conf = conf
         self.virtapi = virtapi

@@ -91,11 +91,13 @@ opts = [
 ]
 
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    # A new OptGroup each time, as conf/fake.py explains.
-    conf.register_group(cfg.OptGroup(GROUP, title=TITLE, help=HELP))
-    conf.register_opts(opts, group=GROUP)
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    """The ``[libvirt]`` group and its options.
 
-
-def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
-    return {cfg.OptGroup(GROUP, title=TITLE, help=HELP): opts}
+    The ``compute_driver.driver_opts`` entry point of the backend: it
+    imports oslo.config only, never the backend's SDK.
+    """
+    # A new OptGroup each call: ConfigOpts keeps a shallow copy of the
+    # group it is given, so a shared one would carry overrides from one
+    # ConfigOpts into every one built after it.
+    return [(cfg.OptGroup(GROUP, title=TITLE, help=HELP), opts)]
