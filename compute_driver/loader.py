@@ -47,27 +47,29 @@ PACKAGE_OF_MODULE = {'libvirt': 'libvirt-python'}
 #: installed backend's options without loading any backend.
 OPTS_NAMESPACE = 'compute_driver.driver_opts'
 
-# Entry points by namespace and sys.path: reading them scans every
-# installed distribution's metadata, which "compute-driver drivers" would
-# otherwise do once per backend.
-_EP_CACHE: dict[tuple[str, ...], list[importlib.metadata.EntryPoint]] = {}
+# Every entry point by sys.path: reading them scans every installed
+# distribution's metadata, whichever namespace is asked for, and a command
+# asks for several (its own, the backends', their options').
+_EP_CACHE: dict[tuple[str, ...], typing.Any] = {}
 
 
 def entry_points(name: str | None = None, namespace: str = NAMESPACE
                  ) -> list[importlib.metadata.EntryPoint]:
     """The installed entry points of ``namespace``, or those named ``name``.
 
-    :param namespace: :data:`NAMESPACE` (the backends) or
-        :data:`OPTS_NAMESPACE` (their options).
+    :param namespace: :data:`NAMESPACE` (the backends),
+        :data:`OPTS_NAMESPACE` (their options), or any other.
 
-    Nothing is imported. Read once per ``sys.path``.
+    Nothing is imported. Read once per ``sys.path`` for all namespaces.
     """
-    key = (namespace, *sys.path)
-    eps = _EP_CACHE.get(key)
-    if eps is None:
-        eps = _EP_CACHE[key] = list(
-            importlib.metadata.entry_points(group=namespace))
-    return [ep for ep in eps if name is None or ep.name == name]
+    key = tuple(sys.path)
+    found = _EP_CACHE.get(key)
+    if found is None:
+        # All groups, each distribution once (the first on sys.path), as
+        # importlib.metadata.entry_points(group=...) would read them.
+        found = _EP_CACHE[key] = importlib.metadata.entry_points()
+    return [ep for ep in found.select(group=namespace)
+            if name is None or ep.name == name]
 
 
 def entry_point_targets() -> dict[str, str]:
