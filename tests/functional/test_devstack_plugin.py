@@ -16,8 +16,8 @@ Each test deploys with tests/devstack/devstack.sh, which sources DevStack's
 functions, stackrc and libraries as stack.sh does, fetches the plugin from
 a git repository of this tree with the ``enable_plugin`` line of
 devstack/README.rst, and runs its phases with DevStack's run_phase, then
-unstack and clean as unstack.sh and clean.sh do. Packages, the global venv and daemons are
-real; see tests/devstack/README.rst for what is not.
+unstack and clean as unstack.sh and clean.sh do. Packages, the global
+venv and daemons are real; see tests/devstack/README.rst for what is not.
 """
 
 import grp
