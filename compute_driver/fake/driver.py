@@ -12,15 +12,15 @@
 
 """An in-memory backend that documents what every real backend must do.
 
-It keeps its instances in the process, is thread-safe, and follows the
-contract to the letter: spawn claims the flavor against the ``[fake]``
-capacity times its allocation ratios (Nova's defaults, so the host admits
-what Nova's placement grants), every power operation checks the
-instance's current state against :data:`compute_driver.driver.TRANSITIONS`,
-every transition emits its lifecycle events, destroy is idempotent and
-releases what spawn claimed, and the console log grows as the instance
-lives. Other projects can test against it the way they test against Nova's
-fake driver.
+It keeps its instances in the process and implements the contract's hooks
+and nothing else: the pipeline in :class:`compute_driver.driver.ComputeDriver`
+claims the flavor against the ``[fake]`` capacity under the allocation
+ratios (so the host admits what Nova's placement grants), checks every
+power operation against :data:`compute_driver.driver.TRANSITIONS` and
+emits its lifecycle events; destroy is idempotent and releases what spawn
+claimed, and the console log grows as the instance lives. It is the
+smallest complete backend, and other projects can test against it the way
+they test against Nova's fake driver.
 """
 
 import collections
