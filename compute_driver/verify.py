@@ -212,8 +212,7 @@ def _spawn(backend, run):
     # delete_snapshot are idempotent). Names and uuids are fresh, so this
     # cannot remove anything verify did not create.
     run.spawned = True
-    run.call(backend.spawn, None, run.instance, run.image_meta, None, None,
-             None, power_on=True)
+    run.call(backend.spawn, run.instance, power_on=True)
 
 
 def _get_info(backend, run):
@@ -231,13 +230,13 @@ def _power_off(backend, run):
 
 
 def _power_on(backend, run):
-    run.call(backend.power_on, None, run.instance, None)
+    run.call(backend.power_on, run.instance)
     _expect_state(backend, run, power_state.RUNNING)
 
 
 def _reboot(reboot_type: str):
     def step(backend, run):
-        run.call(backend.reboot, None, run.instance, None, reboot_type)
+        run.call(backend.reboot, run.instance, reboot_type)
         _expect_state(backend, run, power_state.RUNNING)
     return step
 
@@ -253,19 +252,18 @@ def _unpause(backend, run):
 
 
 def _suspend(backend, run):
-    run.call(backend.suspend, None, run.instance)
+    run.call(backend.suspend, run.instance)
     _expect_state(backend, run, power_state.SUSPENDED)
 
 
 def _resume(backend, run):
-    run.call(backend.resume, None, run.instance, None)
+    run.call(backend.resume, run.instance)
     _expect_state(backend, run, power_state.RUNNING)
 
 
 def _snapshot(backend, run):
     run.snapshotted = True  # see _spawn
-    run.call(backend.snapshot, None, run.instance, run.snapshot,
-             contract.ignore_task_state)
+    run.call(backend.snapshot, run.instance, run.snapshot)
     _expect_state(backend, run, power_state.RUNNING)
     if backend.supports('list_images'):
         image = next((i for i in backend.list_images()
@@ -281,7 +279,7 @@ def _snapshot(backend, run):
 
 
 def _revert_to_snapshot(backend, run):
-    run.call(backend.revert_to_snapshot, None, run.instance, run.snapshot)
+    run.call(backend.revert_to_snapshot, run.instance, run.snapshot)
     _expect_state(backend, run, power_state.RUNNING)
 
 
@@ -295,8 +293,7 @@ def _live_resize(shrink: bool):
     def step(backend, run):
         flavor = run.instance.flavor
         memory_mb = resize_memory_mb(flavor) if shrink else flavor.memory_mb
-        run.call(backend.live_resize, None, run.instance,
-                 memory_mb=memory_mb)
+        run.call(backend.live_resize, run.instance, memory_mb=memory_mb)
         _expect_state(backend, run, power_state.RUNNING)
         if backend.supports('diagnostics'):
             found = backend.get_diagnostics(run.instance).get('memory_mb')
@@ -308,7 +305,7 @@ def _live_resize(shrink: bool):
 
 
 def _console_output(backend, run):
-    output = run.call(backend.get_console_output, None, run.instance)
+    output = run.call(backend.get_console_output, run.instance)
     if not isinstance(output, str):
         raise CheckFailed('console output of %s is %r, expected text'
                           % (run.instance.name, output))
@@ -340,7 +337,7 @@ def _diagnostics(backend, run):
 
 
 def _destroy(backend, run):
-    run.call(backend.destroy, None, run.instance, None)
+    run.call(backend.destroy, run.instance)
     try:
         backend.get_info(run.instance)
     except exception.InstanceNotFound:
@@ -350,7 +347,7 @@ def _destroy(backend, run):
 
 
 def _delete_snapshot(backend, run):
-    run.call(backend.delete_snapshot, None, run.snapshot)
+    run.call(backend.delete_snapshot, run.snapshot)
     if backend.supports('list_images') and _snapshot_listed(backend, run):
         raise CheckFailed('snapshot %s is still listed after '
                           'delete_snapshot' % run.snapshot)
@@ -618,14 +615,14 @@ class Verifier:
         errors = []
         if run.spawned:
             try:
-                self.backend.destroy(None, run.instance, None)
+                self.backend.destroy(run.instance)
                 run.spawned = False
             except Exception as exc:
                 errors.append('destroy %s: %s' % (
                     run.instance.name, exception.one_line(exc)))
         if run.snapshotted:
             try:
-                self.backend.delete_snapshot(None, run.snapshot)
+                self.backend.delete_snapshot(run.snapshot)
                 run.snapshotted = False
             except Exception as exc:
                 errors.append('delete snapshot %s: %s' % (

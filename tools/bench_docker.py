@@ -159,14 +159,13 @@ class Bench:
         instance = objects.Instance.new(
             'cdbench-%s' % uuidlib.uuid4().hex[:8], self.flavor,
             self.args.image)
-        self.driver.spawn(None, instance, objects.ImageMeta(self.args.image),
-                          None, None, None, power_on=power_on)
+        self.driver.spawn(instance, power_on=power_on)
         return instance
 
     def _driver_cycle(self):
         instance = self._instance()
         self.driver.power_off(instance, 0)
-        self.driver.destroy(None, instance, None)
+        self.driver.destroy(instance)
 
     def _raw_create(self, name_prefix='cdbench-raw-', extra_labels=None):
         from compute_driver.docker import hostconfig
@@ -299,9 +298,8 @@ class Bench:
         instance = objects.Instance.new(
             'cdbench-%s' % uuidlib.uuid4().hex[:8], self.flavor,
             self.args.image)
-        driver.spawn(None, instance, objects.ImageMeta(self.args.image),
-                     None, None, None)
-        driver.destroy(None, instance, None)
+        driver.spawn(instance)
+        driver.destroy(instance)
 
     def _raw_spawn_destroy(self):
         container = self._raw_create()

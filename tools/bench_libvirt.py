@@ -215,10 +215,8 @@ def _spawn_throughput(backend, conn, flavor, prefix, made, parallel,
         made.extend(instances)
 
         def spawn(instance):
-            backend.spawn(None, instance, objects.ImageMeta(IMAGE), None,
-                          None, None)
-        return spawn, instances, lambda instance: backend.destroy(
-            None, instance, None)
+            backend.spawn(instance)
+        return spawn, instances, lambda instance: backend.destroy(instance)
 
     def raw_batch(names):
         booted = []
@@ -341,9 +339,7 @@ def main():
                     '%s-%d' % (prefix, len(listed)), listed_flavor,
                     listed_image)
                 made.append(instance)
-                backend.spawn(None, instance,
-                              objects.ImageMeta(listed_image), None, None,
-                              None, power_on=False)
+                backend.spawn(instance, power_on=False)
                 listed.append(instance)
             print('(defined up to %d in %.1f s)' % (
                 count, time.perf_counter() - start), flush=True)
@@ -408,9 +404,8 @@ def main():
                                             flavor, IMAGE)
             made.append(instance)
             start = time.perf_counter()
-            backend.spawn(None, instance, objects.ImageMeta(IMAGE), None,
-                          None, None)
-            backend.destroy(None, instance, None)
+            backend.spawn(instance)
+            backend.destroy(instance)
             boot['driver spawn + destroy'].append(
                 time.perf_counter() - start)
             start = time.perf_counter()
@@ -436,7 +431,7 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for instance in made:
-            backend.destroy(None, instance, None)
+            backend.destroy(instance)
         for dom in conn.listAllDomains():
             # Raw rounds interrupted half-way.
             if dom.name().startswith(config.domain_name(prefix)):

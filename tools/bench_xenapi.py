@@ -102,8 +102,7 @@ class Raw:
 
 def _populate(backend, conf, have, want):
     for number in range(have, want):
-        backend.spawn(None, _instance(conf, 'bench-existing-%d' % number),
-                      objects.ImageMeta(IMAGE), None, None, None,
+        backend.spawn(_instance(conf, 'bench-existing-%d' % number),
                       power_on=False)
     return want
 
@@ -111,10 +110,10 @@ def _populate(backend, conf, have, want):
 def _count(sim, backend, conf, existing):
     before = dict(sim.calls)
     instance = _instance(conf, 'bench-counted-%d' % existing)
-    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None)
+    backend.spawn(instance)
     made = {m: c - before.get(m, 0) for m, c in sim.calls.items()
             if c != before.get(m, 0)}
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     polls = made.pop('event.from', 0)
     return sum(made.values()), polls, made
 
@@ -124,10 +123,9 @@ def _time(sim, backend, conf, raw, existing, cycles):
     for cycle in range(cycles):
         instance = _instance(conf, 'bench-%d-%d' % (existing, cycle))
         start = time.perf_counter()
-        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
-                      None)
+        backend.spawn(instance)
         backend.power_off(instance)
-        backend.destroy(None, instance, None)
+        backend.destroy(instance)
         driver_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         raw.lifecycle('bench-raw-%d-%d' % (existing, cycle))

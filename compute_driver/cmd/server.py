@@ -81,10 +81,8 @@ class BootInstance(common.ShowOne):
         instance = objects.Instance.new(
             parsed_args.name, flavor, parsed_args.image,
             metadata=parsed_args.properties)
-        image_meta = objects.ImageMeta(name=parsed_args.image)
         backend = self.app.driver
-        backend.spawn(None, instance, image_meta, None, None, None,
-                      power_on=not parsed_args.stopped)
+        backend.spawn(instance, power_on=not parsed_args.stopped)
         return _instance_fields(backend, backend.find_instance(instance.uuid))
 
 
@@ -163,7 +161,7 @@ class StartInstance(_InstanceAction):
     operation = 'power_on'
 
     def act(self, backend, instance, parsed_args):
-        backend.power_on(None, instance, None)
+        backend.power_on(instance)
 
 
 class RebootInstance(_InstanceAction):
@@ -182,8 +180,7 @@ class RebootInstance(_InstanceAction):
         return super().take_action(parsed_args)
 
     def act(self, backend, instance, parsed_args):
-        backend.reboot(None, instance, None,
-                       contract.REBOOT_HARD if parsed_args.hard
+        backend.reboot(instance, contract.REBOOT_HARD if parsed_args.hard
                        else contract.REBOOT_SOFT)
 
 
@@ -211,7 +208,7 @@ class SuspendInstance(_InstanceAction):
     operation = 'suspend'
 
     def act(self, backend, instance, parsed_args):
-        backend.suspend(None, instance)
+        backend.suspend(instance)
 
 
 class ResumeInstance(_InstanceAction):
@@ -220,7 +217,7 @@ class ResumeInstance(_InstanceAction):
     operation = 'resume'
 
     def act(self, backend, instance, parsed_args):
-        backend.resume(None, instance, None)
+        backend.resume(instance)
 
 
 class _ImageAction(_InstanceAction):
@@ -241,8 +238,7 @@ class SnapshotInstance(_ImageAction):
     image_help = 'Name of the new image.'
 
     def act(self, backend, instance, parsed_args):
-        backend.snapshot(None, instance, parsed_args.image,
-                         contract.ignore_task_state)
+        backend.snapshot(instance, parsed_args.image)
 
 
 class RevertInstance(_ImageAction):
@@ -252,7 +248,7 @@ class RevertInstance(_ImageAction):
     image_help = 'A snapshot of this instance.'
 
     def act(self, backend, instance, parsed_args):
-        backend.revert_to_snapshot(None, instance, parsed_args.image)
+        backend.revert_to_snapshot(instance, parsed_args.image)
 
 
 class LiveResizeInstance(_InstanceAction):
@@ -277,7 +273,7 @@ class LiveResizeInstance(_InstanceAction):
         return super().take_action(parsed_args)
 
     def act(self, backend, instance, parsed_args):
-        backend.live_resize(None, instance, vcpus=parsed_args.vcpus,
+        backend.live_resize(instance, vcpus=parsed_args.vcpus,
                             memory_mb=parsed_args.memory)
 
 
@@ -294,7 +290,7 @@ class ShowConsoleLog(_InstanceAction):
         return parser
 
     def act(self, backend, instance, parsed_args):
-        lines = backend.get_console_output(None, instance).splitlines()
+        lines = backend.get_console_output(instance).splitlines()
         if parsed_args.lines is not None:
             lines = lines[-parsed_args.lines:]
         for line in lines:
@@ -317,7 +313,7 @@ class DeleteInstance(common.Command):
             # leave the other instances running.
             try:
                 instance = backend.find_instance(ref).instance
-                backend.destroy(None, instance, None)
+                backend.destroy(instance)
             except Exception as exc:
                 if self.app_args is not None and self.app_args.debug:
                     raise
@@ -366,7 +362,7 @@ class DeleteSnapshot(common.Command):
                         raise exception.InvalidInput(
                             reason='image %s is not a snapshot; only '
                                    'snapshots can be deleted' % name)
-                backend.delete_snapshot(None, name)
+                backend.delete_snapshot(name)
             except Exception as exc:
                 if self.app_args is not None and self.app_args.debug:
                     raise

@@ -42,6 +42,57 @@ opts = [
              '[:SWAP_MB]]][,KEY=VALUE...] where KEY=VALUE pairs are extra '
              'specs, e.g. "c1.dedicated:2:2048:20,hw:cpu_policy=dedicated". '
              'A definition with a built-in name replaces the built-in.'),
+    # One claim policy for every backend, with Nova's option names and
+    # meanings, so that a host admits what Nova's placement grants.
+    cfg.FloatOpt(
+        'cpu_allocation_ratio',
+        min=0.0001, max=1000.0,
+        sample_default='<backend default>',
+        deprecated_opts=[cfg.DeprecatedOpt('cpu_allocation_ratio',
+                                           group=group)
+                         for group in ('fake', 'docker')],
+        help='Virtual CPUs per physical CPU a spawn may claim, as Nova\'s '
+             'cpu_allocation_ratio. Unset, the backend\'s default applies: '
+             '4.0 (Nova\'s initial_cpu_allocation_ratio), 16.0 for docker '
+             'whose containers share CPUs. Under nova-compute the adapter '
+             'sets it from nova.conf.'),
+    cfg.FloatOpt(
+        'ram_allocation_ratio',
+        min=0.0001, max=1000.0,
+        sample_default='<backend default>',
+        deprecated_opts=[cfg.DeprecatedOpt('ram_allocation_ratio',
+                                           group=group)
+                         for group in ('fake', 'docker')],
+        help='Virtual memory per MiB of physical memory a spawn may claim, '
+             'as Nova\'s ram_allocation_ratio. Unset, the backend\'s '
+             'default applies: 1.0. Under nova-compute the adapter sets it '
+             'from nova.conf.'),
+    cfg.FloatOpt(
+        'disk_allocation_ratio',
+        min=0.0001, max=1000.0,
+        sample_default='<backend default>',
+        deprecated_opts=[cfg.DeprecatedOpt('disk_allocation_ratio',
+                                           group=group)
+                         for group in ('fake', 'docker')],
+        help='Virtual disk per GiB of local disk a spawn may claim, as '
+             'Nova\'s disk_allocation_ratio. Unset, the backend\'s '
+             'default applies: 1.0. Under nova-compute the adapter sets it '
+             'from nova.conf.'),
+    cfg.IntOpt(
+        'reserved_host_cpus',
+        default=0, min=0, max=4096,
+        help='Host CPUs kept for the host itself and never claimed by a '
+             'spawn, as Nova\'s reserved_host_cpus.'),
+    cfg.IntOpt(
+        'reserved_host_memory_mb',
+        default=0, min=0, max=16 * 1024 * 1024,
+        help='Host memory in MiB kept for the host itself and never '
+             'claimed by a spawn, as Nova\'s reserved_host_memory_mb.'),
+    cfg.IntOpt(
+        'reserved_host_disk_mb',
+        default=0, min=0, max=1024 * 1024 * 1024,
+        help='Local disk in MiB kept for the host itself and never claimed '
+             'by a spawn, as Nova\'s reserved_host_disk_mb.'),
 ]
 
 

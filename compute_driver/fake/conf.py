@@ -31,21 +31,6 @@ opts = [
     cfg.IntOpt(
         'disk_gb', default=600000, min=0, max=1 << 30,
         help='Local disk in GiB the fake host offers to instances.'),
-    # Nova's defaults (its initial_*_allocation_ratio), so that the fake
-    # host admits what Nova's placement grants; the Nova adapter sets them
-    # to the ratios nova.conf gives placement.
-    cfg.FloatOpt(
-        'cpu_allocation_ratio', default=4.0, min=0.0001, max=1000.0,
-        help='vCPUs instances may claim per virtual CPU of the fake host, '
-             'as Nova\'s cpu_allocation_ratio.'),
-    cfg.FloatOpt(
-        'ram_allocation_ratio', default=1.0, min=0.0001, max=1000.0,
-        help='Memory instances may claim per MiB of the fake host\'s '
-             'memory, as Nova\'s ram_allocation_ratio.'),
-    cfg.FloatOpt(
-        'disk_allocation_ratio', default=1.0, min=0.0001, max=1000.0,
-        help='Disk instances may claim per GiB of the fake host\'s disk, '
-             'as Nova\'s disk_allocation_ratio.'),
     cfg.ListOpt(
         'images', default=['cirros-0.6.3-x86_64-disk'],
         help='Names of the images the fake host can boot. Snapshots are '

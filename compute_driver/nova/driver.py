@@ -151,9 +151,10 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             # here; the library's file only holds the backend's options.
             self.conf.set_override('host', CONF.host)
             self.conf.set_override('compute_driver', group.backend)
-            self._follow_nova_allocation_ratios(group.backend)
+            self._follow_nova_claim_policy()
             self.backend = loader.load_driver(self.conf, group.backend,
                                               virtapi=virtapi)
+            self.backend.already_done_is_success = True
         self.image_map = dict(group.image_map)
         self._node_uuids: dict[str, str] = {}
         self._node_lock = threading.Lock()
@@ -164,18 +165,16 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         for image_type in self.backend.image_types:
             self.capabilities['supports_image_type_%s' % image_type] = True
 
-    def _follow_nova_allocation_ratios(self, backend: str) -> None:
-        # A backend that checks claims itself (docker) would otherwise
-        # refuse what placement granted with Nova's ratios.
-        group = getattr(self.conf, backend, None)
-        if group is None:
-            return
+    def _follow_nova_claim_policy(self) -> None:
+        # The backend's claims must admit what placement granted: the
+        # same ratios and reservations as the inventory reported to it.
         ratios = self._get_allocation_ratios({})
         for name, rc in (('cpu', orc.VCPU), ('ram', orc.MEMORY_MB),
                          ('disk', orc.DISK_GB)):
-            option = '%s_allocation_ratio' % name
-            if option in group:
-                self.conf.set_override(option, ratios[rc], group=backend)
+            self.conf.set_override('%s_allocation_ratio' % name, ratios[rc])
+        for option in ('reserved_host_cpus', 'reserved_host_memory_mb',
+                       'reserved_host_disk_mb'):
+            self.conf.set_override(option, CONF[option])
 
     # -- helpers -------------------------------------------------------------
 
@@ -403,9 +402,10 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                 ours = convert.instance(instance, image_ref=ref)
                 try:
                     self.backend.spawn(
-                        context, ours, convert.image(image_meta, ref),
-                        injected_files, admin_password, allocations,
-                        network_info=ports, power_on=power_on)
+                        ours, power_on=power_on, network_info=ports,
+                        context=context, injected_files=injected_files,
+                        admin_password=admin_password,
+                        allocations=allocations)
                 except exception.ImageNotFound:
                     # A failed spawn leaves nothing behind, so the next
                     # reference can be tried on a clean slate.
@@ -429,9 +429,10 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                 destroy_secrets: bool = True) -> None:
         with convert.nova_errors(instance.uuid):
             self.backend.destroy(
-                context, self._instance(instance),
-                convert.network_info(network_info),
-                destroy_disks=destroy_disks, destroy_secrets=destroy_secrets)
+                self._instance(instance), destroy_disks=destroy_disks,
+                context=context,
+                network_info=convert.network_info(network_info),
+                destroy_secrets=destroy_secrets)
 
     def cleanup(self, context: typing.Any, instance: typing.Any,
                 network_info: typing.Any, block_device_info: typing.Any = None,
@@ -456,8 +457,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         if not self.backend.supports(operation):
             raise self._unsupported(operation)
         with convert.nova_errors(instance.uuid):
-            self.backend.reboot(context, self._instance(instance),
-                                convert.network_info(network_info), kind)
+            self.backend.reboot(
+                self._instance(instance), kind, context=context,
+                network_info=convert.network_info(network_info))
 
     def resume_state_on_host_boot(self, context: typing.Any,
                                   instance: typing.Any,
@@ -476,9 +478,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.reboot(context, ours,
-                                convert.network_info(network_info),
-                                contract.REBOOT_HARD)
+            self.backend.reboot(
+                ours, contract.REBOOT_HARD, context=context,
+                network_info=convert.network_info(network_info))
 
     def power_off(self, instance: typing.Any, timeout: int = 0,
                   retry_interval: int = 0) -> None:
@@ -503,8 +505,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.power_on(context, ours,
-                                  convert.network_info(network_info))
+            self.backend.power_on(
+                ours, context=context,
+                network_info=convert.network_info(network_info))
 
     def pause(self, instance: typing.Any) -> None:
         if not self.backend.supports('pause'):
@@ -531,7 +534,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.suspend(context, ours)
+            self.backend.suspend(ours, context=context)
 
     def resume(self, context: typing.Any, instance: typing.Any,
                network_info: typing.Any, block_device_info: typing.Any = None,
@@ -542,8 +545,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         if ours is None:
             return
         with convert.nova_errors(instance.uuid):
-            self.backend.resume(context, ours,
-                                convert.network_info(network_info))
+            self.backend.resume(
+                ours, context=context,
+                network_info=convert.network_info(network_info))
 
     def snapshot(self, context: typing.Any, instance: typing.Any,
                  image_id: str, update_task_state: typing.Any) -> None:
@@ -560,8 +564,8 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             raise self._unsupported('snapshot')
         try:
             with convert.nova_errors(instance.uuid):
-                self.backend.snapshot(context, self._instance(instance),
-                                      image_id, update_task_state)
+                self.backend.snapshot(self._instance(instance), image_id,
+                                      update_task_state, context=context)
         except nova_exception.InstanceNotFound as exc:
             raise nova_exception.InstanceNotRunning(
                 instance_id=instance.uuid) from exc
@@ -572,7 +576,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             raise self._unsupported('console_output')
         with convert.nova_errors(instance.uuid):
             return self.backend.get_console_output(
-                context, self._instance(instance))
+                self._instance(instance), context=context)
 
     def get_diagnostics(self, instance: typing.Any) -> dict[str, object]:
         if not self.backend.supports('diagnostics'):

@@ -90,54 +90,28 @@ class OperationArgs:
     memory_mb: int | None = None
 
 
-_Call = collections.abc.Callable[
-    [contract.ComputeDriver, objects.Instance, OperationArgs], object]
-
-#: How Nova calls each optional operation: one entry per key of
-#: :data:`~compute_driver.driver.OPTIONAL_OPERATIONS`.
-OPERATION_CALLS: dict[str, _Call] = {
-    'cleanup_host': lambda d, i, a: d.cleanup_host(a.host),
-    'instance_exists': lambda d, i, a: d.instance_exists(i),
-    'soft_reboot': lambda d, i, a: d.reboot(
-        None, i, None, contract.REBOOT_SOFT),
-    'hard_reboot': lambda d, i, a: d.reboot(
-        None, i, None, contract.REBOOT_HARD),
-    'power_off': lambda d, i, a: d.power_off(i),
-    'power_on': lambda d, i, a: d.power_on(None, i, None),
-    'pause': lambda d, i, a: d.pause(i),
-    'unpause': lambda d, i, a: d.unpause(i),
-    'suspend': lambda d, i, a: d.suspend(None, i),
-    'resume': lambda d, i, a: d.resume(None, i, None),
-    'snapshot': lambda d, i, a: d.snapshot(
-        None, i, a.image_id, update_task_state=TaskStateRecorder()),
-    'delete_snapshot': lambda d, i, a: d.delete_snapshot(None, a.image_id),
-    'revert_to_snapshot': lambda d, i, a: d.revert_to_snapshot(
-        None, i, a.image_id),
-    'live_resize': lambda d, i, a: d.live_resize(
-        None, i, vcpus=a.vcpus, memory_mb=a.memory_mb),
-    'console_output': lambda d, i, a: d.get_console_output(None, i),
-    'diagnostics': lambda d, i, a: d.get_diagnostics(i),
-    'host_ip_addr': lambda d, i, a: d.get_host_ip_addr(),
-    'host_uptime': lambda d, i, a: d.get_host_uptime(),
-    'list_images': lambda d, i, a: d.list_images(),
-}
-
-
 def call_operation(backend: contract.ComputeDriver, operation: str,
                    instance: objects.Instance,
                    args: OperationArgs | None = None) -> object:
-    """Call an optional operation with the arguments Nova would pass.
+    """Call an optional operation through the contract's operation table.
 
     :param backend: the backend.
     :param operation: a key of
-        :data:`~compute_driver.driver.OPTIONAL_OPERATIONS`.
+        :data:`~compute_driver.driver.OPERATIONS`.
     :param instance: the instance it acts on; ignored by host operations.
     :param args: what the operation needs besides the instance.
     :returns: what the backend returns.
     :raises KeyError: for an unknown operation.
     """
-    return OPERATION_CALLS[operation](backend, instance,
-                                      args or OperationArgs())
+    args = args or OperationArgs()
+    entry = contract.OPERATIONS[operation]
+    params: dict[str, object] = {name: getattr(args, name)
+                                 for name in entry.needs}
+    if operation == 'snapshot':
+        params['update_task_state'] = TaskStateRecorder()
+    elif operation == 'live_resize':
+        params.update(vcpus=args.vcpus, memory_mb=args.memory_mb)
+    return entry.call(backend, instance, **params)
 
 
 def _public_methods(cls: type) -> dict[str, object]:
@@ -165,16 +139,35 @@ def _describe(method: object) -> str:
 
 
 def missing_required_methods(cls: type) -> list[str]:
-    """The :data:`~compute_driver.driver.REQUIRED_METHODS` ``cls`` lacks.
+    """The hooks ``cls`` must implement and does not.
+
+    Those of :data:`~compute_driver.driver.REQUIRED_HOOKS`, and those of
+    each optional operation its ``capabilities`` declare (see
+    :attr:`~compute_driver.driver.Operation.hooks`).
 
     :param cls: a :class:`~compute_driver.driver.ComputeDriver` subclass.
-    :returns: sorted method names; empty when all are implemented.
+    :returns: sorted hook names; empty when all are implemented.
     """
     base = vars(contract.ComputeDriver)
+    needed = set(contract.REQUIRED_HOOKS)
+    for name, operation in contract.OPERATIONS.items():
+        if getattr(cls, 'capabilities', {}).get(operation.capability):
+            needed.update(operation.hooks)
     return sorted(
-        name for name in contract.REQUIRED_METHODS
+        name for name in needed
         if inspect.getattr_static(cls, name) is base[name] or
         getattr(getattr(cls, name), '__isabstractmethod__', False))
+
+
+def pipeline_overrides(cls: type) -> list[str]:
+    """Pipeline methods ``cls`` overrides instead of implementing hooks.
+
+    :param cls: a :class:`~compute_driver.driver.ComputeDriver` subclass.
+    :returns: sorted method names; empty when it overrides none.
+    """
+    base = vars(contract.ComputeDriver)
+    return sorted(name for name in contract.PIPELINE_METHODS
+                  if inspect.getattr_static(cls, name) is not base[name])
 
 
 def signature_mismatches(cls: type) -> list[str]:
@@ -406,8 +399,7 @@ class DriverConformanceTests:
                image: objects.ImageMeta, power_on: bool = True) -> None:
         if image.name != instance.image_ref:
             image = objects.ImageMeta(instance.image_ref)
-        backend.spawn(None, instance, image, None, None, None,
-                      power_on=power_on)
+        backend.spawn(instance, power_on=power_on)
 
     @staticmethod
     def _state(backend: contract.ComputeDriver,
@@ -513,13 +505,13 @@ class DriverConformanceTests:
         errors = []
         for instance in reversed(inventory.instances):
             try:
-                backend.destroy(None, instance, None)
+                backend.destroy(instance)
             except Exception as exc:
                 errors.append('destroy %s: %r' % (instance.name, exc))
         if backend.supports('delete_snapshot'):
             for name in inventory.snapshots:
                 try:
-                    backend.delete_snapshot(None, name)
+                    backend.delete_snapshot(name)
                 except Exception as exc:
                     errors.append('delete_snapshot %s: %r' % (name, exc))
         made = {i.uuid for i in inventory.instances}
@@ -542,6 +534,10 @@ class DriverConformanceTests:
             self, driver_class: type[contract.ComputeDriver]) -> None:
         assert signature_mismatches(driver_class) == []
 
+    def test_pipeline_methods_not_overridden(
+            self, driver_class: type[contract.ComputeDriver]) -> None:
+        assert pipeline_overrides(driver_class) == []
+
     def test_capabilities_have_contract_keys(
             self, driver: contract.ComputeDriver) -> None:
         assert sorted(driver.capabilities) == sorted(
@@ -554,12 +550,14 @@ class DriverConformanceTests:
             self, request: pytest.FixtureRequest,
             driver: contract.ComputeDriver, conf: cfg.ConfigOpts,
             inventory: Inventory, operation: str) -> None:
-        method = contract.OPTIONAL_OPERATIONS[operation]
         if driver.supports(operation):
-            assert (inspect.getattr_static(type(driver), method) is not
-                    vars(contract.ComputeDriver)[method]), (
+            base = vars(contract.ComputeDriver)
+            missing = [
+                hook for hook in contract.OPERATIONS[operation].hooks
+                if inspect.getattr_static(type(driver), hook) is base[hook]]
+            assert not missing, (
                 'supports_%s is True but %s is not implemented'
-                % (operation, method))
+                % (operation, ', '.join(missing)))
             return
         instance = request.getfixturevalue('booted')
         args = OperationArgs(
@@ -764,7 +762,7 @@ class DriverConformanceTests:
         self._require(driver, 'power_off', 'power_on')
         self._drive_to(driver, events, booted, power_state.SHUTDOWN)
         mark = events.mark()
-        driver.power_on(None, booted, None)
+        driver.power_on(booted)
         assert self._state(driver, booted) == 'running'
         self._expect_events(events, booted,
                             (virtevent.EVENT_LIFECYCLE_STARTED,), mark)
@@ -773,15 +771,15 @@ class DriverConformanceTests:
 
     def test_destroy_is_idempotent(self, driver: contract.ComputeDriver,
                                    booted: objects.Instance) -> None:
-        driver.destroy(None, booted, None)
-        driver.destroy(None, booted, None)
+        driver.destroy(booted)
+        driver.destroy(booted)
         self._assert_gone(driver, booted)
 
     def test_destroy_never_spawned(
             self, driver: contract.ComputeDriver,
             make_instance: MakeInstance) -> None:
         instance = make_instance(spawn=False)
-        driver.destroy(None, instance, None)
+        driver.destroy(instance)
         self._assert_gone(driver, instance)
 
     def test_resources_follow_spawn_and_destroy(
@@ -795,7 +793,7 @@ class DriverConformanceTests:
             before.memory_mb_used + flavor.memory_mb,
             before.local_gb_used + flavor.disk_gb)
         assert during.running_vms == before.running_vms + 1
-        driver.destroy(None, instance, None)
+        driver.destroy(instance)
         after = driver.get_available_resource(None)
         assert _usage(after) == _usage(before)
         assert after.running_vms == before.running_vms
@@ -824,7 +822,7 @@ class DriverConformanceTests:
         self._require(driver, 'snapshot')
         progress = TaskStateRecorder()
         name = inventory.new_snapshot_name()
-        driver.snapshot(None, booted, name, update_task_state=progress)
+        driver.snapshot(booted, name, update_task_state=progress)
         assert self._state(driver, booted) == 'running'
         if driver.supports('list_images'):
             assert [m.name for m in _snapshot_images(driver, booted)] == [
@@ -850,20 +848,20 @@ class DriverConformanceTests:
         name = inventory.new_snapshot_name()
         call_operation(driver, 'snapshot', booted,
                        OperationArgs(image_id=name))
-        driver.delete_snapshot(None, name)
-        driver.delete_snapshot(None, name)
+        driver.delete_snapshot(name)
+        driver.delete_snapshot(name)
         if driver.supports('list_images'):
             assert name not in [m.name for m in driver.list_images()]
         if driver.supports('revert_to_snapshot'):
             with pytest.raises(exception.ImageNotFound):
-                driver.revert_to_snapshot(None, booted, name)
+                driver.revert_to_snapshot(booted, name)
 
     def test_delete_snapshot_refuses_base_image(
             self, driver: contract.ComputeDriver,
             image: objects.ImageMeta) -> None:
         self._require(driver, 'delete_snapshot')
         with pytest.raises(exception.InvalidInput):
-            driver.delete_snapshot(None, image.name)
+            driver.delete_snapshot(image.name)
         if driver.supports('list_images'):
             assert image.name in [m.name for m in driver.list_images()]
 
@@ -877,7 +875,7 @@ class DriverConformanceTests:
                        OperationArgs(image_id=name))
         for image_id in (name, inventory.new_name('missing')):
             with pytest.raises(exception.ImageNotFound):
-                driver.revert_to_snapshot(None, target, image_id)
+                driver.revert_to_snapshot(target, image_id)
         assert self._state(driver, target) == 'running'
 
     # -- live resize ---------------------------------------------------------
@@ -887,7 +885,7 @@ class DriverConformanceTests:
         self._require(driver, 'live_resize')
         flavor = booted.flavor
         for memory_mb in (self._smaller_memory(flavor), flavor.memory_mb):
-            driver.live_resize(None, booted, memory_mb=memory_mb)
+            driver.live_resize(booted, memory_mb=memory_mb)
             assert self._state(driver, booted) == 'running'
             if driver.supports('diagnostics'):
                 diagnostics = driver.get_diagnostics(booted)
@@ -901,7 +899,7 @@ class DriverConformanceTests:
         self._require(driver, 'live_resize')
         for value in (0, getattr(booted.flavor, field) + 1):
             with pytest.raises(exception.InvalidInput):
-                driver.live_resize(None, booted, **{field: value})
+                driver.live_resize(booted, **{field: value})
         if driver.supports('diagnostics'):
             diagnostics = driver.get_diagnostics(booted)
             assert diagnostics[field] == getattr(booted.flavor, field)
@@ -915,8 +913,7 @@ class DriverConformanceTests:
             flavor, name='cdconf.bigger', memory_mb=flavor.memory_mb * 4)
         claimed = dataclasses.replace(booted, flavor=bigger)
         with pytest.raises(exception.InvalidInput):
-            driver.live_resize(None, claimed,
-                               memory_mb=flavor.memory_mb + 1)
+            driver.live_resize(claimed, memory_mb=flavor.memory_mb + 1)
 
     def test_revert_of_unknown_instance(
             self, driver: contract.ComputeDriver, inventory: Inventory,
@@ -927,20 +924,20 @@ class DriverConformanceTests:
         call_operation(driver, 'snapshot', booted,
                        OperationArgs(image_id=name))
         with pytest.raises(exception.InstanceNotFound):
-            driver.revert_to_snapshot(None, make_instance(spawn=False), name)
+            driver.revert_to_snapshot(make_instance(spawn=False), name)
 
     def test_live_resize_needs_a_value(self, driver: contract.ComputeDriver,
                                        booted: objects.Instance) -> None:
         self._require(driver, 'live_resize')
         with pytest.raises(exception.InvalidInput):
-            driver.live_resize(None, booted)
+            driver.live_resize(booted)
 
     # -- console, diagnostics, host ------------------------------------------
 
     def test_console_output(self, driver: contract.ComputeDriver,
                             booted: objects.Instance) -> None:
         self._require(driver, 'console_output')
-        output = driver.get_console_output(None, booted)
+        output = driver.get_console_output(booted)
         assert isinstance(output, str) and output
 
     @pytest.mark.parametrize('power_on', [True, False],
@@ -998,7 +995,7 @@ class DriverConformanceTests:
             # Registering again must work, or the check above proves
             # nothing.
             driver.register_event_listener(events)
-            driver.power_on(None, instance, None)
+            driver.power_on(instance)
             events.wait_for(instance.uuid,
                             virtevent.EVENT_LIFECYCLE_STARTED,
                             self.event_timeout)
@@ -1022,7 +1019,7 @@ class DriverConformanceTests:
             for operation, _ in steps:
                 call_operation(driver, operation, instance)
                 states.append(self._state(driver, instance))
-            driver.destroy(None, instance, None)
+            driver.destroy(instance)
             return states
 
         expected = ['running'] + [state for _, state in steps]

@@ -66,7 +66,7 @@ def make_driver(api, host):
     yield factory
     for backend in made:
         for instance in backend.list_instance_records():
-            backend.destroy(None, instance.instance, None)
+            backend.destroy(instance.instance)
         backend.cleanup_host(host)
     # Nothing of this host may remain, whatever the test did.
     left = api.containers(all=True, filters={
@@ -91,8 +91,7 @@ def _instance(conf_flavor='m1.nano', image=docker_env.IMAGE, **fields):
 
 
 def _spawn(backend, instance, power_on=True):
-    backend.spawn(None, instance, objects.ImageMeta(instance.image_ref),
-                  None, None, None, power_on=power_on)
+    backend.spawn(instance, power_on=power_on)
 
 
 def _ours(api, host):
@@ -167,13 +166,13 @@ def test_dockerd_restart_while_driver_is_alive(api, backend):
     assert instance.uuid in backend.list_instance_uuids()
     assert backend.get_info(instance).state == power_state.SHUTDOWN
     mark = events.mark()
-    backend.power_on(None, instance, None)
+    backend.power_on(instance)
     assert backend.get_info(instance).state == power_state.RUNNING
     # The event thread reconnected by itself.
     events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STARTED, 30,
                     since=mark)
     assert backend._watcher.connections > connections
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     assert instance.uuid not in backend.list_instance_uuids()
 
 
@@ -189,7 +188,7 @@ def test_container_removed_out_of_band(api, backend):
         backend.power_off(instance)
     assert backend.instance_exists(instance) is False
     assert instance.uuid not in backend.list_instance_uuids()
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
 
 
 def test_container_stopped_out_of_band_is_shutdown(api, backend):
@@ -210,7 +209,7 @@ def test_foreign_containers_are_not_listed(api, backend, host):
     instance = _instance()
     _spawn(backend, instance)
     snapshot = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
-    backend.snapshot(None, instance, snapshot, contract.ignore_task_state)
+    backend.snapshot(instance, snapshot, contract.ignore_task_state)
     try:
         by_hand = api.create_container(
             snapshot, name='cdtest-byhand-%s' % uuidlib.uuid4().hex[:8],
@@ -220,8 +219,8 @@ def test_foreign_containers_are_not_listed(api, backend, host):
         finally:
             api.remove_container(by_hand['Id'], force=True)
     finally:
-        backend.destroy(None, instance, None)
-        backend.delete_snapshot(None, snapshot)
+        backend.destroy(instance)
+        backend.delete_snapshot(snapshot)
 
 
 # -- failures half-way ------------------------------------------------------
@@ -272,8 +271,7 @@ def test_failed_snapshot_save_removes_the_image(api, make_driver, tmp_path):
     # The tarball cannot be written: the commit must be undone.
     directory.rmdir()
     with pytest.raises(exception.BackendError) as exc:
-        backend.snapshot(None, instance, snapshot,
-                         contract.ignore_task_state)
+        backend.snapshot(instance, snapshot, contract.ignore_task_state)
     assert str(directory) in str(exc.value)
     assert snapshot not in [m.name for m in backend.list_images()]
     with pytest.raises(docker_errors.NotFound):
@@ -290,8 +288,7 @@ def test_image_reference_with_spaces(api, backend, host):
         _instance(image='busy box:latest')
     # A caller that bypasses the objects' checks meets the backend's.
     with pytest.raises(exception.InvalidInput) as exc:
-        backend.spawn(None, _instance(), _unchecked_image('busy box:latest'),
-                      None, None, None)
+        backend.spawn(_instance())
     assert 'whitespace' in str(exc.value)
     assert _ours(api, host) == []
 
@@ -318,7 +315,7 @@ def test_memory_below_docker_minimum(api, backend, host):
     booted = _instance()
     _spawn(backend, booted)
     with pytest.raises(exception.InvalidInput):
-        backend.live_resize(None, booted, memory_mb=5)
+        backend.live_resize(booted, memory_mb=5)
     assert backend.get_diagnostics(booted)['memory_mb'] == 64
 
 
@@ -327,7 +324,7 @@ def test_names_docker_rejects(api, backend):
     _spawn(backend, instance)
     for bad in ('UpperCase-snap', 'snap!', '-leading-dash', 'a//b'):
         with pytest.raises(exception.InvalidInput) as exc:
-            backend.snapshot(None, instance, bad, contract.ignore_task_state)
+            backend.snapshot(instance, bad, contract.ignore_task_state)
         assert '\n' not in str(exc.value)
         # dockerd commits before it checks the name; nothing may be left.
         assert api.images(filters={'label': '%s=%s' % (
@@ -380,7 +377,7 @@ def test_image_loaded_from_image_directory(api, make_driver, tmp_path):
         assert backend.get_info(instance).state == power_state.RUNNING
         assert api.inspect_image(ref)['RepoTags']
     finally:
-        backend.destroy(None, instance, None)
+        backend.destroy(instance)
         api.remove_image(ref, force=True)
 
 
@@ -389,7 +386,7 @@ def test_snapshot_is_saved_to_image_directory(api, make_driver, tmp_path):
     instance = _instance()
     _spawn(backend, instance)
     snapshot = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
-    backend.snapshot(None, instance, snapshot, contract.ignore_task_state)
+    backend.snapshot(instance, snapshot, contract.ignore_task_state)
     try:
         path = tmp_path / (snapshot + '.tar')
         assert path.stat().st_size > 0
@@ -398,7 +395,7 @@ def test_snapshot_is_saved_to_image_directory(api, make_driver, tmp_path):
         listed = [m for m in backend.list_images() if m.name == snapshot]
         assert listed[0].properties['instance_uuid'] == instance.uuid
     finally:
-        backend.delete_snapshot(None, snapshot)
+        backend.delete_snapshot(snapshot)
     assert not path.exists()
 
 
@@ -411,12 +408,12 @@ def test_revert_keeps_identity_and_restores_the_disk(api, backend):
     snapshot = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
     exec_id = api.exec_create(name, ['sh', '-c', 'echo one > /root/marker'])
     api.exec_start(exec_id)
-    backend.snapshot(None, instance, snapshot, contract.ignore_task_state)
+    backend.snapshot(instance, snapshot, contract.ignore_task_state)
     exec_id = api.exec_create(name, ['sh', '-c', 'echo two > /root/marker'])
     api.exec_start(exec_id)
     old_id = backend.get_info(instance).internal_id
     try:
-        backend.revert_to_snapshot(None, instance, snapshot)
+        backend.revert_to_snapshot(instance, snapshot)
         info = backend.get_info(instance)
         assert info.state == power_state.RUNNING
         assert info.internal_id != old_id
@@ -425,8 +422,8 @@ def test_revert_keeps_identity_and_restores_the_disk(api, backend):
         assert api.exec_start(exec_id).strip() == b'one'
         assert len(_ours(api, backend.conf.host)) == 1
     finally:
-        backend.destroy(None, instance, None)
-        backend.delete_snapshot(None, snapshot)
+        backend.destroy(instance)
+        backend.delete_snapshot(snapshot)
 
 
 # -- resource totals ---------------------------------------------------------
@@ -507,7 +504,7 @@ def test_parallel_spawns_fill_the_host_exactly(api, make_driver,
     assert sorted(backend.list_instance_uuids()) == sorted(
         i.uuid for i in spawned)
     # A destroy frees its share at once, without waiting for its event.
-    backend.destroy(None, spawned[0], None)
+    backend.destroy(spawned[0])
     _spawn(backend, instances[results.index(False)])
     assert backend.get_available_resource(None).vcpus_used == 3
     # Only list_instance_uuids listed.

@@ -115,7 +115,7 @@ def backend(conf):
     driver.made = made
     yield driver
     for instance in made:
-        driver.destroy(None, instance, None)
+        driver.destroy(instance)
     driver.cleanup_host(conf.host)
 
 
@@ -130,14 +130,13 @@ def _new(backend, flavor=FLAVOR, **fields):
 
 
 def _spawn(backend, instance, power_on=True):
-    backend.spawn(None, instance, objects.ImageMeta(instance.image_ref),
-                  None, None, None, power_on=power_on)
+    backend.spawn(instance, power_on=power_on)
 
 
 def _wait_for_console(backend, instance, text, timeout=BOOT_TIMEOUT):
     deadline = time.monotonic() + timeout
     while True:
-        output = backend.get_console_output(None, instance)
+        output = backend.get_console_output(instance)
         if text in output:
             return output
         if time.monotonic() > deadline:
@@ -165,7 +164,7 @@ def test_console_log_shows_the_guest_booting(backend):
     assert 'compute-driver: starting %s' % instance.name in output
     # A soft reboot is a real guest shutdown through ACPI, and the log
     # keeps the first boot's lines.
-    backend.reboot(None, instance, None, 'SOFT')
+    backend.reboot(instance, 'SOFT')
     output = _wait_for_console(backend, instance, 'rebooting (soft)')
     assert 'power button pressed' in output
     assert backend.get_info(instance).state == power_state.RUNNING
@@ -177,7 +176,7 @@ def test_clean_power_off(backend):
     _wait_for_console(backend, instance, BOOT_LINE)
     backend.power_off(instance, timeout=BOOT_TIMEOUT, retry_interval=3)
     assert backend.get_info(instance).state == power_state.SHUTDOWN
-    assert 'reboot: Power down' in backend.get_console_output(None, instance)
+    assert 'reboot: Power down' in backend.get_console_output(instance)
 
 
 def _libvirtd_pid():
@@ -208,7 +207,7 @@ def test_libvirtd_restart_while_the_driver_is_alive(backend):
     _spawn(backend, running)
     _spawn(backend, stopped, power_on=False)
     _spawn(backend, saved)
-    backend.suspend(None, saved)
+    backend.suspend(saved)
     _restart_libvirtd()
     # The first call after the restart reconnects, waiting for the new
     # libvirtd to listen.
@@ -223,10 +222,10 @@ def test_libvirtd_restart_while_the_driver_is_alive(backend):
     # Events flow again: the callback was registered on the new
     # connection.
     mark = recorder.mark()
-    backend.power_on(None, stopped, None)
+    backend.power_on(stopped)
     recorder.wait_for(stopped.uuid, virtevent.EVENT_LIFECYCLE_STARTED,
                       timeout=60, since=mark)
-    backend.destroy(None, running, None)
+    backend.destroy(running)
     _assert_nothing_left(running)
 
 
@@ -243,7 +242,7 @@ def test_domain_undefined_out_of_band(backend):
         backend.get_info(instance)
     # The directory the domain left behind goes with destroy.
     assert os.path.isdir(os.path.join(INSTANCES_PATH, instance.uuid))
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     _assert_nothing_left(instance)
 
 
@@ -358,7 +357,7 @@ def test_cli_lifecycle(cli):
         # The CLI has no command to delete an image.
         cleanup = loader.load_driver(
             fixtures.make_conf('libvirt', OVERRIDES), 'libvirt')
-        cleanup.delete_snapshot(None, snap)
+        cleanup.delete_snapshot(snap)
     assert cli('show', name).returncode != 0
     assert not os.path.exists(os.path.join(INSTANCES_PATH, uuid))
     conn = libvirt.open(URI)

@@ -65,8 +65,7 @@ def _instance(name='vm1', flavor='m1.nano'):
 
 
 def _spawn(backend, instance, power_on=True):
-    backend.spawn(None, instance, objects.ImageMeta(instance.image_ref),
-                  None, None, None, power_on=power_on)
+    backend.spawn(instance, power_on=power_on)
 
 
 def _vdis(sim):
@@ -95,7 +94,7 @@ def test_spawn_and_destroy_leave_no_vm_or_vdi(simulator,  # noqa: F811
     # m1.nano's 1 GiB root disk, not the template's 10 GiB.
     assert simulator.objects('VDI')[vdi]['virtual_size'] == str(1024 ** 3)
     assert len(record['VIFs']) == 1
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     assert _vms(simulator) == vms
     assert _vdis(simulator) == vdis
 
@@ -116,7 +115,7 @@ def test_destroy_spares_shared_disks(simulator, make_driver):  # noqa: F811
     session.xenapi.VBD.create({'VM': ref, 'VDI': shared, 'userdevice': '1',
                                'bootable': False, 'mode': 'RW',
                                'type': 'Disk', 'empty': False})
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     assert shared in simulator.objects('VDI')
 
 
@@ -128,7 +127,7 @@ def test_member_url_reaches_the_master(simulator, make_driver):  # noqa
     assert backend._pool.url == simulator.url
     assert [r.instance for r in backend.list_instance_records()] == [
         instance]
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
 
 
 def test_expired_sessions_log_in_again(simulator, make_driver):  # noqa
@@ -145,7 +144,7 @@ def test_expired_sessions_log_in_again(simulator, make_driver):  # noqa
     assert backend.get_info(instance).state == 4
     events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STOPPED, 10,
                     since=mark)
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
 
 
 def test_wrong_password_is_a_clear_error(simulator):  # noqa: F811
@@ -171,8 +170,8 @@ def test_vm_destroyed_out_of_band(simulator, make_driver):  # noqa: F811
     with pytest.raises(exception.InstanceNotFound):
         backend.get_info(instance)
     with pytest.raises(exception.InstanceNotFound):
-        backend.power_on(None, instance, None)
-    backend.destroy(None, instance, None)
+        backend.power_on(instance)
+    backend.destroy(instance)
     assert instance.uuid not in backend.list_instance_uuids()
 
 
@@ -238,22 +237,22 @@ def test_snapshot_revert_and_live_resize(simulator, make_driver):  # noqa
     instance = _instance(flavor='m1.small')
     _spawn(backend, instance)
     ref = backend.get_info(instance).internal_id
-    backend.snapshot(None, instance, 'snap1', None)
+    backend.snapshot(instance, 'snap1', None)
     [image] = [m for m in backend.list_images() if m.name == 'snap1']
     assert image.properties['instance_uuid'] == instance.uuid
     disk_before = simulator.objects('VM')[ref]['VBDs']
-    backend.revert_to_snapshot(None, instance, 'snap1')
+    backend.revert_to_snapshot(instance, 'snap1')
     assert backend.get_info(instance).state == 1
     assert simulator.objects('VM')[ref]['VBDs'] != disk_before
-    backend.live_resize(None, instance, vcpus=1, memory_mb=1024)
+    backend.live_resize(instance, vcpus=1, memory_mb=1024)
     diagnostics = backend.get_diagnostics(instance)
     assert (diagnostics['vcpus'], diagnostics['memory_mb']) == (1, 1024)
     record = simulator.objects('VM')[ref]
     metrics = simulator.objects('VM_metrics')[record['metrics']]
     assert metrics['VCPUs_number'] == '1'
     assert metrics['memory_actual'] == str(1024 * 1024 * 1024)
-    backend.destroy(None, instance, None)
-    backend.delete_snapshot(None, 'snap1')
+    backend.destroy(instance)
+    backend.delete_snapshot('snap1')
     assert 'snap1' not in [m.name for m in backend.list_images()]
 
 
@@ -275,7 +274,7 @@ def test_images_list_the_default_template_first(simulator,  # noqa
     assert images[0].properties['name_label'] == 'Debian Bookworm 12'
     assert 'Other_install_media' in [m.name for m in images]
     with pytest.raises(exception.InvalidInput):
-        backend.delete_snapshot(None, IMAGE)
+        backend.delete_snapshot(IMAGE)
 
 
 @pytest.fixture(scope='module')
@@ -350,7 +349,7 @@ def test_cleanup_host_logs_every_session_out(simulator):  # noqa: F811
     backend = _driver(simulator)
     instance = _instance()
     _spawn(backend, instance)
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     assert simulator.objects('session')
     backend.cleanup_host('test')
     assert simulator.objects('session') == {}

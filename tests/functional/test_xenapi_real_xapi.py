@@ -65,8 +65,7 @@ def _instance(name='vm1', flavor='m1.nano', image=IMAGE):
 
 
 def _spawn(backend, instance, power_on=True):
-    backend.spawn(None, instance, objects.ImageMeta(instance.image_ref),
-                  None, None, None, power_on=power_on)
+    backend.spawn(instance, power_on=power_on)
 
 
 def _leftovers(sim):
@@ -144,17 +143,17 @@ def test_guest_without_tools_falls_back_or_refuses(
     assert not backend.supports('live_resize', instance)
 
     with pytest.raises(exception.GuestFeatureMissing) as info:
-        backend.suspend(None, instance)
+        backend.suspend(instance)
     assert 'feature-suspend' in str(info.value)
     with pytest.raises(exception.GuestFeatureMissing) as info:
-        backend.live_resize(None, instance, vcpus=1)
+        backend.live_resize(instance, vcpus=1)
     assert 'feature-vcpu-hotplug' in str(info.value)
     assert simulator.calls['VM.set_VCPUs_number_live'] == 0
     # Memory needs no guest feature.
-    backend.live_resize(None, instance, memory_mb=32)
+    backend.live_resize(instance, memory_mb=32)
 
     # A soft reboot reboots hard, as the libvirt backend does.
-    backend.reboot(None, instance, None, 'SOFT')
+    backend.reboot(instance, 'SOFT')
     assert simulator.objects('VM')[ref]['power_state'] == 'Running'
     assert simulator.calls['VM.clean_reboot'] == 0
     assert simulator.calls['VM.hard_reboot'] == 1
@@ -170,7 +169,7 @@ def test_guest_with_tools_shuts_down_cleanly(simulator,  # noqa: F811
     instance = _instance()
     _spawn(backend, instance)
     assert backend.supports('suspend', instance)
-    backend.reboot(None, instance, None, 'SOFT')
+    backend.reboot(instance, 'SOFT')
     assert simulator.calls['VM.clean_reboot'] == 1
     backend.power_off(instance, timeout=60, retry_interval=1)
     assert simulator.calls['VM.clean_shutdown'] == 1
@@ -183,7 +182,7 @@ def test_a_guest_ignoring_a_soft_reboot_is_rebooted_hard(
     instance = _instance()
     _spawn(backend, instance)
     hold = simulator.hold('VM.clean_reboot')
-    backend.reboot(None, instance, None, 'SOFT')
+    backend.reboot(instance, 'SOFT')
     assert simulator.calls['VM.hard_reboot'] == 1
     # The request was withdrawn, not left pending in XAPI.
     assert hold.finished.wait(30)
@@ -332,7 +331,7 @@ def test_live_resize_above_the_flavor_is_refused_before_xapi(
     bigger = objects.Instance.from_dict(dict(
         instance.to_dict(), flavor=dict(instance.flavor.to_dict(), vcpus=4)))
     with pytest.raises(exception.InvalidInput) as info:
-        backend.live_resize(None, bigger, vcpus=2)
+        backend.live_resize(bigger, vcpus=2)
     # The flavor spawn stored, not the caller's copy, is the ceiling.
     assert 'from 1 to 1 (flavor m1.nano)' in str(info.value)
     assert simulator.calls['VM.set_VCPUs_number_live'] == 0

@@ -22,7 +22,6 @@ import pytest
 import compute_driver
 from compute_driver.cmd import main
 from compute_driver import conf as cd_conf
-from compute_driver import driver
 from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
 from compute_driver import loader
@@ -319,9 +318,6 @@ def test_unsupported_operation(capsys, app, monkeypatch):
         capabilities = {**fake_driver.FakeDriver.capabilities,
                         'supports_pause': False}
 
-        def pause(self, instance):
-            return driver.ComputeDriver.pause(self, instance)
-
     _use_backend(monkeypatch, NoPause)
     app('boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano')
     capsys.readouterr()
@@ -409,7 +405,7 @@ def test_verify_skips_unsupported_steps(capsys, config, monkeypatch):
 def test_verify_failure_exits_1_and_names_the_step(capsys, config,
                                                    monkeypatch):
     class BrokenPause(fake_driver.FakeDriver):
-        def pause(self, instance):
+        def _pause(self, guest, instance):
             raise exception.BackendError(operation='pause',
                                          instance=instance.name,
                                          reason='boom')
@@ -457,7 +453,7 @@ def test_help_after_a_command_is_the_commands_help(capsys, config, argv):
 class _NoisyFailingSpawn(fake_driver.FakeDriver):
     """Logs as a real backend does while a spawn fails and rolls back."""
 
-    def spawn(self, context, instance, *args, **kwargs):
+    def _create(self, instance, *args, **kwargs):
         log = logging.getLogger('compute_driver.fake.driver')
         log.info('Loading image %s', instance.image_ref)
         log.warning('Spawn of %s failed; removing what it created',
@@ -576,7 +572,7 @@ def test_missing_config_dir_is_one_line(capsys, config, tmp_path):
 def test_bad_metadata_never_reaches_the_backend(capsys, config, monkeypatch,
                                                 prop, words):
     class Refuses(fake_driver.FakeDriver):
-        def _claim(self, flavor):
+        def _claim(self, instance):
             raise AssertionError('the backend received the instance')
 
     _use_backend(monkeypatch, Refuses)

@@ -13,6 +13,7 @@
 """The conformance suite against the in-memory backend, and its helpers."""
 
 from compute_driver import driver as contract
+from compute_driver.fake import driver as fake_driver
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import conformance
@@ -46,43 +47,46 @@ class _SkewedDriver(contract.ComputeDriver):
     Abstract and never instantiated: only its class is inspected.
     """
 
+    capabilities = {'supports_pause': True, 'supports_host_uptime': True}
+
     def get_info(self, instance, use_cache=False):
-        self._not_supported('get_info')
+        raise NotImplementedError
 
     def pause(self, instance, force=False):
-        self._not_supported('pause')
+        raise NotImplementedError
 
-    def power_off(self, instance, timeout=60, retry_interval=0):
-        self._not_supported('power_off')
+    def get_host_uptime(self, verbose):
+        raise NotImplementedError
 
-    def reboot(self, context, instance, network_info, reboot_type,
-               block_device_info=None, bad_volumes_callback=None,
-               accel_info=None, share_info=None):
-        self._not_supported('reboot')
+    def find_instance(self, ref, strict=True):
+        raise NotImplementedError
 
     def check_power_state(self, instance, operation, current):
-        self._not_supported('check_power_state')
+        raise NotImplementedError
 
 
 def test_signature_mismatches_names_each_drift():
     problems = conformance.signature_mismatches(_SkewedDriver)
     assert [p.split('(')[0] for p in problems] == [
-        '_SkewedDriver.check_power_state', '_SkewedDriver.get_info',
-        '_SkewedDriver.pause', '_SkewedDriver.power_off']
+        '_SkewedDriver.check_power_state', '_SkewedDriver.find_instance',
+        '_SkewedDriver.get_host_uptime', '_SkewedDriver.get_info',
+        '_SkewedDriver.pause']
 
 
-def test_missing_required_methods_lists_the_abstract_ones():
+def test_pipeline_overrides_are_listed():
+    assert conformance.pipeline_overrides(_SkewedDriver) == [
+        'get_info', 'pause']
+    assert conformance.pipeline_overrides(fake_driver.FakeDriver) == []
+
+
+def test_missing_required_methods_lists_hooks_of_declared_operations():
     missing = conformance.missing_required_methods(_SkewedDriver)
-    assert missing == sorted(set(contract.REQUIRED_METHODS) - {'get_info'})
+    # get_host_uptime is its own hook; pause needs _pause.
+    assert missing == sorted(set(contract.REQUIRED_HOOKS) | {'_pause'})
 
 
 def test_contract_itself_has_no_mismatch():
     assert conformance.signature_mismatches(contract.ComputeDriver) == []
-
-
-def test_every_optional_operation_has_a_call():
-    assert sorted(conformance.OPERATION_CALLS) == sorted(
-        contract.OPTIONAL_OPERATIONS)
 
 
 def test_start_states_are_reachable_from_running():

@@ -12,6 +12,7 @@
 
 import dataclasses
 import logging
+import threading
 
 import pytest
 
@@ -24,43 +25,57 @@ from compute_driver import power_state
 
 
 class MinimalDriver(driver.ComputeDriver):
-    """Implements only what is required; every optional op is missing."""
+    """Implements only the required hooks; every optional op is missing."""
+
+    emits_lifecycle_events = False
 
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi)
-        self.records = []
+        self.records = {}
+        self.images = {'cirros': objects.ImageMeta('cirros')}
 
-    def init_host(self, host):
-        self.host = host
+    def _connect(self):
+        pass
 
-    def get_info(self, instance, use_cache=True):
-        raise exception.InstanceNotFound(instance=instance.name)
+    def _find(self, instance):
+        try:
+            return self.records[instance.uuid]
+        except KeyError:
+            raise exception.InstanceNotFound(instance=instance.name) from None
 
-    def list_instances(self):
-        return [r.instance.name for r in self.records]
+    def _power_state(self, handle):
+        return handle.info.state
 
-    def list_instance_uuids(self):
-        return [r.instance.uuid for r in self.records]
+    def _get_image(self, instance):
+        try:
+            return self.images[instance.image_ref]
+        except KeyError:
+            raise exception.ImageNotFound(image=instance.image_ref,
+                                          available='cirros') from None
+
+    def _create(self, instance, image, power_on, network_info,
+                block_device_info):
+        self.records[instance.uuid] = objects.InstanceRecord(
+            instance, objects.InstanceInfo(
+                power_state.RUNNING if power_on else power_state.SHUTDOWN))
+
+    def _destroy(self, instance, destroy_disks):
+        record = self.records.pop(instance.uuid, None)
+        return None if record is None else record.info.state
+
+    def _resources(self, pending):
+        flavors = [r.instance.flavor for r in self.records.values()]
+        flavors += [i.flavor for i in pending if i.uuid not in self.records]
+        return objects.HostResources(
+            vcpus=2, memory_mb=1024, local_gb=10,
+            vcpus_used=sum(f.vcpus for f in flavors),
+            memory_mb_used=sum(f.memory_mb for f in flavors),
+            local_gb_used=sum(f.disk_gb for f in flavors),
+            hypervisor_type='minimal', hypervisor_version=1,
+            hypervisor_hostname=self.host)
 
     def list_instance_records(self):
-        return list(self.records)
-
-    def spawn(self, context, instance, image_meta, injected_files,
-              admin_password, allocations, network_info=None,
-              block_device_info=None, power_on=True, accel_info=None):
-        self.records.append(objects.InstanceRecord(
-            instance, objects.InstanceInfo(power_state.RUNNING)))
-
-    def destroy(self, context, instance, network_info, block_device_info=None,
-                destroy_disks=True, destroy_secrets=True):
-        self.records = [r for r in self.records
-                        if r.instance.uuid != instance.uuid]
-
-    def get_available_resource(self, nodename):
-        raise exception.HypervisorUnavailable(host='x', reason='test')
-
-    def get_available_nodes(self, refresh=False):
-        return ['x']
+        return list(self.records.values())
 
 
 @pytest.fixture
@@ -76,8 +91,8 @@ def instance():
 
 def test_missing_abstract_method_cannot_be_built():
     class Incomplete(driver.ComputeDriver):
-        def init_host(self, host):
-            self.host = host
+        def _connect(self):
+            pass
 
     with pytest.raises(TypeError):
         Incomplete(None)
@@ -110,22 +125,22 @@ def test_unknown_capability_key_is_a_type_error():
 @pytest.mark.parametrize('call,operation', [
     (lambda d, i: d.cleanup_host('h'), 'cleanup_host'),
     (lambda d, i: d.instance_exists(i), 'instance_exists'),
-    (lambda d, i: d.reboot(None, i, None, driver.REBOOT_SOFT),
+    (lambda d, i: d.reboot(i, driver.REBOOT_SOFT),
      'soft_reboot'),
-    (lambda d, i: d.reboot(None, i, None, driver.REBOOT_HARD),
+    (lambda d, i: d.reboot(i, driver.REBOOT_HARD),
      'hard_reboot'),
     (lambda d, i: d.power_off(i), 'power_off'),
-    (lambda d, i: d.power_on(None, i, None), 'power_on'),
+    (lambda d, i: d.power_on(i), 'power_on'),
     (lambda d, i: d.pause(i), 'pause'),
     (lambda d, i: d.unpause(i), 'unpause'),
-    (lambda d, i: d.suspend(None, i), 'suspend'),
-    (lambda d, i: d.resume(None, i, None), 'resume'),
-    (lambda d, i: d.snapshot(None, i, 'img', None), 'snapshot'),
-    (lambda d, i: d.delete_snapshot(None, 'img'), 'delete_snapshot'),
-    (lambda d, i: d.revert_to_snapshot(None, i, 'img'),
+    (lambda d, i: d.suspend(i), 'suspend'),
+    (lambda d, i: d.resume(i), 'resume'),
+    (lambda d, i: d.snapshot(i, 'img', None), 'snapshot'),
+    (lambda d, i: d.delete_snapshot('img'), 'delete_snapshot'),
+    (lambda d, i: d.revert_to_snapshot(i, 'img'),
      'revert_to_snapshot'),
-    (lambda d, i: d.live_resize(None, i, vcpus=1), 'live_resize'),
-    (lambda d, i: d.get_console_output(None, i), 'console_output'),
+    (lambda d, i: d.live_resize(i, vcpus=1), 'live_resize'),
+    (lambda d, i: d.get_console_output(i), 'console_output'),
     (lambda d, i: d.get_diagnostics(i), 'diagnostics'),
     (lambda d, i: d.get_host_ip_addr(), 'host_ip_addr'),
     (lambda d, i: d.get_host_uptime(), 'host_uptime'),
@@ -139,11 +154,15 @@ def test_optional_operations_raise_not_supported(minimal, instance, call,
     assert 'MinimalDriver' in str(exc.value)
 
 
-def test_every_optional_operation_has_a_base_method():
+def test_every_optional_operation_has_a_base_method_and_hooks():
     for operation, method in driver.OPTIONAL_OPERATIONS.items():
         assert callable(getattr(driver.ComputeDriver, method)), operation
-    for method in driver.REQUIRED_METHODS:
-        assert method in driver.ComputeDriver.__abstractmethods__
+        for hook in driver.OPERATIONS[operation].hooks:
+            assert callable(getattr(driver.ComputeDriver, hook)), hook
+    assert set(driver.REQUIRED_HOOKS) == set(
+        driver.ComputeDriver.__abstractmethods__)
+    for method in driver.PIPELINE_METHODS:
+        assert method not in driver.ComputeDriver.__abstractmethods__
 
 
 def test_transition_table_is_consistent():
@@ -184,7 +203,7 @@ def test_check_power_state_names_both_states(instance):
 
 
 def test_find_instance_by_uuid_then_name(minimal, instance):
-    minimal.spawn(None, instance, None, None, None, None)
+    minimal.spawn(instance)
     assert minimal.find_instance('vm1').instance == instance
     assert minimal.find_instance(instance.uuid.upper()).instance == instance
     with pytest.raises(exception.InstanceNotFound):
@@ -318,3 +337,164 @@ def test_flavor_as_large_as_the_host_fits():
 def test_unknown_host_disk_is_not_checked():
     flavor = objects.Flavor('m1.disk', vcpus=1, memory_mb=64, root_gb=10**6)
     driver.check_flavor_fits_host(flavor, _host(local_gb=0))
+
+
+# -- the pipeline ------------------------------------------------------------
+
+class PausingDriver(MinimalDriver):
+    """Adds pause and unpause: the smallest backend with an operation."""
+
+    capabilities = {'supports_pause': True, 'supports_unpause': True}
+
+    def _set(self, instance, state):
+        record = self.records[instance.uuid]
+        self.records[instance.uuid] = dataclasses.replace(
+            record, info=objects.InstanceInfo(state))
+
+    def _pause(self, handle, instance):
+        self._set(instance, power_state.PAUSED)
+
+    def _unpause(self, handle, instance):
+        self._set(instance, power_state.RUNNING)
+
+
+@pytest.fixture
+def pausing():
+    backend = PausingDriver(cd_conf.build_conf(config_files=[]))
+    backend.init_host('h1')
+    return backend
+
+
+def _flavored(name, vcpus=1, memory_mb=64, root_gb=0):
+    return objects.Instance.new(
+        name, objects.Flavor('f%d' % vcpus, vcpus=vcpus,
+                             memory_mb=memory_mb, root_gb=root_gb),
+        'cirros')
+
+
+def test_pipeline_checks_transitions_and_emits_events(pausing, instance):
+    seen = []
+    pausing.register_event_listener(seen.append)
+    pausing.spawn(instance)
+    pausing.pause(instance)
+    with pytest.raises(exception.InvalidPowerState):
+        pausing.pause(instance)
+    pausing.unpause(instance)
+    assert [e.transition for e in seen] == [
+        virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_PAUSED,
+        virtevent.EVENT_LIFECYCLE_RESUMED]
+    pausing.destroy(instance)
+    assert seen[-1].transition == virtevent.EVENT_LIFECYCLE_STOPPED
+    # Locks exist only while an operation holds them.
+    assert len(pausing._instance_locks) == 0
+
+
+def test_unknown_instance_before_power_state(pausing, instance):
+    with pytest.raises(exception.InstanceNotFound):
+        pausing.unpause(instance)
+
+
+def test_already_done_is_success_when_the_caller_asks(pausing, instance):
+    pausing.spawn(instance)
+    pausing.already_done_is_success = True
+    pausing.unpause(instance)  # running already: nothing to do
+    pausing.pause(instance)
+    pausing.pause(instance)
+    assert pausing.get_info(instance).state == power_state.PAUSED
+
+
+def test_listener_may_call_back_into_the_driver(pausing, instance):
+    states = []
+    pausing.register_event_listener(
+        lambda event: states.append(pausing.get_info(instance).state))
+    pausing.spawn(instance)
+    pausing.pause(instance)
+    assert states == [power_state.RUNNING, power_state.PAUSED]
+
+
+def test_claims_follow_nova_allocation_ratios(minimal):
+    # 2 vCPUs at Nova's default ratio 4.0: eight 1-vCPU instances.
+    for number in range(8):
+        minimal.spawn(_flavored('vm%d' % number))
+    with pytest.raises(exception.InsufficientResources) as exc:
+        minimal.spawn(_flavored('vm8'))
+    assert (exc.value.kwargs['resource'], exc.value.kwargs['free'],
+            exc.value.kwargs['total']) == ('vcpus', 0, 8)
+    assert len(minimal.records) == 8
+
+
+def test_claims_subtract_reserved_resources(minimal):
+    minimal.conf.set_override('reserved_host_cpus', 1)
+    minimal.conf.set_override('cpu_allocation_ratio', 2.0)
+    minimal.conf.set_override('reserved_host_memory_mb', 960)
+    minimal.spawn(_flavored('a', memory_mb=32))
+    with pytest.raises(exception.InsufficientResources) as exc:
+        minimal.spawn(_flavored('b', memory_mb=64))
+    assert exc.value.kwargs['resource'] == 'memory_mb'
+    minimal.spawn(_flavored('c', memory_mb=32))
+    with pytest.raises(exception.InsufficientResources) as exc:
+        minimal.spawn(_flavored('d', memory_mb=0 + 1))
+    assert exc.value.kwargs['resource'] in ('vcpus', 'memory_mb')
+
+
+def test_flavor_larger_than_host_unless_containers(minimal):
+    with pytest.raises(exception.FlavorExceedsHost):
+        minimal.spawn(_flavored('big', vcpus=3))
+    minimal.runs_containers = True
+    minimal.spawn(_flavored('big', vcpus=3))
+
+
+def test_spawn_under_way_holds_its_claim(minimal):
+    minimal.conf.set_override('cpu_allocation_ratio', 1.0)
+    minimal.spawn(_flavored('first'))
+    inside, release = threading.Event(), threading.Event()
+    created = minimal._create
+
+    def slow_create(*args, **kwargs):
+        inside.set()
+        release.wait(10)
+        created(*args, **kwargs)
+
+    minimal._create = slow_create
+    second = threading.Thread(target=minimal.spawn,
+                              args=(_flavored('second'),))
+    second.start()
+    try:
+        assert inside.wait(10)
+        # Not listed yet, but claimed: the last vCPU is taken.
+        assert minimal.get_available_resource().vcpus_used == 2
+        with pytest.raises(exception.InsufficientResources):
+            minimal.spawn(_flavored('third'))
+        with pytest.raises(exception.InstanceExists):
+            minimal.spawn(_flavored('second'))
+    finally:
+        release.set()
+        second.join(10)
+    assert sorted(minimal.list_instances()) == ['first', 'second']
+    assert minimal.get_available_resource().vcpus_used == 2
+    assert not minimal._pending
+
+
+def test_spawn_refuses_an_image_the_flavor_cannot_hold(minimal):
+    minimal.images['big'] = objects.ImageMeta('big', min_ram=128,
+                                              min_disk=5)
+    small = objects.Instance.new(
+        'vm1', objects.Flavor('f', vcpus=1, memory_mb=64, root_gb=1), 'big')
+    with pytest.raises(exception.InvalidInput, match='MiB of memory'):
+        minimal.spawn(small)
+    roomy = objects.Instance.new(
+        'vm1', objects.Flavor('f', vcpus=1, memory_mb=256, root_gb=1), 'big')
+    with pytest.raises(exception.InvalidInput, match='root disk'):
+        minimal.spawn(roomy)
+    assert minimal.records == {}
+
+
+def test_operation_table_calls_each_method(pausing, instance):
+    pausing.spawn(instance)
+    driver.OPERATIONS['pause'].call(pausing, instance)
+    assert pausing.get_info(instance).state == power_state.PAUSED
+    with pytest.raises(TypeError, match='image_id'):
+        driver.OPERATIONS['snapshot'].call(pausing, instance)
+    assert set(driver.OPERATIONS) == set(driver.OPTIONAL_OPERATIONS)
+    for name, operation in driver.OPERATIONS.items():
+        assert operation.transition is driver.TRANSITIONS.get(name)

@@ -35,7 +35,11 @@ IMAGE = 'cirros-0.6.3-x86_64-disk'
 def _driver(**fake_opts):
     conf = cd_conf.build_conf(config_files=[])
     for name, value in fake_opts.items():
-        conf.set_override(name, value, group='fake')
+        # The claim policy's options are [DEFAULT]'s, shared by every
+        # backend; the rest are the fake's own.
+        conf.set_override(name, value, group=None if name in (
+            'cpu_allocation_ratio', 'ram_allocation_ratio',
+            'disk_allocation_ratio') else 'fake')
     backend = fake_driver.FakeDriver(conf)
     backend.init_host('host1')
     return backend
@@ -44,8 +48,7 @@ def _driver(**fake_opts):
 def _boot(backend, name='vm1', flavor='m1.tiny', power_on=True):
     inst = objects.Instance.new(
         name, flavors.get_flavor(backend.conf, flavor), IMAGE)
-    backend.spawn(None, inst, objects.ImageMeta(IMAGE), None, None, None,
-                  power_on=power_on)
+    backend.spawn(inst, power_on=power_on)
     return inst
 
 
@@ -78,7 +81,7 @@ def test_claims_apply_allocation_ratios_like_nova():
 def test_claims_are_released_by_destroy():
     backend = _driver(vcpus=1)
     inst = _boot(backend, 'a')
-    backend.destroy(None, inst, None)
+    backend.destroy(inst)
     _boot(backend, 'b')
     assert backend.get_available_resource(None).vcpus_used == 1
 
@@ -97,7 +100,7 @@ def test_image_min_ram_is_enforced():
     inst = objects.Instance.new(
         'vm1', flavors.get_flavor(backend.conf, 'm1.tiny'), 'big')
     with pytest.raises(exception.InvalidInput) as exc:
-        backend.spawn(None, inst, objects.ImageMeta('big'), None, None, None)
+        backend.spawn(inst)
     assert 'needs 1024' in str(exc.value)
     assert backend.list_instances() == []
 
@@ -105,29 +108,29 @@ def test_image_min_ram_is_enforced():
 def test_console_is_bounded_and_grows():
     backend = _driver(console_log_lines=10)
     inst = _boot(backend)
-    first = backend.get_console_output(None, inst)
+    first = backend.get_console_output(inst)
     backend.pause(inst)
-    second = backend.get_console_output(None, inst)
+    second = backend.get_console_output(inst)
     assert 'vm1 login:' in first
     assert second.endswith('vCPUs paused\n')
     backend.unpause(inst)
     for _ in range(5):
-        backend.reboot(None, inst, None, driver.REBOOT_SOFT)
-    assert len(backend.get_console_output(None, inst).splitlines()) == 10
+        backend.reboot(inst, driver.REBOOT_SOFT)
+    assert len(backend.get_console_output(inst).splitlines()) == 10
 
 
 def test_revert_restores_the_snapshot_disk():
     backend = _driver()
     inst = _boot(backend)
-    backend.snapshot(None, inst, 'snap', None)
-    backend.reboot(None, inst, None, driver.REBOOT_HARD)
+    backend.snapshot(inst, 'snap', None)
+    backend.reboot(inst, driver.REBOOT_HARD)
     before = backend.get_diagnostics(inst)['disk_generation']
-    backend.revert_to_snapshot(None, inst, 'snap')
+    backend.revert_to_snapshot(inst, 'snap')
     after = backend.get_diagnostics(inst)['disk_generation']
     # The revert rebooted from generation 1's disk, which is generation 2.
     assert (before, after) == (2, 2)
     backend.power_off(inst)
-    backend.revert_to_snapshot(None, inst, 'snap')
+    backend.revert_to_snapshot(inst, 'snap')
     assert backend.get_diagnostics(inst)['disk_generation'] == 1
 
 
@@ -135,12 +138,11 @@ def test_snapshot_reports_task_states():
     backend = _driver()
     inst = _boot(backend)
     calls = []
-    backend.snapshot(None, inst, 'snap',
-                     lambda **kwargs: calls.append(kwargs))
+    backend.snapshot(inst, 'snap', lambda **kwargs: calls.append(kwargs))
     assert calls == [
-        {'task_state': fake_driver.IMAGE_PENDING_UPLOAD},
-        {'task_state': fake_driver.IMAGE_UPLOADING,
-         'expected_state': fake_driver.IMAGE_PENDING_UPLOAD}]
+        {'task_state': driver.IMAGE_PENDING_UPLOAD},
+        {'task_state': driver.IMAGE_UPLOADING,
+         'expected_state': driver.IMAGE_PENDING_UPLOAD}]
 
 
 def test_hard_reboot_events_depend_on_the_start_state():
@@ -149,18 +151,18 @@ def test_hard_reboot_events_depend_on_the_start_state():
     backend.register_event_listener(
         lambda e: seen.append(e.get_name()))
     inst = _boot(backend, power_on=False)
-    backend.reboot(None, inst, None, 'hard')
-    backend.reboot(None, inst, None, 'HARD')
-    backend.reboot(None, inst, None, 'soft')
+    backend.reboot(inst, 'hard')
+    backend.reboot(inst, 'HARD')
+    backend.reboot(inst, 'soft')
     assert seen == ['Started', 'Stopped', 'Started']
 
 
 @pytest.mark.parametrize('call', [
-    lambda b, i: b.reboot(None, i, None, 'medium'),
+    lambda b, i: b.reboot(i, 'medium'),
     lambda b, i: b.power_off(i, timeout=-1),
-    lambda b, i: b.live_resize(None, i, vcpus=0),
-    lambda b, i: b.live_resize(None, i, memory_mb=10 ** 6),
-    lambda b, i: b.live_resize(None, i),
+    lambda b, i: b.live_resize(i, vcpus=0),
+    lambda b, i: b.live_resize(i, memory_mb=10 ** 6),
+    lambda b, i: b.live_resize(i),
 ])
 def test_bad_arguments_are_invalid_input(call):
     backend = _driver()
@@ -198,7 +200,7 @@ def test_many_threads_keep_accounting_exact():
         backend.pause(inst)
         backend.unpause(inst)
         if n % 2:
-            backend.destroy(None, inst, None)
+            backend.destroy(inst)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(life, range(40)))
@@ -214,7 +216,7 @@ def test_destroy_of_a_running_instance_says_stopped():
     seen = []
     backend.register_event_listener(seen.append)
     inst = _boot(backend)
-    backend.destroy(None, inst, None)
+    backend.destroy(inst)
     assert [e.transition for e in seen] == [
         virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_STOPPED]
 
@@ -235,10 +237,10 @@ def test_live_resize_bounds_come_from_the_stored_flavor():
         uuid=inst.uuid, name=inst.name, image_ref=inst.image_ref,
         flavor=flavors.get_flavor(backend.conf, 'm1.xlarge'))
     with pytest.raises(exception.InvalidInput) as exc:
-        backend.live_resize(None, bigger, memory_mb=9000)
+        backend.live_resize(bigger, memory_mb=9000)
     assert 'from 1 to 64 (flavor m1.nano)' in str(exc.value)
     with pytest.raises(exception.InvalidInput):
-        backend.live_resize(None, inst, vcpus=True)
+        backend.live_resize(inst, vcpus=True)
     assert backend.get_diagnostics(inst)['memory_mb'] == 64
 
 
@@ -254,7 +256,7 @@ def test_snapshot_callback_runs_without_the_lock():
         worker.join(5)
         assert not worker.is_alive(), 'driver lock held during callback'
 
-    backend.snapshot(None, inst, 'snap', callback)
+    backend.snapshot(inst, 'snap', callback)
     assert seen == [['vm1'], ['vm1']]
 
 

@@ -282,8 +282,7 @@ def test_missing_image_file_is_image_not_found(make_driver, tmp_path):
     (tmp_path / 'images' / (IMAGE + '.raw')).unlink()
     instance = _instance(backend.conf)
     with pytest.raises(exception.ImageNotFound) as caught:
-        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
-                      None)
+        backend.spawn(instance)
     assert 'is missing' in str(caught.value)
     _assert_nothing_left(backend, instance, tmp_path)
 
@@ -294,8 +293,7 @@ def test_flavor_below_image_minimum_is_refused(make_driver, tmp_path):
     flavor = objects.Flavor('cdunit.tiny', vcpus=1, memory_mb=16)
     instance = dataclasses.replace(_instance(backend.conf), flavor=flavor)
     with pytest.raises(exception.InvalidInput) as caught:
-        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
-                      None)
+        backend.spawn(instance)
     assert 'needs 32' in str(caught.value)
     _assert_nothing_left(backend, instance, tmp_path)
 
@@ -311,8 +309,7 @@ def test_spawn_failing_at_start_leaves_nothing(make_driver, tmp_path,
 
     monkeypatch.setattr(libvirt.virDomain, 'create', broken_create)
     with pytest.raises(exception.BackendError) as caught:
-        backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None,
-                      None)
+        backend.spawn(instance)
     assert 'start refused on purpose' in str(caught.value)
     _assert_nothing_left(backend, instance, tmp_path)
 
@@ -321,15 +318,14 @@ def test_domain_undefined_out_of_band(make_driver, tmp_path):
     backend = make_driver()
     backend.init_host('test')
     instance = _instance(backend.conf)
-    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None,
-                  power_on=False)
+    backend.spawn(instance, power_on=False)
     assert instance.uuid in backend.list_instance_uuids()
     backend._conn().lookupByUUIDString(instance.uuid).undefine()
     assert instance.uuid not in [r.instance.uuid for r in
                                  backend.list_instance_records()]
     with pytest.raises(exception.InstanceNotFound):
         backend.get_info(instance)
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     _assert_nothing_left(backend, instance, tmp_path)
 
 
@@ -543,11 +539,11 @@ def test_xen_domain_is_accepted_by_the_test_driver(make_driver, versions,
     versions(libvirt=(1, 2, 9), hypervisor=(4, 4, 0), hv_type='Xen')
     backend.init_host('test')
     instance = _instance(backend.conf)
-    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None)
+    backend.spawn(instance)
     assert backend.get_info(instance).state == power_state.RUNNING
     xml = backend._conn().lookupByUUIDString(instance.uuid).XMLDesc(0)
     assert "type='xen'" in xml.split('\n')[0]
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     _assert_nothing_left(backend, instance, tmp_path)
 
 

@@ -27,7 +27,6 @@ from compute_driver import exception  # noqa: E402
 from compute_driver import leftovers  # noqa: E402
 from compute_driver.libvirt import config  # noqa: E402
 from compute_driver.libvirt import imagestore  # noqa: E402
-from compute_driver import objects  # noqa: E402
 from compute_driver.testing import fixtures  # noqa: E402
 from tests.unit import test_libvirt  # noqa: E402
 
@@ -149,7 +148,7 @@ def _declare(images, file_name, disk_format):
 
 
 def _spawn(backend, instance):
-    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None)
+    backend.spawn(instance)
 
 
 def _listing(tmp_path):

@@ -45,13 +45,12 @@ def backend(make_driver):
     driver.init_host('test')
     yield driver
     while _spawned:
-        driver.destroy(None, _spawned.pop(), None)
+        driver.destroy(_spawned.pop())
 
 
 def _spawn(backend, instance, power_on=True):
     _spawned.append(instance)
-    backend.spawn(None, instance, objects.ImageMeta(IMAGE), None, None, None,
-                  power_on=power_on)
+    backend.spawn(instance, power_on=power_on)
 
 
 def _no_listing(monkeypatch):
@@ -142,7 +141,7 @@ def test_destroy_drops_the_index_entry(backend, tmp_path):
     instance = test_libvirt._instance(backend.conf)
     _spawn(backend, instance)
     assert instance.uuid in _index(tmp_path)['records']
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     assert instance.uuid not in _index(tmp_path)['records']
 
 
@@ -196,7 +195,7 @@ def test_an_unwritable_index_costs_round_trips_only(
     instance = test_libvirt._instance(backend.conf)
     _spawn(backend, instance)
     assert instance.uuid in make_driver().list_instance_uuids()
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
 
 
 def test_spawns_overlap_outside_the_claim(backend, monkeypatch):

@@ -166,10 +166,9 @@ def instance(backend):
     inst = objects.Instance.new('cdconf-fixture-test',
                                 flavors.get_flavor(backend.conf, 'm1.nano'),
                                 backend.conf.fake.images[0])
-    backend.spawn(None, inst, objects.ImageMeta(inst.image_ref), None, None,
-                  None)
+    backend.spawn(inst)
     yield inst
-    backend.destroy(None, inst, None)
+    backend.destroy(inst)
 
 
 def test_recorder_receives_backend_events(backend, instance):
@@ -193,6 +192,6 @@ def test_wait_for_state_timeout_names_last_state(backend, instance):
 
 
 def test_wait_for_state_of_missing_instance(backend, instance):
-    backend.destroy(None, instance, None)
+    backend.destroy(instance)
     with pytest.raises(exception.InstanceNotFound):
         fixtures.wait_for_state(backend, instance, power_state.RUNNING)

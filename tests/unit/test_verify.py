@@ -16,7 +16,6 @@ import concurrent.futures
 
 import pytest
 
-from compute_driver import driver
 from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
 from compute_driver import flavors
@@ -32,17 +31,9 @@ class NoSuspendDriver(fake_driver.FakeDriver):
     capabilities = {**fake_driver.FakeDriver.capabilities,
                     'supports_suspend': False, 'supports_resume': False}
 
-    def suspend(self, context, instance):
-        return driver.ComputeDriver.suspend(self, context, instance)
-
-    def resume(self, context, instance, network_info, block_device_info=None,
-               share_info=None):
-        return driver.ComputeDriver.resume(self, context, instance,
-                                           network_info)
-
 
 class BrokenPauseDriver(fake_driver.FakeDriver):
-    def pause(self, instance):
+    def _pause(self, guest, instance):
         raise exception.BackendError(operation='pause',
                                      instance=instance.name, reason='boom')
 
@@ -50,21 +41,20 @@ class BrokenPauseDriver(fake_driver.FakeDriver):
 class LyingPauseDriver(fake_driver.FakeDriver):
     """Says it paused, leaves the instance running."""
 
-    def pause(self, instance):
-        self.get_info(instance)
+    def _pause(self, guest, instance):
+        pass
 
 
 class InterruptedDriver(fake_driver.FakeDriver):
     """Ctrl-C lands while a snapshot is being taken."""
 
-    def snapshot(self, context, instance, image_id, update_task_state):
-        super().snapshot(context, instance, image_id, update_task_state)
+    def _snapshot(self, guest, instance, current, image_id):
+        super()._snapshot(guest, instance, current, image_id)
         raise KeyboardInterrupt()
 
 
 class UndeletableDriver(fake_driver.FakeDriver):
-    def destroy(self, context, instance, network_info, block_device_info=None,
-                destroy_disks=True, destroy_secrets=True):
+    def _destroy(self, instance, destroy_disks):
         raise exception.BackendError(operation='destroy',
                                      instance=instance.name, reason='stuck')
 
@@ -116,9 +106,9 @@ def test_instance_and_snapshot_names_use_the_prefix():
     seen = []
     original = backend.snapshot
 
-    def snapshot(context, instance, image_id, update_task_state):
+    def snapshot(instance, image_id, update_task_state=None):
         seen.append((instance.name, image_id))
-        return original(context, instance, image_id, update_task_state)
+        return original(instance, image_id, update_task_state)
 
     backend.snapshot = snapshot
     _verifier(backend, name_prefix='cd.').run()
@@ -184,7 +174,7 @@ def test_state_is_checked_after_each_operation():
 
 def test_snapshot_is_deleted_when_a_later_step_fails():
     class BrokenConsole(fake_driver.FakeDriver):
-        def get_console_output(self, context, instance):
+        def _console_output(self, guest, instance):
             return None
 
     backend = _backend(BrokenConsole)
@@ -312,10 +302,9 @@ def test_resize_target_never_exceeds_the_flavor():
 def test_default_image_skips_snapshots():
     backend = _backend()
     instance = objects.Instance.new('vm1', flavors.BUILTIN[0], IMAGE)
-    backend.spawn(None, instance, objects.ImageMeta(name=IMAGE), None, None,
-                  None)
+    backend.spawn(instance)
     # Sorted by name, this snapshot comes first.
-    backend.snapshot(None, instance, 'aaa-snap', None)
+    backend.snapshot(instance, 'aaa-snap', None)
     assert verify.default_image(backend) == IMAGE
 
 
@@ -325,7 +314,7 @@ def test_default_image_needs_list_images():
 
 def test_every_cleanup_failure_of_an_instance_is_reported():
     class Leaky(UndeletableDriver):
-        def delete_snapshot(self, context, image_id):
+        def _delete_snapshot(self, image_id):
             raise exception.BackendError(operation='delete_snapshot',
                                          instance=image_id, reason='locked')
 
@@ -339,7 +328,7 @@ def test_every_cleanup_failure_of_an_instance_is_reported():
 
 def test_empty_console_is_skipped_with_the_reason():
     class SilentImage(fake_driver.FakeDriver):
-        def get_console_output(self, context, instance):
+        def _console_output(self, guest, instance):
             return ''
 
     backend = _backend(SilentImage)
@@ -359,7 +348,7 @@ def test_empty_console_is_skipped_with_the_reason():
 
 def test_console_that_is_not_text_still_fails():
     class BrokenConsole(fake_driver.FakeDriver):
-        def get_console_output(self, context, instance):
+        def _console_output(self, guest, instance):
             return b'bytes'
 
     report = _verifier(_backend(BrokenConsole)).run()

@@ -421,8 +421,7 @@ def test_console_output_is_declared_unsupported(backend):
     assert backend.supports('console_output') is False
     assert backend.supports('live_resize') is True
     with pytest.raises(exception.NotSupported):
-        backend.get_console_output(None,
-                                   objects.Instance.new('vm', FLAVOR, 'i'))
+        backend.get_console_output(objects.Instance.new('vm', FLAVOR, 'i'))
 
 
 def test_password_is_secret():
