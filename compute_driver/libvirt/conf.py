@@ -92,12 +92,5 @@ opts = [
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
-    """The ``[libvirt]`` group and its options.
-
-    The ``compute_driver.driver_opts`` entry point of the backend: it
-    imports oslo.config only, never the backend's SDK.
-    """
-    # A new OptGroup each call: ConfigOpts keeps a shallow copy of the
-    # group it is given, so a shared one would carry overrides from one
-    # ConfigOpts into every one built after it.
+    """The ``compute_driver.driver_opts`` entry point: imports no SDK."""
     return [(cfg.OptGroup(GROUP, title=TITLE, help=HELP), opts)]

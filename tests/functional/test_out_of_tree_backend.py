@@ -141,43 +141,42 @@ def test_its_configuration_loads_it(venv, tmp_path):
     assert (shown['vcpus'], shown['memory_mb']) == (4, 2048)
 
 
-def test_its_options_are_checked_like_the_shipped_ones(venv, tmp_path):
-    conf = _write_conf(tmp_path, '''
-        [DEFAULT]
-        compute_driver = mybackend
-
-        [mybackend]
-        vcpu = 4
-    ''')
+def _flavors_error(venv: VirtualEnv, tmp_path: pathlib.Path,
+                   backend: str, section: str) -> str:
+    """What ``compute-driver flavors`` says of a file; it must refuse it."""
+    conf = _write_conf(tmp_path, '[DEFAULT]\ncompute_driver = %s\n\n%s'
+                       % (backend, textwrap.dedent(section)))
     result = venv.script('compute-driver', '--config-file', conf, 'flavors',
                          check=False)
-    assert result.returncode != 0
-    assert ('unknown option vcpu in section [mybackend] of %s; did you mean '
-            'vcpus?' % conf) in result.stderr
+    assert result.returncode != 0, result.stdout
+    return result.stderr.replace(conf, 'FILE')
+
+
+def test_its_options_are_checked_like_the_shipped_ones(venv, tmp_path):
+    said = _flavors_error(venv, tmp_path, 'mybackend', """
+        [mybackend]
+        vcpu = 4
+    """)
+    assert ('unknown option vcpu in section [mybackend] of FILE; did you '
+            'mean vcpus?') in said
 
 
 def test_a_file_shared_with_other_backends_is_accepted(venv, tmp_path):
     # A host running fake reads the [mybackend] section written for
     # another one, and still checks its values.
-    conf = _write_conf(tmp_path, '''
+    conf = _write_conf(tmp_path, """
         [DEFAULT]
         compute_driver = fake
 
         [mybackend]
         vcpus = 4
-    ''')
+    """)
     venv.script('compute-driver', '--config-file', conf, 'flavors')
-    bad = _write_conf(tmp_path, '''
-        [DEFAULT]
-        compute_driver = fake
-
+    said = _flavors_error(venv, tmp_path, 'fake', """
         [mybackend]
         vcpus = 0
-    ''')
-    result = venv.script('compute-driver', '--config-file', bad, 'flavors',
-                         check=False)
-    assert result.returncode != 0
-    assert '[mybackend] vcpus in %s' % bad in result.stderr
+    """)
+    assert '[mybackend] vcpus in FILE' in said
 
 
 def test_class_attributes_agree_with_its_opts_entry_point(venv):
