@@ -116,10 +116,14 @@ def test_install_hint_prefers_the_extra_named_after_the_backend(
             "pip install 'compute-driver[docker]'")
 
 
-def test_install_hint_falls_back_to_the_package():
+def test_install_hint_falls_back_to_the_package(monkeypatch):
     assert loader.install_hint('nosuch', 'libvirt') == (
         'pip install libvirt-python')
-    assert loader.install_hint('fake', 'foo') == 'pip install foo'
+    # An installed backend whose distribution declares no extra.
+    ep = importlib.metadata.EntryPoint('cdthird', 'cdthird.driver:Driver',
+                                       loader.NAMESPACE)
+    monkeypatch.setattr(loader, 'entry_points', lambda name=None: [ep])
+    assert loader.install_hint('cdthird', 'foo') == 'pip install foo'
 
 
 def test_own_import_errors_are_not_blamed_on_an_sdk(monkeypatch):
