@@ -620,9 +620,14 @@ class Connection:
             if record['power_state'] != 'Halted':
                 self.hard_shutdown(ref)
             vdis = self.own_vdis(ref, record)
-            if record['is_a_template'] and not record['is_a_snapshot']:
+            if record['is_a_template'] and (
+                    record.get('is_default_template') or
+                    record['other_config'].get('default_template', '')
+                    .lower() in ('1', 'true')):
                 # A half-built clone of a stock template may still say
-                # it is a default one, which XAPI does not destroy.
+                # it is a default one, which XAPI does not destroy. Only
+                # then: a VM no longer a template would be seen as an
+                # instance until it is gone.
                 self.call('VM.set_is_a_template', ref, False)
             try:
                 self.call('VM.destroy', ref)

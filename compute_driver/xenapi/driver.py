@@ -92,12 +92,15 @@ class XenAPIDriver(driver.ComputeDriver):
         # Instance uuid -> VM ref, to find a VM the watcher does not know
         # without listing them all.
         self._refs: dict[str, str] = {}
-        # VM ref -> the XAPI power state this driver's last operation on
-        # it left, until the watcher reports the same (see _power_state).
+        # VM ref -> the XAPI power state this driver last left or read,
+        # until the watcher reports the same (see _power_state).
         self._expected: dict[str, str] = {}
         # Instance uuid -> (instance, when): spawns of this driver that
         # succeeded, counted until the watcher knows their VM.
         self._created: dict[str, tuple[objects.Instance, float]] = {}
+        # VM ref -> when: VMs this driver removed, ignored until the
+        # watcher sees them go.
+        self._removed: dict[str, float] = {}
         # What does not change while the driver runs, read at init_host
         # and by get_available_nodes(refresh=True): the pool's master and
         # its memory, the SR for disks, the network for VIFs.
@@ -207,9 +210,30 @@ class XenAPIDriver(driver.ComputeDriver):
             self._refs = {i.uuid: ref for ref, _, i in found}
         return found
 
+    def _watched(self) -> dict[str, tuple[objects.Instance, str]] | None:
+        """The instances the watcher knows, but those this driver removed.
+
+        ``None`` while the watcher is not in sync.
+        """
+        watcher = self._watcher
+        known = watcher.instances() if watcher is not None else None
+        if known is None:
+            return None
+        stale = time.monotonic() - CLAIM_GRACE
+        with self._lock:
+            for ref, when in list(self._removed.items()):
+                if ref not in known or when < stale:
+                    del self._removed[ref]
+                else:
+                    del known[ref]
+        return known
+
     def _find(self, instance):
         watcher = self._watcher
         known = watcher.find(instance.uuid) if watcher is not None else None
+        with self._lock:
+            if known is not None and known[0] in self._removed:
+                known = None
         if known is not None:
             return mapping.VM(known[0], known[2], instance=known[1])
         with self._lock:
@@ -238,7 +262,8 @@ class XenAPIDriver(driver.ComputeDriver):
                                                             vm.ref))
             vm.state = vm.record['power_state']
             with self._lock:
-                self._expected.pop(vm.ref, None)
+                # Newer than what the watcher knows, until it catches up.
+                self._expected[vm.ref] = vm.state
         return vm.record
 
     def _fresh(self, vm: mapping.VM, instance: objects.Instance,
@@ -293,12 +318,12 @@ class XenAPIDriver(driver.ComputeDriver):
         return vm.instance or instance
 
     def _info(self, vm, instance):
-        return objects.InstanceInfo(state=self._power_state(vm),
-                                    internal_id=vm.ref)
+        # Read from XAPI, as callers poll it to see a change through.
+        return objects.InstanceInfo(
+            state=mapping.state_of(self._record(vm)), internal_id=vm.ref)
 
     def _check_unique(self, instance):
-        watcher = self._watcher
-        known = watcher.instances() if watcher is not None else None
+        known = self._watched()
         if known is None:
             # Not in sync: ask XAPI, with one listing.
             super()._check_unique(instance)
@@ -316,8 +341,7 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def _resources(self, pending):
         facts = self._known_facts()
-        watcher = self._watcher
-        known = watcher.instances() if watcher is not None else None
+        known = self._watched()
         if known is None:
             known = {ref: (instance, record['power_state'])
                      for ref, record, instance in self._instance_records()}
@@ -446,7 +470,10 @@ class XenAPIDriver(driver.ComputeDriver):
                       '%s: %s; init_host removes it later', temporary,
                       instance.name, exception.one_line(exc))
         for vm in refs:
-            self._remove_leftover(vm, 'failed instance %s' % instance.name)
+            if self._remove_leftover(vm, 'failed instance %s'
+                                     % instance.name):
+                with self._lock:
+                    self._removed[vm] = time.monotonic()
 
     def _remove_leftover(self, ref: str, what: str) -> bool:
         """Remove a VM and its own disks; log each object that stays."""
@@ -483,6 +510,8 @@ class XenAPIDriver(driver.ComputeDriver):
         self._xapi.remove_vm(vm.ref, vm.record or {
             'power_state': state, 'is_a_template': False,
             'is_a_snapshot': False, 'VBDs': None})
+        with self._lock:
+            self._removed[vm.ref] = time.monotonic()
         return mapping.state_of({'power_state': state})
 
     # -- leftovers -----------------------------------------------------------

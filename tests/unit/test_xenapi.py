@@ -219,8 +219,8 @@ def test_redact():
 
 
 def test_call_failure_has_code_and_params():
-    exc = connection.XapiCallFailed(method='VM.start',
-                                  details=['VM_IS_TEMPLATE', 'OpaqueRef:1'])
+    exc = connection.XapiCallFailed(
+        method='VM.start', details=['VM_IS_TEMPLATE', 'OpaqueRef:1'])
     assert (exc.code, exc.params) == ('VM_IS_TEMPLATE', ['OpaqueRef:1'])
     assert 'VM.start' in str(exc)
 
@@ -283,7 +283,7 @@ def test_wrong_password_never_shows_it(fake_sdk):
 
 def test_pool_is_bounded(fake_sdk):
     pool = connection.SessionPool('http://x/', 'root', 'pw', size=1,
-                                wait_timeout=1)
+                                  wait_timeout=1)
     inside = threading.Event()
     release = threading.Event()
 
@@ -315,7 +315,7 @@ def test_https_transport_verifies_by_default(fake_sdk):
     assert context.check_hostname is True
     assert context.verify_mode.name == 'CERT_REQUIRED'
     unverified = connection.SessionPool('https://x/', 'root', 'pw',
-                                      verify=False)._transport(5)
+                                        verify=False)._transport(5)
     assert unverified.context.verify_mode.name == 'CERT_NONE'
 
 
