@@ -491,3 +491,25 @@ def test_spawns_count_until_the_watcher_knows_the_vm(backend, monkeypatch):
     with pytest.raises(exception.InstanceExists):
         backend._check_unique(objects.Instance.new('one', FLAVOR, 'img'))
     backend._check_unique(two)
+
+
+def test_claims_count_vcpus_with_the_allocation_ratio(backend):
+    backend._facts = {
+        'host': {'hostname': 'h', 'name_label': 'h', 'host_CPUs': [1],
+                 'software_version': {}, 'cpu_info': {}},
+        'memory_total': 64 * 1024 * mapping.MiB,
+        'sr': {'physical_size': str(1000 * mapping.GiB)}}
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher.synced.set()
+    backend._watcher = watcher
+    one_cpu = objects.Flavor('m1.one', vcpus=1, memory_mb=64, root_gb=1)
+    # A one-CPU host takes four 1-vCPU instances, as Nova's placement
+    # does with its default cpu_allocation_ratio of 4.0; not a fifth.
+    for number in range(4):
+        instance = objects.Instance.new('vm%d' % number, one_cpu, 'img')
+        watcher._handle({'ref': 'r%d' % number, 'operation': 'add',
+                         'snapshot': _vm(instance, 'Running')})
+    with pytest.raises(exception.InsufficientResources) as info:
+        with backend._claim(objects.Instance.new('vm4', one_cpu, 'img')):
+            pass
+    assert info.value.resource == 'vcpus'
