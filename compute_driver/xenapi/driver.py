@@ -541,8 +541,8 @@ class XenAPIDriver(driver.ComputeDriver):
             if spawning is None:
                 continue
             owner, uuid = spawning
-            name = record['other_config'].get(mapping.KEY_NAME,
-                                              record.get('name_label', ''))
+            name = record.get('other_config', {}).get(
+                mapping.KEY_NAME, record.get('name_label', ''))
             gone: bool | None
             if owner == me:
                 with _BUILDING_LOCK:
