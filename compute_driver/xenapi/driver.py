@@ -102,8 +102,8 @@ class XenAPIDriver(driver.ComputeDriver):
         # watcher sees them go.
         self._removed: dict[str, float] = {}
         # What does not change while the driver runs, read at init_host
-        # and by get_available_nodes(refresh=True): the pool's master and
-        # its memory, the SR for disks, the network for VIFs.
+        # and by get_available_nodes(refresh=True): the pool master's
+        # record and memory, the SR for disks, the network for VIFs.
         self._facts: dict[str, typing.Any] = {}
         self._host_context = errors.HostContext(
             hostname=self._hostname,
@@ -116,8 +116,8 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def _read_facts(self) -> dict[str, typing.Any]:
         pool = self._xapi.pool_record()
-        master, host = self._xapi.master(pool)
-        facts = {'master': master, 'host': host,
+        _, host = self._xapi.master(pool)
+        facts = {'host': host,
                  'memory_total': int(self._xapi.call(
                      'host_metrics.get_memory_total', host['metrics']))}
         facts['networks'] = (
