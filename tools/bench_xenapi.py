@@ -18,7 +18,8 @@ In one run against one XAPI simulator over real HTTP (XML-RPC):
 (a) XAPI calls per spawn, as the simulator counts them, with N = 0, 10
     and 50 existing instances; goal <= 12 and the same at every N. The
     event thread's ``event.from`` long polls are listed apart: it makes
-    them whether or not anything happens.
+    them whether or not anything happens. Then the calls of the whole
+    spawn -> power_off -> destroy against the raw SDK's.
 (b) spawn -> power_off -> destroy through the driver vs the raw SDK
     making the minimal calls (clone, set other_config with the SR for the
     template's disks, memory limits, VIF, provision, start, hard_shutdown,
@@ -107,15 +108,27 @@ def _populate(backend, conf, have, want):
     return want
 
 
-def _count(sim, backend, conf, existing):
+def _made(sim, before):
+    """The calls made since ``before``, but the event thread's polls."""
+    made = {m: c - before.get(m, 0) for m, c in sim.calls.items()
+            if c != before.get(m, 0)}
+    return made.pop('event.from', 0), made
+
+
+def _count(sim, backend, conf, raw, existing):
+    """Calls of a spawn; of power_off and destroy then, and the raw SDK's."""
     before = dict(sim.calls)
     instance = _instance(conf, 'bench-counted-%d' % existing)
     backend.spawn(instance)
-    made = {m: c - before.get(m, 0) for m, c in sim.calls.items()
-            if c != before.get(m, 0)}
+    polls, made = _made(sim, before)
+    before = dict(sim.calls)
+    backend.power_off(instance)
     backend.destroy(instance)
-    polls = made.pop('event.from', 0)
-    return sum(made.values()), polls, made
+    rest = sum(_made(sim, before)[1].values())
+    before = dict(sim.calls)
+    raw.lifecycle('bench-raw-counted-%d' % existing)
+    raw_total = sum(_made(sim, before)[1].values())
+    return sum(made.values()), polls, made, rest, raw_total
 
 
 def _time(sim, backend, conf, raw, existing, cycles):
@@ -163,11 +176,14 @@ def main(argv=None):
         for existing in sorted(set(args.counts) | set(args.timed)):
             have = _populate(backend, conf, have, existing)
             if existing in args.counts:
-                total, polls, made = _count(sim, backend, conf, existing)
+                total, polls, made, rest, raw_total = _count(
+                    sim, backend, conf, raw, existing)
                 counts.append(total)
                 print('  N=%-3d %2d calls (+%d event.from of the event '
                       'thread)  %s' % (existing, total, polls, ', '.join(
                           '%s=%d' % kv for kv in sorted(made.items()))))
+                print('        spawn+power_off+destroy: %d calls, raw SDK '
+                      '%d' % (total + rest, raw_total))
             if existing in args.timed:
                 # A warm-up cycle each, outside the timing.
                 _time(sim, backend, conf, raw, existing, 1)

@@ -33,8 +33,8 @@ import threading
 import typing
 
 from compute_driver import objects
-from compute_driver.xenapi import session as xsession
-from compute_driver.xenapi import vm_utils
+from compute_driver.xenapi import connection
+from compute_driver.xenapi import mapping
 
 LOG = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class EventWatcher:
     :param poll_timeout: seconds one ``event.from`` waits.
     """
 
-    def __init__(self, pool: xsession.SessionPool, emit: Emit,
+    def __init__(self, pool: connection.SessionPool, emit: Emit,
                  poll_timeout: float) -> None:
         self._pool = pool
         self._emit = emit
@@ -66,6 +66,8 @@ class EventWatcher:
         self._known: dict[str, tuple[str, str]] = {}
         # VM ref -> (the instance it stands for, XAPI power state)
         self._instances: dict[str, tuple[objects.Instance, str]] = {}
+        # Instance uuid -> VM ref, to find one instance without a scan.
+        self._by_uuid: dict[str, str] = {}
         # VM ref -> record of each template and snapshot
         self._templates: dict[str, dict[str, typing.Any]] = {}
         # Task ref -> its record once it finished; waiters are notified.
@@ -128,7 +130,7 @@ class EventWatcher:
                 with self._session_lock:
                     broken, self._session = self._session, None
                 if broken is not None:
-                    xsession.close_session(broken)
+                    connection.close_session(broken)
                 self._stopping.wait(1.0)
 
     def _sync(self, session: typing.Any, emit: bool) -> str:
@@ -156,13 +158,13 @@ class EventWatcher:
         if event['operation'] == 'del' or record is None:
             known = self._known.pop(ref, None)
             with self._changed:
-                self._instances.pop(ref, None)
+                self._forget(ref)
                 self._templates.pop(ref, None)
             if known is not None and emit and known[1] != 'Halted':
                 self._send(known[0], 'Halted', known[1])
             return
-        instance = (vm_utils.instance_of(record)
-                    if vm_utils.is_instance(record) else None)
+        instance = (mapping.instance_of(record)
+                    if mapping.is_instance(record) else None)
         with self._changed:
             if (record.get('is_a_template') and
                     not record.get('is_control_domain')):
@@ -172,7 +174,7 @@ class EventWatcher:
         if instance is None:
             self._known.pop(ref, None)
             with self._changed:
-                self._instances.pop(ref, None)
+                self._forget(ref)
             return
         uuid = instance.uuid
         after = record['power_state']
@@ -180,8 +182,15 @@ class EventWatcher:
         self._known[ref] = (uuid, after)
         with self._changed:
             self._instances[ref] = (instance, after)
+            self._by_uuid[uuid] = ref
         if emit:
             self._send(uuid, after, before)
+
+    def _forget(self, ref: str) -> None:
+        # Called with self._changed held.
+        gone = self._instances.pop(ref, None)
+        if gone is not None and self._by_uuid.get(gone[0].uuid) == ref:
+            del self._by_uuid[gone[0].uuid]
 
     def _task_event(self, ref: str,
                     record: dict[str, typing.Any] | None) -> None:
@@ -218,6 +227,21 @@ class EventWatcher:
         with self._changed:
             return dict(self._instances)
 
+    def find(self, uuid: str
+             ) -> tuple[str, objects.Instance, str] | None:
+        """``(VM ref, instance, XAPI power state)`` of one instance.
+
+        ``None`` when the watcher does not know it, or is not in sync.
+        """
+        if not self.synced.is_set():
+            return None
+        with self._changed:
+            ref = self._by_uuid.get(uuid)
+            if ref is None:
+                return None
+            instance, state = self._instances[ref]
+            return ref, instance, state
+
     def templates(self) -> dict[str, dict[str, typing.Any]] | None:
         """The records of every template and snapshot, by VM ref.
 
@@ -229,6 +253,6 @@ class EventWatcher:
             return dict(self._templates)
 
     def _send(self, uuid: str, after: str, before: str) -> None:
-        change = vm_utils.transition(before, after)
+        change = mapping.transition(before, after)
         if change is not None:
             self._emit(uuid, change)

@@ -15,8 +15,8 @@ simulator: every command a user runs, each in its own process."""
 
 import json
 import os
-import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -24,7 +24,7 @@ from compute_driver.testing import fixtures
 from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     module_xapi_simulator as simulator)
-from compute_driver.xenapi import driver as xdriver
+from compute_driver.xenapi import mapping
 
 IMAGE = 'Debian_Bookworm_12'
 
@@ -153,15 +153,18 @@ def test_wrong_password_fails_cleanly(run, tmp_path, simulator):  # noqa
 
 
 def test_cleanup_lists_then_removes_an_interrupted_spawn(run, simulator):  # noqa
-    child = subprocess.Popen(['true'])
-    child.wait()
+    # A process of this machine that has ended, named as spawns name it.
+    owner = subprocess.run(
+        [sys.executable, '-c',
+         'from compute_driver import leftovers; '
+         'print(leftovers.owner_label())'],
+        check=True, capture_output=True, text=True).stdout.strip()
     before = _vms_and_vdis(simulator)
-    uuid = sim_fixture.provisioned_clone(simulator, '%s %s:%d %s' % (
-        xdriver.SPAWN_PREFIX, socket.gethostname(), child.pid,
-        '9d4c1c1e-0000-4000-8000-00000000000c'))
+    uuid = sim_fixture.provisioned_clone(simulator, mapping.spawn_name(
+        owner, '9d4c1c1e-0000-4000-8000-00000000000c'))
     [row] = json.loads(_ok(run('cleanup', '--dry-run', '-f', 'json')))
     assert (row['Backend'], row['Result']) == ('xenapi', 'would remove')
-    assert uuid in row['Object'] and str(child.pid) in row['Reason']
+    assert uuid in row['Object'] and owner in row['Reason']
     [row] = json.loads(_ok(run('cleanup', '-f', 'json')))
     assert row['Result'] == 'removed'
     assert _vms_and_vdis(simulator) == before

@@ -18,12 +18,14 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
 
 from compute_driver import exception
 from compute_driver import flavors
+from compute_driver import leftovers
 from compute_driver import loader
 from compute_driver import objects
 from compute_driver.testing import fixtures
@@ -32,6 +34,7 @@ from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     xapi_simulator as simulator)
 from compute_driver.xenapi import driver as xdriver
+from compute_driver.xenapi import mapping
 
 IMAGE = 'Debian_Bookworm_12'
 #: A stock template whose guests run no agent and no PV drivers.
@@ -207,7 +210,7 @@ def test_a_slow_clone_is_cancelled_and_leaves_nothing(simulator,  # noqa
     assert simulator.calls['task.cancel'] == 1
     assert _leftovers(simulator) == before
     assert not [m for m in backend.list_images()
-                if xdriver.SPAWN_PREFIX in m.properties['name_label']]
+                if mapping.SPAWN_PREFIX in m.properties['name_label']]
 
 
 def test_a_clone_finishing_after_the_spawn_gave_up_is_swept(
@@ -222,11 +225,11 @@ def test_a_clone_finishing_after_the_spawn_gave_up_is_swept(
     assert hold.finished.wait(30)
     # The late clone is named for the spawn, never offered as an image...
     [late] = [r for r in simulator.objects('VM').values()
-              if r['name_label'].startswith(xdriver.SPAWN_PREFIX)]
+              if r['name_label'].startswith(mapping.SPAWN_PREFIX)]
     assert instance.uuid in late['name_label']
     assert IMAGE in [m.name for m in backend.list_images()]
     assert not [m for m in backend.list_images()
-                if xdriver.SPAWN_PREFIX in m.properties['name_label']]
+                if mapping.SPAWN_PREFIX in m.properties['name_label']]
     # ...and the next init_host removes it, saying so.
     with caplog.at_level(logging.WARNING):
         make_driver(simulator)
@@ -413,17 +416,25 @@ def test_calls_per_spawn(simulator, make_driver, existing):  # noqa: F811
 
 # -- 7. cleanup_leftovers ----------------------------------------------------
 
-def _dead_pid():
-    """The pid of a process of this machine that has ended."""
-    child = subprocess.Popen(['true'])
-    child.wait()
-    return child.pid
+def _dead_owner(legacy=False):
+    """The spawn owner of a process of this machine that has ended.
+
+    :param legacy: as earlier versions named it, ``<machine>:<pid>``.
+    """
+    if legacy:
+        child = subprocess.Popen(['true'])
+        child.wait()
+        return '%s:%d' % (socket.gethostname(), child.pid)
+    return subprocess.run(
+        [sys.executable, '-c',
+         'from compute_driver import leftovers; '
+         'print(leftovers.owner_label())'],
+        check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _half_built(sim, owner, uuid='9d4c1c1e-0000-4000-8000-000000000001'):
     """What a spawn of ``owner`` interrupted after provisioning leaves."""
-    return sim_fixture.provisioned_clone(
-        sim, '%s %s %s' % (xdriver.SPAWN_PREFIX, owner, uuid))
+    return sim_fixture.provisioned_clone(sim, mapping.spawn_name(owner, uuid))
 
 
 def _sweepless_driver(make_driver, sim, **options):
@@ -436,11 +447,12 @@ def _sweepless_driver(make_driver, sim, **options):
         xdriver.XenAPIDriver.sweep_leftovers_at_init = real
 
 
+@pytest.mark.parametrize('legacy', [False, True])
 def test_cleanup_leftovers_lists_then_removes_an_interrupted_spawn(
-        simulator, make_driver):  # noqa: F811
+        simulator, make_driver, legacy):  # noqa: F811
     backend = _sweepless_driver(make_driver, simulator)
     before = _leftovers(simulator)
-    owner = '%s:%d' % (socket.gethostname(), _dead_pid())
+    owner = _dead_owner(legacy)
     uuid = _half_built(simulator, owner)
     assert _leftovers(simulator) != before
     [found] = backend.cleanup_leftovers(dry_run=True)
@@ -473,7 +485,7 @@ def test_cleanup_leftovers_takes_what_a_failed_rollback_left(
 def test_cleanup_leftovers_reports_what_it_could_not_remove(
         simulator, make_driver):  # noqa: F811
     backend = _sweepless_driver(make_driver, simulator)
-    owner = '%s:%d' % (socket.gethostname(), _dead_pid())
+    owner = _dead_owner()
     uuid = _half_built(simulator, owner)
     simulator.fail('VM.destroy', 'INTERNAL_ERROR', 'xapi is unwell')
     [found] = backend.cleanup_leftovers()
@@ -487,10 +499,18 @@ def test_cleanup_leftovers_leaves_spawns_that_may_still_run(
         simulator, make_driver):  # noqa: F811
     backend = _sweepless_driver(make_driver, simulator)
     before = _leftovers(simulator)
-    # Another machine's spawn, and one of a live process of this one.
+    # Another machine's (or boot's) spawn, and one of a live process of
+    # this one, in both forms.
     _half_built(simulator, 'another-machine:1')
     _half_built(simulator, '%s:%d' % (socket.gethostname(), os.getppid()),
                 uuid='9d4c1c1e-0000-4000-8000-000000000002')
+    boot, pid, start = leftovers.owner_label().split('/')
+    _half_built(simulator, 'another-boot/%s/%s' % (pid, start),
+                uuid='9d4c1c1e-0000-4000-8000-000000000003')
+    parent = os.getppid()
+    _half_built(simulator, '%s/%d/%s' % (boot, parent,
+                                         leftovers._start_time(parent)),
+                uuid='9d4c1c1e-0000-4000-8000-000000000004')
     after = _leftovers(simulator)
     assert backend.cleanup_leftovers(dry_run=True) == []
     assert backend.cleanup_leftovers() == []

@@ -107,7 +107,7 @@ def test_xenapi_identity_is_the_pool_masters_uuid():
         ('host.get_record', 'OpaqueRef:h2'): {
             'uuid': '7c1a8a07-2f3c-4c8e-9d45-2b8d1f0e6a11',
             'hostname': 'xs2', 'name_label': 'xs2'}}
-    with mock.patch.object(backend, '_call', autospec=True,
+    with mock.patch.object(backend._xapi, 'call', autospec=True,
                            side_effect=lambda *args: records[args]):
         assert backend.get_host_identity() == (
             '7c1a8a07-2f3c-4c8e-9d45-2b8d1f0e6a11')

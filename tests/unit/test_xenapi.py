@@ -24,10 +24,11 @@ from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
 from compute_driver.xenapi import conf as xconf
+from compute_driver.xenapi import connection
 from compute_driver.xenapi import driver as xdriver
+from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
-from compute_driver.xenapi import session as xsession
-from compute_driver.xenapi import vm_utils
+from compute_driver.xenapi import mapping
 
 FLAVOR = objects.Flavor('m1.test', vcpus=2, memory_mb=512, root_gb=5,
                         ephemeral_gb=2)
@@ -52,7 +53,7 @@ def _record(**fields):
     ('Running', 'Running', None),
 ])
 def test_transition(before, after, expected):
-    assert vm_utils.transition(before, after) == expected
+    assert mapping.transition(before, after) == expected
 
 
 @pytest.mark.parametrize('xapi,state', [
@@ -60,49 +61,49 @@ def test_transition(before, after, expected):
     ('Paused', power_state.PAUSED), ('Suspended', power_state.SUSPENDED),
     ('Crashed', power_state.CRASHED), ('Unknown', power_state.NOSTATE)])
 def test_state_of(xapi, state):
-    assert vm_utils.state_of({'power_state': xapi}) == state
+    assert mapping.state_of({'power_state': xapi}) == state
 
 
 def test_instance_round_trips_through_other_config():
     instance = objects.Instance.new('vm', FLAVOR, 'img',
                                     {'q': 'a & <b> "c"'})
-    record = _record(other_config=vm_utils.instance_tags(instance))
-    assert vm_utils.instance_of(record) == instance
+    record = _record(other_config=mapping.instance_tags(instance))
+    assert mapping.instance_of(record) == instance
 
 
 @pytest.mark.parametrize('field', ['is_a_template', 'is_a_snapshot',
                                    'is_control_domain'])
 def test_templates_snapshots_and_dom0_are_not_instances(field):
     instance = objects.Instance.new('vm', FLAVOR, 'img')
-    record = _record(other_config=vm_utils.instance_tags(instance),
+    record = _record(other_config=mapping.instance_tags(instance),
                      **{field: True})
-    assert vm_utils.instance_of(record) is None
+    assert mapping.instance_of(record) is None
 
 
 def test_damaged_tags_are_ignored():
-    record = _record(other_config={vm_utils.KEY_UUID: 'not-a-uuid',
-                                   vm_utils.KEY_NAME: 'vm',
-                                   vm_utils.KEY_FLAVOR: '{}',
-                                   vm_utils.KEY_IMAGE: 'img'})
-    assert vm_utils.instance_of(record) is None
-    assert vm_utils.instance_of(_record()) is None
+    record = _record(other_config={mapping.KEY_UUID: 'not-a-uuid',
+                                   mapping.KEY_NAME: 'vm',
+                                   mapping.KEY_FLAVOR: '{}',
+                                   mapping.KEY_IMAGE: 'img'})
+    assert mapping.instance_of(record) is None
+    assert mapping.instance_of(_record()) is None
 
 
 def test_image_names():
-    assert vm_utils.image_name(_record(name_label='plain')) == 'plain'
-    assert vm_utils.image_name(
+    assert mapping.image_name(_record(name_label='plain')) == 'plain'
+    assert mapping.image_name(
         _record(name_label='Debian Bookworm 12')) == 'Debian_Bookworm_12'
-    assert vm_utils.image_name(_record(name_label='')) == 'u-1'
+    assert mapping.image_name(_record(name_label='')) == 'u-1'
     spaced = _record(name_label='A  b')
-    assert vm_utils.matches_image(spaced, 'A_b')
-    assert vm_utils.matches_image(spaced, 'A  b')
-    assert vm_utils.matches_image(spaced, 'u-1')
+    assert mapping.matches_image(spaced, 'A_b')
+    assert mapping.matches_image(spaced, 'A  b')
+    assert mapping.matches_image(spaced, 'u-1')
 
 
 def test_snapshot_image_names_its_instance():
-    meta = vm_utils.image_meta(_record(
+    meta = mapping.image_meta(_record(
         is_a_snapshot=True, is_a_template=True,
-        other_config={vm_utils.KEY_SNAPSHOT_OF: 'i-1'}))
+        other_config={mapping.KEY_SNAPSHOT_OF: 'i-1'}))
     assert meta.properties['instance_uuid'] == 'i-1'
     assert meta.properties['image_type'] == 'snapshot'
 
@@ -110,21 +111,21 @@ def test_snapshot_image_names_its_instance():
 def test_resize_disks():
     disks = ('<provision><disk device="0" size="10" sr="" bootable="true" '
              'type="system"/></provision>')
-    result = xml.dom.minidom.parseString(vm_utils.resize_disks(
+    result = xml.dom.minidom.parseString(mapping.resize_disks(
         disks, FLAVOR)).getElementsByTagName('disk')
     assert [(d.getAttribute('device'), d.getAttribute('size'),
              d.getAttribute('type')) for d in result] == [
         ('0', str(5 * 1024 ** 3), 'system'),
         ('1', str(2 * 1024 ** 3), 'ephemeral')]
     with pytest.raises(exception.InvalidInput):
-        vm_utils.resize_disks('<provision', FLAVOR)
+        mapping.resize_disks('<provision', FLAVOR)
 
 
 def test_resize_disks_fills_in_an_empty_sr_only():
     disks = ('<provision><disk device="0" size="10" sr="" bootable="true" '
              'type="system"/><disk device="1" size="10" sr="kept" '
              'bootable="false" type="user"/></provision>')
-    result = xml.dom.minidom.parseString(vm_utils.resize_disks(
+    result = xml.dom.minidom.parseString(mapping.resize_disks(
         disks, FLAVOR, 'sr-uuid')).getElementsByTagName('disk')
     # The stock template's empty SR, and the added ephemeral disk's, get
     # the SR; a disk that names one keeps it.
@@ -138,27 +139,51 @@ def test_resize_disks_fills_in_an_empty_sr_only():
     ('OpaqueRef:2', 'OpaqueRef:2'),
 ])
 def test_task_result(result, expected):
-    assert xdriver._task_result(result) == expected
+    assert connection.task_result(result) == expected
 
 
-def test_abandoned_spawns(monkeypatch):
-    monkeypatch.setattr(xdriver.socket, 'gethostname', lambda: 'here')
-    monkeypatch.setattr(xdriver.os, 'getpid', lambda: 100)
+def test_legacy_spawn_owners(monkeypatch):
+    monkeypatch.setattr(mapping.socket, 'gethostname', lambda: 'here')
 
     def kill(pid, signal):
         if pid == 200:
             raise ProcessLookupError(pid)
+        if pid == 400:
+            raise PermissionError(pid)
 
-    monkeypatch.setattr(xdriver.os, 'kill', kill)
+    monkeypatch.setattr(mapping.os, 'kill', kill)
     # Another machine's spawn may still run; a live process's too.
-    assert not xdriver._abandoned('there:200', 'u')
-    assert not xdriver._abandoned('here:300', 'u')
-    assert not xdriver._abandoned('here:junk', 'u')
-    assert xdriver._abandoned('here:200', 'u')
-    # This process: abandoned unless a spawn is building it now.
-    assert xdriver._abandoned('here:100', 'u')
-    monkeypatch.setattr(xdriver, '_BUILDING', {'u'})
-    assert not xdriver._abandoned('here:100', 'u')
+    assert mapping.legacy_owner_gone('there:200') is None
+    assert mapping.legacy_owner_gone('here:junk') is None
+    assert mapping.legacy_owner_gone('here:300') is False
+    assert mapping.legacy_owner_gone('here:400') is False
+    assert mapping.legacy_owner_gone('here:200') is True
+
+
+def test_spawn_owner_reads_the_name_and_the_legacy_tag():
+    uuid = '9d4c1c1e-0000-4000-8000-000000000001'
+    owner = 'boot/1/2'
+    assert mapping.spawn_owner(_record(
+        name_label=mapping.spawn_name(owner, uuid))) == (owner, uuid)
+    assert mapping.spawn_owner(_record(other_config={
+        mapping.KEY_SPAWNING: 'here:1', mapping.KEY_UUID: uuid})) == (
+        'here:1', uuid)
+    assert mapping.spawn_owner(_record(
+        name_label=mapping.spawn_name(owner, uuid),
+        is_a_snapshot=True)) is None
+    assert mapping.spawn_owner(_record()) is None
+
+
+def test_sweep_spares_spawns_this_process_is_building(backend,
+                                                      monkeypatch):
+    uuid = '9d4c1c1e-0000-4000-8000-000000000001'
+    me = xdriver.leftovers.owner_label()
+    records = {'r1': _record(name_label=mapping.spawn_name(me, uuid))}
+    monkeypatch.setattr(xdriver, '_BUILDING', {uuid})
+    assert list(backend._leftover_candidates(records)) == []
+    monkeypatch.setattr(xdriver, '_BUILDING', set())
+    [found] = backend._leftover_candidates(records)
+    assert found.reason == 'its spawn failed and could not remove it'
 
 
 @pytest.mark.parametrize('content,reason', [
@@ -172,7 +197,7 @@ def test_check_ca_file(tmp_path, content, reason):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(exception.InvalidConfiguration) as info:
-        xsession.check_ca_file(str(path))
+        connection.check_ca_file(str(path))
     message = str(info.value)
     assert message.startswith('Invalid configuration: [xenapi] ca_file %s '
                               % path)
@@ -186,16 +211,16 @@ def test_check_ca_file(tmp_path, content, reason):
     ('https://member/', 'fd00::1', 'https://[fd00::1]/'),
 ])
 def test_master_url(url, address, expected):
-    assert xsession.master_url(url, address) == expected
+    assert connection.master_url(url, address) == expected
 
 
 def test_redact():
-    assert xsession.redact('https://u:p@host:1/x') == 'https://host:1/x'
+    assert connection.redact('https://u:p@host:1/x') == 'https://host:1/x'
 
 
 def test_call_failure_has_code_and_params():
-    exc = xsession.XapiCallFailed(method='VM.start',
-                                  details=['VM_IS_TEMPLATE', 'OpaqueRef:1'])
+    exc = connection.XapiCallFailed(
+        method='VM.start', details=['VM_IS_TEMPLATE', 'OpaqueRef:1'])
     assert (exc.code, exc.params) == ('VM_IS_TEMPLATE', ['OpaqueRef:1'])
     assert 'VM.start' in str(exc)
 
@@ -225,18 +250,18 @@ class _FakeSDKSession:
 def fake_sdk(monkeypatch):
     _FakeSDKSession.logins = []
     _FakeSDKSession.answers = {}
-    monkeypatch.setattr(xsession.XenAPI, 'Session', _FakeSDKSession)
+    monkeypatch.setattr(connection.XenAPI, 'Session', _FakeSDKSession)
     return _FakeSDKSession
 
 
 def test_login_follows_host_is_slave(fake_sdk):
     fake_sdk.answers['http://member/'] = ['HOST_IS_SLAVE', '10.0.0.9']
-    pool = xsession.SessionPool('http://member/', 'root', 'pw')
+    pool = connection.SessionPool('http://member/', 'root', 'pw')
     pool.login()
     assert [url for url, *_ in fake_sdk.logins] == [
         'http://member/', 'http://10.0.0.9/']
     assert pool.url == 'http://10.0.0.9/'
-    assert fake_sdk.logins[0][1:] == ('root', xsession.API_VERSION,
+    assert fake_sdk.logins[0][1:] == ('root', connection.API_VERSION,
                                       'compute-driver')
 
 
@@ -244,21 +269,21 @@ def test_login_gives_up_on_a_redirect_loop(fake_sdk):
     fake_sdk.answers['http://a/'] = ['HOST_IS_SLAVE', 'b']
     fake_sdk.answers['http://b/'] = ['HOST_IS_SLAVE', 'a']
     with pytest.raises(exception.HypervisorUnavailable):
-        xsession.SessionPool('http://a/', 'root', 'pw').login()
+        connection.SessionPool('http://a/', 'root', 'pw').login()
 
 
 def test_wrong_password_never_shows_it(fake_sdk):
     fake_sdk.answers['http://x/'] = ['SESSION_AUTHENTICATION_FAILED',
                                      'root', 'Authentication failure']
     with pytest.raises(exception.HypervisorUnavailable) as info:
-        xsession.SessionPool('http://x/', 'root', 's3cr3t').login()
+        connection.SessionPool('http://x/', 'root', 's3cr3t').login()
     assert 's3cr3t' not in str(info.value)
     assert 'wrong user name or password' in str(info.value)
 
 
 def test_pool_is_bounded(fake_sdk):
-    pool = xsession.SessionPool('http://x/', 'root', 'pw', size=1,
-                                wait_timeout=1)
+    pool = connection.SessionPool('http://x/', 'root', 'pw', size=1,
+                                  wait_timeout=1)
     inside = threading.Event()
     release = threading.Event()
 
@@ -284,13 +309,13 @@ def test_pool_is_bounded(fake_sdk):
 
 
 def test_https_transport_verifies_by_default(fake_sdk):
-    pool = xsession.SessionPool('https://x/', 'root', 'pw')
+    pool = connection.SessionPool('https://x/', 'root', 'pw')
     transport = pool._transport(5)
     context = transport.context
     assert context.check_hostname is True
     assert context.verify_mode.name == 'CERT_REQUIRED'
-    unverified = xsession.SessionPool('https://x/', 'root', 'pw',
-                                      verify=False)._transport(5)
+    unverified = connection.SessionPool('https://x/', 'root', 'pw',
+                                        verify=False)._transport(5)
     assert unverified.context.verify_mode.name == 'CERT_NONE'
 
 
@@ -309,7 +334,7 @@ class _EventSession:
 
 def _vm(instance, state, **fields):
     return _record(power_state=state,
-                   other_config=vm_utils.instance_tags(instance), **fields)
+                   other_config=mapping.instance_tags(instance), **fields)
 
 
 def test_watcher_turns_changes_into_lifecycle_events():
@@ -396,7 +421,7 @@ def backend():
 
 
 def _failed(*details):
-    return xsession.XapiCallFailed(method='VM.x', details=list(details))
+    return connection.XapiCallFailed(method='VM.x', details=list(details))
 
 
 def test_failures_become_library_errors(backend):
@@ -411,9 +436,11 @@ def test_failures_become_library_errors(backend):
         (_failed('SR_FULL', '10', '5'), exception.InsufficientResources),
         (_failed('INTERNAL_ERROR', 'boom'), exception.BackendError),
     ]
+    context = backend._host_context
     for failure, expected in cases:
-        assert type(backend._fail(failure, 'pause', instance)) is expected
-    power = backend._fail(cases[1][0], 'pause', instance)
+        assert type(errors.failure(failure, 'pause', instance,
+                                   context)) is expected
+    power = errors.failure(cases[1][0], 'pause', instance, context)
     assert (power.current, power.expected) == ('running', 'halted')
 
 
@@ -431,27 +458,58 @@ def test_password_is_secret():
     assert verify.default is True
 
 
-def test_claims_count_until_the_watcher_knows_the_vm(backend, monkeypatch):
-    facts = {'host': {'hostname': 'h', 'name_label': 'h', 'host_CPUs': [1],
-                      'software_version': {}, 'cpu_info': {}},
-             'memory_total': 4096 * vm_utils.MiB,
-             'sr': {'physical_size': str(100 * vm_utils.GiB)}}
+def test_spawns_count_until_the_watcher_knows_the_vm(backend, monkeypatch):
+    backend._facts = {
+        'host': {'hostname': 'h', 'name_label': 'h', 'host_CPUs': [1],
+                 'software_version': {}, 'cpu_info': {}},
+        'memory_total': 4096 * mapping.MiB,
+        'sr': {'physical_size': str(100 * mapping.GiB)}}
     one = objects.Instance.new('one', FLAVOR, 'img')
     two = objects.Instance.new('two', FLAVOR, 'img')
+    three = objects.Instance.new('three', FLAVOR, 'img')
     clock = [1000.0]
     monkeypatch.setattr(xdriver.time, 'monotonic', lambda: clock[0])
-    backend._claims = {one.uuid: (one, 1000.0), two.uuid: (two, 1000.0)}
-    used = backend._resources_of({}, facts).memory_mb_used
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher.synced.set()
+    backend._watcher = watcher
+    backend._created = {one.uuid: (one, 1000.0), two.uuid: (two, 1000.0)}
+    used = backend._resources([]).memory_mb_used
     assert used == 2 * FLAVOR.memory_mb
-    # The watcher sees one's VM: it counts once, and its claim goes.
-    watched = {'r1': (one, 'Running')}
-    assert backend._resources_of(watched, facts).memory_mb_used == used
-    assert list(backend._claims) == [two.uuid]
-    # A claim whose VM never shows up stops counting after a while,
-    # unless its spawn is still running.
+    # A spawn holding its claim counts too, once.
+    assert backend._resources([three, one]).memory_mb_used == (
+        3 * FLAVOR.memory_mb)
+    # The watcher sees one's VM: it counts once, and is forgotten here.
+    watcher._handle({'ref': 'r1', 'operation': 'add',
+                     'snapshot': _vm(one, 'Running')})
+    resources = backend._resources([])
+    assert (resources.memory_mb_used, resources.running_vms) == (used, 1)
+    assert list(backend._created) == [two.uuid]
+    # A spawn whose VM never shows up stops counting after a while.
     clock[0] += xdriver.CLAIM_GRACE + 1
-    backend._spawning[two.uuid] = two.name
-    assert backend._resources_of(watched, facts).memory_mb_used == used
-    del backend._spawning[two.uuid]
-    assert backend._resources_of(watched, facts).memory_mb_used == (
-        FLAVOR.memory_mb)
+    assert backend._resources([]).memory_mb_used == FLAVOR.memory_mb
+    # Uniqueness sees what the watcher knows.
+    with pytest.raises(exception.InstanceExists):
+        backend._check_unique(objects.Instance.new('one', FLAVOR, 'img'))
+    backend._check_unique(two)
+
+
+def test_claims_count_vcpus_with_the_allocation_ratio(backend):
+    backend._facts = {
+        'host': {'hostname': 'h', 'name_label': 'h', 'host_CPUs': [1],
+                 'software_version': {}, 'cpu_info': {}},
+        'memory_total': 64 * 1024 * mapping.MiB,
+        'sr': {'physical_size': str(1000 * mapping.GiB)}}
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher.synced.set()
+    backend._watcher = watcher
+    one_cpu = objects.Flavor('m1.one', vcpus=1, memory_mb=64, root_gb=1)
+    # A one-CPU host takes four 1-vCPU instances, as Nova's placement
+    # does with its default cpu_allocation_ratio of 4.0; not a fifth.
+    for number in range(4):
+        instance = objects.Instance.new('vm%d' % number, one_cpu, 'img')
+        watcher._handle({'ref': 'r%d' % number, 'operation': 'add',
+                         'snapshot': _vm(instance, 'Running')})
+    with pytest.raises(exception.InsufficientResources) as info:
+        with backend._claim(objects.Instance.new('vm4', one_cpu, 'img')):
+            pass
+    assert info.value.resource == 'vcpus'

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Sessions with XAPI through the XenAPI SDK.
+"""Connecting to XAPI through the XenAPI SDK, and the raw call wrappers.
 
 :class:`SessionPool` keeps a bounded set of logged-in SDK sessions so that
 concurrent calls each use their own HTTP connection (an SDK ``Session`` is
@@ -18,7 +18,8 @@ an ``xmlrpc.client.ServerProxy``, which is not thread-safe). It follows a
 pool member's ``HOST_IS_SLAVE`` answer to the master it names, logs in
 again when XAPI forgets a session (``SESSION_INVALID``: xapi restarted, the
 session expired), verifies TLS certificates unless told not to, and never
-logs the password.
+logs the password. :class:`Connection` makes calls through it, runs long
+operations as XAPI tasks and removes VMs with their own disks.
 """
 
 import collections.abc
@@ -29,8 +30,10 @@ import queue
 import socket
 import ssl
 import threading
+import time
 import typing
 import urllib.parse
+import xml.dom.minidom
 import xmlrpc.client
 
 import XenAPI
@@ -411,3 +414,274 @@ class SessionPool:
             except queue.Empty:
                 return
             self.logout(session)
+
+
+Record = dict[str, typing.Any]
+
+#: Seconds a task waiter trusts the event stream before it asks XAPI
+#: itself, in case an event was missed.
+TASK_RECHECK = 5.0
+
+
+class TaskWaiter(typing.Protocol):
+    """What follows tasks through XAPI's event stream (the event watcher)."""
+
+    synced: threading.Event
+
+    def wait_task(self, task: str, timeout: float) -> Record | None:
+        ...
+
+
+def task_result(result: str) -> str:
+    """A task's result: XAPI wraps the value in ``<value>`` tags."""
+    if not result:
+        return ''
+    try:
+        node = xml.dom.minidom.parseString(result).documentElement
+    except Exception:
+        return result
+    if node is None:
+        return result
+    return ''.join(typing.cast(xml.dom.minidom.Text, child).data
+                   if child.nodeType == child.TEXT_NODE else child.toxml()
+                   for child in node.childNodes)
+
+
+def quote(value: str) -> str:
+    """A literal of XAPI's ``get_all_records_where`` expressions."""
+    return '"%s"' % value.replace('\\', '\\\\').replace('"', '\\"')
+
+
+class Connection:
+    """Calls, tasks and VM removal over a :class:`SessionPool`.
+
+    :param pool: the sessions to call through.
+    :param call_timeout: seconds a task may run before it is cancelled.
+    """
+
+    def __init__(self, pool: SessionPool, call_timeout: float) -> None:
+        self.pool = pool
+        self.call_timeout = call_timeout
+        #: Follows tasks without polling them, once :meth:`init_host`
+        #: started the event watcher.
+        self.waiter: TaskWaiter | None = None
+
+    def call(self, method: str, *args: typing.Any) -> typing.Any:
+        """See :meth:`SessionPool.call`."""
+        return self.pool.call(method, *args)
+
+    # -- tasks ---------------------------------------------------------------
+
+    def task(self, method: str, *args: typing.Any) -> str:
+        """Run a long operation as an XAPI task and return its result.
+
+        The task is cancelled when it outlasts ``call_timeout`` or when
+        the caller is interrupted (``KeyboardInterrupt`` included), so no
+        operation keeps going in XAPI after the backend gave up on it.
+
+        :raises XapiCallFailed: when the task fails.
+        :raises HypervisorUnavailable: when it times out.
+        """
+        task = self.call('Async.' + method, *args)
+        deadline = time.monotonic() + self.call_timeout
+        interval = 0.02
+        try:
+            while True:
+                record = self._task_record(task, deadline, interval)
+                status = record['status']
+                if status == 'success':
+                    return task_result(record['result'])
+                if status in ('failure', 'cancelled'):
+                    raise XapiCallFailed(
+                        method=method,
+                        details=[str(d) for d in record['error_info']])
+                if time.monotonic() >= deadline:
+                    self.cancel(task)
+                    raise exception.HypervisorUnavailable(
+                        host=redact(self.pool.url),
+                        reason='%s took longer than %ss ([xenapi] '
+                               'call_timeout); its task was cancelled'
+                               % (method, self.call_timeout))
+                interval = min(interval * 2, 1.0)
+        except BaseException as exc:
+            if not isinstance(exc, (XapiCallFailed,
+                                    exception.HypervisorUnavailable)):
+                self.cancel(task)
+            raise
+        finally:
+            self._destroy_task(task)
+
+    def request(self, method: str, ref: str, timeout: float,
+                retry_interval: float = 0) -> bool:
+        """Ask the guest to do ``method`` (a clean shutdown or reboot).
+
+        The request runs as an XAPI task so that a guest ignoring it does
+        not hold a session for the whole wait; the task is cancelled when
+        the time is up.
+
+        :returns: whether the guest did it within ``timeout`` seconds.
+        """
+        task = self.call('Async.' + method, ref)
+        deadline = time.monotonic() + timeout
+        interval = min(max(retry_interval, 0.05), 1.0)
+        try:
+            while True:
+                status = self._task_record(task, deadline, interval)['status']
+                if status != 'pending':
+                    return bool(status == 'success')
+                if time.monotonic() >= deadline:
+                    self.cancel(task)
+                    return False
+        finally:
+            self._destroy_task(task)
+
+    def _task_record(self, task: str, deadline: float,
+                     interval: float) -> Record:
+        """The task's record once it finished, or by ``deadline``.
+
+        The event watcher sees the task finish, so no call is made for
+        it; XAPI is asked when the watcher is not in sync, every
+        :data:`TASK_RECHECK` seconds in case an event was missed, and at
+        the deadline. Without a watcher (no ``init_host``), the task is
+        polled every ``interval`` seconds.
+        """
+        waiter = self.waiter
+        if waiter is not None and waiter.synced.is_set():
+            wait = min(TASK_RECHECK, max(0.0, deadline - time.monotonic()))
+            record = waiter.wait_task(task, wait)
+            if record is not None:
+                return record
+        else:
+            time.sleep(max(0.0, min(interval,
+                                    deadline - time.monotonic())))
+        return dict(self.call('task.get_record', task))
+
+    def cancel(self, task: str) -> None:
+        try:
+            self.call('task.cancel', task)
+        except (XapiCallFailed, exception.ComputeDriverError) as exc:
+            # A task that just finished cannot be cancelled; the rollback
+            # finds what it made by its name.
+            LOG.debug('Could not cancel task %s: %s', task, exc)
+
+    def _destroy_task(self, task: str) -> None:
+        try:
+            self.call('task.destroy', task)
+        except (XapiCallFailed, exception.ComputeDriverError) as exc:
+            LOG.debug('Could not destroy task %s: %s', task, exc)
+
+    # -- VMs -----------------------------------------------------------------
+
+    def hard_shutdown(self, ref: str) -> None:
+        """Force a VM off; one that stopped meanwhile is fine."""
+        try:
+            self.call('VM.hard_shutdown', ref)
+        except XapiCallFailed as exc:
+            if exc.code != 'VM_BAD_POWER_STATE':
+                raise
+
+    def own_vdis(self, ref: str, record: Record) -> list[str]:
+        """The VDIs only this VM uses.
+
+        Never a sharable disk, a read-only one (an ISO, a golden image) or
+        one another VM has attached.
+        """
+        vdis: list[str] = []
+        if record.get('VBDs', None) == []:
+            return vdis
+        # One call for every VBD of the VM, rather than one per VBD.
+        vbds = self.call('VBD.get_all_records_where',
+                         'field "VM" = %s' % quote(ref))
+        for vbd in vbds.values():
+            if vbd['type'] != 'Disk' or vbd['empty']:
+                continue
+            try:
+                vdi = self.call('VDI.get_record', vbd['VDI'])
+                others = [v for v in vdi['VBDs'] if v not in vbds and
+                          self.call('VBD.get_VM', v) != ref]
+            except XapiCallFailed as exc:
+                if exc.code == 'HANDLE_INVALID':
+                    continue
+                raise
+            if not vdi['sharable'] and not vdi['read_only'] and not others:
+                vdis.append(vbd['VDI'])
+        return vdis
+
+    def remove_vm(self, ref: str, record: Record | None = None) -> None:
+        """Hard-stop a VM, destroy it and its own disks; gone is fine.
+
+        :param record: the VM's record, when the caller just read it, or
+            what the caller knows of it (``VBDs`` ``None``): its power
+            state may then be out of date, which XAPI's refusal corrects.
+        """
+        try:
+            if record is None:
+                record = self.call('VM.get_record', ref)
+            if record['power_state'] != 'Halted':
+                self.hard_shutdown(ref)
+            vdis = self.own_vdis(ref, record)
+            if record['is_a_template'] and (
+                    record.get('is_default_template') or
+                    record['other_config'].get('default_template', '')
+                    .lower() in ('1', 'true')):
+                # A half-built clone of a stock template may still say
+                # it is a default one, which XAPI does not destroy. Only
+                # then: a VM no longer a template would be seen as an
+                # instance until it is gone.
+                self.call('VM.set_is_a_template', ref, False)
+            try:
+                self.call('VM.destroy', ref)
+            except XapiCallFailed as exc:
+                if exc.code != 'VM_BAD_POWER_STATE':
+                    raise
+                # Started since the state was known.
+                self.hard_shutdown(ref)
+                self.call('VM.destroy', ref)
+        except XapiCallFailed as exc:
+            if exc.code == 'HANDLE_INVALID' and exc.params[:1] == ['VM']:
+                return
+            raise
+        for vdi in vdis:
+            try:
+                self.call('VDI.destroy', vdi)
+            except XapiCallFailed as exc:
+                if exc.code != 'HANDLE_INVALID':
+                    raise
+
+    # -- the pool ------------------------------------------------------------
+
+    def pool_record(self) -> Record:
+        pools = self.call('pool.get_all_records')
+        return next(iter(pools.values()))
+
+    def master(self, pool: Record | None = None) -> tuple[str, Record]:
+        """The pool master's host reference and record."""
+        master = (pool or self.pool_record())['master']
+        return master, self.call('host.get_record', master)
+
+    def sr(self, wanted: str, pool: Record | None = None) -> str:
+        """The SR new disks go on.
+
+        :param wanted: ``[xenapi] sr_name`` (a uuid or name_label); empty
+            for the pool's default SR.
+        :raises InvalidConfiguration: naming the option when there is
+            none.
+        """
+        if not wanted:
+            ref = (pool or self.pool_record())['default_SR']
+            if ref == 'OpaqueRef:NULL':
+                raise exception.InvalidConfiguration(
+                    reason='[xenapi] sr_name is empty and the pool has no '
+                           'default SR; name the SR for instance disks')
+            return str(ref)
+        try:
+            return str(self.call('SR.get_by_uuid', wanted))
+        except XapiCallFailed as exc:
+            if exc.code != 'UUID_INVALID':
+                raise
+        found = self.call('SR.get_by_name_label', wanted)
+        if len(found) != 1:
+            raise exception.InvalidConfiguration(
+                reason='[xenapi] sr_name: XAPI has %s SR named %r' % (
+                    'no' if not found else '%d' % len(found), wanted))
+        return str(found[0])

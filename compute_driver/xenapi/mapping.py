@@ -15,12 +15,16 @@
 The instance a VM stands for is kept in the VM's ``other_config`` under the
 ``compute_driver_*`` keys (:data:`KEY_UUID` ...): XAPI is the only place
 the backend stores anything, so a VM can be listed, found and destroyed by
-any process that can reach the pool.
+any process that can reach the pool. A VM being spawned carries its
+spawn's owner in its name (:func:`spawn_name`) until the spawn succeeds.
 """
 
+import dataclasses
 import json
 import logging
+import os
 import re
+import socket
 import typing
 import xml.dom.minidom
 
@@ -46,6 +50,20 @@ KEY_SNAPSHOT_OF = 'compute_driver_snapshot_of'
 #: process spawning it.
 KEY_SPAWNING = 'compute_driver_spawning'
 
+#: A VM being spawned is named ``<prefix> <owner> <uuid>`` until the spawn
+#: succeeds, so whatever an interrupted spawn left can be found and swept
+#: by ``init_host`` and ``compute-driver cleanup``.
+SPAWN_PREFIX = 'compute-driver-spawn'
+
+#: What each guest operation needs XAPI to allow: the operation in the
+#: VM's ``allowed_operations`` and the guest feature it stands for.
+GUEST_FEATURES = {
+    'clean_shutdown': 'a guest agent with PV drivers (feature-shutdown)',
+    'clean_reboot': 'a guest agent with PV drivers (feature-reboot)',
+    'suspend': 'a guest agent with PV drivers (feature-suspend)',
+    'changing_VCPUs_live': 'vCPU hot-plug (feature-vcpu-hotplug)',
+}
+
 #: XAPI's vm_power_state -> the library's power state.
 POWER_STATES = {
     'Halted': power_state.SHUTDOWN,
@@ -62,6 +80,77 @@ def state_of(record: Record) -> int:
     """The library's power state of a VM record (NOSTATE if unknown)."""
     return POWER_STATES.get(record.get('power_state', ''),
                             power_state.NOSTATE)
+
+
+@dataclasses.dataclass
+class VM:
+    """The backend's handle on an instance's VM.
+
+    :param ref: the VM's reference.
+    :param state: its XAPI power state, as last known.
+    :param record: its record once read from XAPI (``None`` until then).
+    :param instance: the instance it stands for, as stored at spawn.
+    """
+
+    ref: str
+    state: str
+    record: Record | None = None
+    instance: objects.Instance | None = None
+
+
+def state_name(state: int) -> str:
+    """XAPI's name of a library power state (``Halted``...)."""
+    return next(k for k, v in POWER_STATES.items() if v == state)
+
+
+def guest_can(record: Record, operation: str) -> bool:
+    """Whether XAPI allows a guest operation on a VM now.
+
+    XAPI lists in ``allowed_operations`` only what the guest's agent
+    and drivers support (``VM_guest_metrics.other``); a guest
+    without tools lacks the clean operations and vCPU hot-plug.
+    """
+    return operation in record.get('allowed_operations', ())
+
+
+def spawn_name(owner: str, uuid: str) -> str:
+    """The name of a VM while ``owner`` spawns instance ``uuid``."""
+    return '%s %s %s' % (SPAWN_PREFIX, owner, uuid)
+
+
+def spawn_owner(record: Record) -> tuple[str, str] | None:
+    """``(owner, instance uuid)`` of a VM whose spawn did not finish.
+
+    Also reads the ``other_config`` mark of earlier versions; ``None``
+    for any other VM and for snapshots.
+    """
+    other = record.get('other_config', {})
+    owner = other.get(KEY_SPAWNING)
+    uuid = other.get(KEY_UUID, '')
+    label = record.get('name_label', '')
+    if owner is None and label.startswith(SPAWN_PREFIX + ' '):
+        _, owner, uuid = (label.split(' ') + ['', ''])[:3]
+    if owner is None or record.get('is_a_snapshot'):
+        return None
+    return owner, uuid
+
+
+def legacy_owner_gone(owner: str) -> bool | None:
+    """Whether the ``<machine>:<pid>`` owner of earlier versions ended.
+
+    :returns: ``None`` for another machine's or a damaged owner, whose
+        spawn may still run elsewhere.
+    """
+    host, _, pid = owner.rpartition(':')
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def transition(before: str, after: str) -> int | None:
@@ -161,6 +250,18 @@ def image_meta(record: Record) -> objects.ImageMeta:
         min_ram=0, properties=properties)
 
 
+def is_image(record: Record) -> bool:
+    """Whether a VM record is a template or snapshot offered as an image.
+
+    Never a half-built instance: a template carrying instance tags or
+    named by a spawn in progress.
+    """
+    return bool(record['is_a_template'] and not record['is_control_domain']
+                and (record['is_a_snapshot'] or not (
+                    KEY_UUID in record['other_config'] or
+                    record['name_label'].startswith(SPAWN_PREFIX + ' '))))
+
+
 def matches_image(record: Record, ref: str) -> bool:
     return ref in (record.get('uuid'), record.get('name_label'),
                    image_name(record))
@@ -204,3 +305,42 @@ def resize_disks(disks_xml: str, flavor: objects.Flavor,
             if not disk.getAttribute('sr'):
                 disk.setAttribute('sr', sr_uuid)
     return root.toxml()
+
+
+def host_resources(host: Record, memory_total: int, sr: Record | None,
+                   flavors: typing.Iterable[objects.Flavor], running: int,
+                   hypervisor_type: str) -> objects.HostResources:
+    """The pool master's resources with instances of these flavors on it.
+
+    :param memory_total: the master's memory in bytes.
+    :param sr: the record of the SR instance disks go on, if any.
+    """
+    flavors = list(flavors)
+    software = host.get('software_version', {})
+    version = (software.get('product_version') or
+               software.get('platform_version') or '0')
+    try:
+        version_int = objects.version_to_int(
+            '.'.join(version.split('.')[:3]))
+    except ValueError:
+        version_int = 0
+    cpu_info = host.get('cpu_info', {})
+    cpus = len(host.get('host_CPUs', [])) or int(
+        cpu_info.get('cpu_count', 0))
+    sockets = int(cpu_info.get('socket_count', 1) or 1)
+    return objects.HostResources(
+        vcpus=cpus, memory_mb=memory_total // MiB,
+        local_gb=int((sr or {}).get('physical_size', 0)) // GiB,
+        vcpus_used=sum(f.vcpus for f in flavors),
+        memory_mb_used=sum(f.memory_mb for f in flavors),
+        local_gb_used=sum(f.disk_gb for f in flavors),
+        hypervisor_type=hypervisor_type,
+        hypervisor_version=version_int,
+        hypervisor_hostname=host['hostname'] or host['name_label'],
+        running_vms=running,
+        cpu_info={'arch': 'x86_64',
+                  'model': cpu_info.get('modelname', ''),
+                  'vendor': cpu_info.get('vendor', ''),
+                  'topology': {'sockets': sockets,
+                               'cores': max(1, cpus // sockets),
+                               'threads': 1}})
