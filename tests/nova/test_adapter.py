@@ -284,15 +284,15 @@ def test_nova_host_wins_over_the_library_file(make_adapter):
 
 
 def test_backend_claims_follow_nova_allocation_ratios(flags, tmp_path):
-    # The docker backend checks claims itself; under Nova it must use
-    # Nova's ratios, not its own defaults. Building it does not connect.
+    # The backend checks claims itself; under Nova it must use Nova's
+    # ratios, not its own defaults. Building it does not connect.
     flags(cpu_allocation_ratio=3.0, ram_allocation_ratio=1.5,
           disk_allocation_ratio=None, initial_disk_allocation_ratio=2.0)
-    flags(backend='docker', config_file=None, group='compute_driver_adapter')
+    flags(backend='fake', config_file=None, group='compute_driver_adapter')
     driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
-    assert driver.conf.docker.cpu_allocation_ratio == 3.0
-    assert driver.conf.docker.ram_allocation_ratio == 1.5
-    assert driver.conf.docker.disk_allocation_ratio == 2.0
+    assert [driver.backend.allocation_ratio(resource)
+            for resource in ('vcpus', 'memory_mb', 'disk_gb')] == [
+        3.0, 1.5, 2.0]
 
 
 def test_image_type_capabilities(make_adapter):
@@ -586,7 +586,7 @@ def test_fake_claims_follow_novas_allocation_ratios(make_adapter, ctxt,
     # What placement grants with Nova's ratios, the backend admits.
     flags(cpu_allocation_ratio=2.0)
     driver = make_adapter(image_map={GLANCE_ID: IMAGE}, fake={'vcpus': 1})
-    assert driver.conf.fake.cpu_allocation_ratio == 2.0
+    assert driver.backend.allocation_ratio('vcpus') == 2.0
     spawn(driver, ctxt, nova_instance(1))
     spawn(driver, ctxt, nova_instance(2))
     with pytest.raises(nova_exception.ComputeResourcesUnavailable,

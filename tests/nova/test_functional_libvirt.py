@@ -125,10 +125,10 @@ class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
             fixtures.make_conf('libvirt', self.backend_options), 'libvirt')
         try:
             for image_id in self.snapshots:
-                backend.delete_snapshot(None, image_id)
+                backend.delete_snapshot(image_id)
             for record in backend.list_instance_records():
                 if record.instance.uuid in self.created:
-                    backend.destroy(None, record.instance, None)
+                    backend.destroy(record.instance)
         finally:
             backend.cleanup_host(self.host)
 
