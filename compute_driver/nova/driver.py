@@ -22,15 +22,12 @@ What the adapter does on top of the backend:
 
 * turns Nova's objects into the library's and the library's errors into
   Nova's (:mod:`compute_driver.nova.convert`);
-* calls each optional operation through the contract's table
-  (:data:`compute_driver.driver.OPERATIONS`), whose pipeline refuses one
-  the backend's ``capabilities`` lack before acting: that
-  ``NotSupported`` becomes ``NotImplementedError``, Nova's signal for an
-  operation a driver does not offer;
-* asks the backend to treat a power operation whose result already holds
-  (unpausing a running instance, powering off a stopped one) as done, as
-  Nova's own drivers do, where the library's state machine would refuse
-  it (``already_done_is_success``);
+* calls operations through the contract's table
+  (:data:`compute_driver.driver.OPERATIONS`): one the backend's
+  ``capabilities`` lack is refused with ``NotImplementedError``, Nova's
+  signal for it, and, as in Nova's own drivers, one whose result already
+  holds (unpausing a running instance) is done
+  (``already_done_is_success``);
 * forwards the backend's lifecycle events to Nova's compute manager as
   ``nova.virt.event.LifecycleEvent``;
 * reports VCPU, MEMORY_MB and DISK_GB inventory to placement with Nova's
