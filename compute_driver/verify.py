@@ -14,11 +14,12 @@
 
 :class:`Verifier` boots ``count`` instances on ``concurrency`` threads and
 takes each one through every operation of the contract in :data:`STEPS`,
-checking the power state the contract promises right after each call
-(operations are synchronous). It removes everything it created, even when a
-step fails or the run is interrupted, and returns a :class:`Report`; it
-prints nothing, so the CLI's ``verify`` command and other callers format the
-report as they like::
+calling it through :data:`compute_driver.driver.OPERATIONS` and checking
+right after each call (operations are synchronous) the power state its
+:data:`~compute_driver.driver.TRANSITIONS` entry promises. It removes
+everything it created, even when a step fails or the run is interrupted,
+and returns a :class:`Report`; it prints nothing, so the CLI's ``verify``
+command and other callers format the report as they like::
 
     verifier = verify.Verifier(backend, flavors.get_flavor(conf, 'm1.nano'),
                                verify.default_image(backend), count=5)
@@ -175,10 +176,11 @@ class Report:
 class _InstanceRun:
     """One instance going through the steps, and what it has created."""
 
-    def __init__(self, instance: objects.Instance, image: str) -> None:
+    def __init__(self, instance: objects.Instance) -> None:
         self.instance = instance
-        self.image_meta = objects.ImageMeta(name=image)
         self.snapshot = instance.name + '-snap'
+        # The power state the contract promises after the last step.
+        self.state = power_state.NOSTATE
         self.elapsed = 0.0
         # Whether the instance and the snapshot may exist.
         self.spawned = False
@@ -193,12 +195,35 @@ class _InstanceRun:
         return result
 
 
-def _expect_state(backend, run: _InstanceRun, expected: int) -> None:
-    state = backend.get_info(run.instance).state
-    if state != expected:
-        raise CheckFailed('%s is %s afterwards, expected %s' % (
-            run.instance.name, power_state.name(state),
-            power_state.name(expected)))
+def _check_state(run: _InstanceRun, state: int, when: str) -> None:
+    if state != run.state:
+        raise CheckFailed('%s is %s %s, expected %s' % (
+            run.instance.name, power_state.name(state), when,
+            power_state.name(run.state)))
+
+
+def _perform(backend, run: _InstanceRun, operation: str,
+             **params) -> object:
+    """Call ``operation`` as the contract's table says; check the state.
+
+    :param operation: a key of :data:`compute_driver.driver.OPERATIONS`.
+    :returns: what the operation returns.
+    """
+    entry = contract.OPERATIONS[operation]
+    result = run.call(entry.call, backend, run.instance, **params)
+    if entry.transition is not None:
+        # A result of None leaves the state as it was.
+        if entry.transition.result is not None:
+            run.state = entry.transition.result
+        _check_state(run, backend.get_info(run.instance).state, 'afterwards')
+    return result
+
+
+def _operation(operation: str, **params):
+    """The step that only performs ``operation``."""
+    def step(backend, run):
+        _perform(backend, run, operation, **params)
+    return step
 
 
 def _snapshot_listed(backend, run: _InstanceRun) -> bool:
@@ -213,58 +238,17 @@ def _spawn(backend, run):
     # cannot remove anything verify did not create.
     run.spawned = True
     run.call(backend.spawn, run.instance, power_on=True)
+    run.state = power_state.RUNNING
 
 
 def _get_info(backend, run):
-    info = run.call(backend.get_info, run.instance)
-    if info.state != power_state.RUNNING:
-        raise CheckFailed('%s is %s after spawn, expected running' % (
-            run.instance.name, power_state.name(info.state)))
-
-
-def _power_off(backend, run):
-    # Forced off: a clean shutdown would time the guest's OS, not the
-    # backend.
-    run.call(backend.power_off, run.instance, 0, 0)
-    _expect_state(backend, run, power_state.SHUTDOWN)
-
-
-def _power_on(backend, run):
-    run.call(backend.power_on, run.instance)
-    _expect_state(backend, run, power_state.RUNNING)
-
-
-def _reboot(reboot_type: str):
-    def step(backend, run):
-        run.call(backend.reboot, run.instance, reboot_type)
-        _expect_state(backend, run, power_state.RUNNING)
-    return step
-
-
-def _pause(backend, run):
-    run.call(backend.pause, run.instance)
-    _expect_state(backend, run, power_state.PAUSED)
-
-
-def _unpause(backend, run):
-    run.call(backend.unpause, run.instance)
-    _expect_state(backend, run, power_state.RUNNING)
-
-
-def _suspend(backend, run):
-    run.call(backend.suspend, run.instance)
-    _expect_state(backend, run, power_state.SUSPENDED)
-
-
-def _resume(backend, run):
-    run.call(backend.resume, run.instance)
-    _expect_state(backend, run, power_state.RUNNING)
+    _check_state(run, run.call(backend.get_info, run.instance).state,
+                 'after spawn')
 
 
 def _snapshot(backend, run):
     run.snapshotted = True  # see _spawn
-    run.call(backend.snapshot, run.instance, run.snapshot)
-    _expect_state(backend, run, power_state.RUNNING)
+    _perform(backend, run, 'snapshot', image_id=run.snapshot)
     if backend.supports('list_images'):
         image = next((i for i in backend.list_images()
                       if i.name == run.snapshot), None)
@@ -279,8 +263,7 @@ def _snapshot(backend, run):
 
 
 def _revert_to_snapshot(backend, run):
-    run.call(backend.revert_to_snapshot, run.instance, run.snapshot)
-    _expect_state(backend, run, power_state.RUNNING)
+    _perform(backend, run, 'revert_to_snapshot', image_id=run.snapshot)
 
 
 def resize_memory_mb(flavor: objects.Flavor) -> int:
@@ -293,8 +276,7 @@ def _live_resize(shrink: bool):
     def step(backend, run):
         flavor = run.instance.flavor
         memory_mb = resize_memory_mb(flavor) if shrink else flavor.memory_mb
-        run.call(backend.live_resize, run.instance, memory_mb=memory_mb)
-        _expect_state(backend, run, power_state.RUNNING)
+        _perform(backend, run, 'live_resize', memory_mb=memory_mb)
         if backend.supports('diagnostics'):
             found = backend.get_diagnostics(run.instance).get('memory_mb')
             if found != memory_mb:
@@ -305,7 +287,7 @@ def _live_resize(shrink: bool):
 
 
 def _console_output(backend, run):
-    output = run.call(backend.get_console_output, run.instance)
+    output = _perform(backend, run, 'console_output')
     if not isinstance(output, str):
         raise CheckFailed('console output of %s is %r, expected text'
                           % (run.instance.name, output))
@@ -319,7 +301,7 @@ def _console_output(backend, run):
 
 
 def _diagnostics(backend, run):
-    data = run.call(backend.get_diagnostics, run.instance)
+    data = _perform(backend, run, 'diagnostics')
     if not isinstance(data, dict):
         raise CheckFailed('diagnostics of %s are %r, expected a dict'
                           % (run.instance.name, data))
@@ -328,7 +310,7 @@ def _diagnostics(backend, run):
         raise CheckFailed('diagnostics of %s lack %s' % (
             run.instance.name, ', '.join(missing)))
     flavor = run.instance.flavor
-    expected = {'state': power_state.name(power_state.RUNNING),
+    expected = {'state': power_state.name(run.state),
                 'vcpus': flavor.vcpus, 'memory_mb': flavor.memory_mb}
     for key, value in expected.items():
         if data[key] != value:
@@ -347,7 +329,7 @@ def _destroy(backend, run):
 
 
 def _delete_snapshot(backend, run):
-    run.call(backend.delete_snapshot, run.snapshot)
+    _perform(backend, run, 'delete_snapshot', image_id=run.snapshot)
     if backend.supports('list_images') and _snapshot_listed(backend, run):
         raise CheckFailed('snapshot %s is still listed after '
                           'delete_snapshot' % run.snapshot)
@@ -378,14 +360,17 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step('spawn', _spawn),
     Step('get_info', _get_info),
-    Step('power_off', _power_off, ('power_off', 'power_on')),
-    Step('power_on', _power_on, ('power_on',), 'power_off'),
-    Step('soft_reboot', _reboot(contract.REBOOT_SOFT), ('soft_reboot',)),
-    Step('hard_reboot', _reboot(contract.REBOOT_HARD), ('hard_reboot',)),
-    Step('pause', _pause, ('pause', 'unpause')),
-    Step('unpause', _unpause, ('unpause',), 'pause'),
-    Step('suspend', _suspend, ('suspend', 'resume')),
-    Step('resume', _resume, ('resume',), 'suspend'),
+    # Forced off: a clean shutdown would time the guest's OS, not the
+    # backend.
+    Step('power_off', _operation('power_off', timeout=0, retry_interval=0),
+         ('power_off', 'power_on')),
+    Step('power_on', _operation('power_on'), ('power_on',), 'power_off'),
+    Step('soft_reboot', _operation('soft_reboot'), ('soft_reboot',)),
+    Step('hard_reboot', _operation('hard_reboot'), ('hard_reboot',)),
+    Step('pause', _operation('pause'), ('pause', 'unpause')),
+    Step('unpause', _operation('unpause'), ('unpause',), 'pause'),
+    Step('suspend', _operation('suspend'), ('suspend', 'resume')),
+    Step('resume', _operation('resume'), ('resume',), 'suspend'),
     # A snapshot that could not be deleted would outlive the run.
     Step('snapshot', _snapshot, ('snapshot', 'delete_snapshot')),
     Step('revert_to_snapshot', _revert_to_snapshot, ('revert_to_snapshot',),
@@ -562,7 +547,7 @@ class Verifier:
         name = self.name_prefix + uuid[:8]
         run = _InstanceRun(
             objects.Instance(uuid=uuid, name=name, flavor=self.flavor,
-                             image_ref=self.image), self.image)
+                             image_ref=self.image))
         with self._lock:
             self._live[uuid] = run
         results = []

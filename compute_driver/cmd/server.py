@@ -16,8 +16,6 @@ Instances are named on the command line by name or uuid, as in
 openstackclient. Action commands print nothing on success.
 """
 
-import abc
-
 from compute_driver.cmd import common
 from compute_driver import driver as contract
 from compute_driver import exception
@@ -113,9 +111,14 @@ class ShowInstance(common.ShowOne):
 
 
 class _InstanceAction(common.Command):
-    """Base of the commands running one operation on one instance."""
+    """Base of the commands running one operation on one instance.
 
-    #: The optional operation (a key of OPTIONAL_OPERATIONS) to check.
+    The operation is called as the contract's table,
+    :data:`compute_driver.driver.OPERATIONS`, says, with the instance and
+    :meth:`params`.
+    """
+
+    #: The operation: a key of OPERATIONS.
     operation = ''
 
     def get_parser(self, prog_name):
@@ -129,9 +132,14 @@ class _InstanceAction(common.Command):
         instance = backend.find_instance(parsed_args.instance).instance
         self.act(backend, instance, parsed_args)
 
-    @abc.abstractmethod
-    def act(self, backend, instance, parsed_args) -> None:
-        """Run the operation on ``instance``."""
+    def params(self, parsed_args) -> dict[str, object]:
+        """The operation's arguments besides the instance."""
+        return {}
+
+    def act(self, backend, instance, parsed_args) -> object:
+        """Run the operation on ``instance``; what it returns."""
+        return contract.OPERATIONS[self.operation].call(
+            backend, instance, **self.params(parsed_args))
 
 
 class StopInstance(_InstanceAction):
@@ -149,10 +157,10 @@ class StopInstance(_InstanceAction):
                  % DEFAULT_STOP_TIMEOUT)
         return parser
 
-    def act(self, backend, instance, parsed_args):
-        backend.power_off(
-            instance, timeout=parsed_args.timeout,
-            retry_interval=min(STOP_RETRY_INTERVAL, parsed_args.timeout))
+    def params(self, parsed_args):
+        return {'timeout': parsed_args.timeout,
+                'retry_interval': min(STOP_RETRY_INTERVAL,
+                                      parsed_args.timeout)}
 
 
 class StartInstance(_InstanceAction):
@@ -160,12 +168,11 @@ class StartInstance(_InstanceAction):
 
     operation = 'power_on'
 
-    def act(self, backend, instance, parsed_args):
-        backend.power_on(instance)
-
 
 class RebootInstance(_InstanceAction):
     """Reboot an instance: ask its guest, or reset it with --hard."""
+
+    operation = 'soft_reboot'
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -179,18 +186,11 @@ class RebootInstance(_InstanceAction):
         self.operation = 'hard_reboot' if parsed_args.hard else 'soft_reboot'
         return super().take_action(parsed_args)
 
-    def act(self, backend, instance, parsed_args):
-        backend.reboot(instance, contract.REBOOT_HARD if parsed_args.hard
-                       else contract.REBOOT_SOFT)
-
 
 class PauseInstance(_InstanceAction):
     """Freeze a running instance in memory."""
 
     operation = 'pause'
-
-    def act(self, backend, instance, parsed_args):
-        backend.pause(instance)
 
 
 class UnpauseInstance(_InstanceAction):
@@ -198,26 +198,17 @@ class UnpauseInstance(_InstanceAction):
 
     operation = 'unpause'
 
-    def act(self, backend, instance, parsed_args):
-        backend.unpause(instance)
-
 
 class SuspendInstance(_InstanceAction):
     """Save a running instance's memory to disk and stop it."""
 
     operation = 'suspend'
 
-    def act(self, backend, instance, parsed_args):
-        backend.suspend(instance)
-
 
 class ResumeInstance(_InstanceAction):
     """Restore a suspended instance."""
 
     operation = 'resume'
-
-    def act(self, backend, instance, parsed_args):
-        backend.resume(instance)
 
 
 class _ImageAction(_InstanceAction):
@@ -230,6 +221,9 @@ class _ImageAction(_InstanceAction):
         parser.add_argument('image', metavar='IMAGE', help=self.image_help)
         return parser
 
+    def params(self, parsed_args):
+        return {'image_id': parsed_args.image}
+
 
 class SnapshotInstance(_ImageAction):
     """Save an instance's disk as a new image."""
@@ -237,18 +231,12 @@ class SnapshotInstance(_ImageAction):
     operation = 'snapshot'
     image_help = 'Name of the new image.'
 
-    def act(self, backend, instance, parsed_args):
-        backend.snapshot(instance, parsed_args.image)
-
 
 class RevertInstance(_ImageAction):
     """Put an instance's disk back to one of its snapshots."""
 
     operation = 'revert_to_snapshot'
     image_help = 'A snapshot of this instance.'
-
-    def act(self, backend, instance, parsed_args):
-        backend.revert_to_snapshot(instance, parsed_args.image)
 
 
 class LiveResizeInstance(_InstanceAction):
@@ -272,9 +260,8 @@ class LiveResizeInstance(_InstanceAction):
                                     'or both')
         return super().take_action(parsed_args)
 
-    def act(self, backend, instance, parsed_args):
-        backend.live_resize(instance, vcpus=parsed_args.vcpus,
-                            memory_mb=parsed_args.memory)
+    def params(self, parsed_args):
+        return {'vcpus': parsed_args.vcpus, 'memory_mb': parsed_args.memory}
 
 
 class ShowConsoleLog(_InstanceAction):
@@ -290,7 +277,7 @@ class ShowConsoleLog(_InstanceAction):
         return parser
 
     def act(self, backend, instance, parsed_args):
-        lines = backend.get_console_output(instance).splitlines()
+        lines = str(super().act(backend, instance, parsed_args)).splitlines()
         if parsed_args.lines is not None:
             lines = lines[-parsed_args.lines:]
         for line in lines:

@@ -22,12 +22,15 @@ never sees a Nova object.
 
 import collections.abc
 import contextlib
+import logging
 import typing
 
 from nova import exception as nova_exception
 
 from compute_driver import exception
 from compute_driver import objects
+
+LOG = logging.getLogger(__name__)
 
 #: Stands for the image of an instance Nova keeps no image for (one booted
 #: from a volume). Backends look instances up by uuid, so for any call but
@@ -83,35 +86,23 @@ def image_candidates(image_meta: typing.Any,
 
     An ``image_map`` entry for the Glance id, then for the Glance name;
     without one, the id itself (the name snapshots taken through the
-    adapter are stored under), then the name.
+    adapter are stored under), then the name. Those that cannot be an
+    image reference (a Glance name with spaces) are left out.
     """
     glance_id = image_meta.id if image_meta.obj_attr_is_set('id') else None
     name = image_meta.name if image_meta.obj_attr_is_set('name') else None
-    for key in (glance_id, name):
-        if key and key in image_map:
-            return [image_map[key]]
-    return [ref for ref in (glance_id, name) if ref]
-
-
-def image(image_meta: typing.Any, ref: str) -> objects.ImageMeta:
-    """The library's :class:`~compute_driver.objects.ImageMeta` for ``ref``.
-
-    :param ref: the backend's reference, one of :func:`image_candidates`.
-    """
-    def get(field: str) -> typing.Any:
-        return (getattr(image_meta, field)
-                if image_meta.obj_attr_is_set(field) else None)
-
-    properties = {}
-    if get('id'):
-        properties['glance_id'] = str(get('id'))
-    if get('name'):
-        properties['glance_name'] = str(get('name'))
-    return objects.ImageMeta(
-        name=ref, disk_format=get('disk_format'),
-        container_format=get('container_format'),
-        min_ram=int(get('min_ram') or 0), min_disk=int(get('min_disk') or 0),
-        size=get('size'), properties=properties)
+    refs = [ref for ref in (glance_id, name) if ref]
+    for key in refs:
+        if key in image_map:
+            refs = [image_map[key]]
+            break
+    candidates = []
+    for ref in refs:
+        try:
+            candidates.append(objects.validate_image_ref(ref))
+        except exception.InvalidInput:
+            LOG.debug('%r cannot be a backend image reference', ref)
+    return candidates
 
 
 def network_info(nova_network_info: typing.Any) -> list[dict[str, object]]:

@@ -22,12 +22,12 @@ What the adapter does on top of the backend:
 
 * turns Nova's objects into the library's and the library's errors into
   Nova's (:mod:`compute_driver.nova.convert`);
-* raises ``NotImplementedError``, Nova's signal for an operation a driver
-  does not offer, for each optional operation the backend's
-  ``capabilities`` say it lacks, before touching the backend;
-* treats a power operation whose result already holds (unpausing a
-  running instance, powering off a stopped one) as done, as Nova's own
-  drivers do, where the library's state machine would refuse it;
+* calls operations through the contract's table
+  (:data:`compute_driver.driver.OPERATIONS`): one the backend's
+  ``capabilities`` lack is refused with ``NotImplementedError``, Nova's
+  signal for it, and, as in Nova's own drivers, one whose result already
+  holds (unpausing a running instance) is done
+  (``already_done_is_success``);
 * forwards the backend's lifecycle events to Nova's compute manager as
   ``nova.virt.event.LifecycleEvent``;
 * reports VCPU, MEMORY_MB and DISK_GB inventory to placement with Nova's
@@ -38,6 +38,7 @@ What the adapter does on top of the backend:
   (:mod:`compute_driver.nova.service`).
 """
 
+import contextlib
 import logging
 import threading
 import typing
@@ -69,24 +70,10 @@ LOG = logging.getLogger(__name__)
 CONF = nova_conf.CONF
 adapter_conf.register_opts(CONF)
 
-#: Each Nova driver method the adapter implements with one of the
-#: library's optional operations, and the operations it needs: when the
-#: backend lacks them, the method raises ``NotImplementedError``.
-NOVA_OPERATIONS: dict[str, tuple[str, ...]] = {
-    'cleanup_host': ('cleanup_host',),
-    'reboot': ('soft_reboot', 'hard_reboot'),
-    'resume_state_on_host_boot': ('hard_reboot',),
-    'power_off': ('power_off',),
-    'power_on': ('power_on',),
-    'pause': ('pause',),
-    'unpause': ('unpause',),
-    'suspend': ('suspend',),
-    'resume': ('resume',),
-    'snapshot': ('snapshot',),
-    'get_console_output': ('console_output',),
-    'get_diagnostics': ('diagnostics',),
-    'get_host_uptime': ('host_uptime',),
-}
+#: Nova methods of an optional operation that the adapter serves without
+#: it, as Nova's own defaults do.
+_SERVED_WITHOUT_BACKEND = ('cleanup_host', 'instance_exists',
+                           'get_host_ip_addr')
 
 
 def _architecture(resources: objects.HostResources) -> str:
@@ -181,15 +168,32 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     def unsupported_methods(self) -> list[str]:
         """Nova driver methods this backend cannot serve, sorted.
 
-        Those of :data:`NOVA_OPERATIONS` whose operations the backend's
-        ``capabilities`` all lack; they raise ``NotImplementedError``.
+        Those Nova's driver has under the method name of an operation of
+        :data:`compute_driver.driver.OPERATIONS` (``reboot`` has two), and
+        ``resume_state_on_host_boot`` (a hard reboot), when the backend's
+        ``capabilities`` lack all their operations; they raise
+        ``NotImplementedError``.
         """
-        return sorted(method for method, ops in NOVA_OPERATIONS.items()
+        needs = {'resume_state_on_host_boot': ['hard_reboot']}
+        for name, operation in contract.OPERATIONS.items():
+            if (hasattr(driver.ComputeDriver, operation.method) and
+                    operation.method not in _SERVED_WITHOUT_BACKEND):
+                needs.setdefault(operation.method, []).append(name)
+        return sorted(method for method, ops in needs.items()
                       if not any(self.backend.supports(op) for op in ops))
 
-    def _unsupported(self, operation: str) -> NotImplementedError:
-        return NotImplementedError(str(exception.NotSupported(
-            driver=self.backend.name, operation=operation.replace('_', ' '))))
+    def _perform(self, operation: str, instance: typing.Any = None,
+                 **params: object) -> typing.Any:
+        """Run an operation of the contract's table with Nova's errors.
+
+        :param operation: a key of :data:`compute_driver.driver.OPERATIONS`.
+        :param instance: Nova's instance, for an operation on one.
+        :param params: the operation's further arguments.
+        """
+        with convert.nova_errors(getattr(instance, 'uuid', None)):
+            ours = None if instance is None else self._instance(instance)
+            return contract.OPERATIONS[operation].call(self.backend, ours,
+                                                       **params)
 
     def _instance(self, instance: typing.Any) -> objects.Instance:
         """The library's instance for a Nova one.
@@ -207,38 +211,12 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                     nova_exception.OrphanedObjectError):
                 return self.backend.find_instance(instance.uuid).instance
 
-    def _pending(self, instance: typing.Any,
-                 operation: str) -> objects.Instance | None:
-        """The library's instance, unless ``operation`` has nothing to do.
-
-        :returns: ``None`` when the instance is already where
-            ``operation`` would take it.
-        """
-        ours = self._instance(instance)
-        with convert.nova_errors(instance.uuid):
-            state = self.backend.get_info(ours).state
-        if state == contract.TRANSITIONS[operation].result:
-            LOG.debug('Instance %s is already %s; nothing to %s',
-                      instance.uuid, power_state.name(state),
-                      operation.replace('_', ' '))
-            return None
-        return ours
-
     def _emit_from_backend(self, event: cd_event.Event) -> None:
         if not isinstance(event, cd_event.LifecycleEvent):
             LOG.debug('Not forwarding %r to Nova', event)
             return
         self.emit_event(nova_event.LifecycleEvent(
             event.uuid, event.transition, event.timestamp))
-
-    def _image_candidates(self, image_meta: typing.Any) -> list[str]:
-        candidates = []
-        for ref in convert.image_candidates(image_meta, self.image_map):
-            try:
-                candidates.append(objects.validate_image_ref(ref))
-            except exception.InvalidInput:
-                LOG.debug('%r cannot be a backend image reference', ref)
-        return candidates
 
     # -- host ----------------------------------------------------------------
 
@@ -249,9 +227,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
 
     def cleanup_host(self, host: str) -> None:
         self.backend.register_event_listener(None)
-        if not self.backend.supports('cleanup_host'):
-            return
-        with convert.nova_errors():
+        # Optional in Nova too, whose default does nothing.
+        with convert.nova_errors(), \
+                contextlib.suppress(exception.NotSupported):
             self.backend.cleanup_host(host)
 
     def get_available_resource(self, nodename: str) -> dict[str, object]:
@@ -341,10 +319,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         return str(CONF.my_ip)
 
     def get_host_uptime(self) -> str:
-        if not self.backend.supports('host_uptime'):
-            raise self._unsupported('host_uptime')
-        with convert.nova_errors():
-            return self.backend.get_host_uptime()
+        return str(self._perform('host_uptime'))
 
     # -- instances -----------------------------------------------------------
 
@@ -395,7 +370,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         if accel_info:
             raise NotImplementedError(
                 'The %s backend has no accelerators' % self.backend.name)
-        candidates = self._image_candidates(image_meta)
+        candidates = convert.image_candidates(image_meta, self.image_map)
         ports = convert.network_info(network_info)
         for ref in candidates:
             with convert.nova_errors(instance.uuid):
@@ -453,13 +428,8 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                share_info: typing.Any = None) -> None:
         with convert.nova_errors(instance.uuid):
             kind = contract.reboot_kind(reboot_type)
-        operation = '%s_reboot' % kind.lower()
-        if not self.backend.supports(operation):
-            raise self._unsupported(operation)
-        with convert.nova_errors(instance.uuid):
-            self.backend.reboot(
-                self._instance(instance), kind, context=context,
-                network_info=convert.network_info(network_info))
+        self._perform('%s_reboot' % kind.lower(), instance, context=context,
+                      network_info=convert.network_info(network_info))
 
     def resume_state_on_host_boot(self, context: typing.Any,
                                   instance: typing.Any,
@@ -470,84 +440,41 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         """Bring an instance Nova expects running back after a host boot.
 
         Nova calls this for instances it last saw running; a hard reboot
-        starts the guest from whatever state the host's restart left.
+        starts the guest from whatever state the host's restart left. One
+        that is running already is left alone: a hard reboot is allowed
+        from RUNNING, so the backend would reset it.
         """
-        if not self.backend.supports('hard_reboot'):
-            raise self._unsupported('hard_reboot')
-        ours = self._pending(instance, 'hard_reboot')
-        if ours is None:
-            return
-        with convert.nova_errors(instance.uuid):
-            self.backend.reboot(
-                ours, contract.REBOOT_HARD, context=context,
-                network_info=convert.network_info(network_info))
+        if self.get_info(instance).state != power_state.RUNNING:
+            self._perform('hard_reboot', instance, context=context,
+                          network_info=convert.network_info(network_info))
 
     def power_off(self, instance: typing.Any, timeout: int = 0,
                   retry_interval: int = 0) -> None:
-        if not self.backend.supports('power_off'):
-            raise self._unsupported('power_off')
-        ours = self._pending(instance, 'power_off')
-        if ours is None:
-            return
-        with convert.nova_errors(instance.uuid):
-            self.backend.power_off(ours,
-                                   timeout=timeout,
-                                   retry_interval=retry_interval)
+        self._perform('power_off', instance, timeout=timeout,
+                      retry_interval=retry_interval)
 
     def power_on(self, context: typing.Any, instance: typing.Any,
                  network_info: typing.Any,
                  block_device_info: typing.Any = None,
                  accel_info: typing.Any = None,
                  share_info: typing.Any = None) -> None:
-        if not self.backend.supports('power_on'):
-            raise self._unsupported('power_on')
-        ours = self._pending(instance, 'power_on')
-        if ours is None:
-            return
-        with convert.nova_errors(instance.uuid):
-            self.backend.power_on(
-                ours, context=context,
-                network_info=convert.network_info(network_info))
+        self._perform('power_on', instance, context=context,
+                      network_info=convert.network_info(network_info))
 
     def pause(self, instance: typing.Any) -> None:
-        if not self.backend.supports('pause'):
-            raise self._unsupported('pause')
-        ours = self._pending(instance, 'pause')
-        if ours is None:
-            return
-        with convert.nova_errors(instance.uuid):
-            self.backend.pause(ours)
+        self._perform('pause', instance)
 
     def unpause(self, instance: typing.Any) -> None:
-        if not self.backend.supports('unpause'):
-            raise self._unsupported('unpause')
-        ours = self._pending(instance, 'unpause')
-        if ours is None:
-            return
-        with convert.nova_errors(instance.uuid):
-            self.backend.unpause(ours)
+        self._perform('unpause', instance)
 
     def suspend(self, context: typing.Any, instance: typing.Any) -> None:
-        if not self.backend.supports('suspend'):
-            raise self._unsupported('suspend')
-        ours = self._pending(instance, 'suspend')
-        if ours is None:
-            return
-        with convert.nova_errors(instance.uuid):
-            self.backend.suspend(ours, context=context)
+        self._perform('suspend', instance, context=context)
 
     def resume(self, context: typing.Any, instance: typing.Any,
                network_info: typing.Any, block_device_info: typing.Any = None,
                share_info: typing.Any = None) -> None:
-        if not self.backend.supports('resume'):
-            raise self._unsupported('resume')
-        ours = self._pending(instance, 'resume')
-        if ours is None:
-            return
-        with convert.nova_errors(instance.uuid):
-            self.backend.resume(
-                ours, context=context,
-                network_info=convert.network_info(network_info))
+        self._perform('resume', instance, context=context,
+                      network_info=convert.network_info(network_info))
 
     def snapshot(self, context: typing.Any, instance: typing.Any,
                  image_id: str, update_task_state: typing.Any) -> None:
@@ -560,26 +487,19 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         :raises nova.exception.InstanceNotRunning: when the backend has no
             such instance, as Nova's compute manager expects.
         """
-        if not self.backend.supports('snapshot'):
-            raise self._unsupported('snapshot')
         try:
-            with convert.nova_errors(instance.uuid):
-                self.backend.snapshot(self._instance(instance), image_id,
-                                      update_task_state, context=context)
+            self._perform('snapshot', instance, image_id=image_id,
+                          update_task_state=update_task_state,
+                          context=context)
         except nova_exception.InstanceNotFound as exc:
             raise nova_exception.InstanceNotRunning(
                 instance_id=instance.uuid) from exc
 
     def get_console_output(self, context: typing.Any,
                            instance: typing.Any) -> str:
-        if not self.backend.supports('console_output'):
-            raise self._unsupported('console_output')
-        with convert.nova_errors(instance.uuid):
-            return self.backend.get_console_output(
-                self._instance(instance), context=context)
+        return str(self._perform('console_output', instance,
+                                 context=context))
 
     def get_diagnostics(self, instance: typing.Any) -> dict[str, object]:
-        if not self.backend.supports('diagnostics'):
-            raise self._unsupported('diagnostics')
-        with convert.nova_errors(instance.uuid):
-            return self.backend.get_diagnostics(self._instance(instance))
+        return typing.cast(dict[str, object],
+                           self._perform('diagnostics', instance))

@@ -50,17 +50,25 @@ from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
 
-#: Start states the suite reaches on any backend. CRASHED is left out: no
-#: generic operation makes a guest crash.
-START_STATES = (power_state.RUNNING, power_state.SHUTDOWN,
-                power_state.PAUSED, power_state.SUSPENDED)
 
-#: The operation that takes a RUNNING instance to each other start state.
-DRIVE_OPERATIONS = {
-    power_state.SHUTDOWN: 'power_off',
-    power_state.PAUSED: 'pause',
-    power_state.SUSPENDED: 'suspend',
-}
+def _drive_operations() -> dict[int, str]:
+    found: dict[int, str] = {}
+    for name, transition in contract.TRANSITIONS.items():
+        if (power_state.RUNNING in transition.allowed and
+                transition.result not in (None, power_state.RUNNING)):
+            found.setdefault(typing.cast(int, transition.result), name)
+    return found
+
+
+#: The operation that takes a RUNNING instance to each other state an
+#: operation of :data:`~compute_driver.driver.TRANSITIONS` leads to: the
+#: first one listed there.
+DRIVE_OPERATIONS = _drive_operations()
+
+#: Start states the suite reaches on any backend: RUNNING and those of
+#: :data:`DRIVE_OPERATIONS`. CRASHED is not one: no operation makes a
+#: guest crash.
+START_STATES = (power_state.RUNNING, *DRIVE_OPERATIONS)
 
 
 class TaskStateRecorder:
@@ -91,7 +99,7 @@ class OperationArgs:
 
 
 def call_operation(backend: contract.ComputeDriver, operation: str,
-                   instance: objects.Instance,
+                   instance: objects.Instance | None,
                    args: OperationArgs | None = None) -> object:
     """Call an optional operation through the contract's operation table.
 
@@ -241,12 +249,14 @@ def _pairs(allowed: bool) -> list[typing.Any]:
             if (start in transition.allowed) == allowed]
 
 
-# Optional operations that act on one instance. revert_to_snapshot is left
-# out: the contract does not say whether an unknown instance or its missing
-# snapshot is reported first.
+# Optional operations that act on one instance and raise InstanceNotFound
+# for an unknown one (instance_exists answers False). revert_to_snapshot is
+# left out: the contract does not say whether an unknown instance or its
+# missing snapshot is reported first.
 _INSTANCE_OPERATIONS = sorted(
-    (set(contract.TRANSITIONS) - {'revert_to_snapshot'}) |
-    {'console_output', 'diagnostics'})
+    name for name, operation in contract.OPERATIONS.items()
+    if operation.on_instance and
+    name not in ('instance_exists', 'revert_to_snapshot'))
 
 #: The ``make_instance`` fixture's type.
 MakeInstance = collections.abc.Callable[..., objects.Instance]
@@ -960,7 +970,7 @@ class DriverConformanceTests:
     def test_host_text(self, driver: contract.ComputeDriver,
                        operation: str) -> None:
         self._require(driver, operation)
-        text = getattr(driver, contract.OPTIONAL_OPERATIONS[operation])()
+        text = call_operation(driver, operation, None)
         assert isinstance(text, str) and text.strip()
 
     # -- events --------------------------------------------------------------
@@ -1007,22 +1017,23 @@ class DriverConformanceTests:
             make_instance: MakeInstance) -> None:
         before = driver.get_available_resource(None)
         instances = [make_instance(spawn=False) for _ in range(4)]
-        steps = []
-        if driver.supports('power_off'):
-            steps.append(('power_off', 'shutdown'))
-            if driver.supports('power_on'):
-                steps.append(('power_on', 'running'))
+        # power_on only after power_off, from which it starts.
+        steps = ([op for op in ('power_off', 'power_on')
+                  if driver.supports(op)]
+                 if driver.supports('power_off') else [])
 
         def lifecycle(instance: objects.Instance) -> list[str]:
             self._spawn(driver, instance, image)
             states = [self._state(driver, instance)]
-            for operation, _ in steps:
+            for operation in steps:
                 call_operation(driver, operation, instance)
                 states.append(self._state(driver, instance))
             driver.destroy(instance)
             return states
 
-        expected = ['running'] + [state for _, state in steps]
+        expected = ['running'] + [
+            power_state.name(typing.cast(int, contract.TRANSITIONS[op].result))
+            for op in steps]
         with concurrent.futures.ThreadPoolExecutor(len(instances)) as pool:
             results = list(pool.map(lifecycle, instances))
         assert results == [expected] * len(instances)

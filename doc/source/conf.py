@@ -20,6 +20,9 @@ import sys
 # history for pbr's version).
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__),
                                                 '..', '..')))
+# This manual's own extensions.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '_ext'))
 
 project = 'compute-driver'
 copyright = 'compute-driver contributors'
@@ -27,7 +30,7 @@ master_doc = 'index'
 exclude_patterns = ['_build']
 html_theme = 'alabaster'
 
-extensions = ['sphinx.ext.autodoc']
+extensions = ['sphinx.ext.autodoc', 'operation_tables']
 # Members in source order: the contract reads in the order its module
 # explains it.
 autodoc_member_order = 'bysource'

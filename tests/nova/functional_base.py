@@ -343,11 +343,9 @@ class ServerLifecycleTests:
         server = self._boot()
         output = self.api.post_server_action(
             server['id'], {'os-getConsoleOutput': {}})['output']
-        self.assertEqual(
-            self.backend(self.host).get_console_output(
-                self.backend(self.host).find_instance(
-                    server['id']).instance),
-            output)
+        backend = self.backend(self.host)
+        self.assertEqual(backend.get_console_output(
+            backend.find_instance(server['id']).instance), output)
         self.assertTrue(output.strip())
 
     def test_snapshot_then_boot_from_it(self) -> None:

@@ -157,22 +157,15 @@ def test_instance_name_template_the_backends_cannot_store(flags):
         convert.instance(nova_instance())
 
 
-def test_image_meta_is_converted():
-    ours = convert.image(image_meta(min_ram=64, min_disk=2, size=1024),
-                         IMAGE)
-    assert ours.name == IMAGE
-    assert (ours.disk_format, ours.container_format) == ('qcow2', 'bare')
-    assert (ours.min_ram, ours.min_disk, ours.size) == (64, 2, 1024)
-    assert ours.properties == {'glance_id': GLANCE_ID,
-                               'glance_name': 'cirros'}
-
-
 def test_image_candidates_order():
     meta = image_meta()
     assert convert.image_candidates(meta, {}) == [GLANCE_ID, 'cirros']
     assert convert.image_candidates(meta, {'cirros': IMAGE}) == [IMAGE]
     assert convert.image_candidates(
         meta, {GLANCE_ID: 'by-id', 'cirros': 'by-name'}) == ['by-id']
+    # A Glance name no backend can store is no candidate.
+    assert convert.image_candidates(image_meta(name='my image'), {}) == [
+        GLANCE_ID]
 
 
 def test_network_info_is_plain_data():
@@ -476,6 +469,18 @@ def test_resume_state_on_host_boot_starts_a_stopped_instance(
     assert driver.get_info(instance).state == nova_power_state.RUNNING
 
 
+def test_resume_state_on_host_boot_leaves_a_running_instance_alone(
+        make_adapter, ctxt):
+    # A hard reboot is allowed from RUNNING; Nova needs none at host boot.
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    instance = spawn(driver, ctxt)
+    with mock.patch.object(driver.backend, '_reboot',
+                           autospec=True) as reboot:
+        driver.resume_state_on_host_boot(ctxt, instance, None, None)
+    reboot.assert_not_called()
+    assert driver.get_info(instance).state == nova_power_state.RUNNING
+
+
 def test_snapshot_then_spawn_from_it(make_adapter, ctxt):
     driver = make_adapter(image_map={GLANCE_ID: IMAGE})
     instance = spawn(driver, ctxt)
@@ -703,6 +708,22 @@ def test_unsupported_methods_follow_capabilities(make_adapter):
     with pytest.raises(NotImplementedError,
                        match='fake backend does not support suspend'):
         driver.suspend(None, nova_instance())
+
+
+def test_a_backend_without_optional_operations(make_adapter):
+    driver = make_adapter()
+    driver.backend.capabilities = contract.default_capabilities()
+    assert driver.unsupported_methods() == [
+        'get_console_output', 'get_diagnostics', 'get_host_uptime', 'pause',
+        'power_off', 'power_on', 'reboot', 'resume',
+        'resume_state_on_host_boot', 'snapshot', 'suspend', 'unpause']
+    # Refused before the instance is looked up.
+    with pytest.raises(NotImplementedError, match='diagnostics'):
+        driver.get_diagnostics(nova_instance())
+    # Nova's defaults serve these without the backend's operation.
+    assert driver.instance_exists(nova_instance()) is False
+    assert driver.get_host_ip_addr() == CONF.my_ip
+    driver.cleanup_host(CONF.host)
 
 
 def test_unknown_backend_option(make_adapter):

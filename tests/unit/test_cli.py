@@ -21,7 +21,9 @@ import pytest
 
 import compute_driver
 from compute_driver.cmd import main
+from compute_driver.cmd import server
 from compute_driver import conf as cd_conf
+from compute_driver import driver as contract
 from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
 from compute_driver import loader
@@ -311,6 +313,24 @@ def test_stop_stopped_instance(capsys, app):
     assert _one_error_line(capsys.readouterr().err) == (
         'Cannot power off instance vm1 while it is shutdown; it must be '
         'running or paused or suspended or crashed.')
+
+
+def test_instance_actions_are_operations_of_the_table():
+    actions = [cls for cls in vars(server).values()
+               if isinstance(cls, type) and
+               issubclass(cls, server._InstanceAction) and
+               not cls.__name__.startswith('_')]
+    assert len(actions) == 11
+    assert all(cls.operation in contract.OPERATIONS for cls in actions)
+
+
+def test_hard_reboot_resets_a_paused_instance(capsys, app):
+    app('boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano')
+    app('pause', 'vm1')
+    assert app('reboot', 'vm1') == 1
+    capsys.readouterr()
+    assert app('reboot', '--hard', 'vm1') == 0
+    assert _json(capsys, app, 'show', 'vm1')['state'] == 'running'
 
 
 def test_unsupported_operation(capsys, app, monkeypatch):

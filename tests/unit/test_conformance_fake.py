@@ -104,3 +104,12 @@ def test_inventory_names_are_unique_and_valid():
     assert all(objects.validate_name(n) == n for n in names)
     assert all(n == n.lower() for n in names)
     assert inventory.snapshots == names[-1:]
+
+
+def test_start_states_are_those_the_transitions_reach_from_running():
+    assert conformance.DRIVE_OPERATIONS == {
+        power_state.SHUTDOWN: 'power_off', power_state.PAUSED: 'pause',
+        power_state.SUSPENDED: 'suspend'}
+    assert conformance.START_STATES == (
+        power_state.RUNNING, power_state.SHUTDOWN, power_state.PAUSED,
+        power_state.SUSPENDED)

@@ -16,6 +16,7 @@ import concurrent.futures
 
 import pytest
 
+from compute_driver import driver as contract
 from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
 from compute_driver import flavors
@@ -386,3 +387,8 @@ def test_on_instance_reports_each_instance_once_after_clean_up():
     for name, operations, listed in calls:
         assert operations == OPERATIONS
         assert name not in listed
+
+
+def test_every_operation_of_the_state_machine_is_a_step():
+    needed = {op for step in verify.STEPS for op in step.needs}
+    assert set(contract.TRANSITIONS) <= needed
