@@ -441,14 +441,31 @@ class ComputeDriver(abc.ABC):
     #: The hypervisor type reported in :class:`objects.HostResources`.
     hypervisor_type = 'unknown'
 
+    #: Name of the option group of the backend's options (``[docker]``);
+    #: ``None`` for a backend without options. The loader registers it on
+    #: the library's ``ConfigOpts`` before building the backend.
+    CONFIG_GROUP: typing.ClassVar[str | None] = None
+
+    #: The options of :attr:`CONFIG_GROUP`: the same ``cfg.Opt`` objects
+    #: the backend's ``compute_driver.driver_opts`` entry point lists, so
+    #: that they are known without importing the backend's SDK.
+    CONFIG_OPTS: typing.ClassVar[collections.abc.Sequence['cfg.Opt']] = ()
+
+    #: Nova image types the backend boots (``'raw'``, ``'qcow2'``,
+    #: ``'vhd'``...), reported by the Nova adapter as
+    #: ``COMPUTE_IMAGE_TYPE_*`` traits; empty for none of Nova's.
+    image_types: typing.ClassVar[tuple[str, ...]] = ()
+
     #: Whether the hypervisor's own event stream reports lifecycle
     #: transitions (libvirt, Docker and XAPI do). When ``False`` the
     #: pipeline emits each operation's events itself.
     emits_lifecycle_events = True
 
-    #: Whether instances are containers, which share the host's CPUs by
-    #: design: their vCPUs are limited by the allocation ratio only, not
-    #: by the host's size.
+    #: Whether instances are containers (processes on the host) rather
+    #: than machines: they share the host's CPUs by design, so their vCPUs
+    #: are limited by the allocation ratio only, not by the host's size,
+    #: and Nova records them in its ``exe`` mode. A backend running either
+    #: kind sets it per instance in ``__init__``.
     runs_containers = False
 
     #: Allocation ratios used when ``[DEFAULT]`` sets none: Nova's

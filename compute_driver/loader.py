@@ -41,24 +41,35 @@ NAMESPACE = 'compute_driver.drivers'
 PACKAGE_OF_MODULE = {'libvirt': 'libvirt-python'}
 
 
-# Entry points of NAMESPACE by sys.path: reading them scans every
-# installed distribution's metadata, which "compute-driver drivers" would
-# otherwise do once per backend.
-_EP_CACHE: dict[tuple[str, ...], list[importlib.metadata.EntryPoint]] = {}
+#: Entry-point namespace of each backend's options: a callable named like
+#: the backend's entry point returning ``[(group, [opts])]`` and importing
+#: no SDK, so the configuration and ``oslo-config-generator`` reach every
+#: installed backend's options without loading any backend.
+OPTS_NAMESPACE = 'compute_driver.driver_opts'
+
+# Every entry point by sys.path: reading them scans every installed
+# distribution's metadata, whichever namespace is asked for, and a command
+# asks for several (its own, the backends', their options').
+_EP_CACHE: dict[tuple[str, ...], typing.Any] = {}
 
 
-def entry_points(name: str | None = None
+def entry_points(name: str | None = None, namespace: str = NAMESPACE
                  ) -> list[importlib.metadata.EntryPoint]:
-    """The installed backend entry points, or those named ``name``.
+    """The installed entry points of ``namespace``, or those named ``name``.
 
-    Nothing is imported. Read once per ``sys.path``.
+    :param namespace: :data:`NAMESPACE` (the backends),
+        :data:`OPTS_NAMESPACE` (their options), or any other.
+
+    Nothing is imported. Read once per ``sys.path`` for all namespaces.
     """
     key = tuple(sys.path)
-    eps = _EP_CACHE.get(key)
-    if eps is None:
-        eps = _EP_CACHE[key] = list(
-            importlib.metadata.entry_points(group=NAMESPACE))
-    return [ep for ep in eps if name is None or ep.name == name]
+    found = _EP_CACHE.get(key)
+    if found is None:
+        # All groups, each distribution once (the first on sys.path), as
+        # importlib.metadata.entry_points(group=...) would read them.
+        found = _EP_CACHE[key] = importlib.metadata.entry_points()
+    return [ep for ep in found.select(group=namespace)
+            if name is None or ep.name == name]
 
 
 def entry_point_targets() -> dict[str, str]:
@@ -143,6 +154,122 @@ def load_driver_class(name: str) -> 'type[contract.ComputeDriver]':
     return cls
 
 
+def _option_groups(name: str, groups: typing.Any
+                   ) -> 'list[tuple[cfg.OptGroup, list[cfg.Opt]]]':
+    """``groups`` as ``[(OptGroup, [opts])]``, checked.
+
+    :raises DriverLoadError: when it is not a list of (group, options)
+        pairs, or names ``DEFAULT``, which is the library's.
+    """
+    from oslo_config import cfg
+
+    result = []
+    try:
+        pairs = list(groups.items() if isinstance(groups, dict)
+                     else groups)
+        for group, group_opts in pairs:
+            if not isinstance(group, cfg.OptGroup):
+                group = cfg.OptGroup(group)
+            group_opts = list(group_opts)
+            if not all(isinstance(o, cfg.Opt) for o in group_opts):
+                raise TypeError('options of [%s] are not all cfg.Opt'
+                                % group.name)
+            if group.name == 'DEFAULT':
+                raise TypeError('[DEFAULT] is the library\'s; a backend '
+                                'owns a group of its own')
+            # A copy: ConfigOpts keeps a shallow copy of the group it is
+            # given, so one shared between ConfigOpts would carry
+            # overrides from one into the next.
+            result.append((cfg.OptGroup(group.name, title=group.title,
+                                        help=group.help), group_opts))
+    except (TypeError, ValueError) as exc:
+        raise exception.DriverLoadError(
+            name=name, reason='bad options: %s' % exc) from None
+    return result
+
+
+def backend_opts(name: str
+                 ) -> 'list[tuple[cfg.OptGroup, list[cfg.Opt]]] | None':
+    """The option groups backend ``name`` declares, without loading it.
+
+    Read from its :data:`OPTS_NAMESPACE` entry point, which imports
+    oslo.config and the backend's option module, never its SDK.
+
+    :returns: ``[(group, [opts])]``, or ``None`` when no entry point of
+        that name is installed.
+    :raises DriverLoadError: when there are several, or it fails.
+    """
+    eps = entry_points(name, OPTS_NAMESPACE)
+    if not eps:
+        return None
+    if len({ep.value for ep in eps}) > 1:
+        raise exception.DriverLoadError(
+            name=name, reason='several %s entry points are named %s: %s'
+            % (OPTS_NAMESPACE, name, ', '.join(ep.value for ep in eps)))
+    try:
+        groups = eps[0].load()()
+    except Exception as exc:
+        raise exception.DriverLoadError(
+            name=name, reason='its options (%s) do not load: %s: %s'
+            % (eps[0].value, type(exc).__name__, exc)) from exc
+    return _option_groups(name, groups)
+
+
+def class_opts(name: str, cls: 'type[contract.ComputeDriver]'
+               ) -> 'list[tuple[cfg.OptGroup, list[cfg.Opt]]]':
+    """The option group a backend class declares.
+
+    ``CONFIG_GROUP`` and ``CONFIG_OPTS``; none when ``CONFIG_GROUP`` is
+    empty.
+
+    :raises DriverLoadError: when they are not a group name and options.
+    """
+    group = getattr(cls, 'CONFIG_GROUP', None)
+    if not group:
+        return []
+    return _option_groups(name, [(group, getattr(cls, 'CONFIG_OPTS', ()))])
+
+
+def register_backend_opts(conf: 'cfg.ConfigOpts', name: str,
+                          cls: 'type[contract.ComputeDriver] | None' = None
+                          ) -> list[str]:
+    """Register the option groups of backend ``name`` on ``conf``.
+
+    ``conf`` is the library's own ``ConfigOpts``, never the global
+    ``cfg.CONF``. The groups come from ``cls``'s ``CONFIG_GROUP`` and
+    ``CONFIG_OPTS`` when it is given; otherwise from the backend's
+    :data:`OPTS_NAMESPACE` entry point, so that no SDK is imported, and
+    only for a backend without one from its class. A group registered
+    again with the same options is left as it is.
+
+    :returns: the names of the groups, ``[]`` for a backend that is not
+        installed or does not load (:func:`load_driver` says why).
+    :raises DriverLoadError: when its options do not load, or differ
+        from options of the same names already registered.
+    """
+    from oslo_config import cfg
+
+    if cls is not None:
+        groups = class_opts(name, cls)
+    else:
+        found = backend_opts(name)
+        if found is None:
+            try:
+                found = class_opts(name, load_driver_class(name))
+            except exception.ComputeDriverError:
+                return []
+        groups = found
+    for group, group_opts in groups:
+        try:
+            conf.register_group(group)
+            conf.register_opts(group_opts, group=group.name)
+        except cfg.Error as exc:
+            raise exception.DriverLoadError(
+                name=name, reason='options of [%s]: %s' % (
+                    group.name, ' '.join(str(exc).split()))) from exc
+    return [group.name for group, _ in groups]
+
+
 def load_driver(conf: 'cfg.ConfigOpts', name: str | None = None,
                 virtapi: object = None) -> 'contract.ComputeDriver':
     """Build the configured backend.
@@ -154,10 +281,16 @@ def load_driver(conf: 'cfg.ConfigOpts', name: str | None = None,
     :returns: a backend instance on which ``init_host`` is still to be
         called.
     :raises ComputeDriverError: any of :func:`load_driver_class`'s errors,
-        or the backend's own (``InvalidConfiguration``...).
+        :func:`register_backend_opts`'s, ``InvalidConfiguration`` for a
+        bad value of the backend's options, or the backend's own.
     """
+    from compute_driver import conf as cd_conf
+
     name = name or conf.compute_driver
     cls = load_driver_class(name)
+    # The class is what runs: its groups are registered, and their values
+    # checked, even when the configuration was built for another backend.
+    cd_conf.check_group_values(conf, register_backend_opts(conf, name, cls))
     try:
         backend = cls(conf, virtapi=virtapi)
     except Exception as exc:

@@ -33,6 +33,7 @@ from cliff import commandmanager
 import compute_driver
 from compute_driver.cmd import common
 from compute_driver import exception
+from compute_driver import loader
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     # Only for annotations: both are imported on first use, so that
@@ -84,7 +85,9 @@ class CommandManager(commandmanager.CommandManager):
 
     def load_commands(self, namespace: str) -> None:
         self.group_list.append(namespace)
-        for ep in importlib.metadata.entry_points(group=namespace):
+        # The loader's: the metadata is then read once per command, which
+        # also looks up backends and their options.
+        for ep in loader.entry_points(namespace=namespace):
             name = (ep.name.replace('_', ' ') if self.convert_underscores
                     else ep.name)
             self.commands[name] = ep
@@ -228,7 +231,6 @@ class App(app.App):
         """
         if self._driver is not None:
             return self._driver
-        from compute_driver import loader
         backend = loader.load_driver(self.conf)
         backend.sweep_leftovers_at_init = sweep
         backend.init_host(self.conf.host)

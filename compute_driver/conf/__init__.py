@@ -29,6 +29,7 @@ from oslo_config import cfg
 
 from compute_driver.conf import opts
 from compute_driver import exception
+from compute_driver import loader
 
 PROJECT = 'compute-driver'
 
@@ -41,8 +42,13 @@ list_opts = opts.list_opts
 def build_conf(args: Sequence[str] | None = None,
                config_files: Sequence[str] | None = None,
                config_dirs: Sequence[str] | None = None,
-               validate: bool = True) -> cfg.ConfigOpts:
+               validate: bool = True,
+               backend: str | None = None) -> cfg.ConfigOpts:
     """Build, parse and check a private configuration object.
+
+    The ``[DEFAULT]`` options and the option group of one backend are
+    registered: ``backend``'s, or the one ``[DEFAULT] compute_driver``
+    names (see :func:`compute_driver.loader.register_backend_opts`).
 
     :param args: command-line style arguments (``--config-file`` ...).
     :param config_files: files to read; ``None`` searches oslo.config's
@@ -54,9 +60,13 @@ def build_conf(args: Sequence[str] | None = None,
         explicit list of files (even an empty one) reads nothing else.
     :param validate: read every option now so a bad value is reported here
         rather than at first use.
+    :param backend: entry-point name of the backend whose options to
+        register, for a caller that picks the backend itself (the Nova
+        adapter, the conformance suite).
     :returns: the parsed ``cfg.ConfigOpts``.
     :raises InvalidConfiguration: for a missing, unreadable or invalid file
         or value.
+    :raises DriverLoadError: when the backend's options do not load.
     """
     if config_dirs is None and config_files is not None:
         config_dirs = []
@@ -85,6 +95,14 @@ def build_conf(args: Sequence[str] | None = None,
         raise exception.InvalidConfiguration(
             reason='cannot read %s: %s' % (exc.filename, exc.strerror)
         ) from exc
+    if backend is None:
+        try:
+            backend = conf.compute_driver
+        except (cfg.Error, ValueError):
+            # A bad name, which check_values reports with the file.
+            backend = None
+    if backend:
+        loader.register_backend_opts(conf, backend)
     if validate:
         check_unknown(conf)
         check_values(conf)
@@ -126,13 +144,6 @@ def _options_by_section(
     return options
 
 
-def _known_options(
-        groups: Iterable[tuple[str | cfg.OptGroup | None, list[cfg.Opt]]]
-) -> dict[str, set[str]]:
-    return {section: set(options)
-            for section, options in _options_by_section(groups).items()}
-
-
 def _namespace_options(namespace: str) -> dict[str, dict[str, cfg.Opt]]:
     for ep in importlib.metadata.entry_points(group='oslo.config.opts'):
         if ep.name == namespace:
@@ -167,21 +178,9 @@ def _nearest(word: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def check_unknown(conf: cfg.ConfigOpts) -> None:
-    """Refuse a section or option no one registers in the files read.
-
-    oslo.config ignores what it does not know, so ``conection_uri`` in
-    ``[libvirt]`` would silently leave ``connection_uri`` at its default.
-    Options registered on ``conf``, the library's own, oslo.config's and
-    those of :data:`ACCEPTED_NAMESPACES` are known; sections named by
-    ``[DEFAULT] config_source`` belong to oslo.config's drivers and are not
-    checked.
-
-    :raises InvalidConfiguration: naming the file, the section, the option
-        and the nearest known name.
-    """
-    known = _known_options(list_opts())
-    known.setdefault('DEFAULT', set()).update(_OSLO_CONFIG_OPTS)
+def _registered(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
+    """The names of the options registered on ``conf``, by section."""
+    known: dict[str, set[str]] = {'DEFAULT': set(_OSLO_CONFIG_OPTS)}
     for name in conf:
         try:
             value = conf[name]
@@ -193,11 +192,49 @@ def check_unknown(conf: cfg.ConfigOpts) -> None:
             known.setdefault(_section_key(name), set()).update(value)
         else:
             known['DEFAULT'].add(name)
+    return known
+
+
+def _other_options() -> dict[str, dict[str, cfg.Opt]]:
+    """Options a file may set that ``conf`` need not register.
+
+    Every name of the library's options, those of every installed
+    backend (a file shared by hosts running different backends) and
+    those of :data:`ACCEPTED_NAMESPACES`.
+    """
+    groups: opts.OptList = list(opts.default.list_opts().items())
+    # A broken third-party backend must not make every file unreadable;
+    # loading it reports what is wrong with it.
+    groups.extend(opts.installed_backend_opts(skip_broken=True))
+    found = _options_by_section(groups)
+    for namespace in ACCEPTED_NAMESPACES:
+        for group, options in _namespace_options(namespace).items():
+            found.setdefault(group, {}).update(options)
+    return found
+
+
+def check_unknown(conf: cfg.ConfigOpts) -> None:
+    """Refuse a section or option no one registers in the files read.
+
+    oslo.config ignores what it does not know, so ``conection_uri`` in
+    ``[libvirt]`` would silently leave ``connection_uri`` at its default.
+    Options registered on ``conf``, oslo.config's, those of every
+    installed backend and those of :data:`ACCEPTED_NAMESPACES` are known;
+    a value of an option not registered on ``conf`` (another backend's)
+    is checked as its owner would. Sections named by ``[DEFAULT]
+    config_source`` belong to oslo.config's drivers and are not checked.
+
+    :raises InvalidConfiguration: naming the file, the section, the option
+        and the nearest known name.
+    """
+    known = _registered(conf)
     # Registered by every oslo.config this library supports; looked up
     # softly all the same, as only its drivers' sections depend on it.
     sources = {_section_key(s)
                for s in getattr(conf, 'config_source', None) or ()}
-    extra: dict[str, dict[str, cfg.Opt]] | None = None
+    # Only read when a file holds something not registered here: listing
+    # every installed backend's options has a cost.
+    other: dict[str, dict[str, cfg.Opt]] | None = None
     for path in _files_read(conf):
         sections: dict[str, dict[str, list[str]]] = {}
         try:
@@ -214,13 +251,9 @@ def check_unknown(conf: cfg.ConfigOpts) -> None:
                 name = option.replace('-', '_')
                 if name in known.get(key, ()):
                     continue
-                if extra is None:
-                    extra = {}
-                    for namespace in ACCEPTED_NAMESPACES:
-                        for group, found in _namespace_options(
-                                namespace).items():
-                            extra.setdefault(group, {}).update(found)
-                opt = extra.get(key, {}).get(name)
+                if other is None:
+                    other = _other_options()
+                opt = other.get(key, {}).get(name)
                 if opt is not None:
                     # Not registered here, so oslo.config never converts
                     # it: check its value as its owner would.
@@ -229,7 +262,7 @@ def check_unknown(conf: cfg.ConfigOpts) -> None:
                     continue
                 raise exception.InvalidConfiguration(
                     reason=_unknown_reason(path, section, key, name, known,
-                                           extra))
+                                           other))
 
 
 def _check_foreign_value(path: str, section: str, opt: cfg.Opt,
@@ -248,10 +281,10 @@ def _unknown_reason(path: str, section: str, key: str, option: str,
                     known: dict[str, set[str]],
                     extra: dict[str, dict[str, cfg.Opt]]) -> str:
     if key not in known and key not in extra:
-        nearest = _nearest(section, [g for g in known if g != 'DEFAULT'] +
-                           ['DEFAULT'])
+        sections = set(known) | set(extra)
+        nearest = _nearest(section, sections)
         hint = ('; did you mean [%s]?' % nearest if nearest
-                else '; known sections: %s' % ', '.join(sorted(known)))
+                else '; known sections: %s' % ', '.join(sorted(sections)))
         return 'unknown section [%s] in %s%s' % (section, path, hint)
     names = known.get(key, set()) | set(extra.get(key, {}))
     nearest = _nearest(option, names)
@@ -260,24 +293,43 @@ def _unknown_reason(path: str, section: str, key: str, option: str,
         option, section, path, hint)
 
 
+def check_group_values(conf: cfg.ConfigOpts,
+                       groups: Iterable[str | None]) -> None:
+    """Read every option of some groups of ``conf`` once.
+
+    :param groups: group names; ``None`` or ``'DEFAULT'`` for the
+        default group.
+    :raises InvalidConfiguration: naming the group, option and problem.
+    """
+    for group in groups:
+        section = conf if group in (None, 'DEFAULT') else conf[group]
+        # Iterating conf yields its groups too, which read as they are.
+        for name in list(section):
+            try:
+                getattr(section, name)
+            except (cfg.Error, ValueError) as exc:
+                raise exception.InvalidConfiguration(
+                    reason=_describe(group or 'DEFAULT', name, exc)
+                ) from exc
+
+
 def check_values(conf: cfg.ConfigOpts) -> None:
-    """Read every registered option of the library once.
+    """Read every option registered on ``conf`` once.
 
     oslo.config converts values lazily; this moves the error for ``vcpus =
     -1`` from the first spawn to start-up, with the option's name in it.
 
     :raises InvalidConfiguration: naming the group, option and problem.
     """
-    for group, group_opts in list_opts():
-        group_name = group.name if isinstance(group, cfg.OptGroup) else group
-        section = (conf if group_name == 'DEFAULT'
-                   else getattr(conf, group_name))
-        for opt in group_opts:
-            try:
-                getattr(section, opt.dest)
-            except (cfg.Error, ValueError) as exc:
-                raise exception.InvalidConfiguration(
-                    reason=_describe(group_name, opt, exc)) from exc
+    groups: list[str | None] = [None]
+    for name in conf:
+        try:
+            if isinstance(conf[name], cfg.ConfigOpts.GroupAttr):
+                groups.append(name)
+        except (cfg.Error, ValueError):
+            # An option of [DEFAULT], read with the group None.
+            continue
+    check_group_values(conf, groups)
     # Flavors are strings to oslo.config; parse them now for the same
     # reason.
     from compute_driver import flavors
@@ -288,7 +340,7 @@ def _one_line(exc: BaseException) -> str:
     return ' '.join(str(exc).split())
 
 
-def _describe(group: str, opt: cfg.Opt, exc: BaseException) -> str:
+def _describe(group: str, name: str, exc: BaseException) -> str:
     # oslo.config says "Value for option X from LocationInfo(location=...,
     # detail='<file>') is not valid: <problem>"; say the file and the
     # problem in words.
@@ -296,4 +348,4 @@ def _describe(group: str, opt: cfg.Opt, exc: BaseException) -> str:
     problem = text.partition(' is not valid: ')[2]
     where = _LOCATION_DETAIL.search(text) if problem else None
     place = ' in %s' % where.group(1) if where else ''
-    return '[%s] %s%s: %s' % (group, opt.name, place, problem or text)
+    return '[%s] %s%s: %s' % (group, name, place, problem or text)

@@ -13,37 +13,75 @@
 """Entry point of ``oslo-config-generator`` for the ``compute_driver``
 namespace.
 
-Every option module is listed here by name, not discovered, so the
-generator needs no backend SDK and the sample lists each group once.
+``[DEFAULT]`` is the library's own group
+(:mod:`compute_driver.conf.default`). Every other group belongs to a
+backend, which declares it on its driver class (``CONFIG_GROUP``,
+``CONFIG_OPTS``) and lists it through an entry point of
+:data:`compute_driver.loader.OPTS_NAMESPACE` named like the backend. Those
+entry points are found at run time, so the sample includes each installed
+backend, third-party ones too, and their option modules import no SDK.
 """
 
-import importlib
-import types
+import logging
 
 from oslo_config import cfg
 
-#: Modules of ``compute_driver.conf`` that each own one option group, in
-#: the order they appear in the sample. Each backend issue appends its own.
-MODULE_NAMES = ('default', 'fake', 'docker', 'libvirt', 'xenapi')
+from compute_driver.conf import default
+from compute_driver import exception
+from compute_driver import loader
 
+LOG = logging.getLogger(__name__)
 
-def _modules() -> list[types.ModuleType]:
-    return [importlib.import_module('compute_driver.conf.' + name)
-            for name in MODULE_NAMES]
+OptList = list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register every group of the library on ``conf``."""
-    for module in _modules():
-        module.register_opts(conf)
+    """Register the library's ``[DEFAULT]`` options on ``conf``.
+
+    A backend's group is registered by
+    :func:`compute_driver.loader.register_backend_opts`.
+    """
+    default.register_opts(conf)
 
 
-def list_opts() -> list[tuple[str | cfg.OptGroup, list[cfg.Opt]]]:
+def backend_names() -> list[str]:
+    """Every backend with an options entry point, sorted.
+
+    Nothing is imported.
+    """
+    return sorted({ep.name for ep in loader.entry_points(
+        namespace=loader.OPTS_NAMESPACE)})
+
+
+def installed_backend_opts(skip_broken: bool = False) -> OptList:
+    """``[(group, [opts])]`` of every installed backend, by backend name.
+
+    :param skip_broken: leave out, with a debug record, a backend whose
+        options do not load instead of raising.
+    :raises DriverLoadError: for a backend whose options do not load.
+    """
+    result: OptList = []
+    for name in backend_names():
+        try:
+            result.extend(loader.backend_opts(name) or ())
+        except exception.DriverLoadError as exc:
+            if not skip_broken:
+                raise
+            LOG.debug('Leaving out the options of backend %s: %s', name,
+                      exc)
+    return result
+
+
+def list_opts() -> OptList:
     """``[(group, [opts])]`` for every group, as the generator wants it.
 
-    A group is its name, or an ``OptGroup`` when it has a title or help.
+    ``[DEFAULT]`` first, then each installed backend's group by backend
+    name. A group is its name, or an ``OptGroup`` when it has a title or
+    help.
+
+    :raises DriverLoadError: for an installed backend whose options do
+        not load, so the generator does not leave it out silently.
     """
-    result: list[tuple[str | cfg.OptGroup, list[cfg.Opt]]] = []
-    for module in _modules():
-        result.extend(module.list_opts().items())
+    result: OptList = list(default.list_opts().items())
+    result.extend(installed_backend_opts())
     return result

@@ -59,6 +59,7 @@ import uuid as uuidlib
 from docker import errors as docker_errors
 
 from compute_driver.docker import client as dclient
+from compute_driver.docker import conf as docker_conf
 from compute_driver.docker import events as devents
 from compute_driver.docker import hostconfig
 from compute_driver.docker import images as dimages
@@ -109,6 +110,10 @@ class DockerDriver(driver.ComputeDriver):
         'supports_resume': False,
     }
     hypervisor_type = 'docker'
+    CONFIG_GROUP = docker_conf.GROUP
+    CONFIG_OPTS = docker_conf.opts
+    image_types = ()
+    runs_containers = True
 
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi=virtapi)

@@ -32,6 +32,7 @@ import time
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
+from compute_driver.fake import conf as fake_conf
 from compute_driver import objects
 from compute_driver import power_state
 
@@ -62,6 +63,10 @@ class FakeDriver(driver.ComputeDriver):
     capabilities = {'supports_' + op: True
                     for op in driver.OPTIONAL_OPERATIONS}
     hypervisor_type = 'fake'
+    CONFIG_GROUP = fake_conf.GROUP
+    CONFIG_OPTS = fake_conf.opts
+    image_types = ('raw', 'qcow2')
+    runs_containers = False
     # No hypervisor to report transitions: the pipeline emits them.
     emits_lifecycle_events = False
 

@@ -56,11 +56,11 @@ import typing
 
 import libvirt
 
-from compute_driver.conf import libvirt as libvirt_conf
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import leftovers
+from compute_driver.libvirt import conf as libvirt_conf
 from compute_driver.libvirt import config
 from compute_driver.libvirt import host as libvirt_host
 from compute_driver.libvirt import imagestore
@@ -173,6 +173,11 @@ class LibvirtDriver(driver.ComputeDriver):
             'live_resize', 'console_output', 'diagnostics', 'host_ip_addr',
             'host_uptime', 'list_images')}
     hypervisor_type = 'libvirt'
+    CONFIG_GROUP = libvirt_conf.GROUP
+    CONFIG_OPTS = libvirt_conf.opts
+    image_types = ('raw', 'qcow2')
+    # True for virt_type = lxc, set in __init__.
+    runs_containers = False
 
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi=virtapi)
@@ -185,6 +190,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     reason='[libvirt] %s must be an absolute path, got %r'
                            % (option, opts[option]))
         self.virt_type: str = opts.virt_type
+        self.runs_containers = self.virt_type == 'lxc'
         self.uri: str = (opts.connection_uri or
                          libvirt_conf.DEFAULT_URIS[self.virt_type])
         self.instances_path: str = opts.instances_path

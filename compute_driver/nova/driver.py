@@ -75,17 +75,6 @@ adapter_conf.register_opts(CONF)
 _SERVED_WITHOUT_BACKEND = ('cleanup_host', 'instance_exists',
                            'get_host_ip_addr')
 
-#: Nova image types (``supports_image_type_*`` capabilities, reported as
-#: ``COMPUTE_IMAGE_TYPE_*`` traits) each shipped backend boots.
-IMAGE_TYPES = {
-    'fake': ('raw', 'qcow2'),
-    'libvirt': ('raw', 'qcow2'),
-    'xenapi': ('vhd',),
-}
-
-#: Backends whose instances are processes on the host, not machines.
-_CONTAINER_TYPES = ('docker', 'lxc')
-
 
 def _architecture(resources: objects.HostResources) -> str:
     """The architecture of the backend's host, in Nova's spelling.
@@ -105,16 +94,20 @@ def _architecture(resources: objects.HostResources) -> str:
     return str(obj_fields.Architecture.from_host())
 
 
-def _hypervisor_spec(resources: objects.HostResources) -> list[list[str]]:
+def _hypervisor_spec(resources: objects.HostResources,
+                     containers: bool) -> list[list[str]]:
     """``supported_instances`` for the compute node record.
 
     Nova only accepts hypervisor types it knows (``HVType``); a backend
     reporting another type gets no entry rather than a broken record.
+
+    :param containers: the backend's ``runs_containers``: its instances
+        are processes on the host (Nova's ``exe`` mode), not machines.
     """
     hv_type = resources.hypervisor_type.lower()
     if hv_type not in obj_fields.HVType.ALL:
         return []
-    vm_mode = (obj_fields.VMMode.EXE if hv_type in _CONTAINER_TYPES
+    vm_mode = (obj_fields.VMMode.EXE if containers
                else obj_fields.VMMode.HVM)
     return [[_architecture(resources), hv_type, vm_mode]]
 
@@ -140,7 +133,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         with convert.nova_errors():
             self.conf = cd_conf.build_conf(
                 config_files=[group.config_file] if group.config_file
-                else [])
+                else [], backend=group.backend)
             # nova.conf says which host this is and which backend runs
             # here; the library's file only holds the backend's options.
             self.conf.set_override('host', CONF.host)
@@ -154,7 +147,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         self._node_lock = threading.Lock()
         self._service = service.ServiceStatus(virtapi, CONF.host)
         self.capabilities = dict(self.capabilities)
-        for image_type in IMAGE_TYPES.get(self.backend.name, ()):
+        # Nova's supports_image_type_* capabilities, which it reports
+        # as COMPUTE_IMAGE_TYPE_* traits.
+        for image_type in self.backend.image_types:
             self.capabilities['supports_image_type_%s' % image_type] = True
 
     def _follow_nova_claim_policy(self) -> None:
@@ -253,7 +248,8 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             self._service.backend_unavailable(exc.format_message(), nodes)
             raise
         data = resources.to_dict()
-        data['supported_instances'] = _hypervisor_spec(resources)
+        data['supported_instances'] = _hypervisor_spec(
+            resources, self.backend.runs_containers)
         data['uuid'] = self._node_uuid(nodename)
         self._service.backend_available([str(data['uuid'])])
         return data

@@ -106,7 +106,8 @@ def make_conf(backend_name: str,
     """
     # No files means no directories either: a test must not depend on
     # what /etc/compute-driver holds on the machine it runs on.
-    conf = driver_conf.build_conf(config_files=[], validate=False)
+    conf = driver_conf.build_conf(config_files=[], validate=False,
+                                  backend=backend_name)
     values: dict[str, dict[str, object]] = {
         'DEFAULT': {'compute_driver': backend_name}}
     for group, options in (overrides or {}).items():

@@ -37,6 +37,7 @@ from compute_driver import exception
 from compute_driver import leftovers
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.xenapi import conf as xenapi_conf
 from compute_driver.xenapi import connection
 from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
@@ -72,6 +73,10 @@ class XenAPIDriver(driver.ComputeDriver):
                        for op in driver.OPTIONAL_OPERATIONS},
                     'supports_console_output': False}
     hypervisor_type = 'xen'
+    CONFIG_GROUP = xenapi_conf.GROUP
+    CONFIG_OPTS = xenapi_conf.opts
+    image_types = ('vhd',)
+    runs_containers = False
 
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi=virtapi)

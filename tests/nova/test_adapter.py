@@ -37,6 +37,7 @@ import pytest
 
 from compute_driver import driver as contract
 from compute_driver import exception
+from compute_driver.fake import driver as fake_driver
 from compute_driver.nova import convert
 from compute_driver.nova import driver as adapter
 from compute_driver.nova import node
@@ -300,6 +301,18 @@ def test_image_type_capabilities(make_adapter):
     # Class-level capabilities stay Nova's defaults for other instances.
     assert adapter.ComputeDriverAdapter.capabilities[
         'supports_image_type_qcow2'] is False
+
+
+def test_image_types_and_vm_mode_come_from_the_backend_class(
+        make_adapter, monkeypatch):
+    # What a third-party backend declares, whatever its name.
+    monkeypatch.setattr(fake_driver.FakeDriver, 'image_types', ('vhd',))
+    monkeypatch.setattr(fake_driver.FakeDriver, 'runs_containers', True)
+    driver = make_adapter()
+    assert driver.capabilities['supports_image_type_vhd'] is True
+    assert driver.capabilities['supports_image_type_qcow2'] is False
+    data = driver.get_available_resource('nova-adapter-test')
+    assert data['supported_instances'] == [['x86_64', 'fake', 'exe']]
 
 
 # -- instances ----------------------------------------------------------------

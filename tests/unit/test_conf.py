@@ -226,3 +226,80 @@ def test_missing_config_dir_is_refused(tmp_path):
     assert caught.value.reason == (
         'configuration directory %s does not exist or is not a directory'
         % missing)
+
+
+def test_only_the_chosen_backend_group_is_registered(tmp_path):
+    conf = cd_conf.build_conf(config_files=[])
+    assert 'fake' in conf and 'docker' not in conf
+    path = _write(tmp_path, '[DEFAULT]\ncompute_driver = docker\n')
+    conf = cd_conf.build_conf(config_files=[path])
+    assert 'docker' in conf and 'fake' not in conf
+    assert conf.docker.api_url == 'unix:///var/run/docker.sock'
+
+
+def test_backend_argument_wins_over_the_file(tmp_path):
+    path = _write(tmp_path, '[DEFAULT]\ncompute_driver = fake\n')
+    conf = cd_conf.build_conf(config_files=[path], backend='libvirt')
+    assert conf.libvirt.virt_type == 'kvm'
+    assert 'fake' not in conf
+
+
+def test_unknown_backend_registers_no_group():
+    conf = cd_conf.build_conf(config_files=[], backend='nosuch')
+    assert [name for name in conf
+            if isinstance(conf[name], cfg.ConfigOpts.GroupAttr)] == []
+
+
+def test_other_installed_backend_sections_are_accepted(tmp_path):
+    # One file shared by hosts running different backends.
+    path = _write(tmp_path, '[DEFAULT]\ncompute_driver = fake\n'
+                            '[fake]\nvcpus = 4\n'
+                            '[docker]\napi_url = tcp://127.0.0.1:2375\n'
+                            '[xenapi]\npassword = secret\n')
+    conf = cd_conf.build_conf(config_files=[path])
+    assert conf.fake.vcpus == 4
+
+
+@pytest.mark.parametrize('text,words', [
+    ('[docker]\napi_ulr = unix:///x\n',
+     'unknown option api_ulr in section [docker] of %s; did you mean '
+     'api_url?'),
+    ('[docker]\ntimeout = -1\n',
+     '[docker] timeout in %s: Should be greater than or equal to 1'),
+    ('[dokcer]\napi_url = unix:///x\n',
+     'unknown section [dokcer] in %s; did you mean [docker]?'),
+])
+def test_other_backend_sections_are_still_checked(tmp_path, text, words):
+    path = _write(tmp_path, '[DEFAULT]\ncompute_driver = fake\n' + text)
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        cd_conf.build_conf(config_files=[path])
+    assert caught.value.reason == words % path
+
+
+def test_other_backends_options_are_read_only_when_needed(monkeypatch,
+                                                          tmp_path):
+    def refuse(skip_broken=False):
+        raise AssertionError('every backend\'s options were listed')
+
+    monkeypatch.setattr(opts, 'installed_backend_opts', refuse)
+    path = _write(tmp_path, '[DEFAULT]\nhost = h1\n[fake]\nvcpus = 4\n')
+    assert cd_conf.build_conf(config_files=[path]).fake.vcpus == 4
+
+
+def test_list_opts_has_every_installed_backend_group():
+    groups = [g.name if isinstance(g, cfg.OptGroup) else g
+              for g, _ in opts.list_opts()]
+    assert groups[0] == 'DEFAULT'
+    assert sorted(groups[1:]) == sorted(
+        group.name for name in opts.backend_names()
+        for group, _ in loader.backend_opts(name))
+    assert {'fake', 'docker', 'libvirt', 'xenapi'} <= set(groups)
+
+
+def test_bad_backend_option_value_is_named_at_build_time(tmp_path):
+    path = _write(tmp_path, '[DEFAULT]\ncompute_driver = libvirt\n'
+                            '[libvirt]\nvirt_type = vmware\n')
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        cd_conf.build_conf(config_files=[path])
+    assert caught.value.reason.startswith(
+        '[libvirt] virt_type in %s: ' % path)

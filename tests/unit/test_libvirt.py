@@ -207,7 +207,7 @@ def test_next_minimum_warns_below_only(make_driver, versions, caplog,
 
 
 def test_minimum_tables_cover_every_virt_type():
-    from compute_driver.conf import libvirt as libvirt_conf
+    from compute_driver.libvirt import conf as libvirt_conf
     assert (sorted(libvirt_host.MIN_VERSIONS) ==
             sorted(libvirt_host.NEXT_MIN_VERSIONS) ==
             sorted(libvirt_conf.DEFAULT_URIS))

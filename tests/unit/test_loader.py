@@ -10,10 +10,12 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import importlib.metadata
 import subprocess
 import sys
 import textwrap
 
+from oslo_config import cfg
 import pytest
 from stevedore import driver as stevedore_driver
 from stevedore import extension
@@ -114,10 +116,14 @@ def test_install_hint_prefers_the_extra_named_after_the_backend(
             "pip install 'compute-driver[docker]'")
 
 
-def test_install_hint_falls_back_to_the_package():
+def test_install_hint_falls_back_to_the_package(monkeypatch):
     assert loader.install_hint('nosuch', 'libvirt') == (
         'pip install libvirt-python')
-    assert loader.install_hint('fake', 'foo') == 'pip install foo'
+    # An installed backend whose distribution declares no extra.
+    ep = importlib.metadata.EntryPoint('cdthird', 'cdthird.driver:Driver',
+                                       loader.NAMESPACE)
+    monkeypatch.setattr(loader, 'entry_points', lambda name=None: [ep])
+    assert loader.install_hint('cdthird', 'foo') == 'pip install foo'
 
 
 def test_own_import_errors_are_not_blamed_on_an_sdk(monkeypatch):
@@ -187,3 +193,121 @@ def test_entry_point_targets_name_the_class_without_importing():
     targets = loader.entry_point_targets()
     assert targets['fake'] == 'compute_driver.fake.driver:FakeDriver'
     assert list(targets) == loader.installed_drivers()
+
+
+@pytest.mark.parametrize('name', loader.installed_drivers())
+def test_class_attributes_agree_with_the_opts_entry_point(name):
+    try:
+        cls = loader.load_driver_class(name)
+    except exception.BackendSDKMissing as exc:
+        pytest.skip(str(exc))
+    declared = loader.backend_opts(name)
+    assert declared is not None, (
+        '%s has no %s entry point' % (name, loader.OPTS_NAMESPACE))
+    if cls.CONFIG_GROUP is None:
+        assert declared == []
+        return
+    [(group, group_opts)] = declared
+    assert group.name == cls.CONFIG_GROUP
+    # The same objects, so that the sample documents what the class reads.
+    assert [id(o) for o in group_opts] == [id(o) for o in cls.CONFIG_OPTS]
+    assert isinstance(cls.image_types, tuple)
+    assert all(isinstance(t, str) for t in cls.image_types)
+    assert isinstance(cls.runs_containers, bool)
+
+
+class _OptionedDriver(fake_driver.FakeDriver):
+    """The fake backend under another group, without an opts entry point."""
+
+    CONFIG_GROUP = 'cdloader'
+    CONFIG_OPTS = [cfg.IntOpt('size', default=3, min=0, max=10,
+                              help='A size.')]
+
+
+def test_load_driver_registers_the_class_group(monkeypatch, conf):
+    monkeypatch.setattr(loader, 'load_driver_class',
+                        lambda name: _OptionedDriver)
+    assert 'cdloader' not in conf
+    backend = loader.load_driver(conf, 'cdloader')
+    assert backend.conf.cdloader.size == 3
+
+
+def test_load_driver_checks_the_class_group_values(monkeypatch, tmp_path):
+    path = tmp_path / 'c.conf'
+    path.write_text('[cdloader]\nsize = 11\n')
+    c = cd_conf.build_conf(config_files=[str(path)], validate=False)
+    monkeypatch.setattr(loader, 'load_driver_class',
+                        lambda name: _OptionedDriver)
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        loader.load_driver(c, 'cdloader')
+    assert caught.value.reason.startswith('[cdloader] size in %s: ' % path)
+
+
+def test_without_opts_entry_point_the_class_is_read(monkeypatch, conf):
+    monkeypatch.setattr(loader, 'load_driver_class',
+                        lambda name: _OptionedDriver)
+    assert loader.register_backend_opts(conf, 'cdloader') == ['cdloader']
+    assert conf.cdloader.size == 3
+
+
+def test_class_and_entry_point_disagreeing_is_a_load_error(conf):
+    class Drifted(fake_driver.FakeDriver):
+        CONFIG_GROUP = 'fake'
+        CONFIG_OPTS = [cfg.IntOpt('vcpus', default=2, min=1,
+                                  help='Not the entry point\'s.')]
+
+    with pytest.raises(exception.DriverLoadError) as caught:
+        loader.register_backend_opts(conf, 'fake', Drifted)
+    assert 'options of [fake]' in str(caught.value)
+
+
+def _use_opts_entry_point(monkeypatch, value):
+    ep = importlib.metadata.EntryPoint('cdbroken', value,
+                                       loader.OPTS_NAMESPACE)
+    real = loader.entry_points
+
+    def entry_points(name=None, namespace=loader.NAMESPACE):
+        if namespace == loader.OPTS_NAMESPACE and name == 'cdbroken':
+            return [ep]
+        return real(name, namespace)
+
+    monkeypatch.setattr(loader, 'entry_points', entry_points)
+
+
+@pytest.mark.parametrize('value,words', [
+    ('compute_driver.cdnosuch:list_opts',
+     "its options (compute_driver.cdnosuch:list_opts) do not load: "
+     "ModuleNotFoundError"),
+    ('compute_driver.conf.default:GROUP',
+     "its options (compute_driver.conf.default:GROUP) do not load: "
+     "TypeError"),
+    ('compute_driver.conf.default:list_opts',
+     "bad options: [DEFAULT] is the library's"),
+])
+def test_broken_opts_entry_point_is_a_load_error(monkeypatch, conf, value,
+                                                 words):
+    _use_opts_entry_point(monkeypatch, value)
+    with pytest.raises(exception.DriverLoadError) as caught:
+        loader.register_backend_opts(conf, 'cdbroken')
+    assert words in str(caught.value)
+
+
+def test_building_conf_for_a_backend_imports_no_sdk(tmp_path):
+    # "compute-driver flavors" reads the configuration of any backend
+    # without importing it: its options come from its conf module.
+    path = tmp_path / 'c.conf'
+    path.write_text('[DEFAULT]\ncompute_driver = docker\n'
+                    '[docker]\ntimeout = 5\n[libvirt]\nvirt_type = qemu\n')
+    code = textwrap.dedent('''
+        import sys
+        from compute_driver import conf
+        c = conf.build_conf(config_files=[sys.argv[1]])
+        assert c.docker.timeout == 5
+        print(','.join(sorted(
+            m for m in sys.modules
+            if m.split('.')[0] in ('docker', 'libvirt', 'XenAPI', 'requests')
+            or m.endswith('.driver') and m.startswith('compute_driver.'))))
+    ''')
+    out = subprocess.run([sys.executable, '-c', code, str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.strip() == ''

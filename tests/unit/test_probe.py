@@ -264,3 +264,22 @@ def test_commands_needing_no_backend_import_none(argv, tmp_path):
         env={'HOME': str(tmp_path), 'PATH': '/usr/bin:/bin'}, timeout=120,
         check=True)
     assert result.stdout.splitlines()[-1] == '[]', result.stderr
+
+
+def test_drivers_decides_the_shipped_backends_from_metadata(tmp_path):
+    # Every shipped backend has an extra of its name (the fake's asks for
+    # oslo.config only), so listing them imports none of them, nor the
+    # oslo.config their options need.
+    code = textwrap.dedent('''
+        import sys
+        from compute_driver.cmd import main
+        main.main(['drivers'])
+        print(sorted(m for m in sys.modules
+                     if m.startswith(('oslo_config', 'compute_driver.fake',
+                                      'compute_driver.driver'))))
+    ''')
+    result = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True,
+        env={'HOME': str(tmp_path), 'PATH': '/usr/bin:/bin'}, timeout=120,
+        check=True)
+    assert result.stdout.splitlines()[-1] == '[]', result.stdout

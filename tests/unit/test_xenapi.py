@@ -18,12 +18,12 @@ import xml.dom.minidom
 import pytest
 import XenAPI
 
-from compute_driver.conf import xenapi as xconf
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
+from compute_driver.xenapi import conf as xconf
 from compute_driver.xenapi import connection
 from compute_driver.xenapi import driver as xdriver
 from compute_driver.xenapi import errors

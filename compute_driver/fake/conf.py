@@ -51,13 +51,6 @@ opts = [
 ]
 
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    # A new OptGroup each time: ConfigOpts keeps only a shallow copy of the
-    # group it is given, so a shared one would carry overrides from one
-    # ConfigOpts into every one built after it.
-    conf.register_group(cfg.OptGroup(GROUP, title=TITLE, help=HELP))
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
-    return {cfg.OptGroup(GROUP, title=TITLE, help=HELP): opts}
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    """The ``compute_driver.driver_opts`` entry point: imports no SDK."""
+    return [(cfg.OptGroup(GROUP, title=TITLE, help=HELP), opts)]

@@ -187,11 +187,6 @@ opts = [
 ]
 
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    # A new OptGroup each time: see compute_driver.conf.fake.
-    conf.register_group(cfg.OptGroup(GROUP, title=TITLE, help=HELP))
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
-    return {cfg.OptGroup(GROUP, title=TITLE, help=HELP): opts}
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    """The ``compute_driver.driver_opts`` entry point: imports no SDK."""
+    return [(cfg.OptGroup(GROUP, title=TITLE, help=HELP), opts)]
