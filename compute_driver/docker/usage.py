@@ -118,8 +118,8 @@ class Usage:
             ids = self._ids.get(uuid)
             if not ids:
                 return None
-            states = {self._containers[i][1] for i in ids}
-            return next((s for s in states if s != 'exited'), states.pop())
+            states = [self._containers[i][1] for i in ids]
+            return next((s for s in states if s != 'exited'), states[0])
 
     def check_unique(self, instance: objects.Instance) -> None:
         """:raises InstanceExists: when its uuid or name is taken."""

@@ -284,15 +284,18 @@ def test_nova_host_wins_over_the_library_file(make_adapter):
 
 
 def test_backend_claims_follow_nova_allocation_ratios(flags, tmp_path):
-    # The docker backend checks claims itself; under Nova it must use
-    # Nova's ratios, not its own defaults. Building it does not connect.
+    # The backend checks claims itself; under Nova it must use Nova's
+    # ratios, not docker's defaults. Building it does not connect.
     flags(cpu_allocation_ratio=3.0, ram_allocation_ratio=1.5,
           disk_allocation_ratio=None, initial_disk_allocation_ratio=2.0)
     flags(backend='docker', config_file=None, group='compute_driver_adapter')
     driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
-    assert driver.conf.docker.cpu_allocation_ratio == 3.0
-    assert driver.conf.docker.ram_allocation_ratio == 1.5
-    assert driver.conf.docker.disk_allocation_ratio == 2.0
+    assert (driver.conf.cpu_allocation_ratio,
+            driver.conf.ram_allocation_ratio,
+            driver.conf.disk_allocation_ratio) == (3.0, 1.5, 2.0)
+    assert [driver.backend.allocation_ratio(resource)
+            for resource in ('vcpus', 'memory_mb', 'disk_gb')] == [
+        3.0, 1.5, 2.0]
 
 
 def test_image_type_capabilities(make_adapter):

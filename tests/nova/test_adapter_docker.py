@@ -58,7 +58,7 @@ def docker_adapter(api, flags, tmp_path):
     driver.init_host(CONF.host)
     yield driver
     for record in driver.backend.list_instance_records():
-        driver.backend.destroy(None, record.instance, None)
+        driver.backend.destroy(record.instance)
     driver.cleanup_host(CONF.host)
 
 

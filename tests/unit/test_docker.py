@@ -22,12 +22,12 @@ import threading
 
 import pytest
 
+from compute_driver import conf as cdconf
 from compute_driver.docker import connection
 from compute_driver.docker import events as devents
 from compute_driver.docker import hostconfig
 from compute_driver.docker import images as dimages
 from compute_driver.docker import mapping
-from compute_driver import conf as cdconf
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import loader
@@ -222,14 +222,14 @@ def test_tls_verifies_by_default_against_the_ca(pem):
 
 def test_tls_verify_off_means_off(pem):
     tls = connection.tls_config(_conf(api_url='tcp://dockerd:2376',
-                                   tls_ca_cert=pem,
-                                   tls_verify=False).docker)
+                                      tls_ca_cert=pem,
+                                      tls_verify=False).docker)
     assert tls.verify is False
 
 
 def test_tls_without_ca_verifies_against_the_system():
     tls = connection.tls_config(_conf(api_url='tcp://dockerd:2376',
-                                   tls=True).docker)
+                                      tls=True).docker)
     assert tls.verify is True
 
 
@@ -246,7 +246,7 @@ def test_configured_ca_beats_requests_environment(monkeypatch, pem):
     monkeypatch.setenv('REQUESTS_CA_BUNDLE', '/etc/ssl/certs/bundle.crt')
     for verify in (pem, False):
         api = connection.APIClient(base_url='https://127.0.0.1:1',
-                                version='1.41')
+                                   version='1.41')
         api.verify = verify
         settings = api.merge_environment_settings(
             'https://127.0.0.1:1/v1.41/info', {}, False, None, None)
