@@ -42,9 +42,6 @@ from compute_driver import driver
 from compute_driver import exception
 from compute_driver import objects
 
-#: Resources a claim checks, in the order of :meth:`Usage.totals`.
-RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
-
 
 def _flavor_usage(instance: objects.Instance) -> tuple[int, int, int]:
     flavor = instance.flavor
