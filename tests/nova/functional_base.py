@@ -101,9 +101,9 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         for compute in self.computes.values():
             backend = compute.manager.driver.backend
             for image_id in self.snapshots:
-                backend.delete_snapshot(None, image_id)
+                backend.delete_snapshot(image_id)
             for record in backend.list_instance_records():
-                backend.destroy(None, record.instance, None)
+                backend.destroy(record.instance)
 
     # -- waiting -------------------------------------------------------------
 
@@ -345,7 +345,7 @@ class ServerLifecycleTests:
             server['id'], {'os-getConsoleOutput': {}})['output']
         self.assertEqual(
             self.backend(self.host).get_console_output(
-                None, self.backend(self.host).find_instance(
+                self.backend(self.host).find_instance(
                     server['id']).instance),
             output)
         self.assertTrue(output.strip())
@@ -402,8 +402,7 @@ class ServerLifecycleTests:
     def test_vanished_guest_found_by_power_sync(self) -> None:
         server = self._boot()
         backend = self.backend(self.host)
-        backend.destroy(None, backend.find_instance(server['id']).instance,
-                        None)
+        backend.destroy(backend.find_instance(server['id']).instance)
         self.computes[self.host].manager._sync_power_states(self.ctxt)
         server = self._wait_for_server_parameter(
             server, {'OS-EXT-STS:power_state': 0, 'status': 'ACTIVE'})

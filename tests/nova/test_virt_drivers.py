@@ -86,9 +86,9 @@ class _AdapterSuite(nova_suite._VirtDriverTestCase):
         if backend.supports('list_images'):
             for image in backend.list_images():
                 if image.properties.get('instance_uuid') in uuids:
-                    backend.delete_snapshot(None, image.name)
+                    backend.delete_snapshot(image.name)
         for record in backend.list_instance_records():
-            backend.destroy(None, record.instance, None)
+            backend.destroy(record.instance)
         self.connection.cleanup_host(nova_suite.CONF.host)
 
     def _check_unsupported_calls(self) -> None:
