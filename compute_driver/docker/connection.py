@@ -18,6 +18,7 @@ container it lists. Its connection pool reconnects by itself, so a
 restarted dockerd costs the call in flight only (see :mod:`.errors`).
 """
 
+import os
 import socket
 import threading
 import typing
@@ -36,6 +37,8 @@ if typing.TYPE_CHECKING:  # pragma: no cover
 #: The oldest Docker API accepted: 1.25 (Docker 1.13, January 2017).
 #: Older daemons have been out of support for years and are not tested.
 MIN_API_VERSION = (1, 25)
+
+GIB = 1024 ** 3
 
 
 class APIClient(docker.APIClient):
@@ -61,6 +64,17 @@ class APIClient(docker.APIClient):
 def version_tuple(text: str) -> tuple[int, ...]:
     """``"1.41"`` as ``(1, 41)``."""
     return tuple(int(p) for p in text.split('.') if p.isdigit())
+
+
+def server_version(info: dict) -> str:
+    """dockerd's version from ``docker info``, as ``MAJOR.MINOR.PATCH``.
+
+    Suffixes (``+dfsg1``, ``-ce``) and non-digits are dropped.
+    """
+    return '.'.join(
+        ''.join(c for c in part if c.isdigit()) or '0'
+        for part in str(info.get('ServerVersion') or '0').split(
+            '+')[0].split('-')[0].split('.')[:3])
 
 
 def tls_config(group: typing.Any) -> docker_tls.TLSConfig | bool:
@@ -176,6 +190,29 @@ class Connection:
             api, self._api = self._api, None
         if api is not None:
             api.close()
+
+    def capacity(self, info: dict) -> tuple[int, int, int]:
+        """The host's CPUs, MiB of memory and GiB of disk.
+
+        :param info: ``docker info``.
+        """
+        return (int(info.get('NCPU') or 0),
+                int(info.get('MemTotal') or 0) // (1024 * 1024),
+                self._disk_gb(info))
+
+    def _disk_gb(self, info: dict) -> int:
+        configured = self.conf.docker.disk_gb
+        if configured:
+            return int(configured)
+        root = info.get('DockerRootDir')
+        # statvfs sees this machine's disks: only right for a local daemon.
+        if not (root and self.url.startswith('unix://')):
+            return 0
+        try:
+            stat = os.statvfs(root)
+        except OSError:
+            return 0
+        return stat.f_blocks * stat.f_frsize // GIB
 
     def host_address(self) -> str:
         """The address of the host dockerd runs on.

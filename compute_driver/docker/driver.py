@@ -80,8 +80,6 @@ LOG = logging.getLogger(__name__)
 #: is image loading and two API calls, far shorter.
 ORPHAN_SPAWN_AGE = 3600
 
-GIB = 1024 ** 3
-
 
 class DockerDriver(driver.ComputeDriver):
     """The docker backend, entry point ``docker``."""
@@ -371,22 +369,19 @@ class DockerDriver(driver.ComputeDriver):
         else:
             info = connected.refresh_info()
             self._sync_usage()
-        vcpus, memory_mb, local_gb = self._capacity(info)
+        vcpus, memory_mb, local_gb = connected.capacity(info)
         # A pending spawn's container may already be counted (its create
         # event or the spawn itself): count it once.
         extra = [p.flavor for p in pending if not self._usage.counts(p.uuid)]
         used = self._usage.totals()
-        version = '.'.join(
-            ''.join(c for c in part if c.isdigit()) or '0'
-            for part in str(info.get('ServerVersion') or '0').split(
-                '+')[0].split('-')[0].split('.')[:3])
         return objects.HostResources(
             vcpus=vcpus, memory_mb=memory_mb, local_gb=local_gb,
             vcpus_used=used[0] + sum(f.vcpus for f in extra),
             memory_mb_used=used[1] + sum(f.memory_mb for f in extra),
             local_gb_used=used[2] + sum(f.disk_gb for f in extra),
             hypervisor_type=self.hypervisor_type,
-            hypervisor_version=objects.version_to_int(version),
+            hypervisor_version=objects.version_to_int(
+                connection.server_version(info)),
             hypervisor_hostname=self.host,
             running_vms=self._usage.running(),
             cpu_info={'arch': info.get('Architecture') or 'unknown',
@@ -395,25 +390,6 @@ class DockerDriver(driver.ComputeDriver):
                                    'threads': 1},
                       'kernel': info.get('KernelVersion') or '',
                       'cgroup_version': info.get('CgroupVersion') or ''})
-
-    def _capacity(self, info: dict) -> tuple[int, int, int]:
-        return (int(info.get('NCPU') or 0),
-                int(info.get('MemTotal') or 0) // (1024 * 1024),
-                self._disk_gb(info))
-
-    def _disk_gb(self, info: dict) -> int:
-        configured = self.conf.docker.disk_gb
-        if configured:
-            return configured
-        root = info.get('DockerRootDir')
-        # statvfs sees this machine's disks: only right for a local daemon.
-        if not (root and self._connection.url.startswith('unix://')):
-            return 0
-        try:
-            stat = os.statvfs(root)
-        except OSError:
-            return 0
-        return stat.f_blocks * stat.f_frsize // GIB
 
     def list_instance_records(self):
         return self._records.records(self._summaries())
