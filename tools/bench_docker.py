@@ -136,14 +136,14 @@ class Bench:
 
     def _conf(self, **docker_options):
         return fixtures.make_conf('docker', {
-            'DEFAULT': {'host': self.host},
             # Hundreds of instances on a small host: overcommit for (b)
             # and (d).
+            'DEFAULT': {'host': self.host,
+                        'cpu_allocation_ratio': 1000.0,
+                        'ram_allocation_ratio': 1000.0,
+                        'disk_allocation_ratio': 1000.0},
             'docker': {'network_mode': self.args.network,
-                       'images': [self.args.image],
-                       'cpu_allocation_ratio': 1000.0,
-                       'ram_allocation_ratio': 1000.0,
-                       'disk_allocation_ratio': 1000.0, **docker_options}})
+                       'images': [self.args.image], **docker_options}})
 
     def row(self, name, ours, peer, goal=None):
         ratio = ours / peer if peer else float('nan')

@@ -158,17 +158,6 @@ opts = [
         'console_log_lines', default=1000, min=1, max=1000000,
         help='Lines of container output get_console_output returns (the '
              'tail of the log).'),
-    cfg.FloatOpt(
-        'cpu_allocation_ratio', default=16.0, min=0.0001, max=1000.0,
-        help='vCPUs instances may claim per host CPU. Containers share '
-             'CPUs, so overcommitting them is usual.'),
-    cfg.FloatOpt(
-        'ram_allocation_ratio', default=1.0, min=0.0001, max=1000.0,
-        help='Memory instances may claim per MiB of host memory.'),
-    cfg.FloatOpt(
-        'disk_allocation_ratio', default=1.0, min=0.0001, max=1000.0,
-        help='Disk instances may claim per GiB of the disk holding the '
-             'Docker root directory.'),
     cfg.IntOpt(
         'disk_gb', default=0, min=0, max=1 << 30,
         help='Disk in GiB reported as the host\'s when the Docker root '

@@ -24,7 +24,7 @@ events dockerd kept.
 
 Besides lifecycle events, the stream carries the ``create`` and
 ``destroy`` of our containers and every state change to an optional
-observer: the driver keeps its resource totals with them
+observer, :class:`Observer`: it keeps the driver's resource totals
 (:mod:`.usage`) and wakes the operations waiting for a container to
 reach a state or disappear (:class:`Waiters`) instead of polling.
 """
@@ -38,6 +38,8 @@ import time
 import typing
 
 from compute_driver.docker import mapping
+from compute_driver.docker import usage as dusage
+from compute_driver import exception
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +62,19 @@ _CONNECTION_IDS = itertools.count(1)
 
 #: Actions followed besides the lifecycle ones of ``mapping.EVENT_MAP``.
 CHANGE_ACTIONS = ('create', 'destroy')
+
+#: Docker's state of a container after each event that changes it.
+STATE_AFTER_EVENT = {'create': 'created', 'start': 'running',
+                     'unpause': 'running', 'pause': 'paused',
+                     'die': 'exited'}
+
+#: Seconds between two checks of a container awaited without events (the
+#: stream is down): the first wait, doubled up to the last.
+POLL_INITIAL = 0.01
+POLL_MAX = 0.5
+#: The longest wait for an event before checking anyway: the event
+#: normally wakes the waiter long before.
+EVENT_WAIT_MAX = 1.0
 
 
 class EventWatcher:
@@ -232,3 +247,58 @@ class Waiters:
             waiting = list(self._waiting.get(name, ()))
         for changed in waiting:
             changed.set()
+
+    def wait(self, name: str, done: collections.abc.Callable[[], bool],
+             timeout: float, streaming: collections.abc.Callable[[], bool],
+             operation: str, what: collections.abc.Callable[[], str]
+             ) -> None:
+        """Wait until ``done()``, woken by events about container ``name``.
+
+        :param streaming: whether the event stream is connected; without
+            it the check is repeated after a growing delay.
+        :raises BackendError: after ``timeout`` seconds, saying
+            ``what()``.
+        """
+        deadline = time.monotonic() + timeout
+        delay = POLL_INITIAL
+        with self.watching(name) as changed:
+            while True:
+                # Cleared before the check: an event in between wakes the
+                # wait below at once.
+                changed.clear()
+                if done():
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise exception.BackendError(
+                        operation=operation, instance=name,
+                        reason='%s after %ds' % (what(), timeout))
+                if streaming():
+                    changed.wait(min(EVENT_WAIT_MAX, left))
+                else:
+                    changed.wait(min(delay, left))
+                    delay = min(delay * 2, POLL_MAX)
+
+
+class Observer:
+    """Follows every event of ours into the totals and the waiters.
+
+    The :class:`EventWatcher`'s ``observe`` callable.
+    """
+
+    def __init__(self, usage: dusage.Usage, waiters: Waiters) -> None:
+        self._usage = usage
+        self._waiters = waiters
+
+    def __call__(self, action: str, container_id: str,
+                 attributes: dict) -> None:
+        if action == 'create':
+            self._usage.add_labelled(container_id, attributes)
+        elif action == 'destroy':
+            self._usage.remove(container_id)
+        elif action in STATE_AFTER_EVENT:
+            self._usage.set_state(container_id, STATE_AFTER_EVENT[action])
+        name = attributes.get('name')
+        if name:
+            self._waiters.notify(name)
+        self._waiters.notify(container_id)

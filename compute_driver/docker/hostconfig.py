@@ -168,6 +168,27 @@ def network_mode(group: typing.Any) -> str:
     return str(network)
 
 
+def check_flavor(group: typing.Any, flavor: objects.Flavor) -> bool:
+    """Refuse a flavor Docker cannot run or the operator does not allow.
+
+    :param group: the ``[docker]`` options.
+    :returns: whether the flavor asks for a privileged container.
+    :raises InvalidInput: for too little memory, a privileged container
+        ``[docker] allow_privileged`` does not allow, or a bad
+        ``quota:pids_limit``.
+    """
+    check_memory(flavor.memory_mb, 'flavor %s' % flavor.name)
+    privileged = (flavor.extra_specs.get(EXTRA_PRIVILEGED, '').lower()
+                  in _TRUE)
+    if privileged and not group.allow_privileged:
+        raise exception.InvalidInput(
+            reason='flavor %s asks for a privileged container '
+                   '(%s=true), which [docker] allow_privileged does not '
+                   'allow' % (flavor.name, EXTRA_PRIVILEGED))
+    _pids_limit(flavor, group.pids_limit)
+    return privileged
+
+
 def host_config_args(conf: 'cfg.ConfigOpts',
                      flavor: objects.Flavor) -> dict[str, typing.Any]:
     """Keyword arguments of ``APIClient.create_host_config``.
@@ -177,14 +198,7 @@ def host_config_args(conf: 'cfg.ConfigOpts',
     :raises InvalidConfiguration: for an unusable option.
     """
     group = conf.docker
-    check_memory(flavor.memory_mb, 'flavor %s' % flavor.name)
-    privileged = (flavor.extra_specs.get(EXTRA_PRIVILEGED, '').lower()
-                  in _TRUE)
-    if privileged and not group.allow_privileged:
-        raise exception.InvalidInput(
-            reason='flavor %s asks for a privileged container '
-                   '(%s=true), which [docker] allow_privileged does not '
-                   'allow' % (flavor.name, EXTRA_PRIVILEGED))
+    privileged = check_flavor(group, flavor)
     network = network_mode(group)
     limits = Limits.of_flavor(flavor).update_args()
     args: dict[str, typing.Any] = {

@@ -10,14 +10,17 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Finding, loading, saving and listing images.
+"""The image store: finding, loading, listing images; snapshots.
 
 An image reference is a Docker image name. :meth:`ImageStore.ensure` finds
 it in dockerd, else loads ``[docker] image_directory``'s tarball of it,
 else pulls it from ``[docker] registry``, else raises ImageNotFound naming
-what there is.
+what there is. A snapshot is ``docker commit`` to an image labelled as a
+snapshot of its instance, and ``docker save`` of it into the image
+directory when one is set.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +31,7 @@ import uuid as uuidlib
 
 from docker import errors as docker_errors
 
-from compute_driver.docker import client as dclient
+from compute_driver.docker import errors
 from compute_driver.docker import mapping
 from compute_driver import exception
 from compute_driver import leftovers
@@ -85,6 +88,18 @@ def canonical(ref: str) -> str:
     return '%s:%s' % split_tag(ref)
 
 
+@dataclasses.dataclass(frozen=True)
+class DockerImage(objects.ImageMeta):
+    """An image dockerd has, as the driver's ``_get_image`` finds it.
+
+    :param image_id: dockerd's id of it (``sha256:...``), which a
+        container is created from, so that a tag moved meanwhile does not
+        change what boots.
+    """
+
+    image_id: str = ''
+
+
 class ImageStore:
     """Images of one dockerd and of the image directory.
 
@@ -108,7 +123,7 @@ class ImageStore:
         except docker_errors.APIError as exc:
             # "invalid reference format" and the like: no such image can
             # exist under that name.
-            if dclient.is_status(exc, 400):
+            if errors.is_status(exc, 400):
                 return None
             raise
 
@@ -169,7 +184,7 @@ class ImageStore:
             self.api.pull(repo, tag=tag, auth_config=auth)
         except docker_errors.APIError as exc:
             LOG.warning('Pulling %s failed: %s', remote,
-                        dclient.api_error_text(exc))
+                        errors.reason(exc))
             return
         local_repo, local_tag = split_tag(ref)
         self.api.tag('%s:%s' % (repo, tag), local_repo, local_tag)
@@ -248,6 +263,117 @@ class ImageStore:
         return refs
 
     # -- snapshots -----------------------------------------------------------
+
+    def commit_snapshot(self, container: str, image_id: str,
+                        instance: objects.Instance) -> None:
+        """Commit ``container`` as snapshot ``image_id`` of ``instance``.
+
+        The image is also saved into the image directory when one is set.
+        A failure leaves no image behind.
+
+        :param instance: the instance as stored at spawn: its image is
+            the snapshot's base.
+        :raises InvalidInput: when Docker refuses the name.
+        :raises BackendError: when the tarball cannot be written.
+        """
+        repo, tag = split_tag(image_id)
+        # A committed image inherits the container's labels; blank the
+        # instance's so a container run from the image by hand is not
+        # taken for the instance.
+        labels = {key: '' for key in mapping.INSTANCE_KEYS}
+        labels.update({mapping.IMAGE_TYPE: mapping.SNAPSHOT,
+                       mapping.SNAPSHOT_OF: instance.uuid,
+                       mapping.SNAPSHOT_NAME: image_id,
+                       mapping.BASE_IMAGE: instance.image_ref})
+        try:
+            self.api.commit(container, repository=repo, tag=tag,
+                            conf={'Labels': labels},
+                            message='snapshot of %s' % instance.uuid)
+        except docker_errors.APIError as exc:
+            # dockerd 20.10 answers 500 to a bad name in a commit, after
+            # making the image: remove it.
+            if errors.is_status(exc, 400) or 'reference format' in str(exc):
+                self._remove_untagged_snapshot(image_id)
+                raise exception.InvalidInput(
+                    reason='Docker refused the image name %r: %s'
+                           % (image_id, errors.reason(exc))) from exc
+            raise
+        try:
+            self.save(image_id)
+        except OSError as exc:
+            self._remove_quietly(image_id)
+            raise exception.BackendError(
+                operation='snapshot', instance=instance.name,
+                reason='cannot save the image into %s: %s' % (
+                    self.directory, exception.one_line(exc))) from exc
+        except BaseException:
+            self._remove_quietly(image_id)
+            raise
+
+    def _remove_untagged_snapshot(self, image_id: str) -> None:
+        try:
+            for image in self.api.images(filters={
+                    'dangling': True,
+                    'label': '%s=%s' % (mapping.SNAPSHOT_NAME, image_id)}):
+                self._remove_quietly(image['Id'])
+        except Exception as exc:
+            LOG.warning('Could not look for the image of a refused '
+                        'snapshot name %r; an untagged image may be left: '
+                        '%s', image_id, exception.one_line(exc))
+            LOG.debug('Lookup failure', exc_info=True)
+
+    def _remove_quietly(self, ref: str) -> None:
+        try:
+            self.api.remove_image(ref)
+        except Exception as exc:
+            LOG.warning('Could not remove image %s after a failed '
+                        'snapshot; it is left: %s', ref,
+                        exception.one_line(exc))
+            LOG.debug('Removal failure', exc_info=True)
+
+    def delete_snapshot(self, image_id: str) -> None:
+        """Delete snapshot ``image_id`` and its tarball; gone is fine.
+
+        :raises InvalidInput: when the image is not a snapshot.
+        """
+        found = self.inspect(image_id)
+        if found is None:
+            self.remove_tarball(image_id)
+            return
+        labels = (found.get('Config') or {}).get('Labels')
+        if snapshot_of(labels) is None:
+            raise exception.InvalidInput(
+                reason='image %s is not a snapshot' % image_id)
+        try:
+            self.api.remove_image(image_id)
+        except docker_errors.NotFound:
+            pass
+        except docker_errors.APIError as exc:
+            # A reverted instance runs from it: untag it only; Docker
+            # frees the layers with the last container using them.
+            if not errors.is_status(exc, 409):
+                raise
+            self.api.remove_image(image_id, force=True, noprune=True)
+        self.remove_tarball(image_id)
+
+    def snapshots_of(self, uuid: str) -> list[str]:
+        """Names of the snapshots of instance ``uuid``, in one call.
+
+        Each under the name it was given and under its tags, so that
+        ``snap`` and ``snap:latest`` both name it.
+        """
+        names = set()
+        for summary in self.api.images(filters={
+                'label': '%s=%s' % (mapping.SNAPSHOT_OF, uuid)}):
+            if not _is_snapshot(summary.get('Labels')):
+                continue
+            tags = [t for t in summary.get('RepoTags') or ()
+                    if t != '<none>:<none>']
+            given = (summary.get('Labels') or {}).get(mapping.SNAPSHOT_NAME)
+            if given and canonical(given) in tags:
+                names.add(given)
+            names.update(tags)
+        return sorted(names)
 
     def save(self, ref: str) -> str | None:
         """Write ``docker save`` of ``ref`` into the image directory.

@@ -35,6 +35,7 @@ An unknown state maps to pending (NOSTATE), as Nova does for an unknown
 libvirt domain state.
 """
 
+import collections.abc
 import json
 import logging
 
@@ -159,6 +160,99 @@ def record_from_summary(summary: dict) -> objects.InstanceRecord | None:
         instance=instance,
         info=objects.InstanceInfo(state=power_state_of(summary.get('State')),
                                   internal_id=summary.get('Id')))
+
+
+def container_state(data: dict) -> int:
+    """The power state of a container from its ``inspect`` data."""
+    return power_state_of((data.get('State') or {}).get('Status'))
+
+
+def container_labels(data: dict) -> dict[str, str]:
+    """The labels of a container from its ``inspect`` data."""
+    return (data.get('Config') or {}).get('Labels') or {}
+
+
+def is_instance_of(data: dict, uuid: str, host: str) -> bool:
+    """Whether an inspected container is instance ``uuid`` of ``host``.
+
+    A container someone named like ours, or one of another compute host
+    sharing dockerd, is not.
+    """
+    labels = container_labels(data)
+    return labels.get(UUID) == uuid and labels.get(HOST) == host
+
+
+def stored_instance(data: dict,
+                    fallback: objects.Instance) -> objects.Instance:
+    """The instance as spawn recorded it on an inspected container.
+
+    Its flavor is what the host granted; ``fallback`` (the caller's copy)
+    stands in when the labels are damaged.
+    """
+    try:
+        return instance_from_labels(container_labels(data))
+    except exception.InvalidInput:
+        return fallback
+
+
+class RecordCache:
+    """Instance records of listings, each container's labels parsed once.
+
+    A container's labels never change, so a listing only parses the
+    labels of containers it has not seen, and rebuilds a record only when
+    its container's state changed. Not thread-safe: the cache is replaced
+    whole by each listing, so a race costs a re-parse, never a wrong
+    record.
+
+    :param container_name: the name an instance's container has, given
+        its uuid.
+    """
+
+    def __init__(self,
+                 container_name: collections.abc.Callable[[str], str]
+                 ) -> None:
+        self._container_name = container_name
+        # Container id -> (Docker state, its record or None when its
+        # labels describe no instance), from the last listing.
+        self._parsed: dict[str, tuple[str, objects.InstanceRecord | None]] = {}
+
+    def records(self, summaries: list[dict]) -> list[objects.InstanceRecord]:
+        """The instances of a ``GET /containers/json`` listing.
+
+        Containers still being spawned are not instances yet.
+        """
+        records: dict[str, objects.InstanceRecord] = {}
+        cache = self._parsed
+        fresh: dict[str, tuple[str, objects.InstanceRecord | None]] = {}
+        for summary in summaries:
+            if is_spawning(summary):
+                continue
+            container_id = summary.get('Id') or ''
+            state = summary.get('State') or ''
+            cached = cache.get(container_id)
+            if cached is not None and cached[0] == state:
+                record = cached[1]
+            elif cached is not None and cached[1] is not None:
+                record = objects.InstanceRecord(
+                    instance=cached[1].instance,
+                    info=objects.InstanceInfo(
+                        state=power_state_of(state),
+                        internal_id=container_id))
+            else:
+                record = record_from_summary(summary)
+            fresh[container_id] = (state, record)
+            if record is None:
+                continue
+            uuid = record.instance.uuid
+            # During a revert the old container lives on briefly under
+            # another name; the one with the instance's name is the real
+            # one.
+            if uuid in records and '/' + self._container_name(uuid) not in (
+                    summary.get('Names') or ()):
+                continue
+            records[uuid] = record
+        self._parsed = fresh
+        return list(records.values())
 
 
 def image_file_name(ref: str) -> str:

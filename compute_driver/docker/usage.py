@@ -42,9 +42,6 @@ from compute_driver import driver
 from compute_driver import exception
 from compute_driver import objects
 
-#: Resources a claim checks, in the order of :meth:`Usage.totals`.
-RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
-
 
 def _flavor_usage(instance: objects.Instance) -> tuple[int, int, int]:
     flavor = instance.flavor
@@ -60,6 +57,9 @@ class Usage:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # One listing at a time: a second one would replace the journal
+        # of the first, and the first would then drop updates.
+        self._sync_lock = threading.Lock()
         # Container id -> (instance, Docker state).
         self._containers: dict[str, tuple[objects.Instance, str]] = {}
         # Instance uuid -> ids of its containers.
@@ -104,6 +104,19 @@ class Usage:
         """Whether a container of instance ``uuid`` is counted."""
         with self._lock:
             return uuid in self._ids
+
+    def state_of(self, uuid: str) -> str | None:
+        """The Docker state of instance ``uuid``'s container, if counted.
+
+        While a revert briefly gives the instance two containers, the one
+        not stopped (the old one is stopped first).
+        """
+        with self._lock:
+            ids = self._ids.get(uuid)
+            if not ids:
+                return None
+            states = [self._containers[i][1] for i in ids]
+            return next((s for s in states if s != 'exited'), states[0])
 
     def check_unique(self, instance: objects.Instance) -> None:
         """:raises InstanceExists: when its uuid or name is taken."""
@@ -153,6 +166,11 @@ class Usage:
             taken under, or ``None``; :meth:`fresh` compares it.
         :param list_summaries: makes the ``GET /containers/json`` call.
         """
+        with self._sync_lock:
+            self._sync(generation, list_summaries)
+
+    def _sync(self, generation: object,
+              list_summaries: typing.Callable[[], list[dict]]) -> None:
         with self._lock:
             self._journal = []
         try:

@@ -165,7 +165,13 @@ DOCKER_CASES = [
          r'unknown option api_ur in section \[docker\] .*did you mean '
          r'api_url\?$', config={'docker': {'api_ur': 'unix:///x'}}),
     Case('docker-zero-ratio', ('list',),
-         BAD_CONFIG + r'\[docker\] cpu_allocation_ratio',
+         BAD_CONFIG + r'\[DEFAULT\] cpu_allocation_ratio in .*: Should be '
+                      r'greater than or equal to 0\.0001$',
+         config={'DEFAULT': {'cpu_allocation_ratio': '0'}}),
+    # The ratios' deprecated home: checked, and named by their new one.
+    Case('docker-zero-ratio-old-section', ('list',),
+         BAD_CONFIG + r'\[DEFAULT\] cpu_allocation_ratio in .*: Should be '
+                      r'greater than or equal to 0\.0001$',
          config={'docker': {'cpu_allocation_ratio': '0'}}),
     Case('docker-below-minimum-memory', badinput._boot('{prefix}-m',
                                                        flavor='x1.four'),

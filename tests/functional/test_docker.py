@@ -27,6 +27,7 @@ import uuid as uuidlib
 from docker import errors as docker_errors
 import pytest
 
+from compute_driver import conf as cdconf
 from compute_driver.docker import mapping
 from compute_driver import driver as contract
 from compute_driver import event as virtevent
@@ -56,9 +57,10 @@ def make_driver(api, host):
     """Build, init and (at teardown) clean up drivers of one test host."""
     made = []
 
-    def factory(**docker_options):
-        conf = fixtures.make_conf(
-            'docker', docker_env.overrides(host, **docker_options))
+    def factory(DEFAULT=None, **docker_options):
+        overrides = docker_env.overrides(host, **docker_options)
+        overrides['DEFAULT'].update(DEFAULT or {})
+        conf = fixtures.make_conf('docker', overrides)
         backend = loader.load_driver(conf)
         backend.init_host(conf.host)
         made.append(backend)
@@ -282,27 +284,19 @@ def test_failed_snapshot_save_removes_the_image(api, make_driver, tmp_path):
 # -- bad input --------------------------------------------------------------
 
 def test_image_reference_with_spaces(api, backend, host):
+    # The image comes from the instance only, and the objects refuse such
+    # a reference before any backend sees it (the CLI's refusal is in
+    # test_docker_cli.py and the bad-input table).
     with pytest.raises(exception.InvalidInput):
         objects.ImageMeta('busy box:latest')
-    with pytest.raises(exception.InvalidInput):
-        _instance(image='busy box:latest')
-    # A caller that bypasses the objects' checks meets the backend's.
     with pytest.raises(exception.InvalidInput) as exc:
-        backend.spawn(_instance())
+        _instance(image='busy box:latest')
     assert 'whitespace' in str(exc.value)
+    # One the objects accept but Docker's grammar does not names no image.
+    with pytest.raises(exception.ImageNotFound) as exc:
+        _spawn(backend, _instance(image='UPPER/Case:tag'))
+    assert '\n' not in str(exc.value)
     assert _ours(api, host) == []
-
-
-def _unchecked_image(name):
-    # ImageMeta refuses such a name itself; build one the way a caller
-    # bypassing it would, to see that the backend checks too.
-    meta = object.__new__(objects.ImageMeta)
-    for field in dataclasses.fields(objects.ImageMeta):
-        value = (field.default_factory() if field.default_factory
-                 is not dataclasses.MISSING else field.default)
-        object.__setattr__(meta, field.name, value)
-    object.__setattr__(meta, 'name', name)
-    return meta
 
 
 def test_memory_below_docker_minimum(api, backend, host):
@@ -485,7 +479,7 @@ def test_parallel_spawns_fill_the_host_exactly(api, make_driver,
                                                monkeypatch):
     # Room for exactly 3 one-vCPU instances.
     ncpu = api.info()['NCPU']
-    backend = make_driver(cpu_allocation_ratio=3.5 / ncpu)
+    backend = make_driver(DEFAULT={'cpu_allocation_ratio': 3.5 / ncpu})
     assert backend.get_available_resource(None).vcpus_used == 0
     listings = _count_listings(backend, monkeypatch)
     instances = [_instance() for _ in range(6)]
@@ -509,6 +503,30 @@ def test_parallel_spawns_fill_the_host_exactly(api, make_driver,
     assert backend.get_available_resource(None).vcpus_used == 3
     # Only list_instance_uuids listed.
     assert len(listings) == 1
+
+
+def test_ratio_in_the_old_docker_section_is_honoured(api, host, tmp_path):
+    # Before the ratios moved to [DEFAULT], they were [docker] options;
+    # an old file keeps working. Room for exactly one one-vCPU instance.
+    ratio = 1.5 / api.info()['NCPU']
+    path = tmp_path / 'old.conf'
+    path.write_text(
+        '[DEFAULT]\ncompute_driver = docker\nhost = %s\n'
+        '[docker]\napi_url = %s\nnetwork_mode = none\n'
+        'cpu_allocation_ratio = %r\n' % (host, docker_env.API_URL, ratio))
+    backend = loader.load_driver(cdconf.build_conf(config_files=[str(path)]))
+    backend.init_host(host)
+    try:
+        assert backend.allocation_ratio('vcpus') == ratio
+        _spawn(backend, _instance())
+        with pytest.raises(exception.InsufficientResources) as exc:
+            _spawn(backend, _instance())
+        assert '1 requested, 0 free of 1' in str(exc.value)
+    finally:
+        for record in backend.list_instance_records():
+            backend.destroy(record.instance)
+        backend.cleanup_host(host)
+    assert _ours(api, host) == []
 
 
 def test_first_claim_of_a_process_lists_once(make_driver, monkeypatch):

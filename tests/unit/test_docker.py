@@ -22,7 +22,8 @@ import threading
 
 import pytest
 
-from compute_driver.docker import client as dclient
+from compute_driver import conf as cdconf
+from compute_driver.docker import connection
 from compute_driver.docker import events as devents
 from compute_driver.docker import hostconfig
 from compute_driver.docker import images as dimages
@@ -209,26 +210,26 @@ def pem(tmp_path):
 
 
 def test_no_tls_by_default():
-    assert dclient.tls_config(_conf().docker) is False
+    assert connection.tls_config(_conf().docker) is False
 
 
 def test_tls_verifies_by_default_against_the_ca(pem):
     group = _conf(api_url='tcp://dockerd:2376', tls_ca_cert=pem).docker
-    tls = dclient.tls_config(group)
+    tls = connection.tls_config(group)
     assert tls.verify == pem
-    assert dclient.base_url(group) == 'https://dockerd:2376'
+    assert connection.base_url(group) == 'https://dockerd:2376'
 
 
 def test_tls_verify_off_means_off(pem):
-    tls = dclient.tls_config(_conf(api_url='tcp://dockerd:2376',
-                                   tls_ca_cert=pem,
-                                   tls_verify=False).docker)
+    tls = connection.tls_config(_conf(api_url='tcp://dockerd:2376',
+                                      tls_ca_cert=pem,
+                                      tls_verify=False).docker)
     assert tls.verify is False
 
 
 def test_tls_without_ca_verifies_against_the_system():
-    tls = dclient.tls_config(_conf(api_url='tcp://dockerd:2376',
-                                   tls=True).docker)
+    tls = connection.tls_config(_conf(api_url='tcp://dockerd:2376',
+                                      tls=True).docker)
     assert tls.verify is True
 
 
@@ -238,14 +239,14 @@ def test_tls_without_ca_verifies_against_the_system():
 ])
 def test_bad_tls_options(options):
     with pytest.raises(exception.InvalidConfiguration):
-        dclient.tls_config(_conf(**options).docker)
+        connection.tls_config(_conf(**options).docker)
 
 
 def test_configured_ca_beats_requests_environment(monkeypatch, pem):
     monkeypatch.setenv('REQUESTS_CA_BUNDLE', '/etc/ssl/certs/bundle.crt')
     for verify in (pem, False):
-        api = dclient.APIClient(base_url='https://127.0.0.1:1',
-                                version='1.41')
+        api = connection.APIClient(base_url='https://127.0.0.1:1',
+                                   version='1.41')
         api.verify = verify
         settings = api.merge_environment_settings(
             'https://127.0.0.1:1/v1.41/info', {}, False, None, None)
@@ -257,20 +258,41 @@ def test_old_api_version_is_refused():
     # An explicit version is not negotiated, so nothing is contacted.
     conf = _conf(api_url='tcp://127.0.0.1:1', api_version='1.24')
     with pytest.raises(exception.HypervisorVersionTooOld) as exc:
-        dclient.connect(conf, 'h')
+        connection.connect(conf)
     assert '1.25' in str(exc.value)
 
 
 def test_unreachable_daemon_is_unavailable(tmp_path):
     conf = _conf(api_url='unix://%s' % (tmp_path / 'no.sock'))
     with pytest.raises(exception.HypervisorUnavailable):
-        dclient.connect(conf, 'h')
+        connection.connect(conf)
 
 
 def test_driver_refuses_bad_options_when_built():
     conf = _conf(network_mode='host')
     with pytest.raises(exception.InvalidConfiguration):
         loader.load_driver(conf, 'docker')
+
+
+@pytest.mark.parametrize('section', ['DEFAULT', 'docker'])
+def test_allocation_ratios_and_their_old_section(tmp_path, section):
+    # [docker] held the ratios before [DEFAULT] did: old files still work.
+    path = tmp_path / 'compute-driver.conf'
+    path.write_text('[DEFAULT]\ncompute_driver = docker\n[%s]\n'
+                    'cpu_allocation_ratio = 2.5\n'
+                    'disk_allocation_ratio = 1.5\n' % section)
+    backend = loader.load_driver(cdconf.build_conf(config_files=[str(path)]))
+    assert (backend.allocation_ratio('vcpus'),
+            backend.allocation_ratio('memory_mb'),
+            backend.allocation_ratio('disk_gb')) == (2.5, 1.0, 1.5)
+    assert 'cpu_allocation_ratio' not in backend.conf.docker
+
+
+def test_allocation_ratio_defaults():
+    backend = loader.load_driver(_conf(), 'docker')
+    assert backend.runs_containers is True
+    assert [backend.allocation_ratio(r)
+            for r in ('vcpus', 'memory_mb', 'disk_gb')] == [16.0, 1.0, 1.0]
 
 
 def test_docker_entry_point_loads():

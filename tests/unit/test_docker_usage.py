@@ -238,3 +238,86 @@ def test_waiters_are_woken_by_events_about_their_container():
         assert changed.is_set() and same.is_set()
     # Nobody waits any more: a notification is a no-op.
     waiters.notify('c1')
+
+
+def test_state_of_an_instance_prefers_its_live_container():
+    usage = dusage.Usage()
+    a = _instance('a')
+    assert usage.state_of(a.uuid) is None
+    usage.add('old', a, 'exited')
+    assert usage.state_of(a.uuid) == 'exited'
+    # A revert's new container, created while the old one is stopped.
+    usage.add('new', a, 'running')
+    assert usage.state_of(a.uuid) == 'running'
+
+
+def test_syncs_run_one_at_a_time():
+    usage = dusage.Usage()
+    a, b = _instance('a'), _instance('b', vcpus=1)
+    listing = threading.Event()
+    release = threading.Event()
+    calls = []
+
+    def slow():
+        calls.append('first')
+        listing.set()
+        assert release.wait(5)
+        return [_summary('1', a)]
+
+    def second():
+        calls.append('second')
+        return [_summary('1', a), _summary('2', b)]
+
+    first = threading.Thread(target=usage.sync, args=(1, slow))
+    first.start()
+    assert listing.wait(5)
+    other = threading.Thread(target=usage.sync, args=(1, second))
+    other.start()
+    # Made while the first listing is in flight: replayed on top of it,
+    # and the second listing, which starts after, sees the container.
+    usage.add('2', b)
+    other.join(0.2)
+    assert calls == ['first']
+    release.set()
+    first.join(5)
+    other.join(5)
+    assert calls == ['first', 'second']
+    assert usage.totals()[0] == 3
+
+
+def test_observer_keeps_the_totals_and_wakes_waiters():
+    usage, waiters = dusage.Usage(), devents.Waiters()
+    observe = devents.Observer(usage, waiters)
+    a = _instance('a')
+    labels = dict(mapping.instance_labels(a, 'h'), name='c-a')
+    with waiters.watching('c-a') as by_name, \
+            waiters.watching('abc') as by_id:
+        observe('create', 'abc', labels)
+        assert by_name.is_set() and by_id.is_set()
+    assert usage.totals() == (2, 256, 1) and usage.running() == 0
+    observe('start', 'abc', labels)
+    assert usage.running() == 1
+    observe('pause', 'abc', labels)
+    assert usage.state_of(a.uuid) == 'paused'
+    observe('destroy', 'abc', labels)
+    assert usage.totals() == (0, 0, 0)
+
+
+@pytest.mark.parametrize('streaming', [True, False])
+def test_wait_ends_when_done_and_times_out_in_words(streaming):
+    waiters = devents.Waiters()
+    checks = []
+
+    def done():
+        checks.append(None)
+        if len(checks) == 2:
+            return True
+        waiters.notify('c1')
+        return False
+
+    waiters.wait('c1', done, 5, lambda: streaming, 'wait', lambda: 'x')
+    assert len(checks) == 2
+    with pytest.raises(exception.BackendError) as exc:
+        waiters.wait('c1', lambda: False, 0, lambda: streaming, 'destroy',
+                     lambda: 'the container is still being removed')
+    assert 'still being removed after 0s' in str(exc.value)

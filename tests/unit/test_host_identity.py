@@ -88,13 +88,16 @@ def test_libvirt_identity_unreachable_is_unavailable(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('daemon_id, expected', [
     ('3XQF:ABCD:EFGH', '3XQF:ABCD:EFGH'), ('', None), (None, None)])
-def test_docker_identity_is_the_daemon_id(daemon_id, expected):
+def test_docker_identity_is_the_daemon_id(daemon_id, expected,
+                                          monkeypatch):
+    from compute_driver.docker import connection
+    api = mock.Mock()
+    api.info.return_value = {'ID': daemon_id, 'NCPU': 2}
+    monkeypatch.setattr(connection, 'connect', lambda conf: api)
     backend = loader.load_driver(
         fixtures.make_conf('docker', {'docker': {}}), 'docker')
-    backend._api = mock.Mock()
-    backend._api.info.return_value = {'ID': daemon_id, 'NCPU': 2}
     assert backend.get_host_identity() == expected
-    backend._api.info.assert_called_once_with()
+    api.info.assert_called_once_with()
 
 
 def test_xenapi_identity_is_the_pool_masters_uuid():

@@ -153,6 +153,16 @@ class _FakeAPI:
         self.removed.append(container)
 
 
+@pytest.fixture
+def use_api(monkeypatch):
+    """Make the docker backend connect to a fake client."""
+    connection = pytest.importorskip('compute_driver.docker.connection')
+
+    def use(api):
+        monkeypatch.setattr(connection, 'connect', lambda conf: api)
+    return use
+
+
 def _summary(cid, owner, spawning=True, created=None):
     name = '/compute-driver-%s%s' % (cid, mapping.SPAWNING_SUFFIX
                                      if spawning else '')
@@ -161,8 +171,7 @@ def _summary(cid, owner, spawning=True, created=None):
             'Labels': {mapping.SPAWN_OWNER: owner}}
 
 
-def test_docker_leftovers(monkeypatch):
-    pytest.importorskip('docker')
+def test_docker_leftovers(use_api):
     backend = loader.load_driver(fixtures.make_conf(
         'docker', {'DEFAULT': {'host': 'h1'}}), 'docker')
     me = leftovers.owner_label()
@@ -180,7 +189,7 @@ def test_docker_leftovers(monkeypatch):
         _summary('f', 'otherboot/5/5', created=0),  # unknown, old
         _summary('g', dead, spawning=False),        # an instance
     ])
-    backend._api = api
+    use_api(api)
     backend._spawning.add('c' * 16)
     found = backend.cleanup_leftovers(dry_run=True)
     assert api.filters['label'] == [mapping.UUID,
@@ -195,16 +204,17 @@ def test_docker_leftovers(monkeypatch):
     assert api.removed == [c * 16 for c in 'abdf']
 
 
-def test_spawning_containers_are_not_instances():
+def test_spawning_containers_are_not_instances(use_api):
     summary = _summary('a', 'x')
     summary['Labels'].update(mapping.instance_labels(objects.Instance.new(
         'vm1', objects.Flavor('f', vcpus=1, memory_mb=64), 'img'), 'h1'))
     assert mapping.is_spawning(summary)
-    pytest.importorskip('docker')
+    use_api(_FakeAPI([summary]))
     backend = loader.load_driver(fixtures.make_conf('docker', {}), 'docker')
-    assert backend._records([summary]) == []
+    assert backend.list_instance_records() == []
     summary['Names'] = ['/compute-driver-a']
-    assert [r.instance.name for r in backend._records([summary])] == ['vm1']
+    assert [r.instance.name
+            for r in backend.list_instance_records()] == ['vm1']
 
 
 class _SaveAPI:
@@ -238,7 +248,7 @@ def test_snapshot_tarball_is_private_and_interruptions_leave_nothing(
     assert os.listdir(tmp_path) == ['snap:1.tar']
 
 
-def test_partial_tarball_of_a_dead_writer_is_swept(tmp_path):
+def test_partial_tarball_of_a_dead_writer_is_swept(tmp_path, use_api):
     store = _image_store(tmp_path, None)
     stale = tmp_path / 'snap:3.tar.partial-1234abcd'
     stale.write_bytes(b'half')
@@ -248,7 +258,7 @@ def test_partial_tarball_of_a_dead_writer_is_swept(tmp_path):
         backend = loader.load_driver(fixtures.make_conf('docker', {
             'DEFAULT': {'host': 'h1'},
             'docker': {'image_directory': str(tmp_path)}}), 'docker')
-        backend._api = _FakeAPI([])
+        use_api(_FakeAPI([]))
         found = backend.cleanup_leftovers()
         assert [(f.what, f.removed) for f in found] == [
             ('file %s' % stale, True)]

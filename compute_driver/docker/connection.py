@@ -10,22 +10,25 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The connection to dockerd and the translation of its errors.
+"""Connecting to dockerd: the client, its TLS and its API version.
 
 The low-level ``docker.APIClient`` is used throughout: it is one HTTP call
 per method, where the SDK's high-level ``containers.list()`` inspects every
-container it lists.
+container it lists. Its connection pool reconnects by itself, so a
+restarted dockerd costs the call in flight only (see :mod:`.errors`).
 """
 
-import collections.abc
-import contextlib
+import os
+import socket
+import threading
 import typing
+import urllib.parse
 
 import docker
 from docker import errors as docker_errors
 from docker import tls as docker_tls
-import requests
 
+from compute_driver.docker import errors
 from compute_driver import exception
 
 if typing.TYPE_CHECKING:  # pragma: no cover
@@ -35,9 +38,7 @@ if typing.TYPE_CHECKING:  # pragma: no cover
 #: Older daemons have been out of support for years and are not tested.
 MIN_API_VERSION = (1, 25)
 
-#: Errors meaning dockerd could not be reached or did not answer.
-CONNECTION_ERRORS = (requests.exceptions.ConnectionError,
-                     requests.exceptions.Timeout, ConnectionError)
+GIB = 1024 ** 3
 
 
 class APIClient(docker.APIClient):
@@ -60,8 +61,20 @@ class APIClient(docker.APIClient):
         return settings
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"1.41"`` as ``(1, 41)``."""
     return tuple(int(p) for p in text.split('.') if p.isdigit())
+
+
+def server_version(info: dict) -> str:
+    """dockerd's version from ``docker info``, as ``MAJOR.MINOR.PATCH``.
+
+    Suffixes (``+dfsg1``, ``-ce``) and non-digits are dropped.
+    """
+    return '.'.join(
+        ''.join(c for c in part if c.isdigit()) or '0'
+        for part in str(info.get('ServerVersion') or '0').split(
+            '+')[0].split('-')[0].split('.')[:3])
 
 
 def tls_config(group: typing.Any) -> docker_tls.TLSConfig | bool:
@@ -107,7 +120,7 @@ def base_url(group: typing.Any) -> str:
     return url
 
 
-def connect(conf: 'cfg.ConfigOpts', host: str) -> APIClient:
+def connect(conf: 'cfg.ConfigOpts') -> APIClient:
     """A client of the configured dockerd, its API version agreed.
 
     :raises HypervisorUnavailable: when dockerd cannot be reached.
@@ -121,14 +134,11 @@ def connect(conf: 'cfg.ConfigOpts', host: str) -> APIClient:
             base_url=base_url(group), version=group.api_version,
             timeout=group.timeout, tls=tls,
             max_pool_size=group.max_connections)
-    except docker_errors.DockerException as exc:
+    except (docker_errors.DockerException, *errors.CONNECTION_ERRORS) as exc:
         # "auto" asks dockerd for its version while connecting.
         raise exception.HypervisorUnavailable(
-            host=group.api_url, reason=_reason(exc)) from exc
-    except CONNECTION_ERRORS as exc:
-        raise exception.HypervisorUnavailable(
-            host=group.api_url, reason=_reason(exc)) from exc
-    version = _version_tuple(client.api_version)
+            host=group.api_url, reason=errors.reason(exc)) from exc
+    version = version_tuple(client.api_version)
     if version < MIN_API_VERSION:
         raise exception.HypervisorVersionTooOld(
             component='Docker API', found=client.api_version,
@@ -137,41 +147,89 @@ def connect(conf: 'cfg.ConfigOpts', host: str) -> APIClient:
     return client
 
 
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, 'explanation', None) or str(exc) or type(
-        exc).__name__
-    return ' '.join(str(text).split())
+class Connection:
+    """The client the driver's operations share, and what dockerd said.
 
+    It connects on first use, so that building a driver contacts nothing.
+    The event stream holds a connection open indefinitely, so it gets one
+    of its own from :meth:`new_client`.
 
-def api_error_text(exc: docker_errors.APIError) -> str:
-    """What dockerd said, on one line."""
-    return _reason(exc)
-
-
-def is_status(exc: BaseException, *codes: int) -> bool:
-    """Whether ``exc`` is an APIError with one of these HTTP statuses."""
-    return (isinstance(exc, docker_errors.APIError) and
-            exc.status_code in codes)
-
-
-@contextlib.contextmanager
-def translated(api_url: str, operation: str, instance: str
-               ) -> collections.abc.Iterator[None]:
-    """Turn SDK errors raised in the block into the library's.
-
-    A lost connection is ``HypervisorUnavailable``; any other SDK error is
-    ``BackendError`` naming the operation and instance. Errors that
-    should mean something more specific (404, 409) are for the caller to
-    catch inside the block.
+    :param conf: the library's configuration, ``[docker]`` registered.
     """
-    try:
-        yield
-    except exception.ComputeDriverError:
-        raise
-    except CONNECTION_ERRORS as exc:
-        raise exception.HypervisorUnavailable(
-            host=api_url, reason=_reason(exc)) from exc
-    except docker_errors.DockerException as exc:
-        raise exception.BackendError(
-            operation=operation, instance=instance,
-            reason=_reason(exc)) from exc
+
+    def __init__(self, conf: 'cfg.ConfigOpts') -> None:
+        self.conf = conf
+        self.url: str = conf.docker.api_url
+        self._lock = threading.Lock()
+        self._api: APIClient | None = None
+        #: The last ``docker info``; empty until :meth:`refresh_info`.
+        self.info: dict = {}
+
+    @property
+    def api(self) -> APIClient:
+        """The connected client; connects on first use."""
+        if self._api is None:
+            with self._lock:
+                if self._api is None:
+                    self._api = connect(self.conf)
+        return self._api
+
+    def new_client(self) -> APIClient:
+        """A client with a connection of its own."""
+        return connect(self.conf)
+
+    def refresh_info(self) -> dict:
+        """Ask dockerd for ``docker info`` and keep it in :attr:`info`."""
+        with errors.translate(self.url, 'docker info'):
+            self.info = self.api.info()
+        return self.info
+
+    def close(self) -> None:
+        """Close the shared client; the next use connects again."""
+        with self._lock:
+            api, self._api = self._api, None
+        if api is not None:
+            api.close()
+
+    def capacity(self, info: dict) -> tuple[int, int, int]:
+        """The host's CPUs, MiB of memory and GiB of disk.
+
+        :param info: ``docker info``.
+        """
+        return (int(info.get('NCPU') or 0),
+                int(info.get('MemTotal') or 0) // (1024 * 1024),
+                self._disk_gb(info))
+
+    def _disk_gb(self, info: dict) -> int:
+        configured = self.conf.docker.disk_gb
+        if configured:
+            return int(configured)
+        root = info.get('DockerRootDir')
+        # statvfs sees this machine's disks: only right for a local daemon.
+        if not (root and self.url.startswith('unix://')):
+            return 0
+        try:
+            stat = os.statvfs(root)
+        except OSError:
+            return 0
+        return stat.f_blocks * stat.f_frsize // GIB
+
+    def host_address(self) -> str:
+        """The address of the host dockerd runs on.
+
+        A tcp:// daemon's host name; for a local one, the address of the
+        default route's interface.
+        """
+        if not self.url.startswith('unix://'):
+            host = urllib.parse.urlsplit(self.url).hostname
+            if host:
+                return host
+        # Connecting a UDP socket picks the interface without sending.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect(('192.0.2.1', 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return '127.0.0.1'
+        finally:
+            probe.close()
