@@ -345,14 +345,6 @@ def check_flavor_fits_host(flavor: objects.Flavor,
                 total=total)
 
 
-def ignore_task_state(*args: object, **kwargs: object) -> None:
-    """A snapshot progress callback that records nothing.
-
-    For callers of :meth:`ComputeDriver.snapshot` with no task state to
-    keep; Nova's own callback saves it to the instance record.
-    """
-
-
 class InstanceLocks:
     """One lock per instance uuid, forgotten when nobody holds it.
 

@@ -29,7 +29,6 @@ import pytest
 
 from compute_driver import conf as cdconf
 from compute_driver.docker import mapping
-from compute_driver import driver as contract
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import flavors
@@ -211,7 +210,7 @@ def test_foreign_containers_are_not_listed(api, backend, host):
     instance = _instance()
     _spawn(backend, instance)
     snapshot = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
-    backend.snapshot(instance, snapshot, contract.ignore_task_state)
+    backend.snapshot(instance, snapshot)
     try:
         by_hand = api.create_container(
             snapshot, name='cdtest-byhand-%s' % uuidlib.uuid4().hex[:8],
@@ -273,7 +272,7 @@ def test_failed_snapshot_save_removes_the_image(api, make_driver, tmp_path):
     # The tarball cannot be written: the commit must be undone.
     directory.rmdir()
     with pytest.raises(exception.BackendError) as exc:
-        backend.snapshot(instance, snapshot, contract.ignore_task_state)
+        backend.snapshot(instance, snapshot)
     assert str(directory) in str(exc.value)
     assert snapshot not in [m.name for m in backend.list_images()]
     with pytest.raises(docker_errors.NotFound):
@@ -318,7 +317,7 @@ def test_names_docker_rejects(api, backend):
     _spawn(backend, instance)
     for bad in ('UpperCase-snap', 'snap!', '-leading-dash', 'a//b'):
         with pytest.raises(exception.InvalidInput) as exc:
-            backend.snapshot(instance, bad, contract.ignore_task_state)
+            backend.snapshot(instance, bad)
         assert '\n' not in str(exc.value)
         # dockerd commits before it checks the name; nothing may be left.
         assert api.images(filters={'label': '%s=%s' % (
@@ -380,7 +379,7 @@ def test_snapshot_is_saved_to_image_directory(api, make_driver, tmp_path):
     instance = _instance()
     _spawn(backend, instance)
     snapshot = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
-    backend.snapshot(instance, snapshot, contract.ignore_task_state)
+    backend.snapshot(instance, snapshot)
     try:
         path = tmp_path / (snapshot + '.tar')
         assert path.stat().st_size > 0
@@ -402,7 +401,7 @@ def test_revert_keeps_identity_and_restores_the_disk(api, backend):
     snapshot = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
     exec_id = api.exec_create(name, ['sh', '-c', 'echo one > /root/marker'])
     api.exec_start(exec_id)
-    backend.snapshot(instance, snapshot, contract.ignore_task_state)
+    backend.snapshot(instance, snapshot)
     exec_id = api.exec_create(name, ['sh', '-c', 'echo two > /root/marker'])
     api.exec_start(exec_id)
     old_id = backend.get_info(instance).internal_id
