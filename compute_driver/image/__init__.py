@@ -23,7 +23,6 @@ standalone default), :mod:`~compute_driver.image.glance` in Glance v2, and
 from oslo_config import cfg
 
 from compute_driver.image import api
-from compute_driver.image import conf as image_conf
 
 ImageRecord = api.ImageRecord
 ImageService = api.ImageService
@@ -34,12 +33,14 @@ def load(conf: cfg.ConfigOpts) -> api.ImageService:
 
     ``conf`` must have the options of :mod:`compute_driver.image.conf`
     registered. The Glance service's modules are imported only when it is
-    chosen, so the local one needs no Glance client installed.
+    chosen, so the local one needs no Glance client installed (and this
+    package does not import the options module, which needs
+    keystoneauth).
 
     :raises InvalidConfiguration: for Glance options that name no
         endpoint.
     """
-    section = conf[image_conf.GROUP]
+    section = conf['image_service']
     if section.backend == 'glance':
         from compute_driver.image import glance
         return glance.GlanceImageService.from_conf(conf)
