@@ -22,9 +22,9 @@ image service raises the same typed errors and leaves no partial file.
 """
 
 from collections.abc import Callable
-import contextlib
 import logging
 import os
+import time
 import typing
 
 from glanceclient import client as glance_client
@@ -42,6 +42,10 @@ from compute_driver.image import exception as image_exception
 LOG = logging.getLogger(__name__)
 
 _T = typing.TypeVar('_T')
+
+#: Tries to delete the record of a failed upload, 0.1 s apart and doubling
+#: (3 s in all).
+_CLEANUP_ATTEMPTS = 5
 
 #: Image attributes Glance itself sets or reserves; every other attribute
 #: of an image is one of its properties.
@@ -271,9 +275,7 @@ class GlanceImageService(api.ImageService):
         except BaseException as exc:
             # Nothing of a failed upload stays: a queued or killed record
             # would be listed and booted from.
-            with contextlib.suppress(Exception):
-                self._call('delete', image_id,
-                           lambda c: c.images.delete(image_id))
+            self._delete_failed_upload(image_id)
             if isinstance(exc, Exception) and not isinstance(
                     exc, image_exception.ImageUploadFailed):
                 raise image_exception.ImageUploadFailed(
@@ -281,6 +283,23 @@ class GlanceImageService(api.ImageService):
                     reason=exception.one_line(exc)) from exc
             raise
         return record
+
+    def _delete_failed_upload(self, image_id: str) -> None:
+        # Glance may still be handling the aborted upload when it is asked
+        # to delete the image, and then answers 500 or 409 for a moment.
+        delay = 0.1
+        for attempt in range(_CLEANUP_ATTEMPTS):
+            try:
+                self.delete(image_id)
+                return
+            except exception.ComputeDriverError as exc:
+                if attempt + 1 == _CLEANUP_ATTEMPTS:
+                    LOG.warning('Could not delete image %s after its upload '
+                                'failed: %s', image_id,
+                                exception.one_line(exc))
+                    return
+            time.sleep(delay)
+            delay *= 2
 
     def _check_upload(self, record: api.ImageRecord,
                       hasher: api.Hasher) -> None:
