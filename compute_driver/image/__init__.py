@@ -20,15 +20,18 @@ standalone default), :mod:`~compute_driver.image.glance` in Glance v2, and
 :func:`load` picks the service the configuration names.
 """
 
-from oslo_config import cfg
+import typing
 
 from compute_driver.image import api
+
+if typing.TYPE_CHECKING:
+    from oslo_config import cfg
 
 ImageRecord = api.ImageRecord
 ImageService = api.ImageService
 
 
-def load(conf: cfg.ConfigOpts) -> api.ImageService:
+def load(conf: 'cfg.ConfigOpts') -> api.ImageService:
     """The image service ``[image_service] backend`` names.
 
     ``conf`` must have the options of :mod:`compute_driver.image.conf`

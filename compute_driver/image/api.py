@@ -88,8 +88,10 @@ class ImageRecord:
     properties: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_image_meta(self) -> objects.ImageMeta:
-        """The record as the :class:`~compute_driver.objects.ImageMeta`
-        backends take; the image id is its boot reference.
+        """The record as the ImageMeta backends take.
+
+        The image id becomes the :class:`~compute_driver.objects.ImageMeta`
+        name: it is the reference a backend boots from.
         """
         return objects.ImageMeta(
             name=self.id, disk_format=self.disk_format,

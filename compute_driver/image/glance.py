@@ -113,7 +113,7 @@ class GlanceImageService(api.ImageService):
                  num_retries: int = 3,
                  **adapter_kwargs: typing.Any) -> None:
         self._session = session
-        self._endpoints = list(endpoints) or [None]
+        self._endpoints: list[str | None] = list(endpoints) or [None]
         self._num_retries = num_retries
         self._adapter_kwargs = adapter_kwargs
         self._clients: dict[str | None, typing.Any] = {}

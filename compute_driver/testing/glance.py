@@ -22,8 +22,9 @@ paste pipeline whose context middleware is Glance's own
 parallel do not share images.
 
 The interpreter that runs Glance is ``COMPUTE_DRIVER_GLANCE_PYTHON`` when
-set (a virtualenv with ``glance`` and ``gunicorn``), else the one running
-the tests (the ``glance`` tox environment installs both there).
+set (any Python with ``glance`` and ``gunicorn``), else that of the
+``.tox/glance-server`` virtualenv that ``tools/test-setup.d/60-glance.sh``
+makes in the source tree, else the one running the tests.
 """
 
 import http.client
@@ -108,9 +109,21 @@ class GlanceUnavailable(Exception):
     """Glance is not installed here, or did not start."""
 
 
+#: The virtualenv tools/test-setup.d/60-glance.sh makes, relative to the
+#: source tree this package is in.
+SETUP_VENV = os.path.join('.tox', 'glance-server')
+
+
 def glance_python() -> str:
     """The interpreter that runs Glance (see the module's docstring)."""
-    return os.environ.get(PYTHON_ENV) or sys.executable
+    if os.environ.get(PYTHON_ENV):
+        return os.environ[PYTHON_ENV]
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    python = os.path.join(tree, SETUP_VENV, 'bin', 'python')
+    if os.path.exists(python):
+        return python
+    return sys.executable
 
 
 def check_installed(python: str | None = None) -> None:
@@ -124,8 +137,9 @@ def check_installed(python: str | None = None) -> None:
         capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         raise GlanceUnavailable(
-            '%s cannot import glance and gunicorn (install them, e.g. '
-            'with "tox -e glance", or set %s to a Python that has them): '
+            '%s cannot import glance and gunicorn (install them with '
+            'tools/test-setup.d/60-glance.sh, or set %s to a Python that '
+            'has them): '
             '%s' % (python, PYTHON_ENV,
                     probe.stderr.strip().splitlines()[-1:]))
 
@@ -259,8 +273,9 @@ class GlanceServer:
             return '(no log)'
 
     def kill(self) -> None:
-        """Kill Glance at once (SIGKILL to its process group), as a crash
-        would, dropping every open connection.
+        """Kill Glance at once, as a crash would.
+
+        SIGKILL to its process group: every open connection drops.
         """
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)

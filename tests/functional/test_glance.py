@@ -191,9 +191,10 @@ def test_concurrent_fetches_download_once(service, uploaded, source,
 
 
 class CuttingProxy:
-    """A TCP proxy to Glance that ends every connection once it has
-    forwarded ``cut_after`` bytes of answers on it, calling ``on_cut``
-    first (to kill Glance, say) -- a download cut short at a known byte.
+    """A TCP proxy to Glance that cuts answers short at a known byte.
+
+    It ends every connection once it has forwarded ``cut_after`` bytes of
+    answers on it, calling ``on_cut`` first (to kill Glance, say).
     """
 
     def __init__(self, port, cut_after, on_cut=None):

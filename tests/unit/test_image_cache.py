@@ -26,8 +26,9 @@ from compute_driver.image import local
 
 
 class CountingService(local.LocalImageService):
-    """The local service, recording each download in a file and pausing
-    in it so that concurrent callers really overlap.
+    """The local service, recording each download in a file.
+
+    Each download pauses so that concurrent callers really overlap.
     """
 
     def __init__(self, path, log, pause=0.0):
@@ -212,4 +213,3 @@ def test_list_and_remove(tmp_path, service, image):
     assert cache.remove(image.id) is True
     assert cache.remove(image.id) is False
     assert cache.list() == []
-
