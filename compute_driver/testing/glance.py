@@ -141,7 +141,8 @@ def check_installed(python: str | None = None) -> None:
             'tools/test-setup.d/60-glance.sh, or set %s to a Python that '
             'has them): '
             '%s' % (python, PYTHON_ENV,
-                    probe.stderr.strip().splitlines()[-1:]))
+                    (probe.stderr.strip().splitlines()
+                     or ['exit status %d' % probe.returncode])[-1]))
 
 
 class GlanceServer:
