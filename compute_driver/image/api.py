@@ -240,6 +240,29 @@ class HashingReader:
 
 
 @contextlib.contextmanager
+def atomic_write(path: str) -> Iterator[typing.BinaryIO]:
+    """A new file that appears at ``path`` only once it is whole.
+
+    The block writes to a temporary file beside ``path``, created with
+    ``O_EXCL`` and mode 0600 so nobody reads an image before it is
+    verified; when the block ends without error the file is synced and
+    renamed to ``path``, otherwise it is removed.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, '.%s.part-%s' % (base, os.urandom(6).hex()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(fd, 'wb', buffering=0) as out:
+            yield out
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def open_source(src: Source) -> Iterator[typing.BinaryIO]:
     """``src`` as a binary file object, opened here when it is a path."""
     if isinstance(src, (str, os.PathLike)):
@@ -365,26 +388,15 @@ def write_verified(service: str, record: ImageRecord,
     if not isinstance(dest, (str, os.PathLike)):
         _write_to_fileobj(service, record, chunks, dest)
         return
-    path = os.fspath(dest)
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, '.%s.part-%s' % (base, os.urandom(6).hex()))
     try:
-        # O_EXCL and 0600: nobody else reads an image before it is verified.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise image_exception.ImageDownloadIncomplete(
-            image=record.id, service=service, received=0,
-            expected='?' if record.size is None else str(record.size),
-            reason=exception.one_line(exc)) from exc
-    try:
-        with open(fd, 'wb', buffering=0) as out:
+        with atomic_write(os.fspath(dest)) as out:
             _copy_chunks(service, record, chunks, out.write)
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    except OSError as exc:
+        # Creating, syncing or renaming the file; a failed write is an
+        # incomplete download, raised with its byte counts above.
+        raise image_exception.ImageServiceError(
+            service=service, operation='download', image=record.id,
+            reason=exception.one_line(exc)) from exc
 
 
 def _write_to_fileobj(service: str, record: ImageRecord,

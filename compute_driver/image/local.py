@@ -71,19 +71,9 @@ class LocalImageService(api.ImageService):
         return api.ImageRecord(**data)
 
     def _write_record(self, record: api.ImageRecord) -> None:
-        path = self._file(record.id, _META)
-        tmp = '%s.tmp-%s' % (path, os.urandom(6).hex())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with open(fd, 'w', encoding='utf-8') as f:
-                json.dump(dataclasses.asdict(record), f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with api.atomic_write(self._file(record.id, _META)) as out:
+            out.write(json.dumps(dataclasses.asdict(record),
+                                 sort_keys=True).encode('utf-8'))
 
     def list(self) -> list[api.ImageRecord]:
         try:
@@ -131,17 +121,12 @@ class LocalImageService(api.ImageService):
         image_id = str(uuid.uuid4())
         self._ensure_dir()
         data_path = self._file(image_id, _DATA)
-        tmp = '%s.part-%s' % (data_path, os.urandom(6).hex())
         try:
-            with api.open_source(src) as fileobj:
+            with api.open_source(src) as fileobj, \
+                    api.atomic_write(data_path) as out:
                 reader = api.HashingReader(fileobj)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                             0o600)
-                with open(fd, 'wb', buffering=0) as out:
-                    for chunk in reader:
-                        out.write(chunk)
-                    os.fsync(out.fileno())
-            os.replace(tmp, data_path)
+                for chunk in reader:
+                    out.write(chunk)
             record = api.ImageRecord(
                 id=image_id, name=name, status='active',
                 disk_format=disk_format, container_format=container_format,
@@ -154,9 +139,8 @@ class LocalImageService(api.ImageService):
                             for k, v in (properties or {}).items()})
             self._write_record(record)
         except BaseException as exc:
-            for leftover in (tmp, data_path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(leftover)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(data_path)
             if isinstance(exc, OSError):
                 raise image_exception.ImageUploadFailed(
                     image=name, service=self.name,
