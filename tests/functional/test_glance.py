@@ -18,11 +18,14 @@ options a deployment sets. Without Glance installed they skip, or fail
 in CI.
 """
 
+import http.server
+import json
 import os
 import socket
 import stat
 import threading
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 import pytest
 
@@ -303,4 +306,76 @@ def test_unreachable_glance(tmp_path):
         with pytest.raises(image_exception.ImageServiceUnavailable):
             service.download('8ceb9b45-a580-49c2-a880-ccd5579ac8ab',
                              str(tmp_path / 'disk'))
+    assert _visible(tmp_path) == []
+
+
+class _RefusingKeystone(http.server.BaseHTTPRequestHandler):
+    """An identity v3 endpoint that refuses every token request with 401.
+
+    Like Keystone, it answers version discovery without credentials, so
+    the client gets as far as asking for a token.
+    """
+
+    def _send(self, status, document):
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        host, port = self.server.server_address[:2]
+        self._send(200, {'version': {
+            'id': 'v3.14', 'status': 'stable',
+            'updated': '2020-04-07T00:00:00Z',
+            'links': [{'rel': 'self',
+                       'href': 'http://%s:%d/identity/v3/' % (host, port)}],
+            'media-types': [{'base': 'application/json',
+                             'type': 'application/vnd.openstack.identity-'
+                                     'v3+json'}]}})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        self._send(401, {'error': {
+            'code': 401, 'title': 'Unauthorized',
+            'message': 'The request you have made requires '
+                       'authentication.'}})
+
+    def log_message(self, *args):
+        return None
+
+
+def test_keystone_refusing_credentials(tmp_path):
+    keystone = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+                                               _RefusingKeystone)
+    threading.Thread(target=keystone.serve_forever, daemon=True).start()
+    try:
+        conf = cfg.ConfigOpts()
+        image_conf.register_opts(conf)
+        conf([], default_config_files=[])
+        conf.set_override('backend', 'glance', group='image_service')
+        conf.set_override('num_retries', 0, group='glance')
+        conf.set_override('auth_type', 'password', group='glance')
+        # What a configuration file's [glance] password options would
+        # register when read.
+        conf.register_opts(
+            ks_loading.get_auth_plugin_conf_options('password'),
+            group='glance')
+        for name, value in (
+                ('auth_url', 'http://127.0.0.1:%d/identity/v3'
+                 % keystone.server_address[1]),
+                ('username', 'compute-driver'), ('password', 'wrong'),
+                ('project_name', 'service'),
+                ('user_domain_name', 'Default'),
+                ('project_domain_name', 'Default')):
+            conf.set_override(name, value, group='glance')
+        service = image.load(conf)
+        with pytest.raises(image_exception.ImageServiceUnavailable) as info:
+            service.download('8ceb9b45-a580-49c2-a880-ccd5579ac8ab',
+                             str(tmp_path / 'disk'))
+        assert 'authentication refused' in str(info.value)
+    finally:
+        keystone.shutdown()
+        keystone.server_close()
     assert _visible(tmp_path) == []
