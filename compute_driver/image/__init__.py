@@ -1,0 +1,51 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Images from an image service: the contract and its implementations.
+
+:mod:`~compute_driver.image.api` holds the :class:`ImageService` contract
+and the :class:`ImageRecord` every service returns;
+:mod:`~compute_driver.image.local` keeps images in a directory (the
+standalone default), :mod:`~compute_driver.image.glance` in Glance v2, and
+:mod:`~compute_driver.image.cache` shares downloads between instances.
+:func:`load` picks the service the configuration names.
+"""
+
+import typing
+
+from compute_driver.image import api
+
+if typing.TYPE_CHECKING:
+    from oslo_config import cfg
+
+ImageRecord = api.ImageRecord
+ImageService = api.ImageService
+
+
+def load(conf: 'cfg.ConfigOpts') -> api.ImageService:
+    """The image service ``[image_service] backend`` names.
+
+    ``conf`` must have the options of :mod:`compute_driver.image.conf`
+    registered. The Glance service's modules are imported only when it is
+    chosen, so the local one needs no Glance client installed (and this
+    package does not import the options module, which needs
+    keystoneauth).
+
+    :raises InvalidConfiguration: for Glance options that name no
+        endpoint.
+    """
+    section = conf['image_service']
+    if section.backend == 'glance':
+        from compute_driver.image import glance
+        return glance.GlanceImageService.from_conf(conf)
+    from compute_driver.image import local
+    return local.LocalImageService(section.local_path)

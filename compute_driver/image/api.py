@@ -1,0 +1,417 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The image service contract, beside the compute driver contract.
+
+An image service keeps images (their bytes and a record describing them)
+that backends boot from and that snapshots go back into. Every
+implementation streams: no method holds a whole image in memory, and a
+download is verified against the checksum the service recorded before
+the file appears under its final name, so a reader of that name never sees
+a partial or corrupt image.
+"""
+
+import abc
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import queue
+import threading
+import typing
+
+from compute_driver import exception
+from compute_driver.image import exception as image_exception
+from compute_driver import objects
+
+LOG = logging.getLogger(__name__)
+
+#: Bytes read or written at a time. Large enough that the per-chunk Python
+#: overhead is small next to the copy, small enough to keep memory flat.
+CHUNK_SIZE = 1024 * 1024
+
+#: The hash Glance computes for ``os_hash_value`` unless configured
+#: otherwise (its ``hashing_algorithm`` option); the local service uses it
+#: too so both records read the same.
+DEFAULT_HASH_ALGO = 'sha512'
+
+#: A path, or a binary file object open for reading (for ``upload``) or
+#: writing (for ``download``).
+Source = typing.Union[str, os.PathLike, typing.BinaryIO]
+Destination = typing.Union[str, os.PathLike, typing.BinaryIO]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """What an image service records about one image.
+
+    The fields are Glance v2's, so a record converts to and from Glance's
+    without loss.
+
+    :param id: the service's id of the image (a uuid).
+    :param name: its name; several images may share one.
+    :param status: ``queued``, ``saving``, ``active``, ``killed``,
+        ``deleted``...; only ``active`` images can be downloaded.
+    :param disk_format: ``raw``, ``qcow2``, ``vhd``, ``iso``...
+    :param container_format: ``bare``, ``docker``, ``ovf``...
+    :param size: bytes of data, once uploaded.
+    :param checksum: the MD5 hex digest of the data (legacy).
+    :param os_hash_algo: the algorithm of ``os_hash_value`` (``sha512``).
+    :param os_hash_value: the hex digest of the data with ``os_hash_algo``.
+    :param min_ram: memory in MiB the image needs.
+    :param min_disk: disk in GiB the image needs.
+    :param properties: every other property, as strings.
+    """
+
+    id: str
+    name: str
+    status: str = 'active'
+    disk_format: str | None = None
+    container_format: str | None = None
+    size: int | None = None
+    checksum: str | None = None
+    os_hash_algo: str | None = None
+    os_hash_value: str | None = None
+    min_ram: int = 0
+    min_disk: int = 0
+    properties: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_image_meta(self) -> objects.ImageMeta:
+        """The record as the ImageMeta backends take.
+
+        The image id becomes the :class:`~compute_driver.objects.ImageMeta`
+        name: it is the reference a backend boots from.
+        """
+        return objects.ImageMeta(
+            name=self.id, disk_format=self.disk_format,
+            container_format=self.container_format, min_ram=self.min_ram,
+            min_disk=self.min_disk, size=self.size,
+            properties=dict(self.properties))
+
+
+class ImageService(abc.ABC):
+    """Where images come from and where snapshots go."""
+
+    #: Name used in messages and in the ``[image_service] backend`` option.
+    name: typing.ClassVar[str]
+
+    @abc.abstractmethod
+    def show(self, image: str) -> ImageRecord:
+        """The record of one image.
+
+        :param image: an image id, or a name that only one image has.
+        :raises ImageNotInService: when no image has that id or name.
+        :raises AmbiguousImageName: when several images have that name.
+        :raises ImageServiceUnavailable: when the service cannot be asked.
+        """
+
+    @abc.abstractmethod
+    def list(self) -> list[ImageRecord]:
+        """Every image of the service, sorted by name then id.
+
+        :raises ImageServiceUnavailable: when the service cannot be asked.
+        """
+
+    @abc.abstractmethod
+    def download(self, image_id: str, dest: Destination) -> ImageRecord:
+        """Stream an image's data into ``dest`` and verify it.
+
+        The data is checked against ``os_hash_algo``/``os_hash_value``,
+        or the MD5 ``checksum`` when the service recorded no other hash,
+        and against ``size``. When ``dest`` is a path the data goes to a
+        temporary file beside it that is renamed on success and removed
+        on any failure; when it is a file object, what was written is
+        truncated away on failure when the object allows it.
+
+        :param image_id: the image's id (not a name: what is downloaded
+            must be what was looked up).
+        :param dest: a path or a binary file object open for writing.
+        :returns: the record the data was verified against.
+        :raises ImageNotInService: for an unknown id.
+        :raises ImageNotActive: when the image has no data yet.
+        :raises ImageChecksumMismatch: when the data is not what the
+            service recorded.
+        :raises ImageDownloadIncomplete: when the transfer or the write
+            stopped early (connection lost, disk full).
+        """
+
+    @abc.abstractmethod
+    def upload(self, name: str, src: Source, disk_format: str,
+               container_format: str,
+               properties: dict[str, str] | None = None,
+               min_ram: int = 0, min_disk: int = 0) -> ImageRecord:
+        """Create an image from a file, streaming it.
+
+        On failure the service keeps nothing of the new image.
+
+        :param name: the new image's name.
+        :param src: a path or a binary file object open for reading.
+        :param disk_format: e.g. ``raw``, ``qcow2``, ``docker``... ``raw``.
+        :param container_format: e.g. ``bare`` or ``docker``.
+        :param properties: extra properties, strings.
+        :param min_ram: memory in MiB the image needs.
+        :param min_disk: disk in GiB the image needs.
+        :returns: the new image's record, ``active``.
+        :raises ImageUploadFailed: when the data could not be stored.
+        """
+
+    @abc.abstractmethod
+    def delete(self, image_id: str) -> None:
+        """Delete an image; deleting one that is not there is not an error.
+
+        :raises ImageServiceUnavailable: when the service cannot be asked.
+        """
+
+
+def find_by_name(service: str, ref: str,
+                 records: Iterable[ImageRecord]) -> ImageRecord:
+    """The one record among ``records`` whose id or name is ``ref``.
+
+    An id wins over a name, as in the OpenStack client, so an image can
+    always be named by its id even when another image's name is that id.
+    """
+    named = []
+    for record in records:
+        if record.id == ref:
+            return record
+        if record.name == ref:
+            named.append(record)
+    if not named:
+        raise image_exception.ImageNotInService(image=ref, service=service)
+    if len(named) > 1:
+        raise image_exception.AmbiguousImageName(
+            name=ref, count=len(named), service=service,
+            ids=', '.join(sorted(r.id for r in named)))
+    return named[0]
+
+
+class Hasher:
+    """The digests of a stream: always MD5 and ``algo``, one pass."""
+
+    def __init__(self, algo: str = DEFAULT_HASH_ALGO) -> None:
+        try:
+            self.os_hash = hashlib.new(algo)
+        except ValueError:
+            raise exception.InvalidInput(
+                reason='unknown hash algorithm %r' % algo) from None
+        self.algo = algo
+        # MD5 only compares what a service recorded; not for security.
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self.md5.update(data)
+        self.os_hash.update(data)
+        self.size += len(data)
+
+
+class HashingReader:
+    """A file object that hashes what is read through it, for uploads."""
+
+    def __init__(self, fileobj: typing.BinaryIO,
+                 algo: str = DEFAULT_HASH_ALGO) -> None:
+        self._fileobj = fileobj
+        self.hasher = Hasher(algo)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fileobj.read(size)
+        self.hasher.update(data)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            data = self.read(CHUNK_SIZE)
+            if not data:
+                return
+            yield data
+
+
+@contextlib.contextmanager
+def atomic_write(path: str) -> Iterator[typing.BinaryIO]:
+    """A new file that appears at ``path`` only once it is whole.
+
+    The block writes to a temporary file beside ``path``, created with
+    ``O_EXCL`` and mode 0600 so nobody reads an image before it is
+    verified; when the block ends without error the file is synced and
+    renamed to ``path``, otherwise it is removed.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, '.%s.part-%s' % (base, os.urandom(6).hex()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(fd, 'wb', buffering=0) as out:
+            yield out
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def open_source(src: Source) -> Iterator[typing.BinaryIO]:
+    """``src`` as a binary file object, opened here when it is a path."""
+    if isinstance(src, (str, os.PathLike)):
+        with open(src, 'rb') as fileobj:
+            yield fileobj
+    else:
+        yield src
+
+
+def _expected_digest(record: ImageRecord) -> tuple[str, str] | None:
+    if record.os_hash_algo and record.os_hash_value:
+        return record.os_hash_algo, record.os_hash_value.lower()
+    if record.checksum:
+        return 'md5', record.checksum.lower()
+    return None
+
+
+class _DigestThread:
+    """One digest computed in a thread of its own.
+
+    hashlib releases the GIL while it hashes a large buffer, so the hash
+    of one chunk runs while the caller receives and writes the next: a
+    download then costs about the slower of the transfer and the hash
+    rather than their sum (sha512 alone is slower than a local Glance on
+    small hosts). The queue is short, so memory stays flat.
+    """
+
+    _QUEUE_CHUNKS = 4
+
+    def __init__(self, algo: str) -> None:
+        try:
+            self._hash = hashlib.new(algo, usedforsecurity=False)
+        except ValueError:
+            raise exception.InvalidInput(
+                reason='unknown hash algorithm %r' % algo) from None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(
+            self._QUEUE_CHUNKS)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='image-digest-%s' % algo)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+
+def _copy_chunks(service: str, record: ImageRecord, chunks: Iterable[bytes],
+                 write: Callable[[bytes], object]) -> None:
+    expected = _expected_digest(record)
+    if expected is None:
+        LOG.warning('Image %s has no checksum in the %s image service; '
+                    'its data is not verified.', record.id, service)
+    digest = _DigestThread(expected[0]) if expected else None
+    size_text = '?' if record.size is None else str(record.size)
+    received = 0
+    iterator = iter(chunks)
+    try:
+        while True:
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                break
+            except exception.ComputeDriverError:
+                raise
+            except Exception as exc:
+                # Whatever the transport raises for a lost connection
+                # (requests, urllib3, http.client, OSError) is one error.
+                raise image_exception.ImageDownloadIncomplete(
+                    image=record.id, service=service, received=received,
+                    expected=size_text,
+                    reason=exception.one_line(exc)) from exc
+            received += len(chunk)
+            if record.size is not None and received > record.size:
+                raise image_exception.ImageChecksumMismatch(
+                    image=record.id, algorithm='size',
+                    actual='more than %d bytes' % record.size,
+                    expected=str(record.size))
+            if digest is not None:
+                digest.update(chunk)
+            try:
+                write(chunk)
+            except OSError as exc:
+                raise image_exception.ImageDownloadIncomplete(
+                    image=record.id, service=service, received=received,
+                    expected=size_text,
+                    reason=exception.one_line(exc)) from exc
+        if record.size is not None and received < record.size:
+            raise image_exception.ImageDownloadIncomplete(
+                image=record.id, service=service, received=received,
+                expected=size_text, reason='the data ended early')
+        if digest is not None and expected is not None:
+            actual = digest.hexdigest()
+            if actual != expected[1]:
+                raise image_exception.ImageChecksumMismatch(
+                    image=record.id, algorithm=expected[0], actual=actual,
+                    expected=expected[1])
+    finally:
+        if digest is not None:
+            digest.close()
+
+
+def write_verified(service: str, record: ImageRecord,
+                   chunks: Iterable[bytes], dest: Destination) -> None:
+    """Write ``chunks`` to ``dest`` and verify them against ``record``.
+
+    The common half of every service's :meth:`ImageService.download`.
+
+    :raises ImageChecksumMismatch: see :meth:`ImageService.download`.
+    :raises ImageDownloadIncomplete: see :meth:`ImageService.download`.
+    """
+    if not isinstance(dest, (str, os.PathLike)):
+        _write_to_fileobj(service, record, chunks, dest)
+        return
+    try:
+        with atomic_write(os.fspath(dest)) as out:
+            _copy_chunks(service, record, chunks, out.write)
+    except OSError as exc:
+        # Creating, syncing or renaming the file; a failed write is an
+        # incomplete download, raised with its byte counts above.
+        raise image_exception.ImageServiceError(
+            service=service, operation='download', image=record.id,
+            reason=exception.one_line(exc)) from exc
+
+
+def _write_to_fileobj(service: str, record: ImageRecord,
+                      chunks: Iterable[bytes],
+                      dest: typing.BinaryIO) -> None:
+    try:
+        start: int | None = dest.tell() if dest.seekable() else None
+    except OSError:
+        start = None
+    try:
+        _copy_chunks(service, record, chunks, dest.write)
+        dest.flush()
+    except BaseException:
+        if start is not None:
+            with contextlib.suppress(OSError):
+                dest.seek(start)
+                dest.truncate()
+        raise

@@ -1,0 +1,198 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""A download cache of images shared by every instance of a host.
+
+Nova's libvirt driver keeps its base images the same way: one file per
+image id, downloaded once and reused by every boot, removed by an age
+based sweep when no instance uses it (``manage_image_cache``). Two locks
+guard each image: a thread lock, because ``fcntl`` locks belong to the
+process and do not exclude another thread of it, and a file lock, so
+that several processes (the CLI beside a service) share the cache too.
+Whoever gets both first downloads; the others wait and then find the file.
+"""
+
+from collections.abc import Collection
+from collections.abc import Iterator
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+
+from compute_driver import exception
+from compute_driver.image import api
+
+LOG = logging.getLogger(__name__)
+
+#: Image ids become file names: a uuid, or at least nothing that walks out
+#: of the cache directory.
+_ID_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
+_LOCKS = '.locks'
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedImage:
+    """One image in the cache.
+
+    :param image_id: the image service's id.
+    :param path: the file holding its data.
+    :param size: bytes.
+    :param last_used: when it was last downloaded or handed out (epoch
+        seconds); what pruning goes by.
+    """
+
+    image_id: str
+    path: str
+    size: int
+    last_used: float
+
+
+class ImageCache:
+    """Images of one image service kept on local disk.
+
+    :param path: the cache directory; created (0700) when missing.
+    :param service: the image service images come from.
+    """
+
+    def __init__(self, path: str, service: api.ImageService) -> None:
+        self.path = os.path.abspath(path)
+        self.service = service
+        self._guard = threading.Lock()
+        self._thread_locks: dict[str, threading.Lock] = {}
+
+    def _check_id(self, image_id: str) -> None:
+        if not isinstance(image_id, str) or not _ID_RE.fullmatch(image_id):
+            raise exception.InvalidInput(
+                reason='image id %r cannot name a cache file' % (image_id,))
+
+    def path_of(self, image_id: str) -> str:
+        """Where ``image_id`` is, or would be, cached."""
+        self._check_id(image_id)
+        return os.path.join(self.path, image_id)
+
+    @contextlib.contextmanager
+    def lock(self, image_id: str) -> Iterator[None]:
+        """Hold the image's thread and file locks."""
+        self._check_id(image_id)
+        with self._guard:
+            thread_lock = self._thread_locks.setdefault(
+                image_id, threading.Lock())
+        with thread_lock:
+            lock_dir = os.path.join(self.path, _LOCKS)
+            os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+            # Lock files stay: removing one while another process waits on
+            # it would let a third lock a new file and both would proceed.
+            fd = os.open(os.path.join(lock_dir, image_id),
+                         os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def fetch(self, image_id: str) -> str:
+        """The path of the image's data, downloading it when not cached.
+
+        Concurrent calls for one uncached image download it once. A cached
+        image is handed out without asking the image service anything, so
+        a second boot transfers no byte; its time of use is renewed so
+        pruning keeps it.
+
+        :returns: the path of a verified, complete copy.
+        :raises: whatever :meth:`ImageService.download` raises; the cache
+            then holds nothing of the image.
+        """
+        path = self.path_of(image_id)
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        with self.lock(image_id):
+            if os.path.exists(path):
+                os.utime(path)
+                return path
+            LOG.info('Downloading image %s from the %s image service into '
+                     'the cache.', image_id, self.service.name)
+            self.service.download(image_id, path)
+            return path
+
+    def list(self) -> list[CachedImage]:
+        """Every cached image, oldest use first."""
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        images = []
+        for name in names:
+            # Dot names are the lock directory and partial downloads.
+            if name.startswith('.') or not _ID_RE.fullmatch(name):
+                continue
+            path = os.path.join(self.path, name)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                continue
+            images.append(CachedImage(image_id=name, path=path,
+                                      size=stat.st_size,
+                                      last_used=stat.st_mtime))
+        return sorted(images, key=lambda i: (i.last_used, i.image_id))
+
+    def remove(self, image_id: str) -> bool:
+        """Remove one image from the cache.
+
+        :returns: whether it was cached.
+        """
+        path = self.path_of(image_id)
+        with self.lock(image_id):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+            return True
+
+
+def prune(cache: ImageCache, max_age: float,
+          in_use: Collection[str] = (),
+          now: float | None = None) -> list[CachedImage]:
+    """Remove cached images unused for more than ``max_age`` seconds.
+
+    Nova's ``remove_unused_original_minimum_age_seconds``, applied to
+    this cache.
+
+    :param cache: the cache to sweep.
+    :param max_age: seconds since the last use after which an image goes.
+    :param in_use: image ids that stay whatever their age, e.g. those of
+        the host's instances.
+    :param now: the current time (epoch seconds); for tests.
+    :returns: the images removed.
+    """
+    if max_age < 0:
+        raise exception.InvalidInput(
+            reason='max_age must be 0 or more, got %r' % (max_age,))
+    limit = (time.time() if now is None else now) - max_age
+    removed = []
+    for image in cache.list():
+        if image.image_id in in_use or image.last_used > limit:
+            continue
+        with cache.lock(image.image_id):
+            # Used again between the listing and the lock: keep it.
+            try:
+                if os.stat(image.path).st_mtime > limit:
+                    continue
+                os.unlink(image.path)
+            except FileNotFoundError:
+                continue
+        LOG.info('Removed image %s from the cache: unused since %s.',
+                 image.image_id, time.ctime(image.last_used))
+        removed.append(image)
+    return removed

@@ -1,0 +1,157 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""An image service in a local directory: the standalone default.
+
+Each image is two files named by its id: ``ID.json`` (the record) and
+``ID.data`` (the bytes). Both are written to a temporary name and renamed,
+so a reader sees a whole image or none; the record is written after the
+data and removed before it, so a record always has its data. The
+directory is 0700 and the files 0600: images may hold secrets baked in.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import uuid
+
+from compute_driver import exception
+from compute_driver.image import api
+from compute_driver.image import exception as image_exception
+
+#: What an image id may be here: a uuid, or a name safe as a file name
+#: (ids come from users on the command line, and name files).
+_ID_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
+_META = '.json'
+_DATA = '.data'
+
+
+class LocalImageService(api.ImageService):
+    """Images kept in one directory of this host.
+
+    :param path: the directory; created (0700) when missing.
+    """
+
+    name = 'local'
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+
+    def _ensure_dir(self) -> None:
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+
+    def _file(self, image_id: str, suffix: str) -> str:
+        if not _ID_RE.fullmatch(image_id):
+            # Not a possible id: nothing to read, and never a path.
+            raise image_exception.ImageNotInService(
+                image=image_id, service=self.name)
+        return os.path.join(self.path, image_id + suffix)
+
+    def _read(self, image_id: str) -> api.ImageRecord | None:
+        try:
+            with open(self._file(image_id, _META), encoding='utf-8') as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise image_exception.ImageServiceError(
+                service=self.name, operation='read', image=image_id,
+                reason=exception.one_line(exc)) from exc
+        return api.ImageRecord(**data)
+
+    def _write_record(self, record: api.ImageRecord) -> None:
+        with api.atomic_write(self._file(record.id, _META)) as out:
+            out.write(json.dumps(dataclasses.asdict(record),
+                                 sort_keys=True).encode('utf-8'))
+
+    def list(self) -> list[api.ImageRecord]:
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        records = []
+        for name in names:
+            if name.endswith(_META) and not name.startswith('.'):
+                record = self._read(name[:-len(_META)])
+                # Deleted between listdir and open: not an image any more.
+                if record is not None:
+                    records.append(record)
+        return sorted(records, key=lambda r: (r.name, r.id))
+
+    def show(self, image: str) -> api.ImageRecord:
+        if _ID_RE.fullmatch(image):
+            record = self._read(image)
+            if record is not None:
+                return record
+        return api.find_by_name(self.name, image, self.list())
+
+    def download(self, image_id: str,
+                 dest: api.Destination) -> api.ImageRecord:
+        record = self._read(image_id)
+        if record is None:
+            raise image_exception.ImageNotInService(
+                image=image_id, service=self.name)
+        try:
+            source = open(self._file(image_id, _DATA), 'rb')
+        except FileNotFoundError:
+            # Deleted since the record was read.
+            raise image_exception.ImageNotInService(
+                image=image_id, service=self.name) from None
+        with source:
+            api.write_verified(self.name, record,
+                               iter(lambda: source.read(api.CHUNK_SIZE), b''),
+                               dest)
+        return record
+
+    def upload(self, name: str, src: api.Source, disk_format: str,
+               container_format: str,
+               properties: dict[str, str] | None = None,
+               min_ram: int = 0, min_disk: int = 0) -> api.ImageRecord:
+        image_id = str(uuid.uuid4())
+        self._ensure_dir()
+        data_path = self._file(image_id, _DATA)
+        try:
+            with api.open_source(src) as fileobj, \
+                    api.atomic_write(data_path) as out:
+                reader = api.HashingReader(fileobj)
+                for chunk in reader:
+                    out.write(chunk)
+            record = api.ImageRecord(
+                id=image_id, name=name, status='active',
+                disk_format=disk_format, container_format=container_format,
+                size=reader.hasher.size,
+                checksum=reader.hasher.md5.hexdigest(),
+                os_hash_algo=reader.hasher.algo,
+                os_hash_value=reader.hasher.os_hash.hexdigest(),
+                min_ram=min_ram, min_disk=min_disk,
+                properties={str(k): str(v)
+                            for k, v in (properties or {}).items()})
+            self._write_record(record)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(data_path)
+            if isinstance(exc, OSError):
+                raise image_exception.ImageUploadFailed(
+                    image=name, service=self.name,
+                    reason=exception.one_line(exc)) from exc
+            raise
+        return record
+
+    def delete(self, image_id: str) -> None:
+        if not _ID_RE.fullmatch(image_id):
+            return
+        # Record first: from then on the image is gone for every reader.
+        for suffix in (_META, _DATA):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._file(image_id, suffix))

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Measure image downloads from Glance against a plain HTTP GET.
+
+Starts a real Glance (compute_driver.testing.glance), uploads one image
+of ``--size-mib`` random bytes (1024 by default, the issue's 1 GiB) and
+then downloads it, interleaved ``--repeat`` times so machine load hits
+both alike:
+
+- ``get``: the peer, a plain HTTP GET of ``/v2/images/ID/file`` from the
+  same Glance with requests, written to a file in 1 MiB chunks and
+  fsynced (as Nova's own image download does), without any check;
+- ``get-sha512``: the same GET hashing the data with sha512 as it
+  arrives, the least a verified download costs, to tell the cost of
+  verifying from the cost of the rest;
+- ``ours``: ``GlanceImageService.download`` into a path: the same
+  transfer plus the record lookup, hashing (sha512 and MD5), size and
+  hash verification, fsync and rename.
+
+Each download runs in a fresh child process that reports its wall-clock
+time and its peak RSS growth while streaming (VmHWM after the transfer
+minus VmRSS before it, with the peak reset through /proc/self/clear_refs
+first). Prints each one's best and median throughput, the ratios of ours
+to the GET's (the issue's target: 0.8 or more) and to the hashing GET's,
+and the largest RSS growth (target: under 64 MiB). ``--min-ratio`` (on
+the best runs) and ``--max-rss-mib`` make it exit 1 when a target is
+missed.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MIB = 1024 * 1024
+
+
+def _rss_kib(field):
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError('no %s in /proc/self/status' % field)
+
+
+def child(kind, url, image_id, dest):
+    """One download in this process; prints {seconds, rss_growth_kib}."""
+    import requests
+
+    from compute_driver.image import glance
+    from keystoneauth1 import session as ks_session
+
+    service = glance.GlanceImageService(ks_session.Session(), [url],
+                                        num_retries=0)
+    # Imports and connection pools exist before the baseline, so the
+    # growth is the streaming's own.
+    requests.get(url + '/versions', timeout=30).close()
+    service.list()
+    with open('/proc/self/clear_refs', 'w') as refs:
+        refs.write('5')
+    before = _rss_kib('VmRSS')
+    started = time.perf_counter()
+    if kind in ('get', 'get-sha512'):
+        digest = hashlib.sha512() if kind == 'get-sha512' else None
+        with requests.get('%s/v2/images/%s/file' % (url, image_id),
+                          stream=True, timeout=60) as response:
+            response.raise_for_status()
+            with open(dest, 'wb') as out:
+                for chunk in response.iter_content(MIB):
+                    if digest is not None:
+                        digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+    else:
+        service.download(image_id, dest)
+    seconds = time.perf_counter() - started
+    growth = _rss_kib('VmHWM') - before
+    os.unlink(dest)
+    print(json.dumps({'seconds': seconds, 'rss_growth_kib': growth}))
+
+
+def _run_child(kind, url, image_id, workdir):
+    dest = os.path.join(workdir, 'download-%s' % kind)
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), '--child', kind, url,
+         image_id, dest],
+        check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _make_image(path, size_mib):
+    with open(path, 'wb') as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(MIB))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--size-mib', type=int, default=1024)
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--min-ratio', type=float)
+    parser.add_argument('--max-rss-mib', type=float)
+    parser.add_argument(
+        '--dest-dir',
+        help='Directory the downloads are written to (default: a new '
+             'temporary directory); /dev/shm takes the disk out of the '
+             'comparison.')
+    parser.add_argument('--child', nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return 0
+
+    from compute_driver.image import glance
+    from compute_driver.testing import glance as glance_server
+    from keystoneauth1 import session as ks_session
+
+    with tempfile.TemporaryDirectory(prefix='bench-image-') as workdir, \
+            glance_server.GlanceServer() as server:
+        source = os.path.join(workdir, 'source.raw')
+        _make_image(source, args.size_mib)
+        service = glance.GlanceImageService(ks_session.Session(),
+                                            [server.url], num_retries=0)
+        started = time.perf_counter()
+        record = service.upload('bench', source, 'raw', 'bare')
+        upload = time.perf_counter() - started
+        os.unlink(source)
+        print('image: %d MiB, uploaded in %.2f s (%.0f MiB/s)'
+              % (args.size_mib, upload, args.size_mib / upload))
+        kinds = ('get', 'get-sha512', 'ours')
+        results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+        for turn in range(args.repeat):
+            # Alternate the order: the page cache's write-back of the
+            # previous download slows the next one down.
+            for kind in kinds if turn % 2 == 0 else kinds[::-1]:
+                results[kind].append(_run_child(
+                    kind, server.url, record.id,
+                    args.dest_dir or workdir))
+    rates = {}
+    medians = {}
+    for kind, runs in results.items():
+        seconds = [r['seconds'] for r in runs]
+        rates[kind] = args.size_mib / min(seconds)
+        medians[kind] = args.size_mib / statistics.median(seconds)
+        print('%-10s best %.0f MiB/s, median %.0f MiB/s, peak RSS growth '
+              '%.1f MiB' % (kind, rates[kind], medians[kind],
+                            max(r['rss_growth_kib'] for r in runs) / 1024))
+    ratio = rates['ours'] / rates['get']
+    rss = max(r['rss_growth_kib'] for r in results['ours']) / 1024
+    print('ratio ours/get: best %.2f, median %.2f (target >= 0.8)'
+          % (ratio, medians['ours'] / medians['get']))
+    print('ratio ours/get-sha512: best %.2f, median %.2f'
+          % (rates['ours'] / rates['get-sha512'],
+             medians['ours'] / medians['get-sha512']))
+    print('our peak RSS growth: %.1f MiB (target < 64)' % rss)
+    failed = ((args.min_ratio is not None and ratio < args.min_ratio)
+              or (args.max_rss_mib is not None and rss > args.max_rss_mib))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
