@@ -59,8 +59,8 @@ import uuid as uuidlib
 import libvirt
 
 from compute_driver import flavors
-from compute_driver.libvirt import config
-from compute_driver.libvirt import host as libvirt_host
+from compute_driver.libvirt import connection
+from compute_driver.libvirt import mapping
 from compute_driver import loader
 from compute_driver import objects
 from compute_driver.testing import fixtures
@@ -106,14 +106,14 @@ def _raw_boot(conn, store, image, name):
         subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
                         image.disk_format, '-b', store.cached_base(image),
                         disk], check=True)
-        spec = config.GuestSpec(
+        spec = mapping.GuestSpec(
             instance=instance, virt_type='qemu', disk_path=disk,
             disk_format='qcow2',
             console_path=os.path.join(directory, 'console.log'),
-            boot=config.BootImage(kernel=image.kernel,
-                                  ramdisk=image.ramdisk,
-                                  cmdline=image.cmdline))
-        dom = conn.defineXML(config.domain_xml(spec))
+            boot=mapping.BootImage(kernel=image.kernel,
+                                   ramdisk=image.ramdisk,
+                                   cmdline=image.cmdline))
+        dom = conn.defineXML(mapping.domain_xml(spec))
     except BaseException:
         shutil.rmtree(directory)
         raise
@@ -226,7 +226,7 @@ def _spawn_throughput(backend, conn, flavor, prefix, made, parallel,
 
         def delete(name):
             for dom, directory in booted:
-                if dom.name() == config.domain_name(name):
+                if dom.name() == mapping.domain_name(name):
                     _raw_delete(dom, directory)
         return spawn, names, delete
 
@@ -326,7 +326,7 @@ def main():
     try:
         print('libvirt %s, %d domains on the host before, %d cores, '
               'load %.2f\n' % (
-                  '.'.join(map(str, libvirt_host.version_tuple(
+                  '.'.join(map(str, connection.version_tuple(
                       conn.getLibVersion()))),
                   len(conn.listAllDomains()), os.cpu_count(),
                   os.getloadavg()[0]), flush=True)
@@ -434,7 +434,7 @@ def main():
             backend.destroy(instance)
         for dom in conn.listAllDomains():
             # Raw rounds interrupted half-way.
-            if dom.name().startswith(config.domain_name(prefix)):
+            if dom.name().startswith(mapping.domain_name(prefix)):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
