@@ -249,10 +249,12 @@ def test_domain_undefined_out_of_band(backend):
 def test_spawn_failing_half_way_leaves_nothing(backend, monkeypatch):
     # libvirt defines the domain; qemu then refuses more vCPUs than the
     # pc machine type has, so the start fails after the disk, the
-    # directory and the domain were made. The check refusing a flavor
-    # larger than the host, which would stop it first, is lifted.
+    # directory and the domain were made. The checks refusing a flavor
+    # larger than the host, which would stop it first, are lifted: the
+    # whole-host check and the claim's vCPU limit.
     monkeypatch.setattr(contract, 'check_flavor_fits_host',
                         lambda flavor, resources: None)
+    backend.conf.set_override('cpu_allocation_ratio', 1000.0)
     flavor = objects.Flavor('cdfunc.wide', vcpus=300, memory_mb=128,
                             root_gb=1)
     instance = _new(backend, flavor=flavor)

@@ -17,6 +17,7 @@ without a metadata round trip per domain, spawns overlap outside the claim
 and a clean shutdown wakes on the Stopped event.
 """
 
+import dataclasses
 import json
 import threading
 
@@ -307,3 +308,33 @@ def test_clean_shutdown_times_out(backend, monkeypatch):
     assert not backend._events.wait_for_shutoff(dom, timeout=0,
                                                 retry_interval=1)
     assert not backend._events._stop_waiters
+
+
+def test_claim_checks_uniqueness_without_listing(backend, monkeypatch):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    _no_listing(monkeypatch)
+    same_uuid = dataclasses.replace(instance, name='cdunit-other')
+    same_name = test_libvirt._instance(backend.conf, instance.name)
+    for clash in (same_uuid, same_name):
+        with pytest.raises(exception.InstanceExists):
+            backend._check_unique(clash)
+    backend._check_unique(test_libvirt._instance(backend.conf, 'cdunit-new'))
+
+
+def test_claims_count_vcpus_under_the_allocation_ratio(backend):
+    # test:///default has 16 CPUs: four 16-vCPU guests fit under the
+    # default ratio of 4.0, a fifth does not.
+    wide = objects.Flavor('cdunit.wide', vcpus=16, memory_mb=32)
+    for number in range(4):
+        _spawn(backend, dataclasses.replace(
+            test_libvirt._instance(backend.conf, 'cdunit-wide%d' % number),
+            flavor=wide), power_on=False)
+    extra = dataclasses.replace(
+        test_libvirt._instance(backend.conf, 'cdunit-wide4'), flavor=wide)
+    with pytest.raises(exception.InsufficientResources) as caught:
+        _spawn(backend, extra)
+    assert caught.value.resource == 'vcpus'
+    assert extra.uuid not in backend.list_instance_uuids()
+    backend.conf.set_override('cpu_allocation_ratio', 5.0)
+    _spawn(backend, extra, power_on=False)
