@@ -69,12 +69,20 @@ URI = 'qemu:///system'
 IMAGE = 'cdtest-busybox'
 
 
+#: Every defined instance claims a vCPU, booted or not: the listed ones
+#: never run, so the claim's CPU allocation ratio is its maximum, which
+#: lets 500 of them onto a host of a few cores.
+CPU_ALLOCATION_RATIO = 1000.0
+
+
 def _conf(args):
-    return fixtures.make_conf('libvirt', {'libvirt': {
-        'virt_type': 'qemu', 'connection_uri': URI,
-        'images_path': args.images_path,
-        'instances_path': args.instances_path,
-        'lifecycle_event_delay': 0}})
+    return fixtures.make_conf('libvirt', {
+        'DEFAULT': {'cpu_allocation_ratio': CPU_ALLOCATION_RATIO},
+        'libvirt': {
+            'virt_type': 'qemu', 'connection_uri': URI,
+            'images_path': args.images_path,
+            'instances_path': args.instances_path,
+            'lifecycle_event_delay': 0}})
 
 
 def _timed(func, repeat):
@@ -317,10 +325,12 @@ def main():
     workdir = tempfile.mkdtemp(prefix=prefix)
     conf_file = os.path.join(workdir, 'compute-driver.conf')
     with open(conf_file, 'w', encoding='utf-8') as handle:
-        handle.write('[DEFAULT]\ncompute_driver = libvirt\n[libvirt]\n'
+        handle.write('[DEFAULT]\ncompute_driver = libvirt\n'
+                     'cpu_allocation_ratio = %s\n[libvirt]\n'
                      'virt_type = qemu\nconnection_uri = %s\n'
                      'images_path = %s\ninstances_path = %s\n' % (
-                         URI, args.images_path, args.instances_path))
+                         CPU_ALLOCATION_RATIO, URI, args.images_path,
+                         args.instances_path))
     made = []
     conn = libvirt.open(URI)
     try:

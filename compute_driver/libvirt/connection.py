@@ -13,9 +13,9 @@
 """The connection to libvirtd, its event loop and its version gates.
 
 :class:`Host` owns one ``virConnect`` and makes every call on it
-(:meth:`Host.call`). libvirt delivers domain events and
-notices a dropped connection only while an event loop runs, so the first
-:class:`Host` registers libvirt's default event implementation
+(:meth:`Host.call`). libvirt delivers domain events and notices a dropped
+connection only while an event loop runs, so the first :class:`Host`
+registers libvirt's default event implementation
 (``virEventRegisterDefaultImpl``) and starts one daemon thread that runs it
 for the whole process. Callbacks run on that thread; :class:`Host` hands
 them straight to the driver's callables, which must not block.
