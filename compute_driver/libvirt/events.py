@@ -14,12 +14,13 @@
 
 libvirt's event loop (:mod:`compute_driver.libvirt.connection`) calls
 :meth:`DomainEvents.on_domain_event` for every domain event; the events
-of this library's domains become :class:`~compute_driver.event.
-LifecycleEvent` objects handed to the driver's ``emit_event``. A Stopped
-event is held back for ``[libvirt] lifecycle_event_delay`` seconds and
-dropped when the domain starts again within that time, so a reboot does
-not look like a shutdown. A clean shutdown waits on the same events
-(:meth:`DomainEvents.wait_for_shutoff`) rather than polling.
+of this library's domains become lifecycle events
+(:class:`~compute_driver.event.LifecycleEvent`) handed to the driver's
+``emit_event``. A Stopped event is held back for ``[libvirt]
+lifecycle_event_delay`` seconds and dropped when the domain starts again
+within that time, so a reboot does not look like a shutdown. A clean
+shutdown waits on the same events (:meth:`DomainEvents.wait_for_shutoff`)
+rather than polling.
 """
 
 import logging
