@@ -125,10 +125,10 @@ class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
             fixtures.make_conf('libvirt', self.backend_options), 'libvirt')
         try:
             for image_id in self.snapshots:
-                backend.delete_snapshot(None, image_id)
+                backend.delete_snapshot(image_id)
             for record in backend.list_instance_records():
                 if record.instance.uuid in self.created:
-                    backend.destroy(None, record.instance, None)
+                    backend.destroy(record.instance)
         finally:
             backend.cleanup_host(self.host)
 
@@ -145,8 +145,7 @@ class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
             output = self.api.post_server_action(
                 server['id'], {'os-getConsoleOutput': {}})['output']
         self.assertIn(BOOT_LINE, self.backend(self.host).get_console_output(
-            None, self.backend(self.host).find_instance(
-                server['id']).instance))
+            self.backend(self.host).find_instance(server['id']).instance))
         self._delete_server(server)
         self.assertEqual(set(), self.backend_uuids(self.host))
 
