@@ -59,8 +59,8 @@ import uuid as uuidlib
 import libvirt
 
 from compute_driver import flavors
-from compute_driver.libvirt import config
-from compute_driver.libvirt import host as libvirt_host
+from compute_driver.libvirt import connection
+from compute_driver.libvirt import mapping
 from compute_driver import loader
 from compute_driver import objects
 from compute_driver.testing import fixtures
@@ -69,12 +69,20 @@ URI = 'qemu:///system'
 IMAGE = 'cdtest-busybox'
 
 
+#: Every defined instance claims a vCPU, booted or not: the listed ones
+#: never run, so the claim's CPU allocation ratio is its maximum, which
+#: lets 500 of them onto a host of a few cores.
+CPU_ALLOCATION_RATIO = 1000.0
+
+
 def _conf(args):
-    return fixtures.make_conf('libvirt', {'libvirt': {
-        'virt_type': 'qemu', 'connection_uri': URI,
-        'images_path': args.images_path,
-        'instances_path': args.instances_path,
-        'lifecycle_event_delay': 0}})
+    return fixtures.make_conf('libvirt', {
+        'DEFAULT': {'cpu_allocation_ratio': CPU_ALLOCATION_RATIO},
+        'libvirt': {
+            'virt_type': 'qemu', 'connection_uri': URI,
+            'images_path': args.images_path,
+            'instances_path': args.instances_path,
+            'lifecycle_event_delay': 0}})
 
 
 def _timed(func, repeat):
@@ -106,14 +114,14 @@ def _raw_boot(conn, store, image, name):
         subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
                         image.disk_format, '-b', store.cached_base(image),
                         disk], check=True)
-        spec = config.GuestSpec(
+        spec = mapping.GuestSpec(
             instance=instance, virt_type='qemu', disk_path=disk,
             disk_format='qcow2',
             console_path=os.path.join(directory, 'console.log'),
-            boot=config.BootImage(kernel=image.kernel,
-                                  ramdisk=image.ramdisk,
-                                  cmdline=image.cmdline))
-        dom = conn.defineXML(config.domain_xml(spec))
+            boot=mapping.BootImage(kernel=image.kernel,
+                                   ramdisk=image.ramdisk,
+                                   cmdline=image.cmdline))
+        dom = conn.defineXML(mapping.domain_xml(spec))
     except BaseException:
         shutil.rmtree(directory)
         raise
@@ -226,7 +234,7 @@ def _spawn_throughput(backend, conn, flavor, prefix, made, parallel,
 
         def delete(name):
             for dom, directory in booted:
-                if dom.name() == config.domain_name(name):
+                if dom.name() == mapping.domain_name(name):
                     _raw_delete(dom, directory)
         return spawn, names, delete
 
@@ -317,16 +325,18 @@ def main():
     workdir = tempfile.mkdtemp(prefix=prefix)
     conf_file = os.path.join(workdir, 'compute-driver.conf')
     with open(conf_file, 'w', encoding='utf-8') as handle:
-        handle.write('[DEFAULT]\ncompute_driver = libvirt\n[libvirt]\n'
+        handle.write('[DEFAULT]\ncompute_driver = libvirt\n'
+                     'cpu_allocation_ratio = %s\n[libvirt]\n'
                      'virt_type = qemu\nconnection_uri = %s\n'
                      'images_path = %s\ninstances_path = %s\n' % (
-                         URI, args.images_path, args.instances_path))
+                         CPU_ALLOCATION_RATIO, URI, args.images_path,
+                         args.instances_path))
     made = []
     conn = libvirt.open(URI)
     try:
         print('libvirt %s, %d domains on the host before, %d cores, '
               'load %.2f\n' % (
-                  '.'.join(map(str, libvirt_host.version_tuple(
+                  '.'.join(map(str, connection.version_tuple(
                       conn.getLibVersion()))),
                   len(conn.listAllDomains()), os.cpu_count(),
                   os.getloadavg()[0]), flush=True)
@@ -434,7 +444,7 @@ def main():
             backend.destroy(instance)
         for dom in conn.listAllDomains():
             # Raw rounds interrupted half-way.
-            if dom.name().startswith(config.domain_name(prefix)):
+            if dom.name().startswith(mapping.domain_name(prefix)):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)

@@ -25,6 +25,10 @@ domain without a usable entry is read from its metadata and added. Updates
 are serialised between processes with ``flock`` on ``.records.lock`` and
 replace the file atomically; an index that cannot be read or written
 costs round trips, never correctness.
+
+:class:`DomainRecords` is what the driver reads records through: a cache
+by domain uuid (records never change after spawn), filled from the index,
+else from the domain's metadata.
 """
 
 import contextlib
@@ -32,10 +36,14 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import typing
 
+import libvirt
+
 from compute_driver import exception
-from compute_driver.libvirt import config
+from compute_driver.libvirt import errors
+from compute_driver.libvirt import mapping
 from compute_driver import objects
 
 LOG = logging.getLogger(__name__)
@@ -64,7 +72,7 @@ def entry(records: dict[str, typing.Any], uuid: str,
     except (exception.InvalidInput, KeyError, TypeError, ValueError) as exc:
         LOG.debug('Ignoring the index entry of %s: %s', uuid, exc)
         return None
-    if record.uuid != uuid or config.domain_name(record.name) != domain_name:
+    if record.uuid != uuid or mapping.domain_name(record.name) != domain_name:
         LOG.debug('Ignoring the index entry of %s: it is not the record of '
                   'domain %s', uuid, domain_name)
         return None
@@ -140,3 +148,163 @@ class RecordIndex:
             json.dump({'version': _VERSION, 'records': records}, handle,
                       separators=(',', ':'), sort_keys=True)
         os.replace(self._temp, self.path)
+
+
+#: A listed instance of ours: its record, libvirt's state and reason.
+Listed = tuple[objects.Instance, int, int]
+
+
+class DomainRecords:
+    """The instance record of each domain, read once per process.
+
+    :param directory: ``instances_path``, where the index lives.
+    """
+
+    def __init__(self, directory: str) -> None:
+        # uuid -> the instance record of a domain of ours, or None for a
+        # domain that is not.
+        self._records: dict[str, objects.Instance | None] = {}
+        self._lock = threading.Lock()
+        self._index = RecordIndex(directory)
+
+    def of(self, dom: typing.Any) -> objects.Instance | None:
+        """The instance record of a domain, or ``None`` if not ours.
+
+        From the cache, else (one round trip) from the domain's metadata;
+        listings fill the cache from the index first (see :meth:`fill`).
+
+        :raises libvirtError: when the metadata cannot be read.
+        """
+        uuid = dom.UUIDString()
+        with self._lock:
+            if uuid in self._records:
+                return self._records[uuid]
+        record: objects.Instance | None = None
+        # The name, like the uuid, is known locally: no round trip.
+        if dom.name().startswith(mapping.DOMAIN_PREFIX):
+            try:
+                record = mapping.parse_metadata(dom.metadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                    mapping.METADATA_NS))
+            except libvirt.libvirtError as exc:
+                if errors.code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                if errors.code(exc) != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    raise
+            except exception.InvalidInput as exc:
+                LOG.warning('Ignoring domain %s: %s', dom.name(), exc)
+        with self._lock:
+            self._records[uuid] = record
+        return record
+
+    def fill(self, doms: list[typing.Any], listed: set[str]) -> None:
+        """Cache the record (or ``None``) of each of ``doms``.
+
+        Records not cached yet come from the index, read once; the
+        domains it lacks are read from their metadata, one round trip
+        each, and added to it, so that the next process need not.
+
+        :param listed: the uuids of every domain of the listing, for
+            dropping index entries of domains that are gone.
+        :raises libvirtError: when a domain's metadata cannot be read.
+        """
+        with self._lock:
+            misses = [d for d in doms if d.UUIDString() not in self._records]
+        if not misses:
+            return
+        indexed = self._index.load()
+        found = {}
+        unindexed = []
+        for dom in misses:
+            uuid = dom.UUIDString()
+            record = entry(indexed, uuid, dom.name())
+            if record is None:
+                unindexed.append(dom)
+            else:
+                found[uuid] = record
+        with self._lock:
+            self._records.update(found)
+        fresh = []
+        try:
+            for dom in unindexed:
+                record = self.of(dom)
+                if record is not None and record.uuid == dom.UUIDString():
+                    fresh.append(record)
+        finally:
+            stale = set(indexed) - listed
+            if fresh or stale:
+                self._index.update(add=fresh, keep=listed)
+
+    def ours(self, doms: list[typing.Any]
+             ) -> list[tuple[typing.Any, objects.Instance]]:
+        """The domains of ``doms`` (a whole listing) that are ours.
+
+        :raises libvirtError: when a record cannot be read.
+        """
+        listed = {d.UUIDString() for d in doms}
+        self._prune(listed)
+        self.fill(doms, listed)
+        result = []
+        for dom in doms:
+            record = self.of(dom)
+            if record is not None:
+                result.append((dom, record))
+        return result
+
+    def from_stats(self, stats: list[tuple[typing.Any, dict]]
+                   ) -> list[Listed]:
+        """Our instances in ``getAllDomainStats(STATE)`` output.
+
+        A domain whose record cannot be read is logged and skipped.
+        """
+        # Hot path for a service polling every instance: one pass, one
+        # lock, no per-domain call into libvirt beyond reading its uuid.
+        ours = []
+        misses = []
+        with self._lock:
+            cache = self._records
+            seen = set()
+            for dom, values in stats:
+                uuid = dom.UUIDString()
+                seen.add(uuid)
+                if uuid in cache:
+                    record = cache[uuid]
+                    if record is not None:
+                        ours.append((record, values.get('state.state', 0),
+                                     values.get('state.reason', 0)))
+                else:
+                    misses.append((dom, values))
+            for uuid in set(cache) - seen:
+                del cache[uuid]
+        try:
+            self.fill([dom for dom, _ in misses], seen)
+        except libvirt.libvirtError as exc:
+            # Read again one by one below, skipping the failing ones.
+            LOG.debug('Reading the records of a listing failed: %s', exc)
+        for dom, values in misses:
+            try:
+                record = self.of(dom)
+            except libvirt.libvirtError as exc:
+                LOG.warning('Skipping domain %s: %s', dom.name(), exc)
+                continue
+            if record is not None:
+                ours.append((record, values.get('state.state', 0),
+                             values.get('state.reason', 0)))
+        return ours
+
+    def add(self, instance: objects.Instance) -> None:
+        """Record a domain just defined for ``instance``."""
+        with self._lock:
+            self._records[instance.uuid] = instance
+        self._index.update(add=[instance])
+
+    def forget(self, uuid: str) -> None:
+        """Forget the record of a domain just undefined."""
+        with self._lock:
+            self._records.pop(uuid, None)
+        self._index.update(remove=[uuid])
+
+    def _prune(self, uuids: set[str]) -> None:
+        with self._lock:
+            for uuid in set(self._records) - uuids:
+                del self._records[uuid]

@@ -36,8 +36,8 @@ from compute_driver import driver as contract  # noqa: E402
 from compute_driver import event as virtevent  # noqa: E402
 from compute_driver import exception  # noqa: E402
 from compute_driver import flavors  # noqa: E402
-from compute_driver.libvirt import config  # noqa: E402
-from compute_driver.libvirt import host as libvirt_host  # noqa: E402
+from compute_driver.libvirt import connection  # noqa: E402
+from compute_driver.libvirt import mapping  # noqa: E402
 from compute_driver.libvirt import recordindex  # noqa: E402
 from compute_driver import loader  # noqa: E402
 from compute_driver import objects  # noqa: E402
@@ -152,7 +152,7 @@ def _assert_nothing_left(instance):
         uuids = [d.UUIDString() for d in conn.listAllDomains()]
     finally:
         conn.close()
-    assert config.domain_name(instance.name) not in names
+    assert mapping.domain_name(instance.name) not in names
     assert instance.uuid not in uuids
     assert not os.path.exists(os.path.join(INSTANCES_PATH, instance.uuid))
 
@@ -249,10 +249,12 @@ def test_domain_undefined_out_of_band(backend):
 def test_spawn_failing_half_way_leaves_nothing(backend, monkeypatch):
     # libvirt defines the domain; qemu then refuses more vCPUs than the
     # pc machine type has, so the start fails after the disk, the
-    # directory and the domain were made. The check refusing a flavor
-    # larger than the host, which would stop it first, is lifted.
+    # directory and the domain were made. The checks refusing a flavor
+    # larger than the host, which would stop it first, are lifted: the
+    # whole-host check and the claim's vCPU limit.
     monkeypatch.setattr(contract, 'check_flavor_fits_host',
                         lambda flavor, resources: None)
+    backend.conf.set_override('cpu_allocation_ratio', 1000.0)
     flavor = objects.Flavor('cdfunc.wide', vcpus=300, memory_mb=128,
                             root_gb=1)
     instance = _new(backend, flavor=flavor)
@@ -383,7 +385,7 @@ def test_cli_check_and_verify(cli):
 @pytest.mark.skipif(os.geteuid() != 0, reason='mknod needs root')
 def test_kvm_node_the_qemu_user_cannot_open_is_reported(conf, tmp_path):
     """Against libvirtd's own capabilities: who it runs QEMU as."""
-    host = libvirt_host.Host(URI, 'qemu')
+    host = connection.Host(URI, 'qemu')
     try:
         node = tmp_path / 'kvm'
         # A character device like /dev/kvm without being it (this one is
@@ -410,7 +412,7 @@ def test_host_identity_is_libvirtds_host_uuid(backend):
         caps = conn.getCapabilities()
     finally:
         conn.close()
-    expected = libvirt_host.ElementTree.fromstring(caps).findtext(
+    expected = connection.ElementTree.fromstring(caps).findtext(
         'host/uuid')
     assert expected
     assert backend.get_host_identity() == expected

@@ -145,8 +145,7 @@ class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
             output = self.api.post_server_action(
                 server['id'], {'os-getConsoleOutput': {}})['output']
         self.assertIn(BOOT_LINE, self.backend(self.host).get_console_output(
-            self.backend(self.host).find_instance(
-                server['id']).instance))
+            self.backend(self.host).find_instance(server['id']).instance))
         self._delete_server(server)
         self.assertEqual(set(), self.backend_uuids(self.host))
 

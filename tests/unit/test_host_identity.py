@@ -71,7 +71,7 @@ def test_libvirt_identity_is_the_host_uuid(tmp_path, monkeypatch, uuid,
                                  'libvirt')
     conn = mock.Mock()
     conn.getCapabilities.return_value = CAPS % uuid
-    monkeypatch.setattr(backend, '_call', lambda func: func(conn))
+    monkeypatch.setattr(backend._host, 'call', lambda func: func(conn))
     assert backend.get_host_identity() == expected
 
 
@@ -81,7 +81,7 @@ def test_libvirt_identity_unreachable_is_unavailable(tmp_path, monkeypatch):
 
     def fail(func):
         raise libvirt.libvirtError('connection closed')
-    monkeypatch.setattr(backend, '_call', fail)
+    monkeypatch.setattr(backend._host, 'call', fail)
     with pytest.raises(exception.HypervisorUnavailable):
         backend.get_host_identity()
 

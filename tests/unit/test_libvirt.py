@@ -36,9 +36,10 @@ from compute_driver.cmd import main  # noqa: E402
 from compute_driver import event as virtevent  # noqa: E402
 from compute_driver import exception  # noqa: E402
 from compute_driver import flavors  # noqa: E402
-from compute_driver.libvirt import config  # noqa: E402
+from compute_driver.libvirt import connection  # noqa: E402
 from compute_driver.libvirt import driver as libvirt_driver  # noqa: E402
-from compute_driver.libvirt import host as libvirt_host  # noqa: E402
+from compute_driver.libvirt import events  # noqa: E402
+from compute_driver.libvirt import mapping  # noqa: E402
 from compute_driver import loader  # noqa: E402
 from compute_driver import objects  # noqa: E402
 from compute_driver import power_state  # noqa: E402
@@ -99,11 +100,11 @@ def versions(monkeypatch):
     """
     def set_versions(libvirt=(9, 0, 0), hypervisor=(7, 2, 0),
                      hv_type='QEMU'):
-        monkeypatch.setattr(libvirt_host.Host, 'get_libvirt_version',
+        monkeypatch.setattr(connection.Host, 'get_libvirt_version',
                             lambda self: libvirt)
-        monkeypatch.setattr(libvirt_host.Host, 'get_hypervisor_version',
+        monkeypatch.setattr(connection.Host, 'get_hypervisor_version',
                             lambda self: hypervisor)
-        monkeypatch.setattr(libvirt_host.Host, 'get_hypervisor_type',
+        monkeypatch.setattr(connection.Host, 'get_hypervisor_type',
                             lambda self: hv_type)
     return set_versions
 
@@ -135,9 +136,9 @@ def _below(version):
     return (major - 1, 999, 999)
 
 
-@pytest.mark.parametrize('virt_type', sorted(libvirt_host.MIN_VERSIONS))
+@pytest.mark.parametrize('virt_type', sorted(connection.MIN_VERSIONS))
 def test_libvirt_minimum_boundary(make_driver, versions, virt_type):
-    gate = libvirt_host.MIN_VERSIONS[virt_type]
+    gate = connection.MIN_VERSIONS[virt_type]
     backend = make_driver(virt_type=virt_type)
     versions(libvirt=_below(gate.libvirt), hypervisor=(99, 0, 0),
              hv_type=_HV[virt_type])
@@ -167,7 +168,7 @@ def test_xen_on_libvirt_1_2_8_is_refused_and_1_2_9_accepted(
 
 @pytest.mark.parametrize('virt_type', ['kvm', 'qemu', 'xen'])
 def test_hypervisor_minimum_boundary(make_driver, versions, virt_type):
-    gate = libvirt_host.MIN_VERSIONS[virt_type]
+    gate = connection.MIN_VERSIONS[virt_type]
     backend = make_driver(virt_type=virt_type)
     versions(libvirt=(9, 0, 0), hypervisor=_below(gate.hypervisor),
              hv_type=gate.hypervisor_name)
@@ -187,10 +188,10 @@ def test_hypervisor_minimum_only_for_its_connection_type(make_driver,
     backend.init_host('test')
 
 
-@pytest.mark.parametrize('virt_type', sorted(libvirt_host.MIN_VERSIONS))
+@pytest.mark.parametrize('virt_type', sorted(connection.MIN_VERSIONS))
 def test_next_minimum_warns_below_only(make_driver, versions, caplog,
                                        virt_type):
-    upcoming = libvirt_host.NEXT_MIN_VERSIONS[virt_type]
+    upcoming = connection.NEXT_MIN_VERSIONS[virt_type]
     backend = make_driver(virt_type=virt_type)
     hypervisor = upcoming.hypervisor or (99, 0, 0)
     versions(libvirt=_below(upcoming.libvirt), hypervisor=hypervisor,
@@ -208,12 +209,12 @@ def test_next_minimum_warns_below_only(make_driver, versions, caplog,
 
 def test_minimum_tables_cover_every_virt_type():
     from compute_driver.libvirt import conf as libvirt_conf
-    assert (sorted(libvirt_host.MIN_VERSIONS) ==
-            sorted(libvirt_host.NEXT_MIN_VERSIONS) ==
+    assert (sorted(connection.MIN_VERSIONS) ==
+            sorted(connection.NEXT_MIN_VERSIONS) ==
             sorted(libvirt_conf.DEFAULT_URIS))
-    for virt_type, gate in libvirt_host.MIN_VERSIONS.items():
-        assert gate.libvirt >= libvirt_host.MIN_LIBVIRT_VERSION
-        assert libvirt_host.NEXT_MIN_VERSIONS[virt_type].libvirt > \
+    for virt_type, gate in connection.MIN_VERSIONS.items():
+        assert gate.libvirt >= connection.MIN_LIBVIRT_VERSION
+        assert connection.NEXT_MIN_VERSIONS[virt_type].libvirt > \
             gate.libvirt
 
 
@@ -271,8 +272,8 @@ def _instance(conf, name='cdunit-vm', flavor='m1.nano'):
 def _assert_nothing_left(backend, instance, tmp_path):
     assert instance.uuid not in backend.list_instance_uuids()
     assert not (tmp_path / 'instances' / instance.uuid).exists()
-    conn = backend._conn()
-    assert config.domain_name(instance.name) not in [
+    conn = backend._host.get_connection()
+    assert mapping.domain_name(instance.name) not in [
         d.name() for d in conn.listAllDomains()]
 
 
@@ -320,7 +321,7 @@ def test_domain_undefined_out_of_band(make_driver, tmp_path):
     instance = _instance(backend.conf)
     backend.spawn(instance, power_on=False)
     assert instance.uuid in backend.list_instance_uuids()
-    backend._conn().lookupByUUIDString(instance.uuid).undefine()
+    backend._host.get_connection().lookupByUUIDString(instance.uuid).undefine()
     assert instance.uuid not in [r.instance.uuid for r in
                                  backend.list_instance_records()]
     with pytest.raises(exception.InstanceNotFound):
@@ -333,7 +334,7 @@ def test_foreign_domains_are_not_listed(make_driver):
     backend = make_driver()
     backend.init_host('test')
     # test:///default comes with a domain named "test".
-    names = [d.name() for d in backend._conn().listAllDomains()]
+    names = [d.name() for d in backend._host.get_connection().listAllDomains()]
     assert 'test' in names
     assert 'test' not in backend.list_instances()
 
@@ -358,7 +359,7 @@ def test_foreign_domains_are_not_listed(make_driver):
     (libvirt.VIR_DOMAIN_NOSTATE, 0, None, power_state.NOSTATE),
 ])
 def test_map_state(state, reason, saved, expected):
-    assert libvirt_driver.map_state(state, reason, saved) == expected
+    assert mapping.map_state(state, reason, saved) == expected
 
 
 @pytest.mark.parametrize('event,detail,expected', [
@@ -380,7 +381,7 @@ def test_map_state(state, reason, saved, expected):
     (libvirt.VIR_DOMAIN_EVENT_SHUTDOWN, 0, None),
 ])
 def test_map_event(event, detail, expected):
-    assert libvirt_driver.map_event(event, detail) == expected
+    assert events.map_event(event, detail) == expected
 
 
 def test_stopped_is_held_and_cancelled_by_started(make_driver):
@@ -388,14 +389,16 @@ def test_stopped_is_held_and_cancelled_by_started(make_driver):
     recorder = fixtures.EventRecorder()
     backend.register_event_listener(recorder)
     uuid = '11111111-2222-3333-4444-555555555555'
-    name = config.domain_name('held')
-    backend._on_domain_event(uuid, name, libvirt.VIR_DOMAIN_EVENT_STOPPED,
-                             libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
-    assert uuid in backend._pending_stops
-    backend._on_domain_event(uuid, name, libvirt.VIR_DOMAIN_EVENT_STARTED,
-                             libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    name = mapping.domain_name('held')
+    backend._events.on_domain_event(
+        uuid, name, libvirt.VIR_DOMAIN_EVENT_STOPPED,
+        libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
+    assert uuid in backend._events._held_stops
+    backend._events.on_domain_event(
+        uuid, name, libvirt.VIR_DOMAIN_EVENT_STARTED,
+        libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
     recorder.wait_for(uuid, virtevent.EVENT_LIFECYCLE_STARTED)
-    assert uuid not in backend._pending_stops
+    assert uuid not in backend._events._held_stops
     assert recorder.transitions(uuid) == [virtevent.EVENT_LIFECYCLE_STARTED]
 
 
@@ -404,9 +407,9 @@ def test_stopped_is_emitted_after_the_delay(make_driver):
     recorder = fixtures.EventRecorder()
     backend.register_event_listener(recorder)
     uuid = '11111111-2222-3333-4444-666666666666'
-    backend._on_domain_event(uuid, config.domain_name('held'),
-                             libvirt.VIR_DOMAIN_EVENT_STOPPED,
-                             libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
+    backend._events.on_domain_event(
+        uuid, mapping.domain_name('held'), libvirt.VIR_DOMAIN_EVENT_STOPPED,
+        libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
     recorder.wait_for(uuid, virtevent.EVENT_LIFECYCLE_STOPPED, timeout=10)
 
 
@@ -415,9 +418,9 @@ def test_events_of_foreign_domains_are_ignored(make_driver):
     recorder = fixtures.EventRecorder()
     backend.register_event_listener(recorder)
     uuid = '11111111-2222-3333-4444-777777777777'
-    backend._on_domain_event(uuid, 'not-ours',
-                             libvirt.VIR_DOMAIN_EVENT_STARTED, 0)
-    assert backend._pending_stops == {}
+    backend._events.on_domain_event(uuid, 'not-ours',
+                                    libvirt.VIR_DOMAIN_EVENT_STARTED, 0)
+    assert backend._events._held_stops == {}
     with pytest.raises(AssertionError):
         recorder.wait_for(uuid, virtevent.EVENT_LIFECYCLE_STARTED,
                           timeout=0.5)
@@ -432,11 +435,11 @@ def _spec(virt_type, tmp_path, vm_mode='hvm', kernel=True,
     instance = _instance(conf, flavor='m1.micro')
     instance = dataclasses.replace(instance, metadata={
         'quoting': 'a & b <c> "d"'})
-    boot = config.BootImage(
+    boot = mapping.BootImage(
         kernel='/images/vmlinuz' if kernel else None,
         ramdisk='/images/initrd' if kernel else None,
         cmdline='root=/dev/xvda', vm_mode=vm_mode)
-    return config.GuestSpec(
+    return mapping.GuestSpec(
         instance=instance, virt_type=virt_type, disk_path='/inst/disk',
         disk_format=disk_format, console_path='/inst/console.log',
         boot=boot)
@@ -457,13 +460,13 @@ def _validate(xml, tmp_path):
     ('kvm', 'hvm', True), ('qemu', 'hvm', False), ('xen', 'xen', True),
     ('xen', 'xen', False), ('xen', 'hvm', False), ('lxc', 'hvm', False)])
 def test_domain_xml_validates(tmp_path, virt_type, vm_mode, kernel):
-    _validate(config.domain_xml(_spec(virt_type, tmp_path, vm_mode, kernel)),
+    _validate(mapping.domain_xml(_spec(virt_type, tmp_path, vm_mode, kernel)),
               tmp_path)
 
 
 def test_xen_pv_xml(tmp_path):
     spec = _spec('xen', tmp_path, vm_mode='xen')
-    root = config.domain_element(spec)
+    root = mapping.domain_element(spec)
     assert root.get('type') == 'xen'
     assert root.findtext('os/type') == 'xen'
     assert root.findtext('os/kernel') == '/images/vmlinuz'
@@ -478,14 +481,14 @@ def test_xen_pv_xml(tmp_path):
 
 
 def test_xen_pv_without_kernel_uses_pygrub(tmp_path):
-    root = config.domain_element(_spec('xen', tmp_path, vm_mode='xen',
-                                       kernel=False))
+    root = mapping.domain_element(_spec('xen', tmp_path, vm_mode='xen',
+                                        kernel=False))
     assert root.findtext('bootloader') == 'pygrub'
     assert root.find('os/kernel') is None
 
 
 def test_xen_hvm_xml(tmp_path):
-    root = config.domain_element(_spec('xen', tmp_path, kernel=False))
+    root = mapping.domain_element(_spec('xen', tmp_path, kernel=False))
     assert root.get('type') == 'xen'
     assert root.findtext('os/type') == 'hvm'
     assert root.find('devices/serial/source').get('path') == \
@@ -493,7 +496,7 @@ def test_xen_hvm_xml(tmp_path):
 
 
 def test_lxc_xml(tmp_path):
-    root = config.domain_element(_spec('lxc', tmp_path, kernel=False))
+    root = mapping.domain_element(_spec('lxc', tmp_path, kernel=False))
     assert root.get('type') == 'lxc'
     assert root.findtext('os/type') == 'exe'
     assert root.findtext('os/init') == '/sbin/init'
@@ -501,13 +504,13 @@ def test_lxc_xml(tmp_path):
     assert filesystem.find('target').get('dir') == '/'
     assert filesystem.find('source').get('file') == '/inst/disk'
     assert filesystem.find('driver').get('type') == 'nbd'
-    raw = config.domain_element(_spec('lxc', tmp_path, kernel=False,
-                                      disk_format='raw'))
+    raw = mapping.domain_element(_spec('lxc', tmp_path, kernel=False,
+                                       disk_format='raw'))
     assert raw.find('devices/filesystem/driver').get('type') == 'loop'
 
 
 def test_kvm_xml_boots_the_kernel_and_logs_the_serial_port(tmp_path):
-    root = config.domain_element(_spec('kvm', tmp_path))
+    root = mapping.domain_element(_spec('kvm', tmp_path))
     assert root.get('type') == 'kvm'
     assert root.findtext('os/type') == 'hvm'
     assert root.findtext('os/kernel') == '/images/vmlinuz'
@@ -520,17 +523,17 @@ def test_kvm_xml_boots_the_kernel_and_logs_the_serial_port(tmp_path):
 @pytest.mark.parametrize('virt_type', ['kvm', 'xen', 'lxc'])
 def test_metadata_round_trip(tmp_path, virt_type):
     spec = _spec(virt_type, tmp_path)
-    xml = config.domain_xml(spec)
-    assert config.parse_metadata(xml) == spec.instance
-    assert config.parse_metadata(
-        config.metadata_xml(spec.instance)) == spec.instance
+    xml = mapping.domain_xml(spec)
+    assert mapping.parse_metadata(xml) == spec.instance
+    assert mapping.parse_metadata(
+        mapping.metadata_xml(spec.instance)) == spec.instance
 
 
 def test_parse_metadata_refuses_foreign_xml():
     with pytest.raises(exception.InvalidInput):
-        config.parse_metadata('<domain><name>x</name></domain>')
+        mapping.parse_metadata('<domain><name>x</name></domain>')
     with pytest.raises(exception.InvalidInput):
-        config.parse_metadata('not xml')
+        mapping.parse_metadata('not xml')
 
 
 def test_xen_domain_is_accepted_by_the_test_driver(make_driver, versions,
@@ -541,7 +544,8 @@ def test_xen_domain_is_accepted_by_the_test_driver(make_driver, versions,
     instance = _instance(backend.conf)
     backend.spawn(instance)
     assert backend.get_info(instance).state == power_state.RUNNING
-    xml = backend._conn().lookupByUUIDString(instance.uuid).XMLDesc(0)
+    conn = backend._host.get_connection()
+    xml = conn.lookupByUUIDString(instance.uuid).XMLDesc(0)
     assert "type='xen'" in xml.split('\n')[0]
     backend.destroy(instance)
     _assert_nothing_left(backend, instance, tmp_path)
@@ -550,11 +554,11 @@ def test_xen_domain_is_accepted_by_the_test_driver(make_driver, versions,
 def test_parse_metadata_as_libvirt_returns_it(tmp_path):
     # virDomainGetMetadata drops the namespace of the element it returns.
     instance = _spec('kvm', tmp_path).instance
-    text = config.metadata_xml(instance).replace(
+    text = mapping.metadata_xml(instance).replace(
         'cdinst:', '').replace(
-        ' xmlns:cdinst="%s"' % config.METADATA_NS, '')
+        ' xmlns:cdinst="%s"' % mapping.METADATA_NS, '')
     assert 'xmlns' not in text
-    assert config.parse_metadata(text) == instance
+    assert mapping.parse_metadata(text) == instance
 
 
 def test_listing_errors_are_typed(make_driver, monkeypatch):
@@ -588,7 +592,7 @@ def _nobody():
 
 def test_kvm_node_only_root_can_open_is_reported_with_the_fix():
     uid, gid = _nobody()
-    message = libvirt_host.kvm_access_problem(
+    message = connection.kvm_access_problem(
         '/dev/kvm', _node(0, 0, 0o600), uid, gid)
     assert message.startswith(
         "/dev/kvm is root:root 0600, which libvirt's QEMU user nobody "
@@ -608,17 +612,17 @@ def test_kvm_node_the_qemu_user_can_open_is_fine(owner, group, mode):
     uid, gid = _nobody()
     st = _node(uid if owner == 'user' else owner,
                gid if group == 'group' else group, mode)
-    assert libvirt_host.kvm_access_problem('/dev/kvm', st, uid, gid) is None
+    assert connection.kvm_access_problem('/dev/kvm', st, uid, gid) is None
 
 
 def test_kvm_node_readable_but_not_writable_is_reported():
     uid, gid = _nobody()
-    assert libvirt_host.kvm_access_problem(
+    assert connection.kvm_access_problem(
         '/dev/kvm', _node(0, gid, 0o640), uid, gid)
 
 
 def test_qemu_running_as_root_can_open_anything():
-    assert libvirt_host.kvm_access_problem(
+    assert connection.kvm_access_problem(
         '/dev/kvm', _node(0, 0, 0o600), 0, 0) is None
 
 
@@ -629,7 +633,7 @@ def test_qemu_running_as_root_can_open_anything():
     ('test:///default', False),
 ])
 def test_only_local_qemu_connections_look_at_the_device(uri, local):
-    host = libvirt_host.Host(uri, 'qemu')
+    host = connection.Host(uri, 'qemu')
     assert host.is_local_qemu() is local
     if not local:
         # No connection is made and no device is looked at.
@@ -645,7 +649,7 @@ def test_cli_check_prints_a_host_warning_on_one_line(tmp_path, monkeypatch,
         '[libvirt]\nvirt_type = qemu\nconnection_uri = %s\n'
         'images_path = %s\ninstances_path = %s\n' % (
             TEST_URI, images, tmp_path / 'instances'))
-    monkeypatch.setattr(libvirt_host.Host, 'kvm_device_warnings',
+    monkeypatch.setattr(connection.Host, 'kvm_device_warnings',
                         lambda self: ['/dev/kvm is root:root 0600, ...'])
     rc = main.main(['--config-file', str(conf_file), 'check', '-f', 'json'])
     out, err = capsys.readouterr()

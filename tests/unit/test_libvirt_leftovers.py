@@ -25,8 +25,8 @@ libvirt = pytest.importorskip('libvirt')
 
 from compute_driver import exception  # noqa: E402
 from compute_driver import leftovers  # noqa: E402
-from compute_driver.libvirt import config  # noqa: E402
-from compute_driver.libvirt import imagestore  # noqa: E402
+from compute_driver.libvirt import images  # noqa: E402
+from compute_driver.libvirt import mapping  # noqa: E402
 from compute_driver.testing import fixtures  # noqa: E402
 from tests.unit import test_libvirt  # noqa: E402
 
@@ -74,7 +74,7 @@ def samples(tmp_path):
     ('zeros.raw', 'raw', ''), ('tiny.raw', 'raw', ''),
 ])
 def test_inspect_format(samples, name, expected, unsafe):
-    found = imagestore.inspect_format(str(samples / name))
+    found = images.inspect_format(str(samples / name))
     assert found.format == expected
     assert unsafe in found.unsafe
     assert bool(found.unsafe) == bool(unsafe)
@@ -87,15 +87,15 @@ def test_data_file_named_without_the_feature_bit_is_unsafe(samples):
     data = bytearray(path.read_bytes())
     data[72:80] = b'\0' * 8
     path.write_bytes(bytes(data))
-    assert 'data file' in imagestore.inspect_format(str(path)).unsafe
+    assert 'data file' in images.inspect_format(str(path)).unsafe
 
 
 def test_corrupt_qcow2_header(tmp_path):
     path = tmp_path / 'bad.qcow2'
     path.write_bytes(b'QFI\xfb' + b'\xff' * 200)
-    assert 'corrupt' in imagestore.inspect_format(str(path)).unsafe
+    assert 'corrupt' in images.inspect_format(str(path)).unsafe
     path.write_bytes(b'QFI\xfb\0\0')
-    assert 'truncated' in imagestore.inspect_format(str(path)).unsafe
+    assert 'truncated' in images.inspect_format(str(path)).unsafe
 
 
 @pytest.mark.parametrize('name, declared, error', [
@@ -110,7 +110,7 @@ def test_corrupt_qcow2_header(tmp_path):
 ])
 def test_check_image_file_refuses(samples, name, declared, error):
     with pytest.raises(error) as caught:
-        imagestore.check_image_file('img1', str(samples / name), declared)
+        images.check_image_file('img1', str(samples / name), declared)
     assert caught.value.image == 'img1'
     assert 'img1' in str(caught.value)
     if error is exception.ImageFormatMismatch:
@@ -125,7 +125,7 @@ def test_check_image_file_refuses(samples, name, declared, error):
     ('plain.qcow2', 'qcow2'), ('v2.qcow2', 'qcow2'), ('zeros.raw', 'raw'),
     ('a.iso', 'raw')])
 def test_check_image_file_accepts(samples, name, declared):
-    imagestore.check_image_file('img1', str(samples / name), declared)
+    images.check_image_file('img1', str(samples / name), declared)
 
 
 def test_qemu_img_catches_what_the_header_hides(tmp_path):
@@ -135,9 +135,9 @@ def test_qemu_img_catches_what_the_header_hides(tmp_path):
     # The L1 table's offset (header bytes 40-47) not cluster-aligned.
     data[40:48] = (513).to_bytes(8, 'big')
     path.write_bytes(bytes(data))
-    imagestore.check_image_file('broken', str(path), 'qcow2')
+    images.check_image_file('broken', str(path), 'qcow2')
     with pytest.raises(exception.ImageUnacceptable):
-        imagestore.check_with_qemu_img('broken', str(path), 'qcow2')
+        images.check_with_qemu_img('broken', str(path), 'qcow2')
 
 
 def _declare(images, file_name, disk_format):
@@ -363,7 +363,7 @@ def test_partial_base_copy_is_swept(test_driver, tmp_path):
 
 def test_domain_of_someone_else_is_left_alone(test_driver, tmp_path):
     uuid = '0b0c4b4e-5a7d-4d1e-9a39-3c4a4c2f9d55'
-    conn = test_driver._conn()
+    conn = test_driver._host.get_connection()
     dom = conn.defineXML(
         "<domain type='test'><name>foreign-%s</name><uuid>%s</uuid>"
         "<memory>8192</memory><os><type>hvm</type></os></domain>"
@@ -383,7 +383,7 @@ def _raise(exc):
 
 
 def test_domain_name_helper_is_the_drivers():
-    assert config.domain_name('x').endswith('x')
+    assert mapping.domain_name('x').endswith('x')
 
 
 def test_cli_cleanup_lists_then_removes(tmp_path, capsys):
@@ -433,7 +433,7 @@ _CAPS = """<capabilities><host>
 ])
 def test_dac_label(make_driver, monkeypatch, virt_type, caps, expected):
     backend = make_driver(virt_type=virt_type)
-    conn = backend._conn()
+    conn = backend._host.get_connection()
     monkeypatch.setattr(type(conn), 'getCapabilities', lambda self: caps)
     assert backend._host.get_dac_label() == expected
 

@@ -17,6 +17,7 @@ without a metadata round trip per domain, spawns overlap outside the claim
 and a clean shutdown wakes on the Stopped event.
 """
 
+import dataclasses
 import json
 import threading
 
@@ -24,7 +25,7 @@ import libvirt
 import pytest
 
 from compute_driver import exception
-from compute_driver.libvirt import config
+from compute_driver.libvirt import mapping
 from compute_driver.libvirt import recordindex
 from compute_driver import objects
 from compute_driver import power_state
@@ -93,17 +94,17 @@ def test_find_instance_looks_one_domain_up(backend, make_driver,
     found = fresh.find_instance(instances[2].uuid.upper())
     assert found.instance == instances[2]
     assert found.info.state == power_state.RUNNING
-    assert reads == [config.domain_name(i.name) for i in instances[1:]]
+    assert reads == [mapping.domain_name(i.name) for i in instances[1:]]
 
 
 def test_find_instance_misses(backend, monkeypatch):
     instance = test_libvirt._instance(backend.conf)
     _spawn(backend, instance)
     _no_listing(monkeypatch)
-    foreign = backend._conn().lookupByName('test')
+    foreign = backend._host.get_connection().lookupByName('test')
     for ref in ('test', foreign.UUIDString(), 'cdunit-nothing',
                 '00000000-0000-0000-0000-000000000000',
-                config.domain_name(instance.name)):
+                mapping.domain_name(instance.name)):
         with pytest.raises(exception.InstanceNotFound):
             backend.find_instance(ref)
 
@@ -282,25 +283,58 @@ class _StoppingDomain:
 def test_clean_shutdown_wakes_on_the_stopped_event(backend, monkeypatch):
     # Were the event not awaited, the wait would last the whole timeout
     # and read the state far more often.
-    monkeypatch.setattr('compute_driver.libvirt.driver._SHUTOFF_POLL', 600)
+    monkeypatch.setattr('compute_driver.libvirt.events._SHUTOFF_POLL', 600)
     dom = _StoppingDomain('6f1c1a52-8d7e-4b7e-9a55-7c1d2f3e4a5b')
 
     def guest():
         assert dom.shutdown_requested.wait(60)
         dom.off = True
-        backend._on_domain_event(dom.uuid, config.domain_name('cdunit-x'),
-                                 libvirt.VIR_DOMAIN_EVENT_STOPPED,
-                                 libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
+        backend._events.on_domain_event(
+            dom.uuid, mapping.domain_name('cdunit-x'),
+            libvirt.VIR_DOMAIN_EVENT_STOPPED,
+            libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
 
     thread = threading.Thread(target=guest)
     thread.start()
-    assert backend._wait_for_shutoff(dom, timeout=600, retry_interval=600)
+    assert backend._events.wait_for_shutoff(dom, timeout=600,
+                                            retry_interval=600)
     thread.join(60)
     assert dom.state_calls == 2
-    assert not backend._stop_waiters
+    assert not backend._events._stop_waiters
 
 
 def test_clean_shutdown_times_out(backend, monkeypatch):
     dom = _StoppingDomain('6f1c1a52-8d7e-4b7e-9a55-7c1d2f3e4a5c')
-    assert not backend._wait_for_shutoff(dom, timeout=0, retry_interval=1)
-    assert not backend._stop_waiters
+    assert not backend._events.wait_for_shutoff(dom, timeout=0,
+                                                retry_interval=1)
+    assert not backend._events._stop_waiters
+
+
+def test_claim_checks_uniqueness_without_listing(backend, monkeypatch):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    _no_listing(monkeypatch)
+    same_uuid = dataclasses.replace(instance, name='cdunit-other')
+    same_name = test_libvirt._instance(backend.conf, instance.name)
+    for clash in (same_uuid, same_name):
+        with pytest.raises(exception.InstanceExists):
+            backend._check_unique(clash)
+    backend._check_unique(test_libvirt._instance(backend.conf, 'cdunit-new'))
+
+
+def test_claims_count_vcpus_under_the_allocation_ratio(backend):
+    # test:///default has 16 CPUs: four 16-vCPU guests fit under the
+    # default ratio of 4.0, a fifth does not.
+    wide = objects.Flavor('cdunit.wide', vcpus=16, memory_mb=32)
+    for number in range(4):
+        _spawn(backend, dataclasses.replace(
+            test_libvirt._instance(backend.conf, 'cdunit-wide%d' % number),
+            flavor=wide), power_on=False)
+    extra = dataclasses.replace(
+        test_libvirt._instance(backend.conf, 'cdunit-wide4'), flavor=wide)
+    with pytest.raises(exception.InsufficientResources) as caught:
+        _spawn(backend, extra)
+    assert caught.value.resource == 'vcpus'
+    assert extra.uuid not in backend.list_instance_uuids()
+    backend.conf.set_override('cpu_allocation_ratio', 5.0)
+    _spawn(backend, extra, power_on=False)

@@ -245,30 +245,27 @@ def check_with_qemu_img(name: str, path: str, disk_format: str) -> None:
             image=name, reason='qemu-img reports a backing or data file')
 
 
-@dataclasses.dataclass(frozen=True)
-class StoreImage:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoreImage(objects.ImageMeta):
     """One image of the store, with absolute paths.
 
-    :param name: the image's name (its metadata file without ``.json``).
-    :param path: the disk file.
+    What the backend's ``_get_image`` returns: the contract's
+    :class:`~compute_driver.objects.ImageMeta` (``min_ram`` in MiB,
+    ``min_disk`` in GiB, free-form string ``properties``) plus what the
+    domain and the disk are made from.
+
     :param disk_format: ``qcow2`` or ``raw``.
+    :param path: the disk file.
     :param kernel: a kernel for direct boot, or ``None``.
     :param ramdisk: its initial ramdisk, or ``None``.
     :param cmdline: the kernel command line.
-    :param min_ram: MiB the guest needs.
-    :param min_disk: GiB the guest needs.
-    :param properties: free-form string properties.
     """
 
-    name: str
+    disk_format: str = 'raw'
     path: str
-    disk_format: str
     kernel: str | None = None
     ramdisk: str | None = None
     cmdline: str = ''
-    min_ram: int = 0
-    min_disk: int = 0
-    properties: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def is_snapshot(self) -> bool:
@@ -346,6 +343,7 @@ class ImageStore:
             cmdline=str(data.get('cmdline') or ''),
             min_ram=int(data.get('min_ram') or 0),
             min_disk=int(data.get('min_disk') or 0),
+            container_format='bare',
             properties={str(k): str(v) for k, v in
                         (data.get('properties') or {}).items()})
 
@@ -364,7 +362,8 @@ class ImageStore:
         for name in self.names():
             try:
                 images.append(self._load(name))
-            except (OSError, ValueError, TypeError) as exc:
+            except (OSError, ValueError, TypeError,
+                    exception.InvalidInput) as exc:
                 LOG.warning('Skipping image %s: %s', name, exc)
         return images
 
@@ -381,7 +380,8 @@ class ImageStore:
             image = self._load(name)
         except FileNotFoundError:
             raise self._not_found(name) from None
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError,
+                exception.InvalidInput) as exc:
             raise self._not_found(
                 '%s (unreadable metadata: %s)' % (name, exc)) from None
         for path in (image.path, image.kernel, image.ramdisk):

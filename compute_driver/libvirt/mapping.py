@@ -10,7 +10,11 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Domain XML for each ``virt_type`` and the instance record inside it.
+"""Instances as libvirt domains: the domain XML, the record, the state.
+
+Domain XML for each ``virt_type`` and the instance record inside it, and
+libvirt's domain states as the contract's power states
+(:func:`map_state`).
 
 There is no database: the instance's uuid, name, flavor, image and
 metadata live in the domain's ``<metadata>`` element, in this library's
@@ -36,8 +40,11 @@ Guests by ``virt_type``:
 import dataclasses
 import xml.etree.ElementTree as ET
 
+import libvirt
+
 from compute_driver import exception
 from compute_driver import objects
+from compute_driver import power_state
 
 #: The XML namespace of the instance record in ``<metadata>``.
 METADATA_NS = 'http://openstack.org/xmlns/compute-driver/instance/1.0'
@@ -58,6 +65,39 @@ RESIZE_PREFIX = 'cdresize'
 #: The console libvirt logs for a Xen PV guest, and what its kernel
 #: command line must name for the boot messages to reach it.
 XEN_PV_CONSOLE = 'hvc0'
+
+
+#: libvirt's domain states as the contract's power states, as Nova maps
+#: them. A shut-off domain with a managed-save image is SUSPENDED; see
+#: :func:`map_state`.
+LIBVIRT_POWER_STATE = {
+    libvirt.VIR_DOMAIN_NOSTATE: power_state.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: power_state.RUNNING,
+    # Only Xen reports BLOCKED: running, with its vCPUs idle.
+    libvirt.VIR_DOMAIN_BLOCKED: power_state.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: power_state.PAUSED,
+    # SHUTDOWN means "being shut down"; SHUTOFF is off. Both count as
+    # SHUTDOWN, as in Nova.
+    libvirt.VIR_DOMAIN_SHUTDOWN: power_state.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: power_state.SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: power_state.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: power_state.SUSPENDED,
+}
+
+
+def map_state(state: int, reason: int,
+              managed_save: bool | None = None) -> int:
+    """A libvirt state and reason as a contract power state.
+
+    :param managed_save: whether the domain has a managed-save image, when
+        known; otherwise the shut-off reason ``SAVED`` tells.
+    """
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        saved = (managed_save if managed_save is not None
+                 else reason == libvirt.VIR_DOMAIN_SHUTOFF_SAVED)
+        if saved:
+            return power_state.SUSPENDED
+    return LIBVIRT_POWER_STATE.get(state, power_state.NOSTATE)
 
 
 @dataclasses.dataclass(frozen=True)

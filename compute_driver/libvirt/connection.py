@@ -12,9 +12,10 @@
 
 """The connection to libvirtd, its event loop and its version gates.
 
-:class:`Host` owns one ``virConnect``. libvirt delivers domain events and
-notices a dropped connection only while an event loop runs, so the first
-:class:`Host` registers libvirt's default event implementation
+:class:`Host` owns one ``virConnect`` and makes every call on it
+(:meth:`Host.call`). libvirt delivers domain events and notices a dropped
+connection only while an event loop runs, so the first :class:`Host`
+registers libvirt's default event implementation
 (``virEventRegisterDefaultImpl``) and starts one daemon thread that runs it
 for the whole process. Callbacks run on that thread; :class:`Host` hands
 them straight to the driver's callables, which must not block.
@@ -39,9 +40,16 @@ from xml.etree import ElementTree
 import libvirt
 
 from compute_driver import exception
+from compute_driver.libvirt import errors
 from compute_driver import objects
 
 LOG = logging.getLogger(__name__)
+
+# Errors after which the connection is no use and a reconnect may help.
+_CONNECTION_ERRORS = frozenset((
+    libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR,
+    libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_RPC))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +329,44 @@ class Host:
             if self._conn is conn:
                 self._conn = None
                 self._callback_id = None
+
+    def call(self, func: typing.Callable[[typing.Any], typing.Any]
+             ) -> typing.Any:
+        """Run ``func(conn)``, reconnecting once if the connection died.
+
+        :raises libvirtError: what ``func`` raised, when the connection
+            is alive or the retry failed too.
+        :raises HypervisorUnavailable: when libvirtd cannot be reached.
+        """
+        conn = self.get_connection()
+        try:
+            return func(conn)
+        except libvirt.libvirtError as exc:
+            if errors.code(exc) not in _CONNECTION_ERRORS:
+                raise
+            try:
+                alive = conn.isAlive()
+            except libvirt.libvirtError:
+                alive = False
+            if alive:
+                raise
+            LOG.warning('Connection to %s lost (%s); reconnecting',
+                        self.uri, exc)
+            self.drop_connection(conn)
+            return func(self.get_connection())
+
+    def lookup(self, how: str, key: str) -> typing.Any:
+        """``conn.<how>(key)``, or ``None`` when no domain matches.
+
+        :param how: ``lookupByUUIDString`` or ``lookupByName``.
+        :raises libvirtError: for any other failure.
+        """
+        try:
+            return self.call(lambda conn: getattr(conn, how)(key))
+        except libvirt.libvirtError as exc:
+            if errors.code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
 
     def close(self) -> None:
         """Drop the event callback and close the connection for good."""
