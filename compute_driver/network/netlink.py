@@ -385,6 +385,20 @@ def plug_veth(port: model.Port, netns: str | int, ifname: str,
     if attach and port.bridge is not None and not link_exists(port.bridge):
         raise net_exception.BridgeNotFound(bridge=port.bridge, port=port.id)
     peer = peer_name(port)
+    if link_exists(port.devname) and not link_exists(peer):
+        if link_exists(ifname, path):
+            # Wired already (plugged again after a restart of ours): make
+            # sure of the settings rather than tear down a working port.
+            if attach and port.bridge is not None:
+                attach_to_bridge(port.devname, port.bridge, port=port.id,
+                                 mtu=port.mtu)
+            configure(ifname, path, mac=port.mac, mtu=port.mtu,
+                      addresses=[ip.interface for ip in port.fixed_ips],
+                      gateways=port.gateways())
+            return
+        # Its peer is in another namespace (the container's previous
+        # one): start again.
+        delete_link(port.devname)
     create_veth(port.devname, peer, mtu=port.mtu)
     try:
         if attach and port.bridge is not None:

@@ -122,9 +122,13 @@ def _reason(exc: BaseException) -> str:
 
 
 def _known_error(exc: BaseException) -> BaseException | None:
-    """The library's own error inside an os-vif one, to re-raise as is."""
+    """A bad-input error inside an os-vif one, to re-raise as it is.
+
+    A missing bridge is the caller's mistake and keeps its own type;
+    anything else is a plugging failure, reported as :class:`PlugFailed`.
+    """
     inner = _inner(exc)
-    if isinstance(inner, exception.ComputeDriverError):
+    if isinstance(inner, exception.InvalidInput):
         return inner
     return None
 
