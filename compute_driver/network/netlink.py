@@ -39,6 +39,8 @@ NETNS_RUN_DIR = '/var/run/netns'
 _ENOENT = 2
 _ENODEV = 19
 _EEXIST = 17
+_EBUSY = 16
+_LOOPBACK_INDEX = 1
 
 Netns = typing.Union[str, int, None]
 
@@ -231,23 +233,32 @@ def create_veth(host_name: str, peer_name: str,
         the kernel refuses.
     """
     with route() as ipr:
+        _create_veth(ipr, host_name, peer_name, mtu)
+
+
+def _create_veth(ipr: typing.Any, host_name: str, peer_name: str,
+                 mtu: int | None, set_mtu: bool = True) -> None:
+    # set_mtu=False: the caller sets the MTU with the next change of the
+    # link, one netlink call fewer.
+    index = _index(ipr, host_name)
+    if index is None:
+        try:
+            ipr.link('add', ifname=host_name, kind='veth',
+                     peer={'ifname': peer_name})
+        except Exception as exc:
+            raise _wrap('create veth', host_name, exc) from exc
         index = _index(ipr, host_name)
-        if index is None:
-            try:
-                ipr.link('add', ifname=host_name, kind='veth',
-                         peer={'ifname': peer_name})
-            except Exception as exc:
-                raise _wrap('create veth', host_name, exc) from exc
-            index = _index(ipr, host_name)
-        else:
-            linkinfo = ipr.get_links(index)[0].get_attr('IFLA_LINKINFO')
-            kind = linkinfo.get_attr('IFLA_INFO_KIND') if linkinfo else None
-            if kind != 'veth':
-                raise net_exception.NetlinkError(
-                    operation='create veth', device=host_name,
-                    reason='an interface of kind %s has that name' % kind)
-        if mtu is not None:
-            ipr.link('set', index=index, mtu=mtu)
+        if not set_mtu:
+            return
+    else:
+        linkinfo = ipr.get_links(index)[0].get_attr('IFLA_LINKINFO')
+        kind = linkinfo.get_attr('IFLA_INFO_KIND') if linkinfo else None
+        if kind != 'veth':
+            raise net_exception.NetlinkError(
+                operation='create veth', device=host_name,
+                reason='an interface of kind %s has that name' % kind)
+    if mtu is not None:
+        ipr.link('set', index=index, mtu=mtu)
 
 
 def attach_to_bridge(name: str, bridge: str, port: str = '?',
@@ -259,43 +270,51 @@ def attach_to_bridge(name: str, bridge: str, port: str = '?',
         bridge.
     """
     with route() as ipr:
-        bridge_index = _index(ipr, bridge)
-        if bridge_index is None:
-            raise net_exception.BridgeNotFound(bridge=bridge, port=port)
-        linkinfo = ipr.get_links(bridge_index)[0].get_attr('IFLA_LINKINFO')
-        if not linkinfo or linkinfo.get_attr('IFLA_INFO_KIND') != 'bridge':
-            raise net_exception.BridgeNotFound(bridge=bridge, port=port)
-        index = _index(ipr, name)
-        if index is None:
-            raise net_exception.NetlinkError(
-                operation='attach to bridge %s' % bridge, device=name,
-                reason='no such interface')
-        kwargs: dict[str, typing.Any] = {'master': bridge_index,
-                                         'state': 'up'}
-        if mtu is not None:
-            kwargs['mtu'] = mtu
-        try:
-            ipr.link('set', index=index, **kwargs)
-        except Exception as exc:
-            raise _wrap('attach to bridge %s' % bridge, name, exc) from exc
+        _attach(ipr, name, bridge, port, mtu)
+
+
+def _attach(ipr: typing.Any, name: str, bridge: str, port: str,
+            mtu: int | None) -> None:
+    bridge_index = _index(ipr, bridge)
+    if bridge_index is None:
+        raise net_exception.BridgeNotFound(bridge=bridge, port=port)
+    linkinfo = ipr.get_links(bridge_index)[0].get_attr('IFLA_LINKINFO')
+    if not linkinfo or linkinfo.get_attr('IFLA_INFO_KIND') != 'bridge':
+        raise net_exception.BridgeNotFound(bridge=bridge, port=port)
+    index = _index(ipr, name)
+    if index is None:
+        raise net_exception.NetlinkError(
+            operation='attach to bridge %s' % bridge, device=name,
+            reason='no such interface')
+    kwargs: dict[str, typing.Any] = {'master': bridge_index, 'state': 'up'}
+    if mtu is not None:
+        kwargs['mtu'] = mtu
+    try:
+        ipr.link('set', index=index, **kwargs)
+    except Exception as exc:
+        raise _wrap('attach to bridge %s' % bridge, name, exc) from exc
 
 
 def move_to_netns(name: str, netns: str | int) -> None:
     """Move interface ``name`` from this namespace into ``netns``."""
     path = netns_path(netns)
     with route() as ipr:
-        index = _index(ipr, name)
-        if index is None:
-            raise net_exception.NetlinkError(
-                operation='move to %s' % path, device=name,
-                reason='no such interface')
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            ipr.link('set', index=index, net_ns_fd=fd)
-        except Exception as exc:
-            raise _wrap('move to %s' % path, name, exc) from exc
-        finally:
-            os.close(fd)
+        _move(ipr, name, path)
+
+
+def _move(ipr: typing.Any, name: str, path: str) -> None:
+    index = _index(ipr, name)
+    if index is None:
+        raise net_exception.NetlinkError(
+            operation='move to %s' % path, device=name,
+            reason='no such interface')
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ipr.link('set', index=index, net_ns_fd=fd)
+    except Exception as exc:
+        raise _wrap('move to %s' % path, name, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def configure(name: str, netns: Netns = None, *,
@@ -320,7 +339,6 @@ def configure(name: str, netns: Netns = None, *,
                 operation='configure', device=name,
                 reason='no such interface')
         try:
-            ipr.link('set', index=index, state='down')
             settings: dict[str, typing.Any] = {}
             if new_name is not None and new_name != name:
                 settings['ifname'] = new_name
@@ -328,14 +346,20 @@ def configure(name: str, netns: Netns = None, *,
                 settings['address'] = mac
             if mtu is not None:
                 settings['mtu'] = mtu
-            if settings:
-                ipr.link('set', index=index, **settings)
-            ipr.link('set', index=index, state='up')
+            try:
+                ipr.link('set', index=index, state='up', **settings)
+            except Exception as exc:
+                # Linux renames only a link that is down. A peer just
+                # moved into the namespace is, so the common case takes
+                # one call; a configured one is brought down first.
+                if getattr(exc, 'code', None) != _EBUSY:
+                    raise
+                ipr.link('set', index=index, state='down')
+                ipr.link('set', index=index, state='up', **settings)
             # The loopback of a fresh namespace is down; services inside
-            # (and ping to the instance's own address) need it.
-            lo = _index(ipr, 'lo')
-            if lo is not None:
-                ipr.link('set', index=lo, state='up')
+            # (and ping to the instance's own address) need it. Its index
+            # is 1 in every namespace (LOOPBACK_IFINDEX).
+            ipr.link('set', index=_LOOPBACK_INDEX, state='up')
             for cidr in addresses:
                 iface = ipaddress.ip_interface(cidr)
                 try:
@@ -375,6 +399,8 @@ def plug_veth(port: model.Port, netns: str | int, ifname: str,
     (unless ``attach`` is false: the ``ovs`` or ``noop`` plugin attaches
     it); the other end gets the port's MAC, MTU, fixed IPs and default
     routes. On failure the pair is deleted, so nothing is left behind.
+    A port wired already is only checked, so plugging again after a
+    restart keeps a working port.
 
     :raises BridgeNotFound: when the port's bridge does not exist.
     :raises NetnsNotFound: when ``netns`` does not exist.
@@ -382,39 +408,41 @@ def plug_veth(port: model.Port, netns: str | int, ifname: str,
     """
     model.validate_ifname(ifname, port.id, 'interface name')
     path = netns_path(netns)
-    if attach and port.bridge is not None and not link_exists(port.bridge):
-        raise net_exception.BridgeNotFound(bridge=port.bridge, port=port.id)
     peer = peer_name(port)
-    if link_exists(port.devname) and not link_exists(peer):
-        if link_exists(ifname, path):
-            # Wired already (plugged again after a restart of ours): make
-            # sure of the settings rather than tear down a working port.
-            if attach and port.bridge is not None:
-                attach_to_bridge(port.devname, port.bridge, port=port.id,
-                                 mtu=port.mtu)
-            configure(ifname, path, mac=port.mac, mtu=port.mtu,
-                      addresses=[ip.interface for ip in port.fixed_ips],
-                      gateways=port.gateways())
-            return
-        # Its peer is in another namespace (the container's previous
-        # one): start again.
-        delete_link(port.devname)
-    create_veth(port.devname, peer, mtu=port.mtu)
-    try:
-        if attach and port.bridge is not None:
-            attach_to_bridge(port.devname, port.bridge, port=port.id,
-                             mtu=port.mtu)
-        else:
-            with route() as ipr:
-                ipr.link('set', index=_index(ipr, port.devname),
-                         state='up')
-        move_to_netns(peer, path)
-        configure(peer, path, new_name=ifname, mac=port.mac, mtu=port.mtu,
-                  addresses=[ip.interface for ip in port.fixed_ips],
-                  gateways=port.gateways())
-    except BaseException:
-        delete_link(port.devname)
-        raise
+    bridge = port.bridge if attach else None
+    settings: dict[str, typing.Any] = {
+        'mac': port.mac, 'mtu': port.mtu,
+        'addresses': [ip.interface for ip in port.fixed_ips],
+        'gateways': port.gateways()}
+    # One socket for every step on this side: opening one per step costs
+    # as much as the steps themselves.
+    with route() as ipr:
+        if bridge is not None and _index(ipr, bridge) is None:
+            raise net_exception.BridgeNotFound(bridge=bridge, port=port.id)
+        if (_index(ipr, port.devname) is not None
+                and _index(ipr, peer) is None):
+            if link_exists(ifname, path):
+                if bridge is not None:
+                    _attach(ipr, port.devname, bridge, port.id, port.mtu)
+                configure(ifname, path, **settings)
+                return
+            # Its peer is in another namespace (the container's previous
+            # one): start again.
+            ipr.link('del', index=_index(ipr, port.devname))
+        _create_veth(ipr, port.devname, peer, port.mtu, set_mtu=False)
+        try:
+            if bridge is not None:
+                _attach(ipr, port.devname, bridge, port.id, port.mtu)
+            else:
+                up: dict[str, typing.Any] = {'state': 'up'}
+                if port.mtu is not None:
+                    up['mtu'] = port.mtu
+                ipr.link('set', index=_index(ipr, port.devname), **up)
+            _move(ipr, peer, path)
+            configure(peer, path, new_name=ifname, **settings)
+        except BaseException:
+            delete_link(port.devname)
+            raise
 
 
 def unplug_veth(port: model.Port) -> bool:

@@ -190,6 +190,10 @@ def test_plug_veth_sets_mac_mtu_addresses_and_routes(lab):
     lab.netlink.plug_veth(port, target, 'eth0')
     assert lab.netlink.link_info('eth0', target)['mac'] == port.mac
     assert lab.netlink.link_info(port.devname)['master'] == lab.bridge
+    # Renaming a link that is up takes it down and up again.
+    assert lab.netlink.configure('eth0', target, new_name='eth1') == 'eth1'
+    assert lab.netlink.link_info('eth1', target)['up']
+    lab.netlink.configure('eth1', target, new_name='eth0')
     plug.unplug([port], info)
     assert not lab.netlink.link_exists(port.devname)
     assert not lab.netlink.link_exists('eth0', target)
