@@ -202,6 +202,19 @@ def test_plug_veth_sets_mac_mtu_addresses_and_routes(lab):
     assert lab.netlink.unplug_veth(port) is False
 
 
+def test_plug_veth_into_a_process_namespace(lab):
+    # How a container is reached: by the pid of its first process.
+    target = lab.add_namespace('c')
+    proc = lab.start(target, 'busybox', 'sleep', '120')
+    port = _port(lab, 20, 0x20)
+    lab.netlink.plug_veth(port, proc.pid, 'eth0')
+    inside = lab.netlink.link_info('eth0', proc.pid)
+    assert (inside['mac'], inside['mtu']) == (port.mac, MTU)
+    assert '198.51.100.20/24' in inside['addresses']
+    assert lab.netlink.unplug_veth(port)
+    assert not lab.netlink.link_exists('eth0', proc.pid)
+
+
 def test_dhcp_lease_and_ping_across_the_bridge(lab):
     server_ns = lab.add_namespace('s')
     a_ns = lab.add_namespace('a')
