@@ -18,7 +18,26 @@ InvalidInput` or :class:`~compute_driver.exception.BackendError` (and
 the Nova adapter's translation of them) handle these too.
 """
 
+import importlib
+import typing
+
 from compute_driver import exception
+
+
+def import_sdk(module: str) -> typing.Any:
+    """Import ``module`` (os-vif's or pyroute2's), which the extra installs.
+
+    The networking modules import them only when a port is plugged, so
+    that the CLI and the backends without networking never load them.
+
+    :raises BackendSDKMissing: naming the extra that installs it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise exception.BackendSDKMissing(
+            name='network', module=module.split('.')[0],
+            hint='pip install "compute-driver[network]"') from exc
 
 
 class InvalidPort(exception.InvalidInput):

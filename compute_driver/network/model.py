@@ -503,14 +503,8 @@ def instance_info(uuid: str, name: str,
 
 
 def _os_vif_objects() -> typing.Any:
-    try:
-        import os_vif.objects
-    except ImportError as exc:
-        from compute_driver import exception
-        raise exception.BackendSDKMissing(
-            name='network', module='os_vif',
-            hint='pip install "compute-driver[network]"') from exc
+    objects = net_exception.import_sdk('os_vif.objects')
     # Registers the versioned object classes under os_vif.objects.*;
     # idempotent, and cheap after the first call.
-    os_vif.objects.register_all()
-    return os_vif.objects
+    objects.register_all()
+    return objects

@@ -28,7 +28,6 @@ import ipaddress
 import os
 import typing
 
-from compute_driver import exception
 from compute_driver.network import exception as net_exception
 from compute_driver.network import model
 
@@ -46,13 +45,7 @@ Netns = typing.Union[str, int, None]
 
 
 def _pyroute2() -> typing.Any:
-    try:
-        import pyroute2
-    except ImportError as exc:
-        raise exception.BackendSDKMissing(
-            name='network', module='pyroute2',
-            hint='pip install "compute-driver[network]"') from exc
-    return pyroute2
+    return net_exception.import_sdk('pyroute2')
 
 
 def netns_path(netns: str | int) -> str:

@@ -48,10 +48,6 @@ _PRIVSEP_CONTEXTS = (
 )
 
 
-def _import(name: str) -> typing.Any:
-    return importlib.import_module(name)
-
-
 def initialize(in_process: bool | None = None) -> dict[str, typing.Any]:
     """Initialise os-vif and load its plugins, once per process.
 
@@ -64,18 +60,13 @@ def initialize(in_process: bool | None = None) -> dict[str, typing.Any]:
     with _LOCK:
         if 'plugins' in _STATE:
             return typing.cast(dict[str, typing.Any], _STATE['plugins'])
-        try:
-            os_vif = _import('os_vif')
-        except ImportError as exc:
-            raise exception.BackendSDKMissing(
-                name='network', module='os_vif',
-                hint='pip install "compute-driver[network]"') from exc
+        os_vif = net_exception.import_sdk('os_vif')
         if in_process is None:
             in_process = os.geteuid() == 0
         if in_process:
             for module in _PRIVSEP_CONTEXTS:
                 try:
-                    context = _import(module).vif_plug
+                    context = importlib.import_module(module).vif_plug
                 except (ImportError, AttributeError):
                     continue
                 context.set_client_mode(False)

@@ -79,12 +79,16 @@ class Lab:
         self.namespaces = []
         self.processes = []
         self.entered = False
-        self.host = self.add_namespace('h')
-        # This thread's network namespace (setns is per thread): the
-        # library's "host side" below is this private namespace.
-        netns.pushns(self.host)
-        self.entered = True
-        self.netlink.create_bridge(self.bridge)
+        try:
+            self.host = self.add_namespace('h')
+            # This thread's network namespace (setns is per thread): the
+            # library's "host side" below is this private namespace.
+            netns.pushns(self.host)
+            self.entered = True
+            self.netlink.create_bridge(self.bridge)
+        except BaseException:
+            self.close()
+            raise
 
     def add_namespace(self, suffix):
         name = '%s-%s' % (self.tag, suffix)

@@ -125,3 +125,12 @@ def test_netns_path_refuses_what_is_not_a_namespace(tmp_path):
         with pytest.raises(net_exception.NetnsNotFound):
             netlink.netns_path(bad)
     assert netlink.netns_path(str(tmp_path)) == str(tmp_path)
+
+
+def test_a_missing_sdk_names_the_extra(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'pyroute2', None)
+    with pytest.raises(exception.BackendSDKMissing) as exc:
+        netlink.link_exists('lo')
+    assert exc.value.module == 'pyroute2'
+    assert 'compute-driver[network]' in str(exc.value)
