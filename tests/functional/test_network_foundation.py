@@ -319,3 +319,21 @@ def test_failed_plug_unplugs_the_ports_before_it(lab):
         second.id, 'linux_bridge')
     assert 'cdnoeth' in str(exc.value)
     assert lab.host_links() == before
+
+
+def test_plug_creates_the_bridge_the_network_provides(lab):
+    """Neutron's should_create_bridge: the host makes the bridge."""
+    target = lab.add_namespace('b')
+    bridge = 'cdnew' + lab.tag[-6:]
+    port = _port(lab, 10, 0x10, bridge=bridge, should_provide_bridge=True)
+    assert not lab.netlink.link_exists(bridge)
+    plug, info, _ = _plug(lab, [port])
+    created = lab.netlink.link_info(bridge)
+    assert (created['kind'], created['up'], created['mtu']) == (
+        'bridge', True, MTU)
+    lab.netlink.plug_veth(port, target, 'eth0')
+    assert lab.netlink.link_info(port.devname)['master'] == bridge
+    plug.unplug([port], info)
+    # The bridge is the network's, shared by its ports: it stays.
+    assert lab.netlink.link_exists(bridge)
+    assert not lab.netlink.link_exists(port.devname)
