@@ -1,0 +1,19 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Instance networking shared by every backend.
+
+:mod:`.model` holds the typed port a backend is given, :mod:`.plug`
+plugs and unplugs ports through os-vif, and :mod:`.netlink` wires veth
+pairs into network namespaces with pyroute2. Only :mod:`.model` is
+imported here: os-vif and pyroute2 are loaded by the backends that plug.
+"""
