@@ -168,9 +168,9 @@ DOCKER_CASES = [
          BAD_CONFIG + r'\[DEFAULT\] cpu_allocation_ratio in .*: Should be '
                       r'greater than or equal to 0\.0001$',
          config={'DEFAULT': {'cpu_allocation_ratio': '0'}}),
-    # The ratios' deprecated home: checked, and named by their new one.
+    # The ratios' deprecated home: checked, and named where it is written.
     Case('docker-zero-ratio-old-section', ('list',),
-         BAD_CONFIG + r'\[DEFAULT\] cpu_allocation_ratio in .*: Should be '
+         BAD_CONFIG + r'\[docker\] cpu_allocation_ratio in .*: Should be '
                       r'greater than or equal to 0\.0001$',
          config={'docker': {'cpu_allocation_ratio': '0'}}),
     Case('docker-below-minimum-memory', badinput._boot('{prefix}-m',
