@@ -62,8 +62,8 @@ class EventWatcher:
         self._stopping = threading.Event()
         self._session: typing.Any = None
         self._session_lock = threading.Lock()
-        # VM ref -> (instance uuid, XAPI power state)
-        self._known: dict[str, tuple[str, str]] = {}
+        # ref -> (instance uuid, power state, domid) as last seen.
+        self._known: dict[str, tuple[str, str, str]] = {}
         # VM ref -> (the instance it stands for, XAPI power state)
         self._instances: dict[str, tuple[objects.Instance, str]] = {}
         # Instance uuid -> VM ref, to find one instance without a scan.
@@ -178,13 +178,22 @@ class EventWatcher:
             return
         uuid = instance.uuid
         after = record['power_state']
-        before = self._known.get(ref, (uuid, 'Halted'))[1]
-        self._known[ref] = (uuid, after)
+        domid = str(record.get('domid', '-1'))
+        _, before, was = self._known.get(ref, (uuid, 'Halted', '-1'))
+        self._known[ref] = (uuid, after, domid)
         with self._changed:
             self._instances[ref] = (instance, after)
             self._by_uuid[uuid] = ref
-        if emit:
-            self._send(uuid, after, before)
+        if not emit:
+            return
+        if (before == after and was != domid and
+                '-1' not in (was, domid)):
+            # event.from reports the latest record of what changed since
+            # the last poll: a stop and start in between leave the power
+            # state as it was, but the domain is a new one.
+            self._send(uuid, 'Halted', before)
+            before = 'Halted'
+        self._send(uuid, after, before)
 
     def _forget(self, ref: str) -> None:
         # Called with self._changed held.

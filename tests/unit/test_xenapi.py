@@ -356,6 +356,20 @@ def test_watcher_turns_changes_into_lifecycle_events():
                        (two.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)]
 
 
+def test_watcher_sees_a_restart_between_two_polls():
+    # A stop and a start between two event.from calls leave the power
+    # state as it was; the new domain id tells the restart apart.
+    emitted = []
+    watcher = events.EventWatcher(None, lambda *e: emitted.append(e), 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    for domid in ('7', '7', '12'):
+        watcher._handle({'ref': 'r1', 'operation': 'mod',
+                         'snapshot': _vm(one, 'Running', domid=domid)})
+    assert emitted == [(one.uuid, virtevent.EVENT_LIFECYCLE_STARTED),
+                       (one.uuid, virtevent.EVENT_LIFECYCLE_STOPPED),
+                       (one.uuid, virtevent.EVENT_LIFECYCLE_STARTED)]
+
+
 def test_watcher_resync_reports_what_it_missed():
     emitted = []
     watcher = events.EventWatcher(None, lambda *e: emitted.append(e), 1)
