@@ -315,7 +315,8 @@ def check_spawn_instance(instance: object) -> None:
 
 
 def check_flavor_fits_host(flavor: objects.Flavor,
-                           resources: objects.HostResources) -> None:
+                           resources: objects.HostResources,
+                           check_vcpus: bool = True) -> None:
     """Refuse a flavor larger than the whole host.
 
     A flavor that exceeds the host's total vCPUs, memory or disk cannot
@@ -327,6 +328,8 @@ def check_flavor_fits_host(flavor: objects.Flavor,
     :param resources: the host's, from :meth:`get_available_resource`; a
         ``local_gb`` of 0 means the disk size is unknown and is not
         checked.
+    :param check_vcpus: ``False`` for containers, whose vCPUs are shares
+        of the host's and bounded by the allocation ratio only.
     :raises FlavorExceedsHost: naming the resource, the flavor and the
         host's total.
     """
@@ -336,7 +339,8 @@ def check_flavor_fits_host(flavor: objects.Flavor,
              resources.memory_mb_used),
             ('disk_gb', flavor.disk_gb, resources.local_gb,
              resources.local_gb_used)):
-        if resource == 'disk_gb' and total == 0:
+        if (resource == 'disk_gb' and total == 0 or
+                resource == 'vcpus' and not check_vcpus):
             continue
         if requested > total:
             raise exception.FlavorExceedsHost(
@@ -764,11 +768,8 @@ class ComputeDriver(abc.ABC):
         flavor larger than the whole host never fits (placement's
         ``max_unit`` is the total), except vCPUs of containers.
         """
-        if self.runs_containers:
-            check_flavor_fits_host(
-                dataclasses.replace(flavor, vcpus=1), resources)
-        else:
-            check_flavor_fits_host(flavor, resources)
+        check_flavor_fits_host(flavor, resources,
+                               check_vcpus=not self.runs_containers)
         for resource, field, total_f, used_f, _, reserved_opt, unit in (
                 _CLAIMED):
             total = getattr(resources, total_f)
