@@ -253,7 +253,7 @@ def test_spawn_failing_half_way_leaves_nothing(backend, monkeypatch):
     # larger than the host, which would stop it first, are lifted: the
     # whole-host check and the claim's vCPU limit.
     monkeypatch.setattr(contract, 'check_flavor_fits_host',
-                        lambda flavor, resources: None)
+                        lambda flavor, resources, **kwargs: None)
     backend.conf.set_override('cpu_allocation_ratio', 1000.0)
     flavor = objects.Flavor('cdfunc.wide', vcpus=300, memory_mb=128,
                             root_gb=1)
