@@ -90,12 +90,16 @@ class OperationArgs:
         ``revert_to_snapshot``.
     :param vcpus: for ``live_resize``.
     :param memory_mb: for ``live_resize``.
+    :param flavor: the new flavor of ``resize`` and ``cold_migrate``.
+    :param dest: the other host of ``cold_migrate``.
     """
 
     host: str = ''
     image_id: str = ''
     vcpus: int | None = None
     memory_mb: int | None = None
+    flavor: objects.Flavor | None = None
+    dest: str = 'cdconf-elsewhere'
 
 
 def call_operation(backend: contract.ComputeDriver, operation: str,
@@ -119,7 +123,11 @@ def call_operation(backend: contract.ComputeDriver, operation: str,
         params['update_task_state'] = TaskStateRecorder()
     elif operation == 'live_resize':
         params.update(vcpus=args.vcpus, memory_mb=args.memory_mb)
-    return entry.call(backend, instance, **params)
+    result = entry.call(backend, instance, **params)
+    if operation == 'resize':
+        # Confirmed at once, so that no revert point outlives the call.
+        backend.confirm_migration(typing.cast(objects.Instance, instance))
+    return result
 
 
 def _public_methods(cls: type) -> dict[str, object]:
@@ -485,7 +493,15 @@ class DriverConformanceTests:
         if operation == 'live_resize':
             return OperationArgs(memory_mb=self._smaller_memory(
                 instance.flavor))
+        if operation in ('resize', 'cold_migrate'):
+            return OperationArgs(flavor=self._resized(instance.flavor))
         return OperationArgs()
+
+    def _resized(self, flavor: objects.Flavor) -> objects.Flavor:
+        # Less memory and the same disks: a resize any host has room for.
+        return dataclasses.replace(
+            flavor, name=flavor.name + '.resized',
+            memory_mb=self._smaller_memory(flavor))
 
     def _smaller_memory(self, flavor: objects.Flavor) -> int:
         return max(flavor.memory_mb // 2,
@@ -572,7 +588,8 @@ class DriverConformanceTests:
         instance = request.getfixturevalue('booted')
         args = OperationArgs(
             host=conf.host, image_id=inventory.new_name('snap'),
-            memory_mb=self._smaller_memory(instance.flavor))
+            memory_mb=self._smaller_memory(instance.flavor),
+            flavor=self._resized(instance.flavor))
         with pytest.raises(exception.NotSupported):
             call_operation(driver, operation, instance, args)
 
