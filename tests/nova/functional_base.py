@@ -550,7 +550,7 @@ class ServerLifecycleTests:
                 server, 'resize', self.host, 'raise error.inner_exception')
         self.assert_backend_usage('1')
 
-    # -- what a backend may not do ---------------------------------------------
+    # -- what a backend may not do -------------------------------------------
 
     def test_resize_fails_cleanly(self) -> None:
         self.flags(allow_resize_to_same_host=True)
