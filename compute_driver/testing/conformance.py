@@ -1057,3 +1057,65 @@ class DriverConformanceTests:
         for instance in instances:
             self._assert_gone(driver, instance)
         assert _usage(driver.get_available_resource(None)) == _usage(before)
+
+    # -- resize on this host -------------------------------------------------
+
+    def _resize_usage(self, before: objects.HostResources,
+                      old: objects.Flavor,
+                      new: objects.Flavor) -> tuple[int, int]:
+        # vCPUs and memory: the disk of a revert point depends on the
+        # backend's storage.
+        return (before.vcpus_used - old.vcpus + new.vcpus,
+                before.memory_mb_used - old.memory_mb + new.memory_mb)
+
+    def test_resize_then_confirm(
+            self, driver: contract.ComputeDriver,
+            booted: objects.Instance) -> None:
+        self._require(driver, 'resize')
+        before = driver.get_available_resource(None)
+        flavor = self._resized(booted.flavor)
+        driver.resize(booted, flavor)
+        record = driver.find_instance(booted.uuid)
+        assert record.instance == dataclasses.replace(booted, flavor=flavor)
+        assert record.info.state == power_state.RUNNING
+        driver.confirm_migration(booted)
+        after = driver.get_available_resource(None)
+        assert (after.vcpus_used, after.memory_mb_used) == (
+            self._resize_usage(before, booted.flavor, flavor))
+        assert driver.find_instance(booted.uuid).instance.flavor == flavor
+        # Nothing kept: a revert has nothing to go back to but the
+        # instance as it is.
+        driver.finish_revert_migration(booted, power_on=True)
+        assert driver.find_instance(booted.uuid).instance.flavor == flavor
+
+    @pytest.mark.parametrize('power_on', [True, False],
+                             ids=['running', 'shutdown'])
+    def test_resize_then_revert_as_nova_does(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance, power_on: bool) -> None:
+        self._require(driver, 'resize')
+        instance = make_instance(power_on=power_on)
+        before = driver.get_available_resource(None)
+        driver.resize(instance, self._resized(instance.flavor))
+        expected = 'running' if power_on else 'shutdown'
+        assert self._state(driver, instance) == expected
+        # Nova destroys the resized instance, then reverts.
+        driver.destroy(instance)
+        driver.finish_revert_migration(instance, power_on=power_on)
+        record = driver.find_instance(instance.uuid)
+        assert record.instance == instance
+        assert self._state(driver, instance) == expected
+        assert _usage(driver.get_available_resource(None)) == _usage(before)
+        driver.confirm_migration(instance)
+
+    def test_resize_refuses_smaller_disk_before_acting(
+            self, driver: contract.ComputeDriver, flavor: objects.Flavor,
+            make_instance: MakeInstance) -> None:
+        self._require(driver, 'resize')
+        instance = make_instance(flavor=dataclasses.replace(
+            flavor, name='cdconf.disk2', root_gb=2))
+        with pytest.raises(exception.InvalidInput):
+            driver.resize(instance, dataclasses.replace(
+                instance.flavor, name='cdconf.disk1', root_gb=1))
+        assert self._state(driver, instance) == 'running'
+        assert driver.find_instance(instance.uuid).instance == instance
