@@ -86,6 +86,8 @@ class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
     test_shelve_offload_unshelve = None
     test_vanished_guest_found_by_power_sync = None
     test_resize_fails_cleanly = None
+    test_resize_stopped_server_stays_stopped = None
+    test_resize_that_does_not_fit_the_backend_rolls_back = None
     test_boot_from_volume_fails_cleanly = None
 
     def setUp(self) -> None:
