@@ -1664,10 +1664,13 @@ class ComputeDriver(abc.ABC):
 
         ``instance`` is as the backend stored it, old flavor. Afterwards
         the backend lists it with ``flavor`` (its stored record says so)
-        and keeps what it was, not listed but counted in
-        :meth:`_resources`, until :meth:`_confirm_migration` or
-        :meth:`_revert_migration`. A destroy of the resized instance
-        leaves the revert point. A failure leaves the instance as it was.
+        and keeps what it was, not listed, until
+        :meth:`_confirm_migration` or :meth:`_revert_migration`; the
+        revert point counts in :meth:`_resources` when it holds what a
+        flavor claims (a kept guest does; a committed container image,
+        which holds no CPU or memory, need not). A destroy of the resized
+        instance leaves the revert point. A failure leaves the instance
+        as it was.
         """
         self._not_implemented('_resize')
 
