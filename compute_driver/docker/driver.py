@@ -703,7 +703,10 @@ class DockerDriver(driver.ComputeDriver):
 
     def list_images(self):
         with errors.translate(self._connection.url, 'list images'):
-            return self._store().list_images()
+            # A resize's images are an instance's disk, not bootable
+            # images (see .migration).
+            return [image for image in self._store().list_images()
+                    if not migration.is_resize_image(image.name)]
 
     # -- resize (see .migration) --------------------------------------------
 

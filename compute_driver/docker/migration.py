@@ -65,6 +65,11 @@ def base_tag(uuid: str) -> str:
     return '%s:base-%s' % (REPOSITORY, uuid)
 
 
+def is_resize_image(ref: str) -> bool:
+    """Whether ``ref`` names a revert point or a resized instance's base."""
+    return ref.startswith(REPOSITORY + ':')
+
+
 def blank_labels() -> dict[str, str]:
     """Labels that hide a revert point's own from containers made of it.
 

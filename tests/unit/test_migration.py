@@ -24,6 +24,7 @@ from unittest import mock
 import pytest
 
 from compute_driver import conf as cd_conf
+from compute_driver.docker import migration as docker_migration
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -258,3 +259,10 @@ def test_operations_table_calls_them():
         source, inst, dest='host2', flavor=_flavor(source, 'm1.medium'))
     dest.finish_migration(inst, disk_info)
     assert dest.find_instance(inst.uuid).instance.flavor.name == 'm1.medium'
+
+
+def test_docker_resize_images_are_not_bootable_images():
+    uuid = '00000000-0000-4000-8000-000000000001'
+    assert docker_migration.is_resize_image(docker_migration.revert_tag(uuid))
+    assert docker_migration.is_resize_image(docker_migration.base_tag(uuid))
+    assert not docker_migration.is_resize_image('compute-driver/busybox:test')
