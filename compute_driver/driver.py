@@ -31,11 +31,13 @@ import abc
 import collections.abc
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 import threading
 import typing
 import unicodedata
+import uuid as uuidlib
 
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -111,6 +113,10 @@ TRANSITIONS: dict[str, Transition] = {
     'revert_to_snapshot': Transition(
         (power_state.RUNNING, power_state.SHUTDOWN), None),
     'live_resize': Transition((power_state.RUNNING,), None),
+    # A resize on this host ends in the power state it started from. A
+    # cold migration's first step follows the same rule on its source,
+    # which it leaves stopped (its events say so).
+    'resize': Transition((power_state.RUNNING, power_state.SHUTDOWN), None),
 }
 
 
@@ -210,6 +216,14 @@ OPERATIONS: dict[str, Operation] = dict((
     _operation('host_uptime', 'get_host_uptime', on_instance=False,
                hooks=('get_host_uptime',)),
     _operation('list_images', on_instance=False, hooks=('list_images',)),
+    _operation('resize', needs=('flavor',),
+               hooks=('_power_off', '_power_on', '_resize',
+                      '_confirm_migration', '_revert_migration')),
+    _operation('cold_migrate', 'migrate_disk_and_power_off',
+               needs=('dest', 'flavor'),
+               hooks=('_power_off', '_power_on', '_migrate_out',
+                      '_migrate_in', '_confirm_migration',
+                      '_revert_migration')),
 ))
 
 #: Public methods the pipeline owns: a backend implements their hooks and
@@ -221,6 +235,8 @@ PIPELINE_METHODS = (
     'unpause', 'suspend', 'resume', 'snapshot', 'delete_snapshot',
     'revert_to_snapshot', 'live_resize', 'get_console_output',
     'get_diagnostics',
+    'resize', 'migrate_disk_and_power_off', 'finish_migration',
+    'confirm_migration', 'finish_revert_migration',
 )
 
 #: Optional operation name -> the method that implements it. The
@@ -1320,3 +1336,373 @@ class ComputeDriver(abc.ABC):
         """Images the backend can boot from, snapshots included."""
         self._require('list_images')
         raise NotImplementedError
+
+    # -- resize and cold migration -------------------------------------------
+    # Nova's four steps: migrate_disk_and_power_off on the source,
+    # finish_migration on the destination (the same backend for a resize
+    # on one host), then confirm_migration on the source or, after the
+    # destination destroyed its copy, finish_revert_migration there.
+    # ``supports_resize`` covers a move whose destination is this host,
+    # ``supports_cold_migrate`` one to another host of the same backend
+    # type; each keeps a revert point until it is confirmed or reverted.
+
+    #: Version of the ``disk_info`` document migrate_disk_and_power_off
+    #: returns and finish_migration reads.
+    MIGRATION_FORMAT = 1
+
+    @staticmethod
+    def check_move_flavor(old: objects.Flavor, new: objects.Flavor) -> None:
+        """Refuse a move to a flavor whose disks are smaller.
+
+        Memory and vCPUs may go down; a root or ephemeral disk cannot
+        shrink without losing data (Nova's API refuses a smaller root
+        disk the same way).
+
+        :raises InvalidInput: naming the disk and both sizes.
+        """
+        if not isinstance(new, objects.Flavor):
+            raise exception.InvalidInput(
+                reason='a resize needs an objects.Flavor, got %r' % (new,))
+        for field in ('root_gb', 'ephemeral_gb'):
+            before, after = getattr(old, field), getattr(new, field)
+            # A root_gb of 0 is the image's own size, whatever the disk
+            # has become: left as it is.
+            if after < before and not (field == 'root_gb' and after == 0):
+                raise exception.InvalidInput(
+                    reason='flavor %s has %s = %d, less than the %d of '
+                           'flavor %s: disks cannot shrink'
+                           % (new.name, field, after, before, old.name))
+
+    @contextlib.contextmanager
+    def _claim_move(self, instance: objects.Instance,
+                    flavor: objects.Flavor) -> typing.Iterator[None]:
+        """Reserve ``flavor`` for a resize of ``instance`` on this host.
+
+        Its old flavor still counts (the revert point holds it until the
+        resize is confirmed, as Nova's placement keeps the old allocation
+        under the migration), so the new one is claimed on top, under a
+        stand-in uuid that no backend lists.
+
+        :raises InsufficientResources: when ``flavor`` does not fit.
+        """
+        stand_in = dataclasses.replace(
+            instance, flavor=flavor,
+            uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_OID,
+                                   'resize:' + instance.uuid)))
+        with self._claim_lock:
+            if stand_in.uuid in self._pending:
+                raise exception.InvalidInput(
+                    reason='instance %s is being resized already'
+                           % instance.name)
+            self._check_fits(flavor,
+                             self._resources(list(self._pending.values())))
+            self._pending[stand_in.uuid] = stand_in
+        try:
+            yield
+        finally:
+            with self._claim_lock:
+                del self._pending[stand_in.uuid]
+
+    def _restart_after_failed_move(self, handle: typing.Any,
+                                   instance: objects.Instance) -> None:
+        # A move that failed after the pipeline stopped the instance puts
+        # it back as it was; failing that too is logged, and the move's
+        # own error is the one the caller gets.
+        try:
+            self._power_on(handle, instance)
+        except Exception:
+            LOG.exception('Could not restart %s after its move failed',
+                          instance.name)
+
+    def migrate_disk_and_power_off(
+            self, instance: objects.Instance, dest: str,
+            flavor: objects.Flavor, network_info: object = None,
+            block_device_info: object = None, timeout: int = 0,
+            retry_interval: int = 0, *, context: object = None) -> str:
+        """Stop the instance and prepare its move to ``dest`` with ``flavor``.
+
+        The first step of a resize (``dest`` is :attr:`host`) or of a cold
+        migration to the host ``dest`` of another backend of this type.
+        The instance stays here, SHUTDOWN, until :meth:`confirm_migration`
+        (which removes it after a migration) or
+        :meth:`finish_revert_migration`. A failure leaves it as it was,
+        restarted if it was RUNNING.
+
+        :param dest: the destination's node name (its :attr:`host`).
+        :param flavor: the flavor at the destination; its disks may not be
+            smaller than the instance's.
+        :param timeout: seconds to let the guest shut down cleanly.
+        :returns: ``disk_info``, an opaque JSON document for
+            :meth:`finish_migration` on the destination.
+        :raises InvalidInput: for a flavor with smaller disks, or a bad
+            ``dest``.
+        :raises InsufficientResources: when ``flavor`` does not fit this
+            host next to the revert point (a resize only).
+        """
+        if not isinstance(dest, str) or not dest:
+            raise exception.InvalidInput(
+                reason='the destination must be a host name, got %r'
+                       % (dest,))
+        same_host = dest == self.host
+        self._require('resize' if same_host else 'cold_migrate')
+        if timeout < 0 or retry_interval < 0:
+            raise exception.InvalidInput(
+                reason='timeout and retry_interval must be >= 0')
+        stored: list[objects.Instance] = []
+
+        def check(handle: typing.Any) -> None:
+            stored.append(self._stored(handle, instance))
+            self.check_move_flavor(stored[0].flavor, flavor)
+            if same_host:
+                with self._claim_lock:
+                    self._check_fits(flavor, self._resources(
+                        list(self._pending.values())))
+
+        def act(handle: typing.Any, current: int) -> tuple[int, ...]:
+            if current != power_state.SHUTDOWN:
+                self._power_off(handle, instance, current, timeout,
+                                retry_interval)
+            try:
+                payload = ({} if same_host else
+                           self._migrate_out(handle, stored[0], flavor,
+                                             dest))
+            except BaseException:
+                if current != power_state.SHUTDOWN:
+                    self._restart_after_failed_move(handle, instance)
+                raise
+            document.update(payload=payload)
+            return ((virtevent.EVENT_LIFECYCLE_STOPPED,)
+                    if current != power_state.SHUTDOWN else ())
+
+        document: dict[str, object] = {}
+        self._run('resize', instance, act, check=check)
+        document.update(
+            format=self.MIGRATION_FORMAT, backend=type(self).__name__,
+            source=self.host, dest=dest, instance=stored[0].to_dict(),
+            flavor=flavor.to_dict())
+        return json.dumps(document, sort_keys=True)
+
+    def _read_disk_info(self, instance: objects.Instance,
+                        disk_info: str) -> tuple[objects.Instance,
+                                                 dict[str, object], str]:
+        """The moved instance, its payload and source of ``disk_info``."""
+        try:
+            document = json.loads(disk_info)
+            if document.get('format') != self.MIGRATION_FORMAT:
+                raise ValueError('format %r' % document.get('format'))
+            if document['backend'] != type(self).__name__:
+                raise ValueError('it comes from a %s backend'
+                                 % document['backend'])
+            moved = objects.Instance.from_dict(
+                {**document['instance'],
+                 'flavor': objects.Flavor.from_dict(document['flavor'])})
+            payload, source = document['payload'], document['source']
+        except (TypeError, ValueError, KeyError, AttributeError,
+                exception.InvalidInput) as exc:
+            raise exception.InvalidInput(
+                reason='disk_info is not one migrate_disk_and_power_off of '
+                       'this backend returned: %s' % exc) from None
+        if moved.uuid != instance.uuid:
+            raise exception.InvalidInput(
+                reason='disk_info is that of instance %s, not %s'
+                       % (moved.uuid, instance.uuid))
+        if not isinstance(payload, dict) or not isinstance(source, str):
+            raise exception.InvalidInput(
+                reason='disk_info has no payload or source host')
+        return moved, payload, source
+
+    def finish_migration(self, instance: objects.Instance, disk_info: str,
+                         *, power_on: bool = True, context: object = None,
+                         migration: object = None, network_info: object = None,
+                         image_meta: object = None,
+                         resize_instance: bool = True,
+                         allocations: object = None,
+                         block_device_info: object = None) -> None:
+        """Bring the moved instance up on this host with its new flavor.
+
+        On the source's host (a resize) the instance takes the new flavor
+        and what it was is kept as the revert point; on another host it
+        is created from what ``disk_info`` carries, under a claim of the
+        new flavor. The instance is RUNNING afterwards if ``power_on``,
+        else SHUTDOWN. A failure leaves the instance as it was (a resize)
+        or nothing (a migration).
+
+        :param instance: the instance being moved; only its uuid is
+            used: the flavor and the rest come from ``disk_info``, as the
+            source's backend recorded them.
+        :param disk_info: what :meth:`migrate_disk_and_power_off` returned.
+        :raises InvalidInput: for ``disk_info`` of another instance or
+            backend.
+        :raises InsufficientResources: when the new flavor does not fit.
+        :raises InstanceExists: when this host has the instance already
+            (a migration).
+        """
+        moved, payload, source = self._read_disk_info(instance, disk_info)
+        if source == self.host:
+            self._require('resize')
+            self._finish_resize(moved, power_on)
+            return
+        self._require('cold_migrate')
+        with self._instance_locks.hold(moved.uuid):
+            with self._claim(moved), \
+                    self._translate('finish migration', moved):
+                self._migrate_in(moved, payload)
+                if power_on:
+                    self._start_moved(moved)
+        if power_on:
+            self._announce(moved.uuid, (virtevent.EVENT_LIFECYCLE_STARTED,))
+
+    def _start_moved(self, instance: objects.Instance) -> None:
+        # A guest that does not start after its move is removed again
+        # (a migration) so that nothing is left: the source still has it.
+        handle = self._find(instance)
+        try:
+            self._power_on(handle, instance)
+        except BaseException:
+            with contextlib.suppress(exception.ComputeDriverError):
+                self._destroy(instance, True)
+            raise
+
+    def _finish_resize(self, resized: objects.Instance,
+                       power_on: bool) -> None:
+        with self._instance_locks.hold(resized.uuid):
+            with self._translate('finish resize', resized):
+                handle = self._find(resized)
+                current = self._power_state(handle)
+                if current != power_state.SHUTDOWN:
+                    raise exception.InvalidPowerState(
+                        operation='finish resize', instance=resized.name,
+                        current=power_state.name(current),
+                        expected=power_state.name(power_state.SHUTDOWN))
+                stored = self._stored(handle, resized)
+                with self._claim_move(stored, resized.flavor):
+                    self._resize(handle, stored, resized.flavor)
+                if power_on:
+                    self._power_on(self._find(resized), resized)
+        if power_on:
+            self._announce(resized.uuid,
+                           (virtevent.EVENT_LIFECYCLE_STARTED,))
+
+    def resize(self, instance: objects.Instance, flavor: objects.Flavor, *,
+               power_on: bool | None = None, timeout: int = 0,
+               retry_interval: int = 0, context: object = None) -> None:
+        """Resize an instance on this host to ``flavor``.
+
+        :meth:`migrate_disk_and_power_off` to this host then
+        :meth:`finish_migration`; the old instance is kept until
+        :meth:`confirm_migration` drops it or
+        :meth:`finish_revert_migration` puts it back.
+
+        :param power_on: whether the resized instance runs; ``None`` keeps
+            the power state it had (RUNNING or SHUTDOWN).
+        """
+        self._require('resize')
+        if power_on is None:
+            power_on = self.get_info(instance).state == power_state.RUNNING
+        disk_info = self.migrate_disk_and_power_off(
+            instance, self.host, flavor, timeout=timeout,
+            retry_interval=retry_interval, context=context)
+        try:
+            self.finish_migration(instance, disk_info, power_on=power_on)
+        except BaseException:
+            # finish_migration left the instance as it was, stopped: drop
+            # the move and give it its power state back.
+            with contextlib.suppress(exception.ComputeDriverError):
+                self.finish_revert_migration(instance, power_on=power_on)
+            raise
+
+    def confirm_migration(self, instance: objects.Instance, *,
+                          migration: object = None,
+                          network_info: object = None,
+                          context: object = None) -> None:
+        """Drop what a move kept for a revert, on its source host.
+
+        After a resize, the old instance; after a migration, the stopped
+        instance left here. Idempotent: nothing kept is fine.
+        """
+        self._require_move()
+        with self._instance_locks.hold(instance.uuid), \
+                self._translate('confirm migration', instance):
+            self._confirm_migration(instance)
+
+    def finish_revert_migration(self, instance: objects.Instance, *,
+                                power_on: bool = True,
+                                migration: object = None,
+                                network_info: object = None,
+                                block_device_info: object = None,
+                                context: object = None) -> None:
+        """Put the instance back as it was before its move, on its source.
+
+        After a resize the revert point replaces the resized instance (a
+        caller following Nova destroyed that one already); after a
+        migration, or one interrupted before it finished, the stopped
+        instance here is taken back. It is RUNNING afterwards if
+        ``power_on``, else SHUTDOWN.
+
+        :raises InstanceNotFound: when this host has neither.
+        """
+        self._require_move()
+        with self._instance_locks.hold(instance.uuid):
+            with self._translate('revert migration', instance):
+                self._revert_migration(instance)
+                handle = self._find(instance)
+                started = (power_on and self._power_state(handle) ==
+                           power_state.SHUTDOWN)
+                if started:
+                    self._power_on(handle, instance)
+        if started:
+            self._announce(instance.uuid,
+                           (virtevent.EVENT_LIFECYCLE_STARTED,))
+
+    def _require_move(self) -> None:
+        if not (self.supports('resize') or self.supports('cold_migrate')):
+            self._require('resize')
+
+    def _resize(self, handle: typing.Any, instance: objects.Instance,
+                flavor: objects.Flavor) -> None:
+        """Give a stopped instance ``flavor``, keeping a revert point.
+
+        ``instance`` is as the backend stored it, old flavor. Afterwards
+        the backend lists it with ``flavor`` (its stored record says so)
+        and keeps what it was, not listed, until
+        :meth:`_confirm_migration` or :meth:`_revert_migration`; the
+        revert point counts in :meth:`_resources` when it holds what a
+        flavor claims (a kept guest does; a committed container image,
+        which holds no CPU or memory, need not). A destroy of the resized
+        instance leaves the revert point. A failure leaves the instance
+        as it was.
+        """
+        self._not_implemented('_resize')
+
+    def _migrate_out(self, handle: typing.Any, instance: objects.Instance,
+                     flavor: objects.Flavor, dest: str) -> dict[str, object]:
+        """Prepare a stopped instance's move to the host ``dest``.
+
+        Marks it as leaving in the backend's record and returns what the
+        destination's :meth:`_migrate_in` needs to rebuild it (JSON
+        types only): its disk, or where to fetch it from.
+        """
+        self._not_implemented('_migrate_out')
+
+    def _migrate_in(self, instance: objects.Instance,
+                    payload: dict[str, object]) -> None:
+        """Create the moved instance here, stopped, from ``payload``.
+
+        Called under the instance's lock with the new flavor claimed;
+        ``instance`` carries it. A failure leaves nothing behind.
+        """
+        self._not_implemented('_migrate_in')
+
+    def _confirm_migration(self, instance: objects.Instance) -> None:
+        """Drop the revert point, or the instance that left; none is fine."""
+        self._not_implemented('_confirm_migration')
+
+    def _revert_migration(self, instance: objects.Instance) -> None:
+        """Restore the revert point, or take back the instance that left.
+
+        Afterwards the backend lists the instance as it was before the
+        move, stopped, with its old flavor.
+
+        :raises InstanceNotFound: when there is neither.
+        """
+        self._not_implemented('_revert_migration')

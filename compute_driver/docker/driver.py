@@ -47,6 +47,7 @@ validates, locks, claims and checks transitions; the hooks here act:
   nor ``get_available_resource`` lists every container.
 """
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -65,6 +66,7 @@ from compute_driver.docker import events
 from compute_driver.docker import hostconfig
 from compute_driver.docker import images
 from compute_driver.docker import mapping
+from compute_driver.docker import migration
 from compute_driver.docker import usage as dusage
 from compute_driver import driver
 from compute_driver import event as virtevent
@@ -90,6 +92,8 @@ class DockerDriver(driver.ComputeDriver):
         # Docker cannot save a container's memory to disk without CRIU.
         'supports_suspend': False,
         'supports_resume': False,
+        # A container cannot leave its dockerd (see .migration).
+        'supports_cold_migrate': False,
     }
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
@@ -349,6 +353,7 @@ class DockerDriver(driver.ComputeDriver):
                 raise
             self._wait_gone(name)
         self._usage.remove_instance(instance.uuid)
+        migration.remove_base(self.api, instance.uuid, instance)
         return mapping.power_state_of(before)
 
     def _wait_gone(self, name: str) -> None:
@@ -572,17 +577,23 @@ class DockerDriver(driver.ComputeDriver):
         self._replace_container(instance, data, image)
 
     def _replace_container(self, instance: objects.Instance, old: dict,
-                           image: dict) -> None:
+                           image: dict,
+                           resized: objects.Instance | None = None) -> None:
         """Swap the container of ``instance`` for one from ``image``.
 
         The old one is stopped and renamed aside, the new one created
-        under the instance's name with the same labels; only then is the
+        under the instance's name with the same labels (those of
+        ``resized`` and its flavor's limits, when given); only then is the
         old one removed. A failure puts the old one back as it was.
         """
         api = self.api
         name = self._container_name(instance.uuid)
         was_running = mapping.container_state(old) == power_state.RUNNING
-        stored = mapping.stored_instance(old, instance)
+        stored = resized or mapping.stored_instance(old, instance)
+        labels = mapping.container_labels(old)
+        if resized is not None:
+            labels = {**labels, **migration.blank_labels(),
+                      **mapping.instance_labels(resized, self.host)}
         aside = '%s-reverting-%s' % (name, uuidlib.uuid4().hex[:8])
         host_config = api.create_host_config(
             **hostconfig.host_config_args(self.conf, stored.flavor))
@@ -594,8 +605,7 @@ class DockerDriver(driver.ComputeDriver):
             new_id = api.create_container(
                 image=image['Id'], name=name,
                 hostname=(old.get('Config') or {}).get('Hostname'),
-                labels=mapping.container_labels(old),
-                host_config=host_config, detach=True)['Id']
+                labels=labels, host_config=host_config, detach=True)['Id']
             self._usage.add(new_id, stored,
                             'running' if was_running else 'created')
             if was_running:
@@ -693,4 +703,64 @@ class DockerDriver(driver.ComputeDriver):
 
     def list_images(self):
         with errors.translate(self._connection.url, 'list images'):
-            return self._store().list_images()
+            # A resize's images are an instance's disk, not bootable
+            # images (see .migration).
+            return [image for image in self._store().list_images()
+                    if not migration.is_resize_image(image.name)]
+
+    # -- resize (see .migration) --------------------------------------------
+
+    def _resize(self, data, instance, flavor):
+        hostconfig.check_flavor(self.conf.docker, flavor)
+        api = self.api
+        image_id = migration.commit_revert_point(api, data['Id'], data)
+        resized = dataclasses.replace(instance, flavor=flavor)
+        # An instance counts once, with the flavor of the container first
+        # counted: uncount the old one so that the new one counts.
+        self._usage.remove_instance(instance.uuid)
+        try:
+            self._replace_container(instance, data, {'Id': image_id},
+                                    resized=resized)
+        except BaseException:
+            self._usage.add(data['Id'], instance, 'exited')
+            self._remove_revert_point(instance)
+            raise
+
+    def _remove_revert_point(self, instance):
+        try:
+            self.api.remove_image(migration.revert_tag(instance.uuid))
+        except docker_errors.APIError as exc:
+            LOG.warning('Could not remove the revert point %s of %s: %s',
+                        migration.revert_tag(instance.uuid), instance.name,
+                        errors.reason(exc))
+
+    def _confirm_migration(self, instance):
+        if migration.inspect(self.api,
+                             migration.revert_tag(instance.uuid)) is not None:
+            migration.keep_as_base(self.api, instance.uuid)
+
+    def _revert_migration(self, instance):
+        api = self.api
+        image = migration.inspect(api, migration.revert_tag(instance.uuid))
+        if image is None:
+            # A move that never resized left the container as it was.
+            self._find(instance)
+            return
+        old = mapping.instance_from_labels(migration.recorded_labels(image))
+        name = self._container_name(instance.uuid)
+        # The resized container, unless the caller destroyed it already
+        # (Nova does), gives way to the one it replaced.
+        try:
+            api.remove_container(name, force=True, v=True)
+        except docker_errors.NotFound:
+            pass
+        self._usage.remove_instance(instance.uuid)
+        new_id = api.create_container(
+            image=image['Id'], name=name, hostname=old.name[:63],
+            labels={**migration.blank_labels(),
+                    **mapping.instance_labels(old, self.host)},
+            host_config=api.create_host_config(
+                **hostconfig.host_config_args(self.conf, old.flavor)),
+            detach=True)['Id']
+        self._usage.add(new_id, old)
+        migration.keep_as_base(api, instance.uuid)

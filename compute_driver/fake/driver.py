@@ -55,6 +55,8 @@ class _Guest:
     # Stands for the disk's content: bumped by every boot, restored by a
     # revert, so a revert is observable.
     disk_generation: int = 0
+    # The host a cold migration moves it to, until confirmed or reverted.
+    leaving: str = ''
 
 
 class FakeDriver(driver.ComputeDriver):
@@ -74,6 +76,8 @@ class FakeDriver(driver.ComputeDriver):
         super().__init__(conf, virtapi=virtapi)
         self._lock = threading.RLock()
         self._guests: dict[str, _Guest] = {}
+        # What a resize on this host replaced, until confirmed or reverted.
+        self._revert_points: dict[str, _Guest] = {}
         self._images: dict[str, objects.ImageMeta] = {}
         for name in conf.fake.images:
             try:
@@ -172,7 +176,8 @@ class FakeDriver(driver.ComputeDriver):
     def _resources(self, pending):
         with self._lock:
             guests = list(self._guests.values())
-        flavors = [g.instance.flavor for g in guests]
+            kept = list(self._revert_points.values())
+        flavors = [g.instance.flavor for g in guests + kept]
         flavors += [i.flavor for i in pending if i.uuid not in self._guests]
         fake = self.conf.fake
         return objects.HostResources(
@@ -325,3 +330,64 @@ class FakeDriver(driver.ComputeDriver):
     def list_images(self):
         with self._lock:
             return [self._images[name] for name in sorted(self._images)]
+
+    # -- resize and cold migration ------------------------------------------
+    # The fake's disk is its disk_generation (and its console, which a
+    # real disk's log would be part of): small enough to travel inside
+    # disk_info, so two fake hosts need nothing shared to move a guest.
+
+    def _resize(self, guest, instance, flavor):
+        with self._lock:
+            if instance.uuid in self._revert_points:
+                raise exception.InvalidInput(
+                    reason='instance %s has a resize to confirm or revert '
+                           'first' % instance.name)
+            self._revert_points[instance.uuid] = dataclasses.replace(
+                guest, console=collections.deque(
+                    guest.console, maxlen=guest.console.maxlen))
+            guest.instance = dataclasses.replace(guest.instance,
+                                                 flavor=flavor)
+            guest.vcpus, guest.memory_mb = flavor.vcpus, flavor.memory_mb
+        self._console(guest, 'resized to flavor %s' % flavor.name)
+
+    def _migrate_out(self, guest, instance, flavor, dest):
+        guest.leaving = dest
+        self._console(guest, 'leaving for %s' % dest)
+        return {'disk_generation': guest.disk_generation,
+                'console': list(guest.console)}
+
+    def _migrate_in(self, instance, payload):
+        generation, console = (payload.get('disk_generation'),
+                               payload.get('console'))
+        if not isinstance(generation, int) or not isinstance(console, list):
+            raise exception.InvalidInput(
+                reason='disk_info of %s carries no fake disk' % instance.name)
+        guest = _Guest(
+            instance=instance, state=power_state.SHUTDOWN,
+            vcpus=instance.flavor.vcpus, memory_mb=instance.flavor.memory_mb,
+            console=collections.deque(
+                (str(line) for line in console),
+                maxlen=self.conf.fake.console_log_lines),
+            created=time.time(), disk_generation=generation)
+        self._console(guest, 'arrived on %s with flavor %s'
+                      % (self.host, instance.flavor.name))
+        with self._lock:
+            self._guests[instance.uuid] = guest
+
+    def _confirm_migration(self, instance):
+        with self._lock:
+            self._revert_points.pop(instance.uuid, None)
+            guest = self._guests.get(instance.uuid)
+            if guest is not None and guest.leaving:
+                del self._guests[instance.uuid]
+
+    def _revert_migration(self, instance):
+        with self._lock:
+            kept = self._revert_points.pop(instance.uuid, None)
+            if kept is not None:
+                self._guests[instance.uuid] = kept
+                return
+            guest = self._guests.get(instance.uuid)
+            if guest is None:
+                raise exception.InstanceNotFound(instance=instance.name)
+            guest.leaving = ''

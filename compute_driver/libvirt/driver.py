@@ -40,6 +40,7 @@ and instance disks from :mod:`~compute_driver.libvirt.images`, and libvirt's
 errors are translated by :mod:`~compute_driver.libvirt.errors`.
 """
 
+import dataclasses
 import functools
 import logging
 import os
@@ -60,6 +61,7 @@ from compute_driver.libvirt import errors
 from compute_driver.libvirt import events
 from compute_driver.libvirt import images
 from compute_driver.libvirt import mapping
+from compute_driver.libvirt import migration
 from compute_driver.libvirt import recordindex
 from compute_driver import objects
 from compute_driver import power_state
@@ -92,7 +94,7 @@ class LibvirtDriver(driver.ComputeDriver):
             'power_off', 'power_on', 'pause', 'unpause', 'suspend',
             'resume', 'snapshot', 'delete_snapshot', 'revert_to_snapshot',
             'live_resize', 'console_output', 'diagnostics', 'host_ip_addr',
-            'host_uptime', 'list_images')}
+            'host_uptime', 'list_images', 'resize')}
     hypervisor_type = 'libvirt'
     CONFIG_GROUP = libvirt_conf.GROUP
     CONFIG_OPTS = libvirt_conf.opts
@@ -122,6 +124,7 @@ class LibvirtDriver(driver.ComputeDriver):
             self.uri, self.virt_type, self._events.on_domain_event,
             reconnect_timeout=opts.reconnect_timeout)
         self._records = recordindex.DomainRecords(self.instances_path)
+        self._revert_points = migration.RevertPoints(self.instances_path)
         # The group QEMU runs as, given search access to instance
         # directories; None keeps them to their owner.
         self._qemu_gid: int | None = None
@@ -291,6 +294,7 @@ class LibvirtDriver(driver.ComputeDriver):
         listed = {r.instance.uuid for r in records}
         flavors = [r.instance.flavor for r in records]
         flavors += [i.flavor for i in pending if i.uuid not in listed]
+        flavors += self._revert_points.flavors()
         try:
             stat = os.statvfs(self.instances_path)
             local_gb = stat.f_frsize * stat.f_blocks // (1 << 30)
@@ -791,3 +795,56 @@ class LibvirtDriver(driver.ComputeDriver):
             'cpu_time_ns': int(info[4]),
             'uuid': dom.UUIDString(),
         }
+
+    # -- resize (see .migration) ----------------------------------------------
+
+    def _resize(self, dom, instance, flavor):
+        uuid = instance.uuid
+        disk = self._disk_path(uuid)
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        self._revert_points.keep(instance, disk, xml)
+        resized = dataclasses.replace(instance, flavor=flavor)
+        try:
+            if (flavor.root_gb > instance.flavor.root_gb and
+                    os.path.exists(disk)):
+                images.run_qemu_img(
+                    'resize', '-q', '-f',
+                    migration.disk_format(xml) or
+                    self.conf.libvirt.disk_format,
+                    disk, '%dG' % flavor.root_gb)
+            new_xml = migration.resized_xml(xml, resized)
+            self._host.call(lambda conn: conn.defineXML(new_xml))
+            self._records.add(resized)
+        except BaseException:
+            self._put_back(instance, xml)
+            raise
+        self._console_mark(instance, 'resized to flavor %s' % flavor.name)
+
+    def _put_back(self, instance: objects.Instance, xml: str) -> None:
+        """Make the domain what its revert point kept, and drop that."""
+        directory = self._instance_dir(instance.uuid)
+        if not os.path.isdir(directory):
+            self._make_instance_dir(directory)
+        self._revert_points.restore_disk(instance.uuid,
+                                         self._disk_path(instance.uuid))
+        self._host.call(lambda conn: conn.defineXML(xml))
+        self._records.add(instance)
+        self._revert_points.drop(instance.uuid)
+
+    def _confirm_migration(self, instance):
+        self._revert_points.drop(instance.uuid)
+
+    def _revert_migration(self, instance):
+        kept = self._revert_points.load(instance.uuid)
+        if kept is None:
+            # A move that never resized left the domain as it was.
+            self._find(instance)
+            return
+        old, xml = kept
+        # The resized domain, unless the caller destroyed it already (Nova
+        # does), gives way to the one it replaced.
+        dom = self._host.lookup('lookupByUUIDString', instance.uuid)
+        if dom is not None and self._records.of(dom) is not None:
+            self._remove_domain(dom, instance)
+        self._put_back(old, xml)
+        self._console_mark(old, 'resize reverted')

@@ -48,6 +48,7 @@ import os_resource_classes as orc
 from nova.compute import utils as compute_utils
 from nova import conf as nova_conf
 from nova import exception as nova_exception
+from nova import objects as nova_objects
 from nova.objects import fields as obj_fields
 from nova.virt import driver
 from nova.virt import event as nova_event
@@ -170,11 +171,15 @@ class ComputeDriverAdapter(driver.ComputeDriver):
 
         Those Nova's driver has under the method name of an operation of
         :data:`compute_driver.driver.OPERATIONS` (``reboot`` has two), and
-        ``resume_state_on_host_boot`` (a hard reboot), when the backend's
-        ``capabilities`` lack all their operations; they raise
-        ``NotImplementedError``.
+        ``resume_state_on_host_boot`` (a hard reboot) and the four methods
+        of a resize or cold migration (``resize`` or ``cold_migrate``),
+        when the backend's ``capabilities`` lack all their operations;
+        they raise ``NotImplementedError``.
         """
         needs = {'resume_state_on_host_boot': ['hard_reboot']}
+        for method in ('migrate_disk_and_power_off', 'finish_migration',
+                       'confirm_migration', 'finish_revert_migration'):
+            needs[method] = ['resize', 'cold_migrate']
         for name, operation in contract.OPERATIONS.items():
             if (hasattr(driver.ComputeDriver, operation.method) and
                     operation.method not in _SERVED_WITHOUT_BACKEND):
@@ -503,3 +508,95 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     def get_diagnostics(self, instance: typing.Any) -> dict[str, object]:
         return typing.cast(dict[str, object],
                            self._perform('diagnostics', instance))
+
+    # -- resize and cold migration -------------------------------------------
+
+    def _move_destination(self, context: typing.Any, instance: typing.Any,
+                          dest: str) -> str:
+        """The node name a resize or cold migration moves ``instance`` to.
+
+        Nova passes the destination's address (``migration.dest_host``),
+        which several compute services share on one machine; the node is
+        in the migration its migration context names. Without one (a
+        caller outside the compute manager) ``dest`` is taken as the node.
+        """
+        try:
+            migration_context = instance.migration_context
+        except (AttributeError, NotImplementedError,
+                nova_exception.OrphanedObjectError):
+            return dest
+        if migration_context is None:
+            return dest
+        migration = nova_objects.Migration.get_by_id_and_instance(
+            context, migration_context.migration_id, instance.uuid)
+        return str(migration.dest_node or migration.dest_compute)
+
+    def migrate_disk_and_power_off(self, context: typing.Any,
+                                   instance: typing.Any, dest: str,
+                                   flavor: typing.Any,
+                                   network_info: typing.Any,
+                                   block_device_info: typing.Any = None,
+                                   timeout: int = 0,
+                                   retry_interval: int = 0) -> str:
+        """Stop the instance and hand its move to the destination.
+
+        A resize to this node needs the backend's ``resize``, a move to
+        another ``cold_migrate``; lacking it is Nova's
+        ``NotImplementedError``. Any other failure left the instance as it
+        was (the contract promises it), so it is raised inside Nova's
+        ``InstanceFaultRollback``: Nova sets the server back to its state
+        before the move and restores its allocations.
+        """
+        if driver.block_device_info_get_mapping(block_device_info):
+            raise NotImplementedError(
+                'The %s backend cannot move an instance with volumes'
+                % self.backend.name)
+        node_name = self._move_destination(context, instance, dest)
+        operation = ('resize' if node_name == self.backend.host
+                     else 'cold_migrate')
+        if not self.backend.supports(operation):
+            raise NotImplementedError(
+                'The %s backend cannot %s instances'
+                % (self.backend.name, operation.replace('_', ' ')))
+        try:
+            with convert.nova_errors(instance.uuid):
+                return self.backend.migrate_disk_and_power_off(
+                    self._instance(instance), node_name,
+                    convert.flavor(flavor), timeout=timeout,
+                    retry_interval=retry_interval, context=context)
+        except nova_exception.NovaException as exc:
+            raise nova_exception.InstanceFaultRollback(
+                inner_exception=exc) from exc
+
+    def finish_migration(self, context: typing.Any, migration: typing.Any,
+                         instance: typing.Any, disk_info: str,
+                         network_info: typing.Any, image_meta: typing.Any,
+                         resize_instance: bool, allocations: typing.Any,
+                         block_device_info: typing.Any = None,
+                         power_on: bool = True,
+                         share_info: typing.Any = None) -> None:
+        with convert.nova_errors(instance.uuid):
+            self.backend.finish_migration(
+                self._instance(instance), disk_info, power_on=power_on,
+                context=context,
+                network_info=convert.network_info(network_info))
+
+    def confirm_migration(self, context: typing.Any, migration: typing.Any,
+                          instance: typing.Any,
+                          network_info: typing.Any) -> None:
+        with convert.nova_errors(instance.uuid):
+            self.backend.confirm_migration(self._instance(instance),
+                                           context=context)
+
+    def finish_revert_migration(self, context: typing.Any,
+                                instance: typing.Any,
+                                network_info: typing.Any,
+                                migration: typing.Any,
+                                block_device_info: typing.Any = None,
+                                power_on: bool = True,
+                                share_info: typing.Any = None) -> None:
+        with convert.nova_errors(instance.uuid):
+            self.backend.finish_revert_migration(
+                self._instance(instance), power_on=power_on,
+                context=context,
+                network_info=convert.network_info(network_info))

@@ -71,7 +71,10 @@ class XenAPIDriver(driver.ComputeDriver):
 
     capabilities = {**{'supports_' + op: True
                        for op in driver.OPTIONAL_OPERATIONS},
-                    'supports_console_output': False}
+                    'supports_console_output': False,
+                    # Not implemented for XAPI yet.
+                    'supports_resize': False,
+                    'supports_cold_migrate': False}
     hypervisor_type = 'xen'
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts

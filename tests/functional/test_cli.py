@@ -95,7 +95,7 @@ def test_verify_twenty_instances(run, config):
         ' Not Run ', ' p50 (ms) ', ' p95 (ms) ', ' Max (ms) ', ' Notes ']
     rows = [[cell.strip() for cell in line.split('|')[1:-1]]
             for line in lines[3:-1]]
-    assert len(rows) == 18
+    assert len(rows) == 19
     assert all(row[1:5] == ['20', '0', '0', '0'] and row[8] == ''
                for row in rows), rows
 

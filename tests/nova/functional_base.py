@@ -21,9 +21,11 @@ asynchronous, as in a deployment. Subclasses name the backend; the tests
 themselves are in :class:`ServerLifecycleTests` and run on every backend.
 """
 
+import dataclasses
 from importlib import metadata
 import time
 import typing
+from unittest import mock
 
 import fixtures
 from nova import context as nova_context
@@ -102,7 +104,12 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
             backend = compute.manager.driver.backend
             for image_id in self.snapshots:
                 backend.delete_snapshot(image_id)
+            moves = (backend.supports('resize') or
+                     backend.supports('cold_migrate'))
             for record in backend.list_instance_records():
+                # A revert point outlives destroy (see doc/source/resize).
+                if moves:
+                    backend.confirm_migration(record.instance)
                 backend.destroy(record.instance)
 
     # -- waiting -------------------------------------------------------------
@@ -203,19 +210,24 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
             server, {'OS-EXT-STS:task_state': None})
         return str(image_id)
 
-    def assert_move_failed_cleanly(self, server: dict, action: str,
-                                   host: str) -> None:
+    def assert_move_failed_cleanly(
+            self, server: dict, action: str, host: str,
+            error: str = 'NotImplementedError') -> None:
         """A resize or migration of ``server`` (m1.tiny) failed cleanly.
 
-        As Nova handles a driver without it: the migration in error, the
-        server ACTIVE on its old flavor on ``host``, the allocations back.
+        As Nova handles a driver without it, or one that put the instance
+        back as it was: the migration in error, the server ACTIVE on its
+        old flavor on ``host``, the allocations back.
+
+        :param error: what the traceback of the failed step names.
         """
         # The source compute's resize_instance is where the adapter says it
-        # cannot (migrate_disk_and_power_off is Nova's NotImplementedError);
-        # its action event ends after Nova has put the allocations back.
+        # cannot (migrate_disk_and_power_off is Nova's NotImplementedError,
+        # or a rolled-back failure); its action event ends after Nova has
+        # put the allocations back.
         event = self.wait_for_action_event(
             server, action, 'compute_resize_instance', 'error')
-        self.assertIn('NotImplementedError', event['traceback'])
+        self.assertIn(error, event['traceback'])
         migration = self._wait_for_migration_status(server, ['error'])
         self.assertEqual('error', migration['status'])
         server = self._wait_for_server_parameter(
@@ -247,6 +259,10 @@ class ServerLifecycleTests:
     #: Nova's tests do for in-memory drivers, or loads a new adapter that
     #: finds the guests on the backend.
     restart_keeps_driver = True
+    #: Whether the backend counts what a resize keeps for a revert in its
+    #: usage, as Nova's placement does, or only the resized instance (a
+    #: container's revert point is an image, which holds no CPU or RAM).
+    revert_point_counts = True
 
     def setUp(self) -> None:
         super().setUp()
@@ -425,10 +441,132 @@ class ServerLifecycleTests:
             self._delete_server(server)
         self.assertEqual(set(), self.backend_uuids(self.host))
 
-    # -- what the backends cannot do -----------------------------------------
+    # -- resize on this host --------------------------------------------------
+
+    def _resize_to_small(self, server: dict) -> dict:
+        """Resize ``server`` (m1.tiny) to m1.small on its own host."""
+        self.flags(allow_resize_to_same_host=True)
+        if not self.backend(self.host).supports('resize'):
+            self.skipTest('the %s backend has no resize; '
+                          'test_resize_fails_cleanly covers it'
+                          % self.backend_name)
+        self.api.post_server_action(server['id'],
+                                    {'resize': {'flavorRef': '2'}})
+        server = self._wait_for_state_change(server, 'VERIFY_RESIZE')
+        self.assertEqual('m1.small', server['flavor']['original_name'])
+        self.assertEqual(self.host, server['OS-EXT-SRV-ATTR:host'])
+        record = self.backend(self.host).find_instance(server['id'])
+        self.assertEqual('m1.small', record.instance.flavor.name)
+        self.assertEqual(1, record.info.state)
+        # Until it is confirmed or reverted, placement holds both flavors
+        # on the one node: the new under the server, the old under the
+        # migration.
+        migration = self._wait_for_migration_status(server, ['finished'])
+        rp = self._get_provider_uuid_by_host(self.host)
+        self.assert_allocated(server, self.host, '2')
+        self.assertEqual({rp: self.flavor_resources('1')}, {
+            uuid: a['resources'] for uuid, a in
+            self._get_allocations_by_server_uuid(migration['uuid']).items()})
+        self.assertEqual(
+            {rc: amount + self.flavor_resources('1')[rc]
+             for rc, amount in self.flavor_resources('2').items()},
+            self._get_provider_usages(rp))
+        return server
+
+    def assert_backend_usage(self, *flavor_ids: str) -> None:
+        """The backend counts exactly these flavors in its usage."""
+        resources = self.backend(self.host).get_available_resource(None)
+        flavors = [self.flavor_resources(f) for f in flavor_ids]
+        self.assertEqual(
+            (sum(f['VCPU'] for f in flavors),
+             sum(f['MEMORY_MB'] for f in flavors)),
+            (resources.vcpus_used, resources.memory_mb_used))
+
+    def test_resize_then_confirm(self) -> None:
+        server = self._resize_to_small(self._boot())
+        self.assert_backend_usage(
+            *(('1', '2') if self.revert_point_counts else ('2',)))
+        self._confirm_resize(server)
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('m1.small', server['flavor']['original_name'])
+        self.assert_allocated(server, self.host, '2')
+        rp = self._get_provider_uuid_by_host(self.host)
+        self.assertEqual(self.flavor_resources('2'),
+                         self._get_provider_usages(rp))
+        # The revert point is gone: the backend counts the new flavor only.
+        self.assert_backend_usage('2')
+        self.assertEqual(1, self.backend_state(self.host, server))
+        self.assert_actions_succeeded(
+            server, ['create', 'resize', 'confirmResize'])
+        self._delete_server(server)
+        self.assertEqual(set(), self.backend_uuids(self.host))
+        self.assert_backend_usage()
+
+    def test_resize_then_revert(self) -> None:
+        server = self._resize_to_small(self._boot())
+        self._revert_resize(server)
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('m1.tiny', server['flavor']['original_name'])
+        self.assert_allocated(server, self.host, '1')
+        rp = self._get_provider_uuid_by_host(self.host)
+        self.assertEqual(self.flavor_resources('1'),
+                         self._get_provider_usages(rp))
+        record = self.backend(self.host).find_instance(server['id'])
+        self.assertEqual('m1.tiny', record.instance.flavor.name)
+        self.assertEqual(1, record.info.state)
+        self.assert_backend_usage('1')
+        self.assert_actions_succeeded(
+            server, ['create', 'resize', 'revertResize'])
+        self._delete_server(server)
+        self.assertEqual(set(), self.backend_uuids(self.host))
+
+    def test_resize_stopped_server_stays_stopped(self) -> None:
+        server = self._stop_server(self._boot())
+        self.flags(allow_resize_to_same_host=True)
+        if not self.backend(self.host).supports('resize'):
+            self.skipTest('the %s backend has no resize' % self.backend_name)
+        self.api.post_server_action(server['id'],
+                                    {'resize': {'flavorRef': '2'}})
+        server = self._wait_for_state_change(server, 'VERIFY_RESIZE')
+        self.assertEqual(4, self.backend_state(self.host, server))
+        self.api.post_server_action(server['id'], {'confirmResize': None})
+        server = self._wait_for_state_change(server, 'SHUTOFF')
+        self.wait_for_action_event(server, 'confirmResize',
+                                   'compute_confirm_resize', 'success')
+        self.assertEqual('m1.small', self.backend(self.host).find_instance(
+            server['id']).instance.flavor.name)
+        self._delete_server(server)
+
+    def test_resize_that_does_not_fit_the_backend_rolls_back(self) -> None:
+        # Placement lets the resize through (its inventory overcommits
+        # memory here), the backend's own claim refuses it: Nova rolls
+        # the server back to ACTIVE on its old flavor, as for a driver
+        # that cannot resize.
+        self.flags(allow_resize_to_same_host=True)
+        if not self.backend(self.host).supports('resize'):
+            self.skipTest('the %s backend has no resize' % self.backend_name)
+        server = self._boot()
+        backend = self.backend(self.host)
+        resources = backend.get_available_resource(None)
+        with mock.patch.object(
+                type(backend), '_resources', autospec=True,
+                return_value=dataclasses.replace(
+                    resources, memory_mb=resources.memory_mb_used + 1024)):
+            self.api.post_server_action(server['id'],
+                                        {'resize': {'flavorRef': '2'}})
+            # The adapter raised the backend's error from inside Nova's
+            # InstanceFaultRollback, whose handler raises it again.
+            self.assert_move_failed_cleanly(
+                server, 'resize', self.host, 'raise error.inner_exception')
+        self.assert_backend_usage('1')
+
+    # -- what a backend may not do -------------------------------------------
 
     def test_resize_fails_cleanly(self) -> None:
         self.flags(allow_resize_to_same_host=True)
+        if self.backend(self.host).supports('resize'):
+            self.skipTest('the %s backend resizes; the test_resize_* tests '
+                          'cover it' % self.backend_name)
         server = self._boot()
         self.api.post_server_action(server['id'],
                                     {'resize': {'flavorRef': '2'}})

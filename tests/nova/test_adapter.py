@@ -714,9 +714,11 @@ def test_a_backend_without_optional_operations(make_adapter):
     driver = make_adapter()
     driver.backend.capabilities = contract.default_capabilities()
     assert driver.unsupported_methods() == [
-        'get_console_output', 'get_diagnostics', 'get_host_uptime', 'pause',
-        'power_off', 'power_on', 'reboot', 'resume',
-        'resume_state_on_host_boot', 'snapshot', 'suspend', 'unpause']
+        'confirm_migration', 'finish_migration', 'finish_revert_migration',
+        'get_console_output', 'get_diagnostics', 'get_host_uptime',
+        'migrate_disk_and_power_off', 'pause', 'power_off', 'power_on',
+        'reboot', 'resume', 'resume_state_on_host_boot', 'snapshot',
+        'suspend', 'unpause']
     # Refused before the instance is looked up.
     with pytest.raises(NotImplementedError, match='diagnostics'):
         driver.get_diagnostics(nova_instance())
@@ -732,3 +734,79 @@ def test_unknown_backend_option(make_adapter):
                              r'\[libvirt\] of .*; did you mean '
                              r'connection_uri\?'):
         make_adapter(libvirt={'conection_uri': 'qemu:///system'})
+
+
+# -- resize and cold migration ----------------------------------------------
+
+
+def test_resize_on_this_host_then_confirm(make_adapter, ctxt):
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    instance = nova_instance()
+    spawn(driver, ctxt, instance)
+    bigger = nova_flavor(name='m1.bigger', memory_mb=1024, root_gb=2)
+    # Without a migration context (a caller outside the compute manager)
+    # the destination is taken as the node name.
+    disk_info = driver.migrate_disk_and_power_off(
+        ctxt, instance, CONF.host, bigger, network_info())
+    assert driver.get_info(instance).state == power_state.SHUTDOWN
+    instance.flavor = bigger
+    driver.finish_migration(ctxt, None, instance, disk_info, network_info(),
+                            image_meta(), True, {}, power_on=True)
+    record = driver.backend.find_instance(instance.uuid)
+    assert record.instance.flavor.name == 'm1.bigger'
+    assert record.info.state == power_state.RUNNING
+    assert driver.backend.get_available_resource(None).memory_mb_used == (
+        512 + 1024)
+    driver.confirm_migration(ctxt, None, instance, network_info())
+    assert driver.backend.get_available_resource(None).memory_mb_used == 1024
+
+
+def test_resize_then_revert_as_nova_does(make_adapter, ctxt):
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    instance = nova_instance()
+    spawn(driver, ctxt, instance)
+    disk_info = driver.migrate_disk_and_power_off(
+        ctxt, instance, CONF.host, nova_flavor(name='m1.bigger', vcpus=2),
+        network_info())
+    driver.finish_migration(ctxt, None, instance, disk_info, network_info(),
+                            image_meta(), False, {}, power_on=False)
+    driver.destroy(ctxt, instance, network_info())
+    driver.finish_revert_migration(ctxt, instance, network_info(), None,
+                                   power_on=True)
+    record = driver.backend.find_instance(instance.uuid)
+    assert (record.instance.flavor.name, record.info.state) == (
+        'm1.small', power_state.RUNNING)
+
+
+def test_failed_move_is_rolled_back_for_nova(make_adapter, ctxt):
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    instance = nova_instance(flavor=nova_flavor(root_gb=2))
+    spawn(driver, ctxt, instance)
+    for flavor, inner in (
+            (nova_flavor(name='m1.shrunk', root_gb=1),
+             nova_exception.InvalidInput),
+            (nova_flavor(name='m1.huge', root_gb=2, memory_mb=10 ** 7),
+             nova_exception.ComputeResourcesUnavailable)):
+        with pytest.raises(nova_exception.InstanceFaultRollback) as exc:
+            driver.migrate_disk_and_power_off(
+                ctxt, instance, CONF.host, flavor, network_info())
+        # Nova raises the inner error again once it rolled the server back.
+        assert isinstance(exc.value.inner_exception, inner), exc.value
+        assert driver.get_info(instance).state == power_state.RUNNING
+    # A root_gb of 0 keeps the disk as it is: not a shrink.
+    driver.migrate_disk_and_power_off(
+        ctxt, instance, CONF.host, nova_flavor(name='m1.image', root_gb=0),
+        network_info())
+    assert driver.get_info(instance).state == power_state.SHUTDOWN
+
+
+def test_move_the_backend_cannot_do_is_not_implemented(make_adapter, ctxt):
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    instance = nova_instance()
+    spawn(driver, ctxt, instance)
+    driver.backend.capabilities = dict(driver.backend.capabilities,
+                                       supports_cold_migrate=False)
+    with pytest.raises(NotImplementedError, match='cold migrate'):
+        driver.migrate_disk_and_power_off(ctxt, instance, 'elsewhere',
+                                          nova_flavor(), network_info())
+    assert driver.get_info(instance).state == power_state.RUNNING

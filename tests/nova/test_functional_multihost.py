@@ -85,14 +85,92 @@ class MultiHostTests(functional_base.AdapterTestBase):
         for host in HOSTS:
             self.assertEqual(set(), self.backend_uuids(host))
 
-    def test_cold_migrate_fails_cleanly(self) -> None:
-        # The scheduler finds another host; the source's adapter cannot
-        # move the guest, and Nova puts everything back.
+    def _move(self, action: dict, flavor_id: str) -> tuple[dict, str]:
+        """Move a server of compute1 elsewhere; it and its destination."""
         server = self._create_server(
             image_uuid=functional_base.IMAGE, flavor_id='1',
             networks='none', host='compute1')
-        self.api.post_server_action(server['id'], {'migrate': None})
-        self.assert_move_failed_cleanly(server, 'migrate', 'compute1')
+        source = self.backend('compute1')
+        generation = source.get_diagnostics(
+            source.find_instance(server['id']).instance)['disk_generation']
+        self.api.post_server_action(server['id'], action)
+        server = self._wait_for_state_change(server, 'VERIFY_RESIZE')
+        dest = server['OS-EXT-SRV-ATTR:host']
+        self.assertIn(dest, HOSTS[1:])
+        # The destination runs it with the new flavor, from the source's
+        # disk; the source keeps it, stopped, until the move is confirmed.
+        moved = self.backend(dest).find_instance(server['id'])
+        self.assertEqual(1, moved.info.state)
+        self.assertEqual(self.api.get_flavor(flavor_id)['name'],
+                         moved.instance.flavor.name)
+        self.assertEqual(generation + 1, self.backend(dest).get_diagnostics(
+            moved.instance)['disk_generation'])
+        self.assertEqual(4, self.backend_state('compute1', server))
+        # Placement: the server holds the new flavor on the destination,
+        # the migration the old one on the source.
+        migration = self._wait_for_migration_status(server, ['finished'])
+        self.assert_allocated(server, dest, flavor_id)
+        self.assertEqual(
+            {self._get_provider_uuid_by_host('compute1'):
+             self.flavor_resources('1')},
+            {uuid: a['resources'] for uuid, a in
+             self._get_allocations_by_server_uuid(migration['uuid']).items()})
+        return server, dest
+
+    def _usages(self) -> dict[str, dict[str, int]]:
+        return {host: self._get_provider_usages(
+            self._get_provider_uuid_by_host(host)) for host in HOSTS}
+
+    def test_cold_migrate_then_confirm(self) -> None:
+        server, dest = self._move({'migrate': None}, '1')
+        self._confirm_resize(server)
+        server = self._show_server(server)
+        self.assertEqual(dest, server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(set(), self.backend_uuids('compute1'))
+        self.assertEqual({server['id']}, self.backend_uuids(dest))
+        self.assert_allocated(server, dest, '1')
+        zero = {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}
+        self.assertEqual({host: self.flavor_resources('1') if host == dest
+                          else zero for host in HOSTS}, self._usages())
+        self.assertEqual(0, self.backend('compute1').get_available_resource(
+            None).memory_mb_used)
+        self.assert_actions_succeeded(
+            server, ['create', 'migrate', 'confirmResize'])
+        self._delete_server(server)
+        for host in HOSTS:
+            self.assertEqual(set(), self.backend_uuids(host))
+
+    def test_resize_to_another_host_then_revert(self) -> None:
+        # Without allow_resize_to_same_host a resize is a move too.
+        server, dest = self._move({'resize': {'flavorRef': '2'}}, '2')
+        self._revert_resize(server)
+        server = self._show_server(server)
+        self.assertEqual('compute1', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual('m1.tiny', server['flavor']['original_name'])
+        self.assertEqual(set(), self.backend_uuids(dest))
+        record = self.backend('compute1').find_instance(server['id'])
+        self.assertEqual((1, 'm1.tiny'),
+                         (record.info.state, record.instance.flavor.name))
+        self.assert_allocated(server, 'compute1', '1')
+        zero = {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}
+        self.assertEqual(
+            {host: self.flavor_resources('1') if host == 'compute1'
+             else zero for host in HOSTS}, self._usages())
+        self.assert_actions_succeeded(
+            server, ['create', 'resize', 'revertResize'])
+        self._delete_server(server)
+
+    def test_cold_migrate_without_support_fails_cleanly(self) -> None:
+        # A backend that declares no cold migration: the scheduler finds
+        # another host, the source's adapter says it cannot move the
+        # guest, and Nova puts everything back.
+        server = self._create_server(
+            image_uuid=functional_base.IMAGE, flavor_id='1',
+            networks='none', host='compute1')
+        with mock.patch.dict(type(self.backend('compute1')).capabilities,
+                             {'supports_cold_migrate': False}):
+            self.api.post_server_action(server['id'], {'migrate': None})
+            self.assert_move_failed_cleanly(server, 'migrate', 'compute1')
         for host in HOSTS:
             rp = self._get_provider_uuid_by_host(host)
             usage = self._get_provider_usages(rp)

@@ -46,10 +46,8 @@ FAKE_IMAGE = 'cirros-0.6.3-x86_64-disk'
 
 _PATCHES_FAKE = ("patches nova.virt.fake.FakeDriver.spawn, Nova's fake "
                  "driver's internals")
-_NO_RESIZE = ('needs resize, which the contract does not have yet (the '
-              'adapter fails it cleanly, see test_functional_*)')
-_NO_MIGRATION = ('needs cold or live migration, which the contract does '
-                 'not have yet')
+_NO_LIVE_MIGRATION = ('needs live migration, which the contract does not '
+                      'have (it has cold migration)')
 _NO_VOLUMES = ('boots from a volume, which the contract cannot attach yet '
                '(the build aborts cleanly, see test_functional_*)')
 
@@ -59,7 +57,6 @@ EXCEPTIONS = {
     'ServersTest.test_create_server_with_error_with_retries': _PATCHES_FAKE,
     'ServersTest.test_create_server_with_error_with_no_retries':
         _PATCHES_FAKE,
-    'ServersTest.test_resize_server_negative_invalid_state': _NO_RESIZE,
     'ServerRebuildTestCase.test_volume_backed_rebuild_different_image':
         _NO_VOLUMES,
     'ServerRebuildTestCaseV293.test_volume_backed_rebuild_root_create_failed':
@@ -71,11 +68,8 @@ EXCEPTIONS = {
     'ServerRebuildTestCaseV293.test_volume_backed_rebuild_root_v293':
         _NO_VOLUMES,
     'ServersTestV280.'
-    'test_get_migrations_after_cold_migrate_server_in_same_project':
-        _NO_MIGRATION,
-    'ServersTestV280.'
     'test_get_migrations_after_live_migrate_server_in_different_project':
-        _NO_MIGRATION,
+        _NO_LIVE_MIGRATION,
     'TraitsBasedSchedulingTest.'
     'test_flavor_image_trait_on_volume_backed_instance': _NO_VOLUMES,
     'TraitsBasedSchedulingTest.test_image_trait_on_volume_backed_instance':

@@ -22,9 +22,11 @@ operation the backend's ``capabilities`` say it lacks. The calls are
 listed per backend at the end of the run (see ``conftest.py``).
 """
 
+import functools
 import logging
 import uuid
 
+from nova.compute import power_state
 from nova import test
 from nova.tests.unit.virt import test_virt_drivers as nova_suite
 
@@ -109,6 +111,25 @@ class _AdapterSuite(nova_suite._VirtDriverTestCase):
         instance, _ = self._get_running_instance()
         self.assertRaises(NotImplementedError, self.connection.live_migration,
                           self.ctxt, instance, 'otherhost', None, None)
+
+    # Nova's moves the instance to another host; a backend that resizes
+    # only on its own host (docker, libvirt) is asked for that instead,
+    # and one with neither must say so.
+    def test_migrate_disk_and_power_off(self) -> None:
+        instance, network_info = self._get_running_instance()
+        backend = self.connection.backend
+        dest = ('dest_host' if backend.supports('cold_migrate')
+                else nova_suite.CONF.host)
+        call = functools.partial(
+            self.connection.migrate_disk_and_power_off, self.ctxt, instance,
+            dest, nova_suite.test_utils.get_test_flavor(), network_info)
+        if not (backend.supports('cold_migrate') or
+                backend.supports('resize')):
+            self.assertRaises(NotImplementedError, call)
+            return
+        self.assertIsInstance(call(), str)
+        self.assertEqual(power_state.SHUTDOWN,
+                         self.connection.get_info(instance).state)
 
     def test_live_migration_force_complete(self) -> None:
         instance, _ = self._get_running_instance()

@@ -403,10 +403,11 @@ def test_verify_prints_one_row_per_step(capsys, config):
                         '--concurrency', '2', '-f', 'json')
     assert rc == 0, err
     rows = {row['Operation']: row for row in json.loads(out)}
-    assert len(rows) == 18
+    assert len(rows) == 19
     assert rows['spawn']['Passed'] == 3
     assert rows['delete_snapshot']['Failed'] == 0
     assert rows['live_resize_down']['Max (ms)'] is not None
+    assert rows['resize']['Failed'] == 0
 
 
 def test_verify_skips_unsupported_steps(capsys, config, monkeypatch):
