@@ -22,6 +22,8 @@ never sees a Nova object.
 
 import collections.abc
 import contextlib
+import copy
+import ipaddress
 import logging
 import typing
 
@@ -150,7 +152,19 @@ def ports(nova_network_info: typing.Any) -> tuple[typing.Any, ...]:
     """
     # Imported here: only an adapter given ports needs the model.
     from compute_driver.network import model as net_model
-    return net_model.from_network_info(list(nova_network_info or []))
+    vifs = copy.deepcopy(list(nova_network_info or []))
+    for vif in vifs:
+        network = vif.get('network') if isinstance(
+            vif, collections.abc.Mapping) else None
+        for subnet in (network or {}).get('subnets') or []:
+            # Older Neutron releases stored a subnet's CIDR as given,
+            # host bits included (192.0.2.1/24): the subnet is the same.
+            try:
+                subnet['cidr'] = str(ipaddress.ip_network(
+                    str(subnet.get('cidr')), strict=False))
+            except ValueError:
+                continue
+    return net_model.from_network_info(vifs)
 
 
 def plug_events(nova_network_info: typing.Any) -> list[tuple[str, str]]:

@@ -587,9 +587,17 @@ class ComputeDriverAdapter(driver.ComputeDriver):
 
     def unplug_vifs(self, instance: typing.Any, network_info: typing.Any
                     ) -> None:
+        """Unwire the instance's ports on the host.
+
+        An instance the backend no longer has is done with: its destroy
+        unplugged its ports, as Nova's build clean-up expects.
+        """
         with convert.nova_errors(instance.uuid):
             ports = convert.ports(network_info)
-        self._perform('unplug_vifs', instance, network_info=ports)
+        try:
+            self._perform('unplug_vifs', instance, network_info=ports)
+        except nova_exception.InstanceNotFound:
+            LOG.debug('No instance %s to unplug ports of', instance.uuid)
 
     def attach_interface(self, context: typing.Any, instance: typing.Any,
                          image_meta: typing.Any, vif: typing.Any) -> None:

@@ -18,8 +18,6 @@ holds: one VIF per port on the network carrying the port's bridge, with
 its MAC, MTU and port id, plugged while the VM runs.
 """
 
-import uuid
-
 import pytest
 import XenAPI
 
@@ -38,6 +36,11 @@ from compute_driver.xenapi import network as xenapi_network
 IMAGE = 'Debian_Bookworm_12'
 #: A template whose guests run no agent and have no PV drivers.
 NO_TOOLS_IMAGE = 'Other_install_media'
+
+
+def _port_id(number):
+    """A port id whose first 11 characters (its device name) are unique."""
+    return '%08x-0000-4000-8000-%012x' % (number, number)
 
 
 @pytest.fixture
@@ -77,7 +80,7 @@ def _instance(name='vm1', image=IMAGE):
 def _port(number, bridge='brq-net-xen-a', mtu=None, vif_type='bridge',
           **extra):
     return model.Port(
-        id=str(uuid.UUID(int=number)),
+        id=_port_id(number),
         mac='fa:16:3e:00:00:%02x' % number, vif_type=vif_type,
         bridge=bridge, mtu=mtu, fixed_ips=(model.FixedIP(
             '192.0.2.%d' % (10 + number), '192.0.2.0/24', '192.0.2.1'),),
@@ -191,7 +194,7 @@ def test_plug_vifs_recreates_what_is_missing(simulator, backend,  # noqa
 
 @pytest.mark.parametrize('ports, error', [
     ((_port(1, 'brq-nowhere'),), xenapi_network.NetworkNotFound),
-    ((_port(1), model.Port(id=str(uuid.UUID(int=2)),
+    ((_port(1), model.Port(id=_port_id(2),
                            mac='fa:16:3e:00:00:01', vif_type='bridge',
                            bridge='brq-net-xen-a')),
      net_exception.DuplicatePort),
@@ -216,7 +219,7 @@ def test_bad_ports_leave_nothing_at_attach(simulator, backend,  # noqa
     backend.spawn(instance, network_info=(port,))
     for bad, error in (
             (_port(2, 'brq-nowhere'), xenapi_network.NetworkNotFound),
-            (model.Port(id=str(uuid.UUID(int=3)), mac=port.mac,
+            (model.Port(id=_port_id(3), mac=port.mac,
                         vif_type='bridge', bridge='brq-net-xen-b'),
              net_exception.DuplicatePort),
             (_port(4, mtu=1501), net_exception.InvalidMTU)):
@@ -225,7 +228,7 @@ def test_bad_ports_leave_nothing_at_attach(simulator, backend,  # noqa
         assert set(_vifs(simulator, instance)) == {port.id}
         assert backend.get_interfaces(instance) == (port,)
     with pytest.raises(net_exception.PortNotAttached):
-        backend.detach_interface(instance, str(uuid.UUID(int=9)))
+        backend.detach_interface(instance, _port_id(9))
     backend.destroy(instance)
 
 
