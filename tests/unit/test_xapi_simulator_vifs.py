@@ -12,34 +12,19 @@
 
 """The XAPI simulator's VIFs and networks, called in-process."""
 
-import pytest
-
-from compute_driver.testing.xapi_simulator import api as xapi
-from compute_driver.testing.xapi_simulator import seed
-from compute_driver.testing.xapi_simulator import store as db
 from tests.unit import test_xapi_simulator as base
+from tests.unit.test_xapi_simulator import api  # noqa: F401
+from tests.unit.test_xapi_simulator import session  # noqa: F401
 
 
-@pytest.fixture
-def api():
-    store = db.Store()
-    seed.populate(store, seed.DEFAULT_SEED)
-    return xapi.Api(store, xapi.Settings())
-
-
-@pytest.fixture
-def session(api):
-    return api.call('session.login_with_password',
-                    ['root', 'password', '2.21', 'unit'])
-
-
-def _network(api, session, bridge='xenbr0'):
+def _network(api, session, bridge='xenbr0'):  # noqa: F811
     [ref] = [r for r, n in api.store.table('network').items()
              if n['bridge'] == bridge]
     return ref
 
 
-def _vif(api, session, vm, device='0', mac='fa:16:3e:00:00:01', **extra):
+def _vif(api, session, vm, device='0',  # noqa: F811
+         mac='fa:16:3e:00:00:01', **extra):
     record = {'VM': vm, 'network': _network(api, session), 'device': device,
               'MAC': mac, 'MTU': '1500', 'other_config': {},
               'qos_algorithm_type': '', 'qos_algorithm_params': {}}
@@ -47,7 +32,7 @@ def _vif(api, session, vm, device='0', mac='fa:16:3e:00:00:01', **extra):
     return base._call(api, session, 'VIF.create', record)
 
 
-def test_create_checks_device_and_mac(api, session):
+def test_create_checks_device_and_mac(api, session):  # noqa: F811
     vm = base._install(api, session)
     assert base._error(api, session, 'VIF.create', {
         'VM': vm, 'network': _network(api, session), 'device': 'eth0',
@@ -74,7 +59,7 @@ def test_create_checks_device_and_mac(api, session):
                       _network(api, session)) == [vif, generated, third]
 
 
-def test_plug_and_unplug_follow_power_state(api, session):
+def test_plug_and_unplug_follow_power_state(api, session):  # noqa: F811
     vm = base._install(api, session)
     vif = _vif(api, session, vm)
     assert base._error(api, session, 'VIF.plug', vif) == [
@@ -109,7 +94,7 @@ def test_plug_and_unplug_follow_power_state(api, session):
     assert base._call(api, session, 'VM.get_VIFs', vm) == [vif]
 
 
-def test_hotplug_needs_pv_drivers_on_hvm(api, session):
+def test_hotplug_needs_pv_drivers_on_hvm(api, session):  # noqa: F811
     [template] = base._call(api, session, 'VM.get_by_name_label',
                             'Other install media')
     vm = base._install(api, session, template)
@@ -124,7 +109,7 @@ def test_hotplug_needs_pv_drivers_on_hvm(api, session):
     base._call(api, session, 'VIF.unplug', vif)
 
 
-def test_control_domain_has_no_hotplug(api, session):
+def test_control_domain_has_no_hotplug(api, session):  # noqa: F811
     [dom0] = [r for r, v in api.store.table('VM').items()
               if v['is_control_domain']]
     vif = _vif(api, session, dom0)
@@ -132,7 +117,7 @@ def test_control_domain_has_no_hotplug(api, session):
         'OPERATION_NOT_ALLOWED', 'Control domain does not support hotplug']
 
 
-def test_network_create_and_destroy(api, session):
+def test_network_create_and_destroy(api, session):  # noqa: F811
     ref = base._call(api, session, 'network.create', {
         'name_label': 'tenant', 'name_description': '', 'MTU': '0',
         'other_config': {}})
@@ -166,7 +151,7 @@ def test_network_create_and_destroy(api, session):
     assert base._call(api, session, 'VM.get_VIFs', vm) == []
 
 
-def test_clone_copies_vifs_with_new_macs(api, session):
+def test_clone_copies_vifs_with_new_macs(api, session):  # noqa: F811
     vm = base._install(api, session)
     vif = _vif(api, session, vm)
     clone = base._call(api, session, 'VM.clone', vm, 'copy')
