@@ -414,6 +414,8 @@ class XenAPIDriver(driver.ComputeDriver):
             # destroyed while it is still a template.
             other.pop('default_template', None)
             other.update(mapping.instance_tags(instance))
+            # A snapshot's record names the ports of its instance.
+            other.pop(xenapi_network.KEY_PORTS, None)
             if ports:
                 other[xenapi_network.KEY_PORTS] = net_model.to_record(ports)
             other['disks'] = mapping.resize_disks(
@@ -422,9 +424,10 @@ class XenAPIDriver(driver.ComputeDriver):
             self._xapi.call('VM.set_name_description', ref,
                             'compute-driver instance %s' % instance.uuid)
             self._size(ref, template.record, flavor)
-            # The instance's NICs are its ports, not those a clone of a
-            # snapshot inherits.
-            self._vifs.destroy_all(ref)
+            if template.record.get('VIFs'):
+                # The instance's NICs are its ports, not those the clone
+                # inherited (a snapshot of an instance has its VIFs).
+                self._vifs.destroy_all(ref)
             self._vifs.create(ref, planned, plug=False)
             if legacy is not None:
                 self._xapi.call('VIF.create', {

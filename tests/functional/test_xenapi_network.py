@@ -285,3 +285,24 @@ def test_spawn_without_ports_uses_the_configured_network(
         backend.destroy(instance)
     finally:
         backend.cleanup_host('test')
+
+
+def test_boot_from_a_snapshot_keeps_only_its_own_ports(simulator,  # noqa
+                                                       backend, networks):
+    original = _instance()
+    backend.spawn(original, network_info=(_port(1),))
+    backend.snapshot(original, 'net-xen-snap')
+    clone = _instance('vm2', image='net-xen-snap')
+    port = _port(2, 'brq-net-xen-b')
+    backend.spawn(clone, network_info=(port,))
+    # The snapshot's copy of the original's VIF is not the clone's.
+    assert set(_vifs(simulator, clone)) == {port.id}
+    assert backend.get_interfaces(clone) == (port,)
+    bare = _instance('vm3', image='net-xen-snap')
+    backend.spawn(bare)
+    assert _vifs(simulator, bare) == {}
+    assert backend.get_interfaces(bare) == ()
+    for instance in (bare, clone, original):
+        backend.destroy(instance)
+    backend.delete_snapshot('net-xen-snap')
+    assert _vifs(simulator) == {}
