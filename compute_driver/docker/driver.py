@@ -90,6 +90,9 @@ class DockerDriver(driver.ComputeDriver):
         # Docker cannot save a container's memory to disk without CRIU.
         'supports_suspend': False,
         'supports_resume': False,
+        **{'supports_' + op: False for op in (
+            'plug_vifs', 'unplug_vifs', 'attach_interface',
+            'detach_interface', 'interfaces')},
     }
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
