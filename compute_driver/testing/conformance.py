@@ -90,12 +90,26 @@ class OperationArgs:
         ``revert_to_snapshot``.
     :param vcpus: for ``live_resize``.
     :param memory_mb: for ``live_resize``.
+    :param vif: for ``attach_interface`` and ``detach_interface``; a
+        ``tap`` port of its own when ``None``.
+    :param network_info: for ``plug_vifs`` and ``unplug_vifs``.
     """
 
     host: str = ''
     image_id: str = ''
     vcpus: int | None = None
     memory_mb: int | None = None
+    vif: object = None
+    network_info: object = ()
+
+
+def sample_port() -> object:
+    """A ``tap`` port with a random id and MAC, nothing on the host."""
+    from compute_driver.network import model as net_model
+    port_id = uuidlib.uuid4()
+    return net_model.Port(
+        id=str(port_id), vif_type=net_model.VIF_TYPE_TAP,
+        mac='fa:16:3e:' + ':'.join('%02x' % b for b in port_id.bytes[:3]))
 
 
 def call_operation(backend: contract.ComputeDriver, operation: str,
@@ -115,6 +129,8 @@ def call_operation(backend: contract.ComputeDriver, operation: str,
     entry = contract.OPERATIONS[operation]
     params: dict[str, object] = {name: getattr(args, name)
                                  for name in entry.needs}
+    if 'vif' in params and params['vif'] is None:
+        params['vif'] = sample_port()
     if operation == 'snapshot':
         params['update_task_state'] = TaskStateRecorder()
     elif operation == 'live_resize':
