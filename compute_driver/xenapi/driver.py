@@ -73,11 +73,7 @@ class XenAPIDriver(driver.ComputeDriver):
 
     capabilities = {**{'supports_' + op: True
                        for op in driver.OPTIONAL_OPERATIONS},
-                    'supports_console_output': False,
-                    # -- network: ports are not plugged here yet --
-                    **{'supports_' + op: False for op in (
-                        'plug_vifs', 'unplug_vifs', 'attach_interface',
-                        'detach_interface', 'interfaces')}}
+                    'supports_console_output': False}
     hypervisor_type = 'xen'
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
