@@ -20,12 +20,19 @@ adapter waits for that event at spawn as Nova's libvirt driver does.
 """
 
 import copy
+import os
 import typing
 
 import fixtures
 
+from compute_driver.testing import fixtures as cd_fixtures
+from tests.functional import docker_env
 from tests.nova import functional_base
+from tests.nova import test_functional_docker
 from tests.nova import test_functional_fake
+
+#: The kernel's ``uname``, before Nova's test base forbids calling it.
+REAL_UNAME = os.uname
 
 
 def _port_id(number: int) -> str:
@@ -37,8 +44,8 @@ class PlugAgent(fixtures.Fixture):
     """Reports a port up to Nova once the backend has wired it.
 
     It wraps the backend's spawn and attach hooks, as an agent watches
-    the host's devices: after a hook returns, each of its ports that the
-    backend reports wired is marked ACTIVE in the Neutron fixture and
+    the host's devices: after a hook returns, each of its ports that
+    :meth:`wire` finds wired is marked ACTIVE in the Neutron fixture and
     announced with ``network-vif-plugged``. ``silent`` agents announce
     nothing, as an agent that is down.
     """
@@ -51,6 +58,11 @@ class PlugAgent(fixtures.Fixture):
         self.silent = silent
         #: (server uuid, port id) of every event sent.
         self.sent: list[tuple[str, str]] = []
+
+    def wire(self, backend: typing.Any, instance: typing.Any,
+             port: typing.Any) -> bool:
+        """Whether the backend wired ``port``; the fake backend says."""
+        return port.id in backend.plugged_ports(instance)
 
     def _setUp(self) -> None:
         backend = self.test.backend(self.host)
@@ -79,10 +91,9 @@ class PlugAgent(fixtures.Fixture):
                 ports: typing.Any) -> None:
         if self.silent:
             return
-        wired = backend.plugged_ports(instance)
         events = []
         for port in ports:
-            if port.id not in wired:
+            if not self.wire(backend, instance, port):
                 continue
             self.test.neutron._ports[port.id]['status'] = 'ACTIVE'
             events.append({'name': 'network-vif-plugged',
@@ -93,12 +104,31 @@ class PlugAgent(fixtures.Fixture):
             self.test.admin_api.create_server_external_events(events)
 
 
-class FakeBackendNetworkTests(functional_base.AdapterTestBase):
-    backend_name = 'fake'
-    backend_options = test_functional_fake.FakeBackendServerTests\
-        .backend_options
-    backend_images = test_functional_fake.FakeBackendServerTests\
-        .backend_images
+class BridgingAgent(PlugAgent):
+    """An agent that puts a ``tap`` port's host device on its bridge.
+
+    What Neutron's agents do for the ``tap`` VIF type: the host only
+    creates the device (the backend's veth end, named after the port),
+    and the agent wires it.
+    """
+
+    def __init__(self, test: functional_base.AdapterTestBase, host: str,
+                 bridge: str) -> None:
+        super().__init__(test, host)
+        self.bridge = bridge
+
+    def wire(self, backend: typing.Any, instance: typing.Any,
+             port: typing.Any) -> bool:
+        from compute_driver.network import netlink
+        if not netlink.link_exists(port.devname):
+            return False
+        netlink.attach_to_bridge(port.devname, self.bridge, port.id)
+        return True
+
+
+class _PortsMixin:
+    """Ports in Nova's Neutron fixture, and servers booted with them."""
+
     host = 'compute1'
 
     def setUp(self) -> None:
@@ -108,9 +138,10 @@ class FakeBackendNetworkTests(functional_base.AdapterTestBase):
         self.flags(vif_plugging_timeout=300, vif_plugging_is_fatal=True)
         self._start_compute(self.host)
 
-    def _down_port(self, number: int) -> dict:
+    def _down_port(self, number: int, vif_type: str = 'ovs') -> dict:
         """A port on the fixture's network that Neutron has not wired."""
         port = copy.deepcopy(self.neutron.port_1)
+        port.update({'binding:vif_type': vif_type})
         port.update(id=_port_id(number),
                     mac_address='fa:16:3e:00:01:%02x' % number,
                     status='DOWN', fixed_ips=[{
@@ -128,6 +159,14 @@ class FakeBackendNetworkTests(functional_base.AdapterTestBase):
         backend = self.backend(self.host)
         instance = backend.find_instance(server['id']).instance
         return [p.id for p in backend.get_interfaces(instance)]
+
+
+class FakeBackendNetworkTests(_PortsMixin, functional_base.AdapterTestBase):
+    backend_name = 'fake'
+    backend_options = test_functional_fake.FakeBackendServerTests\
+        .backend_options
+    backend_images = test_functional_fake.FakeBackendServerTests\
+        .backend_images
 
     def test_boot_waits_for_the_plug_event(self) -> None:
         agent = self.useFixture(PlugAgent(self, self.host))
@@ -188,3 +227,60 @@ class FakeBackendNetworkTests(functional_base.AdapterTestBase):
         self.assertEqual([second['id']], self._ports_on_backend(server))
         self._delete_server(server)
         self.assertEqual(set(), self.backend_uuids(self.host))
+
+
+class DockerBackendNetworkTests(_PortsMixin,
+                                functional_base.AdapterTestBase):
+    """A container with a Neutron ``tap`` port, wired by an agent.
+
+    The port's host device is the backend's veth end in this host's
+    namespace; the test's bridge (``nxbr<hex>``) stands for the agent's,
+    and is removed, with anything on it, afterwards.
+    """
+
+    backend_name = 'docker'
+    backend_options = test_functional_docker.DockerBackendServerTests\
+        .backend_options
+    backend_images = test_functional_docker.DockerBackendServerTests\
+        .backend_images
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            cd_fixtures.skip_or_fail('wiring ports needs root')
+        docker_env.raw_client()
+        self.host = docker_env.unique_host()
+        self.flags(disk_allocation_ratio=1000.0)
+        from compute_driver.network import netlink
+        self.bridge = 'nxbr' + self.host[-8:]
+        netlink.create_bridge(self.bridge)
+        self.addCleanup(netlink.delete_link, self.bridge)
+        super().setUp()
+        # pyroute2's helper process that opens a socket in the container's
+        # namespace reads the kernel version, which Nova's test base
+        # forbids as host inspection.
+        self.useFixture(fixtures.MonkeyPatch('os.uname', REAL_UNAME))
+
+    def test_boot_waits_for_the_agent_to_wire_the_port(self) -> None:
+        from compute_driver.network import netlink
+        agent = self.useFixture(BridgingAgent(self, self.host, self.bridge))
+        port = self._down_port(6, vif_type='tap')
+        server = self._boot_with(port)
+        self.assertEqual([(server['id'], port['id'])], agent.sent)
+        self.assertEqual([port['id']], self._ports_on_backend(server))
+        devname = 'tap' + port['id'][:11]
+        self.assertEqual(self.bridge, netlink.link_info(devname)['master'])
+        # The container's first NIC has the port's MAC and address.
+        backend = self.backend(self.host)
+        container = backend.find_instance(server['id']).info.internal_id
+        api = docker_env.raw_client()
+        exec_id = api.exec_create(container, ['ip', '-o', 'addr', 'show',
+                                              'eth0'])
+        shown = api.exec_start(exec_id).decode()
+        self.assertIn('192.168.1.106/24', shown)
+        exec_id = api.exec_create(container,
+                                  ['cat', '/sys/class/net/eth0/address'])
+        self.assertEqual(port['mac_address'],
+                         api.exec_start(exec_id).decode().strip())
+        self._delete_server(server)
+        self.assertEqual(set(), self.backend_uuids(self.host))
+        self.assertFalse(netlink.link_exists(devname))
