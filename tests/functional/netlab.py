@@ -24,8 +24,45 @@ import secrets
 import shutil
 import signal
 import subprocess
+import uuid
 
+from compute_driver.network import model
 from compute_driver.testing import fixtures
+
+# TEST-NET-2 and TEST-NET-3 (RFC 5737): never routed.
+NETS = (ipaddress.ip_network('198.51.100.0/24'),
+        ipaddress.ip_network('203.0.113.0/24'))
+MTUS = (1400, 1300)
+
+
+class Net:
+    """One bridge of a :class:`Lab`, its server and its dnsmasq.
+
+    :param hosts: the ``(mac, address)`` leases dnsmasq gives.
+    """
+
+    def __init__(self, lab, index, hosts=()):
+        self.subnet = NETS[index]
+        self.mtu = MTUS[index]
+        self.bridge = lab.add_bridge(str(index))
+        self.gateway = str(self.subnet.network_address + 1)
+        self.server_ip = str(self.subnet.network_address + 2)
+        self.iface = lab.serve(
+            lab.server, self.bridge, '%s/%d' % (self.server_ip,
+                                                self.subnet.prefixlen),
+            'fa:16:3e:ff:00:%02x' % index)
+        lab.dnsmasq(lab.server, self.iface, self.subnet, self.gateway,
+                    lab.tmp / ('leases%d' % index), hosts)
+
+    def port(self, host_octet, mac, **kwargs):
+        values = dict(
+            id=str(uuid.uuid4()), mac=mac, vif_type='bridge',
+            bridge=self.bridge, mtu=self.mtu,
+            fixed_ips=(model.FixedIP(
+                str(self.subnet.network_address + host_octet),
+                str(self.subnet), self.gateway),))
+        values.update(kwargs)
+        return model.Port(**values)
 
 
 def _requirements():
@@ -137,9 +174,6 @@ class Lab:
         :param address: ``address/prefixlen``.
         :returns: the interface's name in ``namespace``.
         """
-        import uuid
-
-        from compute_driver.network import model
         iface = ipaddress.ip_interface(address)
         port = model.Port(
             id=str(uuid.uuid4()), mac=mac, vif_type='bridge', bridge=bridge,
@@ -148,12 +182,16 @@ class Lab:
         self.netlink.plug_veth(port, namespace, name)
         return name
 
-    def dnsmasq(self, namespace, iface, subnet, router, leases):
-        """Serve DHCP for ``subnet`` on ``iface`` (static leases only)."""
+    def dnsmasq(self, namespace, iface, subnet, router, leases, hosts=()):
+        """Serve DHCP for ``subnet`` on ``iface``.
+
+        :param hosts: ``(mac, address)`` pairs: the only leases given.
+        """
         return self.start(
             namespace, 'dnsmasq', '--no-daemon', '--conf-file=/dev/null',
             '--port=0', '--user=root', '--interface=%s' % iface,
             '--bind-interfaces', '--dhcp-range=%s,static,%s,10m' % (
                 subnet.network_address, subnet.netmask),
             '--dhcp-option=option:router,%s' % router,
+            *('--dhcp-host=%s,%s' % host for host in hosts),
             '--dhcp-leasefile=%s' % leases, '--log-dhcp')

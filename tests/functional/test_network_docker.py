@@ -20,7 +20,6 @@ containers' namespaces. The host's interfaces and iptables are never
 touched.
 """
 
-import ipaddress
 import time
 import uuid
 
@@ -30,43 +29,13 @@ from compute_driver.docker import driver as docker_driver
 from compute_driver import exception
 from compute_driver import flavors
 from compute_driver.network import exception as net_exception
-from compute_driver.network import model
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
 from tests.functional import docker_env
 from tests.functional.netlab import _requirements
 from tests.functional.netlab import Lab
-
-# TEST-NET-2 and TEST-NET-3 (RFC 5737): never routed.
-NETS = (ipaddress.ip_network('198.51.100.0/24'),
-        ipaddress.ip_network('203.0.113.0/24'))
-MTUS = (1400, 1300)
-
-
-class Net:
-    def __init__(self, lab, index):
-        self.subnet = NETS[index]
-        self.mtu = MTUS[index]
-        self.bridge = lab.add_bridge(str(index))
-        self.gateway = str(self.subnet.network_address + 1)
-        self.server_ip = str(self.subnet.network_address + 2)
-        self.iface = lab.serve(
-            lab.server, self.bridge, '%s/%d' % (self.server_ip,
-                                                self.subnet.prefixlen),
-            'fa:16:3e:ff:00:%02x' % index)
-        lab.dnsmasq(lab.server, self.iface, self.subnet, self.gateway,
-                    lab.tmp / ('leases%d' % index))
-
-    def port(self, host_octet, mac, **kwargs):
-        values = dict(
-            id=str(uuid.uuid4()), mac=mac, vif_type='bridge',
-            bridge=self.bridge, mtu=self.mtu,
-            fixed_ips=(model.FixedIP(
-                str(self.subnet.network_address + host_octet),
-                str(self.subnet), self.gateway),))
-        values.update(kwargs)
-        return model.Port(**values)
+from tests.functional.netlab import Net
 
 
 @pytest.fixture
