@@ -179,6 +179,8 @@ def test_guest_with_two_ports_answers_on_both(conf, lab):
             return seen
 
         seen = wire_and_ping(0)
+        backend.reboot(instance, 'SOFT')
+        seen = wire_and_ping(seen)
         backend.reboot(instance, 'HARD')
         seen = wire_and_ping(seen)
         backend.power_off(instance)
