@@ -18,6 +18,9 @@ holds: one VIF per port on the network carrying the port's bridge, with
 its MAC, MTU and port id, plugged while the VM runs.
 """
 
+import os
+import subprocess
+
 import pytest
 import XenAPI
 
@@ -305,4 +308,50 @@ def test_boot_from_a_snapshot_keeps_only_its_own_ports(simulator,  # noqa
     for instance in (bare, clone, original):
         backend.destroy(instance)
     backend.delete_snapshot('net-xen-snap')
+    assert _vifs(simulator) == {}
+
+
+def test_command_line_ports(simulator, networks, tmp_path):  # noqa: F811
+    """``boot --network`` and ``interface attach|detach`` on XAPI."""
+    env = dict(os.environ, HOME=str(tmp_path), COLUMNS='200')
+    config = tmp_path / 'xenapi.conf'
+    config.write_text(
+        '[DEFAULT]\ncompute_driver = xenapi\nhost = net-xen-cli\n'
+        '[xenapi]\nconnection_url = %s\nusername = root\n'
+        'password = password\nevent_poll_timeout = 5\n' % simulator.url)
+    script = fixtures.console_script()
+
+    def run(*argv):
+        return subprocess.run([script, '--config-file', str(config), *argv],
+                              env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    vms = _vm_count(simulator)
+    bad = run('boot', 'net-xen-cli', '--image', IMAGE, '--flavor', 'm1.nano',
+              '--network',
+              'brq-nowhere')
+    assert bad.returncode != 0
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert 'brq-nowhere' in bad.stderr
+    assert _vm_count(simulator) == vms and _vifs(simulator) == {}
+    booted = run('boot', 'net-xen-cli', '--image', IMAGE, '--flavor',
+                 'm1.nano', '--network',
+                 'bridge=brq-net-xen-a,mac=fa:16:3e:0a:0b:0c,'
+                 'ip=192.0.2.20/24,gateway=192.0.2.1')
+    assert booted.returncode == 0, booted.stderr
+    [vif] = _vifs(simulator).values()
+    assert vif['MAC'] == 'fa:16:3e:0a:0b:0c'
+    assert vif['network'] == networks['brq-net-xen-a']
+    attached = run('interface', 'attach', 'net-xen-cli', '--network',
+                   'brq-net-xen-b')
+    assert attached.returncode == 0, attached.stderr
+    assert sorted(v['network'] for v in _vifs(simulator).values()) == (
+        sorted(networks.values()))
+    assert all(v['currently_attached'] for v in _vifs(simulator).values())
+    detached = run('interface', 'detach', 'net-xen-cli',
+                   'fa:16:3e:0a:0b:0c')
+    assert detached.returncode == 0, detached.stderr
+    [vif] = _vifs(simulator).values()
+    assert vif['network'] == networks['brq-net-xen-b']
+    assert run('delete', 'net-xen-cli').returncode == 0
     assert _vifs(simulator) == {}
