@@ -63,6 +63,8 @@ from tests.functional import test_libvirt  # noqa: E402
 IMAGE = os.environ.get('COMPUTE_DRIVER_LIBVIRT_NET_IMAGE',
                        test_libvirt.IMAGE)
 MACS = ('fa:16:3e:10:00:10', 'fa:16:3e:20:00:10')
+#: The MAC of a port hot-plugged onto the first bridge, as .11.
+HOT_MAC = 'fa:16:3e:10:00:11'
 LEASE_RE = re.compile(
     r'compute-driver test guest: (eth\d) ([0-9a-f:]{17}) got ([0-9.]+)/')
 
@@ -148,7 +150,9 @@ def lab(tmp_path):
         created.server = created.add_namespace('s')
         created.nets = [
             Net(created, index,
-                [(mac, str(netlab.NETS[index].network_address + 10))])
+                [(mac, str(netlab.NETS[index].network_address + 10))] +
+                ([(HOT_MAC, str(netlab.NETS[0].network_address + 11))]
+                 if index == 0 else []))
             for index, mac in enumerate(MACS)]
         yield created
     finally:
@@ -160,13 +164,17 @@ def _console_leases(backend, instance):
     return LEASE_RE.findall(backend.get_console_output(instance))
 
 
-def _wait_for_leases(backend, instance, since):
-    """Both NICs' leases printed after the ``since``-th lease line."""
+def _wait_for_leases(backend, instance, since,
+                     wanted=(('eth0', MACS[0]), ('eth1', MACS[1]))):
+    """Leases of the ``wanted`` NICs after the ``since``-th lease line.
+
+    :returns: how many lease lines the console has then.
+    """
     deadline = time.monotonic() + test_libvirt.BOOT_TIMEOUT
     while True:
         leases = _console_leases(backend, instance)
         got = {(nic, mac) for nic, mac, _ in leases[since:]}
-        if got >= {('eth0', MACS[0]), ('eth1', MACS[1])}:
+        if got >= set(wanted):
             return len(leases)
         assert time.monotonic() < deadline, (
             'the guest printed no lease for both NICs:\n%s'
@@ -204,7 +212,19 @@ def test_guest_with_two_ports_answers_on_both(conf, lab):
         backend.power_off(instance)
         assert backend.get_info(instance).state == power_state.SHUTDOWN
         backend.power_on(instance)
-        wire_and_ping(seen)
+        seen = wire_and_ping(seen)
+
+        # Hot-plugged into the running guest, which runs a DHCP client
+        # on every new NIC: it answers as eth2.
+        hot = lab.nets[0].port(11, HOT_MAC, vif_type='tap', bridge=None)
+        backend.attach_interface(instance, hot)
+        agent.wire(hot, lab.nets[0].bridge)
+        _wait_for_leases(backend, instance, seen, [('eth2', HOT_MAC)])
+        assert lab.ping(lab.server, hot.fixed_ips[0].address)
+        backend.detach_interface(instance, hot)
+        assert not lab.netlink.link_exists(hot.devname)
+        assert backend.get_interfaces(instance) == tuple(ports)
+        assert lab.ping(lab.server, ports[0].fixed_ips[0].address)
     finally:
         backend.destroy(instance)
         backend.cleanup_host(conf.host)
