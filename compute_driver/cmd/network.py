@@ -152,31 +152,44 @@ def _find_port(backend, instance, ref: str) -> model.Port | str:
     return ref
 
 
-class ListInterfaces(common.Lister):
-    """List an instance's ports."""
+class _OnInstance:
+    """The INSTANCE argument, and the instance once the backend can act."""
+
+    #: The optional operation the command needs.
+    operation = ''
 
     def get_parser(self, prog_name):
-        parser = super().get_parser(prog_name)
+        parser = super().get_parser(prog_name)  # type: ignore[misc]
         parser.add_argument('instance', metavar='INSTANCE',
                             help='Instance name or uuid.')
         return parser
 
+    def target(self, parsed_args):
+        """``(backend, instance)``, refusing an unsupported operation."""
+        backend = self.app.driver  # type: ignore[attr-defined]
+        common.require(backend, self.operation)
+        return backend, backend.find_instance(parsed_args.instance).instance
+
+
+class ListInterfaces(_OnInstance, common.Lister):
+    """List an instance's ports."""
+
+    operation = 'interfaces'
+
     def take_action(self, parsed_args):
-        backend = self.app.driver
-        common.require(backend, 'interfaces')
-        instance = backend.find_instance(parsed_args.instance).instance
+        backend, instance = self.target(parsed_args)
         return PORT_COLUMNS, [
             _port_values(index, port) for index, port in
             enumerate(backend.get_interfaces(instance))]
 
 
-class AttachInterface(common.ShowOne):
+class AttachInterface(_OnInstance, common.ShowOne):
     """Give an instance one more port, live when it runs."""
+
+    operation = 'attach_interface'
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument('instance', metavar='INSTANCE',
-                            help='Instance name or uuid.')
         parser.add_argument(
             '--network', metavar='NETWORK', required=True,
             help='The port: a Linux bridge name, or KEY=VALUE pairs (%s) '
@@ -184,30 +197,26 @@ class AttachInterface(common.ShowOne):
         return parser
 
     def take_action(self, parsed_args):
-        backend = self.app.driver
-        common.require(backend, 'attach_interface')
         port = parse_network(parsed_args.network)
-        instance = backend.find_instance(parsed_args.instance).instance
+        backend, instance = self.target(parsed_args)
         backend.attach_interface(instance, port)
         ports = backend.get_interfaces(instance)
         index = [p.id for p in ports].index(port.id)
         return PORT_COLUMNS, _port_values(index, ports[index])
 
 
-class DetachInterface(common.Command):
+class DetachInterface(_OnInstance, common.Command):
     """Take a port away from an instance, live when it runs."""
+
+    operation = 'detach_interface'
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument('instance', metavar='INSTANCE',
-                            help='Instance name or uuid.')
         parser.add_argument('port', metavar='PORT',
                             help="The port's id, MAC or device name.")
         return parser
 
     def take_action(self, parsed_args):
-        backend = self.app.driver
-        common.require(backend, 'detach_interface')
-        instance = backend.find_instance(parsed_args.instance).instance
+        backend, instance = self.target(parsed_args)
         backend.detach_interface(
             instance, _find_port(backend, instance, parsed_args.port))

@@ -134,8 +134,6 @@ def unplug(instance: objects.Instance,
 def unplug_quietly(instance: objects.Instance,
                    ports: tuple[model.Port, ...]) -> None:
     """:func:`unplug`, logging instead of raising: for rollbacks."""
-    try:
-        unplug(instance, ports)
-    except Exception as exc:
-        LOG.warning('Could not unplug the ports of %s: %s', instance.name,
-                    exception.one_line(exc))
+    if ports:
+        from compute_driver.network import plug as net_plug
+        net_plug.quietly(unplug, instance, ports)

@@ -46,6 +46,7 @@ from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import flavors
 from compute_driver import loader
+from compute_driver.network import model as net_model
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
@@ -103,9 +104,8 @@ class OperationArgs:
     network_info: object = ()
 
 
-def sample_port() -> object:
+def sample_port() -> net_model.Port:
     """A ``tap`` port with a random id and MAC, nothing on the host."""
-    from compute_driver.network import model as net_model
     port_id = uuidlib.uuid4()
     return net_model.Port(
         id=str(port_id), vif_type=net_model.VIF_TYPE_TAP,
@@ -1056,3 +1056,47 @@ class DriverConformanceTests:
         for instance in instances:
             self._assert_gone(driver, instance)
         assert _usage(driver.get_available_resource(None)) == _usage(before)
+
+    # -- network -------------------------------------------------------------
+    # ``tap`` ports (os-vif's ``noop`` plugin): a backend makes their
+    # device without any bridge, so these run on any host.
+
+    def test_spawn_records_its_ports(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        self._require(driver, 'plug_vifs', 'interfaces')
+        instance = make_instance(spawn=False)
+        ports = (sample_port(), sample_port())
+        driver.spawn(instance, network_info=list(ports))
+        assert driver.get_interfaces(instance) == ports
+        driver.destroy(instance)
+        self._assert_gone(driver, instance)
+
+    def test_spawn_refuses_a_bad_port_first(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        instance = make_instance(spawn=False)
+        bad = {'id': str(uuidlib.uuid4()), 'address': 'fa:16:3e:00:00:01',
+               'type': 'vhostuser', 'network': {'bridge': 'br0'}}
+        with pytest.raises(exception.InvalidInput):
+            driver.spawn(instance, network_info=[bad])
+        self._assert_gone(driver, instance)
+
+    def test_attach_and_detach_interface_while_stopped(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        # Stopped: a running guest takes its time to let a NIC go, and
+        # whether it does at all depends on the guest, not the backend.
+        self._require(driver, 'attach_interface', 'detach_interface',
+                      'interfaces')
+        instance = make_instance(power_on=False)
+        first, second = sample_port(), sample_port()
+        driver.attach_interface(instance, first)
+        driver.attach_interface(instance, second)
+        assert driver.get_interfaces(instance) == (first, second)
+        with pytest.raises(exception.InvalidInput):
+            driver.attach_interface(instance, first)
+        driver.detach_interface(instance, first.id)
+        assert driver.get_interfaces(instance) == (second,)
+        with pytest.raises(exception.InvalidInput):
+            driver.detach_interface(instance, first.id)

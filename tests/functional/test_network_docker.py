@@ -20,6 +20,7 @@ containers' namespaces. The host's interfaces and iptables are never
 touched.
 """
 
+import json
 import time
 import uuid
 
@@ -242,3 +243,51 @@ def test_start_behind_the_drivers_back_is_rewired(lab, backend):
     backend.api.start(backend._container_name(instance.uuid))
     _wait_until_wired(lab, backend, instance, ports)
     _check_reachable(lab, backend, instance, ports)
+
+
+def test_cli_boot_with_networks_and_a_missing_bridge(lab, tmp_path,
+                                                     capsys):
+    from compute_driver.cmd import main
+    host = docker_env.unique_host()
+    config = tmp_path / 'compute-driver.conf'
+    config.write_text(
+        '[DEFAULT]\ncompute_driver = docker\nhost = %s\n'
+        '[docker]\napi_url = %s\nnetwork_mode = none\nimages = %s\n'
+        % (host, docker_env.API_URL, docker_env.IMAGE))
+    net0, net1 = lab.nets
+    address = str(net1.subnet.network_address + 30)
+
+    def cli(*argv):
+        capsys.readouterr()
+        rc = main.main(['--config-file', str(config), *argv])
+        return (rc, *capsys.readouterr())
+
+    name = 'cdnet-cli-' + uuid.uuid4().hex[:6]
+    rc, out, err = cli('boot', name, '--image', docker_env.IMAGE,
+                       '--flavor', 'm1.tiny', '--network', net0.bridge,
+                       '--network', 'bridge=%s,ip=%s/%d,mtu=%d' % (
+                           net1.bridge, address, net1.subnet.prefixlen,
+                           net1.mtu), '-f', 'json')
+    assert rc == 0, err
+    try:
+        nics = json.loads(out)['nics'].splitlines()
+        assert nics[0].startswith('eth0 fa:16:3e:')
+        assert nics[0].endswith(' on %s' % net0.bridge)
+        assert nics[1].endswith(' %s/%d on %s' % (
+            address, net1.subnet.prefixlen, net1.bridge))
+        assert lab.ping(lab.server, address)
+        rc, out, err = cli('list', '-f', 'json')
+        assert json.loads(out)[0]['Networks'].splitlines() == nics
+
+        before = lab.host_links()
+        rc, out, err = cli('boot', name + 'b', '--image', docker_env.IMAGE,
+                           '--flavor', 'm1.tiny', '--network',
+                           'cdnosuchbr')
+        assert rc == 1
+        assert len(err.splitlines()) == 1 and 'Traceback' not in err
+        assert 'cdnosuchbr' in err and 'does not exist' in err
+        assert lab.host_links() == before
+        rc, out, err = cli('list', '-f', 'json')
+        assert [row['Name'] for row in json.loads(out)] == [name]
+    finally:
+        assert cli('delete', name)[0] == 0

@@ -34,6 +34,7 @@ The guest image needs the network block of
 the default test image predates it.
 """
 
+import gzip
 import os
 import re
 import secrets
@@ -62,6 +63,8 @@ from tests.functional import test_libvirt  # noqa: E402
 IMAGE = os.environ.get('COMPUTE_DRIVER_LIBVIRT_NET_IMAGE',
                        test_libvirt.IMAGE)
 MACS = ('fa:16:3e:10:00:10', 'fa:16:3e:20:00:10')
+#: The MAC of a port hot-plugged onto the first bridge, as .11.
+HOT_MAC = 'fa:16:3e:10:00:11'
 LEASE_RE = re.compile(
     r'compute-driver test guest: (eth\d) ([0-9a-f:]{17}) got ([0-9.]+)/')
 
@@ -78,6 +81,22 @@ def _libvirtd_netns():
             except OSError:
                 continue
     fixtures.skip_or_fail('no local libvirtd process')
+
+
+def _require_network_image():
+    initrd = os.path.join(test_libvirt.IMAGES_PATH, IMAGE + '.initrd')
+    try:
+        with gzip.open(initrd) as handle:
+            ready = b'lib/modules/net/order' in handle.read()
+    except OSError as exc:
+        fixtures.skip_or_fail('cannot read the test image %s: %s'
+                              % (initrd, exc))
+    if not ready:
+        fixtures.skip_or_fail(
+            'the test image %s predates its network block (virtio_net, '
+            'udhcpc); rebuild it with FORCE=1 '
+            'tools/build-libvirt-test-image.sh, or name one built with it '
+            'in COMPUTE_DRIVER_LIBVIRT_NET_IMAGE' % IMAGE)
 
 
 @pytest.fixture
@@ -131,7 +150,9 @@ def lab(tmp_path):
         created.server = created.add_namespace('s')
         created.nets = [
             Net(created, index,
-                [(mac, str(netlab.NETS[index].network_address + 10))])
+                [(mac, str(netlab.NETS[index].network_address + 10))] +
+                ([(HOT_MAC, str(netlab.NETS[0].network_address + 11))]
+                 if index == 0 else []))
             for index, mac in enumerate(MACS)]
         yield created
     finally:
@@ -143,13 +164,17 @@ def _console_leases(backend, instance):
     return LEASE_RE.findall(backend.get_console_output(instance))
 
 
-def _wait_for_leases(backend, instance, since):
-    """Both NICs' leases printed after the ``since``-th lease line."""
+def _wait_for_leases(backend, instance, since,
+                     wanted=(('eth0', MACS[0]), ('eth1', MACS[1]))):
+    """Leases of the ``wanted`` NICs after the ``since``-th lease line.
+
+    :returns: how many lease lines the console has then.
+    """
     deadline = time.monotonic() + test_libvirt.BOOT_TIMEOUT
     while True:
         leases = _console_leases(backend, instance)
         got = {(nic, mac) for nic, mac, _ in leases[since:]}
-        if got >= {('eth0', MACS[0]), ('eth1', MACS[1])}:
+        if got >= set(wanted):
             return len(leases)
         assert time.monotonic() < deadline, (
             'the guest printed no lease for both NICs:\n%s'
@@ -158,6 +183,7 @@ def _wait_for_leases(backend, instance, since):
 
 
 def test_guest_with_two_ports_answers_on_both(conf, lab):
+    _require_network_image()
     backend = _backend(conf)
     agent = Agent(lab)
     ports = [net.port(10, mac, vif_type='tap', bridge=None)
@@ -186,7 +212,19 @@ def test_guest_with_two_ports_answers_on_both(conf, lab):
         backend.power_off(instance)
         assert backend.get_info(instance).state == power_state.SHUTDOWN
         backend.power_on(instance)
-        wire_and_ping(seen)
+        seen = wire_and_ping(seen)
+
+        # Hot-plugged into the running guest, which runs a DHCP client
+        # on every new NIC: it answers as eth2.
+        hot = lab.nets[0].port(11, HOT_MAC, vif_type='tap', bridge=None)
+        backend.attach_interface(instance, hot)
+        agent.wire(hot, lab.nets[0].bridge)
+        _wait_for_leases(backend, instance, seen, [('eth2', HOT_MAC)])
+        assert lab.ping(lab.server, hot.fixed_ips[0].address)
+        backend.detach_interface(instance, hot)
+        assert not lab.netlink.link_exists(hot.devname)
+        assert backend.get_interfaces(instance) == tuple(ports)
+        assert lab.ping(lab.server, ports[0].fixed_ips[0].address)
     finally:
         backend.destroy(instance)
         backend.cleanup_host(conf.host)
@@ -314,6 +352,45 @@ def test_bad_port_leaves_nothing(conf, host_bridge, case):
         assert _taps(host_bridge) == []
         assert not os.path.exists(os.path.join(
             test_libvirt.INSTANCES_PATH, instance.uuid))
+    finally:
+        backend.destroy(instance)
+        backend.cleanup_host(conf.host)
+
+
+def test_ports_survive_a_libvirtd_restart(conf, lab):
+    """Restarts the shared libvirtd: run only where that is allowed.
+
+    QEMU outlives libvirtd, so the guest keeps its NICs and answers; the
+    restarted daemon, and a new process, know the ports from the domain,
+    and a stop/start afterwards makes taps that are wired again.
+    """
+    _require_network_image()
+    backend = _backend(conf)
+    agent = Agent(lab)
+    ports = [net.port(10, mac, vif_type='tap', bridge=None)
+             for net, mac in zip(lab.nets, MACS)]
+    instance = _instance(conf)
+    try:
+        backend.spawn(instance, network_info=ports)
+        for net, port in zip(lab.nets, ports):
+            agent.wire(port, net.bridge)
+        seen = _wait_for_leases(backend, instance, 0)
+
+        test_libvirt._restart_libvirtd()
+
+        for port in ports:
+            assert lab.ping(lab.server, port.fixed_ips[0].address)
+        assert backend.get_interfaces(instance) == tuple(ports)
+        other = _backend(conf)
+        assert other.get_interfaces(instance) == tuple(ports)
+        other.cleanup_host(conf.host)
+        backend.power_off(instance)
+        backend.power_on(instance)
+        for net, port in zip(lab.nets, ports):
+            agent.wire(port, net.bridge)
+        _wait_for_leases(backend, instance, seen)
+        for port in ports:
+            assert lab.ping(lab.server, port.fixed_ips[0].address)
     finally:
         backend.destroy(instance)
         backend.cleanup_host(conf.host)
