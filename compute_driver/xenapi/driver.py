@@ -836,7 +836,7 @@ class XenAPIDriver(driver.ComputeDriver):
 
     @functools.cached_property
     def _vifs(self) -> xenapi_network.Vifs:
-        return xenapi_network.Vifs(self._xapi)
+        return xenapi_network.Vifs(self._xapi, self._xconf.port_network)
 
     def _recorded_ports(self, record: Record) -> tuple[net_model.Port, ...]:
         return net_model.from_record(

@@ -86,8 +86,10 @@ class Vifs:
     :param xapi: the backend's connection.
     """
 
-    def __init__(self, xapi: connection.Connection) -> None:
+    def __init__(self, xapi: connection.Connection,
+                 port_network: str = '') -> None:
         self._xapi = xapi
+        self._port_network = port_network
 
     # -- looking up --------------------------------------------------------
 
@@ -96,23 +98,35 @@ class Vifs:
         return typing.cast(dict[str, Record],
                            self._xapi.call('network.get_all_records'))
 
-    @staticmethod
-    def network_of(port: model.Port, networks: dict[str, Record]
+    def network_of(self, port: model.Port, networks: dict[str, Record]
                    ) -> tuple[str, Record]:
         """The network a port goes on.
+
+        The network carrying its bridge; else the one named after its
+        bridge or network label; else, for a port naming no bridge, the
+        ``port_network`` this was made with.
 
         :raises NetworkNotFound: naming the pool's bridges.
         """
         for ref, record in networks.items():
             if port.bridge and record.get('bridge') == port.bridge:
                 return ref, record
-        for name in (port.bridge, port.network_label):
+        fallback = None if port.bridge else self._port_network
+        for name in (port.bridge, port.network_label, fallback):
             named = [(ref, record) for ref, record in networks.items()
-                     if name and record.get('name_label') == name]
+                     if name and name in (record.get('name_label'),
+                                          record.get('bridge'))]
             if len(named) == 1:
                 return named[0]
+        if port.bridge:
+            bridge = port.bridge
+        elif self._port_network:
+            bridge = ('(none; [xenapi] port_network %r names no network)'
+                      % self._port_network)
+        else:
+            bridge = '(none; [xenapi] port_network is empty)'
         raise NetworkNotFound(
-            bridge=port.bridge or port.network_label or '(none)',
+            bridge=bridge,
             port=port.id, known=', '.join(sorted(
                 '%s (%s)' % (n.get('bridge'), n.get('name_label'))
                 for n in networks.values())) or 'none')

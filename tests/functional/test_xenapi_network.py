@@ -355,3 +355,25 @@ def test_command_line_ports(simulator, networks, tmp_path):  # noqa: F811
     assert vif['network'] == networks['brq-net-xen-b']
     assert run('delete', 'net-xen-cli').returncode == 0
     assert _vifs(simulator) == {}
+
+
+def test_ports_without_a_bridge_go_on_the_port_network(
+        simulator, networks, backend):  # noqa: F811
+    port = _port(8, bridge=None, vif_type='tap')
+    instance = _instance()
+    # Without [xenapi] port_network such a port has no network.
+    with pytest.raises(xenapi_network.NetworkNotFound) as info:
+        backend.spawn(instance, network_info=(port,))
+    assert 'port_network is empty' in str(info.value)
+    assert _vifs(simulator) == {}
+    conf = fixtures.make_conf('xenapi', {'xenapi': sim_fixture.xenapi_options(
+        simulator, port_network='tenant brq-net-xen-b')})
+    other = loader.load_driver(conf)
+    other.init_host(conf.host)
+    try:
+        other.spawn(instance, network_info=(port,))
+        assert _vifs(simulator, instance)[port.id]['network'] == (
+            networks['brq-net-xen-b'])
+        other.destroy(instance)
+    finally:
+        other.cleanup_host('test')
