@@ -224,6 +224,15 @@ OPERATIONS: dict[str, Operation] = dict((
                hooks=('_power_off', '_power_on', '_migrate_out',
                       '_migrate_in', '_confirm_migration',
                       '_revert_migration')),
+    _operation('plug_vifs', needs=('network_info',),
+               hooks=('_plug_vifs', '_interfaces')),
+    _operation('unplug_vifs', needs=('network_info',),
+               hooks=('_unplug_vifs',)),
+    _operation('attach_interface', needs=('vif',),
+               hooks=('_attach_interface', '_interfaces')),
+    _operation('detach_interface', needs=('vif',),
+               hooks=('_detach_interface', '_interfaces')),
+    _operation('interfaces', 'get_interfaces', hooks=('_interfaces',)),
 ))
 
 #: Public methods the pipeline owns: a backend implements their hooks and
@@ -237,6 +246,8 @@ PIPELINE_METHODS = (
     'get_diagnostics',
     'resize', 'migrate_disk_and_power_off', 'finish_migration',
     'confirm_migration', 'finish_revert_migration',
+    'plug_vifs', 'unplug_vifs', 'attach_interface', 'detach_interface',
+    'get_interfaces',
 )
 
 #: Optional operation name -> the method that implements it. The
@@ -840,6 +851,8 @@ class ComputeDriver(abc.ABC):
 
         Called under the instance's lock with its claim held. A failure
         removes what was built before the error propagates.
+        ``network_info`` is the checked ports (a tuple of
+        :class:`~compute_driver.network.model.Port`, empty for none).
         """
 
     @abc.abstractmethod
@@ -1028,8 +1041,12 @@ class ComputeDriver(abc.ABC):
         :raises InstanceExists: when the uuid or the name is taken.
         :raises ImageNotFound: when the image is unknown.
         :raises InsufficientResources: when the flavor does not fit.
+        :raises InvalidInput: (a subclass) for a malformed port in
+            ``network_info``; :raises NotSupported: for ports given to a
+            backend that cannot plug them.
         """
         check_spawn_instance(instance)
+        ports = self._network_ports(network_info)
         with self._translate('spawn', instance):
             image = self._get_image(instance)
         flavor = instance.flavor
@@ -1045,7 +1062,7 @@ class ComputeDriver(abc.ABC):
                           image.min_disk))
         with self._instance_locks.hold(instance.uuid):
             with self._claim(instance), self._translate('spawn', instance):
-                self._create(instance, image, power_on, network_info,
+                self._create(instance, image, power_on, ports,
                              block_device_info)
         if power_on:
             self._announce(instance.uuid,
@@ -1706,3 +1723,171 @@ class ComputeDriver(abc.ABC):
         :raises InstanceNotFound: when there is neither.
         """
         self._not_implemented('_revert_migration')
+
+    # -- network -------------------------------------------------------------
+    # Ports reach a backend as typed :class:`compute_driver.network.model.
+    # Port` objects, converted and checked here from whatever the caller
+    # gave (Nova's ``network_info``, its JSON, the flat list of the Nova
+    # adapter, or Ports). A backend that declares ``supports_plug_vifs``:
+    #
+    # * receives the ports as ``_create``'s ``network_info`` (a tuple,
+    #   empty for none), plugs them before the instance starts, records
+    #   them on the instance's backend record (libvirt metadata, Docker
+    #   labels, XAPI other_config) and, when the spawn fails, unplugs
+    #   them so that nothing is left (no tap, veth or bridge port);
+    # * unplugs the recorded ports in ``_destroy``;
+    # * re-applies the recorded ports wherever the hypervisor loses them
+    #   (power on, reboot, resume, a restart of its daemon, init_host).
+    #
+    # The backend's record is the source of truth: ``get_interfaces``
+    # reads it, so ``show`` and a restarted process know the ports.
+
+    def _network_ports(self, network_info: object) -> tuple[typing.Any, ...]:
+        """``network_info`` as checked ports; ``()`` for none.
+
+        :raises InvalidInput: (a subclass) for a malformed port, or two
+            ports that collide.
+        :raises NotSupported: for ports given to a backend that cannot
+            plug them.
+        """
+        from compute_driver.network import model as net_model
+        ports = net_model.from_network_info(network_info)
+        if ports:
+            self._require('plug_vifs')
+        return ports
+
+    def _network_port(self, vif: object) -> typing.Any:
+        """One port, checked.
+
+        :param vif: a :class:`~compute_driver.network.model.Port` or one
+            VIF of Nova's ``network_info``.
+        """
+        ports = self._network_ports([vif])
+        if len(ports) != 1:
+            raise exception.InvalidInput(reason='expected one port')
+        return ports[0]
+
+    def plug_vifs(self, instance: objects.Instance,
+                  network_info: object) -> None:
+        """Plug the instance's ports on the host; idempotent.
+
+        What Nova calls when a host starts (and before a migrated
+        instance runs): each port's host side is wired again as it was at
+        spawn or attach time (its bridge, its tap or veth). Ports the
+        backend has not recorded for the instance are recorded, so later
+        re-plugs know them.
+
+        :param network_info: the ports (see :meth:`_network_ports`).
+        """
+        self._require('plug_vifs')
+        ports = self._network_ports(network_info)
+        self._run('plug_vifs', instance,
+                  lambda h, current: self._plug_vifs(h, instance, ports))
+
+    def unplug_vifs(self, instance: objects.Instance,
+                    network_info: object) -> None:
+        """Unplug the instance's ports on the host; gone is fine.
+
+        The instance keeps its record of them: a later :meth:`plug_vifs`
+        or power on wires them again.
+        """
+        self._require('unplug_vifs')
+        ports = self._network_ports(network_info)
+        self._run('unplug_vifs', instance,
+                  lambda h, current: self._unplug_vifs(h, instance, ports))
+
+    def attach_interface(self, instance: objects.Instance, vif: object, *,
+                         image_meta: object = None,
+                         context: object = None) -> None:
+        """Give the instance one more port, live when it runs.
+
+        The port is plugged on the host, added to the guest (hot-plugged
+        into a running one) and recorded; a failure undoes all three.
+
+        :param vif: a :class:`~compute_driver.network.model.Port` or one
+            VIF of Nova's ``network_info``.
+        :raises DuplicatePort: when the instance has a port with the same
+            id, MAC or device name (nothing is changed).
+        """
+        self._require('attach_interface')
+        port = self._network_port(vif)
+
+        def check(handle: typing.Any) -> None:
+            from compute_driver.network import model as net_model
+            net_model.validate_ports(
+                tuple(self._interfaces(handle, instance)) + (port,))
+
+        self._run('attach_interface', instance,
+                  lambda h, current: self._attach_interface(h, instance,
+                                                            port),
+                  check=check)
+
+    def detach_interface(self, instance: objects.Instance, vif: object, *,
+                         context: object = None) -> None:
+        """Take a port away from the instance, live when it runs.
+
+        :param vif: the port, or its id (a port id is enough: the
+            recorded port is the one detached).
+        :raises PortNotAttached: when the instance has no such port.
+        """
+        self._require('detach_interface')
+        if isinstance(vif, str):
+            wanted = vif.lower()
+        elif isinstance(vif, collections.abc.Mapping):
+            wanted = str(vif.get('id', '')).lower()
+        else:
+            wanted = str(getattr(vif, 'id', vif)).lower()
+
+        def detach(handle: typing.Any, current: int) -> None:
+            from compute_driver.network import exception as net_exception
+            recorded = tuple(self._interfaces(handle, instance))
+            port = next((p for p in recorded if p.id == wanted), None)
+            if port is None:
+                raise net_exception.PortNotAttached(
+                    instance=instance.name, port=wanted,
+                    ports=', '.join(p.id for p in recorded) or 'none')
+            self._detach_interface(handle, instance, port)
+
+        self._run('detach_interface', instance, detach)
+
+    def get_interfaces(self, instance: objects.Instance
+                       ) -> tuple[typing.Any, ...]:
+        """The instance's ports, as its backend record has them.
+
+        :returns: :class:`~compute_driver.network.model.Port` objects in
+            the guest's NIC order (``eth0`` first).
+        """
+        self._require('interfaces')
+        return tuple(self._run(
+            'interfaces', instance,
+            lambda h, current: self._interfaces(h, instance), lock=False))
+
+    def _plug_vifs(self, handle: typing.Any, instance: objects.Instance,
+                   ports: tuple[typing.Any, ...]) -> None:
+        """Wire ``ports`` on the host again (idempotent); record new ones."""
+        self._not_implemented('_plug_vifs')
+
+    def _unplug_vifs(self, handle: typing.Any, instance: objects.Instance,
+                     ports: tuple[typing.Any, ...]) -> None:
+        """Unwire ``ports`` on the host; keep the record."""
+        self._not_implemented('_unplug_vifs')
+
+    def _attach_interface(self, handle: typing.Any,
+                          instance: objects.Instance,
+                          port: typing.Any) -> None:
+        """Plug ``port``, add it to the guest, record it; all or none.
+
+        Called with ``port`` already checked against the recorded ports.
+        """
+        self._not_implemented('_attach_interface')
+
+    def _detach_interface(self, handle: typing.Any,
+                          instance: objects.Instance,
+                          port: typing.Any) -> None:
+        """Remove the recorded ``port`` from the guest, unplug, forget it."""
+        self._not_implemented('_detach_interface')
+
+    def _interfaces(self, handle: typing.Any,
+                    instance: objects.Instance) -> tuple[typing.Any, ...]:
+        """The recorded ports of the instance, in NIC order."""
+        self._not_implemented('_interfaces')

@@ -29,6 +29,14 @@ Then it plugs ``--ports`` ports (default 50) on one bridge, each into a
 namespace of its own as containers get them, and compares the per-port
 time of the first and last tenth: flat means the ratio stays near 1.
 
+With ``--docker-rounds N`` (default 10; 0 skips it) it also times, in
+the same run and interleaved, the docker backend's spawn of a container
+with one port on that bridge against a spawn without a port (both with
+``network_mode`` ``none``, the container started, until ``spawn``
+returns; each destroyed untimed). The target is a difference of at most
+100 ms. It needs dockerd and the docker test image
+(``tools/build-docker-test-image.sh``).
+
 Needs root, os-vif and pyroute2 (``pip install "compute-driver[network]"``).
 Everything is removed at the end, even after a failure or Ctrl-C.
 """
@@ -95,10 +103,54 @@ def raw(port, target, bridge):
         ipr.link('del', index=ipr.link_lookup(ifname=port.devname)[0])
 
 
+def docker_spawns(rounds, bridge, image):
+    """Median spawn time (ms) without and with one port, interleaved."""
+    from compute_driver import flavors
+    from compute_driver import loader
+    from compute_driver import objects
+    from compute_driver.testing import fixtures
+
+    host = 'cdnet-bench-%s' % secrets.token_hex(3)
+    conf = fixtures.make_conf('docker', {
+        'DEFAULT': {'host': host},
+        'docker': {'network_mode': 'none', 'images': [image]}})
+    driver = loader.load_driver(conf)
+    driver.init_host(host)
+    flavor = flavors.get_flavor(conf, 'm1.nano')
+    times = {'without': [], 'with': []}
+    try:
+        # One untimed spawn of each: image lookup, os-vif, first sockets.
+        for index in range(rounds + 1):
+            order = ('with', 'without') if index % 2 else ('without', 'with')
+            for name in order:
+                instance = objects.Instance.new(
+                    'cdnet-bench-%s' % secrets.token_hex(4), flavor, image)
+                ports = ([_port(2000 + index, bridge)] if name == 'with'
+                         else [])
+                started = time.perf_counter()
+                driver.spawn(instance, network_info=ports)
+                elapsed = time.perf_counter() - started
+                driver.destroy(instance)
+                if index:
+                    times[name].append(elapsed)
+    finally:
+        for uuid_ in driver.list_instance_uuids():
+            driver.destroy(objects.Instance(
+                uuid=uuid_, name='leftover', flavor=flavor, image_ref=image))
+        driver.cleanup_host(host)
+    return {name: statistics.median(values) * 1000
+            for name, values in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--rounds', type=int, default=30)
     parser.add_argument('--ports', type=int, default=50)
+    parser.add_argument('--docker-rounds', type=int, default=10,
+                        help='docker spawns with and without a port to '
+                             'time; 0 skips them')
+    parser.add_argument('--image', default='compute-driver/busybox:test',
+                        help='the docker image to spawn')
     parser.add_argument('--json', action='store_true',
                         help='print the results as one JSON object')
     args = parser.parse_args()
@@ -159,6 +211,12 @@ def main():
         plug.unplug(ports, info)
         results['unplug_all_ms'] = round(
             (time.perf_counter() - started) * 1000, 1)
+        if args.docker_rounds > 0:
+            spawns = docker_spawns(args.docker_rounds, bridge, args.image)
+            results['docker_spawn_ms'] = round(spawns['without'], 1)
+            results['docker_spawn_one_port_ms'] = round(spawns['with'], 1)
+            results['docker_port_cost_ms'] = round(
+                spawns['with'] - spawns['without'], 1)
     finally:
         if entered:
             pyroute2_netns.popns()
@@ -181,6 +239,13 @@ def main():
               % (results['ports'], results['first_tenth_ms'],
                  results['last_tenth_ms'], results['growth'],
                  results['unplug_all_ms']))
+        if 'docker_spawn_ms' in results:
+            print('docker spawn, median of %d rounds: without a port '
+                  '%.1f ms, with one port %.1f ms: +%.1f ms (target <= '
+                  '+100 ms)' % (args.docker_rounds,
+                                results['docker_spawn_ms'],
+                                results['docker_spawn_one_port_ms'],
+                                results['docker_port_cost_ms']))
     return 0
 
 

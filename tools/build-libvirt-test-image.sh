@@ -80,6 +80,36 @@ for module in button evdev; do
         *) cp "$file" "$root/lib/modules/$module.ko" ;;
     esac
 done
+# -- network: virtio_net and its dependencies, in load order --
+net_modules='virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev
+virtio_pci failover net_failover virtio_net'
+mkdir -p "$root/lib/modules/net"
+for module in $net_modules; do
+    file=$(find "$work/kernel/lib/modules/$kver" -name "$module.ko*" |
+        head -n1)
+    case $file in
+        # Built into the kernel: nothing to load.
+        '') ;;
+        *.xz) xz -dc "$file" > "$root/lib/modules/net/$module.ko" ;;
+        *.zst) zstd -qdc "$file" > "$root/lib/modules/net/$module.ko" ;;
+        *) cp "$file" "$root/lib/modules/net/$module.ko" ;;
+    esac
+done
+echo "$net_modules" > "$root/lib/modules/net/order"
+# udhcpc's script: configure the lease and say on the console what it got.
+mkdir -p "$root/etc/udhcpc"
+cat > "$root/etc/udhcpc/script" <<'EOF'
+#!/bin/sh
+case $1 in
+    bound|renew)
+        busybox ip addr flush dev "$interface"
+        busybox ip addr add "$ip/$mask" dev "$interface"
+        echo "compute-driver test guest: $interface $(cat /sys/class/net/$interface/address) got $ip/$mask" > /dev/console
+        ;;
+esac
+EOF
+chmod 755 "$root/etc/udhcpc/script"
+# -- end network --
 mkdir -p "$root/etc/acpi/PWRF"
 cat > "$root/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
@@ -97,6 +127,31 @@ for module in button evdev; do
 done
 # acpid reads the power button's input device and runs /etc/acpi/PWRF/*.
 acpid -d -c /etc/acpi >/dev/null 2>&1 &
+# -- network: virtio_net, then a DHCP client on every NIC --
+for module in \$(cat /lib/modules/net/order); do
+    [ -f /lib/modules/net/\$module.ko ] && insmod /lib/modules/net/\$module.ko 2>/dev/null
+done
+# Each NIC, hot-plugged ones too (no mdev runs here, hence the polling),
+# gets a client that retries forever: a port may be wired late.
+(
+    while true; do
+        for path in /sys/class/net/eth*; do
+            [ -e "\$path" ] || continue
+            nic=\${path##*/}
+            [ -e "/run/udhcpc.\$nic" ] && continue
+            : > "/run/udhcpc.\$nic"
+            busybox ip link set "\$nic" up
+            busybox udhcpc -f -i "\$nic" -t 0 -T 2 -A 2 -s /etc/udhcpc/script >/dev/null 2>&1 &
+        done
+        # A NIC detached since: a new one of that name gets a client.
+        for mark in /run/udhcpc.*; do
+            [ -e "\$mark" ] || continue
+            [ -e "/sys/class/net/\${mark#/run/udhcpc.}" ] || rm -f "\$mark"
+        done
+        sleep 2
+    done
+) &
+# -- end network --
 echo "$boot_line on \$(uname -r)"
 while true; do
     sleep 3600

@@ -76,6 +76,15 @@ def _version() -> str:
         return 'unknown'
 
 
+#: Commands also listed in setup.cfg, known without the package's
+#: metadata (a checkout run from source, an older installed copy).
+_LATE_COMMANDS = {
+    'interface list': 'compute_driver.cmd.network:ListInterfaces',
+    'interface attach': 'compute_driver.cmd.network:AttachInterface',
+    'interface detach': 'compute_driver.cmd.network:DetachInterface',
+}
+
+
 class CommandManager(commandmanager.CommandManager):
     """cliff's command manager, importing a command only when it runs.
 
@@ -91,6 +100,10 @@ class CommandManager(commandmanager.CommandManager):
             name = (ep.name.replace('_', ' ') if self.convert_underscores
                     else ep.name)
             self.commands[name] = ep
+        # Commands newer than an installed package's metadata.
+        for name, value in _LATE_COMMANDS.items():
+            self.commands.setdefault(name, importlib.metadata.EntryPoint(
+                name, value, namespace))
 
 
 class App(app.App):

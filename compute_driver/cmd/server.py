@@ -17,6 +17,7 @@ openstackclient. Action commands print nothing on success.
 """
 
 from compute_driver.cmd import common
+from compute_driver.cmd import network
 from compute_driver import driver as contract
 from compute_driver import exception
 from compute_driver import flavors
@@ -47,6 +48,7 @@ def _instance_fields(backend, record: objects.InstanceRecord):
         'image': instance.image_ref,
         'properties': common.DictColumn(instance.metadata),
         'internal_id': record.info.internal_id or '',
+        'nics': '\n'.join(network.nics(backend, instance)),
     }
     return tuple(data), tuple(data.values())
 
@@ -72,6 +74,7 @@ class BootInstance(common.ShowOne):
             '--property', metavar='KEY=VALUE', dest='properties',
             action=common.KeyValueAction, default={},
             help='Store a property with the instance; repeatable.')
+        network.add_network_argument(parser)
         return parser
 
     def take_action(self, parsed_args):
@@ -80,7 +83,8 @@ class BootInstance(common.ShowOne):
             parsed_args.name, flavor, parsed_args.image,
             metadata=parsed_args.properties)
         backend = self.app.driver
-        backend.spawn(instance, power_on=not parsed_args.stopped)
+        backend.spawn(instance, power_on=not parsed_args.stopped,
+                      network_info=network.ports_of(parsed_args))
         return _instance_fields(backend, backend.find_instance(instance.uuid))
 
 
@@ -90,10 +94,13 @@ class ListInstances(common.Lister):
     def take_action(self, parsed_args):
         records = sorted(self.app.driver.list_instance_records(),
                          key=lambda r: (r.instance.name, r.instance.uuid))
+        backend = self.app.driver
         rows = [(r.instance.name, r.instance.uuid,
                  power_state.name(r.info.state), r.instance.flavor.name,
-                 r.instance.image_ref) for r in records]
-        return ('Name', 'UUID', 'State', 'Flavor', 'Image'), rows
+                 r.instance.image_ref,
+                 '\n'.join(network.nics(backend, r.instance)))
+                for r in records]
+        return ('Name', 'UUID', 'State', 'Flavor', 'Image', 'Networks'), rows
 
 
 class ShowInstance(common.ShowOne):

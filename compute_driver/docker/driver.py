@@ -67,6 +67,7 @@ from compute_driver.docker import hostconfig
 from compute_driver.docker import images
 from compute_driver.docker import mapping
 from compute_driver.docker import migration
+from compute_driver.docker import network
 from compute_driver.docker import usage as dusage
 from compute_driver import driver
 from compute_driver import event as virtevent
@@ -94,6 +95,10 @@ class DockerDriver(driver.ComputeDriver):
         'supports_resume': False,
         # A container cannot leave its dockerd (see .migration).
         'supports_cold_migrate': False,
+        # Labels, which record a container's ports, are fixed at create
+        # time (see .network).
+        'supports_attach_interface': False,
+        'supports_detach_interface': False,
     }
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
@@ -121,6 +126,7 @@ class DockerDriver(driver.ComputeDriver):
         # What this host's containers claim, kept without listing them.
         self._usage = dusage.Usage()
         self._waiters = events.Waiters()
+        self._observer = events.Observer(self._usage, self._waiters)
         # Set by _check_unique for the _resources call of the same claim
         # (the base makes both under its claim lock): one listing and
         # the cached ``docker info`` serve the whole claim.
@@ -173,12 +179,13 @@ class DockerDriver(driver.ComputeDriver):
         if self._watcher is None:
             self._watcher = events.EventWatcher(
                 self._connection.new_client, self.host, self._on_event,
-                observe=events.Observer(self._usage, self._waiters))
+                observe=self._observe)
             if not self._watcher.start():
                 LOG.warning('The Docker event stream did not open within '
                             '5s; events will follow once it does')
         LOG.debug('Docker compute host %s ready: dockerd %s, API %s',
                   self.host, info.get('ServerVersion'), self.api.api_version)
+        self._rewire_running()
 
     def _on_event(self, uuid: str, transition: int, timestamp: float) -> None:
         self.emit_event(virtevent.LifecycleEvent(uuid, transition, timestamp))
@@ -226,8 +233,16 @@ class DockerDriver(driver.ComputeDriver):
                 block_device_info):
         host_config_args = hostconfig.host_config_args(self.conf,
                                                        instance.flavor)
-        container_id = self._create_container(instance, image,
-                                              host_config_args)
+        ports = tuple(network_info)
+        if ports:
+            host_config_args['network_mode'] = network.NETWORK_MODE
+        network.plug(instance, ports)
+        try:
+            container_id = self._create_container(
+                instance, image, host_config_args, network.labels(ports))
+        except BaseException:
+            network.unplug_quietly(instance, ports)
+            raise
         # Until the rename below, the container has its spawning name: it
         # is not an instance yet, and if this process dies, or dockerd
         # does and the removal below fails, a sweep knows it for a
@@ -241,6 +256,7 @@ class DockerDriver(driver.ComputeDriver):
                                       instance.name):
                     self._start(instance, container_id)
                 self._usage.set_state(container_id, 'running')
+                self._wire(instance, container_id, ports)
             try:
                 self.api.rename(container_id,
                                 self._container_name(instance.uuid))
@@ -251,15 +267,18 @@ class DockerDriver(driver.ComputeDriver):
                 raise
         except BaseException:
             self._roll_back_spawn(container_id, instance)
+            network.unplug_quietly(instance, ports)
             raise
         finally:
             self._spawning.discard(container_id)
 
     def _create_container(self, instance: objects.Instance,
                           image: images.DockerImage,
-                          host_config_args: dict) -> str:
+                          host_config_args: dict,
+                          extra_labels: dict | None = None) -> str:
         api = self.api
         labels = mapping.instance_labels(instance, self.host)
+        labels.update(extra_labels or {})
         labels[mapping.SPAWN_OWNER] = leftovers.owner_label()
         try:
             result = api.create_container(
@@ -342,10 +361,12 @@ class DockerDriver(driver.ComputeDriver):
         name = self._container_name(instance.uuid)
         # The totals know the container's state: no inspect beforehand.
         before = self._usage.state_of(instance.uuid)
+        ports = self._recorded_ports(instance)
         try:
             self.api.remove_container(name, force=True, v=True)
         except docker_errors.NotFound:
             self._usage.remove_instance(instance.uuid)
+            network.unplug_quietly(instance, ports)
             return None
         except docker_errors.APIError as exc:
             # Someone else is removing it: wait for them.
@@ -354,6 +375,7 @@ class DockerDriver(driver.ComputeDriver):
             self._wait_gone(name)
         self._usage.remove_instance(instance.uuid)
         migration.remove_base(self.api, instance.uuid, instance)
+        network.unplug_quietly(instance, ports)
         return mapping.power_state_of(before)
 
     def _wait_gone(self, name: str) -> None:
@@ -523,6 +545,7 @@ class DockerDriver(driver.ComputeDriver):
                 self.api.stop(name, timeout=0)
             self.api.start(name)
         self._usage.set_state(data['Id'], 'running')
+        self._wire(instance, data['Id'], network.ports_of(data))
 
     def _power_off(self, data, instance, current, timeout, retry_interval):
         name = self._container_name(instance.uuid)
@@ -534,6 +557,7 @@ class DockerDriver(driver.ComputeDriver):
     def _power_on(self, data, instance):
         self._start(instance)
         self._usage.set_state(data['Id'], 'running')
+        self._wire(instance, data['Id'], network.ports_of(data))
 
     def _pause(self, data, instance):
         name = self._container_name(instance.uuid)
@@ -595,8 +619,12 @@ class DockerDriver(driver.ComputeDriver):
             labels = {**labels, **migration.blank_labels(),
                       **mapping.instance_labels(resized, self.host)}
         aside = '%s-reverting-%s' % (name, uuidlib.uuid4().hex[:8])
-        host_config = api.create_host_config(
-            **hostconfig.host_config_args(self.conf, stored.flavor))
+        ports = network.ports_of(old)
+        host_config_args = hostconfig.host_config_args(self.conf,
+                                                       stored.flavor)
+        if ports:
+            host_config_args['network_mode'] = network.NETWORK_MODE
+        host_config = api.create_host_config(**host_config_args)
         if was_running:
             api.stop(old['Id'], timeout=self.conf.docker.stop_grace_period)
         api.rename(old['Id'], aside)
@@ -610,6 +638,7 @@ class DockerDriver(driver.ComputeDriver):
                             'running' if was_running else 'created')
             if was_running:
                 api.start(new_id)
+                self._wire(instance, new_id, ports)
         except BaseException:
             if new_id is not None:
                 self._remove_quietly(new_id, instance)
@@ -764,3 +793,94 @@ class DockerDriver(driver.ComputeDriver):
             detach=True)['Id']
         self._usage.add(new_id, old)
         migration.keep_as_base(api, instance.uuid)
+
+            return self._store().list_images()
+
+    # -- network -------------------------------------------------------------
+
+    def _recorded_ports(self, instance: objects.Instance
+                        ) -> tuple[typing.Any, ...]:
+        try:
+            data = self.api.inspect_container(
+                self._container_name(instance.uuid))
+        except docker_errors.NotFound:
+            return ()
+        return network.ports_of(data)
+
+    def _wire(self, instance: objects.Instance, container: str,
+              ports: tuple[typing.Any, ...]) -> None:
+        """Wire ``ports`` into the running ``container``'s namespace."""
+        if not ports:
+            return
+        pid = (self.api.inspect_container(container).get('State')
+               or {}).get('Pid')
+        if not pid:
+            raise exception.BackendError(
+                operation='wire the ports of', instance=instance.name,
+                reason='its container has no process (it stopped)')
+        network.wire(instance, ports, pid)
+
+    def _rewire(self, uuid: str, labels: dict) -> None:
+        """Wire a container started behind this process's back again."""
+        try:
+            instance = mapping.instance_from_labels(labels)
+            with self._instance_locks.hold(uuid):
+                data = self._find(instance)
+                if mapping.container_state(data) == power_state.RUNNING:
+                    self._wire(instance, data['Id'], network.ports_of(data))
+        except Exception as exc:
+            LOG.warning('Could not wire the ports of instance %s again: '
+                        '%s', uuid, exception.one_line(exc))
+
+    def _observe(self, action: str, container_id: str,
+                 attributes: dict) -> None:
+        self._observer(action, container_id, attributes)
+        uuid = attributes.get(mapping.UUID)
+        if (action == 'start' and uuid and network.PORTS in attributes
+                and container_id not in self._spawning):
+            # Off the event thread: the operation that started it may
+            # hold the instance's lock while it waits for a later event.
+            threading.Thread(target=self._rewire,
+                             args=(uuid, dict(attributes)),
+                             name='docker-rewire', daemon=True).start()
+
+    def _rewire_running(self) -> None:
+        """Wire the ports of running containers again, at init_host.
+
+        After dockerd restarted, or this host rebooted, a container
+        started again has a new namespace without its ports.
+        """
+        try:
+            summaries = self._summaries()
+        except exception.ComputeDriverError as exc:
+            LOG.warning('Could not list containers to wire their ports '
+                        'again: %s', exception.one_line(exc))
+            return
+        for summary in summaries:
+            labels = summary.get('Labels') or {}
+            if (network.PORTS in labels and summary.get('State') ==
+                    'running' and not mapping.is_spawning(summary)):
+                self._rewire(labels.get(mapping.UUID, ''), labels)
+
+    def _plug_vifs(self, data, instance, ports):
+        recorded = network.ports_of(data)
+        known = {p.id for p in recorded}
+        new = [p.id for p in ports if p.id not in known]
+        if new:
+            raise exception.NotSupported(
+                driver=self.name,
+                operation='adding ports (%s) to a container created '
+                          'without them' % ', '.join(new))
+        wanted = {p.id for p in ports}
+        ordered = tuple(p for p in recorded if p.id in wanted)
+        network.plug(instance, ordered)
+        if mapping.container_state(data) == power_state.RUNNING:
+            # Every recorded port, so eth<n> stays the same NIC; those
+            # wired already are only checked.
+            self._wire(instance, data['Id'], recorded)
+
+    def _unplug_vifs(self, data, instance, ports):
+        network.unplug(instance, tuple(ports))
+
+    def _interfaces(self, data, instance):
+        return network.ports_of(data)

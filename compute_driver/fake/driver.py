@@ -57,6 +57,10 @@ class _Guest:
     disk_generation: int = 0
     # The host a cold migration moves it to, until confirmed or reverted.
     leaving: str = ''
+    # The recorded ports, in NIC order, and the ids of those whose host
+    # side is wired: the fake host's stand-in for taps on bridges.
+    ports: list = dataclasses.field(default_factory=list)
+    plugged: set = dataclasses.field(default_factory=set)
 
 
 class FakeDriver(driver.ComputeDriver):
@@ -160,7 +164,8 @@ class FakeDriver(driver.ComputeDriver):
             vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
             console=collections.deque(
                 maxlen=self.conf.fake.console_log_lines),
-            created=time.time())
+            created=time.time(), ports=list(network_info),
+            plugged={p.id for p in network_info})
         self._console(guest, 'Created %s (%s) with flavor %s'
                       % (instance.name, instance.uuid, flavor.name))
         if power_on:
@@ -391,3 +396,36 @@ class FakeDriver(driver.ComputeDriver):
             if guest is None:
                 raise exception.InstanceNotFound(instance=instance.name)
             guest.leaving = ''
+
+    # -- network -------------------------------------------------------------
+
+    def _plug_vifs(self, guest, instance, ports):
+        with self._lock:
+            known = {p.id for p in guest.ports}
+            guest.ports.extend(p for p in ports if p.id not in known)
+            guest.plugged.update(p.id for p in ports)
+
+    def _unplug_vifs(self, guest, instance, ports):
+        with self._lock:
+            guest.plugged.difference_update(p.id for p in ports)
+
+    def _attach_interface(self, guest, instance, port):
+        with self._lock:
+            guest.ports.append(port)
+            guest.plugged.add(port.id)
+        self._console(guest, 'NIC %s (%s) attached' % (port.id, port.mac))
+
+    def _detach_interface(self, guest, instance, port):
+        with self._lock:
+            guest.ports = [p for p in guest.ports if p.id != port.id]
+            guest.plugged.discard(port.id)
+        self._console(guest, 'NIC %s (%s) detached' % (port.id, port.mac))
+
+    def _interfaces(self, guest, instance):
+        with self._lock:
+            return tuple(guest.ports)
+
+    def plugged_ports(self, instance: objects.Instance) -> set[str]:
+        """Ids of the instance's ports wired on the fake host (for tests)."""
+        with self._lock:
+            return set(self._find(instance).plugged)

@@ -62,6 +62,7 @@ from compute_driver.libvirt import events
 from compute_driver.libvirt import images
 from compute_driver.libvirt import mapping
 from compute_driver.libvirt import migration
+from compute_driver.libvirt import network
 from compute_driver.libvirt import recordindex
 from compute_driver import objects
 from compute_driver import power_state
@@ -95,6 +96,10 @@ class LibvirtDriver(driver.ComputeDriver):
             'resume', 'snapshot', 'delete_snapshot', 'revert_to_snapshot',
             'live_resize', 'console_output', 'diagnostics', 'host_ip_addr',
             'host_uptime', 'list_images', 'resize')}
+    # -- network --
+    capabilities = {**capabilities, **{'supports_' + op: True for op in (
+        'plug_vifs', 'unplug_vifs', 'attach_interface', 'detach_interface',
+        'interfaces')}}
     hypervisor_type = 'libvirt'
     CONFIG_GROUP = libvirt_conf.GROUP
     CONFIG_OPTS = libvirt_conf.opts
@@ -248,7 +253,9 @@ class LibvirtDriver(driver.ComputeDriver):
             machine_type=self.conf.libvirt.hw_machine_type)
         marker = self._claim_marker(instance)
         dom = None
+        ports = tuple(network_info)
         try:
+            network.plug(instance, ports)
             # No domain has this uuid (the claim checked) and no live
             # spawn marks it, so a directory of that name is a leftover.
             if os.path.isdir(directory):
@@ -258,7 +265,8 @@ class LibvirtDriver(driver.ComputeDriver):
                                    size_gb=instance.flavor.root_gb)
             os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
-            xml = mapping.domain_xml(spec)
+            xml = network.with_ports(mapping.domain_xml(spec), ports,
+                                     self.virt_type)
             dom = self._host.call(lambda conn: conn.defineXML(xml))
             self._records.add(instance)
             if power_on:
@@ -268,6 +276,7 @@ class LibvirtDriver(driver.ComputeDriver):
             LOG.debug('Spawn of %s failed; removing what it created',
                       instance.name)
             self._roll_back_spawn(instance, dom, directory, marker)
+            network.unplug_quietly(instance, ports)
             raise
         marker.release()
 
@@ -275,7 +284,9 @@ class LibvirtDriver(driver.ComputeDriver):
         dom = self._host.lookup('lookupByUUIDString', instance.uuid)
         before = None
         if dom is not None and self._records.of(dom) is not None:
+            ports = network.recorded(dom)
             before = self._remove_domain(dom, instance)
+            network.unplug_quietly(instance, ports)
         directory = self._instance_dir(instance.uuid)
         if destroy_disks and os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
@@ -603,6 +614,7 @@ class LibvirtDriver(driver.ComputeDriver):
             if self._events.wait_for_shutoff(dom, opts.soft_reboot_timeout,
                                              opts.shutdown_retry_interval):
                 self._console_mark(instance, 'rebooting (soft)')
+                self._replug(dom, instance)
                 dom.create()
                 return
             LOG.warning('Instance %s did not shut down within %ss; '
@@ -613,6 +625,7 @@ class LibvirtDriver(driver.ComputeDriver):
         if dom.hasManagedSaveImage(0):
             dom.managedSaveRemove(0)
         self._console_mark(instance, 'rebooting (hard)')
+        self._replug(dom, instance)
         dom.create()
 
     def _power_off(self, dom, instance, current, timeout, retry_interval):
@@ -632,6 +645,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _power_on(self, dom, instance):
         self._console_mark(instance, 'starting')
+        self._replug(dom, instance)
         dom.create()
 
     def _pause(self, dom, instance):
@@ -645,6 +659,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _resume(self, dom, instance):
         self._console_mark(instance, 'resuming')
+        self._replug(dom, instance)
         dom.create()
 
     # -- snapshots ------------------------------------------------------------
@@ -848,3 +863,34 @@ class LibvirtDriver(driver.ComputeDriver):
             self._remove_domain(dom, instance)
         self._put_back(old, xml)
         self._console_mark(old, 'resize reverted')
+
+    # -- network -------------------------------------------------------------
+
+    def _replug(self, dom: typing.Any, instance: objects.Instance) -> None:
+        """Plug the recorded ports again before the domain starts.
+
+        libvirt makes the taps at each start, but only on bridges that
+        exist: one lost since (a host reboot) is made again through
+        os-vif when its network provides it, or named in the error.
+        """
+        network.plug(instance, network.recorded(dom))
+
+    def _plug_vifs(self, dom, instance, ports):
+        known = {p.id for p in network.recorded(dom)}
+        network.plug(instance, tuple(p for p in ports if p.id in known))
+        for port in ports:
+            if port.id not in known:
+                network.attach(dom, instance, port, self.virt_type)
+
+    def _unplug_vifs(self, dom, instance, ports):
+        network.unplug(instance, tuple(ports),
+                       remove_device=not dom.isActive())
+
+    def _attach_interface(self, dom, instance, port):
+        network.attach(dom, instance, port, self.virt_type)
+
+    def _detach_interface(self, dom, instance, port):
+        network.detach(dom, instance, port, self.virt_type)
+
+    def _interfaces(self, dom, instance):
+        return network.recorded(dom)

@@ -129,3 +129,14 @@ class NetlinkError(exception.BackendError):
 
     operation: str
     device: str
+
+
+class PortNotAttached(exception.InvalidInput):
+    """A port to detach that the instance does not have."""
+
+    msg_fmt = ("Instance %(instance)s has no port %(port)s; its ports: "
+               "%(ports)s.")
+
+    instance: str
+    port: str
+    ports: str

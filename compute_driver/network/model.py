@@ -384,7 +384,9 @@ def _port_from_flat(item: collections.abc.Mapping[str, typing.Any]) -> Port:
         vif_type=_field(item, 'type'), devname=item.get('devname') or '',
         bridge=item.get('bridge'),
         mtu=item.get('mtu'), fixed_ips=ips, vlan=item.get('vlan'),
-        network_id=item.get('network_id'), network_label=item.get('label'))
+        network_id=item.get('network_id'), network_label=item.get('label'),
+        should_provide_bridge=bool(item.get('should_provide_bridge')),
+        bridge_interface=item.get('bridge_interface'))
 
 
 def from_network_info(network_info: typing.Any) -> tuple[Port, ...]:
@@ -393,7 +395,8 @@ def from_network_info(network_info: typing.Any) -> tuple[Port, ...]:
     Accepts ``nova.network.model.NetworkInfo`` (a list of dict-like VIFs),
     its JSON text (``NetworkInfo.json()``), the list that JSON decodes
     to, and the flat list :func:`compute_driver.nova.convert.network_info`
-    makes (``ips`` at the top level of each port).
+    makes (``ips`` at the top level of each port); :class:`Port` objects
+    in the list are taken as they are.
 
     :raises InvalidInput: (a subclass) for the first malformed port, or
         when two ports collide.
@@ -413,6 +416,9 @@ def from_network_info(network_info: typing.Any) -> tuple[Port, ...]:
             % type(network_info).__name__)
     ports = []
     for item in network_info:
+        if isinstance(item, Port):
+            ports.append(item)
+            continue
         if not isinstance(item, collections.abc.Mapping):
             raise net_exception.InvalidPort(
                 port='?', reason='a port must be a mapping, not %s'
@@ -422,6 +428,40 @@ def from_network_info(network_info: typing.Any) -> tuple[Port, ...]:
         else:
             ports.append(_port_from_flat(item))
     return validate_ports(ports)
+
+
+def to_record(ports: collections.abc.Iterable[Port]) -> str:
+    """``ports`` as compact JSON, for a backend's instance record.
+
+    The flat form :func:`from_network_info` reads back (see
+    :func:`from_record`), so that a restarted process rebuilds the very
+    ports it plugged.
+    """
+    items = []
+    for port in ports:
+        item: dict[str, typing.Any] = {
+            'id': port.id, 'address': port.mac, 'type': port.vif_type,
+            'devname': port.devname,
+            'ips': [{'address': ip.address, 'cidr': ip.cidr,
+                     'gateway': ip.gateway} for ip in port.fixed_ips]}
+        for key, value in (('bridge', port.bridge), ('mtu', port.mtu),
+                           ('vlan', port.vlan),
+                           ('network_id', port.network_id),
+                           ('label', port.network_label),
+                           ('bridge_interface', port.bridge_interface)):
+            if value is not None:
+                item[key] = value
+        if port.should_provide_bridge:
+            item['should_provide_bridge'] = True
+        items.append(item)
+    return json.dumps(items, separators=(',', ':'), sort_keys=True)
+
+
+def from_record(text: str | None) -> tuple[Port, ...]:
+    """The ports :func:`to_record` wrote; ``()`` for none."""
+    if not text:
+        return ()
+    return from_network_info(text)
 
 
 def to_os_vif(port: Port) -> typing.Any:

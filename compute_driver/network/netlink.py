@@ -288,10 +288,14 @@ def _attach(ipr: typing.Any, name: str, bridge: str, port: str,
         raise _wrap('attach to bridge %s' % bridge, name, exc) from exc
 
 
-def move_to_netns(name: str, netns: str | int) -> None:
-    """Move interface ``name`` from this namespace into ``netns``."""
+def move_to_netns(name: str, netns: str | int,
+                  source: Netns = None) -> None:
+    """Move interface ``name`` into ``netns``.
+
+    :param source: the namespace it is in; ``None`` for this one.
+    """
     path = netns_path(netns)
-    with route() as ipr:
+    with route(source) as ipr:
         _move(ipr, name, path)
 
 

@@ -192,3 +192,20 @@ def unplug(ports: collections.abc.Iterable[model.Port],
                 first.__cause__ = exc
     if first is not None:
         raise first
+
+
+def quietly(unplug_ports: collections.abc.Callable[..., object],
+            instance: typing.Any, ports: collections.abc.Sequence[
+                model.Port]) -> None:
+    """Call ``unplug_ports(instance, ports)``, logging instead of raising.
+
+    For rollbacks: the error being rolled back is the one to report.
+
+    :param instance: the library's instance (its ``name`` is logged).
+    """
+    try:
+        unplug_ports(instance, ports)
+    except Exception as exc:
+        LOG.warning('Could not unplug the ports of %s: %s',
+                    getattr(instance, 'name', instance),
+                    exception.one_line(exc))

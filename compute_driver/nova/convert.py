@@ -22,12 +22,15 @@ never sees a Nova object.
 
 import collections.abc
 import contextlib
+import copy
+import ipaddress
 import logging
 import typing
 
 from nova import exception as nova_exception
 
 from compute_driver import exception
+from compute_driver.network import exception as net_exception
 from compute_driver import objects
 
 LOG = logging.getLogger(__name__)
@@ -134,6 +137,50 @@ def network_info(nova_network_info: typing.Any) -> list[dict[str, object]]:
     return ports
 
 
+def ports(nova_network_info: typing.Any) -> tuple[typing.Any, ...]:
+    """Nova's ``NetworkInfo`` as the contract's typed ports.
+
+    Every field the backends plug with is kept (the subnet's gateway, the
+    VLAN, whether the host provides the bridge), where
+    :func:`network_info`'s plain data has a summary. Ports already
+    converted pass unchanged.
+
+    :returns: :class:`~compute_driver.network.model.Port` objects, in the
+        order of Nova's VIFs (the guest's NIC order).
+    :raises InvalidInput: (a subclass) for a port no backend could plug:
+        a VIF type without an os-vif plugin, a malformed MAC or fixed IP.
+    """
+    # Imported here: only an adapter given ports needs the model.
+    from compute_driver.network import model as net_model
+    vifs = copy.deepcopy(list(nova_network_info or []))
+    for vif in vifs:
+        network = vif.get('network') if isinstance(
+            vif, collections.abc.Mapping) else None
+        for subnet in (network or {}).get('subnets') or []:
+            # Older Neutron releases stored a subnet's CIDR as given,
+            # host bits included (192.0.2.1/24): the subnet is the same.
+            try:
+                subnet['cidr'] = str(ipaddress.ip_network(
+                    str(subnet.get('cidr')), strict=False))
+            except ValueError:
+                continue
+    return net_model.from_network_info(vifs)
+
+
+def plug_events(nova_network_info: typing.Any) -> list[tuple[str, str]]:
+    """The ``network-vif-plugged`` events Neutron will send for its ports.
+
+    As Nova's libvirt driver decides: only ports Neutron has not reported
+    active will go from down to up; a port Nova's cache already has as
+    active, or whose state it does not know, is not waited for, and
+    neither is a ``remote-managed`` one (its NIC is wired off this host).
+    """
+    return [('network-vif-plugged', str(vif['id']))
+            for vif in nova_network_info or []
+            if vif.get('active', True) is False and
+            vif.get('vnic_type') != 'remote-managed']
+
+
 def _uuid_of(error: exception.ComputeDriverError,
              uuid: str | None) -> str:
     return uuid or str(error.kwargs.get('instance', ''))
@@ -183,6 +230,10 @@ def nova_error(error: exception.ComputeDriverError,
         return nova_exception.InvalidConfiguration(message=message)
     if isinstance(error, exception.InvalidInput):
         return nova_exception.InvalidInput(reason=message)
+    if isinstance(error, net_exception.PlugFailed):
+        # Nova's compute manager tells a port the host could not wire by
+        # this type.
+        return nova_exception.VirtualInterfacePlugException(message)
     return nova_exception.InternalError(message=message)
 
 

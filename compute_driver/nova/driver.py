@@ -152,6 +152,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         # as COMPUTE_IMAGE_TYPE_* traits.
         for image_type in self.backend.image_types:
             self.capabilities['supports_image_type_%s' % image_type] = True
+        self._declare_network_capabilities()
 
     def _follow_nova_claim_policy(self) -> None:
         # The backend's claims must admit what placement granted: the
@@ -350,12 +351,13 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         return hardware.InstanceInfo(state=info.state,
                                      internal_id=info.internal_id)
 
-    def spawn(self, context: typing.Any, instance: typing.Any,
-              image_meta: typing.Any, injected_files: typing.Any,
-              admin_password: str | None, allocations: typing.Any,
-              network_info: typing.Any = None,
-              block_device_info: typing.Any = None, power_on: bool = True,
-              accel_info: typing.Any = None) -> None:
+    def _spawn_on_backend(self, context: typing.Any, instance: typing.Any,
+                          image_meta: typing.Any, injected_files: typing.Any,
+                          admin_password: str | None, allocations: typing.Any,
+                          network_info: typing.Any = None,
+                          block_device_info: typing.Any = None,
+                          power_on: bool = True,
+                          accel_info: typing.Any = None) -> None:
         """Create the instance from the backend's copy of its image.
 
         The image is looked up on the backend under ``[compute_driver_adapter]
@@ -376,7 +378,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             raise NotImplementedError(
                 'The %s backend has no accelerators' % self.backend.name)
         candidates = convert.image_candidates(image_meta, self.image_map)
-        ports = convert.network_info(network_info)
+        ports = convert.ports(network_info)
         for ref in candidates:
             with convert.nova_errors(instance.uuid):
                 ours = convert.instance(instance, image_ref=ref)
@@ -600,3 +602,113 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                 self._instance(instance), power_on=power_on,
                 context=context,
                 network_info=convert.network_info(network_info))
+
+    # -- network -------------------------------------------------------------
+
+    def _declare_network_capabilities(self) -> None:
+        # Nova's compute manager refuses an interface attach itself, and
+        # reports the COMPUTE_NET_ATTACH_INTERFACE trait, from this key.
+        self.capabilities['supports_attach_interface'] = (
+            self.backend.supports('attach_interface') and
+            self.backend.supports('detach_interface'))
+
+    def spawn(self, context: typing.Any, instance: typing.Any,
+              image_meta: typing.Any, injected_files: typing.Any,
+              admin_password: str | None, allocations: typing.Any,
+              network_info: typing.Any = None,
+              block_device_info: typing.Any = None, power_on: bool = True,
+              accel_info: typing.Any = None) -> None:
+        """Create the instance, then wait for Neutron to wire its ports.
+
+        The backend plugs the ports of ``network_info`` as it builds the
+        instance (see :meth:`_spawn_on_backend` for the image). As Nova's
+        libvirt driver does, a spawn that powers the instance on waits up
+        to ``[DEFAULT] vif_plugging_timeout`` seconds for Neutron's
+        ``network-vif-plugged`` event of every port Neutron has not
+        reported active. When one fails or does not arrive in time and
+        ``[DEFAULT] vif_plugging_is_fatal`` is set, the instance is
+        destroyed and the build fails with
+        ``VirtualInterfaceCreateException``; otherwise a warning is
+        logged and the instance runs.
+
+        Nova's libvirt driver creates its guest paused and resumes it
+        once the events arrived; the backends here build and start the
+        instance in one call, so its guest may start before its ports
+        are wired, and its DHCP client retries until they are.
+        """
+        with convert.nova_errors(instance.uuid):
+            ports = convert.ports(network_info)
+        timeout = CONF.vif_plugging_timeout
+        events = (convert.plug_events(network_info)
+                  if power_on and timeout else [])
+        try:
+            with self.virtapi.wait_for_instance_event(
+                    instance, events, timeout=timeout,
+                    error_callback=self._neutron_failed_callback):
+                self._spawn_on_backend(
+                    context, instance, image_meta, injected_files,
+                    admin_password, allocations, network_info=ports,
+                    block_device_info=block_device_info, power_on=power_on,
+                    accel_info=accel_info)
+        except (nova_exception.InstanceEventTimeout,
+                nova_exception.VirtualInterfaceCreateException) as exc:
+            if not CONF.vif_plugging_is_fatal:
+                LOG.warning('Neutron did not report the ports of %s '
+                            'plugged (%s); vif_plugging_is_fatal is off, '
+                            'so it runs anyway', instance.uuid,
+                            type(exc).__name__)
+                return
+            LOG.error('Neutron did not report the ports of %s plugged; '
+                      'removing it', instance.uuid)
+            self.destroy(context, instance, network_info, block_device_info)
+            raise nova_exception.VirtualInterfaceCreateException() from exc
+
+    @staticmethod
+    def _neutron_failed_callback(event_name: str, instance: typing.Any
+                                 ) -> None:
+        LOG.error('Neutron reported failure on event %s for instance %s',
+                  event_name, instance.uuid)
+        if CONF.vif_plugging_is_fatal:
+            raise nova_exception.VirtualInterfaceCreateException()
+
+    def plug_vifs(self, instance: typing.Any, network_info: typing.Any
+                  ) -> None:
+        """Wire the instance's ports on the host again; Nova's host start.
+
+        :raises NotImplementedError: for a backend that cannot plug ports,
+            which Nova's compute manager expects and ignores.
+        """
+        with convert.nova_errors(instance.uuid):
+            ports = convert.ports(network_info)
+        self._perform('plug_vifs', instance, network_info=ports)
+
+    def unplug_vifs(self, instance: typing.Any, network_info: typing.Any
+                    ) -> None:
+        """Unwire the instance's ports on the host.
+
+        An instance the backend no longer has is done with: its destroy
+        unplugged its ports, as Nova's build clean-up expects.
+        """
+        with convert.nova_errors(instance.uuid):
+            ports = convert.ports(network_info)
+        try:
+            self._perform('unplug_vifs', instance, network_info=ports)
+        except nova_exception.InstanceNotFound:
+            LOG.debug('No instance %s to unplug ports of', instance.uuid)
+
+    def attach_interface(self, context: typing.Any, instance: typing.Any,
+                         image_meta: typing.Any, vif: typing.Any) -> None:
+        """Add Nova's ``vif`` to the instance, live when it runs.
+
+        Nova's compute manager turns a failure into
+        ``InterfaceAttachFailed`` and gives the port back to Neutron.
+        """
+        with convert.nova_errors(instance.uuid):
+            [port] = convert.ports([vif])
+        self._perform('attach_interface', instance, vif=port,
+                      context=context)
+
+    def detach_interface(self, context: typing.Any, instance: typing.Any,
+                         vif: typing.Any) -> None:
+        self._perform('detach_interface', instance, vif=str(vif['id']),
+                      context=context)

@@ -46,6 +46,7 @@ from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import flavors
 from compute_driver import loader
+from compute_driver.network import model as net_model
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
@@ -92,6 +93,9 @@ class OperationArgs:
     :param memory_mb: for ``live_resize``.
     :param flavor: the new flavor of ``resize`` and ``cold_migrate``.
     :param dest: the other host of ``cold_migrate``.
+    :param vif: for ``attach_interface`` and ``detach_interface``; a
+        ``tap`` port of its own when ``None``.
+    :param network_info: for ``plug_vifs`` and ``unplug_vifs``.
     """
 
     host: str = ''
@@ -100,6 +104,16 @@ class OperationArgs:
     memory_mb: int | None = None
     flavor: objects.Flavor | None = None
     dest: str = 'cdconf-elsewhere'
+    vif: object = None
+    network_info: object = ()
+
+
+def sample_port() -> net_model.Port:
+    """A ``tap`` port with a random id and MAC, nothing on the host."""
+    port_id = uuidlib.uuid4()
+    return net_model.Port(
+        id=str(port_id), vif_type=net_model.VIF_TYPE_TAP,
+        mac='fa:16:3e:' + ':'.join('%02x' % b for b in port_id.bytes[:3]))
 
 
 def call_operation(backend: contract.ComputeDriver, operation: str,
@@ -119,6 +133,8 @@ def call_operation(backend: contract.ComputeDriver, operation: str,
     entry = contract.OPERATIONS[operation]
     params: dict[str, object] = {name: getattr(args, name)
                                  for name in entry.needs}
+    if 'vif' in params and params['vif'] is None:
+        params['vif'] = sample_port()
     if operation == 'snapshot':
         params['update_task_state'] = TaskStateRecorder()
     elif operation == 'live_resize':
@@ -1126,3 +1142,47 @@ class DriverConformanceTests:
                 instance.flavor, name='cdconf.disk1', root_gb=1))
         assert self._state(driver, instance) == 'running'
         assert driver.find_instance(instance.uuid).instance == instance
+
+    # -- network -------------------------------------------------------------
+    # ``tap`` ports (os-vif's ``noop`` plugin): a backend makes their
+    # device without any bridge, so these run on any host.
+
+    def test_spawn_records_its_ports(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        self._require(driver, 'plug_vifs', 'interfaces')
+        instance = make_instance(spawn=False)
+        ports = (sample_port(), sample_port())
+        driver.spawn(instance, network_info=list(ports))
+        assert driver.get_interfaces(instance) == ports
+        driver.destroy(instance)
+        self._assert_gone(driver, instance)
+
+    def test_spawn_refuses_a_bad_port_first(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        instance = make_instance(spawn=False)
+        bad = {'id': str(uuidlib.uuid4()), 'address': 'fa:16:3e:00:00:01',
+               'type': 'vhostuser', 'network': {'bridge': 'br0'}}
+        with pytest.raises(exception.InvalidInput):
+            driver.spawn(instance, network_info=[bad])
+        self._assert_gone(driver, instance)
+
+    def test_attach_and_detach_interface_while_stopped(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        # Stopped: a running guest takes its time to let a NIC go, and
+        # whether it does at all depends on the guest, not the backend.
+        self._require(driver, 'attach_interface', 'detach_interface',
+                      'interfaces')
+        instance = make_instance(power_on=False)
+        first, second = sample_port(), sample_port()
+        driver.attach_interface(instance, first)
+        driver.attach_interface(instance, second)
+        assert driver.get_interfaces(instance) == (first, second)
+        with pytest.raises(exception.InvalidInput):
+            driver.attach_interface(instance, first)
+        driver.detach_interface(instance, first.id)
+        assert driver.get_interfaces(instance) == (second,)
+        with pytest.raises(exception.InvalidInput):
+            driver.detach_interface(instance, first.id)

@@ -87,9 +87,21 @@ opts = [
              'as xe vm-install does.'),
     cfg.StrOpt(
         'network_name',
-        default='Pool-wide network associated with eth0',
-        help='name_label of the XAPI network the VIF of every new '
-             'instance is plugged into. Empty means no VIF.'),
+        default='',
+        help='name_label of the XAPI network that an instance spawned '
+             'without ports gets one VIF on. Empty (the default) gives '
+             'such an instance no VIF, as on the other backends; an '
+             'instance spawned with ports gets one VIF per port, on the '
+             'network that carries the port\'s bridge, whatever this '
+             'says.'),
+    cfg.StrOpt(
+        'port_network',
+        default='',
+        help='bridge or name_label of the XAPI network that ports naming '
+             'no bridge go on: tap ports, whose device the Neutron agent '
+             'wires, as Nova\'s XenAPI driver put every port on its '
+             'integration bridge. Empty refuses such a port, unless a '
+             'network is named after its network label.'),
     cfg.IntOpt(
         'clean_shutdown_timeout',
         default=60, min=0, max=3600,

@@ -35,6 +35,7 @@ import typing
 from compute_driver import driver
 from compute_driver import exception
 from compute_driver import leftovers
+from compute_driver.network import model as net_model
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.xenapi import conf as xenapi_conf
@@ -43,6 +44,7 @@ from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
 from compute_driver.xenapi import images
 from compute_driver.xenapi import mapping
+from compute_driver.xenapi import network as xenapi_network
 
 LOG = logging.getLogger(__name__)
 
@@ -397,7 +399,10 @@ class XenAPIDriver(driver.ComputeDriver):
         """
         template = typing.cast(images.Template, image)
         sr = self._sr_record()
-        network = self._network()
+        ports = tuple(network_info or ())
+        # Checked against the pool before anything is created.
+        planned = self._vifs.plan(ports)
+        legacy = None if ports else self._network()
         temporary = mapping.spawn_name(leftovers.owner_label(),
                                        instance.uuid)
         built: dict[str, str] = {}
@@ -412,15 +417,24 @@ class XenAPIDriver(driver.ComputeDriver):
             # destroyed while it is still a template.
             other.pop('default_template', None)
             other.update(mapping.instance_tags(instance))
+            # A snapshot's record names the ports of its instance.
+            other.pop(xenapi_network.KEY_PORTS, None)
+            if ports:
+                other[xenapi_network.KEY_PORTS] = net_model.to_record(ports)
             other['disks'] = mapping.resize_disks(
                 other.get('disks', ''), flavor, sr['uuid'])
             self._xapi.call('VM.set_other_config', ref, other)
             self._xapi.call('VM.set_name_description', ref,
                             'compute-driver instance %s' % instance.uuid)
             self._size(ref, template.record, flavor)
-            if network is not None:
+            if template.record.get('VIFs'):
+                # The instance's NICs are its ports, not those the clone
+                # inherited (a snapshot of an instance has its VIFs).
+                self._vifs.destroy_all(ref)
+            self._vifs.create(ref, planned, plug=False)
+            if legacy is not None:
                 self._xapi.call('VIF.create', {
-                    'device': '0', 'network': network, 'VM': ref, 'MAC': '',
+                    'device': '0', 'network': legacy, 'VM': ref, 'MAC': '',
                     'MTU': '1500', 'other_config': {},
                     'qos_algorithm_type': '', 'qos_algorithm_params': {}})
             # Provisioning also turns the template into a VM.
@@ -820,3 +834,119 @@ class XenAPIDriver(driver.ComputeDriver):
             'disks': len(record['VBDs']),
             'vifs': len(record['VIFs']),
         }
+
+    # -- network -------------------------------------------------------------
+
+    @functools.cached_property
+    def _vifs(self) -> xenapi_network.Vifs:
+        return xenapi_network.Vifs(self._xapi, self._xconf.port_network)
+
+    def _recorded_ports(self, record: Record) -> tuple[net_model.Port, ...]:
+        return net_model.from_record(
+            record['other_config'].get(xenapi_network.KEY_PORTS))
+
+    def _record_ports(self, vm: mapping.VM,
+                      ports: tuple[net_model.Port, ...]) -> None:
+        key = xenapi_network.KEY_PORTS
+        self._xapi.call('VM.remove_from_other_config', vm.ref, key)
+        if ports:
+            self._xapi.call('VM.add_to_other_config', vm.ref, key,
+                            net_model.to_record(ports))
+        vm.record = None
+
+    def _live_vifs(self, vm: mapping.VM, instance: objects.Instance,
+                   operation: str) -> bool:
+        """Whether VIF changes are live; refused while paused or suspended.
+
+        XAPI hot-plugs into a running domain only; a halted VM's VIFs are
+        plugged when it starts.
+        """
+        state = self._record(vm)['power_state']
+        if state not in ('Running', 'Halted'):
+            raise exception.InvalidPowerState(
+                operation=operation, instance=instance.name,
+                current=state.lower(), expected='running, halted')
+        return state == 'Running'
+
+    def _guest_checked(self, instance: objects.Instance, verb: str,
+                       act: typing.Callable[[], typing.Any]) -> typing.Any:
+        try:
+            return act()
+        except connection.XapiCallFailed as exc:
+            typed = xenapi_network.guest_failure(exc, self.name, verb,
+                                                 instance.name)
+            if typed is None:
+                raise
+            raise typed from exc
+
+    def _interfaces(self, vm, instance):
+        return self._recorded_ports(self._record(vm))
+
+    def _plug_vifs(self, vm, instance, ports):
+        # XAPI keeps VIFs with the VM and plugs them at every start, so
+        # only a port without its VIF, or one unplugged from a running
+        # VM, needs anything.
+        record = self._record(vm)
+        running = record['power_state'] == 'Running'
+        vifs = self._vifs.vifs_of(vm.ref)
+        by_port = {xenapi_network.port_id(v): (ref, v)
+                   for ref, v in vifs.items()}
+        missing = [p for p in ports if p.id not in by_port]
+        for port in ports:
+            found = by_port.get(port.id)
+            if found is not None and running and not found[1][
+                    'currently_attached']:
+                self._guest_checked(instance, 'plug the ports of',
+                                    lambda: self._xapi.call('VIF.plug',
+                                                            found[0]))
+        recorded = self._recorded_ports(record)
+        known = {p.id for p in recorded}
+        new = tuple(p for p in ports if p.id not in known)
+        if not missing and not new:
+            return
+        planned = self._vifs.plan(missing, vifs)
+        created = self._guest_checked(
+            instance, 'plug the ports of',
+            lambda: self._vifs.create(vm.ref, planned, plug=running))
+        if not new:
+            return
+        try:
+            self._record_ports(vm, recorded + new)
+        except BaseException:
+            self._vifs.discard(created)
+            raise
+
+    def _unplug_vifs(self, vm, instance, ports):
+        if self._record(vm)['power_state'] != 'Running':
+            return
+        wanted = {p.id for p in ports}
+        for ref, vif in self._vifs.vifs_of(vm.ref).items():
+            if (xenapi_network.port_id(vif) in wanted and
+                    vif['currently_attached']):
+                self._guest_checked(instance, 'unplug the ports of',
+                                    lambda: self._xapi.call('VIF.unplug',
+                                                            ref))
+
+    def _attach_interface(self, vm, instance, port):
+        live = self._live_vifs(vm, instance, 'attach interface')
+        recorded = self._recorded_ports(self._record(vm))
+        planned = self._vifs.plan((port,), self._vifs.vifs_of(vm.ref))
+        created = self._guest_checked(
+            instance, 'attach an interface to',
+            lambda: self._vifs.create(vm.ref, planned, plug=live))
+        try:
+            self._record_ports(vm, recorded + (port,))
+        except BaseException:
+            self._vifs.discard(created)
+            raise
+
+    def _detach_interface(self, vm, instance, port):
+        live = self._live_vifs(vm, instance, 'detach interface')
+        recorded = self._recorded_ports(self._record(vm))
+        for ref, vif in self._vifs.vifs_of(vm.ref).items():
+            if xenapi_network.port_id(vif) == port.id:
+                self._guest_checked(
+                    instance, 'detach an interface from',
+                    lambda: self._vifs.remove(ref, vif, live))
+        self._record_ports(vm, tuple(p for p in recorded
+                                     if p.id != port.id))

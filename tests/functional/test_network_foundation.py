@@ -26,18 +26,14 @@ Needs root, os-vif, pyroute2, dnsmasq and busybox (``udhcpc``, ``ping``);
 skip, or fail under CI or ``COMPUTE_DRIVER_STRICT``.
 """
 
-import os
-import secrets
-import shutil
-import signal
-import subprocess
 import uuid
 
 import pytest
 
 from compute_driver.network import exception as net_exception
 from compute_driver.network import model
-from compute_driver.testing import fixtures
+from tests.functional.netlab import _requirements
+from tests.functional.netlab import Lab
 
 # TEST-NET-2 (RFC 5737): never routed, and only ever present here on
 # interfaces inside this module's own namespaces.
@@ -45,104 +41,6 @@ SUBNET = '198.51.100.0/24'
 GATEWAY = '198.51.100.1'
 SERVER_IP = '198.51.100.2'
 MTU = 1400
-
-
-def _requirements():
-    if os.geteuid() != 0:
-        fixtures.skip_or_fail('network namespaces and bridges need root')
-    try:
-        import os_vif  # noqa: F401
-        import pyroute2  # noqa: F401
-    except ImportError as exc:
-        fixtures.skip_or_fail('%s is not installed (the network extra)'
-                              % exc.name)
-    missing = [tool for tool in ('dnsmasq', 'busybox', 'nsenter')
-               if shutil.which(tool) is None]
-    if missing:
-        fixtures.skip_or_fail(
-            '%s not installed; run tools/test-setup.d/60-network.sh'
-            % ', '.join(missing))
-
-
-class Lab:
-    """Namespaces, a bridge and processes, all removed by :meth:`close`."""
-
-    def __init__(self, tmp_path):
-        from pyroute2 import netns
-
-        from compute_driver.network import netlink
-        self.netns = netns
-        self.netlink = netlink
-        self.tmp = tmp_path
-        self.tag = 'cdnet-%s' % secrets.token_hex(3)
-        self.bridge = 'cdbr%s' % self.tag[-6:]
-        self.namespaces = []
-        self.processes = []
-        self.entered = False
-        try:
-            self.host = self.add_namespace('h')
-            # This thread's network namespace (setns is per thread): the
-            # library's "host side" below is this private namespace.
-            netns.pushns(self.host)
-            self.entered = True
-            self.netlink.create_bridge(self.bridge)
-        except BaseException:
-            self.close()
-            raise
-
-    def add_namespace(self, suffix):
-        name = '%s-%s' % (self.tag, suffix)
-        self.netns.create(name)
-        self.namespaces.append(name)
-        return name
-
-    def run(self, namespace, *argv, **kwargs):
-        return subprocess.run(
-            ['nsenter', '--net=/var/run/netns/%s' % namespace, *argv],
-            capture_output=True, text=True, timeout=60, **kwargs)
-
-    def start(self, namespace, *argv):
-        proc = subprocess.Popen(
-            ['nsenter', '--net=/var/run/netns/%s' % namespace, *argv],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
-        self.processes.append(proc)
-        return proc
-
-    def ping(self, namespace, address):
-        result = self.run(namespace, 'busybox', 'ping', '-c', '1', '-W', '2',
-                          address)
-        return result.returncode == 0
-
-    def host_links(self):
-        with self.netlink.route() as ipr:
-            return sorted(link.get_attr('IFLA_IFNAME')
-                          for link in ipr.get_links())
-
-    def close(self):
-        errors = []
-        for proc in self.processes:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-        if self.entered:
-            self.netns.popns()
-            self.entered = False
-        # Removing a namespace removes every interface in it: the bridge,
-        # the veth ends and whatever a failed step left.
-        for name in reversed(self.namespaces):
-            try:
-                self.netns.remove(name)
-            except OSError as exc:
-                errors.append('%s: %s' % (name, exc))
-        assert not errors, errors
-        leftover = [name for name in self.netns.listnetns()
-                    if name.startswith(self.tag)]
-        assert not leftover, leftover
 
 
 @pytest.fixture

@@ -31,4 +31,7 @@ class TestXenAPIConformance(conformance.DriverConformanceTests):
     @pytest.fixture
     def conf(self, module_xapi_simulator):  # noqa: F811
         return fixtures.make_conf(self.backend_name, {
-            'xenapi': sim_fixture.xenapi_options(module_xapi_simulator)})
+            'xenapi': sim_fixture.xenapi_options(
+                module_xapi_simulator,
+                # The suite's ports are tap ports, naming no bridge.
+                port_network='xenbr0')})

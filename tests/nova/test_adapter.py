@@ -109,6 +109,10 @@ def image_meta(**fields):
     return nova_objects.ImageMeta.from_dict(values)
 
 
+# Neutron's port ids are uuids; the contract refuses anything else.
+PORT_ID = '4f1b2a9e-6d0c-4c57-9a43-2c7e8f5d1b60'
+
+
 def network_info():
     subnet = network_model.Subnet(
         cidr='10.0.0.0/24', ips=[network_model.FixedIP(address='10.0.0.5')])
@@ -116,8 +120,8 @@ def network_info():
         id='net-1', bridge='br-int', label='private', subnets=[subnet],
         meta={'mtu': 1450})
     return network_model.NetworkInfo([network_model.VIF(
-        id='port-1', address='fa:16:3e:00:00:01', type='ovs',
-        devname='tapport-1', network=network)])
+        id=PORT_ID, address='fa:16:3e:00:00:01', type='ovs',
+        devname='tap' + PORT_ID[:11], network=network)])
 
 
 def spawn(driver, ctxt, instance=None, meta=None, **kwargs):
@@ -170,8 +174,9 @@ def test_image_candidates_order():
 
 def test_network_info_is_plain_data():
     assert convert.network_info(network_info()) == [{
-        'id': 'port-1', 'address': 'fa:16:3e:00:00:01', 'type': 'ovs',
-        'devname': 'tapport-1', 'network_id': 'net-1', 'bridge': 'br-int',
+        'id': PORT_ID, 'address': 'fa:16:3e:00:00:01', 'type': 'ovs',
+        'devname': 'tap' + PORT_ID[:11], 'network_id': 'net-1',
+        'bridge': 'br-int',
         'label': 'private', 'mtu': 1450,
         'ips': [{'address': '10.0.0.5', 'cidr': '10.0.0.0/24'}]}]
     assert convert.network_info(None) == []
@@ -714,11 +719,12 @@ def test_a_backend_without_optional_operations(make_adapter):
     driver = make_adapter()
     driver.backend.capabilities = contract.default_capabilities()
     assert driver.unsupported_methods() == [
-        'confirm_migration', 'finish_migration', 'finish_revert_migration',
-        'get_console_output', 'get_diagnostics', 'get_host_uptime',
-        'migrate_disk_and_power_off', 'pause', 'power_off', 'power_on',
-        'reboot', 'resume', 'resume_state_on_host_boot', 'snapshot',
-        'suspend', 'unpause']
+        'attach_interface', 'confirm_migration', 'detach_interface',
+        'finish_migration', 'finish_revert_migration', 'get_console_output',
+        'get_diagnostics', 'get_host_uptime', 'migrate_disk_and_power_off',
+        'pause', 'plug_vifs', 'power_off', 'power_on', 'reboot', 'resume',
+        'resume_state_on_host_boot', 'snapshot', 'suspend', 'unpause',
+        'unplug_vifs']
     # Refused before the instance is looked up.
     with pytest.raises(NotImplementedError, match='diagnostics'):
         driver.get_diagnostics(nova_instance())

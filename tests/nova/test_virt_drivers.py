@@ -24,6 +24,8 @@ listed per backend at the end of the run (see ``conftest.py``).
 
 import functools
 import logging
+import os
+import typing
 import uuid
 
 from nova.compute import power_state
@@ -35,6 +37,8 @@ from tests.functional import docker_env
 
 #: The image Nova's test instances are booted from, in Nova's GlanceFixture.
 NOVA_TEST_IMAGE = 'cedef40a-ed67-4d10-800e-17455edce175'
+#: The kernel's ``uname``, before Nova's test base forbids calling it.
+REAL_UNAME = os.uname
 
 
 class _UnsupportedCalls(logging.Handler):
@@ -155,3 +159,29 @@ class DockerBackendTestCase(_AdapterSuite, test.TestCase):
         # uses; overcommit disk so the suite runs on small test machines.
         self.flags(disk_allocation_ratio=1000.0)
         super().setUp()
+        # -- network: Nova's test port is an Open vSwitch one on br0,
+        # which a host without Open vSwitch cannot plug. As a ``tap`` port
+        # (the Neutron agent wires it) the container still gets its veth
+        # pair, under an id of this test's so that runs in parallel do
+        # not share a device name, and its IPv4 address. pyroute2's helper
+        # process for the container's namespace reads the kernel version,
+        # which Nova's test base forbids.
+        self.useFixture(nova_suite.fixtures.MonkeyPatch(
+            'os.uname', REAL_UNAME))
+        get_test_network_info = nova_suite.test_utils.get_test_network_info
+
+        def tap_network_info(count: int = 1) -> typing.Any:
+            info = get_test_network_info(count)
+            for vif in info:
+                vif['type'] = 'tap'
+                vif['id'] = str(uuid.uuid4())
+                # dockerd disables IPv6 in its containers unless told
+                # otherwise: the kernel refuses the IPv6 subnet's address.
+                vif['network']['subnets'] = [
+                    subnet for subnet in vif['network']['subnets']
+                    if subnet['version'] == 4]
+            return info
+
+        self.useFixture(nova_suite.fixtures.MonkeyPatch(
+            nova_suite.test_utils.__name__ + '.get_test_network_info',
+            tap_network_info))

@@ -192,7 +192,7 @@ def test_instance_lifecycle_in_one_app(capsys, app):
 
     rows = _json(capsys, app, 'list')
     assert rows == [{'Name': 'vm1', 'UUID': uuid, 'State': 'running',
-                     'Flavor': 'm1.nano', 'Image': IMAGE}]
+                     'Flavor': 'm1.nano', 'Image': IMAGE, 'Networks': ''}]
     assert _json(capsys, app, 'show', uuid)['name'] == 'vm1'
 
     def state_after(*command):

@@ -40,6 +40,7 @@ import typing
 import xml.dom.minidom
 
 from compute_driver.testing.xapi_simulator import store as db
+from compute_driver.testing.xapi_simulator import vifs
 from compute_driver.testing.xapi_simulator import where
 
 LOG = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class Api:
         self.local_sessions: set[str] = set()
         # Tasks whose operation goes on when cancelled.
         self.uncancellable: set[str] = set()
+        self.vifs = vifs.Vifs(self)
         for cls, spec in db.CLASSES.items():
             self._generate(cls, spec)
         self._add_specific()
@@ -518,8 +520,7 @@ class Api:
         add('VM.set_is_a_template', self._vm_set_is_a_template, 2)
         add('host.get_servertime', lambda ref: (
             self.store.get('host', ref), db.now())[1], 1)
-        add('VIF.create', self._vif_create, 1)
-        add('VIF.destroy', self._device_destroy('VIF'), 1)
+        self.vifs.register()
         add('VBD.create', self._vbd_create, 1)
         add('VBD.destroy', self._device_destroy('VBD'), 1)
         add('VDI.create', self._vdi_create, 1)
@@ -746,6 +747,7 @@ class Api:
         for cls, field in (('VBD', 'VBDs'), ('VIF', 'VIFs')):
             for dev in vm[field]:
                 self.store.update(cls, dev, currently_attached=attached)
+        self.vifs.refresh_vm(vm)
 
     def _guest_metrics(self, ref: str, vm: db.Record, running: bool) -> str:
         """The guest agent's record: created at boot, gone at shutdown."""
@@ -918,8 +920,8 @@ class Api:
                                   currently_attached=False))
         for vif_ref in source['VIFs']:
             vif = self.store.get('VIF', vif_ref)
-            self._vif_create(dict(vif, VM=target, MAC='',
-                                  currently_attached=False))
+            self.vifs.create(dict(vif, VM=target, MAC='',
+                                  currently_attached=False), copying=True)
 
     def _copy_vdi(self, ref: str, original: db.Record, sr: str | None,
                   fields: dict[str, typing.Any]) -> str:
@@ -1132,15 +1134,6 @@ class Api:
         return ''
 
     # -- devices and disks -------------------------------------------------
-
-    def _vif_create(self, record: db.Record) -> str:
-        self.store.get('VM', record.get('VM'))
-        self.store.get('network', record.get('network'))
-        record = {k: v for k, v in record.items() if k != 'uuid'}
-        if not record.get('MAC'):
-            record['MAC'] = '02:' + ':'.join(
-                '%02x' % random.randint(0, 255) for _ in range(5))
-        return self.store.create('VIF', record)
 
     def _create_vbd(self, record: db.Record) -> str:
         record = {k: v for k, v in record.items() if k != 'uuid'}
