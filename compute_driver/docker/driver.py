@@ -794,8 +794,6 @@ class DockerDriver(driver.ComputeDriver):
         self._usage.add(new_id, old)
         migration.keep_as_base(api, instance.uuid)
 
-            return self._store().list_images()
-
     # -- network -------------------------------------------------------------
 
     def _recorded_ports(self, instance: objects.Instance
