@@ -90,12 +90,30 @@ class OperationArgs:
         ``revert_to_snapshot``.
     :param vcpus: for ``live_resize``.
     :param memory_mb: for ``live_resize``.
+    :param connection_info: for the volume operations.
+    :param old_connection_info: for ``swap_volume``.
+    :param new_connection_info: for ``swap_volume``.
+    :param mountpoint: for ``attach_volume`` and ``detach_volume``.
+    :param requested_size: for ``extend_volume``.
     """
 
     host: str = ''
     image_id: str = ''
     vcpus: int | None = None
     memory_mb: int | None = None
+    # -- volumes: connection info of a device no test creates, so that an
+    # operation refused before it connects anything leaves nothing.
+    connection_info: dict = dataclasses.field(default_factory=lambda: {
+        'driver_volume_type': 'local',
+        'data': {'device_path': '/dev/cdtest-no-such-volume'}})
+    old_connection_info: dict = dataclasses.field(default_factory=lambda: {
+        'driver_volume_type': 'local',
+        'data': {'device_path': '/dev/cdtest-no-such-volume'}})
+    new_connection_info: dict = dataclasses.field(default_factory=lambda: {
+        'driver_volume_type': 'local',
+        'data': {'device_path': '/dev/cdtest-no-such-volume-2'}})
+    mountpoint: str = '/dev/vdb'
+    requested_size: int = 1 << 30
 
 
 def call_operation(backend: contract.ComputeDriver, operation: str,
