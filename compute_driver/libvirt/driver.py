@@ -61,6 +61,7 @@ from compute_driver.libvirt import events
 from compute_driver.libvirt import images
 from compute_driver.libvirt import mapping
 from compute_driver.libvirt import recordindex
+from compute_driver.libvirt import volumes
 from compute_driver import objects
 from compute_driver import power_state
 
@@ -92,7 +93,10 @@ class LibvirtDriver(driver.ComputeDriver):
             'power_off', 'power_on', 'pause', 'unpause', 'suspend',
             'resume', 'snapshot', 'delete_snapshot', 'revert_to_snapshot',
             'live_resize', 'console_output', 'diagnostics', 'host_ip_addr',
-            'host_uptime', 'list_images')}
+            'host_uptime', 'list_images',
+            # -- volumes --
+            'attach_volume', 'live_attach_volume', 'detach_volume',
+            'swap_volume', 'extend_volume')}
     hypervisor_type = 'libvirt'
     CONFIG_GROUP = libvirt_conf.GROUP
     CONFIG_OPTS = libvirt_conf.opts
@@ -230,12 +234,18 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _create(self, instance, image, power_on, network_info,
                 block_device_info):
+        with self._spawn_volumes(instance, block_device_info) as found:
+            self._create_domain(instance, image, power_on, found)
+
+    def _create_domain(self, instance, image, power_on, found):
+        root = found[0] if found and found[0].boot_index == 0 else None
         directory = self._instance_dir(instance.uuid)
         disk_format = self.conf.libvirt.disk_format
         spec = mapping.GuestSpec(
             instance=instance, virt_type=self.virt_type,
-            disk_path=self._disk_path(instance.uuid),
-            disk_format=disk_format,
+            disk_path=(root.device_path if root else
+                       self._disk_path(instance.uuid)),
+            disk_format='raw' if root else disk_format,
             console_path=self._console_path(instance.uuid),
             boot=mapping.BootImage(
                 kernel=image.kernel, ramdisk=image.ramdisk,
@@ -251,11 +261,12 @@ class LibvirtDriver(driver.ComputeDriver):
             if os.path.isdir(directory):
                 shutil.rmtree(directory)
             self._make_instance_dir(directory)
-            self.store.create_disk(image, spec.disk_path, disk_format,
-                                   size_gb=instance.flavor.root_gb)
-            os.chmod(spec.disk_path, 0o600)
+            if root is None:
+                self.store.create_disk(image, spec.disk_path, disk_format,
+                                       size_gb=instance.flavor.root_gb)
+                os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
-            xml = mapping.domain_xml(spec)
+            xml = volumes.with_volumes(mapping.domain_xml(spec), found)
             dom = self._host.call(lambda conn: conn.defineXML(xml))
             self._records.add(instance)
             if power_on:
@@ -272,7 +283,9 @@ class LibvirtDriver(driver.ComputeDriver):
         dom = self._host.lookup('lookupByUUIDString', instance.uuid)
         before = None
         if dom is not None and self._records.of(dom) is not None:
+            attached = volumes.attachments(dom)
             before = self._remove_domain(dom, instance)
+            self._release_volumes(instance, attached)
         directory = self._instance_dir(instance.uuid)
         if destroy_disks and os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
@@ -791,3 +804,21 @@ class LibvirtDriver(driver.ComputeDriver):
             'cpu_time_ns': int(info[4]),
             'uuid': dom.UUIDString(),
         }
+
+    # -- volumes -------------------------------------------------------------
+
+    def _volume_attachments(self, dom, instance):
+        return volumes.attachments(dom)
+
+    def _attach_volume(self, dom, instance, attachment, live):
+        volumes.attach(dom, instance, attachment, live)
+
+    def _detach_volume(self, dom, instance, attachment, live):
+        volumes.detach(self._host.get_connection(), dom, instance,
+                       attachment, live, self.conf.volume.detach_timeout)
+
+    def _swap_volume(self, dom, instance, old, new, live):
+        volumes.swap(dom, old, new)
+
+    def _extend_volume(self, dom, instance, attachment, size, live):
+        volumes.extend(dom, attachment, size, live)

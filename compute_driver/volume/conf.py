@@ -34,6 +34,11 @@ opts = [
         help='Seconds to wait for an iSCSI portal to accept a TCP '
              'connection before the attach fails as unreachable.'),
     cfg.IntOpt(
+        'detach_timeout', default=30, min=1, max=600,
+        help='Seconds to wait for a running guest to release a volume\'s '
+             'disk after it is asked to unplug it; the detach fails when '
+             'it has not by then.'),
+    cfg.IntOpt(
         'device_scan_attempts', default=3, min=1, max=30,
         help='Times os-brick rescans for an iSCSI LUN\'s block device '
              'before the attach fails.'),

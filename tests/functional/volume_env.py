@@ -99,3 +99,10 @@ def loops(tmp_path):
     devices = LoopDevices(str(tmp_path))
     yield devices
     devices.release()
+
+
+def check_free(device: str) -> None:
+    """Assert that no process and no mount holds ``device``."""
+    from compute_driver.volume import connection
+    assert connection.device_user(device) is None
+    connection.check_not_held('check', device)
