@@ -66,6 +66,7 @@ from compute_driver.docker import hostconfig
 from compute_driver.docker import images
 from compute_driver.docker import mapping
 from compute_driver.docker import usage as dusage
+from compute_driver.docker import volumes
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -90,7 +91,15 @@ class DockerDriver(driver.ComputeDriver):
         # Docker cannot save a container's memory to disk without CRIU.
         'supports_suspend': False,
         'supports_resume': False,
+        # -- volumes: mounts are fixed at create (see .volumes); volumes
+        # come with block_device_info at spawn only.
+        'supports_attach_volume': False,
+        'supports_live_attach_volume': False,
+        'supports_detach_volume': False,
+        'supports_swap_volume': False,
+        'supports_extend_volume': False,
     }
+    spawn_volumes = True
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
     CONFIG_OPTS = docker_conf.opts
@@ -222,8 +231,23 @@ class DockerDriver(driver.ComputeDriver):
                 block_device_info):
         host_config_args = hostconfig.host_config_args(self.conf,
                                                        instance.flavor)
+        with self._spawn_volumes(instance, block_device_info) as found:
+            mount_path = self.conf.volume.mount_path
+            binds, labels = volumes.mount_all(mount_path, instance.uuid,
+                                              found)
+            try:
+                if binds:
+                    host_config_args['binds'] = binds
+                self._create_volume_container(instance, image, power_on,
+                                              host_config_args, labels)
+            except BaseException:
+                volumes.unmount_all(mount_path, instance.uuid, found)
+                raise
+
+    def _create_volume_container(self, instance, image, power_on,
+                                 host_config_args, extra_labels):
         container_id = self._create_container(instance, image,
-                                              host_config_args)
+                                              host_config_args, extra_labels)
         # Until the rename below, the container has its spawning name: it
         # is not an instance yet, and if this process dies, or dockerd
         # does and the removal below fails, a sweep knows it for a
@@ -253,9 +277,11 @@ class DockerDriver(driver.ComputeDriver):
 
     def _create_container(self, instance: objects.Instance,
                           image: images.DockerImage,
-                          host_config_args: dict) -> str:
+                          host_config_args: dict,
+                          extra_labels: dict | None = None) -> str:
         api = self.api
         labels = mapping.instance_labels(instance, self.host)
+        labels.update(extra_labels or {})
         labels[mapping.SPAWN_OWNER] = leftovers.owner_label()
         try:
             result = api.create_container(
@@ -339,6 +365,11 @@ class DockerDriver(driver.ComputeDriver):
         # The totals know the container's state: no inspect beforehand.
         before = self._usage.state_of(instance.uuid)
         try:
+            attached = volumes.attachments(mapping.container_labels(
+                self.api.inspect_container(name)))
+        except docker_errors.NotFound:
+            attached = []
+        try:
             self.api.remove_container(name, force=True, v=True)
         except docker_errors.NotFound:
             self._usage.remove_instance(instance.uuid)
@@ -349,6 +380,10 @@ class DockerDriver(driver.ComputeDriver):
                 raise
             self._wait_gone(name)
         self._usage.remove_instance(instance.uuid)
+        if attached:
+            volumes.unmount_all(self.conf.volume.mount_path, instance.uuid,
+                                attached)
+            self._release_volumes(instance, attached)
         return mapping.power_state_of(before)
 
     def _wait_gone(self, name: str) -> None:
@@ -585,7 +620,10 @@ class DockerDriver(driver.ComputeDriver):
         stored = mapping.stored_instance(old, instance)
         aside = '%s-reverting-%s' % (name, uuidlib.uuid4().hex[:8])
         host_config = api.create_host_config(
-            **hostconfig.host_config_args(self.conf, stored.flavor))
+            **hostconfig.host_config_args(self.conf, stored.flavor),
+            **volumes.binds_of(self.conf.volume.mount_path, instance.uuid,
+                               volumes.attachments(
+                                   mapping.container_labels(old))))
         if was_running:
             api.stop(old['Id'], timeout=self.conf.docker.stop_grace_period)
         api.rename(old['Id'], aside)
@@ -694,3 +732,12 @@ class DockerDriver(driver.ComputeDriver):
     def list_images(self):
         with errors.translate(self._connection.url, 'list images'):
             return self._store().list_images()
+
+    # -- volumes -------------------------------------------------------------
+
+    def check_mountpoint(self, mountpoint):
+        """A directory in the container (see :mod:`.volumes`)."""
+        return volumes.check_mountpoint(mountpoint)
+
+    def _volume_attachments(self, data, instance):
+        return volumes.attachments(mapping.container_labels(data))
