@@ -29,8 +29,8 @@ import shutil
 import subprocess
 import typing
 
-from compute_driver import exception
 from compute_driver.docker import mapping
+from compute_driver import exception
 from compute_driver.volume import model as vol_model
 
 LOG = logging.getLogger(__name__)

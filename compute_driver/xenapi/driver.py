@@ -71,7 +71,11 @@ class XenAPIDriver(driver.ComputeDriver):
 
     capabilities = {**{'supports_' + op: True
                        for op in driver.OPTIONAL_OPERATIONS},
-                    'supports_console_output': False}
+                    'supports_console_output': False,
+                    # -- volumes: VDI/VBD attachment is not built yet.
+                    **{'supports_' + op: False for op in (
+                        'attach_volume', 'live_attach_volume',
+                        'detach_volume', 'swap_volume', 'extend_volume')}}
     hypervisor_type = 'xen'
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
