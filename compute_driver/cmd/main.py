@@ -91,6 +91,14 @@ class CommandManager(commandmanager.CommandManager):
             name = (ep.name.replace('_', ' ') if self.convert_underscores
                     else ep.name)
             self.commands[name] = ep
+        # -- volumes: found without entry-point metadata too. Written here
+        # rather than imported, so that no command pays for the import.
+        for name, value in (
+                ('volume attach', 'compute_driver.cmd.volume:AttachVolume'),
+                ('volume detach', 'compute_driver.cmd.volume:DetachVolume'),
+                ('volume list', 'compute_driver.cmd.volume:ListVolumes')):
+            self.commands.setdefault(name, importlib.metadata.EntryPoint(
+                name=name, value=value, group=namespace))
 
 
 class App(app.App):

@@ -72,6 +72,12 @@ class BootInstance(common.ShowOne):
             '--property', metavar='KEY=VALUE', dest='properties',
             action=common.KeyValueAction, default={},
             help='Store a property with the instance; repeatable.')
+        parser.add_argument(
+            '--volume', metavar='DEVICE=MOUNTPOINT', dest='volumes',
+            action=common.KeyValueAction, default={},
+            help='Attach a block device of this host at MOUNTPOINT (a '
+                 'guest device such as /dev/vdb, or a directory in a '
+                 'container); /dev/vda boots from it. Repeatable.')
         return parser
 
     def take_action(self, parsed_args):
@@ -80,7 +86,15 @@ class BootInstance(common.ShowOne):
             parsed_args.name, flavor, parsed_args.image,
             metadata=parsed_args.properties)
         backend = self.app.driver
-        backend.spawn(instance, power_on=not parsed_args.stopped)
+        # -- volumes: Nova's block_device_info, /dev/vda the root disk.
+        bdi = {'root_device_name': '/dev/vda', 'block_device_mapping': [
+            {'connection_info': {'driver_volume_type': 'local',
+                                 'data': {'device_path': device}},
+             'mount_device': mount,
+             'boot_index': 0 if mount == '/dev/vda' else None}
+            for device, mount in parsed_args.volumes.items()]}
+        backend.spawn(instance, power_on=not parsed_args.stopped,
+                      block_device_info=bdi if parsed_args.volumes else None)
         return _instance_fields(backend, backend.find_instance(instance.uuid))
 
 

@@ -31,6 +31,7 @@ import socket
 import stat
 import threading
 import typing
+import warnings
 
 from compute_driver import exception
 from compute_driver.volume import exception as vol_exc
@@ -49,8 +50,13 @@ def import_brick() -> typing.Any:
     :raises BackendSDKMissing: naming the extra that installs it.
     """
     try:
-        privileged = importlib.import_module('os_brick.privileged')
-        connector = importlib.import_module('os_brick.initiator.connector')
+        # os-brick pulls in oslo.privsep, which imports eventlet and warns
+        # about it: nothing this library uses, and noise on a CLI's stderr.
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            privileged = importlib.import_module('os_brick.privileged')
+            connector = importlib.import_module(
+                'os_brick.initiator.connector')
     except ImportError as exc:
         raise exception.BackendSDKMissing(
             name='volumes', module='os_brick',

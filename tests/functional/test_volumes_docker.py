@@ -137,7 +137,7 @@ def test_empty_volume_is_formatted(backend, loops):  # noqa: F811
     ('root', exception.NotSupported),
     ('badmount', exception.InvalidInput),
 ])
-def test_bad_volume_at_spawn_leaves_nothing(backend, loops, mapping,
+def test_bad_volume_at_spawn_leaves_nothing(backend, loops, mapping,  # noqa
                                             error):  # noqa: F811
     good = loops.make(size_mb=32)
     volumes = [(volume_env.local(good, 'vol-good'), '/good')]
