@@ -108,4 +108,3 @@ class ListVolumes(common.Lister):
                  'yes' if a.boot_index == 0 else 'no')
                 for a in backend.list_volume_attachments(record.instance)]
         return ('Volume', 'Mountpoint', 'Device', 'Type', 'Root'), rows
-

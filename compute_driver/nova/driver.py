@@ -359,11 +359,12 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         downloaded from Glance.
 
         :raises NotImplementedError: for volumes in ``block_device_info``
-            or accelerators: the contract has neither.
+            on a backend that takes none at spawn, or accelerators.
         :raises nova.exception.ImageNotFound: when the backend has none of
             the image's references.
         """
-        if driver.block_device_info_get_mapping(block_device_info):
+        volumes = driver.block_device_info_get_mapping(block_device_info)
+        if volumes and not self.backend.takes_spawn_volumes():
             raise NotImplementedError(
                 'The %s backend cannot attach volumes; boot from an image'
                 % self.backend.name)
@@ -380,7 +381,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                         ours, power_on=power_on, network_info=ports,
                         context=context, injected_files=injected_files,
                         admin_password=admin_password,
-                        allocations=allocations)
+                        allocations=allocations,
+                        block_device_info=(block_device_info if volumes
+                                           else None))
                 except exception.ImageNotFound:
                     # A failed spawn leaves nothing behind, so the next
                     # reference can be tried on a clean slate.
@@ -503,3 +506,42 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     def get_diagnostics(self, instance: typing.Any) -> dict[str, object]:
         return typing.cast(dict[str, object],
                            self._perform('diagnostics', instance))
+
+    # -- volumes -------------------------------------------------------------
+    # Nova's volume calls, argument for argument, go to the backend's
+    # pipeline; a backend without the capability raises NotSupported,
+    # which nova_errors turns into NotImplementedError.
+
+    def get_volume_connector(self, instance: typing.Any) -> dict:
+        with convert.nova_errors(getattr(instance, 'uuid', None)):
+            return self.backend.get_volume_connector()
+
+    def attach_volume(self, context: typing.Any, connection_info: dict,
+                      instance: typing.Any, mountpoint: str,
+                      disk_bus: str | None = None,
+                      device_type: str | None = None,
+                      encryption: typing.Any = None) -> None:
+        self._perform('attach_volume', instance,
+                      connection_info=connection_info,
+                      mountpoint=mountpoint, encryption=encryption)
+
+    def detach_volume(self, context: typing.Any, connection_info: dict,
+                      instance: typing.Any, mountpoint: str,
+                      encryption: typing.Any = None) -> None:
+        self._perform('detach_volume', instance,
+                      connection_info=connection_info,
+                      mountpoint=mountpoint)
+
+    def swap_volume(self, context: typing.Any, old_connection_info: dict,
+                    new_connection_info: dict, instance: typing.Any,
+                    mountpoint: str, resize_to: int) -> None:
+        self._perform('swap_volume', instance,
+                      old_connection_info=old_connection_info,
+                      new_connection_info=new_connection_info,
+                      mountpoint=mountpoint, resize_to=resize_to)
+
+    def extend_volume(self, context: typing.Any, connection_info: dict,
+                      instance: typing.Any, requested_size: int) -> None:
+        self._perform('extend_volume', instance,
+                      connection_info=connection_info,
+                      requested_size=requested_size)

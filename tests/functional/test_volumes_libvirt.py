@@ -74,11 +74,16 @@ def backend():
     driver.cleanup_host(conf.host)
 
 
+def _console(backend, instance):
+    # The serial console ends its lines with CR LF.
+    return backend.get_console_output(instance).replace('\r\n', '\n')
+
+
 def _wait_for(backend, instance, text, after=0):
     """Wait until ``text`` appears in the console past offset ``after``."""
     deadline = time.monotonic() + base.BOOT_TIMEOUT
     while True:
-        output = backend.get_console_output(instance)
+        output = _console(backend, instance)
         if text in output[after:]:
             return output
         if time.monotonic() > deadline:
@@ -108,7 +113,7 @@ def test_hotplug_carries_data_to_another_instance(backend, loops):  # noqa
     base._spawn(backend, first)
     base._spawn(backend, second)
     _wait_for(backend, first, base.BOOT_LINE)
-    start = len(backend.get_console_output(first))
+    start = len(_console(backend, first))
     backend.attach_volume(first, info, '/dev/vdb')
     _wait_for(backend, first, 'vdb starts with: cdvol-hotplug-data', start)
     assert _disks(first)['vdb'] == device
@@ -133,14 +138,14 @@ def test_hotplug_carries_data_to_another_instance(backend, loops):  # noqa
     assert 'vdb' not in _disks(second)
     assert sorted(_disks(first)) == ['vda', 'vdb']
 
-    start = len(backend.get_console_output(first))
+    start = len(_console(backend, first))
     backend.detach_volume(first, info, '/dev/vdb')
     assert 'vdb' not in _disks(first)
     assert 'vdb' not in _disks(first, inactive=True)
     assert backend.list_volume_attachments(first) == []
     _wait_for(backend, first, 'cdvol: block devices: vda \n', start)
 
-    start = len(backend.get_console_output(second))
+    start = len(_console(backend, second))
     backend.attach_volume(second, info, '/dev/vdc')
     _wait_for(backend, second, 'vdc starts with: cdvol-hotplug-data', start)
     assert loops.read(device, 18) == b'cdvol-hotplug-data'
@@ -187,7 +192,7 @@ def test_boot_from_volume(backend, loops):  # noqa: F811
     assert _disks(instance, inactive=True)['vda'] == bigger
     backend.power_on(instance)
     _wait_for(backend, instance, 'vda starts with: cdvol-root-volume',
-              len(backend.get_console_output(instance)))
+              len(_console(backend, instance)))
     assert backend.get_info(instance).state == power_state.RUNNING
 
 
