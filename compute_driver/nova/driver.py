@@ -372,6 +372,11 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             raise NotImplementedError(
                 'The %s backend has no accelerators' % self.backend.name)
         candidates = convert.image_candidates(image_meta, self.image_map)
+        # -- volumes: a volume-backed instance boots the volume, with the
+        # backend image configured for that (its kernel, for libvirt).
+        boot_image = CONF.compute_driver_adapter.volume_boot_image
+        if not candidates and volumes and boot_image:
+            candidates = [boot_image]
         ports = convert.network_info(network_info)
         for ref in candidates:
             with convert.nova_errors(instance.uuid):

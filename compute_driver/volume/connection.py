@@ -27,8 +27,10 @@ import errno
 import importlib
 import logging
 import os
+import platform
 import socket
 import stat
+import sys
 import threading
 import typing
 import warnings
@@ -42,6 +44,8 @@ LOG = logging.getLogger(__name__)
 #: Where the kernel lists the iSCSI transports it has: the initiator
 #: needs ``tcp`` (the ``iscsi_tcp`` module).
 ISCSI_TRANSPORT = '/sys/class/iscsi_transport/tcp'
+#: open-iscsi's initiator name.
+INITIATOR_FILE = '/etc/iscsi/initiatorname.iscsi'
 
 
 def import_brick() -> typing.Any:
@@ -174,18 +178,26 @@ class Connector:
 
     def properties(self, host: str, ip: str | None = None
                    ) -> dict[str, typing.Any]:
-        """os-brick's connector properties of this host, for Cinder."""
-        brick = self._os_brick()
-        # os-brick warns about every initiator the host lacks (iSCSI,
-        # NVMe); a host without them is normal for local volumes.
-        quiet = logging.getLogger('os_brick')
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
+        """This host's connector properties, for Cinder.
+
+        What os-brick's ``get_connector_properties`` reports for the
+        connectors this library uses (``LOCAL`` has none, ``ISCSI`` its
+        initiator name), without probing the others: asking every
+        connector (Fibre Channel, NVMe...) reads sysfs and runs tools this
+        host may lack, for properties no attach here would use.
+        """
+        props: dict[str, typing.Any] = {
+            'platform': platform.machine(), 'os_type': sys.platform,
+            'ip': ip or '127.0.0.1', 'host': host, 'multipath': False,
+            'enforce_multipath': False}
         try:
-            return dict(brick.get_connector_properties(
-                None, ip or '127.0.0.1', False, False, host=host))
-        finally:
-            quiet.setLevel(level)
+            with open(INITIATOR_FILE) as handle:
+                for line in handle:
+                    if line.startswith('InitiatorName='):
+                        props['initiator'] = line.partition('=')[2].strip()
+        except OSError:
+            pass  # no open-iscsi: local volumes only
+        return props
 
     def _reach(self, connection: model.Connection) -> None:
         portal = connection.data['target_portal']

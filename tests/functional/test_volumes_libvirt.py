@@ -147,7 +147,10 @@ def test_hotplug_carries_data_to_another_instance(backend, loops):  # noqa
 
     start = len(_console(backend, second))
     backend.attach_volume(second, info, '/dev/vdc')
-    _wait_for(backend, second, 'vdc starts with: cdvol-hotplug-data', start)
+    # The guest's kernel names virtio disks in the order it finds them:
+    # libvirt's target is a hint, and this one is the guest's vdb.
+    assert _disks(second)['vdc'] == device
+    _wait_for(backend, second, 'vdb starts with: cdvol-hotplug-data', start)
     assert loops.read(device, 18) == b'cdvol-hotplug-data'
 
 
