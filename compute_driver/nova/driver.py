@@ -64,6 +64,7 @@ from compute_driver.nova import node
 from compute_driver.nova import service
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.volume import model as vol_model
 
 LOG = logging.getLogger(__name__)
 
@@ -533,9 +534,22 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     def detach_volume(self, context: typing.Any, connection_info: dict,
                       instance: typing.Any, mountpoint: str,
                       encryption: typing.Any = None) -> None:
-        self._perform('detach_volume', instance,
-                      connection_info=connection_info,
-                      mountpoint=mountpoint)
+        """Detach a volume; of an instance already gone, disconnect it.
+
+        Nova detaches the root volume of an instance it has destroyed
+        (rebuilding a volume-backed one) and expects the volume to be
+        disconnected from the host, as Nova's libvirt driver does.
+        """
+        try:
+            self._perform('detach_volume', instance,
+                          connection_info=connection_info,
+                          mountpoint=mountpoint)
+        except nova_exception.InstanceNotFound:
+            LOG.warning('Instance %s is gone; disconnecting its volume',
+                        instance.uuid)
+            with convert.nova_errors(instance.uuid):
+                self.backend.volume_connector.disconnect(
+                    vol_model.parse(connection_info), None)
 
     def swap_volume(self, context: typing.Any, old_connection_info: dict,
                     new_connection_info: dict, instance: typing.Any,

@@ -243,6 +243,8 @@ class ServerLifecycleTests:
 
     host = 'compute1'
     supports_suspend = True
+    #: Whether the backend boots from a volume (see :class:`VolumeTests`).
+    boots_from_volume = False
     #: Whether a compute service restart keeps the driver object, as
     #: Nova's tests do for in-memory drivers, or loads a new adapter that
     #: finds the guests on the backend.
@@ -435,9 +437,8 @@ class ServerLifecycleTests:
         self.assert_move_failed_cleanly(server, 'resize', self.host)
 
     def test_boot_from_volume_fails_cleanly(self) -> None:
-        if self.backend(self.host).takes_spawn_volumes():
-            self.skipTest('the backend takes volumes at spawn: see '
-                          'VolumeTests')
+        if self.boots_from_volume:
+            self.skipTest('the backend boots from volumes: see VolumeTests')
         volume = nova_fixtures.CinderFixture.IMAGE_BACKED_VOL
         body = self._build_server(image_uuid='', flavor_id='1',
                                   networks='none')
@@ -468,6 +469,8 @@ class VolumeTests:
     os-brick and the backend connect and check a real block device.
     Mixed in after :class:`ServerLifecycleTests`.
     """
+
+    boots_from_volume = True
 
     def setUp(self) -> None:
         super().setUp()
