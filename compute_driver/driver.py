@@ -1466,6 +1466,10 @@ class ComputeDriver(abc.ABC):
         if devices and not self.takes_spawn_volumes():
             raise exception.NotSupported(driver=self.name,
                                          operation='volumes at spawn')
+        if (devices and devices[0].boot_index == 0 and
+                not self.boots_from_volume()):
+            raise exception.NotSupported(driver=self.name,
+                                         operation='booting from a volume')
         with contextlib.ExitStack() as stack:
             attachments = []
             for device in devices:
@@ -1499,6 +1503,16 @@ class ComputeDriver(abc.ABC):
     #: ``supports_attach_volume``. A backend that can only mount volumes
     #: when it creates an instance (containers) sets it to ``True``.
     spawn_volumes: bool | None = None
+
+    #: Whether :meth:`spawn` takes a root volume (boot index 0) as the
+    #: instance's root disk; ``None`` follows :meth:`takes_spawn_volumes`.
+    spawn_root_volume: bool | None = None
+
+    def boots_from_volume(self) -> bool:
+        """Whether :meth:`spawn` boots from a root volume."""
+        if self.spawn_root_volume is not None:
+            return self.spawn_root_volume
+        return self.takes_spawn_volumes()
 
     def takes_spawn_volumes(self) -> bool:
         """Whether :meth:`spawn` takes volumes (see :attr:`spawn_volumes`)."""

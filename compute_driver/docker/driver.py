@@ -100,6 +100,7 @@ class DockerDriver(driver.ComputeDriver):
         'supports_extend_volume': False,
     }
     spawn_volumes = True
+    spawn_root_volume = False
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
     CONFIG_OPTS = docker_conf.opts

@@ -115,18 +115,11 @@ def unmount(directory: str, volume: str) -> None:
 def mount_all(mount_path: str, uuid: str,
               found: list[vol_model.Attachment]
               ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Mount the volumes of a spawn: the binds and labels of its container.
-
-    :raises NotSupported: for a root volume (boot from volume).
-    """
+    """Mount the volumes of a spawn: the binds and labels of its container."""
     binds: dict[str, dict[str, str]] = {}
     done: list[str] = []
     try:
         for index, attachment in enumerate(found):
-            if attachment.boot_index == 0:
-                raise exception.NotSupported(
-                    driver='docker',
-                    operation='booting a container from a volume')
             directory = host_dir(mount_path, uuid, index)
             mount(attachment, directory)
             done.append(directory)

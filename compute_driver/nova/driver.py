@@ -369,6 +369,13 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             raise NotImplementedError(
                 'The %s backend cannot attach volumes; boot from an image'
                 % self.backend.name)
+        if (not self.backend.boots_from_volume() and
+                any(bdm.get('boot_index') == 0 for bdm in volumes)):
+            # Not rescheduled: no host of this backend can build it.
+            raise nova_exception.BuildAbortException(
+                instance_uuid=instance.uuid,
+                reason='the %s backend cannot boot from a volume'
+                       % self.backend.name)
         if accel_info:
             raise NotImplementedError(
                 'The %s backend has no accelerators' % self.backend.name)

@@ -447,12 +447,13 @@ class ServerLifecycleTests:
             'destination_type': 'volume'}]
         server = self.api.post_server({'server': body})
         server = self._wait_for_state_change(server, 'ERROR')
-        # The adapter has no volume connector (Nova's NotImplementedError):
+        # The adapter refuses a root volume the backend cannot boot:
         # Nova aborts the build without rescheduling, detaches the volume
-        # and frees the host; the backend was never asked to spawn.
+        # and frees the host; the backend made nothing.
         self.assertEqual(
-            'Build of instance %s aborted: Block Device Mapping is Invalid.'
-            % server['id'], server['fault']['message'])
+            'Build of instance %s aborted: the %s backend cannot boot from '
+            'a volume' % (server['id'], self.backend_name),
+            server['fault']['message'])
         self.assertEqual(set(), self.backend_uuids(self.host))
         self.assertEqual({}, self._get_allocations_by_server_uuid(
             server['id']))
