@@ -64,6 +64,8 @@ from compute_driver.libvirt import recordindex
 from compute_driver.libvirt import volumes
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.volume import connection as vol_connection
+from compute_driver.volume import model as vol_model
 
 LOG = logging.getLogger(__name__)
 
@@ -810,8 +812,16 @@ class LibvirtDriver(driver.ComputeDriver):
     def _volume_attachments(self, dom, instance):
         return volumes.attachments(dom)
 
+    def _volume_user(self, connection):
+        # QEMU holds attached volumes open: only its processes need a look.
+        if connection.protocol != vol_model.LOCAL:
+            return None
+        return vol_connection.device_user(connection.data['device_path'],
+                                          ('qemu',))
+
     def _attach_volume(self, dom, instance, attachment, live):
-        volumes.attach(dom, instance, attachment, live)
+        volumes.attach(self._host.get_connection(), dom, instance,
+                       attachment, live)
 
     def _detach_volume(self, dom, instance, attachment, live):
         volumes.detach(self._host.get_connection(), dom, instance,

@@ -116,9 +116,55 @@ def with_volumes(domain_xml: str,
     return ET.tostring(root, encoding='unicode')
 
 
-def attach(dom: typing.Any, instance: objects.Instance,
+def _redefine(conn: typing.Any, dom: typing.Any,
+              change: typing.Callable[[ET.Element], None],
+              record_change: typing.Callable[[list[vol_model.Attachment]],
+                                             list[vol_model.Attachment]]
+              ) -> None:
+    """Change a shut-off domain's definition and record, in one write.
+
+    The record is read from the same definition: one round trip to read,
+    one to write.
+    """
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                     libvirt.VIR_DOMAIN_XML_SECURE))
+    devices = root.find('devices')
+    metadata = root.find('metadata')
+    if devices is None or metadata is None:
+        raise exception.InvalidInput(reason='domain XML without devices')
+    change(devices)
+    text = None
+    for old in metadata.findall('{%s}%s' % (NS, TAG)):
+        text = old.text
+        metadata.remove(old)
+    record = ET.SubElement(metadata, '{%s}%s' % (NS, TAG))
+    record.text = vol_model.dumps(record_change(vol_model.loads(text)))
+    ET.register_namespace(PREFIX, NS)
+    conn.defineXML(ET.tostring(root, encoding='unicode'))
+
+
+def _disk_at(devices: ET.Element, dev: str) -> ET.Element | None:
+    for disk in devices.findall('disk'):
+        found = disk.find('target')
+        if found is not None and found.get('dev') == dev:
+            return disk
+    return None
+
+
+def attach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
            attachment: vol_model.Attachment, live: bool) -> None:
-    """Plug the disk and record it; unplug it again if recording fails."""
+    """Plug the disk and record it; unplug it again if recording fails.
+
+    A shut-off domain gets the disk and the record in one definition,
+    one write of its configuration rather than two.
+    """
+    if not live:
+        def add(devices: ET.Element) -> None:
+            disks = devices.findall('disk')
+            position = list(devices).index(disks[-1]) + 1 if disks else 0
+            devices.insert(position, disk_element(attachment))
+        _redefine(conn, dom, add, lambda found: [*found, attachment])
+        return
     current = attachments(dom)
     dom.attachDeviceFlags(disk_xml(attachment), _flags(live))
     try:
@@ -146,6 +192,15 @@ def detach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
     :raises BackendError: when the guest does not release it in time.
     """
     dev = target(attachment.mountpoint)
+    if not live:
+        def remove(devices: ET.Element) -> None:
+            disk = _disk_at(devices, dev)
+            if disk is not None:
+                devices.remove(disk)
+        _redefine(conn, dom, remove,
+                  lambda found: [a for a in found
+                                 if a.volume_id != attachment.volume_id])
+        return
     removed = threading.Event()
 
     def on_removed(conn: typing.Any, domain: typing.Any, alias: str,

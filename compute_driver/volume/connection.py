@@ -300,12 +300,16 @@ class Connector:
                 reason='extend failed: %s' % exception.one_line(exc)) from exc
 
 
-def device_user(path: str) -> str | None:
+def device_user(path: str, programs: tuple[str, ...] = ()
+                ) -> str | None:
     """A process of this host that has ``path`` open, in words, or None.
 
     Hypervisors open the devices of attached volumes without an exclusive
     claim, so only their open files tell that a device is attached to a
     guest already.
+
+    :param programs: look only at processes whose name starts with one of
+        these (``qemu``); every process when empty.
     """
     try:
         target = os.path.realpath(path)
@@ -313,6 +317,13 @@ def device_user(path: str) -> str | None:
     except OSError:
         return None
     for pid in pids:
+        try:
+            with open('/proc/%s/comm' % pid) as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue
+        if programs and not name.startswith(programs):
+            continue
         base = '/proc/%s/fd' % pid
         try:
             fds = os.listdir(base)
@@ -320,13 +331,10 @@ def device_user(path: str) -> str | None:
             continue
         for fd in fds:
             try:
-                if os.readlink('%s/%s' % (base, fd)) != target:
-                    continue
-                with open('/proc/%s/comm' % pid) as comm:
-                    name = comm.read().strip()
+                if os.readlink('%s/%s' % (base, fd)) == target:
+                    return 'process %s (%s) has it open' % (pid, name)
             except OSError:
                 continue
-            return 'process %s (%s) has it open' % (pid, name)
     return None
 
 
