@@ -1422,12 +1422,22 @@ class ComputeDriver(abc.ABC):
                     instance=instance.name, mountpoint=mountpoint,
                     volume=attachment.volume_id)
 
+    #: Whether volumes are connected on this host, through os-brick, for
+    #: the hypervisor to use. ``False`` for a backend whose hypervisor
+    #: runs on another host and reaches the storage itself (XAPI's SRs):
+    #: the pipeline then leaves connecting to the backend's hooks.
+    connects_volumes = True
+
     def _connect_volume(self, connection: vol_model.Connection
                         ) -> typing.ContextManager[str]:
         """Connect a volume that nothing on the host uses yet.
 
+        :returns: a context manager giving the device path, or the
+            volume's description when :attr:`connects_volumes` is off.
         :raises VolumeInUse: naming the process that holds the device.
         """
+        if not self.connects_volumes:
+            return contextlib.nullcontext(connection.describe())
         holder = self._volume_user(connection)
         if holder:
             raise vol_exc.VolumeInUse(volume=connection.volume_id,
@@ -1490,6 +1500,8 @@ class ComputeDriver(abc.ABC):
                          ) -> None:
         """Disconnect the volumes of a destroyed instance; never raises."""
         for attachment in attachments:
+            if not self.connects_volumes:
+                break
             try:
                 self.volume_connector.disconnect(attachment.connection,
                                                  attachment.device_path)
@@ -1558,17 +1570,19 @@ class ComputeDriver(abc.ABC):
         """
         self._require('attach_volume')
         connection = vol_model.parse(connection_info)
-        mountpoint = self.check_mountpoint(mountpoint)
         if encryption:
             raise exception.NotSupported(driver=self.name,
                                          operation='encrypted volumes')
 
         def attach(handle: typing.Any, current: int) -> None:
+            # After the lookup: an unknown instance is reported first,
+            # whatever device names its backend takes.
+            checked = self.check_mountpoint(mountpoint)
             live = self._volume_state('attach volume', instance, handle)
-            self._check_free(handle, instance, connection, mountpoint)
+            self._check_free(handle, instance, connection, checked)
             with self._connect_volume(connection) as path:
                 self._attach_volume(handle, instance, vol_model.Attachment(
-                    volume_id=connection.volume_id, mountpoint=mountpoint,
+                    volume_id=connection.volume_id, mountpoint=checked,
                     connection_info=connection.info, device_path=path),
                     live)
 
@@ -1592,8 +1606,9 @@ class ComputeDriver(abc.ABC):
             attachment = self._attachment_of(handle, instance,
                                              connection.volume_id)
             self._detach_volume(handle, instance, attachment, live)
-            self.volume_connector.disconnect(attachment.connection,
-                                             attachment.device_path)
+            if self.connects_volumes:
+                self.volume_connector.disconnect(attachment.connection,
+                                                 attachment.device_path)
 
         self._run('detach_volume', instance, detach)
 

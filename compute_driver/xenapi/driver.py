@@ -43,6 +43,7 @@ from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
 from compute_driver.xenapi import images
 from compute_driver.xenapi import mapping
+from compute_driver.xenapi import volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -72,11 +73,14 @@ class XenAPIDriver(driver.ComputeDriver):
     capabilities = {**{'supports_' + op: True
                        for op in driver.OPTIONAL_OPERATIONS},
                     'supports_console_output': False,
-                    # -- volumes: VDI/VBD attachment is not built yet.
-                    **{'supports_' + op: False for op in (
-                        'attach_volume', 'live_attach_volume',
-                        'detach_volume', 'swap_volume', 'extend_volume')}}
+                    # -- volumes: VDIs plugged through VBDs; swapping
+                    # and growing them is left to XAPI's own tools.
+                    'supports_swap_volume': False,
+                    'supports_extend_volume': False}
     hypervisor_type = 'xen'
+    # XAPI reaches volumes through its SRs; spawn takes none (yet).
+    connects_volumes = False
+    spawn_volumes = False
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
     image_types = ('vhd',)
@@ -821,3 +825,21 @@ class XenAPIDriver(driver.ComputeDriver):
             'disks': len(record['VBDs']),
             'vifs': len(record['VIFs']),
         }
+
+    # -- volumes -------------------------------------------------------------
+
+    def check_mountpoint(self, mountpoint):
+        """``/dev/xvdb`` to ``/dev/xvdp`` (see :mod:`.volumes`)."""
+        return volumes.check_mountpoint(mountpoint)
+
+    def _volume_attachments(self, vm, instance):
+        return volumes.attachments(self._record(vm))
+
+    def _attach_volume(self, vm, instance, attachment, live):
+        volumes.attach(self._xapi, vm, instance, self._record(vm),
+                       attachment, live)
+        vm.record = None
+
+    def _detach_volume(self, vm, instance, attachment, live):
+        volumes.detach(self._xapi, vm, self._record(vm), attachment, live)
+        vm.record = None
