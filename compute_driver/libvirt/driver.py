@@ -285,7 +285,7 @@ class LibvirtDriver(driver.ComputeDriver):
         dom = self._host.lookup('lookupByUUIDString', instance.uuid)
         before = None
         if dom is not None and self._records.of(dom) is not None:
-            attached = volumes.attachments(dom)
+            attached = volumes.attachments(dom, gone_ok=True)
             before = self._remove_domain(dom, instance)
             self._release_volumes(instance, attached)
         directory = self._instance_dir(instance.uuid)
@@ -670,6 +670,7 @@ class LibvirtDriver(driver.ComputeDriver):
         return self.store.exists(image_id)
 
     def _snapshot(self, dom, instance, current, image_id):
+        self._refuse_root_volume(dom, 'snapshot')
         stored = self._stored(dom, instance)
         try:
             source: images.StoreImage | None = self.store.get(
@@ -716,6 +717,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 if image.properties.get('instance_uuid') == instance.uuid]
 
     def _revert(self, dom, instance, current, image_id):
+        self._refuse_root_volume(dom, 'revert to snapshot')
         image = self.store.get(image_id)
         disk = self._disk_path(instance.uuid)
         fresh = disk + '.revert'
@@ -811,6 +813,15 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _volume_attachments(self, dom, instance):
         return volumes.attachments(dom)
+
+    def _refuse_root_volume(self, dom, operation):
+        # The disk of an instance booted from a volume is the volume's,
+        # which Cinder snapshots; there is no disk file to copy.
+        if any(a.boot_index == 0 for a in volumes.attachments(dom)):
+            raise exception.NotSupported(
+                driver=self.name,
+                operation='%s of an instance booted from a volume (use the '
+                          'volume service\'s snapshots)' % operation)
 
     def _volume_user(self, connection):
         # QEMU holds attached volumes open: only its processes need a look.

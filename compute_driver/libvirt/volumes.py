@@ -73,13 +73,19 @@ def _record_xml(attachments: typing.Iterable[vol_model.Attachment]) -> str:
     return ET.tostring(element, encoding='unicode')
 
 
-def attachments(dom: typing.Any) -> list[vol_model.Attachment]:
-    """The volumes the domain's definition records."""
+def attachments(dom: typing.Any, gone_ok: bool = False
+                ) -> list[vol_model.Attachment]:
+    """The volumes the domain's definition records.
+
+    :param gone_ok: answer ``[]`` for a domain removed meanwhile (destroy
+        is idempotent) instead of raising.
+    """
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS,
                             libvirt.VIR_DOMAIN_AFFECT_CONFIG)
     except libvirt.libvirtError as exc:
-        if errors.code(exc) == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+        if errors.code(exc) == libvirt.VIR_ERR_NO_DOMAIN_METADATA or (
+                gone_ok and errors.code(exc) == libvirt.VIR_ERR_NO_DOMAIN):
             return []
         raise
     return vol_model.loads(ET.fromstring(text).text)

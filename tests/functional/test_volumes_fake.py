@@ -12,6 +12,10 @@
 
 """Volumes on the fake backend, with real loop devices and os-brick."""
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from compute_driver import exception
@@ -142,3 +146,41 @@ def test_spawn_with_missing_volume_leaves_nothing(backend, loops):  # noqa
             (volume_env.local(loops.make(), 'ok'), '/dev/vdb'),
             (volume_env.local('/dev/cdtest-missing'), '/dev/vdc')))
     assert backend.list_instances() == []
+
+
+def _device_mapper_missing():
+    if not os.path.exists('/dev/mapper/control'):
+        return ('this kernel has no device-mapper (/dev/mapper/control is '
+                'absent and no dm module can be loaded), which LVM needs')
+    for tool in ('pvcreate', 'vgcreate', 'lvcreate', 'vgremove'):
+        if not shutil.which(tool):
+            return '%s (lvm2) is not installed' % tool
+    return None
+
+
+def test_lvm_logical_volume_on_a_loop_device(backend, loops):  # noqa: F811
+    missing = _device_mapper_missing()
+    if missing:
+        pytest.skip('LVM volumes cannot be tested on this host: %s'
+                    % missing)
+    physical = loops.make(size_mb=64)
+    group = 'cdtestvol%d' % os.getpid()
+    subprocess.run(['pvcreate', '-q', physical], check=True)
+    subprocess.run(['vgcreate', '-q', group, physical], check=True)
+    try:
+        subprocess.run(['lvcreate', '-q', '-y', '-L', '16M', '-n', 'lv1',
+                        group], check=True)
+        device = '/dev/%s/lv1' % group
+        instance = _instance(backend)
+        backend.spawn(instance)
+        backend.attach_volume(instance, volume_env.local(device, 'lvm'),
+                              '/dev/vdb')
+        # The physical volume is held by device-mapper: in use.
+        with pytest.raises(vol_exc.VolumeInUse):
+            backend.attach_volume(instance, volume_env.local(physical),
+                                  '/dev/vdc')
+        backend.detach_volume(instance, volume_env.local(device, 'lvm'))
+        backend.destroy(instance)
+    finally:
+        subprocess.run(['vgremove', '-q', '-f', group], check=False)
+        subprocess.run(['pvremove', '-q', physical], check=False)

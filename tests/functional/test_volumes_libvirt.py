@@ -185,6 +185,8 @@ def test_boot_from_volume(backend, loops):  # noqa: F811
     assert [a.volume_id for a in backend.list_volume_attachments(
         instance)] == ['vol-root', 'vol-data']
     with pytest.raises(exception.NotSupported):
+        backend.snapshot(instance, 'cdvol-snap-%s' % instance.uuid[:8])
+    with pytest.raises(exception.NotSupported):
         backend.swap_volume(instance, volume_env.local(root, 'vol-root'),
                             volume_env.local(loops.make(64), 'vol-new'),
                             '/dev/vda')
