@@ -43,6 +43,9 @@ from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.volume import connection as vol_connection
+from compute_driver.volume import exception as vol_exc
+from compute_driver.volume import model as vol_model
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from oslo_config import cfg
@@ -233,6 +236,20 @@ OPERATIONS: dict[str, Operation] = dict((
     _operation('detach_interface', needs=('vif',),
                hooks=('_detach_interface', '_interfaces')),
     _operation('interfaces', 'get_interfaces', hooks=('_interfaces',)),
+    # -- volumes --
+    _operation('attach_volume', needs=('connection_info', 'mountpoint'),
+               hooks=('_volume_attachments', '_attach_volume')),
+    _operation('live_attach_volume', 'attach_volume',
+               needs=('connection_info', 'mountpoint'),
+               hooks=('_volume_attachments', '_attach_volume')),
+    _operation('detach_volume', needs=('connection_info', 'mountpoint'),
+               hooks=('_volume_attachments', '_detach_volume')),
+    _operation('swap_volume',
+               needs=('old_connection_info', 'new_connection_info',
+                      'mountpoint'),
+               hooks=('_volume_attachments', '_swap_volume')),
+    _operation('extend_volume', needs=('connection_info', 'requested_size'),
+               hooks=('_volume_attachments', '_extend_volume')),
 ))
 
 #: Public methods the pipeline owns: a backend implements their hooks and
@@ -248,6 +265,9 @@ PIPELINE_METHODS = (
     'confirm_migration', 'finish_revert_migration',
     'plug_vifs', 'unplug_vifs', 'attach_interface', 'detach_interface',
     'get_interfaces',
+    # -- volumes --
+    'get_volume_connector', 'attach_volume', 'detach_volume', 'swap_volume',
+    'extend_volume', 'list_volume_attachments',
 )
 
 #: Optional operation name -> the method that implements it. The
@@ -1891,3 +1911,393 @@ class ComputeDriver(abc.ABC):
                     instance: objects.Instance) -> tuple[typing.Any, ...]:
         """The recorded ports of the instance, in NIC order."""
         self._not_implemented('_interfaces')
+
+    # -- volumes -------------------------------------------------------------
+    # Cinder's connection info is validated and connected through os-brick
+    # here, the same way on every backend; the backend's hooks only turn a
+    # connected block device into a disk of the instance and keep the
+    # attachment in the backend's own record of the instance.
+
+    #: Power states a volume may be attached, detached, swapped or
+    #: extended in; those of :data:`LIVE_VOLUME_STATES` need the live
+    #: capability. A suspended guest's saved memory names its devices.
+    VOLUME_STATES = (power_state.RUNNING, power_state.PAUSED,
+                     power_state.SHUTDOWN, power_state.CRASHED)
+    LIVE_VOLUME_STATES = (power_state.RUNNING, power_state.PAUSED)
+
+    @property
+    def volume_connector(self) -> vol_connection.Connector:
+        """This backend's os-brick :class:`~.volume.connection.Connector`."""
+        found = self.__dict__.get('_volume_connector')
+        if found is None:
+            found = self.__dict__.setdefault(
+                '_volume_connector', vol_connection.Connector(self.conf))
+        return typing.cast(vol_connection.Connector, found)
+
+    def check_mountpoint(self, mountpoint: object) -> str:
+        """Refuse a mountpoint the backend could not use.
+
+        The default takes a guest device name, ``/dev/`` then letters and
+        digits (``/dev/vdb``), as Nova's libvirt driver does; container
+        backends override it.
+
+        :raises InvalidInput: naming the mountpoint.
+        """
+        if (not isinstance(mountpoint, str) or
+                not re.fullmatch(r'/dev/[a-z][a-z0-9]{1,15}', mountpoint)):
+            raise exception.InvalidInput(
+                reason='mountpoint must be a device name such as /dev/vdb, '
+                       'got %r' % (mountpoint,))
+        return mountpoint
+
+    def _volume_state(self, operation: str, instance: objects.Instance,
+                      handle: typing.Any) -> bool:
+        """Check the power state for a volume operation; whether it is live.
+
+        :raises InvalidPowerState: for a suspended instance.
+        :raises NotSupported: for a live one on a backend that cannot.
+        """
+        current = self._power_state(handle)
+        if current not in self.VOLUME_STATES:
+            raise exception.InvalidPowerState(
+                operation=operation, instance=instance.name,
+                current=power_state.name(current),
+                expected=' or '.join(power_state.name(s)
+                                     for s in self.VOLUME_STATES))
+        live = current in self.LIVE_VOLUME_STATES
+        if live and not self.supports('live_attach_volume', instance):
+            raise exception.NotSupported(
+                driver=self.name,
+                operation='%s on a %s instance (stop it first)'
+                          % (operation, power_state.name(current)))
+        return live
+
+    def _attachment_of(self, handle: typing.Any, instance: objects.Instance,
+                       volume_id: str) -> vol_model.Attachment:
+        for attachment in self._volume_attachments(handle, instance):
+            if attachment.volume_id == volume_id:
+                return attachment
+        raise vol_exc.VolumeNotAttached(volume=volume_id,
+                                        instance=instance.name)
+
+    def _check_free(self, handle: typing.Any, instance: objects.Instance,
+                    connection: vol_model.Connection,
+                    mountpoint: str) -> None:
+        for attachment in self._volume_attachments(handle, instance):
+            if attachment.volume_id == connection.volume_id:
+                raise vol_exc.VolumeAlreadyAttached(
+                    volume=connection.volume_id, instance=instance.name,
+                    mountpoint=attachment.mountpoint)
+            if attachment.mountpoint == mountpoint:
+                raise vol_exc.MountpointInUse(
+                    instance=instance.name, mountpoint=mountpoint,
+                    volume=attachment.volume_id)
+
+    #: Whether volumes are connected on this host, through os-brick, for
+    #: the hypervisor to use. ``False`` for a backend whose hypervisor
+    #: runs on another host and reaches the storage itself (XAPI's SRs):
+    #: the pipeline then leaves connecting to the backend's hooks.
+    connects_volumes = True
+
+    def _connect_volume(self, connection: vol_model.Connection
+                        ) -> typing.ContextManager[str]:
+        """Connect a volume that nothing on the host uses yet.
+
+        :returns: a context manager giving the device path, or the
+            volume's description when :attr:`connects_volumes` is off.
+        :raises VolumeInUse: naming the process that holds the device.
+        """
+        if not self.connects_volumes:
+            return contextlib.nullcontext(connection.describe())
+        holder = self._volume_user(connection)
+        if holder:
+            raise vol_exc.VolumeInUse(volume=connection.volume_id,
+                                      device=connection.describe(),
+                                      reason=holder)
+        return self.volume_connector.connected(connection)
+
+    def _volume_user(self, connection: vol_model.Connection) -> str | None:
+        """Who on the host has a local volume's device open, if anyone.
+
+        A hypervisor keeps the devices of attached volumes open without
+        an exclusive claim, so an exclusive open alone does not see a
+        volume attached to another instance; the open files of every
+        process do. Backends that attach without opening the device (the
+        fake) override it.
+        """
+        if connection.protocol != vol_model.LOCAL:
+            return None
+        return vol_connection.device_user(connection.data['device_path'])
+
+    @contextlib.contextmanager
+    def _spawn_volumes(self, instance: objects.Instance,
+                       block_device_info: object
+                       ) -> typing.Iterator[list[vol_model.Attachment]]:
+        """Connect the volumes of ``block_device_info`` for a spawn.
+
+        For a backend's :meth:`_create`: yields one attachment per volume,
+        the root disk (boot index 0) first, and disconnects them all when
+        the spawn fails.
+
+        :raises InvalidConnectionInfo: for malformed block device info.
+        :raises NotSupported: when there are volumes and the backend does
+            not declare ``supports_attach_volume`` or ``spawn_volumes``.
+        """
+        devices = vol_model.block_devices(block_device_info)
+        if devices and not self.takes_spawn_volumes():
+            raise exception.NotSupported(driver=self.name,
+                                         operation='volumes at spawn')
+        if (devices and devices[0].boot_index == 0 and
+                not self.boots_from_volume()):
+            raise exception.NotSupported(driver=self.name,
+                                         operation='booting from a volume')
+        with contextlib.ExitStack() as stack:
+            attachments = []
+            for device in devices:
+                mountpoint = (device.mountpoint if device.boot_index == 0
+                              else self.check_mountpoint(device.mountpoint))
+                path = stack.enter_context(
+                    self._connect_volume(device.connection))
+                attachments.append(vol_model.Attachment(
+                    volume_id=device.connection.volume_id,
+                    mountpoint=mountpoint,
+                    connection_info=device.connection.info,
+                    device_path=path, boot_index=device.boot_index))
+            yield attachments
+            stack.pop_all()
+
+    def _release_volumes(self, instance: objects.Instance,
+                         attachments: typing.Iterable[vol_model.Attachment]
+                         ) -> None:
+        """Disconnect the volumes of a destroyed instance; never raises."""
+        for attachment in attachments:
+            if not self.connects_volumes:
+                break
+            try:
+                self.volume_connector.disconnect(attachment.connection,
+                                                 attachment.device_path)
+            except exception.ComputeDriverError as exc:
+                LOG.warning('Could not disconnect volume %s of %s: %s',
+                            attachment.volume_id, instance.name,
+                            exception.one_line(exc))
+
+    #: Whether :meth:`spawn` takes volumes from ``block_device_info``
+    #: (boot from volume, volumes at boot); ``None`` follows
+    #: ``supports_attach_volume``. A backend that can only mount volumes
+    #: when it creates an instance (containers) sets it to ``True``.
+    spawn_volumes: bool | None = None
+
+    #: Whether :meth:`spawn` takes a root volume (boot index 0) as the
+    #: instance's root disk; ``None`` follows :meth:`takes_spawn_volumes`.
+    spawn_root_volume: bool | None = None
+
+    def boots_from_volume(self) -> bool:
+        """Whether :meth:`spawn` boots from a root volume."""
+        if self.spawn_root_volume is not None:
+            return self.spawn_root_volume
+        return self.takes_spawn_volumes()
+
+    def takes_spawn_volumes(self) -> bool:
+        """Whether :meth:`spawn` takes volumes (see :attr:`spawn_volumes`)."""
+        if self.spawn_volumes is not None:
+            return self.spawn_volumes
+        return bool(self.capabilities.get('supports_attach_volume'))
+
+    def get_volume_connector(self, instance: objects.Instance | None = None
+                             ) -> dict[str, typing.Any]:
+        """This host's connector properties, for Cinder.
+
+        What ``initialize_connection`` takes: os-brick's
+        ``get_connector_properties`` of this host.
+
+        :param instance: accepted for Nova's sake; the properties are the
+            host's.
+        """
+        return self.volume_connector.properties(self.host)
+
+    def attach_volume(self, instance: objects.Instance,
+                      connection_info: object, mountpoint: str, *,
+                      context: object = None, disk_bus: str | None = None,
+                      device_type: str | None = None,
+                      encryption: object = None) -> None:
+        """Connect a volume and attach it to the instance at ``mountpoint``.
+
+        Live on a RUNNING or PAUSED instance when the backend declares
+        ``supports_live_attach_volume``, to its definition otherwise. A
+        failure disconnects the volume and leaves the instance unchanged.
+
+        :param connection_info: Cinder's, with ``driver_volume_type`` and
+            ``data`` (see :func:`compute_driver.volume.model.parse`).
+        :param mountpoint: the guest device (``/dev/vdb``), or the path in
+            a container.
+        :raises InvalidConnectionInfo: for malformed connection info.
+        :raises VolumeAlreadyAttached: when the instance has it.
+        :raises MountpointInUse: when another volume is at ``mountpoint``.
+        :raises VolumeDeviceNotFound: when it leads to no block device.
+        :raises VolumeInUse: when something on the host uses the device.
+        :raises VolumeConnectionFailed: when os-brick cannot connect it.
+        :raises NotSupported: for encrypted volumes, and live on a backend
+            that cannot.
+        """
+        self._require('attach_volume')
+        connection = vol_model.parse(connection_info)
+        if encryption:
+            raise exception.NotSupported(driver=self.name,
+                                         operation='encrypted volumes')
+
+        def attach(handle: typing.Any, current: int) -> None:
+            # After the lookup: an unknown instance is reported first,
+            # whatever device names its backend takes.
+            checked = self.check_mountpoint(mountpoint)
+            live = self._volume_state('attach volume', instance, handle)
+            self._check_free(handle, instance, connection, checked)
+            with self._connect_volume(connection) as path:
+                self._attach_volume(handle, instance, vol_model.Attachment(
+                    volume_id=connection.volume_id, mountpoint=checked,
+                    connection_info=connection.info, device_path=path),
+                    live)
+
+        self._run('attach_volume', instance, attach)
+
+    def detach_volume(self, instance: objects.Instance,
+                      connection_info: object, mountpoint: str | None = None,
+                      *, context: object = None,
+                      encryption: object = None) -> None:
+        """Detach a volume from the instance and disconnect it.
+
+        :param mountpoint: accepted for Nova's sake: the volume id of
+            ``connection_info`` names the attachment.
+        :raises VolumeNotAttached: when the instance does not have it.
+        """
+        self._require('detach_volume')
+        connection = vol_model.parse(connection_info)
+
+        def detach(handle: typing.Any, current: int) -> None:
+            live = self._volume_state('detach volume', instance, handle)
+            attachment = self._attachment_of(handle, instance,
+                                             connection.volume_id)
+            self._detach_volume(handle, instance, attachment, live)
+            if self.connects_volumes:
+                self.volume_connector.disconnect(attachment.connection,
+                                                 attachment.device_path)
+
+        self._run('detach_volume', instance, detach)
+
+    def swap_volume(self, instance: objects.Instance,
+                    old_connection_info: object, new_connection_info: object,
+                    mountpoint: str | None = None, resize_to: int = 0, *,
+                    context: object = None) -> None:
+        """Replace an attached volume by another, copying its data.
+
+        The instance must be stopped (SHUTDOWN or CRASHED): the data is
+        copied block by block on the host, then the new volume takes the
+        old one's mountpoint and the old one is disconnected.
+
+        :param resize_to: the new volume's size in GiB when larger, as
+            Nova passes it; 0 when the same.
+        :raises VolumeNotAttached: when the old volume is not attached.
+        :raises InvalidInput: when the new volume is smaller.
+        """
+        self._require('swap_volume')
+        old = vol_model.parse(old_connection_info)
+        new = vol_model.parse(new_connection_info)
+
+        def swap(handle: typing.Any, current: int) -> None:
+            live = self._volume_state('swap volume', instance, handle)
+            if live:
+                # Copying under a running guest's writes needs the
+                # hypervisor's block job; this copies with the guest off.
+                raise exception.NotSupported(
+                    driver=self.name,
+                    operation='swap volume on a running instance (stop it '
+                              'first)')
+            attachment = self._attachment_of(handle, instance,
+                                             old.volume_id)
+            self._check_free(handle, instance, new, '')
+            with self._connect_volume(new) as path:
+                old_size = vol_connection.device_size(attachment.device_path)
+                if vol_connection.device_size(path) < old_size:
+                    raise exception.InvalidInput(
+                        reason='volume %s is smaller than volume %s'
+                               % (new.volume_id, old.volume_id))
+                vol_connection.copy_device(attachment.device_path, path)
+                self._swap_volume(handle, instance, attachment,
+                                  vol_model.Attachment(
+                                      volume_id=new.volume_id,
+                                      mountpoint=attachment.mountpoint,
+                                      connection_info=new.info,
+                                      device_path=path,
+                                      boot_index=attachment.boot_index),
+                                  live)
+            self.volume_connector.disconnect(attachment.connection,
+                                             attachment.device_path)
+
+        self._run('swap_volume', instance, swap)
+
+    def extend_volume(self, instance: objects.Instance,
+                      connection_info: object, requested_size: int, *,
+                      context: object = None) -> None:
+        """Make the instance see an attached volume's new, larger size.
+
+        :param requested_size: the new size in bytes, as Nova passes it.
+        :raises VolumeNotAttached: when the instance does not have it.
+        :raises InvalidInput: for a size that is not a positive integer or
+            that the device does not have.
+        """
+        self._require('extend_volume')
+        connection = vol_model.parse(connection_info)
+        if (not isinstance(requested_size, int) or
+                isinstance(requested_size, bool) or requested_size <= 0):
+            raise exception.InvalidInput(
+                reason='requested_size must be a positive number of bytes, '
+                       'got %r' % (requested_size,))
+
+        def extend(handle: typing.Any, current: int) -> None:
+            live = self._volume_state('extend volume', instance, handle)
+            attachment = self._attachment_of(handle, instance,
+                                             connection.volume_id)
+            size = self.volume_connector.extend(attachment.connection)
+            if size < requested_size:
+                raise exception.InvalidInput(
+                    reason='volume %s has %d bytes, fewer than the %d '
+                           'requested' % (connection.volume_id, size,
+                                          requested_size))
+            self._extend_volume(handle, instance, attachment, size, live)
+
+        self._run('extend_volume', instance, extend)
+
+    def list_volume_attachments(self, instance: objects.Instance
+                                ) -> list[vol_model.Attachment]:
+        """The volumes attached to an instance, as its record holds them."""
+        return typing.cast(list, self._run(
+            'list_volume_attachments', instance,
+            lambda h, current: self._volume_attachments(h, instance),
+            lock=False))
+
+    def _volume_attachments(self, handle: typing.Any,
+                            instance: objects.Instance
+                            ) -> list[vol_model.Attachment]:
+        """The attachments the backend's record of the instance holds."""
+        self._not_implemented('_volume_attachments')
+
+    def _attach_volume(self, handle: typing.Any, instance: objects.Instance,
+                       attachment: vol_model.Attachment, live: bool) -> None:
+        """Give the instance the connected device and record it.
+
+        :param live: whether the instance is running (hot-plug).
+        """
+        self._not_implemented('_attach_volume')
+
+    def _detach_volume(self, handle: typing.Any, instance: objects.Instance,
+                       attachment: vol_model.Attachment, live: bool) -> None:
+        self._not_implemented('_detach_volume')
+
+    def _swap_volume(self, handle: typing.Any, instance: objects.Instance,
+                     old: vol_model.Attachment, new: vol_model.Attachment,
+                     live: bool) -> None:
+        self._not_implemented('_swap_volume')
+
+    def _extend_volume(self, handle: typing.Any, instance: objects.Instance,
+                       attachment: vol_model.Attachment, size: int,
+                       live: bool) -> None:
+        self._not_implemented('_extend_volume')

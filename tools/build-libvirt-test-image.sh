@@ -110,6 +110,19 @@ esac
 EOF
 chmod 755 "$root/etc/udhcpc/script"
 # -- end network --
+# -- volumes: virtio_blk and what it needs, for hot-plugged volume disks --
+for module in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
+        virtio_pci virtio_blk; do
+    file=$(find "$work/kernel/lib/modules/$kver" -name "$module.ko*" |
+        head -n1)
+    case $file in
+        '') ;;  # built into this kernel
+        *.xz) xz -dc "$file" > "$root/lib/modules/$module.ko" ;;
+        *.zst) zstd -qdc "$file" > "$root/lib/modules/$module.ko" ;;
+        *) cp "$file" "$root/lib/modules/$module.ko" ;;
+    esac
+done
+# -- end volumes --
 mkdir -p "$root/etc/acpi/PWRF"
 cat > "$root/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
@@ -152,6 +165,32 @@ done
     done
 ) &
 # -- end network --
+# -- volumes: load virtio_blk, then print /proc/partitions and the first
+# line of each new virtio disk on the console whenever the set of block
+# devices changes (a volume hot-plugged or unplugged). --
+for module in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
+        virtio_pci virtio_blk; do
+    [ -f /lib/modules/\$module.ko ] && insmod /lib/modules/\$module.ko 2>/dev/null
+done
+(
+    seen=
+    while true; do
+        now=\$(busybox ls /sys/block | busybox tr '\\n' ' ')
+        if [ "\$now" != "\$seen" ]; then
+            echo "cdvol: block devices: \$now"
+            busybox cat /proc/partitions
+            for dev in \$now; do
+                case " \$seen " in *" \$dev "*) continue ;; esac
+                case \$dev in vd*)
+                    echo "cdvol: \$dev starts with: \$(busybox head -c 64 /dev/\$dev | busybox head -n 1 | busybox tr -cd 'a-zA-Z0-9_ -')"
+                esac
+            done
+            seen=\$now
+        fi
+        sleep 1
+    done
+) &
+# -- end volumes --
 echo "$boot_line on \$(uname -r)"
 while true; do
     sleep 3600

@@ -82,6 +82,12 @@ _LATE_COMMANDS = {
     'interface list': 'compute_driver.cmd.network:ListInterfaces',
     'interface attach': 'compute_driver.cmd.network:AttachInterface',
     'interface detach': 'compute_driver.cmd.network:DetachInterface',
+    'volume attach': 'compute_driver.cmd.volume:AttachVolume',
+    'volume detach': 'compute_driver.cmd.volume:DetachVolume',
+    'volume list': 'compute_driver.cmd.volume:ListVolumes',
+    'resize': 'compute_driver.cmd.resize:ResizeInstance',
+    'resize-confirm': 'compute_driver.cmd.resize:ConfirmResize',
+    'resize-revert': 'compute_driver.cmd.resize:RevertResize',
 }
 
 

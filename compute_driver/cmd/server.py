@@ -75,6 +75,12 @@ class BootInstance(common.ShowOne):
             action=common.KeyValueAction, default={},
             help='Store a property with the instance; repeatable.')
         network.add_network_argument(parser)
+        parser.add_argument(
+            '--volume', metavar='DEVICE=MOUNTPOINT', dest='volumes',
+            action=common.KeyValueAction, default={},
+            help='Attach a block device of this host at MOUNTPOINT (a '
+                 'guest device such as /dev/vdb, or a directory in a '
+                 'container); /dev/vda boots from it. Repeatable.')
         return parser
 
     def take_action(self, parsed_args):
@@ -83,8 +89,16 @@ class BootInstance(common.ShowOne):
             parsed_args.name, flavor, parsed_args.image,
             metadata=parsed_args.properties)
         backend = self.app.driver
+        # -- volumes: Nova's block_device_info, /dev/vda the root disk.
+        bdi = {'root_device_name': '/dev/vda', 'block_device_mapping': [
+            {'connection_info': {'driver_volume_type': 'local',
+                                 'data': {'device_path': device}},
+             'mount_device': mount,
+             'boot_index': 0 if mount == '/dev/vda' else None}
+            for device, mount in parsed_args.volumes.items()]}
         backend.spawn(instance, power_on=not parsed_args.stopped,
-                      network_info=network.ports_of(parsed_args))
+                      network_info=network.ports_of(parsed_args),
+                      block_device_info=bdi if parsed_args.volumes else None)
         return _instance_fields(backend, backend.find_instance(instance.uuid))
 
 

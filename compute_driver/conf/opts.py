@@ -29,6 +29,7 @@ from oslo_config import cfg
 from compute_driver.conf import default
 from compute_driver import exception
 from compute_driver import loader
+from compute_driver.volume import conf as volume_conf
 
 LOG = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     :func:`compute_driver.loader.register_backend_opts`.
     """
     default.register_opts(conf)
+    volume_conf.register_opts(conf)
 
 
 def backend_names() -> list[str]:
@@ -83,5 +85,6 @@ def list_opts() -> OptList:
         not load, so the generator does not leave it out silently.
     """
     result: OptList = list(default.list_opts().items())
+    result.extend(volume_conf.list_opts().items())
     result.extend(installed_backend_opts())
     return result

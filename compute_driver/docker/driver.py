@@ -69,6 +69,7 @@ from compute_driver.docker import mapping
 from compute_driver.docker import migration
 from compute_driver.docker import network
 from compute_driver.docker import usage as dusage
+from compute_driver.docker import volumes
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -99,7 +100,16 @@ class DockerDriver(driver.ComputeDriver):
         # time (see .network).
         'supports_attach_interface': False,
         'supports_detach_interface': False,
+        # -- volumes: mounts are fixed at create (see .volumes); volumes
+        # come with block_device_info at spawn only.
+        'supports_attach_volume': False,
+        'supports_live_attach_volume': False,
+        'supports_detach_volume': False,
+        'supports_swap_volume': False,
+        'supports_extend_volume': False,
     }
+    spawn_volumes = True
+    spawn_root_volume = False
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
     CONFIG_OPTS = docker_conf.opts
@@ -236,10 +246,27 @@ class DockerDriver(driver.ComputeDriver):
         ports = tuple(network_info)
         if ports:
             host_config_args['network_mode'] = network.NETWORK_MODE
+        with self._spawn_volumes(instance, block_device_info) as found:
+            mount_path = self.conf.volume.mount_path
+            binds, labels = volumes.mount_all(mount_path, instance.uuid,
+                                              found)
+            try:
+                if binds:
+                    host_config_args['binds'] = binds
+                self._create_and_start(instance, image, power_on,
+                                       host_config_args,
+                                       {**labels, **network.labels(ports)},
+                                       ports)
+            except BaseException:
+                volumes.unmount_all(mount_path, instance.uuid, found)
+                raise
+
+    def _create_and_start(self, instance, image, power_on, host_config_args,
+                          extra_labels, ports):
         network.plug(instance, ports)
         try:
             container_id = self._create_container(
-                instance, image, host_config_args, network.labels(ports))
+                instance, image, host_config_args, extra_labels)
         except BaseException:
             network.unplug_quietly(instance, ports)
             raise
@@ -363,6 +390,11 @@ class DockerDriver(driver.ComputeDriver):
         before = self._usage.state_of(instance.uuid)
         ports = self._recorded_ports(instance)
         try:
+            attached = volumes.attachments(mapping.container_labels(
+                self.api.inspect_container(name)))
+        except docker_errors.NotFound:
+            attached = []
+        try:
             self.api.remove_container(name, force=True, v=True)
         except docker_errors.NotFound:
             self._usage.remove_instance(instance.uuid)
@@ -376,6 +408,10 @@ class DockerDriver(driver.ComputeDriver):
         self._usage.remove_instance(instance.uuid)
         migration.remove_base(self.api, instance.uuid, instance)
         network.unplug_quietly(instance, ports)
+        if attached:
+            volumes.unmount_all(self.conf.volume.mount_path, instance.uuid,
+                                attached)
+            self._release_volumes(instance, attached)
         return mapping.power_state_of(before)
 
     def _wait_gone(self, name: str) -> None:
@@ -624,7 +660,11 @@ class DockerDriver(driver.ComputeDriver):
                                                        stored.flavor)
         if ports:
             host_config_args['network_mode'] = network.NETWORK_MODE
-        host_config = api.create_host_config(**host_config_args)
+        host_config = api.create_host_config(
+            **host_config_args,
+            **volumes.binds_of(self.conf.volume.mount_path, instance.uuid,
+                               volumes.attachments(
+                                   mapping.container_labels(old))))
         if was_running:
             api.stop(old['Id'], timeout=self.conf.docker.stop_grace_period)
         api.rename(old['Id'], aside)
@@ -882,3 +922,12 @@ class DockerDriver(driver.ComputeDriver):
 
     def _interfaces(self, data, instance):
         return network.ports_of(data)
+
+    # -- volumes -------------------------------------------------------------
+
+    def check_mountpoint(self, mountpoint):
+        """A directory in the container (see :mod:`.volumes`)."""
+        return volumes.check_mountpoint(mountpoint)
+
+    def _volume_attachments(self, data, instance):
+        return volumes.attachments(mapping.container_labels(data))

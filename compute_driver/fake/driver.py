@@ -35,6 +35,7 @@ from compute_driver import exception
 from compute_driver.fake import conf as fake_conf
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.volume import model as vol_model
 
 LOG = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class _Guest:
     # side is wired: the fake host's stand-in for taps on bridges.
     ports: list = dataclasses.field(default_factory=list)
     plugged: set = dataclasses.field(default_factory=set)
+    # Volumes by id, in attach order: the fake hypervisor's record.
+    volumes: dict = dataclasses.field(default_factory=dict)
 
 
 class FakeDriver(driver.ComputeDriver):
@@ -168,15 +171,25 @@ class FakeDriver(driver.ComputeDriver):
             plugged={p.id for p in network_info})
         self._console(guest, 'Created %s (%s) with flavor %s'
                       % (instance.name, instance.uuid, flavor.name))
-        if power_on:
-            self._boot(guest)
-        with self._lock:
-            self._guests[instance.uuid] = guest
+        with self._spawn_volumes(instance, block_device_info) as volumes:
+            for attachment in volumes:
+                guest.volumes[attachment.volume_id] = attachment
+                self._console(guest, 'disk %s: volume %s (%s)'
+                              % (attachment.mountpoint,
+                                 attachment.volume_id,
+                                 attachment.device_path))
+            if power_on:
+                self._boot(guest)
+            with self._lock:
+                self._guests[instance.uuid] = guest
 
     def _destroy(self, instance, destroy_disks):
         with self._lock:
             guest = self._guests.pop(instance.uuid, None)
-        return None if guest is None else guest.state
+        if guest is None:
+            return None
+        self._release_volumes(instance, list(guest.volumes.values()))
+        return guest.state
 
     def _resources(self, pending):
         with self._lock:
@@ -429,3 +442,50 @@ class FakeDriver(driver.ComputeDriver):
         """Ids of the instance's ports wired on the fake host (for tests)."""
         with self._lock:
             return set(self._find(instance).plugged)
+
+    # -- volumes -------------------------------------------------------------
+    # The fake hypervisor keeps attachments in memory and checks that each
+    # device exists when it is attached, as a real one would open it.
+
+    def _volume_user(self, connection):
+        with self._lock:
+            for guest in self._guests.values():
+                if connection.volume_id in guest.volumes:
+                    return 'it is attached to instance %s' % (
+                        guest.instance.name)
+                for attachment in guest.volumes.values():
+                    if (connection.protocol == vol_model.LOCAL and
+                            attachment.device_path ==
+                            connection.data['device_path']):
+                        return 'it is attached to instance %s as %s' % (
+                            guest.instance.name, attachment.volume_id)
+        return super()._volume_user(connection)
+
+    def _volume_attachments(self, guest, instance):
+        with self._lock:
+            return list(guest.volumes.values())
+
+    def _attach_volume(self, guest, instance, attachment, live):
+        with self._lock:
+            guest.volumes[attachment.volume_id] = attachment
+        self._console(guest, '%s disk %s: volume %s (%s)'
+                      % ('hot-plugged' if live else 'added',
+                         attachment.mountpoint, attachment.volume_id,
+                         attachment.device_path))
+
+    def _detach_volume(self, guest, instance, attachment, live):
+        with self._lock:
+            del guest.volumes[attachment.volume_id]
+        self._console(guest, '%s disk %s' % (
+            'unplugged' if live else 'removed', attachment.mountpoint))
+
+    def _swap_volume(self, guest, instance, old, new, live):
+        with self._lock:
+            del guest.volumes[old.volume_id]
+            guest.volumes[new.volume_id] = new
+        self._console(guest, 'disk %s: volume %s replaces %s'
+                      % (new.mountpoint, new.volume_id, old.volume_id))
+
+    def _extend_volume(self, guest, instance, attachment, size, live):
+        self._console(guest, 'disk %s: %d bytes'
+                      % (attachment.mountpoint, size))

@@ -64,8 +64,11 @@ from compute_driver.libvirt import mapping
 from compute_driver.libvirt import migration
 from compute_driver.libvirt import network
 from compute_driver.libvirt import recordindex
+from compute_driver.libvirt import volumes
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.volume import connection as vol_connection
+from compute_driver.volume import model as vol_model
 
 LOG = logging.getLogger(__name__)
 
@@ -95,7 +98,10 @@ class LibvirtDriver(driver.ComputeDriver):
             'power_off', 'power_on', 'pause', 'unpause', 'suspend',
             'resume', 'snapshot', 'delete_snapshot', 'revert_to_snapshot',
             'live_resize', 'console_output', 'diagnostics', 'host_ip_addr',
-            'host_uptime', 'list_images', 'resize')}
+            'host_uptime', 'list_images', 'resize',
+            # -- volumes --
+            'attach_volume', 'live_attach_volume', 'detach_volume',
+            'swap_volume', 'extend_volume')}
     # -- network --
     capabilities = {**capabilities, **{'supports_' + op: True for op in (
         'plug_vifs', 'unplug_vifs', 'attach_interface', 'detach_interface',
@@ -238,12 +244,19 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _create(self, instance, image, power_on, network_info,
                 block_device_info):
+        with self._spawn_volumes(instance, block_device_info) as found:
+            self._create_domain(instance, image, power_on, found,
+                                tuple(network_info))
+
+    def _create_domain(self, instance, image, power_on, found, ports):
+        root = found[0] if found and found[0].boot_index == 0 else None
         directory = self._instance_dir(instance.uuid)
         disk_format = self.conf.libvirt.disk_format
         spec = mapping.GuestSpec(
             instance=instance, virt_type=self.virt_type,
-            disk_path=self._disk_path(instance.uuid),
-            disk_format=disk_format,
+            disk_path=(root.device_path if root else
+                       self._disk_path(instance.uuid)),
+            disk_format='raw' if root else disk_format,
             console_path=self._console_path(instance.uuid),
             boot=mapping.BootImage(
                 kernel=image.kernel, ramdisk=image.ramdisk,
@@ -253,7 +266,6 @@ class LibvirtDriver(driver.ComputeDriver):
             machine_type=self.conf.libvirt.hw_machine_type)
         marker = self._claim_marker(instance)
         dom = None
-        ports = tuple(network_info)
         try:
             network.plug(instance, ports)
             # No domain has this uuid (the claim checked) and no live
@@ -261,12 +273,14 @@ class LibvirtDriver(driver.ComputeDriver):
             if os.path.isdir(directory):
                 shutil.rmtree(directory)
             self._make_instance_dir(directory)
-            self.store.create_disk(image, spec.disk_path, disk_format,
-                                   size_gb=instance.flavor.root_gb)
-            os.chmod(spec.disk_path, 0o600)
+            if root is None:
+                self.store.create_disk(image, spec.disk_path, disk_format,
+                                       size_gb=instance.flavor.root_gb)
+                os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
-            xml = network.with_ports(mapping.domain_xml(spec), ports,
-                                     self.virt_type)
+            xml = volumes.with_volumes(
+                network.with_ports(mapping.domain_xml(spec), ports,
+                                   self.virt_type), found)
             dom = self._host.call(lambda conn: conn.defineXML(xml))
             self._records.add(instance)
             if power_on:
@@ -285,8 +299,10 @@ class LibvirtDriver(driver.ComputeDriver):
         before = None
         if dom is not None and self._records.of(dom) is not None:
             ports = network.recorded(dom)
+            attached = volumes.attachments(dom, gone_ok=True)
             before = self._remove_domain(dom, instance)
             network.unplug_quietly(instance, ports)
+            self._release_volumes(instance, attached)
         directory = self._instance_dir(instance.uuid)
         if destroy_disks and os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
@@ -674,6 +690,7 @@ class LibvirtDriver(driver.ComputeDriver):
         return self.store.exists(image_id)
 
     def _snapshot(self, dom, instance, current, image_id):
+        self._refuse_root_volume(dom, 'snapshot')
         stored = self._stored(dom, instance)
         try:
             source: images.StoreImage | None = self.store.get(
@@ -720,6 +737,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 if image.properties.get('instance_uuid') == instance.uuid]
 
     def _revert(self, dom, instance, current, image_id):
+        self._refuse_root_volume(dom, 'revert to snapshot')
         image = self.store.get(image_id)
         disk = self._disk_path(instance.uuid)
         fresh = disk + '.revert'
@@ -894,3 +912,38 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _interfaces(self, dom, instance):
         return network.recorded(dom)
+
+    # -- volumes -------------------------------------------------------------
+
+    def _volume_attachments(self, dom, instance):
+        return volumes.attachments(dom)
+
+    def _refuse_root_volume(self, dom, operation):
+        # The disk of an instance booted from a volume is the volume's,
+        # which Cinder snapshots; there is no disk file to copy.
+        if any(a.boot_index == 0 for a in volumes.attachments(dom)):
+            raise exception.NotSupported(
+                driver=self.name,
+                operation='%s of an instance booted from a volume (use the '
+                          'volume service\'s snapshots)' % operation)
+
+    def _volume_user(self, connection):
+        # QEMU holds attached volumes open: only its processes need a look.
+        if connection.protocol != vol_model.LOCAL:
+            return None
+        return vol_connection.device_user(connection.data['device_path'],
+                                          ('qemu',))
+
+    def _attach_volume(self, dom, instance, attachment, live):
+        volumes.attach(self._host.get_connection(), dom, instance,
+                       attachment, live)
+
+    def _detach_volume(self, dom, instance, attachment, live):
+        volumes.detach(self._host.get_connection(), dom, instance,
+                       attachment, live, self.conf.volume.detach_timeout)
+
+    def _swap_volume(self, dom, instance, old, new, live):
+        volumes.swap(dom, old, new)
+
+    def _extend_volume(self, dom, instance, attachment, size, live):
+        volumes.extend(dom, attachment, size, live)

@@ -257,6 +257,14 @@ def parse_metadata(text: str) -> objects.Instance:
 
 def _disk(devices: ET.Element, spec: GuestSpec, target: str,
           bus: str) -> None:
+    if spec.disk_path.startswith('/dev/'):
+        # A volume as the root disk (boot from volume): a host device.
+        disk = _sub(devices, 'disk', type='block', device='disk')
+        _sub(disk, 'driver', name='qemu', type='raw', cache='none',
+             io='native')
+        _sub(disk, 'source', dev=spec.disk_path)
+        _sub(disk, 'target', dev=target, bus=bus)
+        return
     disk = _sub(devices, 'disk', type='file', device='disk')
     _sub(disk, 'driver', name='qemu', type=spec.disk_format)
     _sub(disk, 'source', file=spec.disk_path)

@@ -51,6 +51,16 @@ opts = [
              'name, e.g. "cirros:cirros-0.6.3-x86_64-disk". Without an '
              'entry, an image is looked up on the backend under its Glance '
              'id, then under its Glance name.'),
+    # -- volumes --
+    cfg.StrOpt(
+        'volume_boot_image',
+        regex=r'^[A-Za-z0-9_.:@/-]+$',
+        help='The backend image a volume-backed instance is spawned with '
+             'when its volume names no image the backend has (Cinder does '
+             'not pass the volume\'s image id to the compute host): for '
+             'libvirt, the image whose kernel and ramdisk boot the root '
+             'volume. Unset: such instances fail to build with '
+             'ImageNotFound.'),
 ]
 
 

@@ -65,6 +65,7 @@ from compute_driver.nova import node
 from compute_driver.nova import service
 from compute_driver import objects
 from compute_driver import power_state
+from compute_driver.volume import model as vol_model
 
 LOG = logging.getLogger(__name__)
 
@@ -366,18 +367,31 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         downloaded from Glance.
 
         :raises NotImplementedError: for volumes in ``block_device_info``
-            or accelerators: the contract has neither.
+            on a backend that takes none at spawn, or accelerators.
         :raises nova.exception.ImageNotFound: when the backend has none of
             the image's references.
         """
-        if driver.block_device_info_get_mapping(block_device_info):
+        volumes = driver.block_device_info_get_mapping(block_device_info)
+        if volumes and not self.backend.takes_spawn_volumes():
             raise NotImplementedError(
                 'The %s backend cannot attach volumes; boot from an image'
                 % self.backend.name)
+        if (not self.backend.boots_from_volume() and
+                any(bdm.get('boot_index') == 0 for bdm in volumes)):
+            # Not rescheduled: no host of this backend can build it.
+            raise nova_exception.BuildAbortException(
+                instance_uuid=instance.uuid,
+                reason='the %s backend cannot boot from a volume'
+                       % self.backend.name)
         if accel_info:
             raise NotImplementedError(
                 'The %s backend has no accelerators' % self.backend.name)
         candidates = convert.image_candidates(image_meta, self.image_map)
+        # -- volumes: a volume-backed instance boots the volume, with the
+        # backend image configured for that (its kernel, for libvirt).
+        boot_image = CONF.compute_driver_adapter.volume_boot_image
+        if not candidates and volumes and boot_image:
+            candidates = [boot_image]
         ports = convert.ports(network_info)
         for ref in candidates:
             with convert.nova_errors(instance.uuid):
@@ -387,7 +401,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                         ours, power_on=power_on, network_info=ports,
                         context=context, injected_files=injected_files,
                         admin_password=admin_password,
-                        allocations=allocations)
+                        allocations=allocations,
+                        block_device_info=(block_device_info if volumes
+                                           else None))
                 except exception.ImageNotFound:
                     # A failed spawn leaves nothing behind, so the next
                     # reference can be tried on a clean slate.
@@ -712,3 +728,55 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                          vif: typing.Any) -> None:
         self._perform('detach_interface', instance, vif=str(vif['id']),
                       context=context)
+
+    # -- volumes -------------------------------------------------------------
+    # Nova's volume calls, argument for argument, go to the backend's
+    # pipeline; a backend without the capability raises NotSupported,
+    # which nova_errors turns into NotImplementedError.
+
+    def get_volume_connector(self, instance: typing.Any) -> dict:
+        with convert.nova_errors(getattr(instance, 'uuid', None)):
+            return self.backend.get_volume_connector()
+
+    def attach_volume(self, context: typing.Any, connection_info: dict,
+                      instance: typing.Any, mountpoint: str,
+                      disk_bus: str | None = None,
+                      device_type: str | None = None,
+                      encryption: typing.Any = None) -> None:
+        self._perform('attach_volume', instance,
+                      connection_info=connection_info,
+                      mountpoint=mountpoint, encryption=encryption)
+
+    def detach_volume(self, context: typing.Any, connection_info: dict,
+                      instance: typing.Any, mountpoint: str,
+                      encryption: typing.Any = None) -> None:
+        """Detach a volume; of an instance already gone, disconnect it.
+
+        Nova detaches the root volume of an instance it has destroyed
+        (rebuilding a volume-backed one) and expects the volume to be
+        disconnected from the host, as Nova's libvirt driver does.
+        """
+        try:
+            self._perform('detach_volume', instance,
+                          connection_info=connection_info,
+                          mountpoint=mountpoint)
+        except nova_exception.InstanceNotFound:
+            LOG.warning('Instance %s is gone; disconnecting its volume',
+                        instance.uuid)
+            with convert.nova_errors(instance.uuid):
+                self.backend.volume_connector.disconnect(
+                    vol_model.parse(connection_info), None)
+
+    def swap_volume(self, context: typing.Any, old_connection_info: dict,
+                    new_connection_info: dict, instance: typing.Any,
+                    mountpoint: str, resize_to: int) -> None:
+        self._perform('swap_volume', instance,
+                      old_connection_info=old_connection_info,
+                      new_connection_info=new_connection_info,
+                      mountpoint=mountpoint, resize_to=resize_to)
+
+    def extend_volume(self, context: typing.Any, connection_info: dict,
+                      instance: typing.Any, requested_size: int) -> None:
+        self._perform('extend_volume', instance,
+                      connection_info=connection_info,
+                      requested_size=requested_size)

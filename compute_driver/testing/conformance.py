@@ -96,6 +96,11 @@ class OperationArgs:
     :param vif: for ``attach_interface`` and ``detach_interface``; a
         ``tap`` port of its own when ``None``.
     :param network_info: for ``plug_vifs`` and ``unplug_vifs``.
+    :param connection_info: for the volume operations.
+    :param old_connection_info: for ``swap_volume``.
+    :param new_connection_info: for ``swap_volume``.
+    :param mountpoint: for ``attach_volume`` and ``detach_volume``.
+    :param requested_size: for ``extend_volume``.
     """
 
     host: str = ''
@@ -106,6 +111,19 @@ class OperationArgs:
     dest: str = 'cdconf-elsewhere'
     vif: object = None
     network_info: object = ()
+    # -- volumes: connection info of a device no test creates, so that an
+    # operation refused before it connects anything leaves nothing.
+    connection_info: dict = dataclasses.field(default_factory=lambda: {
+        'driver_volume_type': 'local',
+        'data': {'device_path': '/dev/cdtest-no-such-volume'}})
+    old_connection_info: dict = dataclasses.field(default_factory=lambda: {
+        'driver_volume_type': 'local',
+        'data': {'device_path': '/dev/cdtest-no-such-volume'}})
+    new_connection_info: dict = dataclasses.field(default_factory=lambda: {
+        'driver_volume_type': 'local',
+        'data': {'device_path': '/dev/cdtest-no-such-volume-2'}})
+    mountpoint: str = '/dev/vdb'
+    requested_size: int = 1 << 30
 
 
 def sample_port() -> net_model.Port:

@@ -78,6 +78,11 @@ class _MasterMoved(Exception):
         self.address = address
 
 
+#: The ``other_config`` key of the VBD of an attached volume: its VDI is
+#: never one of the VM's own disks.
+VOLUME_VBD_KEY = 'compute_driver_volume'
+
+
 def close_session(session: typing.Any) -> None:
     """Close an SDK session's connection without logging it out."""
     with contextlib.suppress(Exception):
@@ -583,8 +588,10 @@ class Connection:
     def own_vdis(self, ref: str, record: Record) -> list[str]:
         """The VDIs only this VM uses.
 
-        Never a sharable disk, a read-only one (an ISO, a golden image) or
-        one another VM has attached.
+        Never a sharable disk, a read-only one (an ISO, a golden image),
+        one another VM has attached, or a volume's (its VBD's
+        ``other_config`` has :data:`VOLUME_VBD_KEY`): its data is the
+        volume's.
         """
         vdis: list[str] = []
         if record.get('VBDs', None) == []:
@@ -593,7 +600,8 @@ class Connection:
         vbds = self.call('VBD.get_all_records_where',
                          'field "VM" = %s' % quote(ref))
         for vbd in vbds.values():
-            if vbd['type'] != 'Disk' or vbd['empty']:
+            if (vbd['type'] != 'Disk' or vbd['empty'] or
+                    VOLUME_VBD_KEY in (vbd.get('other_config') or {})):
                 continue
             try:
                 vdi = self.call('VDI.get_record', vbd['VDI'])

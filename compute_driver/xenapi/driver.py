@@ -45,6 +45,7 @@ from compute_driver.xenapi import events
 from compute_driver.xenapi import images
 from compute_driver.xenapi import mapping
 from compute_driver.xenapi import network as xenapi_network
+from compute_driver.xenapi import volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -76,8 +77,15 @@ class XenAPIDriver(driver.ComputeDriver):
                     'supports_console_output': False,
                     # Not implemented for XAPI yet.
                     'supports_resize': False,
-                    'supports_cold_migrate': False}
+                    'supports_cold_migrate': False,
+                    # -- volumes: VDIs plugged through VBDs; swapping
+                    # and growing them is left to XAPI's own tools.
+                    'supports_swap_volume': False,
+                    'supports_extend_volume': False}
     hypervisor_type = 'xen'
+    # XAPI reaches volumes through its SRs; spawn takes none (yet).
+    connects_volumes = False
+    spawn_volumes = False
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
     image_types = ('vhd',)
@@ -950,3 +958,21 @@ class XenAPIDriver(driver.ComputeDriver):
                     lambda: self._vifs.remove(ref, vif, live))
         self._record_ports(vm, tuple(p for p in recorded
                                      if p.id != port.id))
+
+    # -- volumes -------------------------------------------------------------
+
+    def check_mountpoint(self, mountpoint):
+        """``/dev/xvdb`` to ``/dev/xvdp`` (see :mod:`.volumes`)."""
+        return volumes.check_mountpoint(mountpoint)
+
+    def _volume_attachments(self, vm, instance):
+        return volumes.attachments(self._record(vm))
+
+    def _attach_volume(self, vm, instance, attachment, live):
+        volumes.attach(self._xapi, vm, instance, self._record(vm),
+                       attachment, live)
+        vm.record = None
+
+    def _detach_volume(self, vm, instance, attachment, live):
+        volumes.detach(self._xapi, vm, self._record(vm), attachment, live)
+        vm.record = None

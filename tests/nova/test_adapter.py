@@ -364,11 +364,12 @@ def test_spawn_powered_off(make_adapter, ctxt):
     assert driver.get_info(instance).state == nova_power_state.SHUTDOWN
 
 
-def test_spawn_refuses_volumes(make_adapter, ctxt):
+def test_spawn_refuses_bad_volume_connection_info(make_adapter, ctxt):
     driver = make_adapter(image_map={GLANCE_ID: IMAGE})
     bdi = {'block_device_mapping': [{'mount_device': '/dev/vda',
                                      'connection_info': {}}]}
-    with pytest.raises(NotImplementedError, match='cannot attach volumes'):
+    with pytest.raises(nova_exception.NovaException,
+                       match='Invalid connection info'):
         spawn(driver, ctxt, block_device_info=bdi)
     assert driver.list_instance_uuids() == []
 
@@ -719,12 +720,13 @@ def test_a_backend_without_optional_operations(make_adapter):
     driver = make_adapter()
     driver.backend.capabilities = contract.default_capabilities()
     assert driver.unsupported_methods() == [
-        'attach_interface', 'confirm_migration', 'detach_interface',
+        'attach_interface', 'attach_volume', 'confirm_migration',
+        'detach_interface', 'detach_volume', 'extend_volume',
         'finish_migration', 'finish_revert_migration', 'get_console_output',
         'get_diagnostics', 'get_host_uptime', 'migrate_disk_and_power_off',
         'pause', 'plug_vifs', 'power_off', 'power_on', 'reboot', 'resume',
-        'resume_state_on_host_boot', 'snapshot', 'suspend', 'unpause',
-        'unplug_vifs']
+        'resume_state_on_host_boot', 'snapshot', 'suspend', 'swap_volume',
+        'unpause', 'unplug_vifs']
     # Refused before the instance is looked up.
     with pytest.raises(NotImplementedError, match='diagnostics'):
         driver.get_diagnostics(nova_instance())

@@ -18,7 +18,8 @@ FAKE_IMAGE = 'cirros-0.6.3-x86_64-disk'
 OTHER_FAKE_IMAGE = 'debian-12-genericcloud-amd64'
 
 
-class FakeBackendServerTests(functional_base.ServerLifecycleTests,
+class FakeBackendServerTests(functional_base.VolumeTests,
+                             functional_base.ServerLifecycleTests,
                              functional_base.AdapterTestBase):
     backend_name = 'fake'
     # A small host, so that the claims and Nova's allocation ratios meet.

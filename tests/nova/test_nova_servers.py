@@ -48,8 +48,6 @@ _PATCHES_FAKE = ("patches nova.virt.fake.FakeDriver.spawn, Nova's fake "
                  "driver's internals")
 _NO_LIVE_MIGRATION = ('needs live migration, which the contract does not '
                       'have (it has cold migration)')
-_NO_VOLUMES = ('boots from a volume, which the contract cannot attach yet '
-               '(the build aborts cleanly, see test_functional_*)')
 
 #: Tests of Nova's that fail on the adapter, as ``Class.test``: reason.
 EXCEPTIONS = {
@@ -57,23 +55,9 @@ EXCEPTIONS = {
     'ServersTest.test_create_server_with_error_with_retries': _PATCHES_FAKE,
     'ServersTest.test_create_server_with_error_with_no_retries':
         _PATCHES_FAKE,
-    'ServerRebuildTestCase.test_volume_backed_rebuild_different_image':
-        _NO_VOLUMES,
-    'ServerRebuildTestCaseV293.test_volume_backed_rebuild_root_create_failed':
-        _NO_VOLUMES,
-    'ServerRebuildTestCaseV293.'
-    'test_volume_backed_rebuild_root_delete_old_failed': _NO_VOLUMES,
-    'ServerRebuildTestCaseV293.'
-    'test_volume_backed_rebuild_root_instance_deleted': _NO_VOLUMES,
-    'ServerRebuildTestCaseV293.test_volume_backed_rebuild_root_v293':
-        _NO_VOLUMES,
     'ServersTestV280.'
     'test_get_migrations_after_live_migrate_server_in_different_project':
         _NO_LIVE_MIGRATION,
-    'TraitsBasedSchedulingTest.'
-    'test_flavor_image_trait_on_volume_backed_instance': _NO_VOLUMES,
-    'TraitsBasedSchedulingTest.test_image_trait_on_volume_backed_instance':
-        _NO_VOLUMES,
 }
 
 #: Every image of Nova's GlanceFixture, by name, is the fake backend's.
@@ -98,8 +82,33 @@ class _OnAdapter:
         self.flags(compute_driver=compute_driver.nova.NOVA_COMPUTE_DRIVER,
                    api_paste_config=functional_base.api_paste_config())
         self.flags(backend='fake', config_file=config, image_map=IMAGE_MAP,
+                   volume_boot_image=FAKE_IMAGE,
                    group='compute_driver_adapter')
+        # -- volumes: every volume Nova's CinderFixture hands out is a loop
+        # device of its own, which the adapter and os-brick connect.
+        from tests.functional import volume_env
+        volume_env.require_loop()
+        loops = volume_env.LoopDevices(
+            self.useFixture(fixtures.TempDir()).path)
+        self.addCleanup(loops.release)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.cinder.CinderFixture.VOLUME_CONNECTION_INFO',
+            _LoopPerVolume(loops)))
         super().setUp()
+
+
+class _LoopPerVolume(dict):
+    """Connection info of a new loop device for each volume id."""
+
+    def __init__(self, loops) -> None:
+        super().__init__()
+        self._loops = loops
+
+    def get(self, key, default=None):
+        if key not in self:
+            self[key] = {'driver_volume_type': 'local',
+                         'data': {'device_path': self._loops.make()}}
+        return self[key]
 
 
 def exception_reason(cls: type, name: str) -> str | None:

@@ -40,6 +40,7 @@ import typing
 import xml.dom.minidom
 
 from compute_driver.testing.xapi_simulator import store as db
+from compute_driver.testing.xapi_simulator import vbd as vbd_ops
 from compute_driver.testing.xapi_simulator import vifs
 from compute_driver.testing.xapi_simulator import where
 
@@ -523,6 +524,9 @@ class Api:
         self.vifs.register()
         add('VBD.create', self._vbd_create, 1)
         add('VBD.destroy', self._device_destroy('VBD'), 1)
+        # -- volumes: hot-plugging disks (see .vbd).
+        add('VBD.plug', lambda ref: vbd_ops.plug(self, ref), 1)
+        add('VBD.unplug', lambda ref: vbd_ops.unplug(self, ref), 1)
         add('VDI.create', self._vdi_create, 1)
         add('VDI.destroy', self._vdi_destroy, 1)
         add('task.destroy', lambda ref: self._destroy('task', ref), 1)
@@ -1141,6 +1145,7 @@ class Api:
 
     def _vbd_create(self, record: db.Record) -> str:
         self.store.get('VM', record.get('VM'))
+        vbd_ops.check_userdevice(self, record)
         if record.get('VDI', db.NULL_REF) != db.NULL_REF:
             self.store.get('VDI', record.get('VDI'))
         return self._create_vbd(record)
