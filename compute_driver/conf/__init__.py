@@ -103,6 +103,7 @@ def build_conf(args: Sequence[str] | None = None,
             backend = None
     if backend:
         loader.register_backend_opts(conf, backend)
+    opts.register_image_service_opts(conf)
     if validate:
         check_unknown(conf)
         check_values(conf)
@@ -202,7 +203,7 @@ def _other_options() -> dict[str, dict[str, cfg.Opt]]:
     backend (a file shared by hosts running different backends) and
     those of :data:`ACCEPTED_NAMESPACES`.
     """
-    groups: opts.OptList = list(opts.default.list_opts().items())
+    groups = opts.library_opts()
     # A broken third-party backend must not make every file unreadable;
     # loading it reports what is wrong with it.
     groups.extend(opts.installed_backend_opts(skip_broken=True))

@@ -42,6 +42,14 @@ LOG = logging.getLogger(__name__)
 _ID_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
 _LOCKS = '.locks'
 
+#: The thread locks of each cache directory, shared by every ImageCache of
+#: that directory in the process: two backends (or a backend and the CLI's
+#: cache commands) using one directory must exclude each other's threads
+#: too, which their fcntl locks, held by one process, cannot do.
+_DIRECTORY_LOCKS: dict[str, tuple[threading.Lock,
+                                  dict[str, threading.Lock]]] = {}
+_DIRECTORY_LOCKS_GUARD = threading.Lock()
+
 
 @dataclasses.dataclass(frozen=True)
 class CachedImage:
@@ -70,8 +78,9 @@ class ImageCache:
     def __init__(self, path: str, service: api.ImageService) -> None:
         self.path = os.path.abspath(path)
         self.service = service
-        self._guard = threading.Lock()
-        self._thread_locks: dict[str, threading.Lock] = {}
+        with _DIRECTORY_LOCKS_GUARD:
+            self._guard, self._thread_locks = _DIRECTORY_LOCKS.setdefault(
+                self.path, (threading.Lock(), {}))
 
     def _check_id(self, image_id: str) -> None:
         if not isinstance(image_id, str) or not _ID_RE.fullmatch(image_id):
