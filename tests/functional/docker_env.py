@@ -17,7 +17,10 @@ it only ever sees and removes containers it created, whatever else
 (another test run, DevStack) uses the same dockerd.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid as uuidlib
 
 from compute_driver.testing import fixtures
@@ -31,6 +34,12 @@ API_URL = os.environ.get('COMPUTE_DRIVER_DOCKER_URL',
 PREFIX = 'cdtest-'
 
 
+#: The local image service and image cache of every test host of this
+#: process, rather than the defaults under /var/lib (snapshots go there).
+IMAGE_DIR = tempfile.mkdtemp(prefix=PREFIX + 'images-')
+atexit.register(shutil.rmtree, IMAGE_DIR, ignore_errors=True)
+
+
 def unique_host() -> str:
     return PREFIX + uuidlib.uuid4().hex[:8]
 
@@ -41,7 +50,10 @@ def overrides(host: str | None = None, **docker_options: object
     options: dict[str, object] = {'api_url': API_URL, 'network_mode': 'none',
                                   'images': [IMAGE]}
     options.update(docker_options)
-    return {'DEFAULT': {'host': host or unique_host()}, 'docker': options}
+    return {'DEFAULT': {'host': host or unique_host()}, 'docker': options,
+            'image_service': {
+                'local_path': os.path.join(IMAGE_DIR, 'service'),
+                'cache_path': os.path.join(IMAGE_DIR, 'cache')}}
 
 
 def raw_client():
