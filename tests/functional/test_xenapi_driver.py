@@ -13,8 +13,10 @@
 """The xenapi backend against the simulator: what the conformance suite
 cannot set up (pool members, expiring sessions, failures, TLS)."""
 
+import atexit
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import XenAPI
@@ -33,9 +35,15 @@ from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
 IMAGE = 'Debian_Bookworm_12'
 
 
+#: The local image service snapshots go to, for this process's tests.
+IMAGE_DIR = tempfile.mkdtemp(prefix='cdtest-xenapi-images-')
+atexit.register(shutil.rmtree, IMAGE_DIR, ignore_errors=True)
+
+
 def _driver(sim, **options):
     conf = fixtures.make_conf('xenapi', {
-        'xenapi': sim_fixture.xenapi_options(sim, **options)})
+        'xenapi': sim_fixture.xenapi_options(sim, **options),
+        'image_service': sim_fixture.image_service_options(IMAGE_DIR)})
     backend = loader.load_driver(conf)
     backend.init_host(conf.host)
     return backend

@@ -43,6 +43,7 @@ exports and the ``tar`` format.
 """
 
 import base64
+import errno
 import http
 import os
 import shutil
@@ -132,6 +133,36 @@ class Disks:
         finally:
             if stream is not None:
                 stream.close()
+
+    def written_blocks(self, vdi: str, size: int,
+                       block_size: int) -> list[int]:
+        """Indexes of the ``block_size`` blocks holding written bytes.
+
+        Found with ``SEEK_DATA``/``SEEK_HOLE``, so an empty 1 TiB disk
+        costs no read.
+        """
+        try:
+            fd = os.open(self.path(vdi), os.O_RDONLY)
+        except FileNotFoundError:
+            return []
+        blocks: set[int] = set()
+        try:
+            position = 0
+            while position < size:
+                try:
+                    start = os.lseek(fd, position, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:
+                        break  # no data after position
+                    # A file system without SEEK_DATA: all of it is data.
+                    return list(range(-(-size // block_size)))
+                end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+                blocks.update(range(start // block_size,
+                                    -(-end // block_size)))
+                position = end
+        finally:
+            os.close(fd)
+        return sorted(b for b in blocks if b * block_size < size)
 
     def copy(self, source: str, target: str) -> None:
         """Give ``target`` the bytes of ``source``, holes kept."""
@@ -263,16 +294,11 @@ def _bitmap_size(block_size: int) -> int:
 
 
 def vhd_stream(disks: Disks, vdi: str, size: int) -> typing.Iterator[bytes]:
-    """A dynamic VHD of the disk: blocks with no written byte left out."""
+    """A dynamic VHD of the disk: blocks never written are left out."""
     blocks = -(-size // BLOCK_SIZE)
     table = -(-blocks * 4 // SECTOR) * SECTOR
     header_offset, table_offset = SECTOR, 3 * SECTOR
-    present = []
-    for index in range(blocks):
-        data = b''.join(disks.chunks(vdi, size, index * BLOCK_SIZE,
-                                     BLOCK_SIZE))
-        if data.count(0) != len(data):
-            present.append(index)
+    present = disks.written_blocks(vdi, size, BLOCK_SIZE)
     bitmap = _bitmap_size(BLOCK_SIZE)
     first = table_offset + table
     bat = [_UNUSED] * blocks
