@@ -20,7 +20,6 @@ snapshot of its instance, and ``docker save`` of it into the image
 directory when one is set.
 """
 
-import collections
 import dataclasses
 import hashlib
 import io
@@ -583,15 +582,15 @@ class _Pipe:
     :data:`HOLD_BACK` bytes or more stay here until :meth:`finish` says
     the download was verified; a failed download ends the body with an
     error instead, so the request breaks before dockerd saw a whole
-    archive.
+    archive. At most the queue's 8 chunks and the held bytes are in
+    memory.
     """
 
     _END = object()
 
     def __init__(self) -> None:
         self._queue: queue.Queue[typing.Any] = queue.Queue(maxsize=8)
-        self._held: collections.deque[bytes] = collections.deque()
-        self._held_size = 0
+        self._held = bytearray()
         self._closed = threading.Event()
         self.sent = 0
         #: Whether the body ended with the download's error.
@@ -605,12 +604,13 @@ class _Pipe:
         pass
 
     def write(self, data: bytes) -> int:
-        self._held.append(bytes(data))
-        self._held_size += len(data)
-        while self._held and self._held_size - len(self._held[0]) >= (
-                HOLD_BACK):
-            chunk = self._held.popleft()
-            self._held_size -= len(chunk)
+        self._held += data
+        # Sent in chunks of at least _CHUNK: the download's may be 64 KiB,
+        # and each becomes an HTTP chunk and a queue hand-over otherwise.
+        if len(self._held) >= HOLD_BACK + _CHUNK:
+            cut = len(self._held) - HOLD_BACK
+            chunk = bytes(self._held[:cut])
+            del self._held[:cut]
             self._put(chunk)
         return len(data)
 
@@ -629,8 +629,9 @@ class _Pipe:
         """End the stream: the held bytes when verified, else ``error``."""
         try:
             if error is None:
-                while self._held:
-                    self._put(self._held.popleft())
+                if self._held:
+                    self._put(bytes(self._held))
+                self._held.clear()
                 self._put(self._END)
             else:
                 self._held.clear()

@@ -53,7 +53,10 @@ def run(tmp_path, host):
         '[DEFAULT]\ncompute_driver = docker\nhost = %s\n'
         'flavor = cdtest.small:1:128:1\nflavor = cdtest.four:1:4\n'
         '[docker]\napi_url = %s\nnetwork_mode = none\nimages = %s\n'
-        'pids_limit = 256\n' % (host, docker_env.API_URL, docker_env.IMAGE))
+        'pids_limit = 256\n'
+        '[image_service]\nlocal_path = %s\ncache_path = %s\n' % (
+            host, docker_env.API_URL, docker_env.IMAGE, tmp_path / 'images',
+            tmp_path / 'cache'))
     env = dict(os.environ, HOME=str(tmp_path), COLUMNS='200')
 
     def run(*argv, check=True):
