@@ -1534,3 +1534,21 @@ class ComputeDriver(abc.ABC):
             if record.properties.get('instance_uuid') == instance.uuid:
                 refs.extend((record.id, record.name))
         return refs
+
+    def list_service_images(self) -> list[objects.ImageMeta]:
+        """The image service's active images, for :meth:`list_images`.
+
+        Each is named by its name when that is a valid reference no other
+        image has, so it can be booted and deleted by it, else by its id.
+        """
+        records = [r for r in self.image_service.list()
+                   if r.status == 'active']
+        names = collections.Counter(r.name for r in records)
+        result = []
+        for record in records:
+            meta = record.to_image_meta()
+            if (names[record.name] == 1
+                    and objects.IMAGE_REF_RE.fullmatch(record.name)):
+                meta = dataclasses.replace(meta, name=record.name)
+            result.append(meta)
+        return result
