@@ -1391,7 +1391,7 @@ class ComputeDriver(abc.ABC):
     def image_cache(self) -> 'image_cache_mod.ImageCache':
         """The host's cache of downloaded images.
 
-        Its directory is ``[image_service] cache_path``. Every backend and
+        Its directory is :meth:`image_cache_path`. Every backend and
         command of the host using that directory shares it, locks
         included: an image is downloaded once however many boots want it
         at the same time.
@@ -1401,9 +1401,17 @@ class ComputeDriver(abc.ABC):
                 if self._image_cache is None:
                     from compute_driver.image import cache
                     self._image_cache = cache.ImageCache(
-                        self.conf.image_service.cache_path,
-                        self.image_service)
+                        self.image_cache_path(), self.image_service)
         return self._image_cache
+
+    def image_cache_path(self) -> str:
+        """The directory of :attr:`image_cache`.
+
+        ``[image_service] cache_path``; a backend whose hypervisor reads
+        the cached files itself keeps them where it can (libvirt: beside
+        the instance disks they back).
+        """
+        return str(self.conf.image_service.cache_path)
 
     def image_record(self, ref: str) -> 'image_api.ImageRecord':
         """The image service's record of an ``active`` image.
