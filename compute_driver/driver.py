@@ -1560,3 +1560,55 @@ class ComputeDriver(abc.ABC):
                 meta = dataclasses.replace(meta, name=record.name)
             result.append(meta)
         return result
+
+    def images_in_use(self, all_instances: collections.abc.Iterable[
+            objects.Instance] | None = None) -> set[str]:
+        """Ids of the images the host's instances boot from.
+
+        Each instance's image, resolved by the image service when it was
+        named, and the kernel and ramdisk images it names.
+
+        :param all_instances: the instances; ``None`` lists this
+            backend's.
+        :raises ImageServiceUnavailable: when a name cannot be resolved:
+            pruning must not guess.
+        """
+        from compute_driver.image import exception as image_exception
+        if all_instances is None:
+            all_instances = [r.instance
+                             for r in self.list_instance_records()]
+        used: set[str] = set()
+        for ref in {i.image_ref for i in all_instances}:
+            used.add(ref)
+            try:
+                record = self.image_service.show(ref)
+            except (image_exception.ImageNotInService,
+                    image_exception.AmbiguousImageName):
+                continue
+            used.add(record.id)
+            used.update(v for k, v in record.properties.items()
+                        if k in ('kernel_id', 'ramdisk_id'))
+        return used
+
+    def manage_image_cache(self, context: object = None,
+                           all_instances: collections.abc.Iterable[
+                               objects.Instance] | None = None,
+                           max_age: float | None = None
+                           ) -> list['image_cache_mod.CachedImage']:
+        """Remove cached images no instance uses, unused for a while.
+
+        Nova's periodic ``manage_image_cache``: a cached image goes once
+        no instance of the host boots from it and it was last used more
+        than ``max_age`` seconds ago.
+
+        :param all_instances: the host's instances; ``None`` lists this
+            backend's.
+        :param max_age: seconds; ``None`` is ``[image_service]
+            cache_max_age``.
+        :returns: the images removed.
+        """
+        from compute_driver.image import cache
+        if max_age is None:
+            max_age = self.conf.image_service.cache_max_age
+        return cache.prune(self.image_cache, max_age,
+                           in_use=self.images_in_use(all_instances))
