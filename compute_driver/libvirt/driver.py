@@ -239,8 +239,10 @@ class LibvirtDriver(driver.ComputeDriver):
     def _create(self, instance, image, power_on, network_info,
                 block_device_info):
         base = None
+        virtual_size = None
         if not isinstance(image, images.StoreImage):
-            image, base = self._prepare_service_image(instance, image)
+            image, base, virtual_size = self._prepare_service_image(
+                instance, image)
         directory = self._instance_dir(instance.uuid)
         disk_format = self.conf.libvirt.disk_format
         spec = mapping.GuestSpec(
@@ -264,7 +266,7 @@ class LibvirtDriver(driver.ComputeDriver):
             self._make_instance_dir(directory)
             self.store.create_disk(image, spec.disk_path, disk_format,
                                    size_gb=instance.flavor.root_gb,
-                                   base=base)
+                                   base=base, virtual_size=virtual_size)
             os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
             xml = mapping.domain_xml(spec)
@@ -881,29 +883,25 @@ class LibvirtDriver(driver.ComputeDriver):
             raise
         return path, info
 
-    def _boot_file(self, ref: str, kind: str,
-                   instance: objects.Instance) -> str:
-        """The cached kernel or ramdisk image ``ref`` (AKI/ARI images)."""
-        record = self.image_record(ref)
-        if record.disk_format not in (kind, 'raw', None):
-            raise exception.ImageUnacceptable(
-                image=record.id,
-                reason='it is the %s of image %s but its disk_format is %s'
-                       % ({'aki': 'kernel', 'ari': 'ramdisk'}[kind],
-                          instance.image_ref, record.disk_format))
-        return self.fetch_image(record.to_image_meta())
+    def _boot_file(self, image_id: str) -> str:
+        """The cached kernel or ramdisk image ``image_id`` (AKI/ARI).
+
+        Fetched by id, as Glance's ``kernel_id``/``ramdisk_id`` name
+        them: a cached one costs no request at all.
+        """
+        return self.image_cache.fetch(image_id)
 
     def _prepare_service_image(self, instance: objects.Instance,
                                image: objects.ImageMeta
-                               ) -> tuple[images.StoreImage, str]:
+                               ) -> tuple[images.StoreImage, str, int]:
         """Fetch and check an image of the service for :meth:`_create`.
 
         The image's ``kernel_id`` and ``ramdisk_id`` properties name the
         kernel and ramdisk images (Glance's AKI/ARI) to boot it with
         directly, as in Nova's libvirt driver, with ``os_command_line``.
 
-        :returns: the image as the store describes its images, and the
-            file instance disks are backed by.
+        :returns: the image as the store describes its images, the file
+            instance disks are backed by and its virtual size.
         """
         path, info = self._fetch_checked(image, instance)
         base = path
@@ -917,10 +915,9 @@ class LibvirtDriver(driver.ComputeDriver):
         props = image.properties
         kernel = ramdisk = None
         if props.get('kernel_id'):
-            kernel = self._boot_file(props['kernel_id'], 'aki', instance)
+            kernel = self._boot_file(props['kernel_id'])
             if props.get('ramdisk_id'):
-                ramdisk = self._boot_file(props['ramdisk_id'], 'ari',
-                                          instance)
+                ramdisk = self._boot_file(props['ramdisk_id'])
         disk_format = ('raw' if base != path else
                        str(image.disk_format))
         return images.StoreImage(
@@ -929,7 +926,8 @@ class LibvirtDriver(driver.ComputeDriver):
             cmdline=props.get('os_command_line',
                               images.DEFAULT_CMDLINE if kernel else ''),
             min_ram=image.min_ram, min_disk=image.min_disk,
-            container_format='bare', properties=dict(props)), base
+            container_format='bare', properties=dict(props)), base, (
+                info.virtual_size)
 
     def _snapshot_to_service(self, dom: typing.Any,
                              stored: objects.Instance, current: int,

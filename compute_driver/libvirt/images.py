@@ -454,7 +454,8 @@ class ImageStore:
 
     def create_disk(self, image: StoreImage, dest: str, disk_format: str,
                     size_gb: int = 0, cache: bool = True,
-                    base: str | None = None) -> None:
+                    base: str | None = None,
+                    virtual_size: int | None = None) -> None:
         """Make an instance disk from an image.
 
         :param dest: the new disk file.
@@ -467,6 +468,9 @@ class ImageStore:
         :param base: the checked file to back the disk with, instead of
             a copy of ``image.path`` in ``_base`` (an image of the image
             service, already in its cache).
+        :param virtual_size: the base's virtual size when checked to be
+            at most ``size_gb``: a qcow2 overlay is then created at its
+            size in one qemu-img call.
         :raises BackendError: when qemu-img fails.
         """
         if not cache:
@@ -482,8 +486,13 @@ class ImageStore:
             return
         base = self.cached_base(image) if base is None else base
         if disk_format == 'qcow2':
+            sized = (size_gb and virtual_size is not None
+                     and virtual_size <= size_gb * 1024 ** 3)
             run_qemu_img('create', '-q', '-f', 'qcow2', '-F',
-                         image.disk_format, '-b', base, dest)
+                         image.disk_format, '-b', base, dest,
+                         *(('%dG' % size_gb,) if sized else ()))
+            if sized:
+                return
         elif image.disk_format == 'raw':
             shutil.copyfile(base, dest)
         else:
