@@ -49,12 +49,12 @@ import libvirt
 import requests
 
 from compute_driver import flavors
-from compute_driver.image import api as image_api
 from compute_driver.libvirt import mapping
 from compute_driver import loader
 from compute_driver import objects
 from compute_driver.testing import fixtures
 from compute_driver.testing import glance as glance_server
+from compute_driver.testing import images as testing_images
 
 URI = 'qemu:///system'
 IMAGES_PATH = '/var/lib/compute-driver/libvirt/images'
@@ -62,32 +62,6 @@ INSTANCES_PATH = '/var/lib/compute-driver/libvirt/instances'
 TEST_IMAGE = os.path.join(IMAGES_PATH, 'cdtest-busybox')
 CMDLINE = 'console=ttyS0 panic=-1 quiet'
 FLAVOR = 'm1.micro'
-
-
-class CountingService(image_api.ImageService):
-    """Delegates to another service, counting the bytes downloaded."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name = inner.name
-        self.downloaded = 0
-
-    def show(self, image):
-        return self.inner.show(image)
-
-    def list(self):
-        return self.inner.list()
-
-    def download(self, image_id, dest):
-        record = self.inner.download(image_id, dest)
-        self.downloaded += os.path.getsize(dest)
-        return record
-
-    def upload(self, *args, **kwargs):
-        return self.inner.upload(*args, **kwargs)
-
-    def delete(self, image_id):
-        self.inner.delete(image_id)
 
 
 def _get(url, image_id, dest):
@@ -152,7 +126,7 @@ def main():
         'glance': {'api_servers': [server.url], 'num_retries': 0}})
     backend = loader.load_driver(conf, 'libvirt')
     backend.init_host(conf.host)
-    counting = CountingService(backend.image_service)
+    counting = testing_images.CountingImageService(backend.image_service)
     backend.image_service = counting
     service = counting.inner
     conn = libvirt.open(URI)

@@ -40,6 +40,7 @@ and instance disks from :mod:`~compute_driver.libvirt.images`, and libvirt's
 errors are translated by :mod:`~compute_driver.libvirt.errors`.
 """
 
+from concurrent import futures
 import functools
 import logging
 import os
@@ -903,7 +904,22 @@ class LibvirtDriver(driver.ComputeDriver):
         :returns: the image as the store describes its images, the file
             instance disks are backed by and its virtual size.
         """
-        path, info = self._fetch_checked(image, instance)
+        props = image.properties
+        boot_ids = [props.get(key) or None
+                    for key in ('kernel_id', 'ramdisk_id')]
+        if boot_ids[0] is None:
+            boot_ids = [None, None]
+        # The kernel and ramdisk download while the disk downloads and is
+        # checked: a cold boot waits for the largest transfer, not the sum.
+        with futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix='image-fetch') as pool:
+            boot_files = [pool.submit(self._boot_file, ref) if ref else None
+                          for ref in boot_ids]
+            # The pool is waited for whatever happens; an error of the
+            # disk's comes before theirs.
+            path, info = self._fetch_checked(image, instance)
+            kernel, ramdisk = (None if f is None else f.result()
+                               for f in boot_files)
         base = path
         if info.qemu_format not in images.NATIVE_FORMATS.values():
             base = os.path.join(self.store.base_path,
@@ -912,12 +928,6 @@ class LibvirtDriver(driver.ComputeDriver):
                 if not os.path.exists(base):
                     images.convert_to_raw(image.id, path, info.qemu_format,
                                           base)
-        props = image.properties
-        kernel = ramdisk = None
-        if props.get('kernel_id'):
-            kernel = self._boot_file(props['kernel_id'])
-            if props.get('ramdisk_id'):
-                ramdisk = self._boot_file(props['ramdisk_id'])
         disk_format = ('raw' if base != path else
                        str(image.disk_format))
         return images.StoreImage(

@@ -30,7 +30,6 @@ libvirt = pytest.importorskip('libvirt')
 pytest.importorskip('glanceclient')
 
 from compute_driver import exception  # noqa: E402
-from compute_driver.image import api as image_api  # noqa: E402
 from compute_driver.image import exception as image_exception  # noqa: E402
 from compute_driver.image import local  # noqa: E402
 from compute_driver.libvirt import images  # noqa: E402
@@ -39,38 +38,11 @@ from compute_driver import loader  # noqa: E402
 from compute_driver import objects  # noqa: E402
 from compute_driver.testing import fixtures  # noqa: E402
 from compute_driver.testing import glance as glance_server  # noqa: E402
+from compute_driver.testing import images as testing_images  # noqa: E402
 from tests.functional import test_libvirt  # noqa: E402
 
 TEST_IMAGE = os.path.join(test_libvirt.IMAGES_PATH, test_libvirt.IMAGE)
 CMDLINE = 'console=ttyS0 panic=-1 quiet'
-
-
-class CountingService(image_api.ImageService):
-    """An image service counting the bytes each download writes."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name = inner.name
-        self.downloaded = 0
-
-    def show(self, image):
-        return self.inner.show(image)
-
-    def list(self):
-        return self.inner.list()
-
-    def download(self, image_id, dest):
-        record = self.inner.download(image_id, dest)
-        self.downloaded += (os.path.getsize(dest)
-                            if isinstance(dest, (str, os.PathLike))
-                            else record.size or 0)
-        return record
-
-    def upload(self, *args, **kwargs):
-        return self.inner.upload(*args, **kwargs)
-
-    def delete(self, image_id):
-        return self.inner.delete(image_id)
 
 
 @pytest.fixture(scope='module')
@@ -190,7 +162,7 @@ def test_boot_snapshot_boot_again(backend):
 
 def test_second_boot_of_a_cached_image_transfers_nothing(backend, tmp_path):
     disk = _upload_guest(backend)
-    counting = CountingService(backend.image_service)
+    counting = testing_images.CountingImageService(backend.image_service)
     backend.image_service = counting
     first = _new(backend, disk.id)
     backend.spawn(first, power_on=False)
