@@ -98,7 +98,9 @@ class LibvirtDriver(driver.ComputeDriver):
     hypervisor_type = 'libvirt'
     CONFIG_GROUP = libvirt_conf.GROUP
     CONFIG_OPTS = libvirt_conf.opts
-    image_types = ('raw', 'qcow2')
+    # What an image of the image service may be (images.py converts the
+    # last three); the store takes raw and qcow2 only.
+    image_types = (*images.NATIVE_FORMATS, *images.CONVERTED_FORMATS)
     # True for virt_type = lxc, set in __init__.
     runs_containers = False
 
