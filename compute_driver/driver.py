@@ -1391,7 +1391,7 @@ class ComputeDriver(abc.ABC):
     def image_cache(self) -> 'image_cache_mod.ImageCache':
         """The host's cache of downloaded images.
 
-        Its directory is ``[image_service] cache_path``. Every backend and
+        Its directory is :meth:`image_cache_path`. Every backend and
         command of the host using that directory shares it, locks
         included: an image is downloaded once however many boots want it
         at the same time.
@@ -1401,9 +1401,17 @@ class ComputeDriver(abc.ABC):
                 if self._image_cache is None:
                     from compute_driver.image import cache
                     self._image_cache = cache.ImageCache(
-                        self.conf.image_service.cache_path,
-                        self.image_service)
+                        self.image_cache_path(), self.image_service)
         return self._image_cache
+
+    def image_cache_path(self) -> str:
+        """The directory of :attr:`image_cache`.
+
+        ``[image_service] cache_path``; a backend whose hypervisor reads
+        the cached files itself keeps them where it can (libvirt: beside
+        the instance disks they back).
+        """
+        return str(self.conf.image_service.cache_path)
 
     def image_record(self, ref: str) -> 'image_api.ImageRecord':
         """The image service's record of an ``active`` image.
@@ -1534,3 +1542,73 @@ class ComputeDriver(abc.ABC):
             if record.properties.get('instance_uuid') == instance.uuid:
                 refs.extend((record.id, record.name))
         return refs
+
+    def list_service_images(self) -> list[objects.ImageMeta]:
+        """The image service's active images, for :meth:`list_images`.
+
+        Each is named by its name when that is a valid reference no other
+        image has, so it can be booted and deleted by it, else by its id.
+        """
+        records = [r for r in self.image_service.list()
+                   if r.status == 'active']
+        names = collections.Counter(r.name for r in records)
+        result = []
+        for record in records:
+            meta = record.to_image_meta()
+            if (names[record.name] == 1
+                    and objects.IMAGE_REF_RE.fullmatch(record.name)):
+                meta = dataclasses.replace(meta, name=record.name)
+            result.append(meta)
+        return result
+
+    def images_in_use(self, all_instances: collections.abc.Iterable[
+            objects.Instance] | None = None) -> set[str]:
+        """Ids of the images the host's instances boot from.
+
+        Each instance's image, resolved by the image service when it was
+        named, and the kernel and ramdisk images it names.
+
+        :param all_instances: the instances; ``None`` lists this
+            backend's.
+        :raises ImageServiceUnavailable: when a name cannot be resolved:
+            pruning must not guess.
+        """
+        from compute_driver.image import exception as image_exception
+        if all_instances is None:
+            all_instances = [r.instance
+                             for r in self.list_instance_records()]
+        used: set[str] = set()
+        for ref in {i.image_ref for i in all_instances}:
+            used.add(ref)
+            try:
+                record = self.image_service.show(ref)
+            except (image_exception.ImageNotInService,
+                    image_exception.AmbiguousImageName):
+                continue
+            used.add(record.id)
+            used.update(v for k, v in record.properties.items()
+                        if k in ('kernel_id', 'ramdisk_id'))
+        return used
+
+    def manage_image_cache(self, context: object = None,
+                           all_instances: collections.abc.Iterable[
+                               objects.Instance] | None = None,
+                           max_age: float | None = None
+                           ) -> list['image_cache_mod.CachedImage']:
+        """Remove cached images no instance uses, unused for a while.
+
+        Nova's periodic ``manage_image_cache``: a cached image goes once
+        no instance of the host boots from it and it was last used more
+        than ``max_age`` seconds ago.
+
+        :param all_instances: the host's instances; ``None`` lists this
+            backend's.
+        :param max_age: seconds; ``None`` is ``[image_service]
+            cache_max_age``.
+        :returns: the images removed.
+        """
+        from compute_driver.image import cache
+        if max_age is None:
+            max_age = self.conf.image_service.cache_max_age
+        return cache.prune(self.image_cache, max_age,
+                           in_use=self.images_in_use(all_instances))

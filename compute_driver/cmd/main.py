@@ -43,6 +43,17 @@ if typing.TYPE_CHECKING:  # pragma: no cover
     from compute_driver import driver as contract
 
 NAMESPACE = 'compute_driver.cli'
+
+#: Commands known even where the package's metadata predates them (a
+#: source tree run in place); setup.cfg lists them too.
+BUILTIN_COMMANDS = {
+    'image upload': 'compute_driver.cmd.image:UploadImage',
+    'image list': 'compute_driver.cmd.image:ListServiceImages',
+    'image show': 'compute_driver.cmd.image:ShowServiceImage',
+    'image delete': 'compute_driver.cmd.image:DeleteServiceImage',
+    'image cache list': 'compute_driver.cmd.image:ListImageCache',
+    'image cache prune': 'compute_driver.cmd.image:PruneImageCache',
+}
 EXIT_INTERRUPTED = 130
 #: cliff's verbosity without -v or -q.
 DEFAULT_VERBOSE_LEVEL = 1
@@ -91,6 +102,10 @@ class CommandManager(commandmanager.CommandManager):
             name = (ep.name.replace('_', ' ') if self.convert_underscores
                     else ep.name)
             self.commands[name] = ep
+        if namespace == NAMESPACE:
+            for name, value in BUILTIN_COMMANDS.items():
+                self.commands.setdefault(name, importlib.metadata.EntryPoint(
+                    name.replace(' ', '_'), value, namespace))
 
 
 class App(app.App):

@@ -59,13 +59,16 @@ def register_image_service_opts(conf: cfg.ConfigOpts) -> None:
         image_conf.register_glance_opts(conf)
 
 
-def library_opts() -> OptList:
+def library_opts(glance: bool = True) -> OptList:
     """``[(group, [opts])]`` of the library's own groups.
 
-    Imports keystoneauth, for the options of ``[glance]``.
+    :param glance: include ``[glance]``, which imports keystoneauth.
     """
     result: OptList = list(default.list_opts().items())
-    result.extend(image_conf.list_opts().items())
+    if glance:
+        result.extend(image_conf.list_opts().items())
+    else:
+        result.append((image_conf.GROUP, image_conf.opts))
     return result
 
 

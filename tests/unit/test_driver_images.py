@@ -28,9 +28,10 @@ from compute_driver.testing import fixtures
 
 @pytest.fixture
 def backend(tmp_path):
-    conf = fixtures.make_conf('fake', {'image_service': {
-        'local_path': str(tmp_path / 'images'),
-        'cache_path': str(tmp_path / 'cache')}})
+    conf = fixtures.make_conf('fake', {
+        'image_service': {'local_path': str(tmp_path / 'images'),
+                          'cache_path': str(tmp_path / 'cache')},
+        'fake': {'image_service': 'configured'}})
     return loader.load_driver(conf)
 
 
