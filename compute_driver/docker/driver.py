@@ -707,7 +707,14 @@ class DockerDriver(driver.ComputeDriver):
 
     def list_images(self):
         with errors.translate(self._connection.url, 'list images'):
-            return self._store().list_images()
+            found = self._store().list_images()
+        # The image service's that docker load or import can take.
+        names = {image.name for image in found}
+        return found + [
+            image for image in self.list_service_images()
+            if image.name not in names and (
+                image.container_format or 'bare',
+                image.disk_format) in images.FORMATS]
 
     # -- images from the image service ----------------------------------------
 

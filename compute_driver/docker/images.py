@@ -207,7 +207,10 @@ class ImageStore:
         by_tag: dict[str, dict] = {}
         for summary in summaries:
             for tag in summary.get('RepoTags') or ():
-                if tag != '<none>:<none>':
+                # Copies of the image service's images are listed as the
+                # service's (see the driver's list_images).
+                if tag != '<none>:<none>' and not tag.startswith(
+                        SERVICE_REPOSITORY + ':'):
                     by_tag[tag] = summary
         result: list[objects.ImageMeta] = []
         seen: set[str] = set()
@@ -385,7 +388,8 @@ class ImageStore:
             if not _is_snapshot(summary.get('Labels')):
                 continue
             tags = [t for t in summary.get('RepoTags') or ()
-                    if t != '<none>:<none>']
+                    if t != '<none>:<none>' and
+                    not t.startswith(SERVICE_REPOSITORY + ':')]
             given = (summary.get('Labels') or {}).get(mapping.SNAPSHOT_NAME)
             if given and canonical(given) in tags:
                 names.add(given)

@@ -632,7 +632,14 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def list_images(self):
         with self._translate('list images', None):
-            return self._images.list_images()
+            found = self._images.list_images()
+        # The image service's that /import_raw_vdi can take.
+        names = {image.name for image in found}
+        return found + [
+            image for image in self.list_service_images()
+            if image.name not in names and
+            (image.container_format or 'bare') == 'bare' and
+            image.disk_format in images.DISK_FORMATS]
 
     # -- guests without tools ------------------------------------------------
 
