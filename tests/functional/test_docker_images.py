@@ -339,3 +339,54 @@ def test_snapshot_with_glance_unreachable_leaves_nothing(
     assert not _has(api, snap_name)
     assert snap_name not in [r.name for r in direct.image_service.list()]
     assert direct.get_info(instance).state == power_state.RUNNING
+
+
+class RequestCuttingProxy(CuttingProxy):
+    """A proxy to Glance that cuts each connection's requests at a byte.
+
+    Answers pass whole; a request body longer than ``cut_after`` bytes
+    (an upload) loses its connection midway.
+    """
+
+    def _pipe(self, src, dst):
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                data = data[:self.cut_after - sent]
+                dst.sendall(data)
+                sent += len(data)
+                if sent >= self.cut_after:
+                    self.cuts += 1
+                    break
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _answers(self, upstream, client):
+        CuttingProxy._pipe(upstream, client)
+
+
+def test_snapshot_upload_cut_short_leaves_nothing(
+        api, make_driver, glance, glance_images, host, tmp_path):
+    image_id, path = _unique_image(api, tmp_path)
+    direct = make_driver()
+    record = _upload(direct, glance_images, path)
+    instance = _instance(record.id)
+    direct.spawn(instance)
+    proxy = RequestCuttingProxy(glance.port, cut_after=MIB)
+    snap_name = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
+    try:
+        cut = make_driver(proxy.url)
+        with pytest.raises(image_exception.ImageUploadFailed):
+            cut.snapshot(instance, snap_name)
+    finally:
+        proxy.close()
+    assert proxy.cuts >= 1
+    # Neither a queued or killed record in Glance nor the commit in dockerd.
+    assert snap_name not in [r.name for r in direct.image_service.list()]
+    assert not _has(api, snap_name)
+    assert direct.get_info(instance).state == power_state.RUNNING

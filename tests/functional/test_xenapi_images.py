@@ -38,6 +38,7 @@ from compute_driver.testing import glance as glance_server
 from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     xapi_simulator as simulator)
+from tests.functional.test_docker_images import RequestCuttingProxy
 from tests.functional.test_glance import CuttingProxy
 
 MIB = 1024 * 1024
@@ -323,3 +324,27 @@ def test_failed_attach_leaves_no_vdi(simulator, backend,  # noqa: F811
     with pytest.raises(exception.ComputeDriverError):
         backend.spawn(_instance(record.id))
     assert _state(simulator) == before
+
+
+def test_snapshot_upload_cut_short_leaves_nothing(
+        simulator, make_driver, glance, glance_images, disk):  # noqa: F811
+    _, vhd = disk
+    direct = make_driver()
+    record = _upload(direct, glance_images, vhd)
+    instance = _instance(record.id)
+    direct.spawn(instance)
+    before = _state(simulator)
+    proxy = RequestCuttingProxy(glance.port, cut_after=MIB)
+    name = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
+    try:
+        cut = make_driver(proxy.url)
+        with pytest.raises(image_exception.ImageUploadFailed):
+            cut.snapshot(instance, name)
+    finally:
+        proxy.close()
+    assert proxy.cuts >= 1
+    assert name not in [r.name for r in direct.image_service.list()]
+    # No snapshot VM and no copy of its disk stay in XAPI.
+    assert _state(simulator) == before
+    assert direct.get_info(instance).state == power_state.RUNNING
+    direct.destroy(instance)
