@@ -19,9 +19,11 @@ it only ever sees and removes containers it created, whatever else
 
 import atexit
 import os
+import pathlib
 import shutil
 import tempfile
 import uuid as uuidlib
+
 
 from compute_driver.testing import fixtures
 
@@ -32,6 +34,7 @@ API_URL = os.environ.get('COMPUTE_DRIVER_DOCKER_URL',
                          'unix:///var/run/docker.sock')
 #: Test containers and images not made through the driver start with this.
 PREFIX = 'cdtest-'
+MIB = 1024 * 1024
 
 
 #: The local image service and image cache of every test host of this
@@ -74,3 +77,38 @@ def raw_client():
         fixtures.skip_or_fail('the test image %s is missing; run '
                               'tools/build-docker-test-image.sh' % IMAGE)
     return api
+
+
+def unique_image(api, directory):
+    """A docker image only this test has, saved, and gone from dockerd.
+
+    :returns: (dockerd's id it had, the ``docker save`` tarball).
+    """
+    marker = uuidlib.uuid4().hex[:12]
+    container = api.create_container(IMAGE,
+                                     labels={'cdtest-image': marker})
+    try:
+        committed = api.commit(container['Id'],
+                               repository=PREFIX + 'glance',
+                               tag=marker,
+                               conf={'Labels': {'cdtest-image': marker}})
+    finally:
+        api.remove_container(container['Id'], force=True)
+    ref = '%sglance:%s' % (PREFIX, marker)
+    path = pathlib.Path(directory) / 'image.tar'
+    with open(path, 'wb') as f:
+        for chunk in api.get_image(ref, chunk_size=MIB):
+            f.write(chunk)
+    api.remove_image(ref)
+    assert not has_image(api, committed['Id'])
+    return committed['Id'], path
+
+
+def has_image(api, image_id):
+    """Whether dockerd has an image of that id or name."""
+    from docker import errors as docker_errors
+    try:
+        api.inspect_image(image_id)
+    except docker_errors.NotFound:
+        return False
+    return True

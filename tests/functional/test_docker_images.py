@@ -125,39 +125,6 @@ def _instance(image, name=None):
         name or 'cdtest-vm-%s' % uuidlib.uuid4().hex[:6], flavor, image)
 
 
-def _unique_image(api, tmp_path):
-    """A docker image only this test has, saved, and gone from dockerd.
-
-    :returns: (dockerd's id it had, the ``docker save`` tarball).
-    """
-    marker = uuidlib.uuid4().hex[:12]
-    container = api.create_container(docker_env.IMAGE,
-                                     labels={'cdtest-image': marker})
-    try:
-        committed = api.commit(container['Id'],
-                               repository=docker_env.PREFIX + 'glance',
-                               tag=marker,
-                               conf={'Labels': {'cdtest-image': marker}})
-    finally:
-        api.remove_container(container['Id'], force=True)
-    ref = '%sglance:%s' % (docker_env.PREFIX, marker)
-    path = tmp_path / 'image.tar'
-    with open(path, 'wb') as f:
-        for chunk in api.get_image(ref, chunk_size=MIB):
-            f.write(chunk)
-    api.remove_image(ref)
-    assert not _has(api, committed['Id'])
-    return committed['Id'], path
-
-
-def _has(api, image_id):
-    try:
-        api.inspect_image(image_id)
-    except docker_errors.NotFound:
-        return False
-    return True
-
-
 def _upload(backend, glance_images, path, disk_format='raw',
             container_format='docker', **properties):
     record = backend.image_service.upload(
@@ -188,7 +155,7 @@ def _wait_for_banner(backend, instance, timeout=30.0):
 
 def test_boot_from_glance_snapshot_and_boot_the_snapshot(
         api, backend, glance_images, tmp_path):
-    image_id, path = _unique_image(api, tmp_path)
+    image_id, path = docker_env.unique_image(api, tmp_path)
     record = _upload(backend, glance_images, path)
 
     first = _instance(record.id)
@@ -229,8 +196,8 @@ def test_boot_from_glance_snapshot_and_boot_the_snapshot(
     backend.delete_snapshot(snap_name)
     with pytest.raises(image_exception.ImageNotInService):
         backend.image_service.show(snap.id)
-    assert not _has(api, images.service_tag(snap.id))
-    assert not _has(api, snap_name)
+    assert not docker_env.has_image(api, images.service_tag(snap.id))
+    assert not docker_env.has_image(api, snap_name)
 
 
 def test_root_file_system_tarball_is_imported(
@@ -276,12 +243,12 @@ def test_format_docker_cannot_run(api, backend, glance_images, host,
         backend.spawn(_instance(record.id))
     assert 'qcow2' in str(info.value)
     assert _ours(api, host) == []
-    assert not _has(api, images.service_tag(record.id))
+    assert not docker_env.has_image(api, images.service_tag(record.id))
 
 
 def test_checksum_mismatch_loads_nothing(api, backend, glance, glance_images,
                                          host, tmp_path):
-    image_id, path = _unique_image(api, tmp_path)
+    image_id, path = docker_env.unique_image(api, tmp_path)
     record = _upload(backend, glance_images, path)
     stored = os.path.join(glance.store_dir, record.id)
     with tarfile.open(path) as tar:
@@ -296,13 +263,13 @@ def test_checksum_mismatch_loads_nothing(api, backend, glance, glance_images,
     with pytest.raises(image_exception.ImageChecksumMismatch):
         backend.spawn(_instance(record.id))
     assert _ours(api, host) == []
-    assert not _has(api, image_id)
-    assert not _has(api, images.service_tag(record.id))
+    assert not docker_env.has_image(api, image_id)
+    assert not docker_env.has_image(api, images.service_tag(record.id))
 
 
 def test_download_cut_short_loads_nothing(api, make_driver, glance,
                                           glance_images, host, tmp_path):
-    image_id, path = _unique_image(api, tmp_path)
+    image_id, path = docker_env.unique_image(api, tmp_path)
     assert path.stat().st_size > 2 * MIB
     direct = make_driver()
     record = _upload(direct, glance_images, path)
@@ -317,13 +284,13 @@ def test_download_cut_short_loads_nothing(api, make_driver, glance,
     assert proxy.cuts >= 1
     assert 0 < info.value.received < record.size
     assert _ours(api, host) == []
-    assert not _has(api, image_id)
-    assert not _has(api, images.service_tag(record.id))
+    assert not docker_env.has_image(api, image_id)
+    assert not docker_env.has_image(api, images.service_tag(record.id))
 
 
 def test_snapshot_with_glance_unreachable_leaves_nothing(
         api, make_driver, glance_images, host, tmp_path):
-    image_id, path = _unique_image(api, tmp_path)
+    image_id, path = docker_env.unique_image(api, tmp_path)
     direct = make_driver()
     record = _upload(direct, glance_images, path)
     instance = _instance(record.id)
@@ -336,7 +303,7 @@ def test_snapshot_with_glance_unreachable_leaves_nothing(
                                   % sock.getsockname()[1])
         with pytest.raises(image_exception.ImageServiceUnavailable):
             unreachable.snapshot(instance, snap_name)
-    assert not _has(api, snap_name)
+    assert not docker_env.has_image(api, snap_name)
     assert snap_name not in [r.name for r in direct.image_service.list()]
     assert direct.get_info(instance).state == power_state.RUNNING
 
@@ -372,7 +339,7 @@ class RequestCuttingProxy(CuttingProxy):
 
 def test_snapshot_upload_cut_short_leaves_nothing(
         api, make_driver, glance, glance_images, host, tmp_path):
-    image_id, path = _unique_image(api, tmp_path)
+    image_id, path = docker_env.unique_image(api, tmp_path)
     direct = make_driver()
     record = _upload(direct, glance_images, path)
     instance = _instance(record.id)
@@ -388,5 +355,5 @@ def test_snapshot_upload_cut_short_leaves_nothing(
     assert proxy.cuts >= 1
     # Neither a queued or killed record in Glance nor the commit in dockerd.
     assert snap_name not in [r.name for r in direct.image_service.list()]
-    assert not _has(api, snap_name)
+    assert not docker_env.has_image(api, snap_name)
     assert direct.get_info(instance).state == power_state.RUNNING
