@@ -27,7 +27,6 @@ import uuid as uuidlib
 import pytest
 
 pytest.importorskip('libvirt')
-pytest.importorskip('glanceclient')
 
 from tests.functional import test_libvirt  # noqa: E402
 from tests.functional import test_libvirt_glance  # noqa: E402

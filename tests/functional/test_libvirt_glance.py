@@ -27,8 +27,6 @@ import uuid as uuidlib
 import pytest
 
 libvirt = pytest.importorskip('libvirt')
-pytest.importorskip('glanceclient')
-
 from compute_driver import exception  # noqa: E402
 from compute_driver.image import exception as image_exception  # noqa: E402
 from compute_driver.image import local  # noqa: E402
@@ -48,6 +46,7 @@ CMDLINE = 'console=ttyS0 panic=-1 quiet'
 @pytest.fixture(scope='module')
 def server():
     test_libvirt._require_libvirtd()
+    glance_server.require_glance_client()
     try:
         running = glance_server.GlanceServer().start()
     except glance_server.GlanceUnavailable as exc:
