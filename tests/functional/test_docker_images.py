@@ -46,6 +46,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope='module')
 def glance():
+    glance_server.require_glance_client()
     try:
         server = glance_server.GlanceServer().start()
     except glance_server.GlanceUnavailable as exc:

@@ -48,6 +48,7 @@ FLAVOR = objects.Flavor('cdtest.image', vcpus=1, memory_mb=64, root_gb=0)
 
 @pytest.fixture(scope='module')
 def glance():
+    glance_server.require_glance_client()
     try:
         server = glance_server.GlanceServer().start()
     except glance_server.GlanceUnavailable as exc:
