@@ -28,6 +28,7 @@ screen rather than the boot log the contract promises.
 
 import dataclasses
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -424,7 +425,8 @@ class XenAPIDriver(driver.ComputeDriver):
             if device is not None:
                 self._attach_image_disk(ref, instance,
                                         typing.cast(images.ServiceDisk,
-                                                    image), device)
+                                                    image), device,
+                                        temporary)
             self._xapi.call('VM.set_name_description', ref,
                             'compute-driver instance %s' % instance.uuid)
             self._size(ref, template.record, flavor)
@@ -548,12 +550,24 @@ class XenAPIDriver(driver.ComputeDriver):
         """
         with self._translate('list leftovers', None):
             records = self._xapi.call('VM.get_all_records')
-        return leftovers.sweep(self.name, self._leftover_candidates(records),
-                               dry_run)
+            vdis = self._xapi.call('VDI.get_all_records')
+        return leftovers.sweep(self.name, itertools.chain(
+            self._leftover_candidates(records),
+            self._leftover_vdis(vdis)), dry_run)
+
+    @staticmethod
+    def _spawn_over(owner: str, uuid: str) -> tuple[bool | None, str]:
+        """Whether the spawn of ``owner`` for ``uuid`` is over, and how."""
+        if owner == leftovers.owner_label():
+            with _BUILDING_LOCK:
+                return (uuid not in _BUILDING,
+                        'its spawn failed and could not remove it')
+        return ((leftovers.owner_gone(owner) if '/' in owner
+                 else mapping.legacy_owner_gone(owner)),
+                'its spawn was interrupted in process %s' % owner)
 
     def _leftover_candidates(self, records: dict[str, Record]
                              ) -> typing.Iterator[leftovers.Candidate]:
-        me = leftovers.owner_label()
         for ref, record in records.items():
             spawning = mapping.spawn_owner(record)
             if spawning is None:
@@ -561,15 +575,7 @@ class XenAPIDriver(driver.ComputeDriver):
             owner, uuid = spawning
             name = record.get('other_config', {}).get(
                 mapping.KEY_NAME, record.get('name_label', ''))
-            gone: bool | None
-            if owner == me:
-                with _BUILDING_LOCK:
-                    gone = uuid not in _BUILDING
-                reason = 'its spawn failed and could not remove it'
-            else:
-                gone = (leftovers.owner_gone(owner) if '/' in owner
-                        else mapping.legacy_owner_gone(owner))
-                reason = 'its spawn was interrupted in process %s' % owner
+            gone, reason = self._spawn_over(owner, uuid)
             if not gone:
                 LOG.warning('VM %s (%s) is an unfinished spawn of %s; left '
                             'alone as that process may still run',
@@ -876,13 +882,16 @@ class XenAPIDriver(driver.ComputeDriver):
             ref=template.ref, record=template.record)
 
     def _attach_image_disk(self, vm: str, instance: objects.Instance,
-                           image: images.ServiceDisk, device: str) -> None:
+                           image: images.ServiceDisk, device: str,
+                           temporary: str) -> None:
         """Give the spawning VM a root VDI filled with the image.
 
         The image comes verified from the host's cache; the VDI has the
         flavor's root disk size (the image's, if larger and the flavor
         says 0), is attached before a byte is imported so that removing
         the VM removes it, and is removed at once if attaching fails.
+        Until it is attached it bears the spawn's ``temporary`` name, so
+        a spawn killed in between leaves a VDI the sweep recognises.
 
         :raises ImageUnacceptable: when the disk is larger than the
             flavor's root disk, or not the format it says.
@@ -892,7 +901,7 @@ class XenAPIDriver(driver.ComputeDriver):
         self.check_image_fits_flavor(image.id, size, instance.flavor)
         size = max(size, instance.flavor.root_gb * 1024 ** 3)
         vdi = self._xapi.call('VDI.create', {
-            'name_label': instance.name,
+            'name_label': temporary,
             'name_description': 'root disk of %s from image %s'
                                 % (instance.uuid, image.id),
             'SR': self._xapi.sr(self._xconf.sr_name),
@@ -910,6 +919,7 @@ class XenAPIDriver(driver.ComputeDriver):
         except BaseException:
             self._xapi.call('VDI.destroy', vdi)
             raise
+        self._xapi.call('VDI.set_name_label', vdi, instance.name)
         LOG.info('Importing image %s (%s, %d bytes) into VDI %s of %s',
                  image.id, image.disk_format, os.path.getsize(path), vdi,
                  instance.name)
@@ -927,3 +937,29 @@ class XenAPIDriver(driver.ComputeDriver):
         images.Transfers(self._xapi).export(
             vdi, 'vhd', lambda src: self.upload_snapshot(
                 instance, image_id, src, 'vhd', 'bare'))
+
+    def _leftover_vdis(self, records: dict[str, Record]
+                       ) -> typing.Iterator[leftovers.Candidate]:
+        """Image VDIs a spawn created but never attached to its VM.
+
+        Attached ones go with their VM.
+        """
+        for ref, record in records.items():
+            spawning = mapping.spawn_owner(record)
+            if spawning is None or record.get('VBDs'):
+                continue
+            gone, reason = self._spawn_over(*spawning)
+            if not gone:
+                continue
+            what = 'VDI %s (%s)' % (record['uuid'], record['name_label'])
+            yield leftovers.Candidate(what, reason, functools.partial(
+                self._remove_swept_vdi, ref, what, reason))
+
+    def _remove_swept_vdi(self, ref: str, what: str, reason: str) -> None:
+        LOG.warning('Removing %s: %s', what, reason)
+        with self._translate('remove leftover', None):
+            try:
+                self._xapi.call('VDI.destroy', ref)
+            except connection.XapiCallFailed as exc:
+                if exc.code != 'HANDLE_INVALID':
+                    raise
