@@ -79,6 +79,11 @@ def raw_client():
     return api
 
 
+#: References of the images unique_image made, which a boot from the
+#: image service may bring back into dockerd; see forget_unique_images.
+UNIQUE_IMAGES: list[str] = []
+
+
 def unique_image(api, directory):
     """A docker image only this test has, saved, and gone from dockerd.
 
@@ -95,6 +100,7 @@ def unique_image(api, directory):
     finally:
         api.remove_container(container['Id'], force=True)
     ref = '%sglance:%s' % (PREFIX, marker)
+    UNIQUE_IMAGES.append(ref)
     path = pathlib.Path(directory) / 'image.tar'
     with open(path, 'wb') as f:
         for chunk in api.get_image(ref, chunk_size=MIB):
@@ -112,3 +118,14 @@ def has_image(api, image_id):
     except docker_errors.NotFound:
         return False
     return True
+
+
+def forget_unique_images(api):
+    """Remove what ``docker load`` brought back of unique_image's images."""
+    from docker import errors as docker_errors
+    while UNIQUE_IMAGES:
+        ref = UNIQUE_IMAGES.pop()
+        try:
+            api.remove_image(ref, force=True)
+        except docker_errors.NotFound:
+            pass

@@ -266,4 +266,5 @@ def test_boot_from_the_image_service_snapshot_boot_the_snapshot(
         for tag in tags + [snap]:
             if api.images(name=tag):
                 api.remove_image(tag, force=True)
+        docker_env.forget_unique_images(api)
     assert json.loads(run('list', '-f', 'json').stdout) == []

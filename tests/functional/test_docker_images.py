@@ -59,6 +59,7 @@ def glance():
 def api():
     client = docker_env.raw_client()
     yield client
+    docker_env.forget_unique_images(client)
     client.close()
 
 
