@@ -94,18 +94,21 @@ class Disks:
         self._own = directory is None
         self._lock = threading.Lock()
 
-    def _dir(self) -> str:
+    def path(self, vdi: str, create: bool = False) -> str | None:
+        """The VDI's file; ``None`` before anything was written.
+
+        :param create: make the directory when there is none yet.
+        """
         with self._lock:
             if self._directory is None:
+                if not create:
+                    return None
                 self._directory = tempfile.mkdtemp(prefix='xapi-sim-disks-')
-            return self._directory
-
-    def path(self, vdi: str) -> str:
-        return os.path.join(self._dir(), vdi.rpartition(':')[2])
+            return os.path.join(self._directory, vdi.rpartition(':')[2])
 
     def open(self, vdi: str, size: int) -> typing.BinaryIO:
         """The VDI's file open for reading and writing, ``size`` long."""
-        path = self.path(vdi)
+        path = typing.cast(str, self.path(vdi, create=True))
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         stream = open(fd, 'r+b')
         if os.fstat(fd).st_size != size:
@@ -116,8 +119,9 @@ class Disks:
                length: int | None = None) -> typing.Iterator[bytes]:
         """``length`` bytes of the disk from ``start``; zeros unwritten."""
         end = size if length is None else min(size, start + length)
+        path = self.path(vdi)
         try:
-            stream = open(self.path(vdi), 'rb')
+            stream = open(path, 'rb') if path is not None else None
         except FileNotFoundError:
             stream = None
         try:
@@ -141,8 +145,11 @@ class Disks:
         Found with ``SEEK_DATA``/``SEEK_HOLE``, so an empty 1 TiB disk
         costs no read.
         """
+        path = self.path(vdi)
+        if path is None:
+            return []
         try:
-            fd = os.open(self.path(vdi), os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return []
         blocks: set[int] = set()
@@ -166,11 +173,15 @@ class Disks:
 
     def copy(self, source: str, target: str) -> None:
         """Give ``target`` the bytes of ``source``, holes kept."""
+        path = self.path(source)
         try:
-            src = open(self.path(source), 'rb')
+            src = open(path, 'rb') if path is not None else None
         except FileNotFoundError:
+            src = None
+        if src is None:
             return
-        with src, open(self.path(target), 'wb') as dst:
+        target_path = typing.cast(str, self.path(target, create=True))
+        with src, open(target_path, 'wb') as dst:
             size = os.fstat(src.fileno()).st_size
             while chunk := src.read(CHUNK):
                 if chunk.count(0) == len(chunk):
@@ -180,10 +191,11 @@ class Disks:
             dst.truncate(size)
 
     def remove(self, vdi: str) -> None:
-        if self._directory is None:
+        path = self.path(vdi)
+        if path is None:
             return
         try:
-            os.unlink(self.path(vdi))
+            os.unlink(path)
         except FileNotFoundError:
             pass
 
