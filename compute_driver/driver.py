@@ -50,6 +50,9 @@ from compute_driver.volume import model as vol_model
 if typing.TYPE_CHECKING:  # pragma: no cover
     from oslo_config import cfg
 
+    from compute_driver.image import api as image_api
+    from compute_driver.image import cache as image_cache_mod
+
 # The standard library's logging, not oslo.log's: this module is on the
 # path of every CLI start and oslo.log costs a third of the start-up time
 # budget to import. Inside nova-compute, oslo.log configures the root logger
@@ -2301,3 +2304,292 @@ class ComputeDriver(abc.ABC):
                        attachment: vol_model.Attachment, size: int,
                        live: bool) -> None:
         self._not_implemented('_extend_volume')
+
+    # -- images ------------------------------------------------------------
+    # Backends receive images through the image service, never by a name
+    # in a store of their own: _get_image resolves the reference with
+    # image_for, _create gets the verified bytes from the host's cache with
+    # fetch_image, and _snapshot uploads with upload_snapshot.
+
+    _image_service: 'image_api.ImageService | None' = None
+    _image_cache: 'image_cache_mod.ImageCache | None' = None
+    # Guards the lazy building of every backend's image service and cache.
+    _image_guard = threading.RLock()
+
+    #: Properties of a base image that its snapshots do not inherit, as
+    #: Nova's ``non_inheritable_image_properties``: they describe that
+    #: image's data (its signature, how it was cached), not a snapshot's.
+    NON_INHERITABLE_IMAGE_PROPERTIES: typing.ClassVar[frozenset[str]] = (
+        frozenset(('cache_in_nova', 'bittorrent', 'image_type',
+                   'instance_uuid', 'base_image_ref', 'image_location',
+                   'owner_id', 'user_id', 'direct_url', 'virtual_size')))
+    NON_INHERITABLE_PREFIXES: typing.ClassVar[tuple[str, ...]] = (
+        'img_signature', 'os_glance', 'stores')
+
+    @staticmethod
+    def check_image_fits_flavor(image: str, size: int | None,
+                                flavor: objects.Flavor) -> None:
+        """Refuse an image larger than the flavor's root disk.
+
+        Nova's ``FlavorDiskSmallerThanImage``; a root disk of 0 means the
+        image's own size and fits any image.
+
+        :param size: bytes: the data's, or the virtual disk's once known.
+        :raises ImageUnacceptable: naming both sizes.
+        """
+        if (size is not None and flavor.root_gb
+                and size > flavor.root_gb * 1024 ** 3):
+            raise exception.ImageUnacceptable(
+                image=image,
+                reason='it is %d bytes, larger than the %d GiB root disk of '
+                       'flavor %s' % (size, flavor.root_gb, flavor.name))
+
+    @property
+    def image_service(self) -> 'image_api.ImageService':
+        """The image service instances boot from and snapshots go to.
+
+        Built on first use from ``[image_service]`` (the local directory
+        or Glance), so a backend that never touches an image imports no
+        Glance client. A caller with an image service of its own (the Nova
+        adapter, with Nova's image API and credentials) sets it instead,
+        before the first spawn.
+        """
+        if self._image_service is None:
+            with self._image_guard:
+                if self._image_service is None:
+                    from compute_driver import image
+                    self._image_service = image.load(self.conf)
+        return self._image_service
+
+    @image_service.setter
+    def image_service(self, service: 'image_api.ImageService') -> None:
+        with self._image_guard:
+            self._image_service = service
+            # The cache downloads through the service it was built with.
+            self._image_cache = None
+
+    @property
+    def image_cache(self) -> 'image_cache_mod.ImageCache':
+        """The host's cache of downloaded images.
+
+        Its directory is :meth:`image_cache_path`. Every backend and
+        command of the host using that directory shares it, locks
+        included: an image is downloaded once however many boots want it
+        at the same time.
+        """
+        if self._image_cache is None:
+            with self._image_guard:
+                if self._image_cache is None:
+                    from compute_driver.image import cache
+                    self._image_cache = cache.ImageCache(
+                        self.image_cache_path(), self.image_service)
+        return self._image_cache
+
+    def image_cache_path(self) -> str:
+        """The directory of :attr:`image_cache`.
+
+        ``[image_service] cache_path``; a backend whose hypervisor reads
+        the cached files itself keeps them where it can (libvirt: beside
+        the instance disks they back).
+        """
+        return str(self.conf.image_service.cache_path)
+
+    def image_record(self, ref: str) -> 'image_api.ImageRecord':
+        """The image service's record of an ``active`` image.
+
+        :param ref: an image id, or a name only one image has (standalone
+            callers name images; Nova passes ids).
+        :raises ImageNotInService: when no image has that id or name.
+        :raises ImageNotActive: when the image has no data (yet).
+        :raises ImageServiceUnavailable: when the service cannot be asked.
+        """
+        from compute_driver.image import exception as image_exception
+        service = self.image_service
+        record = service.show(ref)
+        if record.status != 'active':
+            raise image_exception.ImageNotActive(
+                image=record.id, service=service.name, status=record.status,
+                operation='boot from', reason=record.status)
+        return record
+
+    def image_for(self, instance: objects.Instance) -> objects.ImageMeta:
+        """The image ``instance.image_ref`` names, for :meth:`_get_image`.
+
+        Only the record is read: nothing is downloaded before the pipeline
+        has checked and claimed the flavor. The result's ``id`` (and
+        ``name``) is the image service's id, which :meth:`fetch_image`
+        takes.
+
+        :raises ImageUnacceptable: when the image's data is larger than
+            the flavor's root disk (a root disk of 0 takes the image's
+            size).
+        :raises: what :meth:`image_record` raises.
+        """
+        record = self.image_record(instance.image_ref)
+        self.check_image_fits_flavor(record.id, record.size, instance.flavor)
+        return record.to_image_meta()
+
+    def fetch_image(self, image: objects.ImageMeta) -> str:
+        """The path of the image's verified data in the host's cache.
+
+        Downloaded on the first call for an image id, handed out from the
+        cache afterwards without any transfer. A failed download leaves
+        nothing in the cache.
+
+        :param image: what :meth:`image_for` returned.
+        :raises: what :meth:`ImageService.download` raises.
+        """
+        return self.image_cache.fetch(image.id)
+
+    def upload_snapshot(self, instance: objects.Instance, image_id: str,
+                        src: 'image_api.Source', disk_format: str,
+                        container_format: str,
+                        properties: dict[str, str] | None = None
+                        ) -> 'image_api.ImageRecord':
+        """Upload a snapshot of ``instance`` to the image service.
+
+        The new image, named ``image_id``, carries Nova's snapshot
+        properties: ``image_type=snapshot``, ``instance_uuid`` and
+        ``base_image_ref``, the inheritable properties of the image the
+        instance booted from (its kernel and ramdisk, OS type, hardware
+        hints), its ``min_ram``, and the larger of its ``min_disk`` and
+        the flavor's root disk.
+
+        :param src: a path or a binary file object with the data.
+        :param properties: further properties, applied last.
+        :raises ImageUploadFailed: when the data could not be stored; the
+            service then keeps nothing of the new image.
+        """
+        service = self.image_service
+        props = {'base_image_ref': instance.image_ref}
+        min_ram, min_disk = 0, instance.flavor.root_gb
+        try:
+            base = service.show(instance.image_ref)
+        except exception.ComputeDriverError as exc:
+            # The base image may have been deleted since the boot; the
+            # snapshot does not need it.
+            LOG.debug('The snapshot of %s inherits no image properties: %s',
+                      instance.name, exception.one_line(exc))
+        else:
+            props = {k: v for k, v in base.properties.items()
+                     if k not in self.NON_INHERITABLE_IMAGE_PROPERTIES
+                     and not k.startswith(self.NON_INHERITABLE_PREFIXES)}
+            props['base_image_ref'] = base.id
+            min_ram, min_disk = base.min_ram, max(base.min_disk, min_disk)
+        props.update(image_type='snapshot', instance_uuid=instance.uuid)
+        props.update(properties or {})
+        return service.upload(image_id, src, disk_format, container_format,
+                              properties=props, min_ram=min_ram,
+                              min_disk=min_disk)
+
+    def image_exists(self, ref: str) -> bool:
+        """Whether the image service has an image of this id or name.
+
+        For :meth:`_has_image`: a snapshot's name must be free.
+        """
+        from compute_driver.image import exception as image_exception
+        try:
+            self.image_service.show(ref)
+        except image_exception.ImageNotInService:
+            return False
+        except image_exception.AmbiguousImageName:
+            return True
+        return True
+
+    def delete_snapshot_image(self, ref: str) -> None:
+        """Delete a snapshot from the image service; absent is fine.
+
+        For :meth:`_delete_snapshot`.
+
+        :raises InvalidInput: when the image is not a snapshot.
+        """
+        from compute_driver.image import exception as image_exception
+        try:
+            record = self.image_service.show(ref)
+        except image_exception.ImageNotInService:
+            return
+        if record.properties.get('image_type') != 'snapshot':
+            raise exception.InvalidInput(
+                reason='image %s is not a snapshot' % ref)
+        self.image_service.delete(record.id)
+
+    def snapshot_images_of(self, instance: objects.Instance) -> list[str]:
+        """Ids and names of the image service's snapshots of ``instance``.
+
+        For :meth:`_snapshots_of`.
+        """
+        refs: list[str] = []
+        for record in self.image_service.list():
+            if record.properties.get('instance_uuid') == instance.uuid:
+                refs.extend((record.id, record.name))
+        return refs
+
+    def list_service_images(self) -> list[objects.ImageMeta]:
+        """The image service's active images, for :meth:`list_images`.
+
+        Each is named by its name when that is a valid reference no other
+        image has, so it can be booted and deleted by it, else by its id.
+        """
+        records = [r for r in self.image_service.list()
+                   if r.status == 'active']
+        names = collections.Counter(r.name for r in records)
+        result = []
+        for record in records:
+            meta = record.to_image_meta()
+            if (names[record.name] == 1
+                    and objects.IMAGE_REF_RE.fullmatch(record.name)):
+                meta = dataclasses.replace(meta, name=record.name)
+            result.append(meta)
+        return result
+
+    def images_in_use(self, all_instances: collections.abc.Iterable[
+            objects.Instance] | None = None) -> set[str]:
+        """Ids of the images the host's instances boot from.
+
+        Each instance's image, resolved by the image service when it was
+        named, and the kernel and ramdisk images it names.
+
+        :param all_instances: the instances; ``None`` lists this
+            backend's.
+        :raises ImageServiceUnavailable: when a name cannot be resolved:
+            pruning must not guess.
+        """
+        from compute_driver.image import exception as image_exception
+        if all_instances is None:
+            all_instances = [r.instance
+                             for r in self.list_instance_records()]
+        used: set[str] = set()
+        for ref in {i.image_ref for i in all_instances}:
+            used.add(ref)
+            try:
+                record = self.image_service.show(ref)
+            except (image_exception.ImageNotInService,
+                    image_exception.AmbiguousImageName):
+                continue
+            used.add(record.id)
+            used.update(v for k, v in record.properties.items()
+                        if k in ('kernel_id', 'ramdisk_id'))
+        return used
+
+    def manage_image_cache(self, context: object = None,
+                           all_instances: collections.abc.Iterable[
+                               objects.Instance] | None = None,
+                           max_age: float | None = None
+                           ) -> list['image_cache_mod.CachedImage']:
+        """Remove cached images no instance uses, unused for a while.
+
+        Nova's periodic ``manage_image_cache``: a cached image goes once
+        no instance of the host boots from it and it was last used more
+        than ``max_age`` seconds ago.
+
+        :param all_instances: the host's instances; ``None`` lists this
+            backend's.
+        :param max_age: seconds; ``None`` is ``[image_service]
+            cache_max_age``.
+        :returns: the images removed.
+        """
+        from compute_driver.image import cache
+        if max_age is None:
+            max_age = self.conf.image_service.cache_max_age
+        return cache.prune(self.image_cache, max_age,
+                           in_use=self.images_in_use(all_instances))

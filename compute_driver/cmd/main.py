@@ -43,6 +43,26 @@ if typing.TYPE_CHECKING:  # pragma: no cover
     from compute_driver import driver as contract
 
 NAMESPACE = 'compute_driver.cli'
+
+#: Commands known even where the package's metadata predates them (a
+#: source tree run in place); setup.cfg lists them too.
+BUILTIN_COMMANDS = {
+    'image upload': 'compute_driver.cmd.image:UploadImage',
+    'image list': 'compute_driver.cmd.image:ListServiceImages',
+    'image show': 'compute_driver.cmd.image:ShowServiceImage',
+    'image delete': 'compute_driver.cmd.image:DeleteServiceImage',
+    'image cache list': 'compute_driver.cmd.image:ListImageCache',
+    'image cache prune': 'compute_driver.cmd.image:PruneImageCache',
+    'interface list': 'compute_driver.cmd.network:ListInterfaces',
+    'interface attach': 'compute_driver.cmd.network:AttachInterface',
+    'interface detach': 'compute_driver.cmd.network:DetachInterface',
+    'volume attach': 'compute_driver.cmd.volume:AttachVolume',
+    'volume detach': 'compute_driver.cmd.volume:DetachVolume',
+    'volume list': 'compute_driver.cmd.volume:ListVolumes',
+    'resize': 'compute_driver.cmd.resize:ResizeInstance',
+    'resize-confirm': 'compute_driver.cmd.resize:ConfirmResize',
+    'resize-revert': 'compute_driver.cmd.resize:RevertResize',
+}
 EXIT_INTERRUPTED = 130
 #: cliff's verbosity without -v or -q.
 DEFAULT_VERBOSE_LEVEL = 1
@@ -78,17 +98,6 @@ def _version() -> str:
 
 #: Commands also listed in setup.cfg, known without the package's
 #: metadata (a checkout run from source, an older installed copy).
-_LATE_COMMANDS = {
-    'interface list': 'compute_driver.cmd.network:ListInterfaces',
-    'interface attach': 'compute_driver.cmd.network:AttachInterface',
-    'interface detach': 'compute_driver.cmd.network:DetachInterface',
-    'volume attach': 'compute_driver.cmd.volume:AttachVolume',
-    'volume detach': 'compute_driver.cmd.volume:DetachVolume',
-    'volume list': 'compute_driver.cmd.volume:ListVolumes',
-    'resize': 'compute_driver.cmd.resize:ResizeInstance',
-    'resize-confirm': 'compute_driver.cmd.resize:ConfirmResize',
-    'resize-revert': 'compute_driver.cmd.resize:RevertResize',
-}
 
 
 class CommandManager(commandmanager.CommandManager):
@@ -106,10 +115,10 @@ class CommandManager(commandmanager.CommandManager):
             name = (ep.name.replace('_', ' ') if self.convert_underscores
                     else ep.name)
             self.commands[name] = ep
-        # Commands newer than an installed package's metadata.
-        for name, value in _LATE_COMMANDS.items():
-            self.commands.setdefault(name, importlib.metadata.EntryPoint(
-                name, value, namespace))
+        if namespace == NAMESPACE:
+            for name, value in BUILTIN_COMMANDS.items():
+                self.commands.setdefault(name, importlib.metadata.EntryPoint(
+                    name.replace(' ', '_'), value, namespace))
 
 
 class App(app.App):

@@ -65,7 +65,9 @@ class BootInstance(common.ShowOne):
         parser = super().get_parser(prog_name)
         parser.add_argument('name', metavar='NAME', help='New instance name.')
         parser.add_argument('--image', metavar='IMAGE', required=True,
-                            help='Image to boot from (see "images").')
+                            help='Image to boot from: an id, or a name only '
+                                 'one image has (see "images" and "image '
+                                 'list").')
         parser.add_argument('--flavor', metavar='FLAVOR', required=True,
                             help='Flavor to use (see "flavors").')
         parser.add_argument('--stopped', action='store_true',

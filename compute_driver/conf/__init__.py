@@ -103,11 +103,14 @@ def build_conf(args: Sequence[str] | None = None,
             backend = None
     if backend:
         loader.register_backend_opts(conf, backend)
+    opts.register_image_service_opts(conf)
     if validate:
         check_unknown(conf)
         check_values(conf)
     return conf
 
+
+_GLANCE = 'glance'
 
 #: oslo.config's own options, which any file may set.
 _OSLO_CONFIG_OPTS = {'config_file', 'config_dir', 'config_source',
@@ -195,14 +198,14 @@ def _registered(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
     return known
 
 
-def _other_options() -> dict[str, dict[str, cfg.Opt]]:
+def _other_options(glance: bool = False) -> dict[str, dict[str, cfg.Opt]]:
     """Options a file may set that ``conf`` need not register.
 
     Every name of the library's options, those of every installed
     backend (a file shared by hosts running different backends) and
     those of :data:`ACCEPTED_NAMESPACES`.
     """
-    groups: opts.OptList = list(opts.default.list_opts().items())
+    groups = opts.library_opts(glance=glance)
     # A broken third-party backend must not make every file unreadable;
     # loading it reports what is wrong with it.
     groups.extend(opts.installed_backend_opts(skip_broken=True))
@@ -251,8 +254,10 @@ def check_unknown(conf: cfg.ConfigOpts) -> None:
                 name = option.replace('-', '_')
                 if name in known.get(key, ()):
                     continue
-                if other is None:
-                    other = _other_options()
+                if other is None or (key == _GLANCE and _GLANCE not in other):
+                    # [glance]'s are keystoneauth's options: only a file
+                    # that sets one pays for importing keystoneauth.
+                    other = _other_options(glance=key == _GLANCE)
                 opt = other.get(key, {}).get(name)
                 if opt is not None:
                     # Not registered here, so oslo.config never converts
@@ -280,8 +285,8 @@ def _check_foreign_value(path: str, section: str, opt: cfg.Opt,
 def _unknown_reason(path: str, section: str, key: str, option: str,
                     known: dict[str, set[str]],
                     extra: dict[str, dict[str, cfg.Opt]]) -> str:
-    if key not in known and key not in extra:
-        sections = set(known) | set(extra)
+    if key not in known and key not in extra and key != _GLANCE:
+        sections = set(known) | set(extra) | {_GLANCE}
         nearest = _nearest(section, sections)
         hint = ('; did you mean [%s]?' % nearest if nearest
                 else '; known sections: %s' % ', '.join(sorted(sections)))

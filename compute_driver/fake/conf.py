@@ -31,10 +31,22 @@ opts = [
     cfg.IntOpt(
         'disk_gb', default=600000, min=0, max=1 << 30,
         help='Local disk in GiB the fake host offers to instances.'),
+    cfg.StrOpt(
+        'image_service', default='memory', choices=[
+            ('memory', 'an image service held in the process, starting '
+                       'with one generated image per name of the images '
+                       'option'),
+            ('configured', 'the image service of [image_service], as '
+                           'every other backend'),
+        ],
+        help='Where the fake host gets the images it boots and puts its '
+             'snapshots. Either way their bytes are downloaded, verified '
+             'against their checksum and kept with the instance.'),
     cfg.ListOpt(
         'images', default=['cirros-0.6.3-x86_64-disk'],
-        help='Names of the images the fake host can boot. Snapshots are '
-             'added to these at run time.'),
+        help='Names of the images the in-memory image service starts with '
+             '(image_service = memory); each is generated data with real '
+             'checksums. Snapshots are added to these at run time.'),
     cfg.StrOpt(
         'host_identity', default='',
         help='What identifies the host this fake backend pretends to be '

@@ -25,6 +25,8 @@ they test against Nova's fake driver.
 
 import collections
 import dataclasses
+import hashlib
+import io
 import logging
 import threading
 import time
@@ -33,6 +35,7 @@ from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver.fake import conf as fake_conf
+from compute_driver.fake import images as fake_images
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.volume import model as vol_model
@@ -53,8 +56,11 @@ class _Guest:
     console: collections.deque
     created: float
     started: float | None = None
-    # Stands for the disk's content: bumped by every boot, restored by a
-    # revert, so a revert is observable.
+    # The image's bytes, as downloaded and verified at spawn; what a
+    # snapshot uploads and a revert restores.
+    disk: bytes = b''
+    # Bumped by every boot, restored by a revert, so a revert is
+    # observable.
     disk_generation: int = 0
     # The host a cold migration moves it to, until confirmed or reverted.
     leaving: str = ''
@@ -82,17 +88,20 @@ class FakeDriver(driver.ComputeDriver):
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi=virtapi)
         self._lock = threading.RLock()
+        # One snapshot at a time: its name is checked, then taken.
+        self._snapshot_lock = threading.Lock()
         self._guests: dict[str, _Guest] = {}
         # What a resize on this host replaced, until confirmed or reverted.
         self._revert_points: dict[str, _Guest] = {}
-        self._images: dict[str, objects.ImageMeta] = {}
         for name in conf.fake.images:
             try:
-                self._images[name] = objects.ImageMeta(
-                    name=name, disk_format='qcow2', container_format='bare')
+                objects.validate_image_ref(name)
             except exception.InvalidInput as exc:
                 raise exception.InvalidConfiguration(
                     reason='[fake] images: %s' % exc.reason) from None
+        if conf.fake.image_service == 'memory':
+            self.image_service = fake_images.MemoryImageService(
+                conf.fake.images)
         self._started_at = time.time()
 
     # -- internals ---------------------------------------------------------
@@ -125,8 +134,8 @@ class FakeDriver(driver.ComputeDriver):
     # -- hooks ---------------------------------------------------------------
 
     def _connect(self):
-        LOG.debug('Fake compute host %s ready with %d images', self.host,
-                  len(self._images))
+        LOG.debug('Fake compute host %s ready with the %s image service',
+                  self.host, self.image_service.name)
 
     def _find(self, instance):
         with self._lock:
@@ -151,13 +160,14 @@ class FakeDriver(driver.ComputeDriver):
                 raise exception.InstanceExists(instance=instance.name)
 
     def _get_image(self, instance):
-        with self._lock:
-            image = self._images.get(instance.image_ref)
-            if image is None:
-                raise exception.ImageNotFound(
-                    image=instance.image_ref,
-                    available=', '.join(sorted(self._images)) or 'none')
-            return image
+        return self.image_for(instance)
+
+    def _download(self, image_id):
+        # Into memory, verified against the service's checksum: the fake
+        # has no disk, so no cache either.
+        buffer = io.BytesIO()
+        self.image_service.download(image_id, buffer)
+        return buffer.getvalue()
 
     def _create(self, instance, image, power_on, network_info,
                 block_device_info):
@@ -167,10 +177,12 @@ class FakeDriver(driver.ComputeDriver):
             vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
             console=collections.deque(
                 maxlen=self.conf.fake.console_log_lines),
-            created=time.time(), ports=list(network_info),
-            plugged={p.id for p in network_info})
-        self._console(guest, 'Created %s (%s) with flavor %s'
-                      % (instance.name, instance.uuid, flavor.name))
+            created=time.time(), disk=self._download(image.id),
+            ports=list(network_info), plugged={p.id for p in network_info})
+        self._console(guest, 'Created %s (%s) with flavor %s from %d bytes '
+                      'of image %s' % (instance.name, instance.uuid,
+                                       flavor.name, len(guest.disk),
+                                       image.id))
         with self._spawn_volumes(instance, block_device_info) as volumes:
             for attachment in volumes:
                 guest.volumes[attachment.volume_id] = attachment
@@ -266,46 +278,31 @@ class FakeDriver(driver.ComputeDriver):
         self._settle(guest, power_state.RUNNING, 'PM: restore from disk')
 
     def _has_image(self, image_id):
-        with self._lock:
-            return image_id in self._images
+        return self.image_exists(image_id)
 
     def _snapshot(self, guest, instance, current, image_id):
-        with self._lock:
+        with self._snapshot_lock:
             # Checked again: another snapshot may have taken the name
             # while Nova's callback ran.
-            if image_id in self._images:
+            if self.image_exists(image_id):
                 raise exception.InvalidInput(
                     reason='an image named %s exists already' % image_id)
-            self._images[image_id] = objects.ImageMeta(
-                name=image_id, disk_format='qcow2', container_format='bare',
-                min_disk=guest.instance.flavor.root_gb,
-                properties={
-                    'image_type': 'snapshot',
-                    'instance_uuid': instance.uuid,
-                    'base_image_ref': guest.instance.image_ref,
-                    'disk_generation': str(guest.disk_generation),
-                })
+            self.upload_snapshot(
+                guest.instance, image_id, io.BytesIO(guest.disk), 'raw',
+                'bare', properties={
+                    'disk_generation': str(guest.disk_generation)})
 
     def _delete_snapshot(self, image_id):
-        with self._lock:
-            image = self._images.get(image_id)
-            if image is None:
-                return
-            if image.properties.get('image_type') != 'snapshot':
-                raise exception.InvalidInput(
-                    reason='image %s is not a snapshot' % image_id)
-            del self._images[image_id]
+        self.delete_snapshot_image(image_id)
 
     def _snapshots_of(self, instance):
-        with self._lock:
-            return [name for name, image in self._images.items()
-                    if image.properties.get('instance_uuid') ==
-                    instance.uuid]
+        return self.snapshot_images_of(instance)
 
     def _revert(self, guest, instance, current, image_id):
-        with self._lock:
-            image = self._images[image_id]
-        guest.disk_generation = int(image.properties['disk_generation'])
+        record = self.image_record(image_id)
+        guest.disk = self._download(record.id)
+        guest.disk_generation = int(
+            record.properties.get('disk_generation', 0))
         self._console(guest, 'disk reverted to snapshot %s' % image_id)
         if current == power_state.RUNNING:
             self._halt(guest, 'revert')
@@ -331,6 +328,8 @@ class FakeDriver(driver.ComputeDriver):
             'memory_mb': guest.memory_mb,
             'uptime': round(uptime, 3),
             'disk_generation': guest.disk_generation,
+            'disk_bytes': len(guest.disk),
+            'disk_sha256': hashlib.sha256(guest.disk).hexdigest(),
             'console_lines': len(guest.console),
         }
 
@@ -346,8 +345,7 @@ class FakeDriver(driver.ComputeDriver):
             seconds // 60 % 60, count)
 
     def list_images(self):
-        with self._lock:
-            return [self._images[name] for name in sorted(self._images)]
+        return self.list_service_images()
 
     # -- resize and cold migration ------------------------------------------
     # The fake's disk is its disk_generation (and its console, which a

@@ -34,18 +34,22 @@ ImageService = api.ImageService
 def load(conf: 'cfg.ConfigOpts') -> api.ImageService:
     """The image service ``[image_service] backend`` names.
 
-    ``conf`` must have the options of :mod:`compute_driver.image.conf`
-    registered. The Glance service's modules are imported only when it is
-    chosen, so the local one needs no Glance client installed (and this
-    package does not import the options module, which needs
-    keystoneauth).
+    ``conf`` must have ``[image_service]`` registered (the library's
+    configuration has); ``[glance]`` is registered here when it is not
+    yet. The Glance service's modules are imported only when it is
+    chosen, so the local one needs no Glance client installed and does
+    not import keystoneauth.
 
     :raises InvalidConfiguration: for Glance options that name no
         endpoint.
     """
     section = conf['image_service']
     if section.backend == 'glance':
+        from compute_driver.image import conf as image_conf
         from compute_driver.image import glance
+        if image_conf.GLANCE_GROUP not in conf:
+            # Chosen after the files were read (an override).
+            image_conf.register_glance_opts(conf)
         return glance.GlanceImageService.from_conf(conf)
     from compute_driver.image import local
     return local.LocalImageService(section.local_path)

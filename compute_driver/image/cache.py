@@ -41,6 +41,16 @@ LOG = logging.getLogger(__name__)
 #: of the cache directory.
 _ID_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
 _LOCKS = '.locks'
+#: A download under way, or interrupted (see ``api.atomic_write``).
+_PARTIAL_RE = re.compile(r'\.(%s)\.part-[0-9a-f]+' % _ID_RE.pattern)
+
+#: The thread locks of each cache directory, shared by every ImageCache of
+#: that directory in the process: two backends (or a backend and the CLI's
+#: cache commands) using one directory must exclude each other's threads
+#: too, which their fcntl locks, held by one process, cannot do.
+_DIRECTORY_LOCKS: dict[str, tuple[threading.Lock,
+                                  dict[str, threading.Lock]]] = {}
+_DIRECTORY_LOCKS_GUARD = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +80,9 @@ class ImageCache:
     def __init__(self, path: str, service: api.ImageService) -> None:
         self.path = os.path.abspath(path)
         self.service = service
-        self._guard = threading.Lock()
-        self._thread_locks: dict[str, threading.Lock] = {}
+        with _DIRECTORY_LOCKS_GUARD:
+            self._guard, self._thread_locks = _DIRECTORY_LOCKS.setdefault(
+                self.path, (threading.Lock(), {}))
 
     def _check_id(self, image_id: str) -> None:
         if not isinstance(image_id, str) or not _ID_RE.fullmatch(image_id):
@@ -84,13 +95,19 @@ class ImageCache:
         return os.path.join(self.path, image_id)
 
     @contextlib.contextmanager
-    def lock(self, image_id: str) -> Iterator[None]:
-        """Hold the image's thread and file locks."""
+    def lock(self, image_id: str, blocking: bool = True) -> Iterator[None]:
+        """Hold the image's thread and file locks.
+
+        :param blocking: ``False`` raises :class:`BlockingIOError` at
+            once when someone holds them.
+        """
         self._check_id(image_id)
         with self._guard:
             thread_lock = self._thread_locks.setdefault(
                 image_id, threading.Lock())
-        with thread_lock:
+        if not thread_lock.acquire(blocking):
+            raise BlockingIOError('image %s is locked' % image_id)
+        try:
             lock_dir = os.path.join(self.path, _LOCKS)
             os.makedirs(lock_dir, mode=0o700, exist_ok=True)
             # Lock files stay: removing one while another process waits on
@@ -98,10 +115,41 @@ class ImageCache:
             fd = os.open(os.path.join(lock_dir, image_id),
                          os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX if blocking
+                            else fcntl.LOCK_EX | fcntl.LOCK_NB)
                 yield
             finally:
                 os.close(fd)
+        finally:
+            thread_lock.release()
+
+    def sweep_partial_downloads(self) -> list[str]:
+        """Remove what downloads interrupted by a killed process left.
+
+        A download writes to ``.<image id>.part-<random>`` under the
+        image's lock and renames it when whole; a partial file whose
+        image nobody has locked belongs to no download under way.
+
+        :returns: the paths removed.
+        """
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        removed = []
+        for name in names:
+            match = _PARTIAL_RE.fullmatch(name)
+            if match is None:
+                continue
+            path = os.path.join(self.path, name)
+            try:
+                with self.lock(match.group(1), blocking=False):
+                    os.unlink(path)
+            except (BlockingIOError, FileNotFoundError):
+                continue
+            LOG.info('Removed %s, left by an interrupted download.', path)
+            removed.append(path)
+        return removed
 
     def fetch(self, image_id: str) -> str:
         """The path of the image's data, downloading it when not cached.
@@ -167,7 +215,8 @@ def prune(cache: ImageCache, max_age: float,
     """Remove cached images unused for more than ``max_age`` seconds.
 
     Nova's ``remove_unused_original_minimum_age_seconds``, applied to
-    this cache.
+    this cache. Partial files of downloads a killed process interrupted
+    go too.
 
     :param cache: the cache to sweep.
     :param max_age: seconds since the last use after which an image goes.
@@ -180,6 +229,7 @@ def prune(cache: ImageCache, max_age: float,
         raise exception.InvalidInput(
             reason='max_age must be 0 or more, got %r' % (max_age,))
     limit = (time.time() if now is None else now) - max_age
+    cache.sweep_partial_downloads()
     removed = []
     for image in cache.list():
         if image.image_id in in_use or image.last_used > limit:

@@ -16,11 +16,15 @@
 auth and adapter options (``auth_type``, ``auth_url``, ``cafile``,
 ``endpoint_override``, ``valid_interfaces``...) registered under the group
 by keystoneauth itself, plus Nova's ``api_servers`` and ``num_retries``.
+
+keystoneauth is imported only by the functions that need its options
+(:func:`register_glance_opts`, :func:`list_opts`): importing it costs a
+quarter of a second, which a command using the local image service must
+not pay.
 """
 
 import copy
 
-from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 GROUP = 'image_service'
@@ -83,6 +87,7 @@ glance_opts = [
 def _adapter_opts() -> list[cfg.Opt]:
     # keystoneauth's adapter options, defaulting to the image service
     # as Nova's conf/utils.py does for its own [glance] group.
+    from keystoneauth1 import loading as ks_loading
     result = copy.deepcopy(
         ks_loading.get_adapter_conf_options(include_deprecated=False))
     cfg.set_defaults(result, service_type=DEFAULT_SERVICE_TYPE,
@@ -90,16 +95,56 @@ def _adapter_opts() -> list[cfg.Opt]:
     return result
 
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register ``[image_service]`` and ``[glance]`` on ``conf``."""
+def register_service_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[image_service]`` on ``conf``; imports nothing."""
     conf.register_group(cfg.OptGroup(GROUP, title=TITLE, help=HELP))
     conf.register_opts(opts, group=GROUP)
+
+
+def register_glance_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[glance]`` on ``conf``, keystoneauth's options included.
+
+    When ``conf`` is parsed and ``[glance] auth_type`` names a plugin, that
+    plugin's options (``username``, ``application_credential_secret``...)
+    are registered too, so a file setting them is not refused as naming
+    unknown options.
+    """
+    from keystoneauth1 import exceptions as ks_exc
+    from keystoneauth1 import loading as ks_loading
     conf.register_group(cfg.OptGroup(GLANCE_GROUP, title=GLANCE_TITLE,
                                      help=GLANCE_HELP))
     conf.register_opts(glance_opts, group=GLANCE_GROUP)
     ks_loading.register_session_conf_options(conf, GLANCE_GROUP)
     ks_loading.register_auth_conf_options(conf, GLANCE_GROUP)
     conf.register_opts(_adapter_opts(), group=GLANCE_GROUP)
+    try:
+        auth_type = conf[GLANCE_GROUP].auth_type
+    except cfg.NotInitializedError:
+        return
+    if auth_type:
+        try:
+            plugin_opts = ks_loading.get_auth_plugin_conf_options(auth_type)
+        except ks_exc.NoMatchingPlugin:
+            # Reported with the option's name when the service is built.
+            return
+        conf.register_opts(plugin_opts, group=GLANCE_GROUP)
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[image_service]`` and ``[glance]`` on ``conf``."""
+    register_service_opts(conf)
+    register_glance_opts(conf)
+
+
+def uses_glance(conf: cfg.ConfigOpts) -> bool:
+    """Whether ``conf``'s ``[image_service] backend`` is Glance.
+
+    A bad value reads as not Glance here; checking the values reports it.
+    """
+    try:
+        return bool(conf[GROUP].backend == 'glance')
+    except (cfg.Error, ValueError):
+        return False
 
 
 def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
@@ -108,6 +153,7 @@ def list_opts() -> dict[cfg.OptGroup, list[cfg.Opt]]:
     The auth options shown are the common ones and the ``password``
     plugin's, like in every OpenStack service's sample.
     """
+    from keystoneauth1 import loading as ks_loading
     glance = (glance_opts
               + ks_loading.get_session_conf_options()
               + ks_loading.get_auth_common_conf_options()

@@ -18,7 +18,8 @@ GROUP = 'libvirt'
 
 TITLE = 'Libvirt backend options'
 HELP = ('The libvirt backend runs KVM, QEMU, Xen or LXC guests through '
-        'libvirtd. Images come from a local image store; each instance '
+        'libvirtd. Images come from the image service ([image_service]) '
+        'or, by name, from a local image store; each instance '
         'gets a directory under instances_path holding its disk and its '
         'console log.')
 

@@ -40,6 +40,7 @@ and instance disks from :mod:`~compute_driver.libvirt.images`, and libvirt's
 errors are translated by :mod:`~compute_driver.libvirt.errors`.
 """
 
+from concurrent import futures
 import dataclasses
 import functools
 import logging
@@ -54,6 +55,7 @@ import libvirt
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
+from compute_driver.image import exception as image_exception
 from compute_driver import leftovers
 from compute_driver.libvirt import conf as libvirt_conf
 from compute_driver.libvirt import connection
@@ -109,7 +111,9 @@ class LibvirtDriver(driver.ComputeDriver):
     hypervisor_type = 'libvirt'
     CONFIG_GROUP = libvirt_conf.GROUP
     CONFIG_OPTS = libvirt_conf.opts
-    image_types = ('raw', 'qcow2')
+    # What an image of the image service may be (images.py converts the
+    # last three); the store takes raw and qcow2 only.
+    image_types = (*images.NATIVE_FORMATS, *images.CONVERTED_FORMATS)
     # True for virt_type = lxc, set in __init__.
     runs_containers = False
 
@@ -238,6 +242,13 @@ class LibvirtDriver(driver.ComputeDriver):
                 raise exception.InstanceExists(instance=instance.name)
 
     def _get_image(self, instance):
+        try:
+            return self._service_image(instance)
+        except image_exception.ImageNotInService:
+            # Images of the [libvirt] images_path store, which came
+            # before the image service, still boot by name.
+            if not self.store.exists(instance.image_ref):
+                raise
         image = self.store.get(instance.image_ref)
         self.store.check(image)
         return image
@@ -250,6 +261,11 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _create_domain(self, instance, image, power_on, found, ports):
         root = found[0] if found and found[0].boot_index == 0 else None
+        base = None
+        virtual_size = None
+        if not isinstance(image, images.StoreImage):
+            image, base, virtual_size = self._prepare_service_image(
+                instance, image)
         directory = self._instance_dir(instance.uuid)
         disk_format = self.conf.libvirt.disk_format
         spec = mapping.GuestSpec(
@@ -275,7 +291,8 @@ class LibvirtDriver(driver.ComputeDriver):
             self._make_instance_dir(directory)
             if root is None:
                 self.store.create_disk(image, spec.disk_path, disk_format,
-                                       size_gb=instance.flavor.root_gb)
+                                       size_gb=instance.flavor.root_gb,
+                                       base=base, virtual_size=virtual_size)
                 os.chmod(spec.disk_path, 0o600)
             self._console_mark(instance, 'created')
             xml = volumes.with_volumes(
@@ -620,7 +637,8 @@ class LibvirtDriver(driver.ComputeDriver):
             len(self.list_instance_uuids()))
 
     def list_images(self):
-        return [image.to_meta() for image in self.store.list()]
+        return ([image.to_meta() for image in self.store.list()] +
+                self.list_service_images())
 
     # -- power operations -----------------------------------------------------
 
@@ -687,11 +705,14 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.InvalidInput(
                 reason='snapshot name %r must not contain "/" or start '
                        'with "."' % image_id)
-        return self.store.exists(image_id)
+        return self.store.exists(image_id) or self.image_exists(image_id)
 
     def _snapshot(self, dom, instance, current, image_id):
         self._refuse_root_volume(dom, 'snapshot')
         stored = self._stored(dom, instance)
+        if self._in_service(stored.image_ref):
+            self._snapshot_to_service(dom, stored, current, image_id)
+            return
         try:
             source: images.StoreImage | None = self.store.get(
                 stored.image_ref)
@@ -722,6 +743,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _delete_snapshot(self, image_id):
         if not self.store.exists(image_id):
+            self.delete_snapshot_image(image_id)
             return
         try:
             image = self.store.get(image_id)
@@ -734,13 +756,20 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _snapshots_of(self, instance):
         return [image.name for image in self.store.list()
-                if image.properties.get('instance_uuid') == instance.uuid]
+                if image.properties.get('instance_uuid') == instance.uuid
+                ] + self.snapshot_images_of(instance)
 
     def _revert(self, dom, instance, current, image_id):
         self._refuse_root_volume(dom, 'revert to snapshot')
-        image = self.store.get(image_id)
         disk = self._disk_path(instance.uuid)
         fresh = disk + '.revert'
+        if self.store.exists(image_id):
+            image = self.store.get(image_id)
+        else:
+            # Downloaded beside the disk, not into the cache: only this
+            # instance uses its own snapshot.
+            image = self._download_for_revert(instance, image_id,
+                                              fresh + '.src')
         if current == power_state.RUNNING:
             dom.destroy()
         try:
@@ -750,8 +779,9 @@ class LibvirtDriver(driver.ComputeDriver):
             os.chmod(fresh, 0o600)
             os.replace(fresh, disk)
         finally:
-            if os.path.exists(fresh):
-                os.unlink(fresh)
+            for path in (fresh, fresh + '.src'):
+                if os.path.exists(path):
+                    os.unlink(path)
             if current == power_state.RUNNING:
                 self._console_mark(instance,
                                    'reverted to %s, starting' % image_id)
@@ -947,3 +977,166 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _extend_volume(self, dom, instance, attachment, size, live):
         volumes.extend(dom, attachment, size, live)
+
+    # -- images from the image service ----------------------------------------
+
+    def image_cache_path(self):
+        # Beside the instance disks: QEMU reads the cached files as their
+        # backing files, and instances_path is where it may.
+        return os.path.join(self.store.base_path, images.SERVICE_CACHE_DIR)
+
+    def _in_service(self, ref: str) -> bool:
+        """Whether ``ref`` names an image of the image service.
+
+        The image service comes first, as in :meth:`_get_image`; an image
+        only in the ``[libvirt] images_path`` store is not one.
+        """
+        if not self.store.exists(ref):
+            return True
+        return self.image_exists(ref)
+
+    def _service_image(self, instance: objects.Instance) -> objects.ImageMeta:
+        image = self.image_for(instance)
+        if image.container_format not in (None, 'bare'):
+            raise exception.ImageUnacceptable(
+                image=image.id,
+                reason='its container_format %s is not bare'
+                       % image.container_format)
+        if (image.disk_format not in images.NATIVE_FORMATS and
+                image.disk_format not in images.CONVERTED_FORMATS):
+            raise exception.ImageUnacceptable(
+                image=image.id,
+                reason='its disk_format %s is not one the libvirt backend '
+                       'runs' % image.disk_format)
+        return image
+
+    def _fetch_checked(self, image: objects.ImageMeta,
+                       instance: objects.Instance
+                       ) -> tuple[str, images.ServiceImageInfo]:
+        """Download (once) and check an image; refused ones leave nothing.
+
+        :returns: the cached file and what checking it found.
+        """
+        cache = self.image_cache
+        # Searchable by QEMU, which reads the files by name: created here
+        # before the cache makes it private.
+        os.makedirs(self.store.base_path, mode=0o711, exist_ok=True)
+        os.makedirs(cache.path, mode=0o711, exist_ok=True)
+        cached = os.path.exists(cache.path_of(image.id))
+        path = self.fetch_image(image)
+        try:
+            info = images.check_service_image(image.id, path,
+                                              image.disk_format)
+        except exception.ImageUnacceptable:
+            # A bad image goes, whoever fetched it.
+            cache.remove(image.id)
+            raise
+        try:
+            self.check_image_fits_flavor(image.id, info.virtual_size,
+                                         instance.flavor)
+        except exception.ImageUnacceptable:
+            # Merely too large for this flavor: kept when another boot
+            # had cached it, not left behind by this one.
+            if not cached:
+                cache.remove(image.id)
+            raise
+        return path, info
+
+    def _boot_file(self, image_id: str) -> str:
+        """The cached kernel or ramdisk image ``image_id`` (AKI/ARI).
+
+        Fetched by id, as Glance's ``kernel_id``/``ramdisk_id`` name
+        them: a cached one costs no request at all.
+        """
+        return self.image_cache.fetch(image_id)
+
+    def _prepare_service_image(self, instance: objects.Instance,
+                               image: objects.ImageMeta
+                               ) -> tuple[images.StoreImage, str, int]:
+        """Fetch and check an image of the service for :meth:`_create`.
+
+        The image's ``kernel_id`` and ``ramdisk_id`` properties name the
+        kernel and ramdisk images (Glance's AKI/ARI) to boot it with
+        directly, as in Nova's libvirt driver, with ``os_command_line``.
+
+        :returns: the image as the store describes its images, the file
+            instance disks are backed by and its virtual size.
+        """
+        props = image.properties
+        boot_ids = [props.get(key) or None
+                    for key in ('kernel_id', 'ramdisk_id')]
+        if boot_ids[0] is None:
+            boot_ids = [None, None]
+        # The kernel and ramdisk download while the disk downloads and is
+        # checked: a cold boot waits for the largest transfer, not the sum.
+        with futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix='image-fetch') as pool:
+            boot_files = [pool.submit(self._boot_file, ref) if ref else None
+                          for ref in boot_ids]
+            # The pool is waited for whatever happens; an error of the
+            # disk's comes before theirs.
+            path, info = self._fetch_checked(image, instance)
+            kernel, ramdisk = (None if f is None else f.result()
+                               for f in boot_files)
+        base = path
+        if info.qemu_format not in images.NATIVE_FORMATS.values():
+            base = os.path.join(self.store.base_path,
+                                'converted-%s.raw' % image.id)
+            with self.image_cache.lock(image.id):
+                if not os.path.exists(base):
+                    images.convert_to_raw(image.id, path, info.qemu_format,
+                                          base)
+        disk_format = ('raw' if base != path else
+                       str(image.disk_format))
+        return images.StoreImage(
+            name=image.id, path=base, disk_format=disk_format,
+            kernel=kernel, ramdisk=ramdisk,
+            cmdline=props.get('os_command_line',
+                              images.DEFAULT_CMDLINE if kernel else ''),
+            min_ram=image.min_ram, min_disk=image.min_disk,
+            container_format='bare', properties=dict(props)), base, (
+                info.virtual_size)
+
+    def _snapshot_to_service(self, dom: typing.Any,
+                             stored: objects.Instance, current: int,
+                             image_id: str) -> None:
+        """Export the disk as one qcow2 file and upload it.
+
+        Kernel, ramdisk and command line carry over through the base
+        image's properties (see :meth:`upload_snapshot`).
+        """
+        directory = self._instance_dir(stored.uuid)
+        export = os.path.join(directory, 'snapshot-%s.qcow2'
+                              % os.urandom(4).hex())
+        # A consistent copy needs the guest's vCPUs stopped; qemu keeps
+        # the disk open (and locked) while the guest is paused.
+        pause = current == power_state.RUNNING
+        if pause:
+            dom.suspend()
+        try:
+            try:
+                images.export_disk(
+                    self._disk_path(stored.uuid),
+                    self.conf.libvirt.disk_format, export,
+                    force_share=current in (power_state.RUNNING,
+                                            power_state.PAUSED))
+            finally:
+                if pause:
+                    dom.resume()
+            self.upload_snapshot(stored, image_id, export, 'qcow2', 'bare')
+        finally:
+            leftovers.unlink_quietly(export)
+
+    def _download_for_revert(self, instance: objects.Instance,
+                             image_id: str, dest: str) -> images.StoreImage:
+        record = self.image_record(image_id)
+        try:
+            self.image_service.download(record.id, dest)
+            images.check_service_image(record.id, dest, record.disk_format)
+        except BaseException:
+            leftovers.unlink_quietly(dest)
+            raise
+        return images.StoreImage(
+            name=record.id, path=dest,
+            disk_format=str(record.disk_format),
+            container_format='bare', properties=dict(record.properties))

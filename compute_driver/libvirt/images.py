@@ -453,7 +453,9 @@ class ImageStore:
         return base
 
     def create_disk(self, image: StoreImage, dest: str, disk_format: str,
-                    size_gb: int = 0, cache: bool = True) -> None:
+                    size_gb: int = 0, cache: bool = True,
+                    base: str | None = None,
+                    virtual_size: int | None = None) -> None:
         """Make an instance disk from an image.
 
         :param dest: the new disk file.
@@ -463,6 +465,12 @@ class ImageStore:
         :param cache: ``False`` makes a standalone copy instead, for an
             image only one instance uses (a revert to its own snapshot),
             which would only fill the cache.
+        :param base: the checked file to back the disk with, instead of
+            a copy of ``image.path`` in ``_base`` (an image of the image
+            service, already in its cache).
+        :param virtual_size: the base's virtual size when checked to be
+            at most ``size_gb``: a qcow2 overlay is then created at its
+            size in one qemu-img call.
         :raises BackendError: when qemu-img fails.
         """
         if not cache:
@@ -476,10 +484,15 @@ class ImageStore:
                 run_qemu_img('convert', '-q', '-f', image.disk_format, '-O',
                              disk_format, image.path, dest)
             return
-        base = self.cached_base(image)
+        base = self.cached_base(image) if base is None else base
         if disk_format == 'qcow2':
+            sized = (size_gb and virtual_size is not None
+                     and virtual_size <= size_gb * 1024 ** 3)
             run_qemu_img('create', '-q', '-f', 'qcow2', '-F',
-                         image.disk_format, '-b', base, dest)
+                         image.disk_format, '-b', base, dest,
+                         *(('%dG' % size_gb,) if sized else ()))
+            if sized:
+                return
         elif image.disk_format == 'raw':
             shutil.copyfile(base, dest)
         else:
@@ -557,3 +570,133 @@ class ImageStore:
                          image.path if image else None):
                 if path and os.path.exists(path):
                     os.unlink(path)
+
+
+# -- images from the image service -------------------------------------------
+#
+# An image of the image service is downloaded, verified against its
+# checksum, into the backend's cache (``_base/images/<image id>``, beside
+# the disks it backs, where QEMU can read it), then checked here before any
+# instance uses it: its header must match its disk_format and name no
+# other file, and ``qemu-img info`` must agree. Formats QEMU cannot back an
+# overlay with efficiently are converted once, into ``_base``.
+
+#: Subdirectory of ``_base`` holding the downloads of the image service.
+SERVICE_CACHE_DIR = 'images'
+
+#: Glance disk formats booted as they are, and those converted to raw
+#: first, with qemu-img's name for each (Glance's vhd is qemu's vpc).
+NATIVE_FORMATS = {'raw': 'raw', 'qcow2': 'qcow2'}
+CONVERTED_FORMATS = {'vhd': 'vpc', 'vhdx': 'vhdx', 'vdi': 'vdi'}
+
+#: The kernel command line of a directly booted kernel when the image has
+#: no ``os_command_line`` property: Nova's libvirt driver's default.
+DEFAULT_CMDLINE = 'root=/dev/vda console=tty0 console=ttyS0'
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceImageInfo:
+    """What checking a downloaded image found.
+
+    :param qemu_format: its format in qemu-img's words.
+    :param virtual_size: bytes of the disk the guest sees.
+    """
+
+    qemu_format: str
+    virtual_size: int
+
+
+def check_service_image(image_id: str, path: str,
+                        disk_format: str | None) -> ServiceImageInfo:
+    """Refuse a downloaded image that is unsafe or not its disk_format.
+
+    The header is read first (:func:`inspect_format`, which follows
+    nothing), then ``qemu-img info --output=json`` is asked without a
+    format, so that its probe, run only on a file known to name no other
+    file, reports the real format.
+
+    :raises ImageUnacceptable: for a format this backend cannot run, a
+        backing file, an external data file, encryption, or a file
+        qemu-img cannot read.
+    :raises ImageFormatMismatch: when the file's format is not
+        ``disk_format``.
+    """
+    declared = disk_format or ''
+    qemu_format = (NATIVE_FORMATS.get(declared) or
+                   CONVERTED_FORMATS.get(declared))
+    if qemu_format is None:
+        raise exception.ImageUnacceptable(
+            image=image_id,
+            reason='its disk_format %r is not one the libvirt backend runs '
+                   '(%s)' % (disk_format, ', '.join(
+                       sorted({**NATIVE_FORMATS, **CONVERTED_FORMATS}))))
+    try:
+        found = inspect_format(path)
+    except OSError as exc:
+        raise exception.ImageUnacceptable(
+            image=image_id, reason='its file cannot be read: %s'
+                                   % exception.one_line(exc)) from exc
+    matches = (found.format in _RAW_LIKE if declared == 'raw'
+               else found.format == declared)
+    if not matches:
+        raise exception.ImageFormatMismatch(
+            image=image_id, declared=declared, inspected=found.format)
+    if found.unsafe:
+        raise exception.ImageUnacceptable(image=image_id,
+                                          reason=found.unsafe)
+    try:
+        info = json.loads(run_qemu_img('info', '--output=json', path))
+    except exception.BackendError as exc:
+        raise exception.ImageUnacceptable(
+            image=image_id, reason=exc.reason) from exc
+    except ValueError as exc:
+        raise exception.ImageUnacceptable(
+            image=image_id, reason='qemu-img info gave no JSON: %s' % exc
+        ) from exc
+    specific = (info.get('format-specific') or {}).get('data') or {}
+    if info.get('backing-filename') or specific.get('data-file'):
+        raise exception.ImageUnacceptable(
+            image=image_id, reason='qemu-img reports a backing or data file')
+    if info.get('format') != qemu_format:
+        raise exception.ImageFormatMismatch(
+            image=image_id, declared=declared,
+            inspected='%s (qemu-img)' % info.get('format'))
+    return ServiceImageInfo(qemu_format=qemu_format,
+                            virtual_size=int(info.get('virtual-size') or 0))
+
+
+def convert_to_raw(image_id: str, path: str, qemu_format: str,
+                   dest: str) -> None:
+    """Convert a checked image to a raw file ``dest``, atomically.
+
+    :raises BackendError: when qemu-img fails; nothing is left at
+        ``dest``.
+    """
+    partial = '%s.part-%s' % (dest, uuidlib.uuid4().hex[:8])
+    marker = leftovers.Marker.create(partial, 0o600)
+    try:
+        run_qemu_img('convert', '-q', '-f', qemu_format, '-O', 'raw', path,
+                     partial)
+        os.rename(partial, dest)
+    except BaseException:
+        leftovers.unlink_quietly(partial)
+        raise
+    finally:
+        marker.abandon()
+
+
+def export_disk(disk: str, disk_format: str, dest: str,
+                force_share: bool = False) -> None:
+    """Write an instance disk as a standalone qcow2 file, for an upload.
+
+    The overlay and its backing file become one qcow2 file
+    without a backing file, which any host can boot.
+
+    :param force_share: read a disk that a paused guest's qemu holds
+        open (qemu-img's ``-U``).
+    :raises BackendError: when qemu-img fails.
+    """
+    args = ['convert', '-q', '-f', disk_format, '-O', 'qcow2']
+    if force_share:
+        args.append('-U')
+    run_qemu_img(*args, disk, dest)

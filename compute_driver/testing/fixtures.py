@@ -112,6 +112,11 @@ def make_conf(backend_name: str,
         'DEFAULT': {'compute_driver': backend_name}}
     for group, options in (overrides or {}).items():
         values.setdefault(group, {}).update(options)
+    if ('glance' in values or values.get('image_service', {}).get(
+            'backend') == 'glance'):
+        # Registered by build_conf only when the files choose Glance.
+        from compute_driver.image import conf as image_conf
+        image_conf.register_glance_opts(conf)
     for group, options in values.items():
         for name, value in options.items():
             try:

@@ -299,3 +299,17 @@ class GlanceServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def require_glance_client() -> None:
+    """Skip a test, or fail it in strict mode, without python-glanceclient.
+
+    The test talks to Glance through the library's Glance image service,
+    which needs the client (the ``glance`` extra).
+    """
+    try:
+        import glanceclient  # noqa: F401
+    except ImportError as exc:
+        from compute_driver.testing import fixtures
+        fixtures.skip_or_fail('python-glanceclient is not installed (pip '
+                              'install compute-driver[glance]): %s' % exc)

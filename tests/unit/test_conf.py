@@ -21,6 +21,7 @@ import pytest
 from compute_driver import conf as cd_conf
 from compute_driver.conf import opts
 from compute_driver import exception
+from compute_driver.image import conf as image_conf
 from compute_driver import loader
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -101,15 +102,28 @@ def test_library_never_touches_global_conf():
         assert other.fake.images == ['cirros-0.6.3-x86_64-disk']
 
 
-def test_every_option_has_help_and_type():
+def _own_opts():
+    """Every (group, opt) of list_opts but keystoneauth's in [glance].
+
+    keystoneauth's session, auth and adapter options are registered as
+    keystoneauth defines them, as in every OpenStack service.
+    """
+    own = {opt.dest for opt in image_conf.glance_opts}
     for group, group_opts in opts.list_opts():
+        name = getattr(group, 'name', group)
+        yield group, [opt for opt in group_opts
+                      if name != image_conf.GLANCE_GROUP or opt.dest in own]
+
+
+def test_every_option_has_help_and_type():
+    for group, group_opts in _own_opts():
         for opt in group_opts:
             assert opt.help and opt.help.rstrip().endswith('.'), opt.name
             assert opt.type is not None, opt.name
 
 
 def test_integer_options_have_bounds():
-    for group, group_opts in opts.list_opts():
+    for group, group_opts in _own_opts():
         for opt in group_opts:
             if isinstance(opt, cfg.IntOpt):
                 assert opt.type.min is not None, opt.name
@@ -178,7 +192,8 @@ def test_bad_value_error_names_option_file_and_problem(tmp_path):
     ('[dockr]\napi_url = unix:///x\n',
      'unknown section [dockr] in %s; did you mean [docker]?'),
     ('[bogus]\nx = 1\n', 'unknown section [bogus] in %s; known sections: '
-     'DEFAULT, docker, fake, libvirt, volume, xenapi'),
+     'DEFAULT, docker, fake, glance, image_service, libvirt, volume, '
+     'xenapi'),
     ('[fake]\nzzz = 1\n', 'unknown option zzz in section [fake] of %s'),
 ])
 def test_unknown_section_or_option_is_refused(tmp_path, text, words):
@@ -246,10 +261,10 @@ def test_backend_argument_wins_over_the_file(tmp_path):
 
 def test_unknown_backend_registers_no_group():
     conf = cd_conf.build_conf(config_files=[], backend='nosuch')
-    # [volume] is the library's own, registered whatever the backend.
+    # The library's own groups only.
     assert [name for name in conf
             if isinstance(conf[name], cfg.ConfigOpts.GroupAttr)] == [
-                'volume']
+                image_conf.GROUP, 'volume']
 
 
 def test_other_installed_backend_sections_are_accepted(tmp_path):
@@ -291,8 +306,9 @@ def test_other_backends_options_are_read_only_when_needed(monkeypatch,
 def test_list_opts_has_every_installed_backend_group():
     groups = [g.name if isinstance(g, cfg.OptGroup) else g
               for g, _ in opts.list_opts()]
-    assert groups[:2] == ['DEFAULT', 'volume']
-    assert sorted(groups[2:]) == sorted(
+    assert groups[:4] == ['DEFAULT', image_conf.GROUP,
+                          image_conf.GLANCE_GROUP, 'volume']
+    assert sorted(groups[4:]) == sorted(
         group.name for name in opts.backend_names()
         for group, _ in loader.backend_opts(name))
     assert {'fake', 'docker', 'libvirt', 'xenapi'} <= set(groups)
@@ -305,3 +321,36 @@ def test_bad_backend_option_value_is_named_at_build_time(tmp_path):
         cd_conf.build_conf(config_files=[path])
     assert caught.value.reason.startswith(
         '[libvirt] virt_type in %s: ' % path)
+
+
+def test_local_image_service_registers_no_glance_group(tmp_path):
+    # [glance] is keystoneauth's options: only a host using Glance pays
+    # for importing keystoneauth.
+    conf = cd_conf.build_conf(config_files=[])
+    assert conf.image_service.backend == 'local'
+    assert image_conf.GLANCE_GROUP not in conf
+
+
+def test_glance_image_service_registers_keystoneauth_options(tmp_path):
+    path = _write(tmp_path, '[image_service]\nbackend = glance\n'
+                            '[glance]\napi_servers = http://127.0.0.1:9292\n'
+                            'auth_type = password\nusername = demo\n'
+                            'cafile = /dev/null\n')
+    conf = cd_conf.build_conf(config_files=[path])
+    assert conf.glance.api_servers == ['http://127.0.0.1:9292']
+    assert conf.glance.cafile == '/dev/null'
+    assert conf.glance.username == 'demo'
+
+
+def test_glance_section_accepted_with_local_image_service(tmp_path):
+    # One file for hosts using either image service.
+    path = _write(tmp_path, '[glance]\napi_servers = http://127.0.0.1:9292\n')
+    conf = cd_conf.build_conf(config_files=[path])
+    assert conf.image_service.backend == 'local'
+
+
+def test_glance_section_typo_is_refused(tmp_path):
+    path = _write(tmp_path, '[glance]\napi_server = http://127.0.0.1:9292\n')
+    with pytest.raises(exception.InvalidConfiguration,
+                       match='did you mean api_servers'):
+        cd_conf.build_conf(config_files=[path])

@@ -16,6 +16,8 @@ The shared semantics are checked by test_conformance_fake.py.
 """
 
 import concurrent.futures
+import hashlib
+import io
 import threading
 
 import pytest
@@ -25,7 +27,9 @@ from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
+from compute_driver.fake import images as fake_images
 from compute_driver import flavors
+from compute_driver.image import exception as image_exception
 from compute_driver import objects
 from compute_driver import power_state
 
@@ -96,7 +100,8 @@ def test_bad_image_name_in_config_is_a_configuration_error():
 
 def test_image_min_ram_is_enforced():
     backend = _driver()
-    backend._images['big'] = objects.ImageMeta('big', min_ram=1024)
+    backend.image_service.upload('big', io.BytesIO(b'data'), 'raw', 'bare',
+                                 min_ram=1024)
     inst = objects.Instance.new(
         'vm1', flavors.get_flavor(backend.conf, 'm1.tiny'), 'big')
     with pytest.raises(exception.InvalidInput) as exc:
@@ -268,3 +273,82 @@ def test_paused_instances_count_as_running_vms():
     res = backend.get_available_resource(None)
     assert res.running_vms == 2
     assert res.vcpus_used == 3
+
+
+# -- images from the image service ----------------------------------------
+
+def test_boot_keeps_the_verified_bytes_of_the_image():
+    backend = _driver()
+    record = backend.image_service.show(IMAGE)
+    inst = _boot(backend)
+    diag = backend.get_diagnostics(inst)
+    assert diag['disk_bytes'] == record.size == fake_images.SEED_SIZE
+    assert diag['disk_sha256'] == hashlib.sha256(
+        fake_images.seed_data(IMAGE)).hexdigest()
+
+
+def test_boot_by_image_id():
+    backend = _driver()
+    record = backend.image_service.show(IMAGE)
+    inst = objects.Instance.new(
+        'vm1', flavors.get_flavor(backend.conf, 'm1.tiny'), record.id)
+    backend.spawn(inst)
+    assert backend.get_diagnostics(inst)['disk_bytes'] == record.size
+
+
+def test_checksum_mismatch_is_refused_and_leaves_nothing():
+    backend = _driver()
+    record = backend.image_service.show(IMAGE)
+    data = fake_images.seed_data(IMAGE)
+    # As many bytes as recorded, one of them different.
+    backend.image_service.corrupt(record.id, b'!' + data[1:])
+    inst = objects.Instance.new(
+        'vm1', flavors.get_flavor(backend.conf, 'm1.tiny'), IMAGE)
+    with pytest.raises(image_exception.ImageChecksumMismatch):
+        backend.spawn(inst)
+    assert backend.list_instances() == []
+    assert backend.get_available_resource().memory_mb_used == 0
+
+
+def test_unknown_image_is_refused():
+    backend = _driver()
+    inst = objects.Instance.new(
+        'vm1', flavors.get_flavor(backend.conf, 'm1.tiny'), 'nosuch')
+    with pytest.raises(exception.ImageNotFound):
+        backend.spawn(inst)
+    assert backend.list_instances() == []
+
+
+def test_snapshot_uploads_the_disk_and_boots_again():
+    backend = _driver()
+    inst = _boot(backend)
+    backend.snapshot(inst, 'snap', None)
+    snap = backend.image_service.show('snap')
+    assert snap.status == 'active'
+    assert (snap.disk_format, snap.container_format) == ('raw', 'bare')
+    assert snap.size == fake_images.SEED_SIZE
+    assert snap.properties['image_type'] == 'snapshot'
+    assert snap.properties['instance_uuid'] == inst.uuid
+    assert snap.properties['base_image_ref'] == (
+        backend.image_service.show(IMAGE).id)
+    again = objects.Instance.new(
+        'vm2', flavors.get_flavor(backend.conf, 'm1.tiny'), snap.id)
+    backend.spawn(again)
+    assert (backend.get_diagnostics(again)['disk_sha256'] ==
+            backend.get_diagnostics(inst)['disk_sha256'])
+    assert 'snap' in [i.name for i in backend.list_images()]
+
+
+def test_configured_image_service_is_used(tmp_path):
+    conf = cd_conf.build_conf(config_files=[])
+    conf.set_override('image_service', 'configured', group='fake')
+    conf.set_override('local_path', str(tmp_path / 'images'),
+                      group='image_service')
+    backend = fake_driver.FakeDriver(conf)
+    backend.init_host('host1')
+    record = backend.image_service.upload(
+        'mine', io.BytesIO(b'local image data'), 'raw', 'bare')
+    inst = objects.Instance.new(
+        'vm1', flavors.get_flavor(backend.conf, 'm1.tiny'), 'mine')
+    backend.spawn(inst)
+    assert backend.get_diagnostics(inst)['disk_bytes'] == record.size

@@ -213,3 +213,34 @@ def test_list_and_remove(tmp_path, service, image):
     assert cache.remove(image.id) is True
     assert cache.remove(image.id) is False
     assert cache.list() == []
+
+
+def test_prune_removes_partial_downloads_nobody_holds(tmp_path):
+    cache = image_cache.ImageCache(str(tmp_path / 'cache'),
+                                   local.LocalImageService(str(tmp_path)))
+    os.makedirs(cache.path)
+    stale = os.path.join(cache.path, '.img-a.part-0123456789ab')
+    live = os.path.join(cache.path, '.img-b.part-ba9876543210')
+    for path in (stale, live):
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+    held = threading.Event()
+    release = threading.Event()
+
+    def download_under_way():
+        with cache.lock('img-b'):
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=download_under_way)
+    thread.start()
+    try:
+        assert held.wait(10)
+        image_cache.prune(cache, 0)
+        assert not os.path.exists(stale)
+        # Its image is locked: a download still writing it.
+        assert os.path.exists(live)
+    finally:
+        release.set()
+        thread.join()
+    assert cache.sweep_partial_downloads() == [live]

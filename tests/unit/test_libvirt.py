@@ -40,6 +40,7 @@ from compute_driver import flavors  # noqa: E402
 from compute_driver.libvirt import connection  # noqa: E402
 from compute_driver.libvirt import driver as libvirt_driver  # noqa: E402
 from compute_driver.libvirt import events  # noqa: E402
+from compute_driver.libvirt import images  # noqa: E402
 from compute_driver.libvirt import mapping  # noqa: E402
 from compute_driver import loader  # noqa: E402
 from compute_driver import objects  # noqa: E402
@@ -662,3 +663,57 @@ def test_cli_check_prints_a_host_warning_on_one_line(tmp_path, monkeypatch,
     assert rc == 0
     assert err == 'warning: /dev/kvm is root:root 0600, ...\n'
     assert json.loads(out)['driver'] == 'libvirt'
+
+
+# -- images of the image service ---------------------------------------------
+
+def _qemu_img(*args):
+    if shutil.which('qemu-img') is None:
+        fixtures.skip_or_fail('qemu-img is not installed (Debian package '
+                              'qemu-utils)')
+    subprocess.run(['qemu-img', *args], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize('disk_format, qemu_format', [
+    ('raw', 'raw'), ('qcow2', 'qcow2'), ('vhd', 'vpc'), ('vdi', 'vdi')])
+def test_service_image_of_its_declared_format_is_accepted(
+        tmp_path, disk_format, qemu_format):
+    path = str(tmp_path / 'disk')
+    _qemu_img('create', '-q', '-f', qemu_format, path, '16M')
+    info = images.check_service_image('img', path, disk_format)
+    assert info.qemu_format == qemu_format
+    assert info.virtual_size >= 16 * 1024 * 1024
+
+
+def test_service_image_declared_raw_but_qcow2_is_refused(tmp_path):
+    path = str(tmp_path / 'disk')
+    _qemu_img('create', '-q', '-f', 'qcow2', path, '16M')
+    with pytest.raises(exception.ImageFormatMismatch, match='qcow2'):
+        images.check_service_image('img', path, 'raw')
+
+
+def test_service_image_with_a_backing_file_is_refused(tmp_path):
+    base = str(tmp_path / 'base')
+    path = str(tmp_path / 'disk')
+    _qemu_img('create', '-q', '-f', 'raw', base, '1M')
+    _qemu_img('create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', base, path)
+    with pytest.raises(exception.ImageUnacceptable, match='backing file'):
+        images.check_service_image('img', path, 'qcow2')
+
+
+@pytest.mark.parametrize('disk_format', ['vmdk', 'iso', None, 'aki'])
+def test_service_image_of_a_format_libvirt_does_not_run_is_refused(
+        tmp_path, disk_format):
+    path = tmp_path / 'disk'
+    path.write_bytes(b'\0' * 4096)
+    with pytest.raises(exception.ImageUnacceptable, match='disk_format'):
+        images.check_service_image('img', str(path), disk_format)
+
+
+def test_vhd_converts_to_raw(tmp_path):
+    path = str(tmp_path / 'disk.vhd')
+    _qemu_img('create', '-q', '-f', 'vpc', path, '8M')
+    dest = str(tmp_path / 'disk.raw')
+    images.convert_to_raw('img', path, 'vpc', dest)
+    assert images.inspect_format(dest).format == 'raw'
+    assert [e for e in os.listdir(tmp_path) if '.part' in e] == []

@@ -1,0 +1,291 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The libvirt backend booting from a real Glance, and snapshotting into it.
+
+The project's test guest (a kernel, an initramfs and a small qcow2 disk)
+is uploaded into Glance as Glance keeps such guests: the kernel as an AKI
+image, the initramfs as an ARI image, and the disk with ``kernel_id``,
+``ramdisk_id`` and ``os_command_line`` properties naming them, as Nova's
+libvirt driver boots them.
+"""
+
+import os
+import socket
+import subprocess
+import uuid as uuidlib
+
+import pytest
+
+libvirt = pytest.importorskip('libvirt')
+from compute_driver import exception  # noqa: E402
+from compute_driver.image import exception as image_exception  # noqa: E402
+from compute_driver.image import local  # noqa: E402
+from compute_driver.libvirt import images  # noqa: E402
+from compute_driver.libvirt import mapping  # noqa: E402
+from compute_driver import loader  # noqa: E402
+from compute_driver import objects  # noqa: E402
+from compute_driver.testing import fixtures  # noqa: E402
+from compute_driver.testing import glance as glance_server  # noqa: E402
+from compute_driver.testing import images as testing_images  # noqa: E402
+from tests.functional import test_libvirt  # noqa: E402
+
+TEST_IMAGE = os.path.join(test_libvirt.IMAGES_PATH, test_libvirt.IMAGE)
+CMDLINE = 'console=ttyS0 panic=-1 quiet'
+
+
+@pytest.fixture(scope='module')
+def server():
+    test_libvirt._require_libvirtd()
+    glance_server.require_glance_client()
+    try:
+        running = glance_server.GlanceServer().start()
+    except glance_server.GlanceUnavailable as exc:
+        fixtures.skip_or_fail(str(exc))
+    yield running
+    running.stop()
+
+
+def _conf(url, **libvirt_opts):
+    overrides = {
+        'libvirt': dict(test_libvirt.OVERRIDES['libvirt'], **libvirt_opts),
+        'image_service': {'backend': 'glance'},
+        'glance': {'api_servers': [url], 'num_retries': 0},
+    }
+    return fixtures.make_conf('libvirt', overrides)
+
+
+@pytest.fixture
+def backend(server):
+    conf = _conf(server.url)
+    driver = loader.load_driver(conf, 'libvirt')
+    driver.init_host(conf.host)
+    driver.made = []
+    driver.uploaded = []
+    yield driver
+    for instance in driver.made:
+        driver.destroy(instance)
+    for image_id in driver.uploaded:
+        driver.image_service.delete(image_id)
+    driver.cleanup_host(conf.host)
+
+
+def _upload(backend, name, path, disk_format, container_format='bare',
+            **kwargs):
+    record = backend.image_service.upload(
+        'cdglance-%s-%s' % (name, uuidlib.uuid4().hex[:6]), path,
+        disk_format, container_format, **kwargs)
+    backend.uploaded.append(record.id)
+    return record
+
+
+def _upload_guest(backend):
+    """The test guest as Glance keeps it: AKI, ARI and a disk naming them."""
+    kernel = _upload(backend, 'kernel', TEST_IMAGE + '.vmlinuz', 'aki',
+                     'aki')
+    ramdisk = _upload(backend, 'ramdisk', TEST_IMAGE + '.initrd', 'ari',
+                      'ari')
+    return _upload(backend, 'disk', TEST_IMAGE + '.qcow2', 'qcow2',
+                   min_ram=64, properties={
+                       'kernel_id': kernel.id, 'ramdisk_id': ramdisk.id,
+                       'os_command_line': CMDLINE, 'os_type': 'linux'})
+
+
+def _new(backend, image_ref, flavor=test_libvirt.FLAVOR):
+    instance = objects.Instance.new(
+        'cdglance-%s' % uuidlib.uuid4().hex[:8],
+        test_libvirt.flavors.get_flavor(backend.conf, flavor)
+        if isinstance(flavor, str) else flavor, image_ref)
+    backend.made.append(instance)
+    return instance
+
+
+def _cached(backend):
+    return {c.image_id for c in backend.image_cache.list()}
+
+
+def _assert_not_made(backend, instance):
+    conn = libvirt.open(test_libvirt.URI)
+    try:
+        names = [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+    assert mapping.domain_name(instance.name) not in names
+    assert not os.path.exists(
+        os.path.join(test_libvirt.INSTANCES_PATH, instance.uuid))
+
+
+def test_boot_snapshot_boot_again(backend):
+    disk = _upload_guest(backend)
+    instance = _new(backend, disk.id)
+    backend.spawn(instance)
+    test_libvirt._wait_for_console(backend, instance,
+                                   test_libvirt.BOOT_LINE)
+    assert disk.id in _cached(backend)
+
+    name = 'cdglance-snap-%s' % uuidlib.uuid4().hex[:6]
+    backend.snapshot(instance, name)
+    snap = backend.image_service.show(name)
+    backend.uploaded.append(snap.id)
+    assert snap.status == 'active'
+    assert (snap.disk_format, snap.container_format) == ('qcow2', 'bare')
+    props = snap.properties
+    assert props['image_type'] == 'snapshot'
+    assert props['instance_uuid'] == instance.uuid
+    assert props['base_image_ref'] == disk.id
+    assert props['kernel_id'] == disk.properties['kernel_id']
+    assert props['ramdisk_id'] == disk.properties['ramdisk_id']
+    assert props['os_command_line'] == CMDLINE
+    assert snap.id in backend._snapshots_of(instance)
+
+    # What was uploaded is one standalone qcow2: no backing file.
+    export = os.path.join(backend.image_cache.path, snap.id)
+    backend.fetch_image(snap.to_image_meta())
+    info = images.check_service_image(snap.id, export, 'qcow2')
+    assert info.qemu_format == 'qcow2'
+
+    again = _new(backend, snap.id)
+    backend.spawn(again)
+    test_libvirt._wait_for_console(backend, again, test_libvirt.BOOT_LINE)
+    assert name in [m.name for m in backend.list_images()]
+
+
+def test_second_boot_of_a_cached_image_transfers_nothing(backend, tmp_path):
+    disk = _upload_guest(backend)
+    counting = testing_images.CountingImageService(backend.image_service)
+    backend.image_service = counting
+    first = _new(backend, disk.id)
+    backend.spawn(first, power_on=False)
+    # The disk, the kernel and the ramdisk, each once.
+    expected = sum(os.path.getsize(TEST_IMAGE + suffix)
+                   for suffix in ('.qcow2', '.vmlinuz', '.initrd'))
+    assert counting.downloaded == expected
+    second = _new(backend, disk.name)
+    backend.spawn(second, power_on=False)
+    assert counting.downloaded == expected
+
+
+def test_unknown_image_id_is_refused(backend):
+    before = _cached(backend)
+    instance = _new(backend, str(uuidlib.uuid4()))
+    with pytest.raises(image_exception.ImageNotInService):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+    assert _cached(backend) == before
+
+
+def test_checksum_mismatch_is_refused_and_leaves_nothing(backend, server,
+                                                         tmp_path):
+    path = tmp_path / 'disk.raw'
+    path.write_bytes(os.urandom(1024 * 1024))
+    record = _upload(backend, 'corrupt', str(path), 'raw')
+    stored = os.path.join(server.store_dir, record.id)
+    with open(stored, 'r+b') as handle:
+        handle.write(b'\0' * 16)
+    instance = _new(backend, record.id)
+    with pytest.raises(image_exception.ImageChecksumMismatch):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+    assert record.id not in _cached(backend)
+    assert not [e for e in os.listdir(backend.image_cache.path)
+                if record.id in e]
+
+
+def _qemu_img(*args):
+    subprocess.run(['qemu-img', *args], check=True, capture_output=True)
+
+
+def _unchecking_service(backend, tmp_path):
+    """A local image service, which stores what Glance would refuse.
+
+    Glance 33 inspects uploads itself and refuses these images; the
+    backend must refuse them all the same, whatever service it uses.
+    """
+    backend.image_service = local.LocalImageService(str(tmp_path / 'local'))
+    return backend.image_service
+
+
+def test_qcow2_with_a_host_backing_file_is_refused(backend, tmp_path):
+    base = tmp_path / 'base.raw'
+    base.write_bytes(b'secret host data' * 64)
+    overlay = tmp_path / 'overlay.qcow2'
+    _qemu_img('create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', str(base),
+              str(overlay))
+    with pytest.raises(image_exception.ImageUploadFailed,
+                       match='safety checks'):
+        _upload(backend, 'backed', str(overlay), 'qcow2')
+    service = _unchecking_service(backend, tmp_path)
+    record = service.upload('backed', str(overlay), 'qcow2', 'bare')
+    instance = _new(backend, record.id)
+    with pytest.raises(exception.ImageUnacceptable, match='backing file'):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+    assert record.id not in _cached(backend)
+
+
+def test_qcow2_declared_raw_is_refused(backend, tmp_path):
+    disk = tmp_path / 'disk.qcow2'
+    _qemu_img('create', '-q', '-f', 'qcow2', str(disk), '16M')
+    service = _unchecking_service(backend, tmp_path)
+    record = service.upload('mislabelled', str(disk), 'raw', 'bare')
+    instance = _new(backend, record.id)
+    with pytest.raises(exception.ImageFormatMismatch):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+    assert record.id not in _cached(backend)
+
+
+def test_image_larger_than_the_root_disk_is_refused(backend, tmp_path):
+    disk = tmp_path / 'big.qcow2'
+    # Small on disk, 2 GiB to the guest.
+    _qemu_img('create', '-q', '-f', 'qcow2', str(disk), '2G')
+    record = _upload(backend, 'big', str(disk), 'qcow2')
+    flavor = objects.Flavor('cdglance.1g', 1, 64, root_gb=1)
+    instance = _new(backend, record.id, flavor=flavor)
+    with pytest.raises(exception.ImageUnacceptable, match='root disk'):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+    assert record.id not in _cached(backend)
+
+
+def test_vhd_image_is_converted_and_boots(backend, tmp_path):
+    disk = tmp_path / 'disk.vhd'
+    _qemu_img('convert', '-q', '-f', 'qcow2', '-O', 'vpc',
+              TEST_IMAGE + '.qcow2', str(disk))
+    guest = _upload_guest(backend)
+    record = _upload(backend, 'vhd', str(disk), 'vhd',
+                     properties={k: guest.properties[k] for k in (
+                         'kernel_id', 'ramdisk_id', 'os_command_line')})
+    instance = _new(backend, record.id)
+    backend.spawn(instance)
+    test_libvirt._wait_for_console(backend, instance,
+                                   test_libvirt.BOOT_LINE)
+
+
+def test_glance_unreachable_is_refused(server):
+    with socket.socket() as sock:
+        # A port nothing listens on once closed.
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    conf = _conf('http://127.0.0.1:%d' % port)
+    backend = loader.load_driver(conf, 'libvirt')
+    backend.init_host(conf.host)
+    try:
+        instance = objects.Instance.new(
+            'cdglance-%s' % uuidlib.uuid4().hex[:8],
+            test_libvirt.flavors.get_flavor(conf, test_libvirt.FLAVOR),
+            str(uuidlib.uuid4()))
+        with pytest.raises(image_exception.ImageServiceUnavailable):
+            backend.spawn(instance)
+        _assert_not_made(backend, instance)
+    finally:
+        backend.cleanup_host(conf.host)
