@@ -41,8 +41,8 @@ import xml.dom.minidom
 
 from compute_driver.testing.xapi_simulator import store as db
 from compute_driver.testing.xapi_simulator import vbd as vbd_ops
-from compute_driver.testing.xapi_simulator import vifs
 from compute_driver.testing.xapi_simulator import vdi_http
+from compute_driver.testing.xapi_simulator import vifs
 from compute_driver.testing.xapi_simulator import where
 
 LOG = logging.getLogger(__name__)
