@@ -40,7 +40,6 @@ import xml.etree.ElementTree as ET
 import libvirt
 
 from compute_driver import exception
-from compute_driver.libvirt import errors
 from compute_driver.network import model
 from compute_driver import objects
 
@@ -123,18 +122,18 @@ def with_ports(domain_xml: str, ports: tuple[model.Port, ...],
 def recorded(dom: typing.Any, live: bool = False) -> tuple[model.Port, ...]:
     """The ports recorded on ``dom``; ``()`` for none.
 
+    Read from the domain's XML rather than with ``virDomainGetMetadata``,
+    which the instance record's lookups keep to a minimum
+    (:mod:`compute_driver.libvirt.recordindex`).
+
     :param live: read the running definition's record rather than the
         persistent one.
     """
+    flags = 0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE
     try:
-        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, PORTS_NS,
-                            _AFFECT_LIVE if live else _AFFECT_CONFIG)
-    except libvirt.libvirtError as exc:
-        if errors.code(exc) == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-            return ()
-        raise
-    try:
-        return model.from_record(ET.fromstring(text).text)
+        root = ET.fromstring(dom.XMLDesc(flags))
+        element = root.find('metadata/{%s}%s' % (PORTS_NS, PORTS_TAG))
+        return model.from_record(None if element is None else element.text)
     except (ET.ParseError, exception.InvalidInput) as exc:
         LOG.warning('Ignoring the damaged port record of domain %s: %s',
                     dom.name(), exc)

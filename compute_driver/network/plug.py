@@ -48,21 +48,9 @@ _PRIVSEP_CONTEXTS = (
 )
 
 
-def initialize(in_process: bool | None = None) -> dict[str, typing.Any]:
-    """Initialise os-vif and load its plugins, once per process.
-
-    :param in_process: run the plugins' privileged calls in this process
-        rather than through a privsep daemon; by default when running as
-        root. Only the first call's value counts.
-    :returns: the plugins by name.
-    :raises BackendSDKMissing: when os-vif is not installed.
-    """
-    with _LOCK:
-        if 'plugins' in _STATE:
-            return typing.cast(dict[str, typing.Any], _STATE['plugins'])
-        os_vif = net_exception.import_sdk('os_vif')
-        if in_process is None:
-            in_process = os.geteuid() == 0
+def _load_plugins(os_vif: typing.Any, in_process: bool,
+                  result: dict[str, typing.Any]) -> None:
+    try:
         if in_process:
             for module in _PRIVSEP_CONTEXTS:
                 try:
@@ -78,6 +66,40 @@ def initialize(in_process: bool | None = None) -> dict[str, typing.Any]:
             from compute_driver.network import linux_bridge
             plugins['linux_bridge'] = linux_bridge.LinuxBridgePlugin.load(
                 linux_bridge.PLUGIN_NAME)
+        result['plugins'] = plugins
+    except BaseException as exc:
+        result['error'] = exc
+
+
+def initialize(in_process: bool | None = None) -> dict[str, typing.Any]:
+    """Initialise os-vif and load its plugins, once per process.
+
+    :param in_process: run the plugins' privileged calls in this process
+        rather than through a privsep daemon; by default when running as
+        root. Only the first call's value counts.
+    :returns: the plugins by name.
+    :raises BackendSDKMissing: when os-vif is not installed.
+    """
+    with _LOCK:
+        if 'plugins' in _STATE:
+            return typing.cast(dict[str, typing.Any], _STATE['plugins'])
+        os_vif = net_exception.import_sdk('os_vif')
+        if in_process is None:
+            in_process = os.geteuid() == 0
+        # os-vif's OVS plugin imports os_vif.internal, which keeps the
+        # stack of its first importer in module globals for good: loaded
+        # on a thread of its own, that stack does not pin the caller's
+        # frames (a backend in the middle of a spawn, with its
+        # connection) for the life of the process.
+        result: dict[str, typing.Any] = {}
+        loader = threading.Thread(
+            target=_load_plugins, args=(os_vif, in_process, result),
+            name='os-vif-init', daemon=True)
+        loader.start()
+        loader.join()
+        if 'error' in result:
+            raise result['error']
+        plugins = typing.cast(dict[str, typing.Any], result['plugins'])
         _STATE['os_vif'] = os_vif
         _STATE['plugins'] = plugins
         LOG.debug('os-vif plugins: %s', ', '.join(sorted(plugins)))

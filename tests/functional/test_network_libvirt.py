@@ -182,13 +182,16 @@ def _wait_for_leases(backend, instance, since,
         time.sleep(1)
 
 
-def test_guest_with_two_ports_answers_on_both(conf, lab):
+def _tap_guest(conf, lab):
+    """A backend, the agent, a tap port per bridge and an instance."""
     _require_network_image()
-    backend = _backend(conf)
-    agent = Agent(lab)
     ports = [net.port(10, mac, vif_type='tap', bridge=None)
              for net, mac in zip(lab.nets, MACS)]
-    instance = _instance(conf)
+    return _backend(conf), Agent(lab), ports, _instance(conf)
+
+
+def test_guest_with_two_ports_answers_on_both(conf, lab):
+    backend, agent, ports, instance = _tap_guest(conf, lab)
     try:
         backend.spawn(instance, network_info=ports)
         assert backend.get_interfaces(instance) == tuple(ports)
@@ -364,12 +367,7 @@ def test_ports_survive_a_libvirtd_restart(conf, lab):
     restarted daemon, and a new process, know the ports from the domain,
     and a stop/start afterwards makes taps that are wired again.
     """
-    _require_network_image()
-    backend = _backend(conf)
-    agent = Agent(lab)
-    ports = [net.port(10, mac, vif_type='tap', bridge=None)
-             for net, mac in zip(lab.nets, MACS)]
-    instance = _instance(conf)
+    backend, agent, ports, instance = _tap_guest(conf, lab)
     try:
         backend.spawn(instance, network_info=ports)
         for net, port in zip(lab.nets, ports):
