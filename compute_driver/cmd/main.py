@@ -46,6 +46,14 @@ NAMESPACE = 'compute_driver.cli'
 EXIT_INTERRUPTED = 130
 #: cliff's verbosity without -v or -q.
 DEFAULT_VERBOSE_LEVEL = 1
+#: Commands listed here as well as in setup.cfg, so that they exist where
+#: the installed metadata predates them (a source tree put first on the
+#: path of an older install).
+BUILTIN_COMMANDS = {
+    'console': 'compute_driver.cmd.console:AttachConsole',
+    'exec': 'compute_driver.cmd.console:ExecCommand',
+    'console-url': 'compute_driver.cmd.console:ShowConsoleURL',
+}
 
 
 def _default_verbosity_filter(record: logging.LogRecord) -> bool:
@@ -91,6 +99,9 @@ class CommandManager(commandmanager.CommandManager):
             name = (ep.name.replace('_', ' ') if self.convert_underscores
                     else ep.name)
             self.commands[name] = ep
+        for name, value in BUILTIN_COMMANDS.items():
+            self.commands.setdefault(name, importlib.metadata.EntryPoint(
+                name, value, namespace))
 
 
 class App(app.App):

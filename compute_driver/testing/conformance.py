@@ -90,12 +90,14 @@ class OperationArgs:
         ``revert_to_snapshot``.
     :param vcpus: for ``live_resize``.
     :param memory_mb: for ``live_resize``.
+    :param command: for ``execute``: a command every container image has.
     """
 
     host: str = ''
     image_id: str = ''
     vcpus: int | None = None
     memory_mb: int | None = None
+    command: tuple[str, ...] = ('true',)
 
 
 def call_operation(backend: contract.ComputeDriver, operation: str,
