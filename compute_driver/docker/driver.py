@@ -60,6 +60,7 @@ from docker import errors as docker_errors
 
 from compute_driver.docker import conf as docker_conf
 from compute_driver.docker import connection
+from compute_driver.docker import console as docker_console
 from compute_driver.docker import errors
 from compute_driver.docker import events
 from compute_driver.docker import hostconfig
@@ -90,6 +91,10 @@ class DockerDriver(driver.ComputeDriver):
         # Docker cannot save a container's memory to disk without CRIU.
         'supports_suspend': False,
         'supports_resume': False,
+        # Nova's console types are a display or a serial port; a container
+        # has neither (its TTY is reached with attach and exec).
+        'supports_serial_console': False,
+        'supports_vnc_console': False,
     }
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
@@ -694,3 +699,11 @@ class DockerDriver(driver.ComputeDriver):
     def list_images(self):
         with errors.translate(self._connection.url, 'list images'):
             return self._store().list_images()
+
+    # -- consoles ------------------------------------------------------------
+
+    def _open_console(self, data, instance):
+        return docker_console.attach(self.api, data, instance.name)
+
+    def _execute(self, data, instance, command, tty):
+        return docker_console.execute(self.api, data, command, tty)
