@@ -134,19 +134,28 @@ class Session:
     :param end_input_detaches: what the end of the input does: detach
         (a console, which has no end of input) or pass it on to the
         stream and wait for its output to end (a command).
+    :param linger: when the end of the input detaches, first copy the
+        output until none came for this many seconds: a console answers
+        the last line of a pipe after that line is sent, and a
+        hypervisor may drop input still queued when a session closes.
     """
 
     def __init__(self, stream: cd_console.ConsoleStream, stdin: int,
                  stdout: int, stderr: int | None = None,
                  escape: bool = True,
-                 end_input_detaches: bool = True) -> None:
+                 end_input_detaches: bool = True,
+                 linger: float = 0.0) -> None:
         self.stream = stream
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr if stderr is not None else stdout
         self.escape = escape
         self.end_input_detaches = end_input_detaches
+        self.linger = linger
         self._wake_r, self._wake_w = os.pipe()
+        # Never blocks the output thread: a wake-up already pending is
+        # as good as another.
+        os.set_blocking(self._wake_w, False)
         self._resized = threading.Event()
         self._output_done = threading.Event()
         self._output_error: BaseException | None = None
@@ -159,6 +168,7 @@ class Session:
                     return
                 _write_all(self.stderr if channel == 2 else self.stdout,
                            data)
+                self._wake()
         except OSError as exc:
             # Our own output went away (the reader of the pipe quit): the
             # session is over, and its error is the command's.
@@ -166,11 +176,17 @@ class Session:
                 self._output_error = exc
         finally:
             self._output_done.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
             os.write(self._wake_w, b'.')
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups not yet read
 
     def _on_resize(self, signum: int, frame: object) -> None:
         self._resized.set()
-        os.write(self._wake_w, b'.')
+        self._wake()
 
     def _report_size(self) -> None:
         size = window_size(self.stdin)
@@ -206,9 +222,13 @@ class Session:
 
     def _copy_input(self) -> str:
         reading = True
+        lingering = False
         while True:
             watched = [self._wake_r] + ([self.stdin] if reading else [])
-            ready = select.select(watched, [], [])[0]
+            ready = select.select(watched, [], [],
+                                  self.linger if lingering else None)[0]
+            if not ready:
+                return INPUT_ENDED
             if self._wake_r in ready:
                 os.read(self._wake_r, 512)
                 if self._resized.is_set():
@@ -220,9 +240,12 @@ class Session:
                 continue
             data = os.read(self.stdin, 4096)
             if not data:
-                if self.end_input_detaches:
-                    return INPUT_ENDED
                 reading = False
+                if self.end_input_detaches:
+                    if self.linger <= 0:
+                        return INPUT_ENDED
+                    lingering = True
+                    continue
                 self.stream.end_input()
                 continue
             detach = False
@@ -259,6 +282,10 @@ class _Interactive(common.Command):
     #: Whether the end of the input detaches (see :class:`Session`).
     end_input_detaches = True
 
+    def linger(self, parsed_args: argparse.Namespace) -> float:
+        """Seconds of quiet output before the end of input detaches."""
+        return 0.0
+
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument('instance', metavar='NAME',
@@ -276,7 +303,8 @@ class _Interactive(common.Command):
         interactive = os.isatty(stdin)
         session = Session(stream, stdin, stdout, stderr,
                           escape=interactive,
-                          end_input_detaches=self.end_input_detaches)
+                          end_input_detaches=self.end_input_detaches,
+                          linger=self.linger(parsed_args))
         if interactive:
             self.app.stderr.write(
                 'Connected to %s; escape character is %s\r\n'
@@ -297,8 +325,24 @@ class AttachConsole(_Interactive):
     """Attach the terminal to an instance's serial console or TTY.
 
     Ctrl-] detaches and leaves the instance running. In a pipe, the
-    input is sent as it is and the end of the input detaches.
+    input is sent as it is and, once it ended, the output is copied until
+    it has been quiet for --linger seconds.
     """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--linger', metavar='SECONDS', type=float, default=2.0,
+            help='In a pipe, after the end of the input, go on copying the '
+                 'output until none came for this many seconds, then '
+                 'detach (default: 2).')
+        return parser
+
+    def linger(self, parsed_args):
+        if not 0 <= parsed_args.linger <= 3600:
+            raise common.UsageError('--linger must be from 0 to 3600 '
+                                    'seconds, got %s' % parsed_args.linger)
+        return parsed_args.linger
 
     def open(self, backend, instance, parsed_args):
         common.require(backend, 'attach_console')

@@ -219,7 +219,12 @@ class DomainConsoleStream(console.ConsoleStream):
             self._stream.eventRemoveCallback()
         except libvirt.libvirtError:
             pass  # never added, or the stream already ended
-        self._abort()
+        try:
+            # finish, not abort: it delivers what was written but is still
+            # queued (the last keys typed before the end of a pipe).
+            self._stream.finish()
+        except libvirt.libvirtError:
+            self._abort()
 
 
 def connect_tcp(host: str, port: int,

@@ -202,6 +202,24 @@ def test_end_of_input_detaches_a_console():
             os.close(fd)
 
 
+def test_end_of_input_lingers_for_the_answer():
+    stream = RecordingStream()
+    session, in_w, out_r, fds = _session(stream, escape=False, linger=0.05)
+    try:
+        # Answered as soon as it arrives, after the input ended.
+        stream._send = lambda data: (stream.sent.append(data),
+                                     stream.feed(b'answer\r\n'))
+        os.write(in_w, b'question\r')
+        os.close(in_w)
+        fds = fds[:1] + fds[2:]
+        assert session.run() == cmd_console.INPUT_ENDED
+        assert stream.sent == [b'question\r']
+        assert read_until(out_r, b'answer\r\n') == b'answer\r\n'
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 # -- the contract on the fake backend -----------------------------------------
 
 def test_console_endpoints_hide_their_secrets():
