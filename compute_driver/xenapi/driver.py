@@ -39,6 +39,7 @@ from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.xenapi import conf as xenapi_conf
 from compute_driver.xenapi import connection
+from compute_driver.xenapi import console as xen_console
 from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
 from compute_driver.xenapi import images
@@ -71,7 +72,12 @@ class XenAPIDriver(driver.ComputeDriver):
 
     capabilities = {**{'supports_' + op: True
                        for op in driver.OPTIONAL_OPERATIONS},
-                    'supports_console_output': False}
+                    'supports_console_output': False,
+                    # The console XAPI offers is a VNC display, reached
+                    # over its HTTP server; no serial port, no container.
+                    'supports_serial_console': False,
+                    'supports_attach_console': False,
+                    'supports_execute': False}
     hypervisor_type = 'xen'
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
@@ -817,3 +823,14 @@ class XenAPIDriver(driver.ComputeDriver):
             'disks': len(record['VBDs']),
             'vifs': len(record['VIFs']),
         }
+
+    # -- consoles ------------------------------------------------------------
+
+    def _vnc_console(self, vm, instance):
+        records = [self._xapi.call('console.get_record', ref)
+                   for ref in self._xapi.call('VM.get_consoles', vm.ref)]
+        with self._pool.session() as session:
+            # The pool keeps its sessions logged in while the backend
+            # runs, so the proxy may use this one.
+            handle = session._session
+        return xen_console.vnc_console(records, handle, instance)
