@@ -32,8 +32,10 @@ import dataclasses
 import math
 import threading
 import time
+import typing
 import uuid as uuidlib
 
+from compute_driver import console as cd_console
 from compute_driver import driver as contract
 from compute_driver import exception
 from compute_driver import objects
@@ -289,7 +291,8 @@ def _live_resize(shrink: bool):
 def _console_endpoint(operation: str):
     """The step that asks for a console endpoint and checks its port."""
     def step(backend, run):
-        found = _perform(backend, run, operation)
+        found = typing.cast(cd_console.Console,
+                            _perform(backend, run, operation))
         if not found.host or not 0 < found.port < 65536:
             raise CheckFailed('%s of %s is %r, expected a host and a port'
                               % (operation, run.instance.name, found))
@@ -298,12 +301,15 @@ def _console_endpoint(operation: str):
 
 def _attach_console(backend, run):
     # Attaching and detaching at once: the console must be free again.
-    _perform(backend, run, 'attach_console').close()
-    _perform(backend, run, 'attach_console').close()
+    for _ in range(2):
+        typing.cast(cd_console.ConsoleStream,
+                    _perform(backend, run, 'attach_console')).close()
 
 
 def _execute(backend, run):
-    with _perform(backend, run, 'execute', command=('true',)) as stream:
+    stream = typing.cast(cd_console.ConsoleStream, _perform(
+        backend, run, 'execute', command=('true',)))
+    with stream:
         while stream.read():
             pass
         status = stream.exit_status()

@@ -25,8 +25,8 @@ import re
 import shutil
 import socket
 import time
-import uuid
 from urllib import parse
+import uuid
 
 from nova.tests.functional.api import client
 
