@@ -30,6 +30,8 @@ import uuid
 
 from nova.tests.functional.api import client
 
+from compute_driver import loader
+from compute_driver.testing import fixtures as cd_fixtures
 from tests.nova import functional_base
 from tests.nova import test_functional_fake
 from tests.nova import test_functional_libvirt
@@ -128,6 +130,7 @@ class LibvirtConsoleTests(ConsoleMixin, functional_base.AdapterTestBase):
             'virt_type': 'qemu', 'connection_uri': test_functional_libvirt.URI,
             'images_path': test_functional_libvirt.IMAGES_PATH,
             'instances_path': instances_path, 'lifecycle_event_delay': 1}}
+        self.created: set[str] = set()
         self.flags(disk_allocation_ratio=1000.0)
         # Nova's settings, not the library file's, decide: a TCP serial
         # port on the proxy client address, in a range of its own.
@@ -135,6 +138,24 @@ class LibvirtConsoleTests(ConsoleMixin, functional_base.AdapterTestBase):
                    port_range='%d:%d' % self._free_ports(),
                    group='serial_console')
         super().setUp()
+
+    def _boot(self) -> dict:
+        server = super()._boot()
+        self.created.add(server['id'])
+        return server
+
+    def _remove_backend_leftovers(self) -> None:
+        # The compute service has stopped and cleaned its adapter up by
+        # now; libvirtd is shared, so only this test's servers are ours.
+        backend = loader.load_driver(
+            cd_fixtures.make_conf('libvirt', self.backend_options),
+            'libvirt')
+        try:
+            for record in backend.list_instance_records():
+                if record.instance.uuid in self.created:
+                    backend.destroy(record.instance)
+        finally:
+            backend.cleanup_host(self.host)
 
     @staticmethod
     def _free_ports() -> tuple[int, int]:
@@ -176,6 +197,9 @@ class LibvirtConsoleTests(ConsoleMixin, functional_base.AdapterTestBase):
                 self.assertLess(time.monotonic(), deadline, seen[-2000:])
                 seen += serial.recv(4096)
         # The serial port is logged as before.
-        self.assertIn('no9va', self.api.post_server_action(
-            server['id'], {'os-getConsoleOutput': {}})['output'])
+        deadline = time.monotonic() + 60
+        while 'no9va' not in self.api.post_server_action(
+                server['id'], {'os-getConsoleOutput': {}})['output']:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.5)
         self._delete_server(server)
