@@ -714,7 +714,8 @@ def test_a_backend_without_optional_operations(make_adapter):
     driver = make_adapter()
     driver.backend.capabilities = contract.default_capabilities()
     assert driver.unsupported_methods() == [
-        'get_console_output', 'get_diagnostics', 'get_host_uptime', 'pause',
+        'get_console_output', 'get_diagnostics', 'get_host_uptime',
+        'get_serial_console', 'get_vnc_console', 'pause',
         'power_off', 'power_on', 'reboot', 'resume',
         'resume_state_on_host_boot', 'snapshot', 'suspend', 'unpause']
     # Refused before the instance is looked up.
