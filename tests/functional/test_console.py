@@ -209,7 +209,11 @@ def test_libvirt_console_shell_detach_and_log(libvirt_guest, terminals):
     # Attach again: the shell is still there and takes Ctrl-C.
     again = terminals(config, 'console', instance.name)
     again.expect('escape character is ^]')
-    again.send(b'\x03\recho back$((1+1))\r')
+    again.send(b'\x03')
+    # A prompt: the loop is over (and its shell ready for input, which
+    # a shell the init respawns would not be before it prints one).
+    again.expect('# ')
+    again.send(b'\recho back$((1+1))\r')
     again.expect('back2\r\n')
     again.send(ESCAPE)
     assert again.wait() == 0
