@@ -37,7 +37,6 @@ import threading
 import typing
 import unicodedata
 
-from compute_driver import console as cd_console
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
@@ -45,6 +44,10 @@ from compute_driver import power_state
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from oslo_config import cfg
+
+    # Only for annotations: consoles import socket, which every command
+    # would pay for at start-up.
+    from compute_driver import console as cd_console
 
 # The standard library's logging, not oslo.log's: this module is on the
 # path of every CLI start and oslo.log costs a third of the start-up time
@@ -1363,30 +1366,30 @@ class ComputeDriver(abc.ABC):
 
     def get_serial_console(self, instance: objects.Instance, *,
                            context: object = None
-                           ) -> cd_console.SerialConsole:
+                           ) -> 'cd_console.SerialConsole':
         """Where Nova's serial console proxy connects: a raw TCP socket.
 
         :raises InvalidPowerState: when the instance is not RUNNING.
         :raises ConsoleUnavailable: when the instance has no TCP serial
             port (the host is configured for a PTY only).
         """
-        return typing.cast(cd_console.SerialConsole, self._console_run(
+        return typing.cast('cd_console.SerialConsole', self._console_run(
             'serial_console', instance,
             lambda h: self._serial_console(h, instance)))
 
     def get_vnc_console(self, instance: objects.Instance, *,
-                        context: object = None) -> cd_console.VNCConsole:
+                        context: object = None) -> 'cd_console.VNCConsole':
         """Where Nova's noVNC proxy connects: the instance's RFB server.
 
         :raises InvalidPowerState: when the instance is not RUNNING.
         :raises ConsoleUnavailable: when the instance has no graphics.
         """
-        return typing.cast(cd_console.VNCConsole, self._console_run(
+        return typing.cast('cd_console.VNCConsole', self._console_run(
             'vnc_console', instance,
             lambda h: self._vnc_console(h, instance)))
 
     def open_console(self, instance: objects.Instance
-                     ) -> cd_console.ConsoleStream:
+                     ) -> 'cd_console.ConsoleStream':
         """Attach to the instance's serial console or container TTY.
 
         Closing the stream detaches; the instance keeps running.
@@ -1395,13 +1398,13 @@ class ComputeDriver(abc.ABC):
         :raises ConsoleBusy: when another session holds a console that
             takes one client at a time.
         """
-        return typing.cast(cd_console.ConsoleStream, self._console_run(
+        return typing.cast('cd_console.ConsoleStream', self._console_run(
             'attach_console', instance,
             lambda h: self._open_console(h, instance)))
 
     def execute(self, instance: objects.Instance,
                 command: collections.abc.Sequence[str], *,
-                tty: bool = False) -> cd_console.ConsoleStream:
+                tty: bool = False) -> 'cd_console.ConsoleStream':
         """Run ``command`` in a container and stream its input and output.
 
         :param command: the program and its arguments, not a shell line.
@@ -1422,22 +1425,22 @@ class ComputeDriver(abc.ABC):
         if any('\0' in arg for arg in argv):
             raise exception.InvalidInput(
                 reason='a command argument cannot contain a NUL character')
-        return typing.cast(cd_console.ConsoleStream, self._console_run(
+        return typing.cast('cd_console.ConsoleStream', self._console_run(
             'execute', instance,
             lambda h: self._execute(h, instance, argv, bool(tty))))
 
     def _serial_console(self, handle: typing.Any, instance: objects.Instance
-                        ) -> cd_console.SerialConsole:
+                        ) -> 'cd_console.SerialConsole':
         self._not_implemented('_serial_console')
 
     def _vnc_console(self, handle: typing.Any, instance: objects.Instance
-                     ) -> cd_console.VNCConsole:
+                     ) -> 'cd_console.VNCConsole':
         self._not_implemented('_vnc_console')
 
     def _open_console(self, handle: typing.Any, instance: objects.Instance
-                      ) -> cd_console.ConsoleStream:
+                      ) -> 'cd_console.ConsoleStream':
         self._not_implemented('_open_console')
 
     def _execute(self, handle: typing.Any, instance: objects.Instance,
-                 command: list[str], tty: bool) -> cd_console.ConsoleStream:
+                 command: list[str], tty: bool) -> 'cd_console.ConsoleStream':
         self._not_implemented('_execute')
