@@ -50,6 +50,9 @@ from compute_driver.volume import model as vol_model
 if typing.TYPE_CHECKING:  # pragma: no cover
     from oslo_config import cfg
 
+    # Only for annotations: consoles import socket, which every command
+    # would pay for at start-up.
+    from compute_driver import console as cd_console
     from compute_driver.image import api as image_api
     from compute_driver.image import cache as image_cache_mod
 
@@ -123,6 +126,11 @@ TRANSITIONS: dict[str, Transition] = {
     # cold migration's first step follows the same rule on its source,
     # which it leaves stopped (its events say so).
     'resize': Transition((power_state.RUNNING, power_state.SHUTDOWN), None),
+    # -- consoles: only a running guest has a console to talk to --
+    'serial_console': Transition((power_state.RUNNING,), None),
+    'vnc_console': Transition((power_state.RUNNING,), None),
+    'attach_console': Transition((power_state.RUNNING,), None),
+    'execute': Transition((power_state.RUNNING,), None),
 }
 
 
@@ -253,6 +261,12 @@ OPERATIONS: dict[str, Operation] = dict((
                hooks=('_volume_attachments', '_swap_volume')),
     _operation('extend_volume', needs=('connection_info', 'requested_size'),
                hooks=('_volume_attachments', '_extend_volume')),
+    # -- consoles --
+    _operation('serial_console', 'get_serial_console',
+               hooks=('_serial_console',)),
+    _operation('vnc_console', 'get_vnc_console', hooks=('_vnc_console',)),
+    _operation('attach_console', 'open_console', hooks=('_open_console',)),
+    _operation('execute', needs=('command',), hooks=('_execute',)),
 ))
 
 #: Public methods the pipeline owns: a backend implements their hooks and
@@ -271,6 +285,7 @@ PIPELINE_METHODS = (
     # -- volumes --
     'get_volume_connector', 'attach_volume', 'detach_volume', 'swap_volume',
     'extend_volume', 'list_volume_attachments',
+    'get_serial_console', 'get_vnc_console', 'open_console', 'execute',
 )
 
 #: Optional operation name -> the method that implements it. The
@@ -2593,3 +2608,111 @@ class ComputeDriver(abc.ABC):
             max_age = self.conf.image_service.cache_max_age
         return cache.prune(self.image_cache, max_age,
                            in_use=self.images_in_use(all_instances))
+
+    # -- consoles ----------------------------------------------------------
+
+    #: How each console operation is worded in a power-state error.
+    _CONSOLE_WORDS: typing.ClassVar[dict[str, str]] = {
+        'serial_console': 'open the serial console of',
+        'vnc_console': 'open the VNC console of',
+        'attach_console': 'attach to the console of',
+        'execute': 'run a command in',
+    }
+
+    def _console_run(self, operation: str, instance: objects.Instance,
+                     act: collections.abc.Callable[[typing.Any], typing.Any]
+                     ) -> typing.Any:
+        self._require(operation)
+        try:
+            # No instance lock: a console stays open for as long as its
+            # user likes and must not block the instance's operations.
+            return self._run(operation, instance,
+                             lambda h, current: act(h), lock=False)
+        except exception.InvalidPowerState as exc:
+            if exc.operation != operation.replace('_', ' '):
+                raise
+            raise exception.InvalidPowerState(
+                operation=self._CONSOLE_WORDS[operation],
+                instance=exc.instance, current=exc.current,
+                expected=exc.expected) from None
+
+    def get_serial_console(self, instance: objects.Instance, *,
+                           context: object = None
+                           ) -> 'cd_console.SerialConsole':
+        """Where Nova's serial console proxy connects: a raw TCP socket.
+
+        :raises InvalidPowerState: when the instance is not RUNNING.
+        :raises ConsoleUnavailable: when the instance has no TCP serial
+            port (the host is configured for a PTY only).
+        """
+        return typing.cast('cd_console.SerialConsole', self._console_run(
+            'serial_console', instance,
+            lambda h: self._serial_console(h, instance)))
+
+    def get_vnc_console(self, instance: objects.Instance, *,
+                        context: object = None) -> 'cd_console.VNCConsole':
+        """Where Nova's noVNC proxy connects: the instance's RFB server.
+
+        :raises InvalidPowerState: when the instance is not RUNNING.
+        :raises ConsoleUnavailable: when the instance has no graphics.
+        """
+        return typing.cast('cd_console.VNCConsole', self._console_run(
+            'vnc_console', instance,
+            lambda h: self._vnc_console(h, instance)))
+
+    def open_console(self, instance: objects.Instance
+                     ) -> 'cd_console.ConsoleStream':
+        """Attach to the instance's serial console or container TTY.
+
+        Closing the stream detaches; the instance keeps running.
+
+        :raises InvalidPowerState: when the instance is not RUNNING.
+        :raises ConsoleBusy: when another session holds a console that
+            takes one client at a time.
+        """
+        return typing.cast('cd_console.ConsoleStream', self._console_run(
+            'attach_console', instance,
+            lambda h: self._open_console(h, instance)))
+
+    def execute(self, instance: objects.Instance,
+                command: collections.abc.Sequence[str], *,
+                tty: bool = False) -> 'cd_console.ConsoleStream':
+        """Run ``command`` in a container and stream its input and output.
+
+        :param command: the program and its arguments, not a shell line.
+        :param tty: give the command a terminal (merges its standard
+            error into its output).
+        :returns: a stream whose :meth:`~.ConsoleStream.exit_status` is
+            the command's once its output ended.
+        :raises InvalidInput: for an empty command or one that is not a
+            sequence of strings.
+        :raises InvalidPowerState: when the instance is not RUNNING.
+        """
+        if (isinstance(command, (str, bytes)) or not command or
+                not all(isinstance(a, str) for a in command)):
+            raise exception.InvalidInput(
+                reason='a command is a non-empty list of strings, got %r'
+                       % (command,))
+        argv = list(command)
+        if any('\0' in arg for arg in argv):
+            raise exception.InvalidInput(
+                reason='a command argument cannot contain a NUL character')
+        return typing.cast('cd_console.ConsoleStream', self._console_run(
+            'execute', instance,
+            lambda h: self._execute(h, instance, argv, bool(tty))))
+
+    def _serial_console(self, handle: typing.Any, instance: objects.Instance
+                        ) -> 'cd_console.SerialConsole':
+        self._not_implemented('_serial_console')
+
+    def _vnc_console(self, handle: typing.Any, instance: objects.Instance
+                     ) -> 'cd_console.VNCConsole':
+        self._not_implemented('_vnc_console')
+
+    def _open_console(self, handle: typing.Any, instance: objects.Instance
+                      ) -> 'cd_console.ConsoleStream':
+        self._not_implemented('_open_console')
+
+    def _execute(self, handle: typing.Any, instance: objects.Instance,
+                 command: list[str], tty: bool) -> 'cd_console.ConsoleStream':
+        self._not_implemented('_execute')

@@ -273,3 +273,27 @@ class LeftoverRemovalFailed(ComputeDriverError):
     leftover: str
     operation: str
     reason: str
+
+
+class ConsoleUnavailable(ComputeDriverError):
+    """The instance has no console of that kind (disabled, not configured).
+
+    The backend supports the console type; this instance, or the way the
+    host is configured, does not offer it.
+    """
+
+    msg_fmt = "Instance %(instance)s has no %(console)s console: %(reason)s"
+
+    instance: str
+    console: str
+    reason: str
+
+
+class ConsoleBusy(ComputeDriverError):
+    """Another session holds a console that takes one client at a time."""
+
+    msg_fmt = ("The %(console)s console of instance %(instance)s is in use "
+               "by another session; detach it first.")
+
+    console: str
+    instance: str

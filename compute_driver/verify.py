@@ -32,8 +32,10 @@ import dataclasses
 import math
 import threading
 import time
+import typing
 import uuid as uuidlib
 
+from compute_driver import console as cd_console
 from compute_driver import driver as contract
 from compute_driver import exception
 from compute_driver import objects
@@ -300,6 +302,36 @@ def _resize(backend, run):
                           % (run.instance.name, found.name, flavor.name))
 
 
+def _console_endpoint(operation: str):
+    """The step that asks for a console endpoint and checks its port."""
+    def step(backend, run):
+        found = typing.cast(cd_console.Console,
+                            _perform(backend, run, operation))
+        if not found.host or not 0 < found.port < 65536:
+            raise CheckFailed('%s of %s is %r, expected a host and a port'
+                              % (operation, run.instance.name, found))
+    return step
+
+
+def _attach_console(backend, run):
+    # Attaching and detaching at once: the console must be free again.
+    for _ in range(2):
+        typing.cast(cd_console.ConsoleStream,
+                    _perform(backend, run, 'attach_console')).close()
+
+
+def _execute(backend, run):
+    stream = typing.cast(cd_console.ConsoleStream, _perform(
+        backend, run, 'execute', command=('true',)))
+    with stream:
+        while stream.read():
+            pass
+        status = stream.exit_status()
+    if status != 0:
+        raise CheckFailed('"true" run in %s exited with %r'
+                          % (run.instance.name, status))
+
+
 def _console_output(backend, run):
     output = _perform(backend, run, 'console_output')
     if not isinstance(output, str):
@@ -395,6 +427,12 @@ STEPS: tuple[Step, ...] = (
     Step('resize', _resize, ('resize',)),
     Step('console_output', _console_output, ('console_output',)),
     Step('diagnostics', _diagnostics, ('diagnostics',)),
+    # -- consoles --
+    Step('vnc_console', _console_endpoint('vnc_console'), ('vnc_console',)),
+    Step('serial_console', _console_endpoint('serial_console'),
+         ('serial_console',)),
+    Step('attach_console', _attach_console, ('attach_console',)),
+    Step('execute', _execute, ('execute',)),
     Step('destroy', _destroy),
     Step('delete_snapshot', _delete_snapshot, ('delete_snapshot',),
          'snapshot'),

@@ -6,8 +6,9 @@
 # busybox-static initramfs. Its /init prints BOOT_LINE on the serial console,
 # which is what the functional tests look for in the console log, loads the
 # ACPI button driver and runs busybox's acpid so that a power-button press
-# (libvirt's default shutdown method) powers the guest off cleanly, then
-# stays alive. It boots in a few seconds under QEMU's software emulation.
+# (libvirt's default shutdown method) powers the guest off cleanly, runs a
+# shell on the serial console (respawned when it exits), then stays
+# alive. It boots in a few seconds under QEMU's software emulation.
 #
 # Usage: build-libvirt-test-image.sh [IMAGES_PATH [NAME]]
 #   IMAGES_PATH  the [libvirt] images_path store
@@ -67,6 +68,11 @@ for applet in sh mount echo sleep poweroff reboot insmod acpid cat \
         uname mkdir; do
     ln -s busybox "$root/bin/$applet"
 done
+# -- console: applets of the serial console's shell --
+for applet in setsid cttyhack stty ls ps hostname; do
+    ln -sf busybox "$root/bin/$applet"
+done
+# -- end console --
 # The power button driver and evdev, which gives acpid the button's input
 # device: both are modules in the cloud kernel, compressed or not depending
 # on the Debian release.
@@ -192,6 +198,13 @@ done
 ) &
 # -- end volumes --
 echo "$boot_line on \$(uname -r)"
+# -- console: a shell on the serial console, respawned when it exits --
+# cttyhack makes the console's real tty (ttyS0) the shell's controlling
+# terminal, so that Ctrl-C and job control work as on a login.
+(while true; do
+    setsid cttyhack sh -l </dev/console >/dev/console 2>&1
+done) &
+# -- end console --
 while true; do
     sleep 3600
 done

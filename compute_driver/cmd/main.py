@@ -62,6 +62,9 @@ BUILTIN_COMMANDS = {
     'resize': 'compute_driver.cmd.resize:ResizeInstance',
     'resize-confirm': 'compute_driver.cmd.resize:ConfirmResize',
     'resize-revert': 'compute_driver.cmd.resize:RevertResize',
+    'console': 'compute_driver.cmd.console:AttachConsole',
+    'exec': 'compute_driver.cmd.console:ExecCommand',
+    'console-url': 'compute_driver.cmd.console:ShowConsoleURL',
 }
 EXIT_INTERRUPTED = 130
 #: cliff's verbosity without -v or -q.

@@ -61,6 +61,7 @@ from docker import errors as docker_errors
 
 from compute_driver.docker import conf as docker_conf
 from compute_driver.docker import connection
+from compute_driver.docker import console as docker_console
 from compute_driver.docker import errors
 from compute_driver.docker import events
 from compute_driver.docker import hostconfig
@@ -108,6 +109,10 @@ class DockerDriver(driver.ComputeDriver):
         'supports_detach_volume': False,
         'supports_swap_volume': False,
         'supports_extend_volume': False,
+        # Nova's console types are a display or a serial port; a container
+        # has neither (its TTY is reached with attach and exec).
+        'supports_serial_console': False,
+        'supports_vnc_console': False,
     }
     spawn_volumes = True
     spawn_root_volume = False
@@ -1039,3 +1044,11 @@ class DockerDriver(driver.ComputeDriver):
             self.api.remove_image(images.service_tag(record.id))
         except docker_errors.NotFound:
             pass
+
+    # -- consoles ------------------------------------------------------------
+
+    def _open_console(self, data, instance):
+        return docker_console.attach(self.api, data, instance.name)
+
+    def _execute(self, data, instance, command, tty):
+        return docker_console.execute(self.api, data, command, tty)

@@ -31,10 +31,12 @@ import logging
 import threading
 import time
 
+from compute_driver import console as cd_console
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver.fake import conf as fake_conf
+from compute_driver.fake import console as fake_console
 from compute_driver.fake import images as fake_images
 from compute_driver import objects
 from compute_driver import power_state
@@ -75,8 +77,10 @@ class _Guest:
 class FakeDriver(driver.ComputeDriver):
     """The in-memory backend, entry point ``fake``."""
 
-    capabilities = {'supports_' + op: True
-                    for op in driver.OPTIONAL_OPERATIONS}
+    capabilities = {**{'supports_' + op: True
+                       for op in driver.OPTIONAL_OPERATIONS},
+                    # Fake instances run no processes to run a command in.
+                    'supports_execute': False}
     hypervisor_type = 'fake'
     CONFIG_GROUP = fake_conf.GROUP
     CONFIG_OPTS = fake_conf.opts
@@ -103,6 +107,7 @@ class FakeDriver(driver.ComputeDriver):
             self.image_service = fake_images.MemoryImageService(
                 conf.fake.images)
         self._started_at = time.time()
+        self._terminals: dict[str, fake_console.FakeTerminal] = {}
 
     # -- internals ---------------------------------------------------------
 
@@ -125,6 +130,7 @@ class FakeDriver(driver.ComputeDriver):
     def _halt(self, guest: _Guest, why: str) -> None:
         guest.state = power_state.SHUTDOWN
         guest.started = None
+        self._hang_up(guest.instance.uuid)
         self._console(guest, 'reboot: Power down (%s)' % why)
 
     def _settle(self, guest: _Guest, state: int, line: str) -> None:
@@ -198,6 +204,7 @@ class FakeDriver(driver.ComputeDriver):
     def _destroy(self, instance, destroy_disks):
         with self._lock:
             guest = self._guests.pop(instance.uuid, None)
+        self._hang_up(instance.uuid)
         if guest is None:
             return None
         self._release_volumes(instance, list(guest.volumes.values()))
@@ -487,3 +494,50 @@ class FakeDriver(driver.ComputeDriver):
     def _extend_volume(self, guest, instance, attachment, size, live):
         self._console(guest, 'disk %s: %d bytes'
                       % (attachment.mountpoint, size))
+
+    # -- consoles ----------------------------------------------------------
+
+    #: First ports of the endpoints the fake reports. Nothing listens on
+    #: them: the fake has no display and no serial port to serve.
+    VNC_BASE_PORT = 5900
+    SERIAL_BASE_PORT = 10000
+
+    def _console_index(self, instance: objects.Instance) -> int:
+        with self._lock:
+            return sorted(self._guests).index(instance.uuid)
+
+    def _serial_console(self, guest, instance):
+        return cd_console.SerialConsole(
+            host=str(self.conf.fake.host_ip),
+            port=self.SERIAL_BASE_PORT + self._console_index(instance))
+
+    def _vnc_console(self, guest, instance):
+        return cd_console.VNCConsole(
+            host=str(self.conf.fake.host_ip),
+            port=self.VNC_BASE_PORT + self._console_index(instance))
+
+    def _open_console(self, guest, instance):
+        uuid = instance.uuid
+        with self._lock:
+            if uuid in self._terminals:
+                raise exception.ConsoleBusy(console='serial',
+                                            instance=instance.name)
+
+            def log(line: str) -> None:
+                with self._lock:
+                    self._console(guest, line)
+
+            def closed() -> None:
+                with self._lock:
+                    if self._terminals.get(uuid) is terminal:
+                        del self._terminals[uuid]
+
+            terminal = fake_console.FakeTerminal(log, closed)
+            self._terminals[uuid] = terminal
+        return terminal.stream
+
+    def _hang_up(self, uuid: str) -> None:
+        with self._lock:
+            terminal = self._terminals.pop(uuid, None)
+        if terminal is not None:
+            terminal.hang_up()

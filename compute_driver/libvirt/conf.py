@@ -89,6 +89,40 @@ opts = [
         'hw_machine_type', default='',
         help='Machine type of kvm and qemu guests, for example pc or q35. '
              'Empty lets libvirt choose its default.'),
+    # -- consoles --
+    cfg.StrOpt(
+        'serial_console_type', default='pty', choices=['pty', 'tcp'],
+        help='How the first serial port of kvm and qemu guests is offered '
+             'besides the console log: pty attaches "compute-driver '
+             'console" through libvirtd (one session at a time); tcp '
+             'listens on serial_listen_address at a port of '
+             'serial_port_range, where Nova\'s serial console proxy '
+             'connects. Either way the port is logged to the console log. '
+             'Applies to instances created afterwards.'),
+    cfg.IPOpt(
+        'serial_listen_address', default='127.0.0.1',
+        help='Address the TCP serial consoles listen on; an address of '
+             'this host, never all interfaces by default. Only used when '
+             'serial_console_type is tcp.'),
+    cfg.StrOpt(
+        'serial_port_range', default='10000:20000',
+        regex=r'^\d{1,5}:\d{1,5}$',
+        help='First and last TCP port of the serial consoles, as '
+             'FIRST:LAST within 1024:65535; each instance takes one when '
+             'it is created.'),
+    cfg.BoolOpt(
+        'vnc_enabled', default=True,
+        help='Give kvm and qemu guests a VNC display for Nova\'s noVNC '
+             'proxy. Applies to instances created afterwards.'),
+    cfg.IPOpt(
+        'vnc_listen_address', default='127.0.0.1',
+        help='Address the VNC displays listen on; an address of this '
+             'host, never all interfaces by default.'),
+    cfg.StrOpt(
+        'vnc_password', default='', secret=True, max_length=8,
+        help='Password of the VNC displays, at most 8 characters (the RFB '
+             'protocol\'s limit); empty for none. Stored in the domain '
+             'definition, which only root reads.'),
 ]
 
 

@@ -49,9 +49,11 @@ import shutil
 import socket
 import time
 import typing
+import xml.etree.ElementTree as ET
 
 import libvirt
 
+from compute_driver import console as cd_console
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -59,6 +61,7 @@ from compute_driver.image import exception as image_exception
 from compute_driver import leftovers
 from compute_driver.libvirt import conf as libvirt_conf
 from compute_driver.libvirt import connection
+from compute_driver.libvirt import console as lv_console
 from compute_driver.libvirt import errors
 from compute_driver.libvirt import events
 from compute_driver.libvirt import images
@@ -101,6 +104,7 @@ class LibvirtDriver(driver.ComputeDriver):
             'resume', 'snapshot', 'delete_snapshot', 'revert_to_snapshot',
             'live_resize', 'console_output', 'diagnostics', 'host_ip_addr',
             'host_uptime', 'list_images', 'resize',
+            'serial_console', 'vnc_console', 'attach_console',
             # -- volumes --
             'attach_volume', 'live_attach_volume', 'detach_volume',
             'swap_volume', 'extend_volume')}
@@ -129,6 +133,7 @@ class LibvirtDriver(driver.ComputeDriver):
                            % (option, opts[option]))
         self.virt_type: str = opts.virt_type
         self.runs_containers = self.virt_type == 'lxc'
+        self._declare_consoles()
         self.uri: str = (opts.connection_uri or
                          libvirt_conf.DEFAULT_URIS[self.virt_type])
         self.instances_path: str = opts.instances_path
@@ -200,6 +205,12 @@ class LibvirtDriver(driver.ComputeDriver):
         self._host.check_versions()
         hv_type = self._host.get_hypervisor_type()
         self.hypervisor_type = hv_type
+        if hv_type.upper() == 'TEST':
+            # libvirt's test driver has neither console streams nor
+            # display ports.
+            self.capabilities = {**self.capabilities,
+                                 'supports_attach_console': False,
+                                 'supports_vnc_console': False}
         for path in (self.instances_path, self.store.images_path):
             try:
                 os.makedirs(path, mode=0o755, exist_ok=True)
@@ -279,7 +290,8 @@ class LibvirtDriver(driver.ComputeDriver):
                 cmdline=image.cmdline,
                 vm_mode=image.properties.get('vm_mode', 'hvm'),
                 init=image.properties.get('init', '/sbin/init')),
-            machine_type=self.conf.libvirt.hw_machine_type)
+            machine_type=self.conf.libvirt.hw_machine_type,
+            **self._console_spec())
         marker = self._claim_marker(instance)
         dom = None
         try:
@@ -1140,3 +1152,75 @@ class LibvirtDriver(driver.ComputeDriver):
             name=record.id, path=dest,
             disk_format=str(record.disk_format),
             container_format='bare', properties=dict(record.properties))
+
+    # -- consoles ------------------------------------------------------------
+
+    def _declare_consoles(self) -> None:
+        # Nova's proxies reach a TCP serial port and a VNC display, which
+        # kvm and qemu guests get only when configured; every guest
+        # (LXC's too) has a console to attach to.
+        opts = self.conf.libvirt
+        graphical = self.virt_type in ('kvm', 'qemu')
+        self.capabilities = {
+            **self.capabilities,
+            'supports_serial_console': (
+                graphical and opts.serial_console_type == 'tcp'),
+            'supports_vnc_console': graphical and opts.vnc_enabled,
+        }
+        if opts.serial_console_type == 'tcp':
+            # Checked now rather than at the first spawn.
+            lv_console.port_range(opts.serial_port_range)
+
+    def _console_spec(self) -> dict[str, typing.Any]:
+        """The serial and VNC arguments of a new guest's GuestSpec."""
+        opts = self.conf.libvirt
+        spec: dict[str, typing.Any] = {}
+        if opts.vnc_enabled:
+            spec['vnc'] = mapping.VNCSpec(str(opts.vnc_listen_address),
+                                          opts.vnc_password or '')
+        if (opts.serial_console_type == 'tcp' and
+                self.virt_type in ('kvm', 'qemu')):
+            address = str(opts.serial_listen_address)
+            taken = set()
+            for dom, _ in self._our_domains():
+                try:
+                    endpoint = lv_console.serial_endpoint(
+                        ET.fromstring(dom.XMLDesc(0)))
+                except libvirt.libvirtError:
+                    continue  # removed meanwhile: its port is free
+                if endpoint is not None:
+                    taken.add(endpoint[1])
+            spec['serial_tcp'] = (address, lv_console.free_serial_port(
+                address, lv_console.port_range(opts.serial_port_range),
+                taken))
+        return spec
+
+    def _serial_console(self, dom, instance):
+        endpoint = lv_console.serial_endpoint(ET.fromstring(dom.XMLDesc(0)))
+        if endpoint is None:
+            raise exception.ConsoleUnavailable(
+                instance=instance.name, console='TCP serial',
+                reason='its serial port is a PTY; instances created with '
+                       '[libvirt] serial_console_type = tcp have one')
+        return cd_console.SerialConsole(host=endpoint[0], port=endpoint[1])
+
+    def _vnc_console(self, dom, instance):
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+        endpoint = lv_console.vnc_endpoint(root)
+        if endpoint is None:
+            raise exception.ConsoleUnavailable(
+                instance=instance.name, console='VNC',
+                reason='it has no VNC display ([libvirt] vnc_enabled was '
+                       'off when it was created, or its virt_type has '
+                       'none)')
+        graphics = root.find("devices/graphics[@type='vnc']")
+        password = graphics.get('passwd') if graphics is not None else None
+        return cd_console.VNCConsole(host=endpoint[0], port=endpoint[1],
+                                     password=password or None)
+
+    def _open_console(self, dom, instance):
+        endpoint = lv_console.serial_endpoint(ET.fromstring(dom.XMLDesc(0)))
+        if endpoint is not None:
+            return lv_console.connect_tcp(endpoint[0], endpoint[1],
+                                          instance)
+        return lv_console.DomainConsoleStream(dom.connect(), dom, instance)

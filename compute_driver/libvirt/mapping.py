@@ -129,6 +129,9 @@ class GuestSpec:
     :param console_path: the console log file.
     :param boot: kernel, ramdisk and mode from the image.
     :param machine_type: the hvm machine type; empty for libvirt's default.
+    :param serial_tcp: the address and port of a TCP serial console
+        (kvm, qemu); ``None`` for a PTY.
+    :param vnc: the VNC display (kvm, qemu), or ``None`` for none.
     """
 
     instance: objects.Instance
@@ -138,6 +141,21 @@ class GuestSpec:
     console_path: str
     boot: BootImage = BootImage()
     machine_type: str = ''
+    serial_tcp: tuple[str, int] | None = None
+    vnc: 'VNCSpec | None' = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VNCSpec:
+    """A VNC display of a kvm or qemu guest.
+
+    :param listen: the address it listens on; libvirt picks the port.
+    :param password: its password, or empty for none (a secret: not in
+        ``repr``).
+    """
+
+    listen: str
+    password: str = dataclasses.field(default='', repr=False)
 
 
 def domain_name(instance_name: str) -> str:
@@ -274,9 +292,33 @@ def _disk(devices: ET.Element, spec: GuestSpec, target: str,
 def _logged_serial(devices: ET.Element, spec: GuestSpec) -> None:
     # append: the driver writes a line of its own before each boot, and a
     # restarted guest must not wipe what the previous boot printed.
-    serial = _sub(devices, 'serial', type='file')
-    _sub(serial, 'source', path=spec.console_path, append='on')
+    if spec.virt_type not in ('kvm', 'qemu'):
+        serial = _sub(devices, 'serial', type='file')
+        _sub(serial, 'source', path=spec.console_path, append='on')
+        _sub(serial, 'target', port='0')
+        return
+    # An interactive port whose output libvirt also logs to the file (its
+    # <log>, as Nova's guests have), so the console log keeps working
+    # while someone is attached.
+    if spec.serial_tcp is None:
+        serial = _sub(devices, 'serial', type='pty')
+    else:
+        host, port = spec.serial_tcp
+        serial = _sub(devices, 'serial', type='tcp')
+        _sub(serial, 'source', mode='bind', host=host, service=str(port))
+        _sub(serial, 'protocol', type='raw')
+    _sub(serial, 'log', file=spec.console_path, append='on')
     _sub(serial, 'target', port='0')
+
+
+def _vnc(devices: ET.Element, spec: GuestSpec) -> None:
+    if spec.vnc is None or spec.virt_type not in ('kvm', 'qemu'):
+        return
+    attrs = {'type': 'vnc', 'autoport': 'yes', 'listen': spec.vnc.listen}
+    if spec.vnc.password:
+        attrs['passwd'] = spec.vnc.password
+    graphics = _sub(devices, 'graphics', **attrs)
+    _sub(graphics, 'listen', type='address', address=spec.vnc.listen)
 
 
 def _direct_boot(os_el: ET.Element, boot: BootImage, cmdline: str) -> None:
@@ -311,6 +353,7 @@ def _hvm(domain: ET.Element, spec: GuestSpec) -> None:
     else:
         _disk(devices, spec, 'vda', 'virtio')
     _logged_serial(devices, spec)
+    _vnc(devices, spec)
     if spec.virt_type != 'xen':
         # Lets a live resize shrink and grow the guest's memory.
         _sub(devices, 'memballoon', model='virtio')

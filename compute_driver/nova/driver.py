@@ -44,9 +44,11 @@ import threading
 import typing
 
 import os_resource_classes as orc
+from oslo_config import cfg
 
 from nova.compute import utils as compute_utils
 from nova import conf as nova_conf
+from nova.console import type as ctype
 from nova import exception as nova_exception
 from nova import objects as nova_objects
 from nova.objects import fields as obj_fields
@@ -141,6 +143,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             self.conf.set_override('host', CONF.host)
             self.conf.set_override('compute_driver', group.backend)
             self._follow_nova_claim_policy()
+            self._follow_nova_console_settings(group.backend)
             self.backend = loader.load_driver(self.conf, group.backend,
                                               virtapi=virtapi)
             self.backend.already_done_is_success = True
@@ -780,3 +783,54 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         self._perform('extend_volume', instance,
                       connection_info=connection_info,
                       requested_size=requested_size)
+
+    # -- consoles ------------------------------------------------------------
+
+    def _follow_nova_console_settings(self, backend: str) -> None:
+        # nova.conf's [vnc] and [serial_console] decide, as they do for
+        # Nova's own drivers, whether guests get a display and a TCP
+        # serial port and where those listen; a backend without such
+        # options (docker, xenapi) is left alone.
+        settings = {
+            'vnc_enabled': CONF.vnc.enabled,
+            'vnc_listen_address': CONF.vnc.server_listen,
+            'serial_console_type': (
+                'tcp' if CONF.serial_console.enabled else 'pty'),
+            'serial_listen_address': CONF.serial_console.proxyclient_address,
+            'serial_port_range': CONF.serial_console.port_range,
+        }
+        try:
+            known = set(self.conf[backend])
+        except cfg.NoSuchOptError:
+            return
+        for name, value in settings.items():
+            if name in known and value is not None:
+                self.conf.set_override(name, value, group=backend)
+
+    def _console(self, operation: str, instance: typing.Any,
+                 context: typing.Any) -> typing.Any:
+        try:
+            return self._perform(operation, instance, context=context)
+        except nova_exception.InstanceInvalidState as exc:
+            # What Nova's API answers 409 for: the instance has no console
+            # to offer until it runs.
+            raise nova_exception.InstanceNotReady(
+                instance_id=instance.uuid) from exc
+        except nova_exception.InternalError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, exception.ConsoleUnavailable):
+                raise nova_exception.ConsoleTypeUnavailable(
+                    console_type=cause.kwargs.get('console')) from cause
+            raise
+
+    def get_vnc_console(self, context: typing.Any,
+                        instance: typing.Any) -> typing.Any:
+        found = self._console('vnc_console', instance, context)
+        return ctype.ConsoleVNC(
+            host=found.host, port=found.port,
+            internal_access_path=found.internal_access_path)
+
+    def get_serial_console(self, context: typing.Any,
+                           instance: typing.Any) -> typing.Any:
+        found = self._console('serial_console', instance, context)
+        return ctype.ConsoleSerial(host=found.host, port=found.port)

@@ -101,6 +101,7 @@ class OperationArgs:
     :param new_connection_info: for ``swap_volume``.
     :param mountpoint: for ``attach_volume`` and ``detach_volume``.
     :param requested_size: for ``extend_volume``.
+    :param command: for ``execute``: a command every container image has.
     """
 
     host: str = ''
@@ -124,6 +125,7 @@ class OperationArgs:
         'data': {'device_path': '/dev/cdtest-no-such-volume-2'}})
     mountpoint: str = '/dev/vdb'
     requested_size: int = 1 << 30
+    command: tuple[str, ...] = ('true',)
 
 
 def sample_port() -> net_model.Port:

@@ -44,6 +44,7 @@ from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.xenapi import conf as xenapi_conf
 from compute_driver.xenapi import connection
+from compute_driver.xenapi import console as xen_console
 from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
 from compute_driver.xenapi import images
@@ -85,7 +86,12 @@ class XenAPIDriver(driver.ComputeDriver):
                     # -- volumes: VDIs plugged through VBDs; swapping
                     # and growing them is left to XAPI's own tools.
                     'supports_swap_volume': False,
-                    'supports_extend_volume': False}
+                    'supports_extend_volume': False,
+                    # The console XAPI offers is a VNC display, reached
+                    # over its HTTP server; no serial port, no container.
+                    'supports_serial_console': False,
+                    'supports_attach_console': False,
+                    'supports_execute': False}
     hypervisor_type = 'xen'
     # XAPI reaches volumes through its SRs; spawn takes none (yet).
     connects_volumes = False
@@ -1122,3 +1128,14 @@ class XenAPIDriver(driver.ComputeDriver):
             except connection.XapiCallFailed as exc:
                 if exc.code != 'HANDLE_INVALID':
                     raise
+
+    # -- consoles ------------------------------------------------------------
+
+    def _vnc_console(self, vm, instance):
+        records = [self._xapi.call('console.get_record', ref)
+                   for ref in self._xapi.call('VM.get_consoles', vm.ref)]
+        with self._pool.session() as session:
+            # The pool keeps its sessions logged in while the backend
+            # runs, so the proxy may use this one.
+            handle = session._session
+        return xen_console.vnc_console(records, handle, instance)

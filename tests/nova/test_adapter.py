@@ -723,8 +723,9 @@ def test_a_backend_without_optional_operations(make_adapter):
         'attach_interface', 'attach_volume', 'confirm_migration',
         'detach_interface', 'detach_volume', 'extend_volume',
         'finish_migration', 'finish_revert_migration', 'get_console_output',
-        'get_diagnostics', 'get_host_uptime', 'migrate_disk_and_power_off',
-        'pause', 'plug_vifs', 'power_off', 'power_on', 'reboot', 'resume',
+        'get_diagnostics', 'get_host_uptime', 'get_serial_console',
+        'get_vnc_console', 'migrate_disk_and_power_off', 'pause', 'plug_vifs',
+        'power_off', 'power_on', 'reboot', 'resume',
         'resume_state_on_host_boot', 'snapshot', 'suspend', 'swap_volume',
         'unpause', 'unplug_vifs']
     # Refused before the instance is looked up.

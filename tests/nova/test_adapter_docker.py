@@ -120,7 +120,9 @@ def test_docker_events_reach_nova(docker_adapter):
 def test_suspend_is_not_implemented_and_changes_nothing(docker_adapter):
     instance = _instance()
     _spawn(docker_adapter, instance)
-    assert docker_adapter.unsupported_methods() == ['resume', 'suspend']
+    # A container has no display and no serial port for Nova's proxies.
+    assert docker_adapter.unsupported_methods() == [
+        'get_serial_console', 'get_vnc_console', 'resume', 'suspend']
     with pytest.raises(NotImplementedError,
                        match='docker backend does not support suspend'):
         docker_adapter.suspend(None, instance)

@@ -28,6 +28,7 @@ from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
 from compute_driver import loader
 from compute_driver import probe
+from compute_driver import verify
 
 IMAGE = 'cirros-0.6.3-x86_64-disk'
 
@@ -403,7 +404,7 @@ def test_verify_prints_one_row_per_step(capsys, config):
                         '--concurrency', '2', '-f', 'json')
     assert rc == 0, err
     rows = {row['Operation']: row for row in json.loads(out)}
-    assert len(rows) == 19
+    assert len(rows) == len(verify.STEPS)
     assert rows['spawn']['Passed'] == 3
     assert rows['delete_snapshot']['Failed'] == 0
     assert rows['live_resize_down']['Max (ms)'] is not None

@@ -525,9 +525,11 @@ def test_kvm_xml_boots_the_kernel_and_logs_the_serial_port(tmp_path):
     assert root.get('type') == 'kvm'
     assert root.findtext('os/type') == 'hvm'
     assert root.findtext('os/kernel') == '/images/vmlinuz'
-    serial = root.find('devices/serial/source')
-    assert serial.get('path') == '/inst/console.log'
-    assert serial.get('append') == 'on'
+    # A PTY for consoles, logged to the file by libvirt.
+    assert root.find('devices/serial').get('type') == 'pty'
+    log = root.find('devices/serial/log')
+    assert log.get('file') == '/inst/console.log'
+    assert log.get('append') == 'on'
     assert root.find('devices/memballoon').get('model') == 'virtio'
 
 

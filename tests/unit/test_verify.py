@@ -93,6 +93,10 @@ def test_all_steps_pass_and_everything_is_removed():
     assert report.ok
     assert [op.operation for op in report.operations] == OPERATIONS
     for op in report.operations:
+        if op.operation == 'execute':
+            # Fake instances run no processes: skipped as unsupported.
+            assert (op.passed, op.failed, op.skipped) == (0, 0, 5)
+            continue
         assert (op.operation, op.passed, op.failed, op.skipped,
                 op.not_run) == (op.operation, 5, 0, 0, 0)
         assert len(op.timings) == 5

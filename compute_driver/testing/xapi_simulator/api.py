@@ -39,6 +39,7 @@ import time
 import typing
 import xml.dom.minidom
 
+from compute_driver.testing.xapi_simulator import consoles
 from compute_driver.testing.xapi_simulator import store as db
 from compute_driver.testing.xapi_simulator import vbd as vbd_ops
 from compute_driver.testing.xapi_simulator import vdi_http
@@ -184,6 +185,9 @@ class Settings:
     guest_tools: bool = True
     faults: list[Fault] = dataclasses.field(default_factory=list)
     holds: list[Hold] = dataclasses.field(default_factory=list)
+    #: ``scheme://address`` of the server, for console locations; empty
+    #: gives VMs no console record.
+    console_url: str = ''
 
 
 class Api:
@@ -797,6 +801,8 @@ class Api:
                           state=[state.lower()],
                           hvm=not self.has_tools(ref))
         self._attach(vm, state != 'Halted')
+        consoles.sync(self, ref, self.store.get('VM', ref),
+                      state != 'Halted')
 
     def _check_free_memory(self, ref: str, vm: db.Record) -> None:
         needed = int(vm['memory_static_max'])

@@ -29,6 +29,7 @@ import typing
 import xmlrpc.server
 
 from compute_driver.testing.xapi_simulator import api as xapi
+from compute_driver.testing.xapi_simulator import consoles
 from compute_driver.testing.xapi_simulator import jsonrpc
 from compute_driver.testing.xapi_simulator import seed as seeding
 from compute_driver.testing.xapi_simulator import store as db
@@ -71,6 +72,9 @@ class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
 
     def do_PUT(self) -> None:
         self._transfer('PUT')
+
+    def do_CONNECT(self) -> None:
+        consoles.serve(self, typing.cast(_Server, self.server).instance.api)
 
     def log_message(self, format: str, *args: typing.Any) -> None:
         LOG.debug('%s - %s', self.address_string(), format % args)
@@ -151,6 +155,7 @@ class Simulator:
             self._server.socket = context.wrap_socket(
                 self._server.socket, server_side=True)
             self.scheme = 'https'
+        self.settings.console_url = '%s://%s' % (self.scheme, self.address)
         self._thread: threading.Thread | None = None
         self._members: list['Simulator'] = []
 
