@@ -120,9 +120,13 @@ def test_docker_events_reach_nova(docker_adapter):
 def test_suspend_is_not_implemented_and_changes_nothing(docker_adapter):
     instance = _instance()
     _spawn(docker_adapter, instance)
-    # A container has no display and no serial port for Nova's proxies.
+    # A container has no display and no serial port for Nova's proxies,
+    # cannot leave its dockerd, and its mounts and ports are fixed when it
+    # is created.
     assert docker_adapter.unsupported_methods() == [
-        'get_serial_console', 'get_vnc_console', 'resume', 'suspend']
+        'attach_interface', 'attach_volume', 'detach_interface',
+        'detach_volume', 'extend_volume', 'get_serial_console',
+        'get_vnc_console', 'resume', 'suspend', 'swap_volume']
     with pytest.raises(NotImplementedError,
                        match='docker backend does not support suspend'):
         docker_adapter.suspend(None, instance)
