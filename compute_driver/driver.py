@@ -2121,8 +2121,8 @@ class ComputeDriver(abc.ABC):
             return self.spawn_volumes
         return bool(self.capabilities.get('supports_attach_volume'))
 
-    def get_volume_connector(self, instance: objects.Instance | None = None
-                             ) -> dict[str, typing.Any]:
+    def get_volume_connector(self, instance: objects.Instance | None = None,
+                             ip: str | None = None) -> dict[str, typing.Any]:
         """This host's connector properties, for Cinder.
 
         What ``initialize_connection`` takes: os-brick's
@@ -2130,8 +2130,10 @@ class ComputeDriver(abc.ABC):
 
         :param instance: accepted for Nova's sake; the properties are the
             host's.
+        :param ip: the address storage reaches this host at (Nova's
+            ``my_block_storage_ip``); loopback when not given.
         """
-        return self.volume_connector.properties(self.host)
+        return self.volume_connector.properties(self.host, ip)
 
     def attach_volume(self, instance: objects.Instance,
                       connection_info: object, mountpoint: str, *,

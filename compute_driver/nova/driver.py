@@ -738,8 +738,10 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     # which nova_errors turns into NotImplementedError.
 
     def get_volume_connector(self, instance: typing.Any) -> dict:
+        # The address Cinder exports volumes to, as for Nova's drivers.
         with convert.nova_errors(getattr(instance, 'uuid', None)):
-            return self.backend.get_volume_connector()
+            return self.backend.get_volume_connector(
+                ip=CONF.my_block_storage_ip)
 
     def attach_volume(self, context: typing.Any, connection_info: dict,
                       instance: typing.Any, mountpoint: str,

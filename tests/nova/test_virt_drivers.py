@@ -31,9 +31,12 @@ import uuid
 from nova.compute import power_state
 from nova import test
 from nova.tests.unit.virt import test_virt_drivers as nova_suite
+from os_brick.initiator.connectors import local as brick_local
 
 from compute_driver.nova import driver as adapter
+from compute_driver.volume import model as vol_model
 from tests.functional import docker_env
+from tests.functional import volume_env
 
 #: The image Nova's test instances are booted from, in Nova's GlanceFixture.
 NOVA_TEST_IMAGE = 'cedef40a-ed67-4d10-800e-17455edce175'
@@ -51,6 +54,11 @@ class _UnsupportedCalls(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.args, dict) and 'method' in record.args:
             self.methods.append(str(record.args['method']))
+
+
+#: os-brick's local connector as it is, before Nova's fixture stubs it.
+_REAL_LOCAL = {name: getattr(brick_local.LocalConnector, name)
+               for name in ('connect_volume', 'disconnect_volume')}
 
 
 class _AdapterSuite(nova_suite._VirtDriverTestCase):
@@ -79,12 +87,45 @@ class _AdapterSuite(nova_suite._VirtDriverTestCase):
         suite_log = logging.getLogger(nova_suite.__name__)
         suite_log.addHandler(self.unsupported)
         self.addCleanup(suite_log.removeHandler, self.unsupported)
+        self._fake_volumes()
         super().setUp()
+        # Nova's test base stubs os-brick's connectors out (every device
+        # is /dev/sda); the local one connects the loop devices for real.
+        for name in ('connect_volume', 'disconnect_volume'):
+            self.useFixture(nova_suite.fixtures.MonkeyPatch(
+                '%s.LocalConnector.%s' % (brick_local.__name__, name),
+                _REAL_LOCAL[name]))
         self.connection.init_host(nova_suite.CONF.host)
         # Runs before the handler is removed: cleanups are last in, first
         # out.
         self.addCleanup(self._check_unsupported_calls)
         self.addCleanup(self._remove_instances)
+
+    def _fake_volumes(self) -> None:
+        # Nova's suite hands out connection info of its own fake volume
+        # driver, as Nova's libvirt test case registers one. Here each
+        # volume id (Nova's suite has one, or none) is a real loop device,
+        # which the backend connects through os-brick like any other.
+        volume_env.require_loop()
+        loops = volume_env.LoopDevices(
+            self.useFixture(nova_suite.fixtures.TempDir()).path)
+        self.addCleanup(loops.release)
+        devices: dict[str, str] = {}
+        parse = vol_model.parse
+
+        def parse_fake(connection_info: typing.Any) -> typing.Any:
+            if (isinstance(connection_info, dict) and
+                    connection_info.get('driver_volume_type') == 'fake'):
+                serial = str(connection_info.get('serial', ''))
+                if serial not in devices:
+                    devices[serial] = loops.make()
+                connection_info = {
+                    **volume_env.local(devices[serial]),
+                    'serial': connection_info.get('serial')}
+            return parse(connection_info)
+
+        self.useFixture(nova_suite.fixtures.MonkeyPatch(
+            vol_model.__name__ + '.parse', parse_fake))
 
     def _remove_instances(self) -> None:
         backend = self.connection.backend
