@@ -51,6 +51,21 @@ opts = [
              'name, e.g. "cirros:cirros-0.6.3-x86_64-disk". Without an '
              'entry, an image is looked up on the backend under its Glance '
              'id, then under its Glance name.'),
+    cfg.StrOpt(
+        'image_service',
+        default='nova',
+        choices=[
+            ('nova', "Nova's image API: nova.conf's [glance] options and "
+                     "the request's credentials; images are downloaded "
+                     "into the backend's cache and snapshots uploaded "
+                     "into the image Nova created for them."),
+            ('backend', "The backend's own image service (the library "
+                        "configuration file's [image_service], or the "
+                        "fake backend's in-memory images), with "
+                        "image_map for images it knows by other names."),
+        ],
+        help='Where the backend gets the images it boots and puts the '
+             'snapshots it takes.'),
 ]
 
 

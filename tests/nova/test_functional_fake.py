@@ -14,16 +14,12 @@
 
 from tests.nova import functional_base
 
-FAKE_IMAGE = 'cirros-0.6.3-x86_64-disk'
-OTHER_FAKE_IMAGE = 'debian-12-genericcloud-amd64'
-
 
 class FakeBackendServerTests(functional_base.ServerLifecycleTests,
                              functional_base.AdapterTestBase):
     backend_name = 'fake'
     # A small host, so that the claims and Nova's allocation ratios meet.
-    backend_options = {'fake': {
-        'vcpus': 2, 'memory_mb': 8192, 'disk_gb': 100,
-        'images': ','.join([FAKE_IMAGE, OTHER_FAKE_IMAGE])}}
-    backend_images = {functional_base.IMAGE: FAKE_IMAGE,
-                      functional_base.OTHER_IMAGE: OTHER_FAKE_IMAGE}
+    backend_options = {'fake': {'vcpus': 2, 'memory_mb': 8192,
+                                'disk_gb': 100}}
+    # The images come from Nova's image API, data and all.
+    nova_images = True
