@@ -47,6 +47,7 @@ validates, locks, claims and checks transitions; the hooks here act:
   nor ``get_available_resource`` lists every container.
 """
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -69,6 +70,7 @@ from compute_driver.docker import usage as dusage
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
+from compute_driver.image import exception as image_exception
 from compute_driver import leftovers
 from compute_driver import objects
 from compute_driver import power_state
@@ -94,7 +96,9 @@ class DockerDriver(driver.ComputeDriver):
     hypervisor_type = 'docker'
     CONFIG_GROUP = docker_conf.GROUP
     CONFIG_OPTS = docker_conf.opts
-    image_types = ()
+    # Nova's disk formats of the images it boots: docker save and root
+    # file system tarballs are both disk_format=raw in Glance.
+    image_types = ('raw',)
     # Containers share the host's CPUs: their vCPUs are bounded by the
     # ratio only, which is high by default for the same reason.
     runs_containers = True
@@ -121,6 +125,9 @@ class DockerDriver(driver.ComputeDriver):
         # (the base makes both under its claim lock): one listing and
         # the cached ``docker info`` serve the whole claim.
         self._claiming = threading.local()
+        # One load of an image service image at a time, per image id.
+        self._image_locks: dict[str, threading.Lock] = {}
+        self._image_locks_guard = threading.Lock()
 
     @property
     def api(self) -> typing.Any:
@@ -212,7 +219,9 @@ class DockerDriver(driver.ComputeDriver):
         # The flavor first: nothing is pulled or loaded for an instance
         # Docker could not run.
         hostconfig.check_flavor(self.conf.docker, instance.flavor)
-        found = self._store().ensure(instance.image_ref)
+        found = self._image_from_service(instance)
+        if isinstance(found, images.ServiceImage):
+            return found
         return images.DockerImage(
             name=instance.image_ref, disk_format='docker',
             container_format='docker', size=found.get('Size'),
@@ -220,6 +229,8 @@ class DockerDriver(driver.ComputeDriver):
 
     def _create(self, instance, image, power_on, network_info,
                 block_device_info):
+        if isinstance(image, images.ServiceImage):
+            image = self._bring_image(image)
         host_config_args = hostconfig.host_config_args(self.conf,
                                                        instance.flavor)
         container_id = self._create_container(instance, image,
@@ -542,7 +553,8 @@ class DockerDriver(driver.ComputeDriver):
 
     def _has_image(self, image_id):
         images.validate_reference(image_id)
-        return self._store().inspect(image_id) is not None
+        return (self._store().inspect(image_id) is not None or
+                self.image_exists(image_id))
 
     def _snapshot(self, data, instance, current, image_id):
         store = self._store()
@@ -552,14 +564,16 @@ class DockerDriver(driver.ComputeDriver):
             if store.inspect(image_id) is not None:
                 raise exception.InvalidInput(
                     reason='an image named %s exists already' % image_id)
+            stored = mapping.stored_instance(data, instance)
             store.commit_snapshot(self._container_name(instance.uuid),
-                                  image_id,
-                                  mapping.stored_instance(data, instance))
+                                  image_id, stored)
+            self._upload_snapshot(store, stored, image_id)
 
     def _delete_snapshot(self, image_id):
         with self._snapshot_lock, errors.translate(
                 self._connection.url, 'delete snapshot', image_id):
             self._store().delete_snapshot(image_id)
+            self._delete_service_snapshot(image_id)
 
     def _snapshots_of(self, instance):
         return self._store().snapshots_of(instance.uuid)
@@ -693,4 +707,99 @@ class DockerDriver(driver.ComputeDriver):
 
     def list_images(self):
         with errors.translate(self._connection.url, 'list images'):
-            return self._store().list_images()
+            found = self._store().list_images()
+        # The image service's that docker load or import can take.
+        names = {image.name for image in found}
+        return found + [
+            image for image in self.list_service_images()
+            if image.name not in names and (
+                image.container_format or 'bare',
+                image.disk_format) in images.FORMATS]
+
+    # -- images from the image service ----------------------------------------
+
+    def _image_from_service(self, instance: objects.Instance
+                            ) -> images.ServiceImage | dict:
+        """The image service's image, else dockerd's own image.
+
+        The image service is asked first; only an image it does not have
+        is looked for in dockerd, ``[docker] image_directory`` and
+        ``[docker] registry``, as before there was one.
+
+        :returns: a :class:`images.ServiceImage` not loaded yet, or
+            dockerd's description of its own image.
+        :raises ImageUnacceptable: for a format Docker cannot run.
+        :raises ImageNotFound: when neither has it.
+        """
+        try:
+            meta = self.image_for(instance)
+        except image_exception.ImageNotInService:
+            try:
+                return self._store().ensure(instance.image_ref)
+            except exception.ImageNotFound as exc:
+                raise exception.ImageNotFound(
+                    image='%s (in the %s image service or in dockerd)'
+                          % (instance.image_ref, self.image_service.name),
+                    available=exc.kwargs.get('available', 'none')) from exc
+        loader = images.loader_of(meta)
+        return images.ServiceImage(
+            **{f.name: getattr(meta, f.name)
+               for f in dataclasses.fields(objects.ImageMeta)},
+            loader=loader)
+
+    def _bring_image(self, image: images.ServiceImage) -> images.DockerImage:
+        """Load ``image`` into dockerd unless an earlier boot did.
+
+        One load per image at a time in this process; dockerd itself is
+        the cache, under :func:`images.service_tag`.
+        """
+        with self._image_locks_guard:
+            lock = self._image_locks.setdefault(image.id, threading.Lock())
+        loader = images.ServiceLoader(self.api, self.image_service)
+        with lock, errors.translate(self._connection.url, 'load image',
+                                    image.id):
+            found = loader.ensure(image)
+        return images.DockerImage(
+            name=image.name, disk_format=image.disk_format,
+            container_format=image.container_format,
+            min_ram=image.min_ram, min_disk=image.min_disk,
+            size=found.get('Size'), properties=dict(image.properties),
+            image_id=found.get('Id') or '')
+
+    def _upload_snapshot(self, store: images.ImageStore,
+                         instance: objects.Instance, image_id: str) -> None:
+        """Stream ``docker save`` of snapshot ``image_id`` to the service.
+
+        The new image is ``container_format=docker``, ``disk_format=raw``;
+        a failed upload removes the snapshot from dockerd too.
+
+        The snapshot stays in dockerd, also tagged with the new image's
+        id, so booting it on this host transfers nothing.
+        """
+        loader = images.ServiceLoader(self.api, self.image_service)
+        try:
+            with errors.translate(self._connection.url, 'snapshot',
+                                  instance.name):
+                record = loader.upload(image_id, lambda src: (
+                    self.upload_snapshot(instance, image_id, src, 'raw',
+                                         'docker')))
+                repo, tag = images.split_tag(images.service_tag(record.id))
+                self.api.tag(image_id, repo, tag)
+        except BaseException:
+            store.remove_snapshot_quietly(image_id)
+            raise
+
+    def _delete_service_snapshot(self, image_id: str) -> None:
+        """Delete snapshot ``image_id`` from the image service.
+
+        dockerd's copy of it goes too; absent is fine.
+        """
+        try:
+            record = self.image_service.show(image_id)
+        except image_exception.ImageNotInService:
+            return
+        self.delete_snapshot_image(record.id)
+        try:
+            self.api.remove_image(images.service_tag(record.id))
+        except docker_errors.NotFound:
+            pass

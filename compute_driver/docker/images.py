@@ -21,11 +21,16 @@ directory when one is set.
 """
 
 import dataclasses
+import hashlib
+import io
 import json
 import logging
 import os
+import queue
 import re
+import shlex
 import tarfile
+import threading
 import typing
 import uuid as uuidlib
 
@@ -202,7 +207,10 @@ class ImageStore:
         by_tag: dict[str, dict] = {}
         for summary in summaries:
             for tag in summary.get('RepoTags') or ():
-                if tag != '<none>:<none>':
+                # Copies of the image service's images are listed as the
+                # service's (see the driver's list_images).
+                if tag != '<none>:<none>' and not tag.startswith(
+                        SERVICE_REPOSITORY + ':'):
                     by_tag[tag] = summary
         result: list[objects.ImageMeta] = []
         seen: set[str] = set()
@@ -331,6 +339,18 @@ class ImageStore:
                         exception.one_line(exc))
             LOG.debug('Removal failure', exc_info=True)
 
+    def remove_snapshot_quietly(self, image_id: str) -> None:
+        """Remove a snapshot whose upload failed, and its tarball.
+
+        Never raises: what stays is logged.
+        """
+        self._remove_quietly(image_id)
+        try:
+            self.remove_tarball(image_id)
+        except OSError as exc:
+            LOG.warning('Could not remove the tarball of failed snapshot '
+                        '%s: %s', image_id, exception.one_line(exc))
+
     def delete_snapshot(self, image_id: str) -> None:
         """Delete snapshot ``image_id`` and its tarball; gone is fine.
 
@@ -368,7 +388,8 @@ class ImageStore:
             if not _is_snapshot(summary.get('Labels')):
                 continue
             tags = [t for t in summary.get('RepoTags') or ()
-                    if t != '<none>:<none>']
+                    if t != '<none>:<none>' and
+                    not t.startswith(SERVICE_REPOSITORY + ':')]
             given = (summary.get('Labels') or {}).get(mapping.SNAPSHOT_NAME)
             if given and canonical(given) in tags:
                 names.add(given)
@@ -482,3 +503,347 @@ def _meta(ref: str, summary: dict) -> objects.ImageMeta:
                              container_format='docker',
                              size=summary.get('Size'),
                              properties=properties)
+
+
+# -- images from the image service --------------------------------------------
+
+#: The repository under which dockerd keeps images that came from the
+#: image service, tagged with the image service's id: a second boot of the
+#: same image finds it there and transfers nothing.
+SERVICE_REPOSITORY = 'compute-driver-image'
+
+#: (container_format, disk_format) -> how dockerd takes the data:
+#: ``load`` for a ``docker save`` tarball, ``import`` for a root file
+#: system tarball. Glance's docker images are ``docker``/``raw``; an
+#: image without a disk format is taken as its container format says.
+FORMATS = {
+    ('docker', 'raw'): 'load',
+    ('docker', None): 'load',
+    ('docker', 'docker'): 'load',
+    ('bare', 'raw'): 'import',
+    ('bare', 'tar'): 'import',
+}
+
+#: The image property holding the command of an imported root file
+#: system, which has none of its own; nova-docker read the same one.
+COMMAND_PROPERTY = 'os_command_line'
+
+#: Bytes of the stream held back from dockerd until the image service's
+#: checksum is verified. A tar archive ends with at least 1 KiB of zeros
+#: (10 KiB records for GNU tar): dockerd must not receive what makes the
+#: archive whole before the data is known good, or it would load an image
+#: from unverified bytes.
+HOLD_BACK = 64 * 1024
+
+_T = typing.TypeVar('_T')
+
+_TAG_RE = re.compile(r'[\w][\w.-]{0,127}')
+
+
+def service_tag(image_id: str) -> str:
+    """The tag dockerd knows image service image ``image_id`` under."""
+    tag = image_id.lower()
+    if not _TAG_RE.fullmatch(tag):
+        # Not a uuid: a local service's file-safe id with other letters.
+        tag = hashlib.sha256(image_id.encode('utf-8')).hexdigest()
+    return '%s:%s' % (SERVICE_REPOSITORY, tag)
+
+
+def loader_of(image: objects.ImageMeta) -> str:
+    """``load`` or ``import``: how an image service image reaches dockerd.
+
+    :raises ImageUnacceptable: for a format Docker cannot run (a qcow2 or
+        vhd disk, an ISO...), before anything is downloaded.
+    """
+    key = (image.container_format or 'bare', image.disk_format)
+    how = FORMATS.get(key)
+    if how is None:
+        raise exception.ImageUnacceptable(
+            image=image.id,
+            reason='Docker runs container_format=docker images (docker '
+                   'save tarballs) and container_format=bare images whose '
+                   'disk_format is raw or tar (root file system tarballs); '
+                   'this one is container_format=%s, disk_format=%s'
+                   % (image.container_format, image.disk_format))
+    return how
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceImage(DockerImage):
+    """An image of the image service, before dockerd has it.
+
+    :param loader: ``load`` or ``import`` (see :data:`FORMATS`).
+    """
+
+    loader: str = 'load'
+
+
+class _Pipe:
+    """Chunks from a download thread to dockerd's request body.
+
+    The download writes (it is the file object the image service streams
+    into); the request body is :meth:`chunks`. The last
+    :data:`HOLD_BACK` bytes or more stay here until :meth:`finish` says
+    the download was verified; a failed download ends the body with an
+    error instead, so the request breaks before dockerd saw a whole
+    archive. At most the queue's 8 chunks and the held bytes are in
+    memory.
+    """
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[typing.Any] = queue.Queue(maxsize=8)
+        self._held = bytearray()
+        self._closed = threading.Event()
+        self.sent = 0
+        #: Whether the body ended with the download's error.
+        self.aborted = False
+
+    # The download's side: a write-only, unseekable file object.
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> int:
+        self._held += data
+        # Sent in chunks of at least _CHUNK: the download's may be 64 KiB,
+        # and each becomes an HTTP chunk and a queue hand-over otherwise.
+        if len(self._held) >= HOLD_BACK + _CHUNK:
+            cut = len(self._held) - HOLD_BACK
+            chunk = bytes(self._held[:cut])
+            del self._held[:cut]
+            self._put(chunk)
+        return len(data)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._closed.is_set():
+                # dockerd stopped reading: the download stops too.
+                raise BrokenPipeError('dockerd closed the image stream')
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, error: BaseException | None) -> None:
+        """End the stream: the held bytes when verified, else ``error``."""
+        try:
+            if error is None:
+                if self._held:
+                    self._put(bytes(self._held))
+                self._held.clear()
+                self._put(self._END)
+            else:
+                self._held.clear()
+                self._put(error)
+        except BrokenPipeError:
+            pass
+
+    # dockerd's side.
+    def chunks(self) -> typing.Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                self.aborted = True
+                # Raised inside the request: it is sent without its final
+                # chunk, which dockerd takes for a broken archive.
+                raise _StreamAborted() from item
+            self.sent += len(item)
+            yield item
+
+    def close(self) -> None:
+        """dockerd is done reading; unblock the writer."""
+        self._closed.set()
+
+
+class _StreamAborted(Exception):
+    """The image stream was cut because its download failed."""
+
+
+def _messages_error(messages: typing.Iterable[dict]) -> tuple[
+        list[dict], str | None]:
+    seen, error = [], None
+    for message in messages:
+        seen.append(message)
+        if isinstance(message, dict) and message.get('error'):
+            error = str((message.get('errorDetail') or {}).get(
+                'message') or message['error'])
+    return seen, error
+
+
+class ServiceLoader:
+    """Image service images into dockerd, and snapshots back.
+
+    Streamed both ways: an image is never whole in memory.
+
+    :param api: a connected ``APIClient``.
+    :param service: the image service.
+    """
+
+    def __init__(self, api: typing.Any, service: typing.Any) -> None:
+        self.api = api
+        self.service = service
+
+    def find(self, image: objects.ImageMeta) -> dict | None:
+        """dockerd's copy of ``image``, if an earlier boot brought it."""
+        try:
+            return self.api.inspect_image(service_tag(image.id))
+        except docker_errors.NotFound:
+            return None
+
+    def ensure(self, image: ServiceImage) -> dict:
+        """Make dockerd have ``image``; returns its description.
+
+        :raises ImageChecksumMismatch: when the data is not what the image
+            service recorded; dockerd then has nothing of it.
+        :raises ImageDownloadIncomplete: when the download stopped early.
+        :raises ImageUnacceptable: when dockerd refuses the data.
+        """
+        found = self.find(image)
+        if found is not None:
+            return found
+        repo, tag = split_tag(service_tag(image.id))
+        LOG.info('Streaming image %s from the %s image service into '
+                 'dockerd (docker %s)', image.id, self.service.name,
+                 image.loader)
+        if image.loader == 'import':
+            image_id = self._stream(image, lambda body: self._import(
+                image, body, repo, tag))
+        else:
+            image_id = self._stream(image, self._load)
+            self.api.tag(image_id, repo, tag)
+        return self.api.inspect_image(image_id)
+
+    def _stream(self, image: ServiceImage,
+                send: typing.Callable[[typing.Iterator[bytes]], str]) -> str:
+        """Download ``image`` into ``send`` (dockerd) through a pipe.
+
+        :returns: what ``send`` returns: dockerd's id of the image.
+        """
+        pipe = _Pipe()
+        failure: list[BaseException] = []
+
+        def download() -> None:
+            error = None
+            try:
+                self.service.download(image.id, typing.cast(
+                    typing.BinaryIO, pipe))
+            except BaseException as exc:
+                error = exc
+                failure.append(exc)
+            pipe.finish(error)
+
+        thread = threading.Thread(target=download, daemon=True,
+                                  name='image-stream-%s' % image.id[:8])
+        thread.start()
+        try:
+            result = send(pipe.chunks())
+        except BaseException as exc:
+            pipe.close()
+            thread.join()
+            if pipe.aborted and failure:
+                # The download failed first: its error is the cause, and
+                # dockerd, its request broken, loaded nothing.
+                raise failure[0] from None
+            if isinstance(exc, docker_errors.APIError):
+                raise exception.ImageUnacceptable(
+                    image=image.id, reason='dockerd refused it: %s'
+                    % errors.reason(exc)) from exc
+            raise
+        pipe.close()
+        thread.join()
+        if failure:
+            # dockerd finished without the held-back tail; what it made
+            # of unverified data goes.
+            if image.loader == 'import':
+                self._remove_quietly(result)
+            raise failure[0]
+        LOG.info('dockerd took image %s: %d bytes', image.id, pipe.sent)
+        return result
+
+    def _remove_quietly(self, ref: str) -> None:
+        try:
+            self.api.remove_image(ref, force=True)
+        except Exception as exc:
+            LOG.warning('Could not remove image %s made from unverified '
+                        'data: %s', ref, exception.one_line(exc))
+
+    def _load(self, body: typing.Iterator[bytes]) -> str:
+        messages, error = _messages_error(self.api.load_image(body))
+        if error is not None:
+            raise docker_errors.APIError(error)
+        loaded = []
+        for message in messages:
+            text = str(message.get('stream') or '').strip()
+            for prefix in ('Loaded image ID: ', 'Loaded image: '):
+                if text.startswith(prefix):
+                    loaded.append(text[len(prefix):])
+        if not loaded:
+            raise docker_errors.APIError(
+                'the archive holds no image (no "Loaded image" message)')
+        if len(loaded) > 1:
+            LOG.warning('The archive holds %d images (%s); booting the '
+                        'first', len(loaded), ', '.join(loaded))
+        return str(self.api.inspect_image(loaded[0])['Id'])
+
+    def _import(self, image: objects.ImageMeta,
+                body: typing.Iterator[bytes], repo: str, tag: str) -> str:
+        changes = []
+        command = image.properties.get(COMMAND_PROPERTY)
+        if command:
+            try:
+                argv = shlex.split(command)
+            except ValueError as exc:
+                raise exception.ImageUnacceptable(
+                    image=image.id, reason='its %s cannot be split into '
+                    'arguments: %s' % (COMMAND_PROPERTY, exc)) from None
+            changes.append('CMD ' + json.dumps(argv))
+        result = self.api.import_image(
+            src=body, repository=repo, tag=tag, changes=changes or None,
+            stream_src=True)
+        lines = [json.loads(line) for line in str(result).splitlines()
+                 if line.strip()]
+        _, error = _messages_error(lines)
+        if error is not None:
+            raise docker_errors.APIError(error)
+        return str(self.api.inspect_image('%s:%s' % (repo, tag))['Id'])
+
+    def upload(self, ref: str,
+               send: typing.Callable[[typing.BinaryIO], _T]) -> _T:
+        """Stream ``docker save`` of ``ref`` into ``send``.
+
+        :param send: uploads from the file object it is given (the
+            backend's :meth:`~compute_driver.driver.ComputeDriver.
+            upload_snapshot`).
+        """
+        reader = SaveReader(self.api.get_image(ref, chunk_size=_CHUNK))
+        return send(typing.cast(typing.BinaryIO, reader))
+
+
+class SaveReader(io.RawIOBase):
+    """``docker save``'s chunks as a file object open for reading."""
+
+    def __init__(self, chunks: typing.Iterable[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._buffer = b''
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: typing.Any) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size

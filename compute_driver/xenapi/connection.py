@@ -217,20 +217,40 @@ class SessionPool:
 
     # -- connections -------------------------------------------------------
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._verify:
+            return ssl.create_default_context(cafile=self._ca_file)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+
     def _transport(self, timeout: float) -> _TimeoutMixin:
         transport: _TimeoutMixin
         if urllib.parse.urlsplit(self.url).scheme == 'https':
-            if self._verify:
-                context = ssl.create_default_context(cafile=self._ca_file)
-            else:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            transport = _SafeTransport(context=context)
+            transport = _SafeTransport(context=self._ssl_context())
         else:
             transport = _Transport()
         transport.timeout = timeout
         return transport
+
+    def http_connection(self, timeout: float | None = None
+                        ) -> http.client.HTTPConnection:
+        """A new HTTP(S) connection to XAPI, for its disk transfers.
+
+        The same host, port and TLS verification as the XML-RPC calls.
+
+        :param timeout: seconds a socket operation may take; the call
+            timeout by default.
+        """
+        parts = urllib.parse.urlsplit(self.url)
+        timeout = self._call_timeout if timeout is None else timeout
+        if parts.scheme == 'https':
+            return http.client.HTTPSConnection(
+                parts.hostname or '', parts.port, timeout=timeout,
+                context=self._ssl_context())
+        return http.client.HTTPConnection(parts.hostname or '', parts.port,
+                                          timeout=timeout)
 
     def _unavailable(self, reason: str) -> exception.HypervisorUnavailable:
         return exception.HypervisorUnavailable(host=redact(self.url),
@@ -483,26 +503,8 @@ class Connection:
         :raises HypervisorUnavailable: when it times out.
         """
         task = self.call('Async.' + method, *args)
-        deadline = time.monotonic() + self.call_timeout
-        interval = 0.02
         try:
-            while True:
-                record = self._task_record(task, deadline, interval)
-                status = record['status']
-                if status == 'success':
-                    return task_result(record['result'])
-                if status in ('failure', 'cancelled'):
-                    raise XapiCallFailed(
-                        method=method,
-                        details=[str(d) for d in record['error_info']])
-                if time.monotonic() >= deadline:
-                    self.cancel(task)
-                    raise exception.HypervisorUnavailable(
-                        host=redact(self.pool.url),
-                        reason='%s took longer than %ss ([xenapi] '
-                               'call_timeout); its task was cancelled'
-                               % (method, self.call_timeout))
-                interval = min(interval * 2, 1.0)
+            return self.wait(task, method)
         except BaseException as exc:
             if not isinstance(exc, (XapiCallFailed,
                                     exception.HypervisorUnavailable)):
@@ -510,6 +512,34 @@ class Connection:
             raise
         finally:
             self._destroy_task(task)
+
+    def wait(self, task: str, method: str) -> str:
+        """Wait for ``task`` to finish and return its result.
+
+        :param method: what the task does, for errors.
+        :raises XapiCallFailed: when the task fails or is cancelled.
+        :raises HypervisorUnavailable: when it outlasts ``call_timeout``;
+            it is cancelled then.
+        """
+        deadline = time.monotonic() + self.call_timeout
+        interval = 0.02
+        while True:
+            record = self._task_record(task, deadline, interval)
+            status = record['status']
+            if status == 'success':
+                return task_result(record['result'])
+            if status in ('failure', 'cancelled'):
+                raise XapiCallFailed(
+                    method=method,
+                    details=[str(d) for d in record['error_info']])
+            if time.monotonic() >= deadline:
+                self.cancel(task)
+                raise exception.HypervisorUnavailable(
+                    host=redact(self.pool.url),
+                    reason='%s took longer than %ss ([xenapi] '
+                           'call_timeout); its task was cancelled'
+                           % (method, self.call_timeout))
+            interval = min(interval * 2, 1.0)
 
     def request(self, method: str, ref: str, timeout: float,
                 retry_interval: float = 0) -> bool:
@@ -563,6 +593,10 @@ class Connection:
             # A task that just finished cannot be cancelled; the rollback
             # finds what it made by its name.
             LOG.debug('Could not cancel task %s: %s', task, exc)
+
+    def destroy_task(self, task: str) -> None:
+        """Forget a finished task; failures are only logged."""
+        self._destroy_task(task)
 
     def _destroy_task(self, task: str) -> None:
         try:

@@ -26,14 +26,18 @@ console would mean scraping a live terminal session, which would show the
 screen rather than the boot log the contract promises.
 """
 
+import dataclasses
 import functools
+import itertools
 import logging
+import os
 import threading
 import time
 import typing
 
 from compute_driver import driver
 from compute_driver import exception
+from compute_driver.image import exception as image_exception
 from compute_driver import leftovers
 from compute_driver import objects
 from compute_driver import power_state
@@ -75,7 +79,8 @@ class XenAPIDriver(driver.ComputeDriver):
     hypervisor_type = 'xen'
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
-    image_types = ('vhd',)
+    # What /import_raw_vdi takes, and so what boots.
+    image_types = ('raw', 'vhd')
     runs_containers = False
 
     def __init__(self, conf, virtapi=None):
@@ -342,7 +347,7 @@ class XenAPIDriver(driver.ComputeDriver):
                 raise exception.InstanceExists(instance=instance.name)
 
     def _get_image(self, instance):
-        return self._images.get(instance.image_ref)
+        return self._image_from_service(instance)
 
     def _resources(self, pending):
         facts = self._known_facts()
@@ -411,7 +416,17 @@ class XenAPIDriver(driver.ComputeDriver):
             other.update(mapping.instance_tags(instance))
             other['disks'] = mapping.resize_disks(
                 other.get('disks', ''), flavor, sr['uuid'])
+            device = None
+            if isinstance(image, images.ServiceDisk):
+                # The image's VDI is the root disk: not provisioned.
+                other['disks'], device = images.without_root_disk(
+                    other['disks'])
             self._xapi.call('VM.set_other_config', ref, other)
+            if device is not None:
+                self._attach_image_disk(ref, instance,
+                                        typing.cast(images.ServiceDisk,
+                                                    image), device,
+                                        temporary)
             self._xapi.call('VM.set_name_description', ref,
                             'compute-driver instance %s' % instance.uuid)
             self._size(ref, template.record, flavor)
@@ -535,12 +550,24 @@ class XenAPIDriver(driver.ComputeDriver):
         """
         with self._translate('list leftovers', None):
             records = self._xapi.call('VM.get_all_records')
-        return leftovers.sweep(self.name, self._leftover_candidates(records),
-                               dry_run)
+            vdis = self._xapi.call('VDI.get_all_records')
+        return leftovers.sweep(self.name, itertools.chain(
+            self._leftover_candidates(records),
+            self._leftover_vdis(vdis)), dry_run)
+
+    @staticmethod
+    def _spawn_over(owner: str, uuid: str) -> tuple[bool | None, str]:
+        """Whether the spawn of ``owner`` for ``uuid`` is over, and how."""
+        if owner == leftovers.owner_label():
+            with _BUILDING_LOCK:
+                return (uuid not in _BUILDING,
+                        'its spawn failed and could not remove it')
+        return ((leftovers.owner_gone(owner) if '/' in owner
+                 else mapping.legacy_owner_gone(owner)),
+                'its spawn was interrupted in process %s' % owner)
 
     def _leftover_candidates(self, records: dict[str, Record]
                              ) -> typing.Iterator[leftovers.Candidate]:
-        me = leftovers.owner_label()
         for ref, record in records.items():
             spawning = mapping.spawn_owner(record)
             if spawning is None:
@@ -548,15 +575,7 @@ class XenAPIDriver(driver.ComputeDriver):
             owner, uuid = spawning
             name = record.get('other_config', {}).get(
                 mapping.KEY_NAME, record.get('name_label', ''))
-            gone: bool | None
-            if owner == me:
-                with _BUILDING_LOCK:
-                    gone = uuid not in _BUILDING
-                reason = 'its spawn failed and could not remove it'
-            else:
-                gone = (leftovers.owner_gone(owner) if '/' in owner
-                        else mapping.legacy_owner_gone(owner))
-                reason = 'its spawn was interrupted in process %s' % owner
+            gone, reason = self._spawn_over(owner, uuid)
             if not gone:
                 LOG.warning('VM %s (%s) is an unfinished spawn of %s; left '
                             'alone as that process may still run',
@@ -619,7 +638,14 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def list_images(self):
         with self._translate('list images', None):
-            return self._images.list_images()
+            found = self._images.list_images()
+        # The image service's that /import_raw_vdi can take.
+        names = {image.name for image in found}
+        return found + [
+            image for image in self.list_service_images()
+            if image.name not in names and
+            (image.container_format or 'bare') == 'bare' and
+            image.disk_format in images.DISK_FORMATS]
 
     # -- guests without tools ------------------------------------------------
 
@@ -752,14 +778,21 @@ class XenAPIDriver(driver.ComputeDriver):
     # -- snapshots -----------------------------------------------------------
 
     def _has_image(self, image_id):
-        return self._images.find(image_id) is not None
+        return (self._images.find(image_id) is not None or
+                self.image_exists(image_id))
 
     def _snapshot(self, vm, instance, current, image_id):
-        self._images.snapshot(vm.ref, instance, image_id)
+        snap = self._images.snapshot(vm.ref, instance, image_id)
+        try:
+            self._upload_snapshot(snap, instance, image_id)
+        except BaseException:
+            self._remove_leftover(snap, 'failed snapshot %s' % image_id)
+            raise
 
     def _delete_snapshot(self, image_id):
         with self._translate('delete snapshot', None):
             self._images.delete_snapshot(image_id)
+        self.delete_snapshot_image(image_id)
 
     def _snapshots_of(self, instance):
         return self._images.snapshots_of(instance)
@@ -817,3 +850,116 @@ class XenAPIDriver(driver.ComputeDriver):
             'disks': len(record['VBDs']),
             'vifs': len(record['VIFs']),
         }
+
+    # -- images from the image service ---------------------------------------
+
+    def _image_from_service(self, instance: objects.Instance
+                            ) -> images.Template:
+        """The image service's image, else a template or snapshot of XAPI.
+
+        An image service image boots as a clone of ``[xenapi]
+        default_template`` whose root disk is a VDI imported from it.
+
+        :raises ImageUnacceptable: for a format XAPI cannot import.
+        :raises ImageNotFound: when neither has it.
+        """
+        try:
+            meta = self.image_for(instance)
+        except image_exception.ImageNotInService:
+            try:
+                return self._images.get(instance.image_ref)
+            except exception.ImageNotFound as exc:
+                raise exception.ImageNotFound(
+                    image='%s (in the %s image service or among the '
+                          'templates)' % (instance.image_ref,
+                                          self.image_service.name),
+                    available=exc.kwargs.get('available', 'none')) from exc
+        images.check_format(meta)
+        template = self._images.get(self._xconf.default_template)
+        return images.ServiceDisk(
+            **{f.name: getattr(meta, f.name)
+               for f in dataclasses.fields(objects.ImageMeta)},
+            ref=template.ref, record=template.record)
+
+    def _attach_image_disk(self, vm: str, instance: objects.Instance,
+                           image: images.ServiceDisk, device: str,
+                           temporary: str) -> None:
+        """Give the spawning VM a root VDI filled with the image.
+
+        The image comes verified from the host's cache; the VDI has the
+        flavor's root disk size (the image's, if larger and the flavor
+        says 0), is attached before a byte is imported so that removing
+        the VM removes it, and is removed at once if attaching fails.
+        Until it is attached it bears the spawn's ``temporary`` name, so
+        a spawn killed in between leaves a VDI the sweep recognises.
+
+        :raises ImageUnacceptable: when the disk is larger than the
+            flavor's root disk, or not the format it says.
+        """
+        path = self.fetch_image(image)
+        size = images.disk_size(image, path)
+        self.check_image_fits_flavor(image.id, size, instance.flavor)
+        size = max(size, instance.flavor.root_gb * 1024 ** 3)
+        vdi = self._xapi.call('VDI.create', {
+            'name_label': temporary,
+            'name_description': 'root disk of %s from image %s'
+                                % (instance.uuid, image.id),
+            'SR': self._xapi.sr(self._xconf.sr_name),
+            'virtual_size': str(size), 'type': 'system',
+            'sharable': False, 'read_only': False,
+            'other_config': {
+                mapping.KEY_UUID: instance.uuid, 'image_id': image.id},
+            'xenstore_data': {}, 'sm_config': {}, 'tags': []})
+        try:
+            self._xapi.call('VBD.create', {
+                'VM': vm, 'VDI': vdi, 'userdevice': device,
+                'bootable': True, 'mode': 'RW', 'type': 'Disk',
+                'empty': False, 'unpluggable': False, 'other_config': {},
+                'qos_algorithm_type': '', 'qos_algorithm_params': {}})
+        except BaseException:
+            self._xapi.call('VDI.destroy', vdi)
+            raise
+        self._xapi.call('VDI.set_name_label', vdi, instance.name)
+        LOG.info('Importing image %s (%s, %d bytes) into VDI %s of %s',
+                 image.id, image.disk_format, os.path.getsize(path), vdi,
+                 instance.name)
+        images.Transfers(self._xapi).import_file(
+            vdi, path, image.disk_format or 'raw')
+
+    def _upload_snapshot(self, snap: str, instance: objects.Instance,
+                         image_id: str) -> None:
+        """Export the snapshot's root VDI as a VHD into the image service.
+
+        The upload is ``disk_format=vhd``, ``container_format=bare``; the
+        export's VHD leaves unwritten blocks out.
+        """
+        vdi = self._images.snapshot_root_vdi(snap)
+        images.Transfers(self._xapi).export(
+            vdi, 'vhd', lambda src: self.upload_snapshot(
+                instance, image_id, src, 'vhd', 'bare'))
+
+    def _leftover_vdis(self, records: dict[str, Record]
+                       ) -> typing.Iterator[leftovers.Candidate]:
+        """Image VDIs a spawn created but never attached to its VM.
+
+        Attached ones go with their VM.
+        """
+        for ref, record in records.items():
+            spawning = mapping.spawn_owner(record)
+            if spawning is None or record.get('VBDs'):
+                continue
+            gone, reason = self._spawn_over(*spawning)
+            if not gone:
+                continue
+            what = 'VDI %s (%s)' % (record['uuid'], record['name_label'])
+            yield leftovers.Candidate(what, reason, functools.partial(
+                self._remove_swept_vdi, ref, what, reason))
+
+    def _remove_swept_vdi(self, ref: str, what: str, reason: str) -> None:
+        LOG.warning('Removing %s: %s', what, reason)
+        with self._translate('remove leftover', None):
+            try:
+                self._xapi.call('VDI.destroy', ref)
+            except connection.XapiCallFailed as exc:
+                if exc.code != 'HANDLE_INVALID':
+                    raise

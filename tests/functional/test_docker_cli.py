@@ -53,7 +53,10 @@ def run(tmp_path, host):
         '[DEFAULT]\ncompute_driver = docker\nhost = %s\n'
         'flavor = cdtest.small:1:128:1\nflavor = cdtest.four:1:4\n'
         '[docker]\napi_url = %s\nnetwork_mode = none\nimages = %s\n'
-        'pids_limit = 256\n' % (host, docker_env.API_URL, docker_env.IMAGE))
+        'pids_limit = 256\n'
+        '[image_service]\nlocal_path = %s\ncache_path = %s\n' % (
+            host, docker_env.API_URL, docker_env.IMAGE, tmp_path / 'images',
+            tmp_path / 'cache'))
     env = dict(os.environ, HOME=str(tmp_path), COLUMNS='200')
 
     def run(*argv, check=True):
@@ -217,3 +220,51 @@ def test_verify_skips_the_console_of_a_silent_image(api, run, host,
     assert rows['diagnostics']['Passed'] == 2
     assert api.containers(all=True, filters={
         'label': '%s=%s' % (HOST_LABEL, host)}) == []
+
+
+def test_boot_from_the_image_service_snapshot_boot_the_snapshot(
+        api, run, host, tmp_path):
+    image_id, path = docker_env.unique_image(api, tmp_path)
+    name, snap = host + '-img', host + '-snap'
+    uploaded = json.loads(run('image', 'upload', name, '--file', str(path),
+                              '--disk-format', 'raw', '--container-format',
+                              'docker', '-f', 'json').stdout)
+    tags = ['compute-driver-image:' + uploaded['id']]
+    try:
+        shown = json.loads(run('boot', 'cdtest-img1', '--image', name,
+                               '--flavor', 'cdtest.small', '-f',
+                               'json').stdout)
+        assert shown['state'] == 'running'
+        assert api.inspect_image(tags[0])['Id'] == image_id
+        run('snapshot', 'cdtest-img1', snap)
+        record = json.loads(run('image', 'show', snap, '-f', 'json').stdout)
+        tags.append('compute-driver-image:' + record['id'])
+        assert (record['status'], record['disk_format'],
+                record['container_format']) == ('active', 'raw', 'docker')
+        shown = json.loads(run('boot', 'cdtest-img2', '--image', snap,
+                               '--flavor', 'cdtest.small', '-f',
+                               'json').stdout)
+        assert shown['state'] == 'running'
+        run('delete', 'cdtest-img1')
+        run('delete', 'cdtest-img2')
+        run('snapshot-delete', snap)
+        run('image', 'delete', name)
+        assert [i['Name'] for i in json.loads(
+            run('image', 'list', '-f', 'json').stdout)] == []
+        # A format docker cannot run: one line, exit 1, nothing made.
+        qcow2 = tmp_path / 'disk.qcow2'
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2',
+                        str(qcow2), '16M'], check=True)
+        run('image', 'upload', name, '--file', str(qcow2), '--disk-format',
+            'qcow2')
+        result = run('boot', 'cdtest-img3', '--image', name, '--flavor',
+                     'cdtest.small', check=False)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert 'unacceptable' in result.stderr
+    finally:
+        for tag in tags + [snap]:
+            if api.images(name=tag):
+                api.remove_image(tag, force=True)
+        docker_env.forget_unique_images(api)
+    assert json.loads(run('list', '-f', 'json').stdout) == []

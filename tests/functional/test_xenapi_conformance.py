@@ -29,6 +29,8 @@ class TestXenAPIConformance(conformance.DriverConformanceTests):
     backend_name = 'xenapi'
 
     @pytest.fixture
-    def conf(self, module_xapi_simulator):  # noqa: F811
+    def conf(self, module_xapi_simulator, tmp_path):  # noqa: F811
         return fixtures.make_conf(self.backend_name, {
-            'xenapi': sim_fixture.xenapi_options(module_xapi_simulator)})
+            'xenapi': sim_fixture.xenapi_options(module_xapi_simulator),
+            'image_service': sim_fixture.image_service_options(
+                str(tmp_path))})

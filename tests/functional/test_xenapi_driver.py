@@ -13,8 +13,10 @@
 """The xenapi backend against the simulator: what the conformance suite
 cannot set up (pool members, expiring sessions, failures, TLS)."""
 
+import atexit
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import XenAPI
@@ -33,9 +35,15 @@ from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
 IMAGE = 'Debian_Bookworm_12'
 
 
+#: The local image service snapshots go to, for this process's tests.
+IMAGE_DIR = tempfile.mkdtemp(prefix='cdtest-xenapi-images-')
+atexit.register(shutil.rmtree, IMAGE_DIR, ignore_errors=True)
+
+
 def _driver(sim, **options):
     conf = fixtures.make_conf('xenapi', {
-        'xenapi': sim_fixture.xenapi_options(sim, **options)})
+        'xenapi': sim_fixture.xenapi_options(sim, **options),
+        'image_service': sim_fixture.image_service_options(IMAGE_DIR)})
     backend = loader.load_driver(conf)
     backend.init_host(conf.host)
     return backend
@@ -361,3 +369,35 @@ def test_host_identity_is_the_pool_masters_uuid(simulator,  # noqa: F811
     [pool] = simulator.objects('pool').values()
     master = simulator.objects('host')[pool['master']]
     assert backend.get_host_identity() == master['uuid']
+
+
+def test_sweep_removes_an_image_vdi_its_spawn_never_attached(
+        simulator, make_driver):  # noqa: F811
+    from compute_driver import leftovers
+    from compute_driver.xenapi import mapping
+    backend = make_driver(simulator)
+    session = XenAPI.Session(simulator.url)
+    session.xenapi.login_with_password('root', 'password', '2.21', 't')
+    sr = session.xenapi.pool.get_default_SR(session.xenapi.pool.get_all()[0])
+    boot = leftovers.owner_label().split('/')[0]
+    # A process of this boot that is gone: pids stay below 2**22.
+    dead = '%s/%d/1' % (boot, 2 ** 22 + 1)
+    uuid = '0f0f0f0f-0000-4000-8000-000000000000'
+
+    def vdi(owner):
+        return session.xenapi.VDI.create({
+            'name_label': mapping.spawn_name(owner, uuid),
+            'name_description': '', 'SR': sr, 'virtual_size': '1048576',
+            'type': 'system', 'sharable': False, 'read_only': False,
+            'other_config': {}, 'xenstore_data': {}, 'sm_config': {},
+            'tags': []})
+    # Another machine's spawn may still run: left alone.
+    orphan, elsewhere = vdi(dead), vdi('other-boot/1/1')
+    orphan_uuid = session.xenapi.VDI.get_uuid(orphan)
+    found = [f for f in backend.cleanup_leftovers() if 'VDI' in f.what]
+    assert [(f.what.split()[1], f.removed) for f in found] == [
+        (orphan_uuid, True)]
+    assert orphan not in simulator.objects('VDI')
+    assert elsewhere in simulator.objects('VDI')
+    session.xenapi.VDI.destroy(elsewhere)
+    session.xenapi.session.logout()

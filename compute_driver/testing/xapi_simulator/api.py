@@ -40,6 +40,7 @@ import typing
 import xml.dom.minidom
 
 from compute_driver.testing.xapi_simulator import store as db
+from compute_driver.testing.xapi_simulator import vdi_http
 from compute_driver.testing.xapi_simulator import where
 
 LOG = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ class Api:
         for cls, spec in db.CLASSES.items():
             self._generate(cls, spec)
         self._add_specific()
+        vdi_http.register(self)
         with store.lock:
             for ref, vm in store.table('VM').items():
                 vm['allowed_operations'] = self.allowed_operations(ref)
@@ -932,7 +934,9 @@ class Api:
             record['SR'] = sr
         record.update({k: (ref if v is ... else v)
                        for k, v in fields.items()})
-        return self._vdi_create(record)
+        new = self._vdi_create(record)
+        vdi_http.copied(self.store, ref, new)
+        return new
 
     def _vm_clone(self, ref: str, new_name: str) -> str:
         vm = self._vm(ref, 'clone')
@@ -1185,6 +1189,7 @@ class Api:
             self.store.destroy('VBD', vbd)
         sr = self.store.table('SR').get(vdi['SR'])
         self.store.destroy('VDI', ref)
+        vdi_http.removed(self.store, ref)
         if sr is not None:
             self.store.update('SR', vdi['SR'], physical_utilisation=str(
                 max(0, int(sr['physical_utilisation']) -

@@ -23,6 +23,7 @@ gives the ``[xenapi]`` options that point the backend at a simulator;
 """
 
 import collections.abc
+import os
 
 import pytest
 import XenAPI
@@ -96,3 +97,13 @@ def xapi_simulator() -> collections.abc.Iterator[server.Simulator]:
 def module_xapi_simulator() -> collections.abc.Iterator[server.Simulator]:
     """One simulator shared by the tests of a module."""
     yield from _running()
+
+
+def image_service_options(directory: str) -> dict[str, object]:
+    """``[image_service]`` values keeping images and cache in ``directory``.
+
+    Snapshots go to the image service: tests keep them out of the
+    defaults under ``/var/lib``.
+    """
+    return {'local_path': os.path.join(directory, 'images'),
+            'cache_path': os.path.join(directory, 'cache')}

@@ -32,6 +32,7 @@ from compute_driver.testing.xapi_simulator import api as xapi
 from compute_driver.testing.xapi_simulator import jsonrpc
 from compute_driver.testing.xapi_simulator import seed as seeding
 from compute_driver.testing.xapi_simulator import store as db
+from compute_driver.testing.xapi_simulator import vdi_http
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +57,20 @@ class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _transfer(self, method: str) -> None:
+        server = typing.cast(_Server, self.server)
+        if server.down.is_set():
+            self.close_connection = True
+            return
+        if not vdi_http.handle(server.instance.api, self, method):
+            self.send_error(404)
+
+    def do_GET(self) -> None:
+        self._transfer('GET')
+
+    def do_PUT(self) -> None:
+        self._transfer('PUT')
 
     def log_message(self, format: str, *args: typing.Any) -> None:
         LOG.debug('%s - %s', self.address_string(), format % args)
@@ -112,6 +127,8 @@ class Simulator:
         if mode not in xapi.MODES:
             raise ValueError('mode must be one of %s, not %r'
                              % (', '.join(xapi.MODES), mode))
+        #: Whether this simulator made the store (and the disk files).
+        self._owns_store = store is None
         if store is None:
             store = db.Store()
             seed = dict(seed or seeding.DEFAULT_SEED)
@@ -181,6 +198,8 @@ class Simulator:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        if self._owns_store:
+            vdi_http.disks_of(self.store).close()
 
     def __enter__(self) -> 'Simulator':
         return self.start()
