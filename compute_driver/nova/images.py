@@ -42,6 +42,7 @@ import inspect
 import logging
 import typing
 
+from keystoneauth1 import exceptions as ks_exc
 from nova import context as nova_context
 from nova import exception as nova_exception
 from nova.image import glance as nova_glance
@@ -158,7 +159,12 @@ class NovaImageService(api.ImageService):
             raise image_exception.ImageServiceUnavailable(
                 service=self.name, reason='authorization refused: %s'
                 % exception.one_line(exc)) from exc
-        except nova_exception.GlanceConnectionFailed as exc:
+        except (nova_exception.GlanceConnectionFailed,
+                ks_exc.ConnectionError, ks_exc.AuthorizationFailure,
+                ks_exc.Unauthorized, ks_exc.EmptyCatalog,
+                ks_exc.EndpointNotFound) as exc:
+            # Glance unreachable, or not found or not let in with Nova's
+            # credentials: nothing about the image itself.
             raise image_exception.ImageServiceUnavailable(
                 service=self.name, reason=exception.one_line(exc)) from exc
         except Exception as exc:

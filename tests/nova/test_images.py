@@ -22,6 +22,7 @@ import io
 import threading
 from unittest import mock
 
+from keystoneauth1 import exceptions as ks_exc
 from nova.compute import task_states
 from nova import context as nova_context
 from nova import exception as nova_exception
@@ -212,6 +213,8 @@ def test_snapshot_fills_the_image_nova_reserved(service, glance):
      image_exception.ImageServiceUnavailable),
     (nova_exception.ImageNotFound(image_id=IMAGE),
      image_exception.ImageNotInService),
+    (ks_exc.EmptyCatalog('The service catalog is empty.'),
+     image_exception.ImageServiceUnavailable),
     (RuntimeError('500 Internal Server Error'),
      image_exception.ImageServiceError),
 ])
