@@ -104,6 +104,7 @@ class _OnAdapter:
         self.flags(compute_driver=compute_driver.nova.NOVA_COMPUTE_DRIVER,
                    api_paste_config=functional_base.api_paste_config())
         self.flags(backend='fake', config_file=config, image_map=IMAGE_MAP,
+                   image_service='backend',
                    group='compute_driver_adapter')
         super().setUp()
 
