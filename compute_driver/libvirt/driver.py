@@ -41,6 +41,7 @@ errors are translated by :mod:`~compute_driver.libvirt.errors`.
 """
 
 from concurrent import futures
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -1083,7 +1084,10 @@ class LibvirtDriver(driver.ComputeDriver):
         # checked: a cold boot waits for the largest transfer, not the sum.
         with futures.ThreadPoolExecutor(
                 max_workers=2, thread_name_prefix='image-fetch') as pool:
-            boot_files = [pool.submit(self._boot_file, ref) if ref else None
+            # Each in a copy of the caller's context variables: an image
+            # service may keep the request's credentials there (Nova's).
+            boot_files = [pool.submit(contextvars.copy_context().run,
+                                      self._boot_file, ref) if ref else None
                           for ref in boot_ids]
             # The pool is waited for whatever happens; an error of the
             # disk's comes before theirs.

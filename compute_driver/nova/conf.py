@@ -61,6 +61,21 @@ opts = [
              'libvirt, the image whose kernel and ramdisk boot the root '
              'volume. Unset: such instances fail to build with '
              'ImageNotFound.'),
+    cfg.StrOpt(
+        'image_service',
+        default='nova',
+        choices=[
+            ('nova', "Nova's image API: nova.conf's [glance] options and "
+                     "the request's credentials; images are downloaded "
+                     "into the backend's cache and snapshots uploaded "
+                     "into the image Nova created for them."),
+            ('backend', "The backend's own image service (the library "
+                        "configuration file's [image_service], or the "
+                        "fake backend's in-memory images), with "
+                        "image_map for images it knows by other names."),
+        ],
+        help='Where the backend gets the images it boots and puts the '
+             'snapshots it takes.'),
 ]
 
 

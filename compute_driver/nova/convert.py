@@ -210,6 +210,12 @@ def nova_error(error: exception.ComputeDriverError,
     if isinstance(error, exception.ImageNotFound):
         return nova_exception.ImageNotFound(
             message=message, image_id=error.kwargs.get('image'))
+    if isinstance(error, exception.ImageUnacceptable):
+        # Nova aborts a build on it rather than trying another host: the
+        # image is as bad there.
+        return nova_exception.ImageUnacceptable(
+            message=message, image_id=error.kwargs.get('image'),
+            reason=message)
     if isinstance(error, exception.FlavorNotFound):
         return nova_exception.FlavorNotFound(
             message=message, flavor_id=error.kwargs.get('flavor'))

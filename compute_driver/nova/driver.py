@@ -63,6 +63,7 @@ from compute_driver import exception
 from compute_driver import loader
 from compute_driver.nova import conf as adapter_conf
 from compute_driver.nova import convert
+from compute_driver.nova import images as nova_images
 from compute_driver.nova import node
 from compute_driver.nova import service
 from compute_driver import objects
@@ -147,6 +148,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             self.backend = loader.load_driver(self.conf, group.backend,
                                               virtapi=virtapi)
             self.backend.already_done_is_success = True
+        self._use_image_service(group.image_service)
         self.image_map = dict(group.image_map)
         self._node_uuids: dict[str, str] = {}
         self._node_lock = threading.Lock()
@@ -362,12 +364,13 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                           block_device_info: typing.Any = None,
                           power_on: bool = True,
                           accel_info: typing.Any = None) -> None:
-        """Create the instance from the backend's copy of its image.
+        """Create the instance from its image.
 
-        The image is looked up on the backend under ``[compute_driver_adapter]
-        image_map``'s entry for it, else under its Glance id, then its
-        Glance name; the first the backend has is booted. Images are not
-        downloaded from Glance.
+        The image is looked up in the backend's image service (Nova's
+        image API unless ``[compute_driver_adapter] image_service`` says
+        otherwise, see :meth:`_use_image_service`) under
+        ``[compute_driver_adapter] image_map``'s entry for it, else under
+        its Glance id, then its Glance name; the first found is booted.
 
         :raises NotImplementedError: for volumes in ``block_device_info``
             on a backend that takes none at spawn, or accelerators.
@@ -502,13 +505,16 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         self._perform('resume', instance, context=context,
                       network_info=convert.network_info(network_info))
 
+    @nova_images.with_request(snapshot_arg='image_id')
     def snapshot(self, context: typing.Any, instance: typing.Any,
                  image_id: str, update_task_state: typing.Any) -> None:
-        """Snapshot the instance on the backend under the Glance image id.
+        """Snapshot the instance into the image ``image_id`` Nova created.
 
-        The snapshot stays on this host, where spawn finds it by that id;
-        its data is not uploaded to Glance (the contract has no way to
-        read an image back out of a backend).
+        ``update_task_state`` hears ``image_pending_upload`` then
+        ``image_uploading``; with Nova's image service the data goes into
+        that (queued) image, which ends ``active`` with the backend's
+        ``disk_format`` and ``container_format``. A backend whose
+        snapshots stay on the host keeps it there under that id.
 
         :raises nova.exception.InstanceNotRunning: when the backend has no
             such instance, as Nova's compute manager expects.
@@ -631,6 +637,7 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             self.backend.supports('attach_interface') and
             self.backend.supports('detach_interface'))
 
+    @nova_images.with_request()
     def spawn(self, context: typing.Any, instance: typing.Any,
               image_meta: typing.Any, injected_files: typing.Any,
               admin_password: str | None, allocations: typing.Any,
@@ -836,3 +843,18 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                            instance: typing.Any) -> typing.Any:
         found = self._console('serial_console', instance, context)
         return ctype.ConsoleSerial(host=found.host, port=found.port)
+
+    # -- images --------------------------------------------------------------
+    # Nova's image API is the backend's image service (nova_images): spawn
+    # and snapshot run inside nova_images.request with their context, so
+    # the backend's downloads and uploads carry the user's credentials.
+
+    def _use_image_service(self, choice: str) -> None:
+        """Give the backend Nova's image service, as configured.
+
+        ``[compute_driver_adapter] image_service = nova`` (the default)
+        replaces whatever image service the backend would build from the
+        library's configuration; ``backend`` keeps it.
+        """
+        if choice == 'nova':
+            self.backend.image_service = nova_images.NovaImageService()

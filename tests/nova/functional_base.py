@@ -35,6 +35,7 @@ from nova.tests.functional import integrated_helpers
 import compute_driver.nova
 from compute_driver.nova import driver as adapter
 from compute_driver.nova import shim
+from tests.nova import glance_fixture
 
 #: Images of Nova's GlanceFixture the tests boot.
 IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
@@ -76,10 +77,19 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
     backend_options: dict[str, dict[str, object]] = {}
     #: The backend's own name for each Glance image the tests boot.
     backend_images: dict[str, str] = {}
+    #: Whether the backend gets its images through Nova's image API
+    #: ([compute_driver_adapter] image_service = nova), from a Glance
+    #: fixture that keeps image data; otherwise from its own images.
+    nova_images = False
 
     def setUp(self) -> None:
         # Before the API fixture, which the base class starts, reads it.
         self.flags(api_paste_config=api_paste_config())
+        if self.nova_images:
+            # Nova's test base builds its Glance fixture from this name.
+            self.useFixture(fixtures.MonkeyPatch(
+                'nova.tests.fixtures.GlanceFixture',
+                glance_fixture.DataGlanceFixture))
         super().setUp()
         self.useFixture(ShimFixture())
         config = self.useFixture(fixtures.TempDir()).join(
@@ -90,6 +100,7 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
                 f.writelines('%s = %s\n' % kv for kv in values.items())
         self.flags(backend=self.backend_name, config_file=config,
                    image_map=self.backend_images,
+                   image_service='nova' if self.nova_images else 'backend',
                    group='compute_driver_adapter')
         self.ctxt = nova_context.get_admin_context()
         #: Images snapshot() made; removed from the backends at the end.

@@ -60,7 +60,8 @@ def make_adapter(flags, tmp_path):
     """
     built = []
 
-    def make(backend='fake', image_map=None, **groups):
+    def make(backend='fake', image_map=None, image_service='backend',
+             **groups):
         config = tmp_path / ('compute-driver-%d.conf' % len(built))
         lines = []
         for group, values in groups.items():
@@ -68,7 +69,8 @@ def make_adapter(flags, tmp_path):
             lines.extend('%s = %s' % kv for kv in values.items())
         config.write_text('\n'.join(lines) + '\n')
         flags(backend=backend, config_file=str(config),
-              image_map=image_map or {}, group='compute_driver_adapter')
+              image_map=image_map or {}, image_service=image_service,
+              group='compute_driver_adapter')
         # Where Nova keeps the node identity file the adapter writes.
         flags(host='nova-adapter-test', state_path=str(tmp_path))
         driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())

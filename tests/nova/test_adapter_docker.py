@@ -52,7 +52,7 @@ def docker_adapter(api, flags, tmp_path):
                       % docker_env.API_URL)
     flags(host=docker_env.unique_host())
     flags(backend='docker', config_file=str(config),
-          image_map={GLANCE_ID: docker_env.IMAGE},
+          image_map={GLANCE_ID: docker_env.IMAGE}, image_service='backend',
           group='compute_driver_adapter')
     driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
     driver.init_host(CONF.host)

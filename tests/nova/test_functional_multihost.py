@@ -34,8 +34,7 @@ class MultiHostTests(functional_base.AdapterTestBase):
     backend_name = 'fake'
     backend_options = test_functional_fake.FakeBackendServerTests.\
         backend_options
-    backend_images = test_functional_fake.FakeBackendServerTests.\
-        backend_images
+    nova_images = test_functional_fake.FakeBackendServerTests.nova_images
 
     def setUp(self) -> None:
         super().setUp()

@@ -83,6 +83,7 @@ class _OnAdapter:
                    api_paste_config=functional_base.api_paste_config())
         self.flags(backend='fake', config_file=config, image_map=IMAGE_MAP,
                    volume_boot_image=FAKE_IMAGE,
+                   image_service='backend',
                    group='compute_driver_adapter')
         # -- volumes: every volume Nova's CinderFixture hands out is a loop
         # device of its own, which the adapter and os-brick connect.

@@ -82,6 +82,7 @@ class _AdapterSuite(nova_suite._VirtDriverTestCase):
                 f.writelines('%s = %s\n' % kv for kv in values.items())
         self.flags(backend=self.backend_name, config_file=config,
                    image_map={NOVA_TEST_IMAGE: self.backend_image},
+                   image_service='backend',
                    group='compute_driver_adapter')
         self.unsupported = _UnsupportedCalls()
         suite_log = logging.getLogger(nova_suite.__name__)
