@@ -164,8 +164,8 @@ def test_only_the_nova_adapter_imports_nova():
         import importlib, pkgutil, sys
         import compute_driver
         adapter = ('compute_driver.nova.driver', 'compute_driver.nova.conf',
-                   'compute_driver.nova.convert', 'compute_driver.nova.node',
-                   'compute_driver.nova.service')
+                   'compute_driver.nova.convert', 'compute_driver.nova.images',
+                   'compute_driver.nova.node', 'compute_driver.nova.service')
         for info in pkgutil.walk_packages(compute_driver.__path__,
                                           'compute_driver.'):
             if info.name in adapter:
