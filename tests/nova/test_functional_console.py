@@ -84,8 +84,7 @@ class FakeConsoleTests(ConsoleMixin, functional_base.AdapterTestBase):
     backend_name = 'fake'
     backend_options = test_functional_fake.FakeBackendServerTests\
         .backend_options
-    backend_images = test_functional_fake.FakeBackendServerTests\
-        .backend_images
+    nova_images = test_functional_fake.FakeBackendServerTests.nova_images
     flavor_id = '1'
 
     def test_vnc_and_serial_urls(self) -> None:

@@ -165,8 +165,7 @@ class FakeBackendNetworkTests(_PortsMixin, functional_base.AdapterTestBase):
     backend_name = 'fake'
     backend_options = test_functional_fake.FakeBackendServerTests\
         .backend_options
-    backend_images = test_functional_fake.FakeBackendServerTests\
-        .backend_images
+    nova_images = test_functional_fake.FakeBackendServerTests.nova_images
 
     def test_boot_waits_for_the_plug_event(self) -> None:
         agent = self.useFixture(PlugAgent(self, self.host))
