@@ -630,7 +630,9 @@ class VolumeTests:
         self.loops = volume_env.LoopDevices(directory)
         self.addCleanup(self.loops.release)
         self.device = self.loops.make(marker=b'cdvol-nova')
-        self.flags(volume_boot_image=self.backend_images[IMAGE],
+        # The backend's name for the image, or, when images come through
+        # Nova's image API, the Glance id itself.
+        self.flags(volume_boot_image=self.backend_images.get(IMAGE, IMAGE),
                    group='compute_driver_adapter')
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.cinder.CinderFixture.VOLUME_CONNECTION_INFO',
