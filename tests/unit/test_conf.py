@@ -138,6 +138,31 @@ def test_secret_looking_options_are_secret():
                 assert opt.secret, opt.name
 
 
+def _without_keystoneauth(sample: str) -> str:
+    """``sample`` without the [glance] options keystoneauth defines.
+
+    Which options keystoneauth has, and how their help reads, depends on
+    its version (a Python 3.10 installs an older one); the sample shows
+    the version ``tox -e genconfig`` installs, and only the project's own
+    options must match everywhere.
+    """
+    own = {opt.dest for opt in image_conf.glance_opts}
+    out, section = [], None
+    for block in sample.split('\n\n'):
+        first = block.lstrip('\n').split('\n', 1)[0]
+        if first.startswith('['):
+            section = first
+        names = [line[1:].split(' = ', 1)[0]
+                 for line in block.splitlines()
+                 if line.startswith('#') and ' = ' in line
+                 and not line.startswith('# ')]
+        if (section == '[%s]' % image_conf.GLANCE_GROUP and names and
+                not own.intersection(names)):
+            continue
+        out.append(block)
+    return '\n\n'.join(out)
+
+
 @pytest.mark.parametrize('generator_conf,sample', [
     (GENERATOR_CONF, SAMPLE), (NOVA_GENERATOR_CONF, NOVA_SAMPLE)])
 def test_committed_sample_matches_generator(tmp_path, generator_conf,
@@ -147,8 +172,8 @@ def test_committed_sample_matches_generator(tmp_path, generator_conf,
     generator.register_cli_opts(gen)
     gen(['--config-file', str(generator_conf), '--output-file', str(out)])
     generator.generate(gen)
-    expected = out.read_text()
-    committed = sample.read_text()
+    expected = _without_keystoneauth(out.read_text())
+    committed = _without_keystoneauth(sample.read_text())
     diff = ''.join(difflib.unified_diff(
         committed.splitlines(True), expected.splitlines(True),
         'committed sample', 'generator output'))
