@@ -147,7 +147,7 @@ COMMON: list[Case] = [
          text='[DEFAULT]\nflavor = x1.twice:1:64\nflavor = x1.twice:1:128\n'),
     # -- images ---------------------------------------------------------------
     Case('image-unknown', _boot('{prefix}-i', image='cdbad-no-such-image'),
-         r'^Image cdbad-no-such-image could not be found'),
+         r'^Image cdbad-no-such-image (\(.*\) )?could not be found'),
     Case('image-whitespace', _boot('{prefix}-i', image='a b'), BAD_IMAGE),
     Case('image-empty', _boot('{prefix}-i', image=''), BAD_IMAGE),
     Case('image-control-char', _boot('{prefix}-i', image='img\x1b[2J'),

@@ -39,7 +39,10 @@ def _config(tmp_path, sim, password='password'):
     path.write_text(
         '[DEFAULT]\ncompute_driver = xenapi\nhost = functest\n'
         '[xenapi]\nconnection_url = %s\nusername = root\npassword = %s\n'
-        'event_poll_timeout = 5\n' % (sim.url, password))
+        'event_poll_timeout = 5\n'
+        # Snapshots go to an image service of this test's own.
+        '[image_service]\nlocal_path = %s\ncache_path = %s\n'
+        % (sim.url, password, tmp_path / 'images', tmp_path / 'cache'))
     return str(path)
 
 
