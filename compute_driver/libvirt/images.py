@@ -201,6 +201,13 @@ def check_image_file(name: str, path: str, declared: str) -> InspectedFormat:
         raise exception.ImageUnacceptable(
             image=name, reason='its disk_format %r is not one of %s' % (
                 declared, ', '.join(DISK_FORMATS)))
+    return _inspect_declared(name, path, declared)
+
+
+def _inspect_declared(name: str, path: str,
+                      declared: str) -> InspectedFormat:
+    # The header check both the store and the image service's downloads
+    # pass: readable, of its declared format, naming no other file.
     try:
         found = inspect_format(path)
     except OSError as exc:
@@ -630,20 +637,7 @@ def check_service_image(image_id: str, path: str,
             reason='its disk_format %r is not one the libvirt backend runs '
                    '(%s)' % (disk_format, ', '.join(
                        sorted({**NATIVE_FORMATS, **CONVERTED_FORMATS}))))
-    try:
-        found = inspect_format(path)
-    except OSError as exc:
-        raise exception.ImageUnacceptable(
-            image=image_id, reason='its file cannot be read: %s'
-                                   % exception.one_line(exc)) from exc
-    matches = (found.format in _RAW_LIKE if declared == 'raw'
-               else found.format == declared)
-    if not matches:
-        raise exception.ImageFormatMismatch(
-            image=image_id, declared=declared, inspected=found.format)
-    if found.unsafe:
-        raise exception.ImageUnacceptable(image=image_id,
-                                          reason=found.unsafe)
+    _inspect_declared(image_id, path, declared)
     try:
         info = json.loads(run_qemu_img('info', '--output=json', path))
     except exception.BackendError as exc:
