@@ -594,6 +594,7 @@ class DockerDriver(driver.ComputeDriver):
             if current in (power_state.RUNNING, power_state.PAUSED,
                            power_state.CRASHED):
                 self.api.stop(name, timeout=0)
+                network.unwire(instance, network.ports_of(data))
             self.api.start(name)
         self._usage.set_state(data['Id'], 'running')
         self._wire(instance, data['Id'], network.ports_of(data))
@@ -604,6 +605,7 @@ class DockerDriver(driver.ComputeDriver):
             self._thaw(name)
         self.api.stop(name, timeout=timeout)
         self._usage.set_state(data['Id'], 'exited')
+        network.unwire(instance, network.ports_of(data))
 
     def _power_on(self, data, instance):
         self._start(instance)

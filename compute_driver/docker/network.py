@@ -119,6 +119,24 @@ def wire(instance: objects.Instance, ports: tuple[model.Port, ...],
               instance.name, pid)
 
 
+def unwire(instance: objects.Instance,
+           ports: tuple[model.Port, ...]) -> None:
+    """Delete the veth pairs of ``ports`` once their container stopped.
+
+    The kernel frees a stopped container's network namespace, and the
+    veth ends in it, in the background, some time after the process
+    exited; until then the host ends stay on their bridges. Deleting them
+    here means none is left once the stop has returned. The ports stay
+    plugged (their bridge and os-vif state are kept for the next start).
+    """
+    if not ports:
+        return
+    from compute_driver.network import netlink
+    for port in ports:
+        netlink.unplug_veth(port)
+    LOG.debug('Unwired %d port(s) of %s', len(ports), instance.name)
+
+
 def unplug(instance: objects.Instance,
            ports: tuple[model.Port, ...]) -> None:
     """Unplug ``ports`` and delete their veth pairs; gone is fine."""

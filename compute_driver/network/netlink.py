@@ -187,6 +187,20 @@ def ensure_vlan(parent: str, vlan: int, bridge: str,
     return name
 
 
+def _delete_index(ipr: typing.Any, name: str) -> bool:
+    """Delete ``name`` through the open socket ``ipr``; gone is fine."""
+    index = _index(ipr, name)
+    if index is None:
+        return False
+    try:
+        ipr.link('del', index=index)
+    except Exception as exc:
+        if getattr(exc, 'code', None) in (_ENODEV, _ENOENT):
+            return False
+        raise _wrap('delete', name, exc) from exc
+    return True
+
+
 def delete_link(name: str, netns: Netns = None) -> bool:
     """Delete interface ``name``; a veth's peer goes with it.
 
@@ -201,16 +215,7 @@ def delete_link(name: str, netns: Netns = None) -> bool:
         # it has gone with it.
         return False
     try:
-        index = _index(ipr, name)
-        if index is None:
-            return False
-        try:
-            ipr.link('del', index=index)
-        except Exception as exc:
-            if getattr(exc, 'code', None) in (_ENODEV, _ENOENT):
-                return False
-            raise _wrap('delete', name, exc) from exc
-        return True
+        return _delete_index(ipr, name)
     finally:
         ctx.__exit__(None, None, None)
 
@@ -424,8 +429,9 @@ def plug_veth(port: model.Port, netns: str | int, ifname: str,
                 configure(ifname, path, **settings)
                 return
             # Its peer is in another namespace (the container's previous
-            # one): start again.
-            ipr.link('del', index=_index(ipr, port.devname))
+            # one): start again. The kernel may be deleting it already,
+            # as it frees that namespace.
+            _delete_index(ipr, port.devname)
         _create_veth(ipr, port.devname, peer, port.mtu, set_mtu=False)
         try:
             if bridge is not None:
