@@ -20,7 +20,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from compute_driver import flavors
 from compute_driver.network import model
+from compute_driver import objects
+from compute_driver.testing import fixtures
 
 libvirt = pytest.importorskip('libvirt')
 
@@ -117,3 +120,20 @@ def test_docker_labels_round_trip():
     assert docker_network.labels(()) == {}
     assert docker_network.ports_of(
         {docker_network.PORTS: 'not json'}) == ()
+
+
+def test_docker_unwire_deletes_veths_but_keeps_the_ports_plugged(
+        monkeypatch):
+    from compute_driver.network import netlink
+    from compute_driver.network import plug as net_plug
+    deleted = []
+    monkeypatch.setattr(netlink, 'unplug_veth',
+                        lambda port: deleted.append(port.devname) or True)
+    monkeypatch.setattr(net_plug, 'unplug', lambda *a, **k: pytest.fail(
+        'a stop must not unplug the ports through os-vif'))
+    ports = (_port(), _port(id='2f5c1a8e-0f6b-4a53-9d3a-8f1d2e3c4b5a',
+                            devname='tap2f5c1a8e-0f'))
+    docker_network.unwire(objects.Instance.new(
+        'unwired', flavors.get_flavor(fixtures.make_conf('fake'), 'm1.tiny'),
+        'img'), ports)
+    assert deleted == [p.devname for p in ports]
