@@ -430,6 +430,22 @@ def test_calls_per_spawn_are_few_and_constant(simulator,  # noqa: F811
     assert sum(alone.values()) <= 12, alone
 
 
+def test_one_session_is_enough_for_a_spawn(
+        simulator, make_driver):  # noqa: F811
+    # The calls a spawn makes side by side then take turns.
+    backend = make_driver(simulator, concurrent_sessions=1,
+                          network_name=seed.DEFAULT_SEED['network'])
+    instance = _instance()
+    _spawn(backend, instance)
+    ref, record = _vm_of(simulator, instance)
+    assert record['power_state'] == 'Running'
+    assert record['name_label'] == instance.name
+    assert len(record['VIFs']) == 1
+    assert not simulator.objects('task')
+    backend.destroy(instance)
+    assert instance.uuid not in backend.list_instance_uuids()
+
+
 # -- 7. cleanup_leftovers ----------------------------------------------------
 
 def _dead_owner(legacy=False):
