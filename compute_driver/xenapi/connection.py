@@ -23,6 +23,7 @@ operations as XAPI tasks and removes VMs with their own disks.
 """
 
 import collections.abc
+import concurrent.futures
 import contextlib
 import http.client
 import logging
@@ -212,6 +213,8 @@ class SessionPool:
         self._originator = originator
         if ca_file and verify:
             check_ca_file(ca_file)
+        #: The most sessions in use at once.
+        self.size = size
         self._slots = threading.BoundedSemaphore(size)
         self._idle: queue.LifoQueue[typing.Any] = queue.LifoQueue()
         self._lock = threading.Lock()
@@ -477,6 +480,54 @@ def quote(value: str) -> str:
     return '"%s"' % value.replace('\\', '\\\\').replace('"', '\\"')
 
 
+class Alongside:
+    """Calls made while the caller goes on, all finished by :meth:`wait`.
+
+    Calls that nothing after them depends on -- setters of one new VM,
+    destroying a finished task -- each cost XAPI a round trip; made side
+    by side on the pool's other sessions they cost about one. Use it as
+    a context manager: leaving it waits for every call, so none outlives
+    the operation that made it.
+
+    :param xapi: the connection to call through.
+    """
+
+    def __init__(self, xapi: 'Connection') -> None:
+        self._xapi = xapi
+        self._futures: list[concurrent.futures.Future[typing.Any]] = []
+
+    def call(self, method: str, *args: typing.Any) -> None:
+        """Make ``xapi.call(method, *args)`` on another thread."""
+        self.run(self._xapi.call, method, *args)
+
+    def run(self, function: typing.Callable[..., typing.Any],
+            *args: typing.Any) -> None:
+        """Run ``function(*args)``, which makes calls, on another thread."""
+        self._futures.append(self._xapi.executor.submit(function, *args))
+
+    def wait(self) -> None:
+        """Wait for every call; raise the first failure once all ended."""
+        futures, self._futures = self._futures, []
+        concurrent.futures.wait(futures)
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+
+    def __enter__(self) -> 'Alongside':
+        return self
+
+    def __exit__(self, kind: typing.Any, value: typing.Any,
+                 trace: typing.Any) -> None:
+        if kind is None:
+            self.wait()
+            return
+        # Failing already: the calls are only waited for, so that what
+        # undoes the operation does not race them.
+        concurrent.futures.wait(self._futures)
+        self._futures = []
+
+
 class Connection:
     """Calls, tasks and VM removal over a :class:`SessionPool`.
 
@@ -490,6 +541,28 @@ class Connection:
         #: Follows tasks without polling them, once :meth:`init_host`
         #: started the event watcher.
         self.waiter: TaskWaiter | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads for :class:`Alongside` calls, started when first used.
+
+        As many as the pool has sessions: more would only wait for one.
+        """
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.pool.size,
+                    thread_name_prefix='xenapi-calls')
+            return self._executor
+
+    def close(self) -> None:
+        """Stop the :attr:`executor`'s threads once their calls ended."""
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
     def call(self, method: str, *args: typing.Any) -> typing.Any:
         """See :meth:`SessionPool.call`."""
@@ -497,13 +570,16 @@ class Connection:
 
     # -- tasks ---------------------------------------------------------------
 
-    def task(self, method: str, *args: typing.Any) -> str:
+    def task(self, method: str, *args: typing.Any,
+             alongside: Alongside | None = None) -> str:
         """Run a long operation as an XAPI task and return its result.
 
         The task is cancelled when it outlasts ``call_timeout`` or when
         the caller is interrupted (``KeyboardInterrupt`` included), so no
         operation keeps going in XAPI after the backend gave up on it.
 
+        :param alongside: destroy the finished task there, rather than
+            wait for it here.
         :raises XapiCallFailed: when the task fails.
         :raises HypervisorUnavailable: when it times out.
         """
@@ -514,9 +590,13 @@ class Connection:
             if not isinstance(exc, (XapiCallFailed,
                                     exception.HypervisorUnavailable)):
                 self.cancel(task)
+            alongside = None
             raise
         finally:
-            self._destroy_task(task)
+            if alongside is None:
+                self._destroy_task(task)
+            else:
+                alongside.run(self._destroy_task, task)
 
     def wait(self, task: str, method: str) -> str:
         """Wait for ``task`` to finish and return its result.

@@ -428,49 +428,48 @@ class XenAPIDriver(driver.ComputeDriver):
         with _BUILDING_LOCK:
             _BUILDING.add(instance.uuid)
         try:
-            built['vm'] = ref = self._xapi.task('VM.clone', template.ref,
-                                                temporary)
-            flavor = instance.flavor
-            other = dict(template.record['other_config'])
-            # A stock template's mark: a VM that kept it could not be
-            # destroyed while it is still a template.
-            other.pop('default_template', None)
-            other.update(mapping.instance_tags(instance))
-            # A snapshot's record names the ports of its instance.
-            other.pop(xenapi_network.KEY_PORTS, None)
-            if ports:
-                other[xenapi_network.KEY_PORTS] = net_model.to_record(ports)
-            other['disks'] = mapping.resize_disks(
-                other.get('disks', ''), flavor, sr['uuid'])
-            device = None
-            if isinstance(image, images.ServiceDisk):
-                # The image's VDI is the root disk: not provisioned.
-                other['disks'], device = images.without_root_disk(
-                    other['disks'])
-            self._xapi.call('VM.set_other_config', ref, other)
+            # The setters after the clone, and the destruction of each
+            # finished task, depend on nothing but the clone: they are
+            # made side by side, each waited for before the next step
+            # that needs it.
+            with connection.Alongside(self._xapi) as alongside:
+                built['vm'] = ref = self._xapi.task(
+                    'VM.clone', template.ref, temporary,
+                    alongside=alongside)
+                flavor = instance.flavor
+                other = dict(template.record['other_config'])
+                # A stock template's mark: a VM that kept it could not be
+                # destroyed while it is still a template.
+                other.pop('default_template', None)
+                other.update(mapping.instance_tags(instance))
+                # A snapshot's record names the ports of its instance.
+                other.pop(xenapi_network.KEY_PORTS, None)
+                if ports:
+                    other[xenapi_network.KEY_PORTS] = net_model.to_record(
+                        ports)
+                other['disks'] = mapping.resize_disks(
+                    other.get('disks', ''), flavor, sr['uuid'])
+                device = None
+                if isinstance(image, images.ServiceDisk):
+                    # The image's VDI is the root disk: not provisioned.
+                    other['disks'], device = images.without_root_disk(
+                        other['disks'])
+                alongside.call('VM.set_other_config', ref, other)
+                alongside.run(self._size, ref, template.record, flavor)
+                alongside.run(self._give_vifs, ref, template.record,
+                              planned, legacy)
             if device is not None:
                 self._attach_image_disk(ref, instance,
                                         typing.cast(images.ServiceDisk,
                                                     image), device,
                                         temporary)
-            self._xapi.call('VM.set_name_description', ref,
-                            'compute-driver instance %s' % instance.uuid)
-            self._size(ref, template.record, flavor)
-            if template.record.get('VIFs'):
-                # The instance's NICs are its ports, not those the clone
-                # inherited (a snapshot of an instance has its VIFs).
-                self._vifs.destroy_all(ref)
-            self._vifs.create(ref, planned, plug=False)
-            if legacy is not None:
-                self._xapi.call('VIF.create', {
-                    'device': '0', 'network': legacy, 'VM': ref, 'MAC': '',
-                    'MTU': '1500', 'other_config': {},
-                    'qos_algorithm_type': '', 'qos_algorithm_params': {}})
-            # Provisioning also turns the template into a VM.
-            self._xapi.task('VM.provision', ref)
-            if power_on:
-                self._xapi.task('VM.start', ref, False, False)
-            self._xapi.call('VM.set_name_label', ref, instance.name)
+            with connection.Alongside(self._xapi) as alongside:
+                # Provisioning also turns the template into a VM.
+                self._xapi.task('VM.provision', ref, alongside=alongside)
+                if power_on:
+                    self._xapi.task('VM.start', ref, False, False,
+                                    alongside=alongside)
+                self._xapi.call('VM.set_name_label', ref, instance.name)
         except BaseException as exc:
             # BaseException: a Ctrl-C must not leave a half-built VM.
             LOG.warning('Spawning %s failed, removing what it created: %s',
@@ -484,6 +483,21 @@ class XenAPIDriver(driver.ComputeDriver):
             self._refs[instance.uuid] = ref
             self._expected[ref] = 'Running' if power_on else 'Halted'
             self._created[instance.uuid] = (instance, time.monotonic())
+
+    def _give_vifs(self, ref: str, template: Record,
+                   planned: list[xenapi_network.Planned],
+                   legacy: str | None) -> None:
+        """Give a clone the VIFs of its ports, or the legacy one."""
+        if template.get('VIFs'):
+            # The instance's NICs are its ports, not those the clone
+            # inherited (a snapshot of an instance has its VIFs).
+            self._vifs.destroy_all(ref)
+        self._vifs.create(ref, planned, plug=False)
+        if legacy is not None:
+            self._xapi.call('VIF.create', {
+                'device': '0', 'network': legacy, 'VM': ref, 'MAC': '',
+                'MTU': '1500', 'other_config': {},
+                'qos_algorithm_type': '', 'qos_algorithm_params': {}})
 
     def _size(self, ref: str, template: Record,
               flavor: objects.Flavor) -> None:
@@ -647,6 +661,7 @@ class XenAPIDriver(driver.ComputeDriver):
         self._xapi.waiter = self._images.watcher = None
         if watcher is not None:
             watcher.stop()
+        self._xapi.close()
         self._pool.close()
         LOG.debug('Logged out of XAPI for %s', host)
 

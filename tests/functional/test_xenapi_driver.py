@@ -187,8 +187,7 @@ def test_vm_destroyed_out_of_band(simulator, make_driver):  # noqa: F811
 
 @pytest.mark.parametrize('method', [
     'VM.clone', 'VM.set_other_config', 'VM.set_name_label',
-    'VM.set_memory_limits', 'VIF.create', 'VM.provision', 'VM.start',
-    'VM.set_name_description'])
+    'VM.set_memory_limits', 'VIF.create', 'VM.provision', 'VM.start'])
 def test_half_failed_spawn_leaves_nothing(simulator, make_driver,  # noqa
                                           method):
     # An instance without ports gets a VIF on the configured network.

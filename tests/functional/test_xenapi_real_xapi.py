@@ -33,6 +33,7 @@ from compute_driver.testing import xapi_simulator
 from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     xapi_simulator as simulator)
+from compute_driver.testing.xapi_simulator import seed
 from compute_driver.xenapi import driver as xdriver
 from compute_driver.xenapi import mapping
 
@@ -391,27 +392,58 @@ def test_a_half_built_default_template_clone_is_removed(
     assert _leftovers(simulator) == before
 
 
-@pytest.mark.parametrize('existing', [0, 20])
-def test_calls_per_spawn(simulator, make_driver, existing):  # noqa: F811
-    """A spawn makes at most 12 XAPI calls, however many VMs there are.
+def _spawn_calls(sim, backend, name):
+    """The XAPI calls of one spawn, by method.
 
-    11 once the event thread knows the image, as here. Its three tasks
-    cost their Async call and task.destroy: the event thread sees them
-    finish. That thread's event.from calls are not
-    counted: it makes them whether or not anything is spawned.
+    The event thread's event.from polls are left out: it makes them
+    whether or not anything is spawned; so are logins, which each pooled
+    session makes once, whichever call first needs it.
     """
-    backend = make_driver(simulator)
-    for number in range(existing):
+    before = dict(sim.calls)
+    _spawn(backend, _instance(name))
+    return {method: count - before.get(method, 0)
+            for method, count in sim.calls.items()
+            if method not in ('event.from', 'session.login_with_password')
+            and count != before.get(method, 0)}
+
+
+def test_calls_per_spawn_are_few_and_constant(simulator,  # noqa: F811
+                                              make_driver):
+    """A spawn makes at most 12 XAPI calls, as many with 50 VMs as none.
+
+    10 once the event thread knows the image, as here, with the VIF of
+    ``network_name``: the clone, provision and start tasks cost their
+    Async call and task.destroy (the event thread sees them finish),
+    then set_other_config, set_memory_limits, VIF.create and the final
+    set_name_label. Nothing lists VMs, pools or hosts.
+    """
+    backend = make_driver(simulator, network_name=seed.DEFAULT_SEED['network'])
+    alone = _spawn_calls(simulator, backend, 'counted-alone')
+    for number in range(49):
         _spawn(backend, _instance('existing-%d' % number), power_on=False)
-    before = dict(simulator.calls)
-    _spawn(backend, _instance())
-    made = {method: count - before.get(method, 0)
-            for method, count in simulator.calls.items()
-            if method != 'event.from' and count != before.get(method, 0)}
-    assert made.get('task.get_record', 0) == 0, made
-    assert made['task.destroy'] == 3, made
-    assert not [m for m in made if m.endswith('.get_all_records')], made
-    assert sum(made.values()) <= 12, made
+    among_50 = _spawn_calls(simulator, backend, 'counted-among-50')
+    assert alone == among_50
+    assert alone.get('task.get_record', 0) == 0, alone
+    assert alone['task.destroy'] == 3, alone
+    assert alone['VIF.create'] == 1, alone
+    assert not [m for m in alone if '.get_all' in m], alone
+    assert sum(alone.values()) <= 12, alone
+
+
+def test_one_session_is_enough_for_a_spawn(
+        simulator, make_driver):  # noqa: F811
+    # The calls a spawn makes side by side then take turns.
+    backend = make_driver(simulator, concurrent_sessions=1,
+                          network_name=seed.DEFAULT_SEED['network'])
+    instance = _instance()
+    _spawn(backend, instance)
+    ref, record = _vm_of(simulator, instance)
+    assert record['power_state'] == 'Running'
+    assert record['name_label'] == instance.name
+    assert len(record['VIFs']) == 1
+    assert not simulator.objects('task')
+    backend.destroy(instance)
+    assert instance.uuid not in backend.list_instance_uuids()
 
 
 # -- 7. cleanup_leftovers ----------------------------------------------------

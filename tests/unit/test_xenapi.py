@@ -319,6 +319,70 @@ def test_https_transport_verifies_by_default(fake_sdk):
     assert unverified.context.verify_mode.name == 'CERT_NONE'
 
 
+class _SideCalls:
+    """A connection whose calls wait for a go, or fail, by method."""
+
+    def __init__(self, pool_size=4):
+        self.pool = type('Pool', (), {'size': pool_size})()
+        self.started = threading.Semaphore(0)
+        self.go = threading.Event()
+        self.ended = []
+        self._xapi = connection.Connection(self.pool, 1)
+
+    @property
+    def executor(self):
+        return self._xapi.executor
+
+    def call(self, method, *args):
+        self.started.release()
+        try:
+            assert self.go.wait(30)
+            if method.startswith('fail'):
+                raise connection.XapiCallFailed(method=method,
+                                                details=['INTERNAL_ERROR'])
+        finally:
+            self.ended.append(method)
+
+
+def test_side_calls_run_together_and_all_end_before_a_failure():
+    xapi = _SideCalls()
+    try:
+        alongside = connection.Alongside(xapi)
+        for method in ('VM.set_other_config', 'fail.first', 'fail.second',
+                       'VM.set_memory_limits'):
+            alongside.call(method, 'OpaqueRef:vm')
+        # All four are in flight at once: none waits for another.
+        for _ in range(4):
+            assert xapi.started.acquire(timeout=30)
+        xapi.go.set()
+        with pytest.raises(connection.XapiCallFailed) as info:
+            alongside.wait()
+        assert info.value.method == 'fail.first'
+        assert sorted(xapi.ended) == ['VM.set_memory_limits',
+                                      'VM.set_other_config', 'fail.first',
+                                      'fail.second']
+    finally:
+        xapi.go.set()
+        xapi._xapi.close()
+
+
+def test_a_failing_block_waits_for_its_side_calls_and_keeps_its_error():
+    xapi = _SideCalls(pool_size=1)
+    try:
+        with pytest.raises(KeyError):
+            with connection.Alongside(xapi) as alongside:
+                alongside.call('fail.side')
+                alongside.call('VM.set_name_label', 'OpaqueRef:vm', 'x')
+                assert xapi.started.acquire(timeout=30)
+                xapi.go.set()
+                raise KeyError('the block failed')
+        # Both ended before the block's error came out.
+        assert sorted(xapi.ended) == ['VM.set_name_label', 'fail.side']
+    finally:
+        xapi.go.set()
+        xapi._xapi.close()
+
+
 class _EventSession:
     """Answers the watcher's event_from with a fixed list of records."""
 

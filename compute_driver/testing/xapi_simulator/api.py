@@ -27,6 +27,7 @@ follows XAPI's allowed operations: a call from another state fails with
 state names.
 """
 
+import bisect
 import collections
 import collections.abc
 import copy
@@ -614,9 +615,12 @@ class Api:
         """
         first: dict[tuple[str, str], str] = {}
         latest: dict[tuple[str, str], tuple] = {}
-        for entry in self.store.events:
-            if entry[0] > since and (everything or
-                                     entry[1].lower() in wanted):
+        # The log is in id order: a poll reads what is newer than its
+        # token, not the whole log, as XAPI's indexed queue does.
+        log = self.store.events
+        newer = bisect.bisect_right(log, since, key=lambda e: e[0])
+        for entry in log[newer:]:
+            if everything or entry[1].lower() in wanted:
                 key = (entry[1], entry[3])
                 first.setdefault(key, entry[2])
                 latest.pop(key, None)
