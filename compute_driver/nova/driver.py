@@ -179,12 +179,15 @@ class ComputeDriverAdapter(driver.ComputeDriver):
 
         Those Nova's driver has under the method name of an operation of
         :data:`compute_driver.driver.OPERATIONS` (``reboot`` has two), and
-        ``resume_state_on_host_boot`` (a hard reboot) and the four methods
-        of a resize or cold migration (``resize`` or ``cold_migrate``),
+        ``resume_state_on_host_boot`` (a hard reboot),
+        ``live_migration_force_complete`` (``live_migrate``) and the four
+        methods of a resize or cold migration (``resize`` or
+        ``cold_migrate``),
         when the backend's ``capabilities`` lack all their operations;
         they raise ``NotImplementedError``.
         """
-        needs = {'resume_state_on_host_boot': ['hard_reboot']}
+        needs = {'resume_state_on_host_boot': ['hard_reboot'],
+                 'live_migration_force_complete': ['live_migrate']}
         for method in ('migrate_disk_and_power_off', 'finish_migration',
                        'confirm_migration', 'finish_revert_migration'):
             needs[method] = ['resize', 'cold_migrate']

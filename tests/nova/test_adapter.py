@@ -727,8 +727,8 @@ def test_a_backend_without_optional_operations(make_adapter):
         'detach_interface', 'detach_volume', 'extend_volume',
         'finish_migration', 'finish_revert_migration', 'get_console_output',
         'get_diagnostics', 'get_host_uptime', 'get_serial_console',
-        'get_vnc_console', 'live_migration', 'migrate_disk_and_power_off',
-        'pause', 'plug_vifs',
+        'get_vnc_console', 'live_migration', 'live_migration_force_complete',
+        'migrate_disk_and_power_off', 'pause', 'plug_vifs',
         'power_off', 'power_on', 'reboot', 'resume',
         'resume_state_on_host_boot', 'snapshot', 'suspend', 'swap_volume',
         'unpause', 'unplug_vifs']
@@ -929,7 +929,8 @@ def test_backend_without_live_migration_refuses_it(make_adapter, ctxt):
     for driver in (source, dest):
         driver.backend.capabilities = dict(driver.backend.capabilities,
                                            supports_live_migrate=False)
-    assert source.unsupported_methods() == ['live_migration']
+    assert source.unsupported_methods() == [
+        'live_migration', 'live_migration_force_complete']
     with pytest.raises(nova_exception.MigrationPreCheckError,
                        match='fake backend cannot live-migrate'):
         dest.check_can_live_migrate_destination(ctxt, instance, {}, {})
