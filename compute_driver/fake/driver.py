@@ -464,7 +464,9 @@ class FakeDriver(driver.ComputeDriver):
                 reason='the destination is not prepared for it')
         with self._lock:
             if inst.uuid in self._guests:
-                raise exception.InstanceExists(instance=inst.uuid)
+                raise exception.MigrationFailed(
+                    instance=inst.name, dest=self.host,
+                    reason='the destination has it already')
             self._guests[inst.uuid] = guest
         self._console(guest, 'arrived live on %s' % self.host)
 
