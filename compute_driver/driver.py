@@ -267,6 +267,9 @@ OPERATIONS: dict[str, Operation] = dict((
     _operation('vnc_console', 'get_vnc_console', hooks=('_vnc_console',)),
     _operation('attach_console', 'open_console', hooks=('_open_console',)),
     _operation('execute', needs=('command',), hooks=('_execute',)),
+    # -- live migration --
+    _operation('live_migrate', 'live_migration', needs=('dest',),
+               hooks=('_live_migrate',)),
 ))
 
 #: Public methods the pipeline owns: a backend implements their hooks and
@@ -286,6 +289,13 @@ PIPELINE_METHODS = (
     'get_volume_connector', 'attach_volume', 'detach_volume', 'swap_volume',
     'extend_volume', 'list_volume_attachments',
     'get_serial_console', 'get_vnc_console', 'open_console', 'execute',
+    # -- live migration --
+    'check_can_live_migrate_destination',
+    'cleanup_live_migration_destination_check',
+    'check_can_live_migrate_source', 'pre_live_migration', 'live_migration',
+    'post_live_migration', 'post_live_migration_at_destination',
+    'rollback_live_migration_at_source',
+    'rollback_live_migration_at_destination',
 )
 
 #: Optional operation name -> the method that implements it. The
@@ -1761,6 +1771,302 @@ class ComputeDriver(abc.ABC):
         :raises InstanceNotFound: when there is neither.
         """
         self._not_implemented('_revert_migration')
+
+    # -- live migration ------------------------------------------------------
+    # Nova's steps, each on the host Nova runs it on: on the destination
+    # check_can_live_migrate_destination (and its cleanup), on the source
+    # check_can_live_migrate_source, on the destination
+    # pre_live_migration, which reserves the instance's flavor there, then
+    # on the source live_migration, which moves the running guest over
+    # the backend's own path between its hosts (``_live_migrate``). After
+    # it, post_live_migration on the source drops what is left there and
+    # post_live_migration_at_destination turns the reservation into the
+    # guest's own claim; after a failure the guest still runs on the
+    # source, untouched, and rollback_live_migration_at_destination drops
+    # the reservation and anything that arrived. The steps pass one
+    # ``migrate_data`` document along (a dict of JSON types).
+
+    #: Version of the ``migrate_data`` document of a live migration.
+    LIVE_MIGRATION_FORMAT = 1
+
+    #: Power states a guest may be live-migrated in: it must be running,
+    #: or paused with its memory in place (Nova's rule too).
+    LIVE_MIGRATABLE = (power_state.RUNNING, power_state.PAUSED)
+
+    def _read_migrate_data(self, migrate_data: object, *keys: str
+                           ) -> dict[str, typing.Any]:
+        """``migrate_data`` checked: this backend's, with ``keys``.
+
+        :raises InvalidInput: for anything else.
+        """
+        if (not isinstance(migrate_data, dict) or
+                migrate_data.get('format') != self.LIVE_MIGRATION_FORMAT or
+                migrate_data.get('backend') != type(self).__name__ or
+                not all(isinstance(migrate_data.get(k), str) and
+                        migrate_data.get(k) for k in keys)):
+            raise exception.InvalidInput(
+                reason='migrate_data is not a live migration document of '
+                       'this backend with %s: %r'
+                       % (', '.join(keys) or 'its format', migrate_data))
+        return dict(migrate_data)
+
+    def check_can_live_migrate_destination(
+            self, instance: objects.Instance, *,
+            block_migration: bool | None = None,
+            disk_over_commit: bool | None = None,
+            context: object = None) -> dict[str, typing.Any]:
+        """Whether this host can take ``instance`` live; on the destination.
+
+        :returns: the ``migrate_data`` document, naming this host as the
+            destination, for :meth:`check_can_live_migrate_source` on the
+            source.
+        :raises NotSupported: when the backend cannot live-migrate.
+        :raises InstanceExists: when this host has the instance already.
+        :raises InsufficientResources: when its flavor does not fit here.
+        """
+        self._require('live_migrate')
+        if not isinstance(instance, objects.Instance):
+            raise exception.InvalidInput(
+                reason='a live migration needs an objects.Instance, got %r'
+                       % (instance,))
+        with self._claim_lock, \
+                self._translate('check live migration', instance):
+            if instance.uuid in self._pending:
+                raise exception.InstanceExists(instance=instance.uuid)
+            self._check_unique(instance)
+            self._check_fits(instance.flavor, self._resources(
+                list(self._pending.values())))
+        return {'format': self.LIVE_MIGRATION_FORMAT,
+                'backend': type(self).__name__, 'dest': self.host,
+                'block_migration': bool(block_migration)}
+
+    def cleanup_live_migration_destination_check(
+            self, dest_check_data: object, *, context: object = None) -> None:
+        """Drop what :meth:`check_can_live_migrate_destination` kept.
+
+        It keeps nothing: the flavor is reserved by
+        :meth:`pre_live_migration`. Here for Nova's sequence.
+        """
+        self._require('live_migrate')
+
+    def check_can_live_migrate_source(
+            self, instance: objects.Instance, dest_check_data: object, *,
+            block_device_info: object = None,
+            context: object = None) -> dict[str, typing.Any]:
+        """Whether ``instance`` can leave for the destination; on the source.
+
+        :param dest_check_data: what the destination's
+            :meth:`check_can_live_migrate_destination` returned.
+        :returns: the ``migrate_data`` document, with this host as the
+            source and the instance as this backend stored it.
+        :raises InvalidInput: for a document of another backend, or one
+            naming this host as the destination.
+        :raises InvalidPowerState: unless the instance is RUNNING or
+            PAUSED.
+        """
+        self._require('live_migrate')
+        document = self._read_migrate_data(dest_check_data, 'dest')
+        if document['dest'] == self.host:
+            raise exception.InvalidInput(
+                reason='instance %s is on %s already'
+                       % (getattr(instance, 'name', instance), self.host))
+
+        def check(handle: typing.Any) -> objects.Instance:
+            self._check_live_migratable(handle, instance)
+            return self._stored(handle, instance)
+
+        stored = self._run('live_migrate', instance,
+                           lambda handle, current: check(handle), lock=False)
+        document.update(source=self.host, instance=stored.to_dict(),
+                        flavor=stored.flavor.to_dict())
+        return document
+
+    def _check_live_migratable(self, handle: typing.Any,
+                               instance: objects.Instance) -> None:
+        current = self._power_state(handle)
+        if current not in self.LIVE_MIGRATABLE:
+            raise exception.InvalidPowerState(
+                operation='live migrate', instance=instance.name,
+                current=power_state.name(current),
+                expected=' or '.join(power_state.name(s)
+                                     for s in self.LIVE_MIGRATABLE))
+
+    def _incoming_instance(self, instance: objects.Instance,
+                           document: dict[str, typing.Any]
+                           ) -> objects.Instance:
+        """The instance as the source stored it, from ``document``."""
+        try:
+            moved = objects.Instance.from_dict(
+                {**document['instance'],
+                 'flavor': objects.Flavor.from_dict(document['flavor'])})
+        except (TypeError, ValueError, KeyError, AttributeError,
+                exception.InvalidInput) as exc:
+            raise exception.InvalidInput(
+                reason='migrate_data carries no instance: %s' % exc
+            ) from None
+        if moved.uuid != instance.uuid:
+            raise exception.InvalidInput(
+                reason='migrate_data is that of instance %s, not %s'
+                       % (moved.uuid, instance.uuid))
+        return moved
+
+    def pre_live_migration(
+            self, instance: objects.Instance, migrate_data: object, *,
+            network_info: object = None, block_device_info: object = None,
+            disk_info: object = None,
+            context: object = None) -> dict[str, typing.Any]:
+        """Get ready to receive ``instance``; on the destination.
+
+        Reserves its flavor here until
+        :meth:`post_live_migration_at_destination` or
+        :meth:`rollback_live_migration_at_destination`.
+
+        :param migrate_data: what the source's
+            :meth:`check_can_live_migrate_source` returned.
+        :returns: ``migrate_data``, for :meth:`live_migration`.
+        :raises InvalidInput: for a document not naming this host as the
+            destination.
+        :raises InstanceExists: when this host has the instance, or is
+            receiving it already.
+        :raises InsufficientResources: when its flavor does not fit here.
+        """
+        self._require('live_migrate')
+        document = self._read_migrate_data(migrate_data, 'dest', 'source')
+        if document['dest'] != self.host:
+            raise exception.InvalidInput(
+                reason='migrate_data names %s as the destination, not %s'
+                       % (document['dest'], self.host))
+        moved = self._incoming_instance(instance, document)
+        with self._claim_lock, \
+                self._translate('prepare live migration', moved):
+            if moved.uuid in self._pending:
+                raise exception.InstanceExists(instance=moved.uuid)
+            self._check_unique(moved)
+            self._check_fits(moved.flavor, self._resources(
+                list(self._pending.values())))
+            # Counted like a spawn under way until the guest is listed
+            # here (see _resources), released by the post or rollback
+            # step.
+            self._pending[moved.uuid] = moved
+        return document
+
+    def _release_incoming(self, instance: objects.Instance) -> bool:
+        with self._claim_lock:
+            return self._pending.pop(instance.uuid, None) is not None
+
+    def live_migration(self, instance: objects.Instance, dest: str,
+                       migrate_data: object = None, *,
+                       block_migration: bool = False,
+                       context: object = None) -> None:
+        """Move the running ``instance`` to the host ``dest``; on the source.
+
+        The guest keeps running: afterwards it runs on ``dest`` and this
+        host no longer lists it. On failure it runs here as before and
+        ``dest`` has nothing of it.
+
+        :param dest: the destination's node name (its :attr:`host`).
+        :param migrate_data: what the destination's
+            :meth:`pre_live_migration` returned; ``None`` for a backend
+            that needs nothing of it.
+        :raises InvalidPowerState: unless the instance is RUNNING or
+            PAUSED.
+        :raises MigrationFailed: when the guest could not be moved.
+        """
+        self._require('live_migrate')
+        if not isinstance(dest, str) or not dest or dest == self.host:
+            raise exception.InvalidInput(
+                reason='the destination must be another host, got %r'
+                       % (dest,))
+        document = ({} if migrate_data is None else
+                    self._read_migrate_data(migrate_data, 'dest'))
+        if document and document['dest'] != dest:
+            raise exception.InvalidInput(
+                reason='migrate_data is for %s, not %s'
+                       % (document['dest'], dest))
+
+        def act(handle: typing.Any, current: int) -> None:
+            self._check_live_migratable(handle, instance)
+            self._live_migrate(handle, self._stored(handle, instance), dest,
+                               document)
+
+        self._run('live_migrate', instance, act)
+
+    def post_live_migration(self, instance: objects.Instance, *,
+                            block_device_info: object = None,
+                            migrate_data: object = None,
+                            context: object = None) -> None:
+        """Drop what the moved instance left; on the source.
+
+        Idempotent: nothing left is fine.
+        """
+        self._require('live_migrate')
+        with self._instance_locks.hold(instance.uuid), \
+                self._translate('clean up after live migration', instance):
+            self._live_migration_left(instance)
+
+    def post_live_migration_at_destination(
+            self, instance: objects.Instance, *, network_info: object = None,
+            block_migration: bool = False, block_device_info: object = None,
+            context: object = None) -> None:
+        """Take the arrived instance as this host's; on the destination.
+
+        Its reservation ends: the listed guest counts itself.
+
+        :raises InstanceNotFound: when it did not arrive.
+        """
+        self._require('live_migrate')
+        with self._instance_locks.hold(instance.uuid):
+            try:
+                with self._translate('finish live migration', instance):
+                    self._find(instance)
+            finally:
+                self._release_incoming(instance)
+
+    def rollback_live_migration_at_source(
+            self, instance: objects.Instance, *, migrate_data: object = None,
+            context: object = None) -> None:
+        """After a failed live migration, on the source: nothing to undo.
+
+        :meth:`live_migration` leaves the guest as it was when it fails.
+        Here for Nova's sequence.
+        """
+        self._require('live_migrate')
+
+    def rollback_live_migration_at_destination(
+            self, instance: objects.Instance, *, destroy_disks: bool = True,
+            migrate_data: object = None, context: object = None) -> None:
+        """Drop the reservation and anything that arrived; on the destination.
+
+        Only what :meth:`pre_live_migration` prepared is removed: an
+        instance this host ran before is left alone. Idempotent.
+        """
+        self._require('live_migrate')
+        with self._instance_locks.hold(instance.uuid):
+            if not self._release_incoming(instance):
+                return
+            with self._translate('roll back live migration', instance):
+                self._destroy(instance, destroy_disks)
+
+    def _live_migrate(self, handle: typing.Any, instance: objects.Instance,
+                      dest: str, migrate_data: dict[str, typing.Any]) -> None:
+        """Move the running guest to the backend on the host ``dest``.
+
+        Over the backend's own path between its hosts (libvirt's
+        migration, an XAPI pool's); ``dest`` prepared for it with
+        :meth:`pre_live_migration`. Afterwards ``dest`` lists the guest,
+        in the power state it had, and this backend does not. A failure
+        leaves the guest as it was here and nothing on ``dest``.
+
+        :raises MigrationFailed: when the guest could not be moved.
+        """
+        self._not_implemented('_live_migrate')
+
+    def _live_migration_left(self, instance: objects.Instance) -> None:
+        """Remove what a live-migrated instance left on the source.
+
+        The default destroys whatever is left of it, keeping nothing.
+        """
+        self._destroy(instance, True)
 
     # -- network -------------------------------------------------------------
     # Ports reach a backend as typed :class:`compute_driver.network.model.

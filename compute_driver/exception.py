@@ -173,6 +173,17 @@ class GuestFeatureMissing(NotSupported):
     feature: str
 
 
+class MigrationFailed(ComputeDriverError):
+    """A live migration did not move the instance, which stayed put."""
+
+    msg_fmt = ("Cannot live-migrate instance %(instance)s to %(dest)s: "
+               "%(reason)s")
+
+    instance: str
+    dest: str
+    reason: str
+
+
 class InvalidConfiguration(ComputeDriverError):
     msg_fmt = "Invalid configuration: %(reason)s"
 

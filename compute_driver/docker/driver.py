@@ -98,6 +98,8 @@ class DockerDriver(driver.ComputeDriver):
         'supports_resume': False,
         # A container cannot leave its dockerd (see .migration).
         'supports_cold_migrate': False,
+        # Nor move while running (CRIU again).
+        'supports_live_migrate': False,
         # Labels, which record a container's ports, are fixed at create
         # time (see .network).
         'supports_attach_interface': False,

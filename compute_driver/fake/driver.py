@@ -30,6 +30,7 @@ import io
 import logging
 import threading
 import time
+import weakref
 
 from compute_driver import console as cd_console
 from compute_driver import driver
@@ -45,6 +46,14 @@ from compute_driver.volume import model as vol_model
 LOG = logging.getLogger(__name__)
 
 HYPERVISOR_VERSION = '1.0.0'
+
+#: The fake hosts of this process by host name: the fake's migration
+#: network, over which a live migration hands a running guest to another
+#: fake host as libvirtd hands one to its peer. Filled by init_host,
+#: emptied by cleanup_host; a host that is gone drops out by itself.
+_HOSTS: 'weakref.WeakValueDictionary[str, FakeDriver]' = (
+    weakref.WeakValueDictionary())
+_HOSTS_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -140,6 +149,8 @@ class FakeDriver(driver.ComputeDriver):
     # -- hooks ---------------------------------------------------------------
 
     def _connect(self):
+        with _HOSTS_LOCK:
+            _HOSTS[self.host] = self
         LOG.debug('Fake compute host %s ready with the %s image service',
                   self.host, self.image_service.name)
 
@@ -251,6 +262,9 @@ class FakeDriver(driver.ComputeDriver):
         # Nothing outlives the process; drop the listener so a stopping
         # service gets no more events.
         self.register_event_listener(None)
+        with _HOSTS_LOCK:
+            if _HOSTS.get(self.host) is self:
+                del _HOSTS[self.host]
         LOG.debug('Fake compute host %s cleaned up', host)
 
     def _reboot(self, guest, instance, kind, current):
@@ -414,6 +428,47 @@ class FakeDriver(driver.ComputeDriver):
             if guest is None:
                 raise exception.InstanceNotFound(instance=instance.name)
             guest.leaving = ''
+
+    # -- live migration ------------------------------------------------------
+    # The guest, console and all, goes to the other fake host of this
+    # process over _HOSTS; as with cold migration, nothing else is shared.
+
+    def _live_migrate(self, guest, instance, dest, migrate_data):
+        with _HOSTS_LOCK:
+            peer = _HOSTS.get(dest)
+        if peer is None or peer is self:
+            raise exception.MigrationFailed(
+                instance=instance.name, dest=dest,
+                reason='no other fake host %s in this process' % dest)
+        self._console(guest, 'migrating live to %s' % dest)
+        with self._lock:
+            moving = dataclasses.replace(
+                guest, console=collections.deque(
+                    guest.console, maxlen=peer.conf.fake.console_log_lines),
+                ports=list(guest.ports), plugged=set(guest.plugged),
+                volumes=dict(guest.volumes))
+        peer._arrive(moving)
+        with self._lock:
+            self._guests.pop(instance.uuid, None)
+        self._hang_up(instance.uuid)
+
+    def _arrive(self, guest: _Guest) -> None:
+        # Only a guest pre_live_migration reserved room for is taken, as a
+        # hypervisor only accepts an incoming migration it was told of.
+        inst = guest.instance
+        with self._claim_lock:
+            expected = inst.uuid in self._pending
+        if not expected:
+            raise exception.MigrationFailed(
+                instance=inst.name, dest=self.host,
+                reason='the destination is not prepared for it')
+        with self._lock:
+            if inst.uuid in self._guests:
+                raise exception.MigrationFailed(
+                    instance=inst.name, dest=self.host,
+                    reason='the destination has it already')
+            self._guests[inst.uuid] = guest
+        self._console(guest, 'arrived live on %s' % self.host)
 
     # -- network -------------------------------------------------------------
 

@@ -39,6 +39,7 @@ What the adapter does on top of the backend:
 """
 
 import contextlib
+import json
 import logging
 import threading
 import typing
@@ -178,12 +179,15 @@ class ComputeDriverAdapter(driver.ComputeDriver):
 
         Those Nova's driver has under the method name of an operation of
         :data:`compute_driver.driver.OPERATIONS` (``reboot`` has two), and
-        ``resume_state_on_host_boot`` (a hard reboot) and the four methods
-        of a resize or cold migration (``resize`` or ``cold_migrate``),
+        ``resume_state_on_host_boot`` (a hard reboot),
+        ``live_migration_force_complete`` (``live_migrate``) and the four
+        methods of a resize or cold migration (``resize`` or
+        ``cold_migrate``),
         when the backend's ``capabilities`` lack all their operations;
         they raise ``NotImplementedError``.
         """
-        needs = {'resume_state_on_host_boot': ['hard_reboot']}
+        needs = {'resume_state_on_host_boot': ['hard_reboot'],
+                 'live_migration_force_complete': ['live_migrate']}
         for method in ('migrate_disk_and_power_off', 'finish_migration',
                        'confirm_migration', 'finish_revert_migration'):
             needs[method] = ['resize', 'cold_migrate']
@@ -627,6 +631,199 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                 self._instance(instance), power_on=power_on,
                 context=context,
                 network_info=convert.network_info(network_info))
+
+    # -- live migration ------------------------------------------------------
+    # Nova's steps go to the contract's methods of the same names; the
+    # contract's migrate_data document travels inside Nova's
+    # LibvirtLiveMigrateData (the registered kind Nova's own fake driver
+    # uses, which every Nova service can deserialise), as JSON in its
+    # ``filename``. Neither shared storage nor a shared instance path:
+    # Nova then asks the destination to roll back after a failure and the
+    # source to clean up after success, which the contract's rollback and
+    # cleanup steps serve.
+
+    def _pre_check(self, instance: typing.Any
+                   ) -> typing.ContextManager[None]:
+        """Library errors of a live migration check as Nova's pre-check one.
+
+        ``MigrationPreCheckError`` is what Nova's conductor handles
+        cleanly: the migration goes to error and the server stays ACTIVE
+        where it was, its allocations restored.
+        """
+        @contextlib.contextmanager
+        def translated() -> typing.Iterator[None]:
+            try:
+                yield
+            except exception.ComputeDriverError as exc:
+                raise nova_exception.MigrationPreCheckError(
+                    reason=str(exc)) from exc
+        if not self.backend.supports('live_migrate'):
+            raise nova_exception.MigrationPreCheckError(
+                reason='the %s backend cannot live-migrate instances'
+                       % self.backend.name)
+        return translated()
+
+    @staticmethod
+    def _to_nova_migrate_data(document: dict[str, typing.Any],
+                              into: typing.Any = None) -> typing.Any:
+        data = into
+        if data is None:
+            data = nova_objects.LibvirtLiveMigrateData()
+            data.is_shared_instance_path = False
+            data.is_shared_block_storage = False
+        data.filename = json.dumps(document, sort_keys=True)
+        data.block_migration = bool(document.get('block_migration'))
+        return data
+
+    @staticmethod
+    def _from_nova_migrate_data(data: typing.Any) -> object:
+        """The contract's document in Nova's ``migrate_data``, if any."""
+        if data is None or 'filename' not in data:
+            return None
+        try:
+            return json.loads(data.filename)
+        except ValueError:
+            return None
+
+    def check_can_live_migrate_destination(
+            self, context: typing.Any, instance: typing.Any,
+            src_compute_info: typing.Any, dst_compute_info: typing.Any,
+            block_migration: bool = False,
+            disk_over_commit: bool = False) -> typing.Any:
+        with self._pre_check(instance):
+            document = self.backend.check_can_live_migrate_destination(
+                self._instance(instance), block_migration=block_migration,
+                disk_over_commit=disk_over_commit, context=context)
+        return self._to_nova_migrate_data(document)
+
+    def cleanup_live_migration_destination_check(
+            self, context: typing.Any, dest_check_data: typing.Any) -> None:
+        with convert.nova_errors(), \
+                contextlib.suppress(exception.NotSupported):
+            self.backend.cleanup_live_migration_destination_check(
+                self._from_nova_migrate_data(dest_check_data),
+                context=context)
+
+    def check_can_live_migrate_source(
+            self, context: typing.Any, instance: typing.Any,
+            dest_check_data: typing.Any,
+            block_device_info: typing.Any = None) -> typing.Any:
+        with self._pre_check(instance):
+            if driver.block_device_info_get_mapping(block_device_info):
+                raise nova_exception.MigrationPreCheckError(
+                    reason='the %s backend cannot live-migrate an instance '
+                           'with volumes' % self.backend.name)
+            document = self.backend.check_can_live_migrate_source(
+                self._instance(instance),
+                self._from_nova_migrate_data(dest_check_data),
+                context=context)
+        return self._to_nova_migrate_data(document, dest_check_data)
+
+    def get_instance_disk_info(self, instance: typing.Any,
+                               block_device_info: typing.Any = None) -> None:
+        # What a block migration copies travels with the guest over the
+        # backend's own path (see live_migration): nothing for Nova to
+        # hand over.
+        return None
+
+    def pre_live_migration(self, context: typing.Any, instance: typing.Any,
+                           block_device_info: typing.Any,
+                           network_info: typing.Any, disk_info: typing.Any,
+                           migrate_data: typing.Any) -> typing.Any:
+        with convert.nova_errors(instance.uuid):
+            document = self.backend.pre_live_migration(
+                self._instance(instance),
+                self._from_nova_migrate_data(migrate_data),
+                network_info=convert.network_info(network_info),
+                context=context)
+        return self._to_nova_migrate_data(document, migrate_data)
+
+    def live_migration(self, context: typing.Any, instance: typing.Any,
+                       dest: str, post_method: typing.Any,
+                       recover_method: typing.Any,
+                       block_migration: bool = False,
+                       migrate_data: typing.Any = None) -> None:
+        """Move the guest, then call Nova back as its drivers do.
+
+        ``post_method`` after the guest moved; ``recover_method`` when it
+        did not, and then the guest runs on this host as before, so
+        nothing is raised: Nova's rollback puts the server back ACTIVE
+        here and the migration in error.
+        """
+        self._require_live_migration()
+        document = self._from_nova_migrate_data(migrate_data)
+        node_name = dest
+        if isinstance(document, dict) and document.get('dest'):
+            node_name = str(document['dest'])
+        try:
+            with convert.nova_errors(instance.uuid):
+                self.backend.live_migration(
+                    self._instance(instance), node_name, document,
+                    block_migration=block_migration, context=context)
+        except Exception:
+            LOG.exception('Live migration of %s to %s failed; it stays '
+                          'here', instance.uuid, dest)
+            recover_method(context, instance, dest, migrate_data)
+            return
+        post_method(context, instance, dest, block_migration, migrate_data)
+
+    def _require_live_migration(self) -> None:
+        if not self.backend.supports('live_migrate'):
+            raise NotImplementedError(
+                'The %s backend cannot live-migrate instances'
+                % self.backend.name)
+
+    def live_migration_force_complete(self, instance: typing.Any) -> None:
+        # live_migration returns once the guest moved: nothing is left to
+        # force.
+        self._require_live_migration()
+
+    def post_live_migration(self, context: typing.Any, instance: typing.Any,
+                            block_device_info: typing.Any,
+                            migrate_data: typing.Any = None) -> None:
+        with convert.nova_errors(instance.uuid):
+            self.backend.post_live_migration(
+                self._instance(instance),
+                migrate_data=self._from_nova_migrate_data(migrate_data),
+                context=context)
+
+    def post_live_migration_at_source(self, context: typing.Any,
+                                      instance: typing.Any,
+                                      network_info: typing.Any) -> None:
+        # The ports left with the guest and post_live_migration removed
+        # what was left of it here: nothing is plugged on this host.
+        return None
+
+    def post_live_migration_at_destination(
+            self, context: typing.Any, instance: typing.Any,
+            network_info: typing.Any, block_migration: bool = False,
+            block_device_info: typing.Any = None) -> None:
+        with convert.nova_errors(instance.uuid):
+            self.backend.post_live_migration_at_destination(
+                self._instance(instance),
+                network_info=convert.network_info(network_info),
+                block_migration=block_migration, context=context)
+
+    def rollback_live_migration_at_source(self, context: typing.Any,
+                                          instance: typing.Any,
+                                          migrate_data: typing.Any) -> None:
+        with convert.nova_errors(instance.uuid), \
+                contextlib.suppress(exception.NotSupported):
+            self.backend.rollback_live_migration_at_source(
+                self._instance(instance),
+                migrate_data=self._from_nova_migrate_data(migrate_data),
+                context=context)
+
+    def rollback_live_migration_at_destination(
+            self, context: typing.Any, instance: typing.Any,
+            network_info: typing.Any, block_device_info: typing.Any,
+            destroy_disks: bool = True,
+            migrate_data: typing.Any = None) -> None:
+        with convert.nova_errors(instance.uuid):
+            self.backend.rollback_live_migration_at_destination(
+                self._instance(instance), destroy_disks=destroy_disks,
+                migrate_data=self._from_nova_migrate_data(migrate_data),
+                context=context)
 
     # -- network -------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class XenAPIDriver(driver.ComputeDriver):
                     # Not implemented for XAPI yet.
                     'supports_resize': False,
                     'supports_cold_migrate': False,
+                    'supports_live_migrate': False,
                     # -- volumes: VDIs plugged through VBDs; swapping
                     # and growing them is left to XAPI's own tools.
                     'supports_swap_volume': False,

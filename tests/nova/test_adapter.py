@@ -22,6 +22,7 @@ the events Nova's compute manager receives and the images spawn picks.
 import threading
 from unittest import mock
 
+from nova.compute import manager as compute_manager
 from nova.compute import power_state as nova_power_state
 from nova.compute import provider_tree
 from nova import conf as nova_conf
@@ -61,7 +62,7 @@ def make_adapter(flags, tmp_path):
     built = []
 
     def make(backend='fake', image_map=None, image_service='backend',
-             **groups):
+             host='nova-adapter-test', **groups):
         config = tmp_path / ('compute-driver-%d.conf' % len(built))
         lines = []
         for group, values in groups.items():
@@ -72,7 +73,7 @@ def make_adapter(flags, tmp_path):
               image_map=image_map or {}, image_service=image_service,
               group='compute_driver_adapter')
         # Where Nova keeps the node identity file the adapter writes.
-        flags(host='nova-adapter-test', state_path=str(tmp_path))
+        flags(host=host, state_path=str(tmp_path))
         driver = adapter.ComputeDriverAdapter(nova_fake.FakeVirtAPI())
         driver.init_host(CONF.host)
         built.append(driver)
@@ -726,7 +727,8 @@ def test_a_backend_without_optional_operations(make_adapter):
         'detach_interface', 'detach_volume', 'extend_volume',
         'finish_migration', 'finish_revert_migration', 'get_console_output',
         'get_diagnostics', 'get_host_uptime', 'get_serial_console',
-        'get_vnc_console', 'migrate_disk_and_power_off', 'pause', 'plug_vifs',
+        'get_vnc_console', 'live_migration', 'live_migration_force_complete',
+        'migrate_disk_and_power_off', 'pause', 'plug_vifs',
         'power_off', 'power_on', 'reboot', 'resume',
         'resume_state_on_host_boot', 'snapshot', 'suspend', 'swap_volume',
         'unpause', 'unplug_vifs']
@@ -821,3 +823,126 @@ def test_move_the_backend_cannot_do_is_not_implemented(make_adapter, ctxt):
         driver.migrate_disk_and_power_off(ctxt, instance, 'elsewhere',
                                           nova_flavor(), network_info())
     assert driver.get_info(instance).state == power_state.RUNNING
+
+
+# -- live migration ----------------------------------------------------------
+
+DEST = 'nova-adapter-dest'
+
+
+def _two_hosts(make_adapter, ctxt):
+    source = make_adapter(image_map={GLANCE_ID: IMAGE})
+    dest = make_adapter(image_map={GLANCE_ID: IMAGE}, host=DEST)
+    instance = nova_instance()
+    spawn(source, ctxt, instance)
+    return source, dest, instance
+
+
+def _over_rpc(data):
+    # What Nova's services send each other: the object as primitives.
+    return nova_objects.LibvirtLiveMigrateData.obj_from_primitive(
+        data.obj_to_primitive())
+
+
+def _checked_and_prepared(source, dest, ctxt, instance):
+    """Nova's checks and pre_live_migration, as its managers call them."""
+    checked = _over_rpc(dest.check_can_live_migrate_destination(
+        ctxt, instance, {}, {}, block_migration=True,
+        disk_over_commit=False))
+    try:
+        migrate_data = _over_rpc(source.check_can_live_migrate_source(
+            ctxt, instance, checked))
+    finally:
+        dest.cleanup_live_migration_destination_check(ctxt, checked)
+    assert source.get_instance_disk_info(instance) is None
+    return _over_rpc(dest.pre_live_migration(
+        ctxt, instance, None, network_info(), None, migrate_data))
+
+
+def test_live_migration_as_nova_does(make_adapter, ctxt):
+    source, dest, instance = _two_hosts(make_adapter, ctxt)
+    migrate_data = _checked_and_prepared(source, dest, ctxt, instance)
+    assert migrate_data.block_migration is True
+    # Nova then asks the destination to roll back after a failure, and
+    # the source to clean up after success.
+    assert compute_manager.ComputeManager._live_migration_cleanup_flags(
+        None, migrate_data) == (True, True)
+    post, recover = mock.Mock(), mock.Mock()
+    source.live_migration(ctxt, instance, DEST, post, recover, True,
+                          migrate_data)
+    post.assert_called_once_with(ctxt, instance, DEST, True, migrate_data)
+    recover.assert_not_called()
+    # What post_method runs on the source, then on the destination.
+    source.post_live_migration(ctxt, instance, None, migrate_data)
+    source.post_live_migration_at_source(ctxt, instance, network_info())
+    source.cleanup(ctxt, instance, network_info(), destroy_disks=True,
+                   migrate_data=migrate_data)
+    dest.post_live_migration_at_destination(ctxt, instance, network_info(),
+                                            True, None)
+    assert source.list_instance_uuids() == []
+    assert dest.get_info(instance).state == power_state.RUNNING
+    assert dest.backend.get_available_resource(None).memory_mb_used == 512
+    assert source.backend.get_available_resource(None).memory_mb_used == 0
+    assert dest.live_migration_force_complete(instance) is None
+
+
+def test_failed_live_migration_calls_recover_method(make_adapter, ctxt):
+    source, dest, instance = _two_hosts(make_adapter, ctxt)
+    migrate_data = _checked_and_prepared(source, dest, ctxt, instance)
+    # The destination's backend is gone from under its service.
+    dest.backend.cleanup_host(DEST)
+    post, recover = mock.Mock(), mock.Mock()
+    source.live_migration(ctxt, instance, DEST, post, recover, True,
+                          migrate_data)
+    recover.assert_called_once_with(ctxt, instance, DEST, migrate_data)
+    post.assert_not_called()
+    assert source.get_info(instance).state == power_state.RUNNING
+    source.rollback_live_migration_at_source(ctxt, instance, migrate_data)
+    dest.rollback_live_migration_at_destination(
+        ctxt, instance, network_info(), None, destroy_disks=True,
+        migrate_data=migrate_data)
+    assert dest.backend.get_available_resource(None).memory_mb_used == 0
+    assert source.get_info(instance).state == power_state.RUNNING
+
+
+def test_live_migration_checks_fail_as_nova_pre_checks(make_adapter, ctxt):
+    source, dest, instance = _two_hosts(make_adapter, ctxt)
+    huge = nova_instance(number=2, flavor=nova_flavor(memory_mb=10 ** 7))
+    with pytest.raises(nova_exception.MigrationPreCheckError,
+                       match='memory_mb'):
+        dest.check_can_live_migrate_destination(ctxt, huge, {}, {})
+    checked = dest.check_can_live_migrate_destination(ctxt, instance, {},
+                                                      {})
+    with pytest.raises(nova_exception.MigrationPreCheckError,
+                       match='volumes'):
+        source.check_can_live_migrate_source(
+            ctxt, instance, checked, {'block_device_mapping': [
+                {'connection_info': {}, 'mount_device': '/dev/vdb'}]})
+    source.power_off(instance)
+    with pytest.raises(nova_exception.MigrationPreCheckError,
+                       match='while it is shutdown'):
+        source.check_can_live_migrate_source(ctxt, instance, checked)
+
+
+def test_backend_without_live_migration_refuses_it(make_adapter, ctxt):
+    source, dest, instance = _two_hosts(make_adapter, ctxt)
+    for driver in (source, dest):
+        driver.backend.capabilities = dict(driver.backend.capabilities,
+                                           supports_live_migrate=False)
+    assert source.unsupported_methods() == [
+        'live_migration', 'live_migration_force_complete']
+    with pytest.raises(nova_exception.MigrationPreCheckError,
+                       match='fake backend cannot live-migrate'):
+        dest.check_can_live_migrate_destination(ctxt, instance, {}, {})
+    with pytest.raises(nova_exception.MigrationPreCheckError,
+                       match='fake backend cannot live-migrate'):
+        source.check_can_live_migrate_source(
+            ctxt, instance, nova_objects.LibvirtLiveMigrateData())
+    post, recover = mock.Mock(), mock.Mock()
+    with pytest.raises(NotImplementedError, match='live-migrate'):
+        source.live_migration(ctxt, instance, DEST, post, recover)
+    with pytest.raises(NotImplementedError, match='live-migrate'):
+        source.live_migration_force_complete(instance)
+    post.assert_not_called()
+    recover.assert_not_called()
+    assert source.get_info(instance).state == power_state.RUNNING

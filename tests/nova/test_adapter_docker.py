@@ -126,7 +126,8 @@ def test_suspend_is_not_implemented_and_changes_nothing(docker_adapter):
     assert docker_adapter.unsupported_methods() == [
         'attach_interface', 'attach_volume', 'detach_interface',
         'detach_volume', 'extend_volume', 'get_serial_console',
-        'get_vnc_console', 'resume', 'suspend', 'swap_volume']
+        'get_vnc_console', 'live_migration', 'live_migration_force_complete',
+        'resume', 'suspend', 'swap_volume']
     with pytest.raises(NotImplementedError,
                        match='docker backend does not support suspend'):
         docker_adapter.suspend(None, instance)

@@ -46,8 +46,6 @@ FAKE_IMAGE = 'cirros-0.6.3-x86_64-disk'
 
 _PATCHES_FAKE = ("patches nova.virt.fake.FakeDriver.spawn, Nova's fake "
                  "driver's internals")
-_NO_LIVE_MIGRATION = ('needs live migration, which the contract does not '
-                      'have (it has cold migration)')
 
 #: Tests of Nova's that fail on the adapter, as ``Class.test``: reason.
 EXCEPTIONS = {
@@ -55,9 +53,6 @@ EXCEPTIONS = {
     'ServersTest.test_create_server_with_error_with_retries': _PATCHES_FAKE,
     'ServersTest.test_create_server_with_error_with_no_retries':
         _PATCHES_FAKE,
-    'ServersTestV280.'
-    'test_get_migrations_after_live_migrate_server_in_different_project':
-        _NO_LIVE_MIGRATION,
 }
 
 #: Every image of Nova's GlanceFixture, by name, is the fake backend's.
