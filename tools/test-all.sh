@@ -4,9 +4,9 @@
 # Run it as root from anywhere: it installs what the tests need (Debian
 # packages, daemons, test images) through tools/install-test-deps.sh, then
 # runs the tox environments pep8, mypy, docs, py3 (unit), py310 (unit, when a
-# Python 3.10 is at hand), functional and nova (Nova's driver suite and
-# the adapter's tests, against nova from PyPI). CI runs exactly this
-# through .ci/run.
+# Python 3.10 is at hand), functional, nova (Nova's driver suite and
+# the adapter's tests, against nova from PyPI) and nova-servers (Nova's
+# own server tests on the adapter). CI runs exactly this through .ci/run.
 #
 # COMPUTE_DRIVER_STRICT=1 (the default here) turns every "daemon missing"
 # skip of a functional test into a failure; set it to 0 on a laptop where
@@ -44,13 +44,13 @@ fi
 # setup.cfg promises Python 3.10; run the unit tests on it too when the
 # machine has it, on PATH or through pyenv.
 # (A pyenv shim answers "command -v" even when it cannot run, so try it.)
-default_envs=pep8,mypy,docs,py3,functional,nova
+default_envs=pep8,mypy,docs,py3,functional,nova,nova-servers
 if ! python3.10 -c '' >/dev/null 2>&1 && command -v pyenv >/dev/null &&
         py310_prefix=$(pyenv prefix 3.10 2>/dev/null); then
     PATH="$py310_prefix/bin:$PATH"
 fi
 if python3.10 -c '' >/dev/null 2>&1; then
-    default_envs=pep8,mypy,docs,py3,py310,functional,nova
+    default_envs=pep8,mypy,docs,py3,py310,functional,nova,nova-servers
 else
     echo "note: no Python 3.10 here; the 3.10 floor is not tested" >&2
 fi
