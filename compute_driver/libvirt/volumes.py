@@ -24,6 +24,7 @@ the same attachments and nothing else keeps them.
 
 import threading
 import typing
+import weakref
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -36,6 +37,8 @@ from compute_driver.volume import model as vol_model
 NS = 'http://openstack.org/compute-driver/volumes/1'
 PREFIX = 'cdvol'
 TAG = 'volumes'
+# The prefix a whole definition written back gives the record.
+ET.register_namespace(PREFIX, NS)
 
 
 def _flags(live: bool) -> int:
@@ -122,31 +125,77 @@ def with_volumes(domain_xml: str,
     return ET.tostring(root, encoding='unicode')
 
 
+# What a volume operation's hooks read of a domain, by the handle the
+# pipeline looked up for that operation (a new one each time): its checks
+# and its change share one read of the definition.
+_definitions: 'weakref.WeakKeyDictionary[typing.Any, ET.Element]' = (
+    weakref.WeakKeyDictionary())
+_definitions_lock = threading.Lock()
+
+
+def _definition(dom: typing.Any) -> ET.Element:
+    """The domain's persistent definition, read once per handle.
+
+    With ``VIR_DOMAIN_XML_SECURE``: it is written back whole, secrets
+    included. Every write below forgets it (see :func:`_forget`).
+    """
+    with _definitions_lock:
+        root = _definitions.get(dom)
+    if root is None:
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                         libvirt.VIR_DOMAIN_XML_SECURE))
+        with _definitions_lock:
+            _definitions[dom] = root
+    return root
+
+
+def _forget(dom: typing.Any) -> None:
+    with _definitions_lock:
+        _definitions.pop(dom, None)
+
+
+def _record_element(root: ET.Element) -> ET.Element | None:
+    metadata = root.find('metadata')
+    if metadata is None:
+        return None
+    return metadata.find('{%s}%s' % (NS, TAG))
+
+
+def recorded(dom: typing.Any) -> list[vol_model.Attachment]:
+    """The volumes the domain's definition records, for a volume operation.
+
+    What :func:`attachments` answers, read from the whole definition
+    instead of its metadata alone: a shut-off domain's attach or detach
+    then changes that same definition without reading it again.
+    """
+    record = _record_element(_definition(dom))
+    return vol_model.loads(None if record is None else record.text)
+
+
 def _redefine(conn: typing.Any, dom: typing.Any,
               change: typing.Callable[[ET.Element], None],
-              record_change: typing.Callable[[list[vol_model.Attachment]],
-                                             list[vol_model.Attachment]]
-              ) -> None:
-    """Change a shut-off domain's definition and record, in one write.
+              found: list[vol_model.Attachment]) -> None:
+    """Write a shut-off domain's changed disks and its record at once.
 
-    The record is read from the same definition: one round trip to read,
-    one to write.
+    One ``defineXML`` of the definition :func:`recorded` read, with
+    ``change`` applied to its ``<devices>`` and ``found`` as the record:
+    the domain keeps its old definition when it fails.
     """
-    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
-                                     libvirt.VIR_DOMAIN_XML_SECURE))
-    devices = root.find('devices')
-    metadata = root.find('metadata')
-    if devices is None or metadata is None:
-        raise exception.InvalidInput(reason='domain XML without devices')
-    change(devices)
-    text = None
-    for old in metadata.findall('{%s}%s' % (NS, TAG)):
-        text = old.text
-        metadata.remove(old)
-    record = ET.SubElement(metadata, '{%s}%s' % (NS, TAG))
-    record.text = vol_model.dumps(record_change(vol_model.loads(text)))
-    ET.register_namespace(PREFIX, NS)
-    conn.defineXML(ET.tostring(root, encoding='unicode'))
+    try:
+        root = _definition(dom)
+        devices = root.find('devices')
+        metadata = root.find('metadata')
+        if devices is None or metadata is None:
+            raise exception.InvalidInput(reason='domain XML without devices')
+        change(devices)
+        record = _record_element(root)
+        if record is None:
+            record = ET.SubElement(metadata, '{%s}%s' % (NS, TAG))
+        record.text = vol_model.dumps(found)
+        conn.defineXML(ET.tostring(root, encoding='unicode'))
+    finally:
+        # Changed in place, written or not: never to be read again.
+        _forget(dom)
 
 
 def _disk_at(devices: ET.Element, dev: str) -> ET.Element | None:
@@ -164,14 +213,15 @@ def attach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
     A shut-off domain gets the disk and the record in one definition,
     one write of its configuration rather than two.
     """
+    current = recorded(dom)
     if not live:
         def add(devices: ET.Element) -> None:
             disks = devices.findall('disk')
             position = list(devices).index(disks[-1]) + 1 if disks else 0
             devices.insert(position, disk_element(attachment))
-        _redefine(conn, dom, add, lambda found: [*found, attachment])
+        _redefine(conn, dom, add, [*current, attachment])
         return
-    current = attachments(dom)
+    _forget(dom)
     dom.attachDeviceFlags(disk_xml(attachment), _flags(live))
     try:
         _record(dom, [*current, attachment], live)
@@ -198,33 +248,32 @@ def detach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
     :raises BackendError: when the guest does not release it in time.
     """
     dev = target(attachment.mountpoint)
+    rest = [a for a in recorded(dom) if a.volume_id != attachment.volume_id]
     if not live:
         def remove(devices: ET.Element) -> None:
             disk = _disk_at(devices, dev)
             if disk is not None:
                 devices.remove(disk)
-        _redefine(conn, dom, remove,
-                  lambda found: [a for a in found
-                                 if a.volume_id != attachment.volume_id])
+        _redefine(conn, dom, remove, rest)
         return
+    devices = _definition(dom).find('devices')
+    configured = devices is not None and _disk_at(devices, dev) is not None
+    _forget(dom)
     removed = threading.Event()
 
     def on_removed(conn: typing.Any, domain: typing.Any, alias: str,
                    opaque: object) -> None:
         removed.set()
 
-    callback = None
-    if live:
-        callback = conn.domainEventRegisterAny(
-            dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed,
-            None)
+    callback = conn.domainEventRegisterAny(
+        dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed, None)
     try:
-        if _has_target(dom, dev, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        if configured:
             dom.detachDeviceFlags(disk_xml(attachment), _flags(live))
-        elif live and _has_target(dom, dev):
+        elif _has_target(dom, dev):
             dom.detachDeviceFlags(disk_xml(attachment),
                                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        while live and _has_target(dom, dev):
+        while _has_target(dom, dev):
             if not removed.wait(timeout):
                 raise exception.BackendError(
                     operation='detach volume', instance=instance.name,
@@ -232,25 +281,34 @@ def detach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
                            % (dev, timeout))
             removed.clear()
     finally:
-        if callback is not None:
-            conn.domainEventDeregisterAny(callback)
-    _record(dom, [a for a in attachments(dom)
-                  if a.volume_id != attachment.volume_id], live)
+        conn.domainEventDeregisterAny(callback)
+    _record(dom, rest, live)
 
 
-def swap(dom: typing.Any, old: vol_model.Attachment,
-         new: vol_model.Attachment) -> None:
-    """Put the new volume's device in the old one's place (shut off)."""
-    flags = _flags(False)
-    found = attachments(dom)
-    dom.detachDeviceFlags(disk_xml(old), flags)
-    try:
-        dom.attachDeviceFlags(disk_xml(new), flags)
-    except BaseException:
-        dom.attachDeviceFlags(disk_xml(old), flags)
-        raise
-    _record(dom, [new if a.volume_id == old.volume_id else a
-                  for a in found], False)
+def swap(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
+         old: vol_model.Attachment, new: vol_model.Attachment) -> None:
+    """Put the new volume's device in the old one's place (shut off).
+
+    Only the disk's source changes, in the same definition write as the
+    record: a root volume keeps its boot order and driver settings.
+    """
+    dev = target(old.mountpoint)
+    found = [new if a.volume_id == old.volume_id else a
+             for a in recorded(dom)]
+
+    def replace(devices: ET.Element) -> None:
+        disk = _disk_at(devices, dev)
+        if disk is None:
+            raise exception.BackendError(
+                operation='swap volume', instance=instance.name,
+                reason='no disk at %s' % dev)
+        source = disk.find('source')
+        if disk.get('type') != 'block' or source is None:
+            raise exception.BackendError(
+                operation='swap volume', instance=instance.name,
+                reason='the disk at %s is not a block device' % dev)
+        source.set('dev', new.device_path)
+    _redefine(conn, dom, replace, found)
 
 
 def extend(dom: typing.Any, attachment: vol_model.Attachment, size: int,

@@ -316,14 +316,23 @@ def device_user(path: str, programs: tuple[str, ...] = ()
         pids = [p for p in os.listdir('/proc') if p.isdigit()]
     except OSError:
         return None
+    prefixes = tuple(p.encode() for p in programs)
     for pid in pids:
+        # Raw reads: a buffered text file per process costs several times
+        # the system calls, on every attach.
         try:
-            with open('/proc/%s/comm' % pid) as comm:
-                name = comm.read().strip()
+            fd = os.open('/proc/%s/comm' % pid, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
-        if programs and not name.startswith(programs):
+        try:
+            comm = os.read(fd, 64).strip()
+        except OSError:
             continue
+        finally:
+            os.close(fd)
+        if prefixes and not comm.startswith(prefixes):
+            continue
+        name = comm.decode(errors='replace')
         base = '/proc/%s/fd' % pid
         try:
             fds = os.listdir(base)
