@@ -958,6 +958,15 @@ class LibvirtDriver(driver.ComputeDriver):
 
     # -- volumes -------------------------------------------------------------
 
+    def _volume_power_state(self, dom):
+        # A shut-off domain's XML is its definition, which a cold volume
+        # operation reads for its checks and its change anyway: one round
+        # trip answers both, and only the managed-save check remains.
+        if volumes.shut_off(dom):
+            return mapping.map_state(_SHUTOFF, _SHUTOFF_UNKNOWN,
+                                     bool(dom.hasManagedSaveImage(0)))
+        return self._power_state(dom)
+
     def _volume_attachments(self, dom, instance):
         return volumes.recorded(dom)
 

@@ -126,9 +126,12 @@ def with_volumes(domain_xml: str,
 
 
 # What a volume operation's hooks read of a domain, by the handle the
-# pipeline looked up for that operation (a new one each time): its checks
-# and its change share one read of the definition.
-_definitions: 'weakref.WeakKeyDictionary[typing.Any, ET.Element]' = (
+# pipeline looked up for that operation (a new one each time): its state
+# check, its checks and its change share one read of the definition. Each
+# entry is the definition and whether that read also told the domain was
+# shut off (None: not asked).
+_definitions: ('weakref.WeakKeyDictionary[typing.Any, '
+               'tuple[ET.Element, bool | None]]') = (
     weakref.WeakKeyDictionary())
 _definitions_lock = threading.Lock()
 
@@ -140,13 +143,34 @@ def _definition(dom: typing.Any) -> ET.Element:
     included. Every write below forgets it (see :func:`_forget`).
     """
     with _definitions_lock:
-        root = _definitions.get(dom)
-    if root is None:
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
-                                         libvirt.VIR_DOMAIN_XML_SECURE))
-        with _definitions_lock:
-            _definitions[dom] = root
+        found = _definitions.get(dom)
+    if found is not None:
+        return found[0]
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                     libvirt.VIR_DOMAIN_XML_SECURE))
+    with _definitions_lock:
+        _definitions[dom] = (root, None)
     return root
+
+
+def shut_off(dom: typing.Any) -> bool:
+    """Whether the domain is shut off, from its XML.
+
+    A shut-off domain's XML (no ``id``) is its persistent definition:
+    kept for :func:`recorded` and the change that follows, so the state
+    check, the checks and the change take one read. A running domain's
+    live XML is not kept; its definition is read when needed.
+    """
+    with _definitions_lock:
+        found = _definitions.get(dom)
+    if found is not None and found[1]:
+        return True
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+    if root.get('id') is not None:
+        return False
+    with _definitions_lock:
+        _definitions[dom] = (root, True)
+    return True
 
 
 def _forget(dom: typing.Any) -> None:

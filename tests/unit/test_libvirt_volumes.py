@@ -29,6 +29,7 @@ libvirt = pytest.importorskip('libvirt')
 
 from compute_driver import exception  # noqa: E402
 from compute_driver.libvirt import volumes  # noqa: E402
+from compute_driver import power_state  # noqa: E402
 from compute_driver.volume import connection as vol_connection  # noqa: E402
 from compute_driver.volume import exception as vol_exc  # noqa: E402
 from compute_driver.volume import model as vol_model  # noqa: E402
@@ -118,14 +119,14 @@ def _disks(xml):
 
 
 #: What a shut-off domain's attach, detach or swap asks libvirtd: the
-#: pipeline's lookup and state (with the managed-save check a shut-off
-#: domain needs), one read of the definition for the checks and the
-#: change, and one write of the disks and the record together.
-COLD = ['lookupByUUIDString', 'state', 'hasManagedSaveImage', 'XMLDesc',
-        'defineXML']
+#: pipeline's lookup, one read of the XML (a shut-off domain's is its
+#: definition: the state, the checks and the change all come from it), the
+#: managed-save check a shut-off domain needs, and one write of the disks
+#: and the record together.
+COLD = ['lookupByUUIDString', 'XMLDesc', 'hasManagedSaveImage', 'defineXML']
 
 
-def test_cold_attach_and_detach_make_five_calls_each(backend, calls):
+def test_cold_attach_and_detach_make_four_calls_each(backend, calls):
     instance = _stopped(backend)
     calls.clear()
     backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
@@ -144,7 +145,7 @@ def test_cold_attach_and_detach_make_five_calls_each(backend, calls):
     assert backend.volume_connector.held == []
 
 
-def test_cold_swap_makes_five_calls(backend, calls, monkeypatch):
+def test_cold_swap_makes_four_calls(backend, calls, monkeypatch):
     copied = []
     monkeypatch.setattr(vol_connection, 'device_size', lambda path: 1 << 20)
     monkeypatch.setattr(vol_connection, 'copy_device',
@@ -227,3 +228,16 @@ def test_recorded_reads_the_definition_once_per_handle(backend, calls):
     assert calls == ['XMLDesc', 'metadata']
     assert [a.volume_id for a in volumes.recorded(dom)] == ['vol-a']
     assert isinstance(volumes.recorded(dom)[0], vol_model.Attachment)
+
+
+def test_running_domain_state_comes_from_libvirt(backend, calls):
+    instance = _stopped(backend)
+    backend.power_on(instance)
+    backend.pause(instance)
+    dom = backend._host.get_connection().lookupByUUIDString(instance.uuid)
+    # Its definition read first (a listing) says nothing of its state.
+    volumes.recorded(dom)
+    calls.clear()
+    assert not volumes.shut_off(dom)
+    assert backend._volume_power_state(dom) == power_state.PAUSED
+    assert calls == ['XMLDesc', 'XMLDesc', 'state']
