@@ -2281,7 +2281,7 @@ class ComputeDriver(abc.ABC):
         :raises InvalidPowerState: for a suspended instance.
         :raises NotSupported: for a live one on a backend that cannot.
         """
-        current = self._power_state(handle)
+        current = self._volume_power_state(handle)
         if current not in self.VOLUME_STATES:
             raise exception.InvalidPowerState(
                 operation=operation, instance=instance.name,
@@ -2295,6 +2295,14 @@ class ComputeDriver(abc.ABC):
                 operation='%s on a %s instance (stop it first)'
                           % (operation, power_state.name(current)))
         return live
+
+    def _volume_power_state(self, handle: typing.Any) -> int:
+        """The power state a volume operation checks; :meth:`_power_state`.
+
+        A backend whose volume operations read more of the instance may
+        answer it from the same read.
+        """
+        return self._power_state(handle)
 
     def _attachment_of(self, handle: typing.Any, instance: objects.Instance,
                        volume_id: str) -> vol_model.Attachment:

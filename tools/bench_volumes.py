@@ -115,6 +115,10 @@ def _report(name, driver_times, raw_times):
     print('%-6s raw:    median %.4f s  min %.4f s' % (
         name, r, min(raw_times)))
     print('%-6s ratio driver/raw (medians): %.3f' % (name, d / r))
+    # Both sides wait on libvirtd: a loaded host stretches every round
+    # trip, the driver's extra ones included.
+    print('%-6s load average %.2f %.2f %.2f' % ((name,) + os.getloadavg()),
+          flush=True)
     return d / r
 
 

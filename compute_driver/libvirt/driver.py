@@ -958,8 +958,17 @@ class LibvirtDriver(driver.ComputeDriver):
 
     # -- volumes -------------------------------------------------------------
 
+    def _volume_power_state(self, dom):
+        # A shut-off domain's XML is its definition, which a cold volume
+        # operation reads for its checks and its change anyway: one round
+        # trip answers both, and only the managed-save check remains.
+        if volumes.shut_off(dom):
+            return mapping.map_state(_SHUTOFF, _SHUTOFF_UNKNOWN,
+                                     bool(dom.hasManagedSaveImage(0)))
+        return self._power_state(dom)
+
     def _volume_attachments(self, dom, instance):
-        return volumes.attachments(dom)
+        return volumes.recorded(dom)
 
     def _refuse_root_volume(self, dom, operation):
         # The disk of an instance booted from a volume is the volume's,
@@ -986,7 +995,7 @@ class LibvirtDriver(driver.ComputeDriver):
                        attachment, live, self.conf.volume.detach_timeout)
 
     def _swap_volume(self, dom, instance, old, new, live):
-        volumes.swap(dom, old, new)
+        volumes.swap(self._host.get_connection(), dom, instance, old, new)
 
     def _extend_volume(self, dom, instance, attachment, size, live):
         volumes.extend(dom, attachment, size, live)

@@ -24,6 +24,7 @@ the same attachments and nothing else keeps them.
 
 import threading
 import typing
+import weakref
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -36,6 +37,8 @@ from compute_driver.volume import model as vol_model
 NS = 'http://openstack.org/compute-driver/volumes/1'
 PREFIX = 'cdvol'
 TAG = 'volumes'
+# The prefix a whole definition written back gives the record.
+ET.register_namespace(PREFIX, NS)
 
 
 def _flags(live: bool) -> int:
@@ -122,31 +125,101 @@ def with_volumes(domain_xml: str,
     return ET.tostring(root, encoding='unicode')
 
 
-def _redefine(conn: typing.Any, dom: typing.Any,
-              change: typing.Callable[[ET.Element], None],
-              record_change: typing.Callable[[list[vol_model.Attachment]],
-                                             list[vol_model.Attachment]]
-              ) -> None:
-    """Change a shut-off domain's definition and record, in one write.
+# What a volume operation's hooks read of a domain, by the handle the
+# pipeline looked up for that operation (a new one each time): its state
+# check, its checks and its change share one read of the definition. Each
+# entry is the definition and whether that read also told the domain was
+# shut off (None: not asked).
+_definitions: ('weakref.WeakKeyDictionary[typing.Any, '
+               'tuple[ET.Element, bool | None]]') = (
+    weakref.WeakKeyDictionary())
+_definitions_lock = threading.Lock()
 
-    The record is read from the same definition: one round trip to read,
-    one to write.
+
+def _definition(dom: typing.Any) -> ET.Element:
+    """The domain's persistent definition, read once per handle.
+
+    With ``VIR_DOMAIN_XML_SECURE``: it is written back whole, secrets
+    included. Every write below forgets it (see :func:`_forget`).
     """
+    with _definitions_lock:
+        found = _definitions.get(dom)
+    if found is not None:
+        return found[0]
     root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
                                      libvirt.VIR_DOMAIN_XML_SECURE))
-    devices = root.find('devices')
+    with _definitions_lock:
+        _definitions[dom] = (root, None)
+    return root
+
+
+def shut_off(dom: typing.Any) -> bool:
+    """Whether the domain is shut off, from its XML.
+
+    A shut-off domain's XML (no ``id``) is its persistent definition:
+    kept for :func:`recorded` and the change that follows, so the state
+    check, the checks and the change take one read. A running domain's
+    live XML is not kept; its definition is read when needed.
+    """
+    with _definitions_lock:
+        found = _definitions.get(dom)
+    if found is not None and found[1]:
+        return True
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+    if root.get('id') is not None:
+        return False
+    with _definitions_lock:
+        _definitions[dom] = (root, True)
+    return True
+
+
+def _forget(dom: typing.Any) -> None:
+    with _definitions_lock:
+        _definitions.pop(dom, None)
+
+
+def _record_element(root: ET.Element) -> ET.Element | None:
     metadata = root.find('metadata')
-    if devices is None or metadata is None:
-        raise exception.InvalidInput(reason='domain XML without devices')
-    change(devices)
-    text = None
-    for old in metadata.findall('{%s}%s' % (NS, TAG)):
-        text = old.text
-        metadata.remove(old)
-    record = ET.SubElement(metadata, '{%s}%s' % (NS, TAG))
-    record.text = vol_model.dumps(record_change(vol_model.loads(text)))
-    ET.register_namespace(PREFIX, NS)
-    conn.defineXML(ET.tostring(root, encoding='unicode'))
+    if metadata is None:
+        return None
+    return metadata.find('{%s}%s' % (NS, TAG))
+
+
+def recorded(dom: typing.Any) -> list[vol_model.Attachment]:
+    """The volumes the domain's definition records, for a volume operation.
+
+    What :func:`attachments` answers, read from the whole definition
+    instead of its metadata alone: a shut-off domain's attach or detach
+    then changes that same definition without reading it again.
+    """
+    record = _record_element(_definition(dom))
+    return vol_model.loads(None if record is None else record.text)
+
+
+def _redefine(conn: typing.Any, dom: typing.Any,
+              change: typing.Callable[[ET.Element], None],
+              found: list[vol_model.Attachment]) -> None:
+    """Write a shut-off domain's changed disks and its record at once.
+
+    One ``defineXML`` of the definition :func:`recorded` read, with
+    ``change`` applied to its ``<devices>`` and ``found`` as the record:
+    the domain keeps its old definition when it fails.
+    """
+    try:
+        root = _definition(dom)
+        devices = root.find('devices')
+        metadata = root.find('metadata')
+        if devices is None or metadata is None:
+            raise exception.InvalidInput(reason='domain XML without devices')
+        change(devices)
+        record = _record_element(root)
+        if record is None:
+            record = ET.SubElement(metadata, '{%s}%s' % (NS, TAG))
+        record.text = vol_model.dumps(found)
+        conn.defineXML(ET.tostring(root, encoding='unicode'))
+    finally:
+        # Changed in place, written or not: never to be read again.
+        _forget(dom)
 
 
 def _disk_at(devices: ET.Element, dev: str) -> ET.Element | None:
@@ -164,14 +237,15 @@ def attach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
     A shut-off domain gets the disk and the record in one definition,
     one write of its configuration rather than two.
     """
+    current = recorded(dom)
     if not live:
         def add(devices: ET.Element) -> None:
             disks = devices.findall('disk')
             position = list(devices).index(disks[-1]) + 1 if disks else 0
             devices.insert(position, disk_element(attachment))
-        _redefine(conn, dom, add, lambda found: [*found, attachment])
+        _redefine(conn, dom, add, [*current, attachment])
         return
-    current = attachments(dom)
+    _forget(dom)
     dom.attachDeviceFlags(disk_xml(attachment), _flags(live))
     try:
         _record(dom, [*current, attachment], live)
@@ -198,33 +272,32 @@ def detach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
     :raises BackendError: when the guest does not release it in time.
     """
     dev = target(attachment.mountpoint)
+    rest = [a for a in recorded(dom) if a.volume_id != attachment.volume_id]
     if not live:
         def remove(devices: ET.Element) -> None:
             disk = _disk_at(devices, dev)
             if disk is not None:
                 devices.remove(disk)
-        _redefine(conn, dom, remove,
-                  lambda found: [a for a in found
-                                 if a.volume_id != attachment.volume_id])
+        _redefine(conn, dom, remove, rest)
         return
+    devices = _definition(dom).find('devices')
+    configured = devices is not None and _disk_at(devices, dev) is not None
+    _forget(dom)
     removed = threading.Event()
 
     def on_removed(conn: typing.Any, domain: typing.Any, alias: str,
                    opaque: object) -> None:
         removed.set()
 
-    callback = None
-    if live:
-        callback = conn.domainEventRegisterAny(
-            dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed,
-            None)
+    callback = conn.domainEventRegisterAny(
+        dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed, None)
     try:
-        if _has_target(dom, dev, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        if configured:
             dom.detachDeviceFlags(disk_xml(attachment), _flags(live))
-        elif live and _has_target(dom, dev):
+        elif _has_target(dom, dev):
             dom.detachDeviceFlags(disk_xml(attachment),
                                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        while live and _has_target(dom, dev):
+        while _has_target(dom, dev):
             if not removed.wait(timeout):
                 raise exception.BackendError(
                     operation='detach volume', instance=instance.name,
@@ -232,25 +305,34 @@ def detach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
                            % (dev, timeout))
             removed.clear()
     finally:
-        if callback is not None:
-            conn.domainEventDeregisterAny(callback)
-    _record(dom, [a for a in attachments(dom)
-                  if a.volume_id != attachment.volume_id], live)
+        conn.domainEventDeregisterAny(callback)
+    _record(dom, rest, live)
 
 
-def swap(dom: typing.Any, old: vol_model.Attachment,
-         new: vol_model.Attachment) -> None:
-    """Put the new volume's device in the old one's place (shut off)."""
-    flags = _flags(False)
-    found = attachments(dom)
-    dom.detachDeviceFlags(disk_xml(old), flags)
-    try:
-        dom.attachDeviceFlags(disk_xml(new), flags)
-    except BaseException:
-        dom.attachDeviceFlags(disk_xml(old), flags)
-        raise
-    _record(dom, [new if a.volume_id == old.volume_id else a
-                  for a in found], False)
+def swap(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
+         old: vol_model.Attachment, new: vol_model.Attachment) -> None:
+    """Put the new volume's device in the old one's place (shut off).
+
+    Only the disk's source changes, in the same definition write as the
+    record: a root volume keeps its boot order and driver settings.
+    """
+    dev = target(old.mountpoint)
+    found = [new if a.volume_id == old.volume_id else a
+             for a in recorded(dom)]
+
+    def replace(devices: ET.Element) -> None:
+        disk = _disk_at(devices, dev)
+        if disk is None:
+            raise exception.BackendError(
+                operation='swap volume', instance=instance.name,
+                reason='no disk at %s' % dev)
+        source = disk.find('source')
+        if disk.get('type') != 'block' or source is None:
+            raise exception.BackendError(
+                operation='swap volume', instance=instance.name,
+                reason='the disk at %s is not a block device' % dev)
+        source.set('dev', new.device_path)
+    _redefine(conn, dom, replace, found)
 
 
 def extend(dom: typing.Any, attachment: vol_model.Attachment, size: int,

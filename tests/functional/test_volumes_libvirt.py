@@ -154,16 +154,41 @@ def test_hotplug_carries_data_to_another_instance(backend, loops):  # noqa
     assert loops.read(device, 18) == b'cdvol-hotplug-data'
 
 
-def test_cold_attach_is_seen_at_boot_and_destroy_releases(
+def test_cold_attach_is_seen_at_boot_and_cold_detach_is_not(
         backend, loops):  # noqa: F811
     device = loops.make(marker=b'cdvol-cold-data')
     instance = base._new(backend)
     backend.spawn(instance, power_on=False)
-    backend.attach_volume(instance, volume_env.local(device, 'vol-cold'),
-                          '/dev/vdb')
+    info = volume_env.local(device, 'vol-cold')
+    backend.attach_volume(instance, info, '/dev/vdb')
     assert _disks(instance, inactive=True)['vdb'] == device
+
+    # Bad input on a shut-off guest: one typed error, definition unchanged.
+    other = loops.make()
+    with pytest.raises(vol_exc.VolumeAlreadyAttached):
+        backend.attach_volume(instance, info, '/dev/vdc')
+    with pytest.raises(vol_exc.MountpointInUse):
+        backend.attach_volume(instance, volume_env.local(other, 'vol-x'),
+                              '/dev/vdb')
+    with pytest.raises(vol_exc.VolumeDeviceNotFound):
+        backend.attach_volume(instance, volume_env.local('/dev/cdtest-none'),
+                              '/dev/vdc')
+    with pytest.raises(vol_exc.VolumeNotAttached):
+        backend.detach_volume(instance, volume_env.local(other, 'vol-x'))
+    assert _disks(instance, inactive=True) == {'vda': _disks(instance)['vda'],
+                                               'vdb': device}
+    assert [a.volume_id for a in backend.list_volume_attachments(
+        instance)] == ['vol-cold']
+
     backend.power_on(instance)
     _wait_for(backend, instance, 'vdb starts with: cdvol-cold-data')
+    backend.power_off(instance)
+    backend.detach_volume(instance, info)
+    assert 'vdb' not in _disks(instance, inactive=True)
+    assert backend.list_volume_attachments(instance) == []
+    start = len(_console(backend, instance))
+    backend.power_on(instance)
+    _wait_for(backend, instance, 'cdvol: block devices: vda \n', start)
     backend.destroy(instance)
     base._assert_nothing_left(instance)
     # QEMU is gone: nothing on the host holds the device any more.
