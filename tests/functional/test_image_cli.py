@@ -28,6 +28,7 @@ import pytest
 
 pytest.importorskip('libvirt')
 
+from compute_driver.libvirt import recordindex  # noqa: E402
 from tests.functional import test_libvirt  # noqa: E402
 from tests.functional import test_libvirt_glance  # noqa: E402
 
@@ -201,9 +202,15 @@ def test_disk_full_during_download_is_one_line(cli, server, small_fs,
         test_libvirt.FLAVOR)
     assert full.json('image', 'cache', 'list') == []
     # Neither the image nor a partial file of it, nor the instance's
-    # directory: only the cache's lock files.
+    # directory: only lock files and the index of the host's instances
+    # (which must not name the failed one).
     left = [os.path.relpath(os.path.join(top, n), small_fs)
             for top, dirs, files in os.walk(small_fs) for n in files]
-    assert [p for p in left if '.locks' not in p.split(os.sep)] == []
+    index = os.path.join(small_fs, recordindex.INDEX)
+    assert [p for p in left if '.locks' not in p.split(os.sep)
+            and p not in (recordindex.INDEX, recordindex.LOCK)] == []
+    if os.path.exists(index):
+        with open(index) as f:
+            assert name not in f.read()
     assert name not in full.run('list').stdout
     assert cli.json('image', 'list') == before
