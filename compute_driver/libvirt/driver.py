@@ -1040,10 +1040,7 @@ class LibvirtDriver(driver.ComputeDriver):
         :returns: the cached file and what checking it found.
         """
         cache = self.image_cache
-        # Searchable by QEMU, which reads the files by name: created here
-        # before the cache makes it private.
-        os.makedirs(self.store.base_path, mode=0o711, exist_ok=True)
-        os.makedirs(cache.path, mode=0o711, exist_ok=True)
+        self._make_cache_searchable()
         cached = os.path.exists(cache.path_of(image.id))
         path = self.fetch_image(image)
         try:
@@ -1063,6 +1060,16 @@ class LibvirtDriver(driver.ComputeDriver):
                 cache.remove(image.id)
             raise
         return path, info
+
+    def _make_cache_searchable(self) -> None:
+        # Searchable by QEMU, which reads the files by name. The cache
+        # itself creates its directory private (0700), and any fetch may
+        # come first (the kernel's, in a thread, or the CLI's cache
+        # commands), so the mode is set whether or not the directory
+        # exists.
+        for path in (self.store.base_path, self.image_cache.path):
+            os.makedirs(path, mode=0o711, exist_ok=True)
+            os.chmod(path, 0o711)
 
     def _boot_file(self, image_id: str) -> str:
         """The cached kernel or ramdisk image ``image_id`` (AKI/ARI).
@@ -1089,6 +1096,8 @@ class LibvirtDriver(driver.ComputeDriver):
                     for key in ('kernel_id', 'ramdisk_id')]
         if boot_ids[0] is None:
             boot_ids = [None, None]
+        # Before the kernel's and ramdisk's fetches in the pool create it.
+        self._make_cache_searchable()
         # The kernel and ramdisk download while the disk downloads and is
         # checked: a cold boot waits for the largest transfer, not the sum.
         with futures.ThreadPoolExecutor(

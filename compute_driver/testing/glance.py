@@ -70,6 +70,30 @@ VersionNegotiationFilter.factory
 UnauthenticatedContextMiddleware.factory
     ''')
 
+#: The pipeline of a Glance deployed with Keystone (its etc's "keystone"
+#: flavor): keystonemiddleware's auth_token refuses a request without a
+#: token with 401 before it reaches Glance, as in any real deployment; no
+#: Keystone is needed for that refusal.
+_PASTE_KEYSTONE = _PASTE.replace(
+    'versionnegotiation unauthenticated-context rootapp',
+    'versionnegotiation authtoken context rootapp') + textwrap.dedent('''\
+
+    [filter:authtoken]
+    paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+
+    [filter:context]
+    paste.filter_factory = glance.api.middleware.context:\
+ContextMiddleware.factory
+    ''')
+
+_CONF_KEYSTONE = textwrap.dedent('''\
+
+    [keystone_authtoken]
+    # Where the 401 tells clients to authenticate; nothing listens there.
+    www_authenticate_uri = http://127.0.0.1:9/identity
+    delay_auth_decision = false
+    ''')
+
 _CONF = textwrap.dedent('''\
     [DEFAULT]
     enabled_backends = store1:file
@@ -154,10 +178,15 @@ class GlanceServer:
         a new temporary one (removed by :meth:`stop`) when ``None``.
     :param python: interpreter with Glance; :func:`glance_python` when
         ``None``.
+    :param keystone: run Glance behind Keystone's auth_token middleware,
+        which refuses every request that has no valid token (with no
+        Keystone to validate one, every request): a Glance refusing auth.
     """
 
     def __init__(self, workdir: str | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None,
+                 keystone: bool = False) -> None:
+        self.keystone = keystone
         self._tmp = None if workdir else tempfile.TemporaryDirectory(
             prefix='compute-driver-glance-')
         self.workdir = workdir or self._tmp.name  # type: ignore[union-attr]
@@ -182,9 +211,11 @@ class GlanceServer:
         values = {'dir': self.workdir, 'url': self.url}
         with open(os.path.join(self.workdir, 'glance-api.conf'), 'w') as f:
             f.write(_CONF % values)
+            if self.keystone:
+                f.write(_CONF_KEYSTONE)
         with open(os.path.join(self.workdir, 'glance-api-paste.ini'),
                   'w') as f:
-            f.write(_PASTE)
+            f.write(_PASTE_KEYSTONE if self.keystone else _PASTE)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -28,6 +28,7 @@ import pytest
 
 pytest.importorskip('libvirt')
 
+from compute_driver.libvirt import recordindex  # noqa: E402
 from tests.functional import test_libvirt  # noqa: E402
 from tests.functional import test_libvirt_glance  # noqa: E402
 
@@ -168,3 +169,48 @@ def test_glance_unreachable_is_one_line(tmp_path):
     assert 'unavailable' in cli.fails(
         'boot', 'cdcli-%s' % uuidlib.uuid4().hex[:6], '--image',
         str(uuidlib.uuid4()), '--flavor', test_libvirt.FLAVOR)
+
+
+keystone_glance = test_libvirt_glance.keystone_glance
+small_fs = test_libvirt_glance.small_fs
+
+
+def test_glance_refusing_auth_is_one_line(keystone_glance, tmp_path):
+    test_libvirt._require_libvirtd()
+    cli = CLI(_write_conf(tmp_path / 'c.conf', keystone_glance.url,
+                          instances=tmp_path / 'instances'), tmp_path)
+    assert 'authentication refused' in cli.fails('image', 'list')
+    assert 'authentication refused' in cli.fails(
+        'boot', 'cdcli-%s' % uuidlib.uuid4().hex[:6], '--image',
+        str(uuidlib.uuid4()), '--flavor', test_libvirt.FLAVOR)
+    assert cli.json('image', 'cache', 'list') == []
+    assert os.listdir(keystone_glance.store_dir) == []
+
+
+def test_disk_full_during_download_is_one_line(cli, server, small_fs,
+                                               tmp_path):
+    large = tmp_path / 'large.raw'
+    large.write_bytes(os.urandom(24 * 1024 * 1024))
+    image = _upload(cli, 'cdcli-large-%s' % uuidlib.uuid4().hex[:6],
+                    str(large), 'raw')
+    before = cli.json('image', 'list')
+    full = CLI(_write_conf(tmp_path / 'full.conf', server.url,
+                           instances=small_fs), tmp_path)
+    name = 'cdcli-%s' % uuidlib.uuid4().hex[:6]
+    assert 'No space left on device' in full.fails(
+        'boot', name, '--image', image['id'], '--flavor',
+        test_libvirt.FLAVOR)
+    assert full.json('image', 'cache', 'list') == []
+    # Neither the image nor a partial file of it, nor the instance's
+    # directory: only lock files and the index of the host's instances
+    # (which must not name the failed one).
+    left = [os.path.relpath(os.path.join(top, n), small_fs)
+            for top, dirs, files in os.walk(small_fs) for n in files]
+    index = os.path.join(small_fs, recordindex.INDEX)
+    assert [p for p in left if '.locks' not in p.split(os.sep)
+            and p not in (recordindex.INDEX, recordindex.LOCK)] == []
+    if os.path.exists(index):
+        with open(index) as f:
+            assert name not in f.read()
+    assert name not in full.run('list').stdout
+    assert cli.json('image', 'list') == before

@@ -289,3 +289,90 @@ def test_glance_unreachable_is_refused(server):
         _assert_not_made(backend, instance)
     finally:
         backend.cleanup_host(conf.host)
+
+
+@pytest.fixture
+def keystone_glance():
+    """A real Glance behind Keystone's auth_token: it refuses us with 401."""
+    glance_server.require_glance_client()
+    try:
+        running = glance_server.GlanceServer(keystone=True).start()
+    except glance_server.GlanceUnavailable as exc:
+        fixtures.skip_or_fail(str(exc))
+    yield running
+    running.stop()
+
+
+def test_glance_refusing_auth_is_refused(keystone_glance, tmp_path):
+    test_libvirt._require_libvirtd()
+    conf = _conf(keystone_glance.url, instances_path=str(tmp_path))
+    backend = loader.load_driver(conf, 'libvirt')
+    backend.init_host(conf.host)
+    try:
+        instance = objects.Instance.new(
+            'cdglance-%s' % uuidlib.uuid4().hex[:8],
+            test_libvirt.flavors.get_flavor(conf, test_libvirt.FLAVOR),
+            str(uuidlib.uuid4()))
+        with pytest.raises(image_exception.ImageServiceUnavailable,
+                           match='authentication refused'):
+            backend.spawn(instance)
+        _assert_not_made(backend, instance)
+        assert backend.image_cache.list() == []
+    finally:
+        backend.cleanup_host(conf.host)
+    # Glance refused before doing anything: its store is still empty.
+    assert os.listdir(keystone_glance.store_dir) == []
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 8 MiB filesystem (tmpfs), to fill up; root only."""
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    result = subprocess.run(
+        ['mount', '-t', 'tmpfs', '-o', 'size=8m,mode=0711',
+         'cdglance-small', str(mount)], capture_output=True, text=True,
+        check=False)
+    if result.returncode != 0:
+        fixtures.skip_or_fail('cannot mount a tmpfs to fill up: %s'
+                              % result.stderr.strip())
+    yield mount
+    subprocess.run(['umount', str(mount)], check=True)
+
+
+def _fill_up_image(backend, tmp_path):
+    """An image in Glance larger than :func:`small_fs`."""
+    path = tmp_path / 'large.raw'
+    path.write_bytes(os.urandom(24 * 1024 * 1024))
+    return _upload(backend, 'large', str(path), 'raw')
+
+
+def _service_state(backend):
+    return sorted((r.id, r.status, r.size)
+                  for r in backend.image_service.list())
+
+
+def test_disk_full_during_download_leaves_nothing(server, backend, small_fs,
+                                                  tmp_path):
+    record = _fill_up_image(backend, tmp_path)
+    before = _service_state(backend)
+    conf = _conf(server.url, instances_path=str(small_fs))
+    full = loader.load_driver(conf, 'libvirt')
+    full.init_host(conf.host)
+    try:
+        instance = objects.Instance.new(
+            'cdglance-%s' % uuidlib.uuid4().hex[:8],
+            test_libvirt.flavors.get_flavor(conf, test_libvirt.FLAVOR),
+            record.id)
+        with pytest.raises(image_exception.ImageDownloadIncomplete,
+                           match='No space left on device'):
+            full.spawn(instance)
+        _assert_not_made(full, instance)
+        assert not os.path.exists(os.path.join(small_fs, instance.uuid))
+        # No image and no partial file: only the directory's lock files.
+        assert full.image_cache.list() == []
+        assert [name for name in os.listdir(full.image_cache.path)
+                if name != '.locks'] == []
+    finally:
+        full.cleanup_host(conf.host)
+    assert _service_state(backend) == before

@@ -248,6 +248,39 @@ def test_disk_full_is_one_typed_error(tmp_path):
     assert 'No space left on device' in str(info.value)
 
 
+class _ShortWrites(io.RawIOBase):
+    """A raw file that takes at most 2 bytes a write, as a filling disk."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.data = b''
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self.fd
+
+    def write(self, data):
+        self.data += bytes(data[:2])
+        return min(2, len(data))
+
+
+def test_short_writes_lose_nothing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(api, 'WRITEBACK_BYTES', 4)
+    monkeypatch.setattr(api, '_SYNC_FILE_RANGE',
+                        lambda *args: calls.append(args[1:3]) or 0)
+    with open(tmp_path / 'f', 'wb') as real:
+        out = _ShortWrites(real.fileno())
+        write = api._FileWriter(out)
+        for chunk in (b'abcde', b'fgh', b'i'):
+            write(chunk)
+    assert out.data == b'abcdefghi'
+    # The kernel is asked to write back each range once, as it fills.
+    assert calls == [(0, 5), (5, 4)]
+
+
 def test_image_record_converts_to_image_meta():
     record = api.ImageRecord(
         id='8ceb9b45-a580-49c2-a880-ccd5579ac8ab', name='cirros',
