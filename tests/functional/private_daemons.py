@@ -36,6 +36,7 @@ with whatever they left running, and removes their directories.
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -228,6 +229,8 @@ LIBVIRT_PRIVATE_DIRS = ('/run/libvirt', '/var/lib/libvirt',
                         '/etc/libvirt/storage', '/etc/libvirt/nwfilter',
                         '/etc/libvirt/secrets')
 
+QEMU_CONF = '/etc/libvirt/qemu.conf'
+
 
 class PrivateLibvirtd:
     """A libvirtd of the test's own; connect with :attr:`uri`.
@@ -274,10 +277,31 @@ class PrivateLibvirtd:
             self.close()
             raise
 
+    def _qemu_conf(self):
+        """The host's qemu.conf, with VNC ports of this daemon's own.
+
+        Each libvirtd hands out VNC ports from its own allocator, from
+        5900 up: two daemons would give the same port to two guests, and
+        the second QEMU fails to start. A range picked at random keeps
+        clear of the shared daemon's and of other private ones.
+        """
+        path = os.path.join(self.dir, 'qemu.conf')
+        with open(QEMU_CONF) as handle:
+            host = handle.read()
+        low = random.randrange(20000, 60000, 100)
+        with open(path, 'w') as handle:
+            handle.write('%s\nremote_display_port_min = %d\n'
+                         'remote_display_port_max = %d\n'
+                         % (host, low, low + 99))
+        return path
+
     def _hold_mount_namespace(self):
         script = ''.join('mount -t tmpfs -o mode=0755 cdtest %s && '
                          % path for path in LIBVIRT_PRIVATE_DIRS
                          if os.path.isdir(path))
+        if os.path.isfile(QEMU_CONF):
+            script += 'mount --bind %s %s && ' % (self._qemu_conf(),
+                                                  QEMU_CONF)
         self.holder = subprocess.Popen(
             ['unshare', '--mount', '--propagation', 'private', '--',
              'sh', '-c', script + 'echo ready && exec sleep infinity'],
