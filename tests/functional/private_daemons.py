@@ -345,12 +345,15 @@ class PrivateLibvirtd:
         conn = libvirt.open(self.uri)
         try:
             for dom in conn.listAllDomains():
+                # A transient domain is gone once destroyed.
+                persistent = dom.isPersistent()
                 if dom.isActive():
                     dom.destroy()
-                dom.undefineFlags(
-                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-                    libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
-                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                if persistent:
+                    dom.undefineFlags(
+                        libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                        libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                        libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         finally:
             conn.close()
 
