@@ -283,12 +283,14 @@ class PrivateLibvirtd:
         Each libvirtd hands out VNC ports from its own allocator, from
         5900 up: two daemons would give the same port to two guests, and
         the second QEMU fails to start. A range picked at random keeps
-        clear of the shared daemon's and of other private ones.
+        clear of the shared daemon's and of other private ones, and
+        below Linux's ephemeral ports (from 32768), which a connection
+        may hold at the moment QEMU binds.
         """
         path = os.path.join(self.dir, 'qemu.conf')
         with open(QEMU_CONF) as handle:
             host = handle.read()
-        low = random.randrange(20000, 60000, 100)
+        low = random.randrange(10000, 32700, 100)
         with open(path, 'w') as handle:
             handle.write('%s\nremote_display_port_min = %d\n'
                          'remote_display_port_max = %d\n'
