@@ -18,9 +18,6 @@ fail half-way, bad input, images loaded from a tarball directory.
 
 import concurrent.futures
 import dataclasses
-import os
-import signal
-import subprocess
 import time
 import uuid as uuidlib
 
@@ -37,6 +34,7 @@ from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
 from tests.functional import docker_env
+from tests.functional import private_daemons
 
 
 @pytest.fixture
@@ -102,57 +100,20 @@ def _ours(api, host):
 
 # -- dockerd restarts -------------------------------------------------------
 
-def _dockerd_pid():
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/comm' % entry) as f:
-                if f.read().strip() == 'dockerd':
-                    return int(entry)
-        except OSError:
-            continue
-    return None
+@pytest.fixture
+def private_dockerd(api):
+    """A dockerd of this test's own, which it may restart.
 
-
-def _restart_dockerd(api):
-    """Stop dockerd with SIGTERM and start it again as it was started.
-
-    Its command line and output file are read from /proc beforehand;
-    whatever happens, a dockerd is started again. It is started from /:
-    the directory it was started from may be gone by now (a deleted
-    checkout), and dockerd resolves no relative path against it.
+    Restarting the shared one would break every other test using it at
+    the time; see :mod:`.private_daemons`.
     """
-    pid = _dockerd_pid()
-    if pid is None or not docker_env.API_URL.startswith('unix://'):
-        fixtures.skip_or_fail('no local dockerd process to restart')
-    with open('/proc/%d/cmdline' % pid, 'rb') as f:
-        argv = [a.decode() for a in f.read().split(b'\0') if a]
-    output = os.readlink('/proc/%d/fd/1' % pid)
-    if not os.path.isfile(output):
-        output = os.devnull
-    os.kill(pid, signal.SIGTERM)
-    try:
-        deadline = time.monotonic() + 60
-        while os.path.exists('/proc/%d' % pid):
-            assert time.monotonic() < deadline, 'dockerd did not stop'
-            time.sleep(0.1)
-    finally:
-        with open(output, 'ab') as log:
-            subprocess.Popen(argv, cwd='/', stdout=log, stderr=log,
-                             stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                api.ping()
-                break
-            except Exception:
-                assert time.monotonic() < deadline, 'dockerd did not return'
-                time.sleep(0.2)
+    daemon = private_daemons.PrivateDockerd(api, docker_env.IMAGE)
+    yield daemon
+    daemon.close()
 
 
-def test_dockerd_restart_while_driver_is_alive(api, backend):
+def test_dockerd_restart_while_driver_is_alive(private_dockerd, make_driver):
+    backend = make_driver(api_url=private_dockerd.url)
     events = fixtures.EventRecorder()
     backend.register_event_listener(events)
     instance = _instance()
@@ -160,7 +121,7 @@ def test_dockerd_restart_while_driver_is_alive(api, backend):
     events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_STARTED, 15)
     connections = backend._watcher.connections
 
-    _restart_dockerd(api)
+    private_dockerd.restart()
 
     # The next call succeeds on the same driver object; the container was
     # stopped with dockerd (no live-restore, restart policy "no").

@@ -21,8 +21,6 @@ KVM is not assumed: every guest runs with ``virt_type = qemu``.
 import dataclasses
 import json
 import os
-import shutil
-import signal
 import stat
 import subprocess
 import time
@@ -44,6 +42,7 @@ from compute_driver import objects  # noqa: E402
 from compute_driver import power_state  # noqa: E402
 from compute_driver.testing import conformance  # noqa: E402
 from compute_driver.testing import fixtures  # noqa: E402
+from tests.functional import private_daemons  # noqa: E402
 
 IMAGE = 'cdtest-busybox'
 BOOT_LINE = 'compute-driver test guest booted'
@@ -107,8 +106,7 @@ def conf():
     return fixtures.make_conf('libvirt', OVERRIDES)
 
 
-@pytest.fixture
-def backend(conf):
+def _driver(conf):
     made = []
     driver = loader.load_driver(conf, 'libvirt')
     driver.init_host(conf.host)
@@ -117,6 +115,36 @@ def backend(conf):
     for instance in made:
         driver.destroy(instance)
     driver.cleanup_host(conf.host)
+
+
+@pytest.fixture
+def backend(conf):
+    yield from _driver(conf)
+
+
+def private_overrides(daemon):
+    """:data:`OVERRIDES` for a private libvirtd: its URI, its instances."""
+    return {'libvirt': dict(OVERRIDES['libvirt'], connection_uri=daemon.uri,
+                            instances_path=daemon.instances_path)}
+
+
+@pytest.fixture
+def private_libvirtd():
+    """A libvirtd of this test's own, which it may restart.
+
+    Restarting the shared one would break every other test using it at
+    the time; see :mod:`.private_daemons`.
+    """
+    _require_libvirtd()
+    daemon = private_daemons.PrivateLibvirtd(os.path.dirname(INSTANCES_PATH))
+    yield daemon
+    daemon.close()
+
+
+@pytest.fixture
+def private_backend(private_libvirtd):
+    yield from _driver(fixtures.make_conf(
+        'libvirt', private_overrides(private_libvirtd)))
 
 
 def _new(backend, flavor=FLAVOR, **fields):
@@ -145,8 +173,8 @@ def _wait_for_console(backend, instance, text, timeout=BOOT_TIMEOUT):
         time.sleep(0.5)
 
 
-def _assert_nothing_left(instance):
-    conn = libvirt.open(URI)
+def _assert_nothing_left(instance, uri=URI, instances_path=INSTANCES_PATH):
+    conn = libvirt.open(uri)
     try:
         names = [d.name() for d in conn.listAllDomains()]
         uuids = [d.UUIDString() for d in conn.listAllDomains()]
@@ -154,7 +182,7 @@ def _assert_nothing_left(instance):
         conn.close()
     assert mapping.domain_name(instance.name) not in names
     assert instance.uuid not in uuids
-    assert not os.path.exists(os.path.join(INSTANCES_PATH, instance.uuid))
+    assert not os.path.exists(os.path.join(instances_path, instance.uuid))
 
 
 def test_console_log_shows_the_guest_booting(backend):
@@ -179,7 +207,8 @@ def test_clean_power_off(backend):
     assert 'reboot: Power down' in backend.get_console_output(instance)
 
 
-def _libvirtd_pid():
+def shared_libvirtd_pid():
+    """The shared libvirtd's pid, from the pid file it writes, or None."""
     try:
         with open('/var/run/libvirtd.pid', encoding='ascii') as handle:
             return int(handle.read().strip())
@@ -187,20 +216,9 @@ def _libvirtd_pid():
         return None
 
 
-def _restart_libvirtd():
-    pid = _libvirtd_pid()
-    if pid is None or os.geteuid() != 0 or shutil.which('libvirtd') is None:
-        fixtures.skip_or_fail('cannot restart libvirtd here (needs root and '
-                              'a libvirtd started as a plain daemon)')
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while os.path.exists('/proc/%d' % pid):
-        assert time.monotonic() < deadline, 'libvirtd did not stop'
-        time.sleep(0.2)
-    subprocess.run(['libvirtd', '-d'], check=True, timeout=60)
-
-
-def test_libvirtd_restart_while_the_driver_is_alive(backend):
+def test_libvirtd_restart_while_the_driver_is_alive(private_libvirtd,
+                                                    private_backend):
+    backend = private_backend
     recorder = fixtures.EventRecorder()
     backend.register_event_listener(recorder)
     running, stopped, saved = _new(backend), _new(backend), _new(backend)
@@ -208,7 +226,7 @@ def test_libvirtd_restart_while_the_driver_is_alive(backend):
     _spawn(backend, stopped, power_on=False)
     _spawn(backend, saved)
     backend.suspend(saved)
-    _restart_libvirtd()
+    private_libvirtd.restart()
     # The first call after the restart reconnects, waiting for the new
     # libvirtd to listen.
     states = {r.instance.uuid: r.info.state
@@ -226,7 +244,8 @@ def test_libvirtd_restart_while_the_driver_is_alive(backend):
     recorder.wait_for(stopped.uuid, virtevent.EVENT_LIFECYCLE_STARTED,
                       timeout=60, since=mark)
     backend.destroy(running)
-    _assert_nothing_left(running)
+    _assert_nothing_left(running, private_libvirtd.uri,
+                         private_libvirtd.instances_path)
 
 
 def test_domain_undefined_out_of_band(backend):

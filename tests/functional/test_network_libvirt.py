@@ -52,6 +52,7 @@ from tests.functional import netlab
 from tests.functional.netlab import _requirements
 from tests.functional.netlab import Lab
 from tests.functional.netlab import Net
+from tests.functional import private_daemons
 
 libvirt = pytest.importorskip('libvirt')
 
@@ -71,7 +72,12 @@ LEASE_RE = re.compile(
 
 def _libvirtd_netns():
     # Where libvirtd makes taps. Not /proc/1: the host's pid 1 may be
-    # out of reach in a sandbox.
+    # out of reach in a sandbox. The shared daemon's pid file first: a
+    # test's private libvirtd, which may stop at any time, has the same
+    # name.
+    pid = test_libvirt.shared_libvirtd_pid()
+    if pid is not None and os.path.exists('/proc/%d/ns/net' % pid):
+        return '/proc/%d/ns/net' % pid
     for entry in os.listdir('/proc'):
         if entry.isdigit():
             try:
@@ -122,9 +128,9 @@ def _instance(conf):
 class Agent:
     """Plays Neutron's agent for ``tap`` ports: wires libvirt's taps."""
 
-    def __init__(self, lab):
+    def __init__(self, lab, host_ns=None):
         self.lab = lab
-        self.host_ns = _libvirtd_netns()
+        self.host_ns = host_ns or _libvirtd_netns()
 
     def wire(self, port, bridge):
         netlink = self.lab.netlink
@@ -182,12 +188,16 @@ def _wait_for_leases(backend, instance, since,
         time.sleep(1)
 
 
-def _tap_guest(conf, lab):
-    """A backend, the agent, a tap port per bridge and an instance."""
+def _tap_guest(conf, lab, host_ns=None):
+    """A backend, the agent, a tap port per bridge and an instance.
+
+    :param host_ns: the network namespace libvirtd makes taps in; the
+        shared libvirtd's by default.
+    """
     _require_network_image()
     ports = [net.port(10, mac, vif_type='tap', bridge=None)
              for net, mac in zip(lab.nets, MACS)]
-    return _backend(conf), Agent(lab), ports, _instance(conf)
+    return _backend(conf), Agent(lab, host_ns), ports, _instance(conf)
 
 
 def test_guest_with_two_ports_answers_on_both(conf, lab):
@@ -360,25 +370,41 @@ def test_bad_port_leaves_nothing(conf, host_bridge, case):
         backend.cleanup_host(conf.host)
 
 
-@pytest.mark.xfail(
-    reason="under CI, the lab's namespace was gone (NetnsNotFound) after "
-           'libvirtd restarted (issue 19 stays open on it)',
-    strict=False)
-def test_ports_survive_a_libvirtd_restart(conf, lab):
-    """Restarts the shared libvirtd: run only where that is allowed.
+@pytest.fixture
+def private_libvirtd():
+    """A libvirtd of this test's own, which it may restart.
+
+    Restarting the shared one would break every other test using it at
+    the time; see :mod:`.private_daemons`.
+    """
+    test_libvirt._require_libvirtd()
+    _requirements()
+    daemon = private_daemons.PrivateLibvirtd(
+        os.path.dirname(test_libvirt.INSTANCES_PATH))
+    yield daemon
+    daemon.close()
+
+
+def test_ports_survive_a_libvirtd_restart(private_libvirtd, lab):
+    """A guest keeps its ports across a libvirtd restart.
 
     QEMU outlives libvirtd, so the guest keeps its NICs and answers; the
     restarted daemon, and a new process, know the ports from the domain,
     and a stop/start afterwards makes taps that are wired again.
     """
-    backend, agent, ports, instance = _tap_guest(conf, lab)
+    conf = fixtures.make_conf('libvirt',
+                              test_libvirt.private_overrides(private_libvirtd))
+    # The private libvirtd runs, and makes taps, in the namespace this
+    # process started in.
+    backend, agent, ports, instance = _tap_guest(
+        conf, lab, private_daemons.HOST_NETNS)
     try:
         backend.spawn(instance, network_info=ports)
         for net, port in zip(lab.nets, ports):
             agent.wire(port, net.bridge)
         seen = _wait_for_leases(backend, instance, 0)
 
-        test_libvirt._restart_libvirtd()
+        private_libvirtd.restart()
 
         for port in ports:
             assert lab.ping(lab.server, port.fixed_ips[0].address)

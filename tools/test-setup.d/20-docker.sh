@@ -11,7 +11,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=tools/test-setup.d/common.sh
 source "$here/common.sh"
 
-ensure_packages docker.io busybox-static
+# util-linux: nsenter, which starts the private dockerd the restart test
+# uses (tests/functional/private_daemons.py).
+ensure_packages docker.io busybox-static util-linux
 
 if ! command -v dockerd >/dev/null 2>&1; then
     echo "docker: dockerd is not installed; the docker tests will skip" \

@@ -12,10 +12,12 @@ source "$here/common.sh"
 
 # libvirt-dev and pkg-config let pip build libvirt-python; libvirt-clients
 # has virt-xml-validate, which the unit tests run on the domain XML;
-# busybox-static makes the test image's initramfs (and archives it).
+# busybox-static makes the test image's initramfs (and archives it);
+# util-linux has unshare and nsenter, which the restart tests' private
+# libvirtd runs with (tests/functional/private_daemons.py).
 ensure_packages libvirt-daemon libvirt-daemon-driver-qemu \
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
-    libvirt-dev pkg-config libxml2-utils busybox-static
+    libvirt-dev pkg-config libxml2-utils busybox-static util-linux
 
 if ! is_root; then
     echo "libvirt: not root; not starting libvirtd or building the image"
