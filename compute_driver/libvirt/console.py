@@ -20,9 +20,21 @@ device and libvirtd enforces one session at a time; a TCP port is
 reached directly, as Nova's serial proxy does. The VNC display's port is
 chosen by libvirt when the guest starts and read back from the live
 domain.
+
+Before an endpoint is handed out it is connected to from this thread
+(:func:`check_reachable`): QEMU listens in libvirtd's network namespace,
+and a libvirtd started from inside another namespace (``ip netns exec``,
+or a thread that entered one: a child inherits its thread's namespace)
+puts every guest's console there, where an address such as ``127.0.0.1``
+is out of reach of this host's Nova proxies: the port refuses them, or
+is another process's. The guest runs and its log fills as before, since
+libvirtd is reached through a Unix socket; only its TCP consoles are
+lost.
 """
 
 import errno
+import ipaddress
+import os
 import socket
 import threading
 import typing
@@ -84,6 +96,137 @@ def vnc_endpoint(root: ET.Element) -> tuple[str, int] | None:
         element = graphics.find("listen[@type='address']")
         listen = element.get('address') if element is not None else None
     return listen or '127.0.0.1', port
+
+
+#: Seconds a reachability probe waits for the connection to be accepted;
+#: a probe that times out says nothing certain and lets the endpoint by.
+PROBE_TIMEOUT = 3.0
+
+
+def network_namespace(pid: int | str) -> str | None:
+    """A process's network namespace as ``net:[inode]``, if readable.
+
+    :param pid: a process id, or ``'thread-self'`` for the calling
+        thread's (``setns`` is per thread).
+    """
+    try:
+        return os.readlink('/proc/%s/ns/net' % pid)
+    except OSError:
+        return None
+
+
+def qemu_pid(domain_uuid: str) -> int | None:
+    """The pid of the local QEMU process of the domain ``domain_uuid``.
+
+    libvirt gives QEMU the domain's uuid (``-uuid UUID``), unique where
+    its name is not: several libvirtds on one host may each run a domain
+    of the same name. A remote or invisible process gives ``None``.
+    """
+    wanted = domain_uuid.lower().encode()
+    try:
+        entries = os.listdir('/proc')
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                argv = handle.read().split(b'\0')
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        for flag, value in zip(argv, argv[1:]):
+            if flag == b'-uuid' and value.lower() == wanted:
+                return int(entry)
+    return None
+
+
+def _loopback(host: str) -> bool:
+    # A loopback or wildcard listen address: reachable from inside the
+    # listener's network namespace only.
+    if host in ('', 'localhost'):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a host name: resolved where the proxy runs
+    return address.is_loopback or address.is_unspecified
+
+
+def foreign_namespace(domain_uuid: str) -> str | None:
+    """Why the guest's QEMU is out of this thread's network namespace.
+
+    :returns: ``None`` when its QEMU is in this thread's namespace, or it
+        cannot be told (no such local process, ``/proc`` not readable).
+    """
+    pid = qemu_pid(domain_uuid)
+    if pid is None:
+        return None
+    theirs = network_namespace(pid)
+    ours = network_namespace('thread-self')
+    if theirs is None or ours is None or theirs == ours:
+        return None
+    return ('its QEMU process %d is in network namespace %s, not in this '
+            "thread's %s, and listens there (was libvirtd started from "
+            'inside a network namespace? its guests inherit it)'
+            % (pid, theirs, ours))
+
+
+def unreachable_reason(host: str, port: int, error: OSError,
+                       domain_uuid: str | None = None) -> str:
+    """Why a guest's console at ``host``:``port`` could not be connected to.
+
+    Names the network namespace of the guest's QEMU when it differs from
+    the calling thread's, the usual cause of a refused loopback console.
+    """
+    reason = 'nothing accepts connections at %s port %d from here (%s)' % (
+        host, port, error.strerror or error)
+    elsewhere = foreign_namespace(domain_uuid) if domain_uuid else None
+    return reason + '; ' + elsewhere if elsewhere else reason
+
+
+def _check_namespace(host: str, port: int, instance: objects.Instance,
+                     console_name: str, domain_uuid: str | None) -> None:
+    if domain_uuid and _loopback(host):
+        elsewhere = foreign_namespace(domain_uuid)
+        if elsewhere:
+            raise exception.ConsoleUnavailable(
+                instance=instance.name, console=console_name,
+                reason='%s port %d is out of reach: %s' % (
+                    host, port, elsewhere))
+
+
+def check_reachable(host: str, port: int, instance: objects.Instance,
+                    console_name: str, domain_uuid: str | None = None,
+                    timeout: float = PROBE_TIMEOUT) -> None:
+    """Check that a console endpoint is the guest's and takes connections.
+
+    A loopback (or wildcard) address is the guest's only when its QEMU is
+    in this thread's network namespace: in another one, whatever answers
+    here at that port is some other process (another guest's display).
+    Then the endpoint is connected to once, as a proxy would, and hung up
+    on; a wildcard address through the loopback one. A probe that times
+    out passes: only a definite failure is reported.
+
+    :param console_name: the console's name in the error (``VNC``...).
+    :param domain_uuid: the guest's domain, to find its QEMU process.
+    :raises ConsoleUnavailable: when the guest listens in another network
+        namespace, or the connection is refused or the address cannot be
+        reached from this host.
+    """
+    _check_namespace(host, port, instance, console_name, domain_uuid)
+    target = {'0.0.0.0': '127.0.0.1', '::': '::1', '': '127.0.0.1'}.get(
+        host, host)
+    try:
+        probe = socket.create_connection((target, port), timeout=timeout)
+    except TimeoutError:
+        return
+    except OSError as exc:
+        raise exception.ConsoleUnavailable(
+            instance=instance.name, console=console_name,
+            reason=unreachable_reason(host, port, exc, domain_uuid)
+        ) from exc
+    probe.close()
 
 
 def free_serial_port(address: str, ports: range,
@@ -227,18 +370,22 @@ class DomainConsoleStream(console.ConsoleStream):
             self._abort()
 
 
-def connect_tcp(host: str, port: int,
-                instance: objects.Instance) -> console.SocketStream:
+def connect_tcp(host: str, port: int, instance: objects.Instance,
+                domain_uuid: str | None = None) -> console.SocketStream:
     """Connect to a TCP serial console.
 
-    :raises ConsoleUnavailable: when nothing listens there.
+    :param domain_uuid: the guest's domain, to find its QEMU process.
+    :raises ConsoleUnavailable: when nothing listens there, or the guest
+        listens in another network namespace (see
+        :func:`check_reachable`).
     """
+    _check_namespace(host, port, instance, 'serial', domain_uuid)
     try:
         sock = socket.create_connection((host, port), timeout=10)
     except OSError as exc:
         raise exception.ConsoleUnavailable(
             instance=instance.name, console='serial',
-            reason='cannot connect to %s port %d: %s'
-                   % (host, port, exc.strerror or exc)) from exc
+            reason=unreachable_reason(host, port, exc, domain_uuid)
+        ) from exc
     sock.settimeout(None)
     return console.SocketStream(sock)

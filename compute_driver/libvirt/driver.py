@@ -1224,6 +1224,10 @@ class LibvirtDriver(driver.ComputeDriver):
                 instance=instance.name, console='TCP serial',
                 reason='its serial port is a PTY; instances created with '
                        '[libvirt] serial_console_type = tcp have one')
+        # Checked here, not by Nova's proxy later: a port that refuses
+        # connections is an error with its cause, not a dead URL.
+        lv_console.check_reachable(endpoint[0], endpoint[1], instance,
+                                   'TCP serial', dom.UUIDString())
         return cd_console.SerialConsole(host=endpoint[0], port=endpoint[1])
 
     def _vnc_console(self, dom, instance):
@@ -1235,6 +1239,8 @@ class LibvirtDriver(driver.ComputeDriver):
                 reason='it has no VNC display ([libvirt] vnc_enabled was '
                        'off when it was created, or its virt_type has '
                        'none)')
+        lv_console.check_reachable(endpoint[0], endpoint[1], instance,
+                                   'VNC', dom.UUIDString())
         graphics = root.find("devices/graphics[@type='vnc']")
         password = graphics.get('passwd') if graphics is not None else None
         return cd_console.VNCConsole(host=endpoint[0], port=endpoint[1],
@@ -1244,5 +1250,5 @@ class LibvirtDriver(driver.ComputeDriver):
         endpoint = lv_console.serial_endpoint(ET.fromstring(dom.XMLDesc(0)))
         if endpoint is not None:
             return lv_console.connect_tcp(endpoint[0], endpoint[1],
-                                          instance)
+                                          instance, dom.UUIDString())
         return lv_console.DomainConsoleStream(dom.connect(), dom, instance)

@@ -1025,6 +1025,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         except nova_exception.InternalError as exc:
             cause = exc.__cause__
             if isinstance(cause, exception.ConsoleUnavailable):
+                # Nova's answer names the console type only: the reason
+                # (a port out of reach, say) is for the operator's log.
+                LOG.warning('%s', cause)
                 raise nova_exception.ConsoleTypeUnavailable(
                     console_type=cause.kwargs.get('console')) from cause
             raise
