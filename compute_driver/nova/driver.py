@@ -118,6 +118,20 @@ def _hypervisor_spec(resources: objects.HostResources,
     return [[_architecture(resources), hv_type, vm_mode]]
 
 
+def _proxy_target(host: str, proxyclient_address: str) -> str:
+    """The address Nova's console proxy connects to for ``host``.
+
+    A console listening on every address (``0.0.0.0``, ``::``) cannot be
+    reached at that address from the proxy's host: as Nova's own libvirt
+    driver does, the proxy is then sent to this compute's
+    ``proxyclient_address``. A specific listen address is the one that
+    answers, so it is kept.
+    """
+    if host in ('0.0.0.0', '::', ''):
+        return proxyclient_address
+    return host
+
+
 class ComputeDriverAdapter(driver.ComputeDriver):
     """Run a compute-driver backend as nova-compute's virt driver.
 
@@ -1036,13 +1050,18 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                         instance: typing.Any) -> typing.Any:
         found = self._console('vnc_console', instance, context)
         return ctype.ConsoleVNC(
-            host=found.host, port=found.port,
+            host=_proxy_target(found.host,
+                               CONF.vnc.server_proxyclient_address),
+            port=found.port,
             internal_access_path=found.internal_access_path)
 
     def get_serial_console(self, context: typing.Any,
                            instance: typing.Any) -> typing.Any:
         found = self._console('serial_console', instance, context)
-        return ctype.ConsoleSerial(host=found.host, port=found.port)
+        return ctype.ConsoleSerial(
+            host=_proxy_target(found.host,
+                               CONF.serial_console.proxyclient_address),
+            port=found.port)
 
     # -- images --------------------------------------------------------------
     # Nova's image API is the backend's image service (nova_images): spawn

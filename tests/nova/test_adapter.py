@@ -946,3 +946,16 @@ def test_backend_without_live_migration_refuses_it(make_adapter, ctxt):
     post.assert_not_called()
     recover.assert_not_called()
     assert source.get_info(instance).state == power_state.RUNNING
+
+
+def test_console_proxy_target_replaces_only_a_wildcard_listen(flags):
+    flags(server_proxyclient_address='192.0.2.7', group='vnc')
+    address = adapter.CONF.vnc.server_proxyclient_address
+    # Listening everywhere: Nova's proxy must come to this compute's
+    # address, as with Nova's own libvirt driver.
+    assert adapter._proxy_target('0.0.0.0', address) == '192.0.2.7'
+    assert adapter._proxy_target('::', address) == '192.0.2.7'
+    # A specific listen address is the only one that answers.
+    assert adapter._proxy_target('127.0.0.1', address) == '127.0.0.1'
+    assert adapter._proxy_target('198.51.100.4', address) \
+        == '198.51.100.4'
