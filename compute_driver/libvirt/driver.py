@@ -48,6 +48,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 import typing
 import xml.etree.ElementTree as ET
@@ -1031,10 +1032,6 @@ class LibvirtDriver(driver.ComputeDriver):
         :returns: the cached file and what checking it found.
         """
         cache = self.image_cache
-        # Searchable by QEMU, which reads the files by name: created here
-        # before the cache makes it private.
-        os.makedirs(self.store.base_path, mode=0o711, exist_ok=True)
-        os.makedirs(cache.path, mode=0o711, exist_ok=True)
         cached = os.path.exists(cache.path_of(image.id))
         path = self.fetch_image(image)
         try:
@@ -1054,6 +1051,21 @@ class LibvirtDriver(driver.ComputeDriver):
                 cache.remove(image.id)
             raise
         return path, info
+
+    def _make_cache_searchable(self) -> None:
+        """Make the cache directory searchable by QEMU.
+
+        QEMU opens the cached files (its disk's backing file, its kernel
+        and initramfs) by name as another user. A download creates the
+        directory private when it gets there first, as one of a boot's
+        parallel downloads did before the disk's created it; one left
+        private by such a download is opened up again.
+        """
+        path = self.image_cache.path
+        os.makedirs(self.store.base_path, mode=0o711, exist_ok=True)
+        os.makedirs(path, mode=0o711, exist_ok=True)
+        if stat.S_IMODE(os.stat(path).st_mode) & 0o711 != 0o711:
+            os.chmod(path, 0o711)
 
     def _boot_file(self, image_id: str) -> str:
         """The cached kernel or ramdisk image ``image_id`` (AKI/ARI).
@@ -1080,6 +1092,8 @@ class LibvirtDriver(driver.ComputeDriver):
                     for key in ('kernel_id', 'ramdisk_id')]
         if boot_ids[0] is None:
             boot_ids = [None, None]
+        # Before any download, which would make the directory private.
+        self._make_cache_searchable()
         # The kernel and ramdisk download while the disk downloads and is
         # checked: a cold boot waits for the largest transfer, not the sum.
         with futures.ThreadPoolExecutor(
