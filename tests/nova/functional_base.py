@@ -22,7 +22,9 @@ themselves are in :class:`ServerLifecycleTests` and run on every backend.
 """
 
 import dataclasses
+import hashlib
 from importlib import metadata
+import os
 import time
 import typing
 from unittest import mock
@@ -81,8 +83,14 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
     #: ([compute_driver_adapter] image_service = nova), from a Glance
     #: fixture that keeps image data; otherwise from its own images.
     nova_images = False
+    #: Tests of the class that get their images through Nova's image API
+    #: although :attr:`nova_images` is false: the class's other tests boot
+    #: the backend's own images, these Glance images holding real data.
+    nova_image_tests: tuple[str, ...] = ()
 
     def setUp(self) -> None:
+        if self._testMethodName in self.nova_image_tests:
+            self.nova_images = True
         # Before the API fixture, which the base class starts, reads it.
         self.flags(api_paste_config=api_paste_config())
         if self.nova_images:
@@ -210,6 +218,63 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         self.assertEqual({rp: self.flavor_resources(flavor_id)},
                          {uuid: a['resources']
                           for uuid, a in allocations.items()})
+
+    def add_glance_image(self, path: str, disk_format: str,
+                         container_format: str,
+                         **properties: str) -> dict:
+        """A new image of Nova's Glance fixture holding ``path``'s bytes.
+
+        Only with :attr:`nova_images`, whose fixture keeps data. The image
+        is ``active`` with its size and hashes, as Glance makes it.
+        """
+        self.assertIsInstance(self.glance, glance_fixture.DataGlanceFixture)
+        with open(path, 'rb') as data:
+            return self.glance.create(self.ctxt, {
+                'name': 'cdtest-%s' % os.path.basename(path),
+                'disk_format': disk_format,
+                'container_format': container_format,
+                'visibility': 'public', 'properties': properties},
+                data=data)
+
+    def assert_downloaded_once(self, server: dict, image_id: str) -> None:
+        """Nova's image API handed out ``image_id``'s data once, whole.
+
+        With the credentials of the request that built ``server``: the
+        backend downloaded within it, not as Nova's admin.
+        """
+        self.assertEqual(len(self.glance.data_of(image_id)),
+                         self.glance.downloaded.get(image_id))
+        self.assertEqual([server['tenant_id']],
+                         self.glance.download_projects[image_id])
+
+    def assert_nova_snapshot(self, server: dict, image_id: str,
+                             disk_format: str,
+                             container_format: str) -> dict:
+        """``image_id`` is Nova's own snapshot image of ``server``, filled.
+
+        Nova's API created it ``queued`` before the compute host was asked;
+        the upload went into that image, which is ``active`` with the
+        backend's formats, its data's hash and Nova's snapshot
+        properties. No other image got the data.
+
+        :returns: the image.
+        """
+        image = self.glance.show(self.ctxt, image_id)
+        self.assertEqual('active', image['status'])
+        self.assertEqual((disk_format, container_format),
+                         (image['disk_format'], image['container_format']))
+        data = self.glance.data_of(image_id)
+        self.assertEqual(len(data), image['size'])
+        self.assertEqual(hashlib.sha512(data).hexdigest(),
+                         image['os_hash_value'])
+        self.assertEqual('snapshot', image['properties']['image_type'])
+        self.assertEqual(server['id'], image['properties']['instance_uuid'])
+        self.assertIn(image_id, self.glance.filled)
+        self.assertEqual([image_id], [
+            i['id'] for i in self.glance.images.values()
+            if (i.get('properties') or {}).get('instance_uuid') ==
+            server['id']])
+        return image
 
     def snapshot(self, server: dict, name: str) -> str:
         """Snapshot ``server`` through the API; the new image's id."""
