@@ -48,33 +48,38 @@ class DockerBackendServerTests(functional_base.ServerLifecycleTests,
     nova_image_tests = ('test_glance_round_trip_through_novas_image_api',)
 
     def setUp(self) -> None:
-        docker_env.raw_client()
+        self.docker = docker_env.raw_client()
+        self.addCleanup(self.docker.close)
+        #: Images a test brought into dockerd; removed after its servers.
+        self.docker_images: list[str] = []
         self.host = docker_env.unique_host()
         # Nova's flavors claim gigabytes of disk a container never uses;
         # overcommit disk so the suite runs on small test machines.
         self.flags(disk_allocation_ratio=1000.0)
         super().setUp()
 
+    def _remove_backend_leftovers(self) -> None:
+        # After the containers a failed test left, which would keep the
+        # images in use: removing them first would only untag them.
+        super()._remove_backend_leftovers()
+        for ref in self.docker_images:
+            try:
+                self.docker.remove_image(ref, force=True)
+            except docker_errors.NotFound:
+                pass
+        docker_env.forget_unique_images(self.docker)
+
     def _container(self, server: dict) -> dict:
         backend = self.backend(self.host)
         return self.docker.inspect_container(
             backend._container_name(server['id']))
 
-    def _forget_image(self, ref: str) -> None:
-        try:
-            self.docker.remove_image(ref, force=True)
-        except docker_errors.NotFound:
-            pass
-
     def test_glance_round_trip_through_novas_image_api(self) -> None:
-        self.docker = docker_env.raw_client()
-        self.addCleanup(self.docker.close)
-        self.addCleanup(docker_env.forget_unique_images, self.docker)
         # An image dockerd does not have: a docker save tarball in Glance.
         docker_id, path = docker_env.unique_image(
             self.docker, self.useFixture(fixtures.TempDir()).path)
         base = self.add_glance_image(str(path), 'raw', 'docker')
-        self.addCleanup(self._forget_image, images.service_tag(base['id']))
+        self.docker_images.append(images.service_tag(base['id']))
 
         server = self._boot(image_uuid=base['id'])
         # The container runs the image docker load made of the bytes
@@ -85,7 +90,7 @@ class DockerBackendServerTests(functional_base.ServerLifecycleTests,
             images.service_tag(base['id']))['Id'])
 
         image_id = self.snapshot(server, 'snap-%s' % server['id'])
-        self.addCleanup(self._forget_image, images.service_tag(image_id))
+        self.docker_images += [images.service_tag(image_id), image_id]
         image = self.assert_nova_snapshot(server, image_id, 'raw', 'docker')
         self.assertEqual(base['id'], image['properties']['base_image_ref'])
         # Glance holds docker save of the container's commit.
