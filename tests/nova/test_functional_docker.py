@@ -45,7 +45,10 @@ class DockerBackendServerTests(functional_base.ServerLifecycleTests,
     # A resize keeps the old container as an image (see
     # compute_driver.docker.migration).
     revert_point_counts = False
-    nova_image_tests = ('test_glance_round_trip_through_novas_image_api',)
+    nova_image_tests = ('test_glance_round_trip_through_novas_image_api',
+                        'test_real_glance_round_trip_through_novas_image_api')
+    real_glance_tests = (
+        'test_real_glance_round_trip_through_novas_image_api',)
 
     def setUp(self) -> None:
         self.docker = docker_env.raw_client()
@@ -75,6 +78,13 @@ class DockerBackendServerTests(functional_base.ServerLifecycleTests,
             backend._container_name(server['id']))
 
     def test_glance_round_trip_through_novas_image_api(self) -> None:
+        self.glance_round_trip()
+
+    def test_real_glance_round_trip_through_novas_image_api(self) -> None:
+        self.glance_round_trip()
+
+    def glance_round_trip(self) -> None:
+        """Boot a Glance image, snapshot it, boot the snapshot."""
         # An image dockerd does not have: a docker save tarball in Glance.
         docker_id, path = docker_env.unique_image(
             self.docker, self.useFixture(fixtures.TempDir()).path)
@@ -96,7 +106,7 @@ class DockerBackendServerTests(functional_base.ServerLifecycleTests,
         # Glance holds docker save of the container's commit.
         snapshot_id = self.docker.inspect_image(image_id)['Id']
         with tarfile.open(fileobj=io.BytesIO(
-                self.glance.data_of(image_id))) as tar:
+                self.glance_data(image_id))) as tar:
             self.assertIn('manifest.json', tar.getnames())
         self.assertEqual(server['id'], self.docker.inspect_image(
             snapshot_id)['Config']['Labels'][mapping.SNAPSHOT_OF])
