@@ -20,6 +20,7 @@ snapshot of its instance, and ``docker save`` of it into the image
 directory when one is set.
 """
 
+import contextvars
 import dataclasses
 import hashlib
 import io
@@ -739,7 +740,11 @@ class ServiceLoader:
                 failure.append(exc)
             pipe.finish(error)
 
-        thread = threading.Thread(target=download, daemon=True,
+        # In a copy of the caller's context variables, where an image
+        # service may keep the request's credentials (Nova's does): a new
+        # thread starts with none, and would download as someone else.
+        thread = threading.Thread(target=contextvars.copy_context().run,
+                                  args=(download,), daemon=True,
                                   name='image-stream-%s' % image.id[:8])
         thread.start()
         try:

@@ -31,6 +31,7 @@ import logging
 import os
 import pwd
 import stat
+import sys
 import threading
 import time
 import typing
@@ -112,16 +113,38 @@ def _ignore_error(opaque: object, error: object) -> None:
     """An error handler that leaves reporting to the exceptions."""
 
 
+def green_threads() -> bool:
+    """Whether eventlet has monkey patched this process's threads.
+
+    A thread started then is a green thread, and the event loop's thread
+    would block the whole process in ``virEventRunDefaultImpl``, a C call
+    that never yields to eventlet's hub: nothing else would run until the
+    next event, which may never come.
+    """
+    patcher = sys.modules.get('eventlet.patcher')
+    return bool(patcher is not None and patcher.is_monkey_patched('thread'))
+
+
 def start_event_loop() -> None:
     """Register libvirt's default event loop and run it in a daemon thread.
 
     Idempotent and thread-safe: the loop is per process, and libvirt wants
     it registered before the first connection is opened.
+
+    :raises InvalidConfiguration: when eventlet has monkey patched threads
+        (see :func:`green_threads`), rather than hanging the process.
     """
     global _loop_thread
     with _loop_lock:
         if _loop_thread is not None:
             return
+        if green_threads():
+            raise exception.InvalidConfiguration(
+                reason="the libvirt backend runs libvirt's event loop in "
+                       "an OS thread, and eventlet has monkey patched "
+                       "this process's threads; run it without eventlet "
+                       "(nova-compute: [DEFAULT] concurrency_backend = "
+                       "threading)")
         # libvirt prints every error to stderr unless told otherwise; the
         # driver reports the ones that matter as exceptions.
         libvirt.registerErrorHandler(_ignore_error, None)

@@ -48,6 +48,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 import typing
 import xml.etree.ElementTree as ET
@@ -1062,13 +1063,18 @@ class LibvirtDriver(driver.ComputeDriver):
         return path, info
 
     def _make_cache_searchable(self) -> None:
-        # Searchable by QEMU, which reads the files by name. The cache
-        # itself creates its directory private (0700), and any fetch may
-        # come first (the kernel's, in a thread, or the CLI's cache
-        # commands), so the mode is set whether or not the directory
-        # exists.
-        for path in (self.store.base_path, self.image_cache.path):
-            os.makedirs(path, mode=0o711, exist_ok=True)
+        """Make the cache directory searchable by QEMU.
+
+        QEMU opens the cached files (its disk's backing file, its kernel
+        and initramfs) by name as another user. A download creates the
+        directory private when it gets there first, as one of a boot's
+        parallel downloads did before the disk's created it; one left
+        private by such a download is opened up again.
+        """
+        path = self.image_cache.path
+        os.makedirs(self.store.base_path, mode=0o711, exist_ok=True)
+        os.makedirs(path, mode=0o711, exist_ok=True)
+        if stat.S_IMODE(os.stat(path).st_mode) & 0o711 != 0o711:
             os.chmod(path, 0o711)
 
     def _boot_file(self, image_id: str) -> str:
@@ -1096,7 +1102,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     for key in ('kernel_id', 'ramdisk_id')]
         if boot_ids[0] is None:
             boot_ids = [None, None]
-        # Before the kernel's and ramdisk's fetches in the pool create it.
+        # Before any download, which would make the directory private.
         self._make_cache_searchable()
         # The kernel and ramdisk download while the disk downloads and is
         # checked: a cold boot waits for the largest transfer, not the sum.

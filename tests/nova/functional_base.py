@@ -22,13 +22,16 @@ themselves are in :class:`ServerLifecycleTests` and run on every backend.
 """
 
 import dataclasses
+import hashlib
 from importlib import metadata
+import os
 import time
 import typing
 from unittest import mock
 
 import fixtures
 from nova import context as nova_context
+from nova.image import glance as nova_glance
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional import integrated_helpers
 
@@ -36,6 +39,9 @@ import compute_driver.nova
 from compute_driver.nova import driver as adapter
 from compute_driver.nova import shim
 from tests.nova import glance_fixture
+
+#: Nova's own image service, before its Glance fixture replaces it.
+_NOVA_IMAGE_SERVICE = nova_glance.get_default_image_service
 
 #: Images of Nova's GlanceFixture the tests boot.
 IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
@@ -81,8 +87,19 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
     #: ([compute_driver_adapter] image_service = nova), from a Glance
     #: fixture that keeps image data; otherwise from its own images.
     nova_images = False
+    #: Tests of the class that get their images through Nova's image API
+    #: although :attr:`nova_images` is false: the class's other tests boot
+    #: the backend's own images, these Glance images holding real data.
+    nova_image_tests: tuple[str, ...] = ()
+    #: Tests among :attr:`nova_image_tests` whose Nova talks to a real
+    #: Glance API instead of the fixture (see :meth:`use_real_glance`).
+    real_glance_tests: tuple[str, ...] = ()
+    #: Nova's image API client of the real Glance, when the test has one.
+    real_glance: typing.Any = None
 
     def setUp(self) -> None:
+        if self._testMethodName in self.nova_image_tests:
+            self.nova_images = True
         # Before the API fixture, which the base class starts, reads it.
         self.flags(api_paste_config=api_paste_config())
         if self.nova_images:
@@ -103,6 +120,8 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
                    image_service='nova' if self.nova_images else 'backend',
                    group='compute_driver_adapter')
         self.ctxt = nova_context.get_admin_context()
+        if self._testMethodName in self.real_glance_tests:
+            self.use_real_glance()
         #: Images snapshot() made; removed from the backends at the end.
         self.snapshots: list[str] = []
         self.addCleanup(self._remove_backend_leftovers)
@@ -210,6 +229,119 @@ class AdapterTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         self.assertEqual({rp: self.flavor_resources(flavor_id)},
                          {uuid: a['resources']
                           for uuid, a in allocations.items()})
+
+    def use_real_glance(self) -> None:
+        """Point the whole of Nova at a real Glance API, started here.
+
+        Glance (``compute_driver.testing.glance``) runs on 127.0.0.1 with
+        its unauthenticated pipeline; Nova reaches it through its own
+        image client (glanceclient over a keystoneauth session), from the
+        API, the conductor and the adapter alike. Skips (fails under
+        ``COMPUTE_DRIVER_STRICT=1`` or in CI) without Glance.
+        """
+        from compute_driver.testing import fixtures as cd_fixtures
+        from compute_driver.testing import glance as glance_server
+        try:
+            server = glance_server.GlanceServer().start()
+        except glance_server.GlanceUnavailable as exc:
+            # testtools reports pytest's skip as a failure: its own.
+            if cd_fixtures.strict_mode():
+                self.fail('%s (strict mode)' % exc)
+            self.skipTest(str(exc))
+        self.addCleanup(server.stop)
+        # Undo Nova's Glance fixture, which every client goes through.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.image.glance.get_default_image_service',
+            _NOVA_IMAGE_SERVICE))
+        # The functional API's users carry no token, and Nova's client
+        # sends none without one; Glance's pipeline here ignores it.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.context._ContextAuthPlugin.get_token',
+            lambda plugin, *args, **kwargs: (plugin.auth_token or
+                                             'functional-user-token')))
+        self.flags(api_servers=[server.url], num_retries=0, group='glance')
+        self.real_glance = nova_glance.API()
+
+    def glance_show(self, image_id: str) -> dict:
+        """The image as Nova's image API shows it."""
+        if self.real_glance is not None:
+            return dict(self.real_glance.get(self.ctxt, image_id))
+        return self.glance.show(self.ctxt, image_id)
+
+    def glance_data(self, image_id: str) -> bytes:
+        """The image's data, as Glance keeps it."""
+        if self.real_glance is not None:
+            return b''.join(self.real_glance.download(self.ctxt, image_id))
+        return self.glance.data_of(image_id)
+
+    def add_glance_image(self, path: str, disk_format: str,
+                         container_format: str,
+                         **properties: str) -> dict:
+        """A new Glance image holding ``path``'s bytes.
+
+        Only with :attr:`nova_images`: in Nova's Glance fixture, which
+        keeps data, or in the real Glance. The image is ``active`` with
+        its size and hashes.
+        """
+        meta = {'name': 'cdtest-%s' % os.path.basename(path),
+                'disk_format': disk_format,
+                'container_format': container_format,
+                'properties': properties}
+        with open(path, 'rb') as data:
+            if self.real_glance is not None:
+                return dict(self.real_glance.create(self.ctxt, meta,
+                                                    data=data))
+            self.assertIsInstance(self.glance,
+                                  glance_fixture.DataGlanceFixture)
+            return self.glance.create(self.ctxt, dict(
+                meta, visibility='public'), data=data)
+
+    def assert_downloaded_once(self, server: dict, image_id: str) -> None:
+        """Nova's image API handed out ``image_id``'s data once, whole.
+
+        With the credentials of the request that built ``server``: the
+        backend downloaded within it, not as Nova's admin. Only the
+        fixture counts; a real Glance is not asked.
+        """
+        if self.real_glance is not None:
+            return
+        self.assertEqual(len(self.glance.data_of(image_id)),
+                         self.glance.downloaded.get(image_id))
+        self.assertEqual([server['tenant_id']],
+                         self.glance.download_projects[image_id])
+
+    def assert_nova_snapshot(self, server: dict, image_id: str,
+                             disk_format: str,
+                             container_format: str) -> dict:
+        """``image_id`` is Nova's own snapshot image of ``server``, filled.
+
+        Nova's API created it ``queued`` before the compute host was asked;
+        the upload went into that image, which is ``active`` with the
+        backend's formats, its data's hash and Nova's snapshot
+        properties. No other image got the data.
+
+        :returns: the image.
+        """
+        image = self.glance_show(image_id)
+        self.assertEqual('active', image['status'])
+        self.assertEqual((disk_format, container_format),
+                         (image['disk_format'], image['container_format']))
+        data = self.glance_data(image_id)
+        self.assertEqual(len(data), int(image['size']))
+        self.assertEqual(hashlib.sha512(data).hexdigest(),
+                         image['os_hash_value'])
+        self.assertEqual('snapshot', image['properties']['image_type'])
+        self.assertEqual(server['id'], image['properties']['instance_uuid'])
+        if self.real_glance is not None:
+            images = self.real_glance.get_all(self.ctxt)
+        else:
+            self.assertIn(image_id, self.glance.filled)
+            images = self.glance.images.values()
+        self.assertEqual([image_id], [
+            i['id'] for i in images
+            if (i.get('properties') or {}).get('instance_uuid') ==
+            server['id']])
+        return image
 
     def snapshot(self, server: dict, name: str) -> str:
         """Snapshot ``server`` through the API; the new image's id."""

@@ -49,6 +49,12 @@ class DataGlanceFixture(nova_fixtures.GlanceFixture):
         self._data_lock = threading.Lock()
         #: Bytes every download handed out, by image id.
         self.downloaded: dict[str, int] = {}
+        #: The project of the request context of every download, by image
+        #: id: whose credentials Nova's image API would have used.
+        self.download_projects: dict[str, list[str | None]] = {}
+        #: Images created without data that an update filled, in order:
+        #: a snapshot's upload into the image Nova's API reserved.
+        self.filled: list[str] = []
 
     def setUp(self) -> None:
         super().setUp()
@@ -93,6 +99,7 @@ class DataGlanceFixture(nova_fixtures.GlanceFixture):
                 raise nova_exception.ImageBadRequest(
                     image_id=image_id, response='409 Conflict')
             self._store(image_id, self._read(data))
+            self.filled.append(image_id)
         return image
 
     def download(self, context: typing.Any, image_id: str,
@@ -103,6 +110,8 @@ class DataGlanceFixture(nova_fixtures.GlanceFixture):
         with self._data_lock:
             self.downloaded[image_id] = (self.downloaded.get(image_id, 0)
                                          + len(content))
+            self.download_projects.setdefault(image_id, []).append(
+                getattr(context, 'project_id', None))
         if data is not None:
             data.write(content)
             return None

@@ -18,6 +18,14 @@ created. Without dockerd or the test image the tests skip, or fail under
 ``COMPUTE_DRIVER_STRICT=1``.
 """
 
+import io
+import tarfile
+
+from docker import errors as docker_errors
+import fixtures
+
+from compute_driver.docker import images
+from compute_driver.docker import mapping
 from tests.functional import docker_env
 from tests.nova import functional_base
 
@@ -37,11 +45,82 @@ class DockerBackendServerTests(functional_base.ServerLifecycleTests,
     # A resize keeps the old container as an image (see
     # compute_driver.docker.migration).
     revert_point_counts = False
+    nova_image_tests = ('test_glance_round_trip_through_novas_image_api',
+                        'test_real_glance_round_trip_through_novas_image_api')
+    real_glance_tests = (
+        'test_real_glance_round_trip_through_novas_image_api',)
 
     def setUp(self) -> None:
-        docker_env.raw_client()
+        self.docker = docker_env.raw_client()
+        self.addCleanup(self.docker.close)
+        #: Images a test brought into dockerd; removed after its servers.
+        self.docker_images: list[str] = []
         self.host = docker_env.unique_host()
         # Nova's flavors claim gigabytes of disk a container never uses;
         # overcommit disk so the suite runs on small test machines.
         self.flags(disk_allocation_ratio=1000.0)
         super().setUp()
+
+    def _remove_backend_leftovers(self) -> None:
+        # After the containers a failed test left, which would keep the
+        # images in use: removing them first would only untag them.
+        super()._remove_backend_leftovers()
+        for ref in self.docker_images:
+            try:
+                self.docker.remove_image(ref, force=True)
+            except docker_errors.NotFound:
+                pass
+        docker_env.forget_unique_images(self.docker)
+
+    def _container(self, server: dict) -> dict:
+        backend = self.backend(self.host)
+        return self.docker.inspect_container(
+            backend._container_name(server['id']))
+
+    def test_glance_round_trip_through_novas_image_api(self) -> None:
+        self.glance_round_trip()
+
+    def test_real_glance_round_trip_through_novas_image_api(self) -> None:
+        self.glance_round_trip()
+
+    def glance_round_trip(self) -> None:
+        """Boot a Glance image, snapshot it, boot the snapshot."""
+        # An image dockerd does not have: a docker save tarball in Glance.
+        docker_id, path = docker_env.unique_image(
+            self.docker, self.useFixture(fixtures.TempDir()).path)
+        base = self.add_glance_image(str(path), 'raw', 'docker')
+        self.docker_images.append(images.service_tag(base['id']))
+
+        server = self._boot(image_uuid=base['id'])
+        # The container runs the image docker load made of the bytes
+        # Nova's image API handed over, all of them.
+        self.assert_downloaded_once(server, base['id'])
+        self.assertEqual(docker_id, self._container(server)['Image'])
+        self.assertEqual(docker_id, self.docker.inspect_image(
+            images.service_tag(base['id']))['Id'])
+
+        image_id = self.snapshot(server, 'snap-%s' % server['id'])
+        self.docker_images += [images.service_tag(image_id), image_id]
+        image = self.assert_nova_snapshot(server, image_id, 'raw', 'docker')
+        self.assertEqual(base['id'], image['properties']['base_image_ref'])
+        # Glance holds docker save of the container's commit.
+        snapshot_id = self.docker.inspect_image(image_id)['Id']
+        with tarfile.open(fileobj=io.BytesIO(
+                self.glance_data(image_id))) as tar:
+            self.assertIn('manifest.json', tar.getnames())
+        self.assertEqual(server['id'], self.docker.inspect_image(
+            snapshot_id)['Config']['Labels'][mapping.SNAPSHOT_OF])
+        self.assert_actions_succeeded(server, ['create', 'createImage'])
+
+        # Without dockerd's copies, booting the snapshot loads it from
+        # Glance's bytes: the same image comes back.
+        self.docker.remove_image(images.service_tag(image_id))
+        self.docker.remove_image(image_id)
+        self.assertFalse(docker_env.has_image(self.docker, snapshot_id))
+        clone = self._boot(image_uuid=image_id)
+        self.assert_downloaded_once(clone, image_id)
+        self.assertEqual(snapshot_id, self._container(clone)['Image'])
+        self.assertEqual(1, self.backend_state(self.host, clone))
+        self._delete_server(clone)
+        self._delete_server(server)
+        self.assertEqual(set(), self.backend_uuids(self.host))

@@ -15,6 +15,7 @@
 What needs the daemon is in tests/functional/test_docker*.py.
 """
 
+import contextvars
 import io
 import json
 import tarfile
@@ -459,3 +460,23 @@ def test_valid_snapshot_names(ref):
 def test_invalid_snapshot_names(ref):
     with pytest.raises(exception.InvalidInput):
         dimages.validate_reference(ref)
+
+
+def test_image_stream_downloads_within_the_callers_context():
+    # An image service may keep the request's credentials in a context
+    # variable (Nova's does); the download thread must see the caller's.
+    request = contextvars.ContextVar('request', default='nobody')
+    seen = []
+
+    class Service:
+        name = 'unit'
+
+        def download(self, image_id, dest):
+            seen.append(request.get())
+            dest.write(b'tarball')
+
+    loader = dimages.ServiceLoader(None, Service())
+    image = dimages.ServiceImage(name='image-id', loader='load')
+    request.set('alice')
+    assert loader._stream(image, lambda body: b''.join(body)) == b'tarball'
+    assert seen == ['alice']

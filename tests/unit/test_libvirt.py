@@ -28,6 +28,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -324,6 +325,57 @@ def test_spawn_failing_at_start_leaves_nothing(make_driver, tmp_path,
         backend.spawn(instance)
     assert 'start refused on purpose' in str(caught.value)
     _assert_nothing_left(backend, instance, tmp_path)
+
+
+def test_boot_file_downloads_find_the_cache_searchable(make_driver,
+                                                       monkeypatch):
+    # A boot's kernel and ramdisk download in threads of their own, which
+    # may reach the cache before the disk's download: the directory they
+    # find must already be one QEMU can search, not the private directory
+    # a download creates. One left private earlier is opened up.
+    backend = make_driver()
+    cache = backend.image_cache.path
+    os.makedirs(cache, mode=0o700)
+    found = []
+
+    def boot_file(image_id):
+        found.append(stat.S_IMODE(os.stat(cache).st_mode))
+        return os.path.join(cache, image_id)
+
+    def fetch_checked(image, instance):
+        raise exception.ImageUnacceptable(image=image.id, reason='unit')
+
+    monkeypatch.setattr(backend, '_boot_file', boot_file)
+    monkeypatch.setattr(backend, '_fetch_checked', fetch_checked)
+    image = objects.ImageMeta(name='disk-id', disk_format='qcow2',
+                              container_format='bare', properties={
+                                  'kernel_id': 'kernel-id',
+                                  'ramdisk_id': 'ramdisk-id'})
+    with pytest.raises(exception.ImageUnacceptable):
+        backend._prepare_service_image(_instance(backend.conf), image)
+    assert found == [0o711, 0o711]
+
+
+def test_green_threads_are_refused_rather_than_hanging(monkeypatch,
+                                                       tmp_path):
+    # Under eventlet's monkey patching the event loop's thread would be a
+    # green thread blocking the whole process in libvirt's C loop.
+    class Patcher:
+        @staticmethod
+        def is_monkey_patched(module):
+            return module == 'thread'
+
+    monkeypatch.setitem(sys.modules, 'eventlet.patcher', Patcher)
+    monkeypatch.setattr(connection, '_loop_thread', None)
+    started = []
+    monkeypatch.setattr(connection.threading, 'Thread',
+                        lambda *a, **kw: started.append(kw))
+    backend = loader.load_driver(store_conf(tmp_path), 'libvirt')
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        backend.init_host('test')
+    assert 'concurrency_backend = threading' in str(caught.value)
+    assert started == []
+    assert connection._loop_thread is None
 
 
 def test_domain_undefined_out_of_band(make_driver, tmp_path):
