@@ -19,6 +19,7 @@ image, the initramfs as an ARI image, and the disk with ``kernel_id``,
 libvirt driver boots them.
 """
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -303,23 +304,34 @@ def keystone_glance():
     running.stop()
 
 
-def test_glance_refusing_auth_is_refused(keystone_glance, tmp_path):
-    test_libvirt._require_libvirtd()
-    conf = _conf(keystone_glance.url, instances_path=str(tmp_path))
+@contextlib.contextmanager
+def _backend_of(url, instances_path):
+    """A libvirt backend on Glance ``url`` keeping its files elsewhere."""
+    conf = _conf(url, instances_path=str(instances_path))
     backend = loader.load_driver(conf, 'libvirt')
     backend.init_host(conf.host)
     try:
-        instance = objects.Instance.new(
-            'cdglance-%s' % uuidlib.uuid4().hex[:8],
-            test_libvirt.flavors.get_flavor(conf, test_libvirt.FLAVOR),
-            str(uuidlib.uuid4()))
+        yield backend
+    finally:
+        backend.cleanup_host(conf.host)
+
+
+def _new_instance(backend, image_id):
+    return objects.Instance.new(
+        'cdglance-%s' % uuidlib.uuid4().hex[:8],
+        test_libvirt.flavors.get_flavor(backend.conf, test_libvirt.FLAVOR),
+        image_id)
+
+
+def test_glance_refusing_auth_is_refused(keystone_glance, tmp_path):
+    test_libvirt._require_libvirtd()
+    with _backend_of(keystone_glance.url, tmp_path) as backend:
+        instance = _new_instance(backend, str(uuidlib.uuid4()))
         with pytest.raises(image_exception.ImageServiceUnavailable,
                            match='authentication refused'):
             backend.spawn(instance)
         _assert_not_made(backend, instance)
         assert backend.image_cache.list() == []
-    finally:
-        backend.cleanup_host(conf.host)
     # Glance refused before doing anything: its store is still empty.
     assert os.listdir(keystone_glance.store_dir) == []
 
@@ -356,14 +368,8 @@ def test_disk_full_during_download_leaves_nothing(server, backend, small_fs,
                                                   tmp_path):
     record = _fill_up_image(backend, tmp_path)
     before = _service_state(backend)
-    conf = _conf(server.url, instances_path=str(small_fs))
-    full = loader.load_driver(conf, 'libvirt')
-    full.init_host(conf.host)
-    try:
-        instance = objects.Instance.new(
-            'cdglance-%s' % uuidlib.uuid4().hex[:8],
-            test_libvirt.flavors.get_flavor(conf, test_libvirt.FLAVOR),
-            record.id)
+    with _backend_of(server.url, small_fs) as full:
+        instance = _new_instance(full, record.id)
         with pytest.raises(image_exception.ImageDownloadIncomplete,
                            match='No space left on device'):
             full.spawn(instance)
@@ -373,6 +379,4 @@ def test_disk_full_during_download_leaves_nothing(server, backend, small_fs,
         assert full.image_cache.list() == []
         assert [name for name in os.listdir(full.image_cache.path)
                 if name != '.locks'] == []
-    finally:
-        full.cleanup_host(conf.host)
     assert _service_state(backend) == before
