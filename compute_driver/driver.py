@@ -2874,7 +2874,8 @@ class ComputeDriver(abc.ABC):
         return result
 
     def images_in_use(self, all_instances: collections.abc.Iterable[
-            objects.Instance] | None = None) -> set[str]:
+            objects.Instance] | None = None,
+            image_refs: collections.abc.Iterable[str] = ()) -> set[str]:
         """Ids of the images the host's instances boot from.
 
         Each instance's image, resolved by the image service when it was
@@ -2882,6 +2883,8 @@ class ComputeDriver(abc.ABC):
 
         :param all_instances: the instances; ``None`` lists this
             backend's.
+        :param image_refs: further images in use, e.g. those of instances
+            of other hosts sharing this one's cache (Nova hands them over).
         :raises ImageServiceUnavailable: when a name cannot be resolved:
             pruning must not guess.
         """
@@ -2890,7 +2893,8 @@ class ComputeDriver(abc.ABC):
             all_instances = [r.instance
                              for r in self.list_instance_records()]
         used: set[str] = set()
-        for ref in {i.image_ref for i in all_instances}:
+        refs = {i.image_ref for i in all_instances} | set(image_refs)
+        for ref in sorted(ref for ref in refs if ref):
             used.add(ref)
             try:
                 record = self.image_service.show(ref)
@@ -2905,7 +2909,8 @@ class ComputeDriver(abc.ABC):
     def manage_image_cache(self, context: object = None,
                            all_instances: collections.abc.Iterable[
                                objects.Instance] | None = None,
-                           max_age: float | None = None
+                           max_age: float | None = None,
+                           image_refs: collections.abc.Iterable[str] = ()
                            ) -> list['image_cache_mod.CachedImage']:
         """Remove cached images no instance uses, unused for a while.
 
@@ -2917,13 +2922,27 @@ class ComputeDriver(abc.ABC):
             backend's.
         :param max_age: seconds; ``None`` is ``[image_service]
             cache_max_age``.
+        :param image_refs: further images to keep (see
+            :meth:`images_in_use`).
         :returns: the images removed.
         """
         from compute_driver.image import cache
         if max_age is None:
             max_age = self.conf.image_service.cache_max_age
-        return cache.prune(self.image_cache, max_age,
-                           in_use=self.images_in_use(all_instances))
+        in_use = self.images_in_use(all_instances, image_refs)
+        removed = cache.prune(self.image_cache, max_age, in_use=in_use)
+        return removed + self._prune_backend_images(max_age, in_use)
+
+    def _prune_backend_images(self, max_age: float,
+                              in_use: collections.abc.Collection[str]
+                              ) -> list['image_cache_mod.CachedImage']:
+        """Hook: prune the backend's own copies of image service images.
+
+        For a backend that keeps them outside :attr:`image_cache` (dockerd
+        keeps loaded images), by the rule of :meth:`manage_image_cache`.
+        The default keeps none.
+        """
+        return []
 
     # -- consoles ----------------------------------------------------------
 

@@ -998,8 +998,7 @@ class DockerDriver(driver.ComputeDriver):
         One load per image at a time in this process; dockerd itself is
         the cache, under :func:`images.service_tag`.
         """
-        with self._image_locks_guard:
-            lock = self._image_locks.setdefault(image.id, threading.Lock())
+        lock = self._image_lock(image.id)
         loader = images.ServiceLoader(self.api, self.image_service)
         with lock, errors.translate(self._connection.url, 'load image',
                                     image.id):
@@ -1033,6 +1032,40 @@ class DockerDriver(driver.ComputeDriver):
         except BaseException:
             store.remove_snapshot_quietly(image_id)
             raise
+
+    def _image_lock(self, image_id: str) -> threading.Lock:
+        """The lock of image service image ``image_id`` in dockerd."""
+        with self._image_locks_guard:
+            return self._image_locks.setdefault(image_id.lower(),
+                                                threading.Lock())
+
+    def _prune_backend_images(self, max_age, in_use):
+        """dockerd's copies of image service images, and dead snapshots.
+
+        A snapshot this host took goes with its copy once the image
+        service has no image of its name any more: Nova deletes a shelved
+        server's snapshot image after unshelving it, without telling the
+        driver, and nothing else would remove it from dockerd.
+        """
+        loader = images.ServiceLoader(self.api, self.image_service)
+        with errors.translate(self._connection.url, 'prune',
+                              'the image cache'):
+            pruned = loader.prune(max_age, in_use, hold=self._image_lock)
+            for _cached, labels in pruned:
+                name = images.snapshot_name(labels)
+                if name is None or name in in_use:
+                    continue
+                try:
+                    self.image_service.show(name)
+                    continue
+                except image_exception.ImageNotInService:
+                    pass
+                with self._snapshot_lock:
+                    self._store().delete_snapshot(name)
+                LOG.info('Removed snapshot %s from dockerd: the %s image '
+                         'service has no such image any more.', name,
+                         self.image_service.name)
+        return [cached for cached, _labels in pruned]
 
     def _delete_service_snapshot(self, image_id: str) -> None:
         """Delete snapshot ``image_id`` from the image service.

@@ -20,8 +20,10 @@ snapshot of its instance, and ``docker save`` of it into the image
 directory when one is set.
 """
 
+import contextlib
 import contextvars
 import dataclasses
+import datetime
 import hashlib
 import io
 import json
@@ -32,6 +34,7 @@ import re
 import shlex
 import tarfile
 import threading
+import time
 import typing
 import uuid as uuidlib
 
@@ -40,6 +43,7 @@ from docker import errors as docker_errors
 from compute_driver.docker import errors
 from compute_driver.docker import mapping
 from compute_driver import exception
+from compute_driver.image import cache as image_cache
 from compute_driver import leftovers
 from compute_driver import objects
 
@@ -483,6 +487,30 @@ def _is_snapshot(labels: dict | None) -> bool:
     return (labels or {}).get(mapping.IMAGE_TYPE) == mapping.SNAPSHOT
 
 
+def tag_time(value: str | None) -> float:
+    """dockerd's ``LastTagTime`` in epoch seconds; never tagged is 0.
+
+    dockerd writes nanoseconds, which :mod:`datetime` does not read.
+    """
+    match = re.match(r'(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?'
+                     r'(Z|[+-]\d\d:\d\d)$', value or '')
+    if match is None:
+        return 0.0
+    whole, fraction, zone = match.groups()
+    stamp = datetime.datetime.fromisoformat(
+        whole + ('+00:00' if zone == 'Z' else zone))
+    if stamp.year < 1970:
+        return 0.0
+    return stamp.timestamp() + float('0' + (fraction or '.0'))
+
+
+def snapshot_name(labels: dict | None) -> str | None:
+    """The name a snapshot image was given, if it is one."""
+    if not _is_snapshot(labels):
+        return None
+    return (labels or {}).get(mapping.SNAPSHOT_NAME) or None
+
+
 def snapshot_of(labels: dict | None) -> str | None:
     """The uuid of the instance an image is a snapshot of, if it is one."""
     if not _is_snapshot(labels):
@@ -707,9 +735,12 @@ class ServiceLoader:
         :raises ImageUnacceptable: when dockerd refuses the data.
         """
         found = self.find(image)
-        if found is not None:
-            return found
         repo, tag = split_tag(service_tag(image.id))
+        if found is not None:
+            # Tagging again stamps the image's LastTagTime, the last use
+            # that pruning goes by.
+            self.api.tag(found['Id'], repo, tag)
+            return found
         LOG.info('Streaming image %s from the %s image service into '
                  'dockerd (docker %s)', image.id, self.service.name,
                  image.loader)
@@ -720,6 +751,66 @@ class ServiceLoader:
             image_id = self._stream(image, self._load)
             self.api.tag(image_id, repo, tag)
         return self.api.inspect_image(image_id)
+
+    def prune(self, max_age: float, in_use: typing.Collection[str],
+              hold: typing.Callable[[str], typing.ContextManager[typing.Any]]
+              = lambda image_id: contextlib.nullcontext(),
+              now: float | None = None
+              ) -> list[tuple['image_cache.CachedImage', dict]]:
+        """Untag dockerd's copies of image service images unused a while.
+
+        dockerd is the docker backend's image cache: an image service
+        image stays under :func:`service_tag` after the boot that loaded
+        it. A copy goes once no image of ``in_use`` is it and it was last
+        used (loaded, booted, its tag stamped) more than ``max_age``
+        seconds ago. Removal goes without force: dockerd keeps an image
+        a container still uses, and frees its layers once no other tag
+        names it.
+
+        :param hold: the lock of an image id, which the boots that load
+            that image hold too: a copy is checked and removed under it.
+        :returns: each copy untagged, with its labels (a snapshot's are
+            what tell the caller whether its own name may go too).
+        """
+        limit = (time.time() if now is None else now) - max_age
+        keep = {service_tag(image_id) for image_id in in_use}
+        removed = []
+        for summary in self.api.images(name=SERVICE_REPOSITORY):
+            for ref in summary.get('RepoTags') or ():
+                if not ref.startswith(SERVICE_REPOSITORY + ':') or \
+                        ref in keep:
+                    continue
+                with hold(ref.partition(':')[2]):
+                    data = self._prune_one(ref, limit)
+                if data is None:
+                    continue
+                last = tag_time((data.get('Metadata') or {}).get(
+                    'LastTagTime'))
+                LOG.info('Removed image %s from dockerd: unused since %s.',
+                         ref, time.ctime(last))
+                removed.append((image_cache.CachedImage(
+                    image_id=ref.partition(':')[2], path='dockerd:' + ref,
+                    size=int(data.get('Size') or 0), last_used=last),
+                    (data.get('Config') or {}).get('Labels') or {}))
+        return removed
+
+    def _prune_one(self, ref: str, limit: float) -> dict | None:
+        """Remove ``ref`` unless used since ``limit``; its description."""
+        try:
+            data = self.api.inspect_image(ref)
+        except docker_errors.NotFound:
+            return None
+        if tag_time((data.get('Metadata') or {}).get('LastTagTime')) > limit:
+            return None
+        try:
+            self.api.remove_image(ref)
+        except docker_errors.NotFound:
+            return None
+        except docker_errors.APIError as exc:
+            if errors.is_status(exc, 409):
+                return None  # a container runs from it
+            raise
+        return typing.cast(dict, data)
 
     def _stream(self, image: ServiceImage,
                 send: typing.Callable[[typing.Iterator[bytes]], str]) -> str:

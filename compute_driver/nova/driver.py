@@ -174,6 +174,8 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         for image_type in self.backend.image_types:
             self.capabilities['supports_image_type_%s' % image_type] = True
         self._declare_network_capabilities()
+        # Nova's image cache pass calls manage_image_cache only then.
+        self.capabilities['has_imagecache'] = True
 
     def _follow_nova_claim_policy(self) -> None:
         # The backend's claims must admit what placement granted: the
@@ -1064,6 +1066,28 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             port=found.port)
 
     # -- images --------------------------------------------------------------
+
+    def manage_image_cache(self, context: typing.Any,
+                           all_instances: typing.Any) -> None:
+        """Nova's image cache pass: prune the backend's unused images.
+
+        ``all_instances`` are the instances of every host that shares this
+        one's storage; their images stay, with those of the backend's own
+        instances, as Nova's ``[image_cache]`` options say.
+        """
+        if not CONF.image_cache.remove_unused_base_images:
+            return
+        refs = [instance.image_ref for instance in all_instances
+                if getattr(instance, 'image_ref', None)]
+        with nova_images.request(context), convert.nova_errors():
+            removed = self.backend.manage_image_cache(
+                max_age=CONF.image_cache
+                .remove_unused_original_minimum_age_seconds,
+                image_refs=refs)
+        if removed:
+            LOG.info('Removed %d unused image(s) from the image cache: %s',
+                     len(removed),
+                     ', '.join(cached.image_id for cached in removed))
     # Nova's image API is the backend's image service (nova_images): spawn
     # and snapshot run inside nova_images.request with their context, so
     # the backend's downloads and uploads carry the user's credentials.

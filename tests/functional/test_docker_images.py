@@ -359,3 +359,69 @@ def test_snapshot_upload_cut_short_leaves_nothing(
     assert snap_name not in [r.name for r in direct.image_service.list()]
     assert not docker_env.has_image(api, snap_name)
     assert direct.get_info(instance).state == power_state.RUNNING
+
+
+# -- pruning dockerd's copies --------------------------------------------
+
+def _last_used(api, image_id):
+    return images.tag_time(api.inspect_image(
+        images.service_tag(image_id))['Metadata']['LastTagTime'])
+
+
+def test_unused_copies_are_pruned_and_used_ones_kept(
+        api, backend, glance_images, tmp_path):
+    _image_id, path = docker_env.unique_image(api, tmp_path)
+    record = _upload(backend, glance_images, path)
+    first = _instance(record.id)
+    backend.spawn(first)
+    loaded = _last_used(api, record.id)
+    second = _instance(record.id)
+    backend.spawn(second)
+    # A boot from dockerd's copy stamps its last use.
+    assert _last_used(api, record.id) > loaded
+
+    # In use: kept, whatever its age.
+    backend.manage_image_cache(max_age=0)
+    assert docker_env.has_image(api, images.service_tag(record.id))
+
+    backend.destroy(first)
+    backend.destroy(second)
+    # Unused but recent: kept.
+    assert backend.manage_image_cache(max_age=3600) == []
+    assert docker_env.has_image(api, images.service_tag(record.id))
+    removed = backend.manage_image_cache(max_age=0)
+    assert record.id in [cached.image_id for cached in removed]
+    assert not docker_env.has_image(api, images.service_tag(record.id))
+    # The image service still has it: the next boot loads it again.
+    third = _instance(record.id)
+    backend.spawn(third)
+    assert backend.get_info(third).state == power_state.RUNNING
+    backend.destroy(third)
+
+
+def test_a_snapshot_the_service_deleted_is_pruned(
+        api, backend, glance_images, tmp_path):
+    _image_id, path = docker_env.unique_image(api, tmp_path)
+    record = _upload(backend, glance_images, path)
+    server = _instance(record.id)
+    backend.spawn(server)
+    kept_name = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
+    gone_name = 'cdtest-snap-%s' % uuidlib.uuid4().hex[:8]
+    for name in (kept_name, gone_name):
+        backend.snapshot(server, name)
+    kept = backend.image_service.show(kept_name)
+    gone = backend.image_service.show(gone_name)
+    glance_images.append(kept.id)
+    backend.destroy(server)
+    # As Nova does with a shelved server's image once it is unshelved:
+    # the image service deletes it without a word to the driver.
+    backend.image_service.delete(gone.id)
+
+    backend.manage_image_cache(max_age=0)
+    assert not docker_env.has_image(api, images.service_tag(gone.id))
+    assert not docker_env.has_image(api, gone_name)
+    # Its image is still in the service: dockerd's copy may go, the
+    # snapshot this host took stays.
+    assert not docker_env.has_image(api, images.service_tag(kept.id))
+    assert docker_env.has_image(api, kept_name)
+    backend.delete_snapshot(kept_name)

@@ -959,3 +959,22 @@ def test_console_proxy_target_replaces_only_a_wildcard_listen(flags):
     assert adapter._proxy_target('127.0.0.1', address) == '127.0.0.1'
     assert adapter._proxy_target('198.51.100.4', address) \
         == '198.51.100.4'
+
+
+def test_image_cache_pass_follows_novas_options(make_adapter, ctxt, flags,
+                                                monkeypatch):
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    # Nova's periodic pass calls manage_image_cache only then.
+    assert driver.capabilities['has_imagecache'] is True
+    calls = []
+    monkeypatch.setattr(driver.backend, 'manage_image_cache',
+                        lambda **kwargs: calls.append(kwargs) or [])
+    flags(remove_unused_base_images=False, group='image_cache')
+    driver.manage_image_cache(ctxt, [nova_instance()])
+    assert calls == []
+    flags(remove_unused_base_images=True,
+          remove_unused_original_minimum_age_seconds=600,
+          group='image_cache')
+    driver.manage_image_cache(ctxt, [nova_instance()])
+    # Every instance Nova lists on the storage keeps its image.
+    assert calls == [{'max_age': 600, 'image_refs': [GLANCE_ID]}]

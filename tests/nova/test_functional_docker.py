@@ -124,3 +124,14 @@ class DockerBackendServerTests(functional_base.ServerLifecycleTests,
         self._delete_server(clone)
         self._delete_server(server)
         self.assertEqual(set(), self.backend_uuids(self.host))
+
+        # Nova's image cache pass: no server uses either image now, so
+        # dockerd's copies go; Glance keeps both.
+        self.flags(remove_unused_original_minimum_age_seconds=0,
+                   group='image_cache')
+        self.computes[self.host].manager._run_image_cache_manager_pass(
+            self.ctxt)
+        for ref in (base['id'], image_id):
+            self.assertFalse(docker_env.has_image(
+                self.docker, images.service_tag(ref)))
+            self.assertTrue(self.glance_data(ref))

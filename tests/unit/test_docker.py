@@ -480,3 +480,17 @@ def test_image_stream_downloads_within_the_callers_context():
     request.set('alice')
     assert loader._stream(image, lambda body: b''.join(body)) == b'tarball'
     assert seen == ['alice']
+
+
+@pytest.mark.parametrize('value, expected', [
+    # dockerd writes nanoseconds; the fraction is kept to the microsecond.
+    ('2026-12-02T18:20:11.123456789Z', 1796235611.123456),
+    ('2026-12-02T19:20:11+01:00', 1796235611.0),
+    # Never tagged (dockerd's zero time), missing or unreadable: the
+    # oldest possible, so pruning may take it.
+    ('0001-01-01T00:00:00Z', 0.0),
+    (None, 0.0),
+    ('yesterday', 0.0),
+])
+def test_tag_time(value, expected):
+    assert dimages.tag_time(value) == pytest.approx(expected, abs=1e-6)
