@@ -781,26 +781,22 @@ class ServiceLoader:
                         ref in keep:
                     continue
                 with hold(ref.partition(':')[2]):
-                    data = self._prune_one(ref, limit)
-                if data is None:
-                    continue
-                last = tag_time((data.get('Metadata') or {}).get(
-                    'LastTagTime'))
-                LOG.info('Removed image %s from dockerd: unused since %s.',
-                         ref, time.ctime(last))
-                removed.append((image_cache.CachedImage(
-                    image_id=ref.partition(':')[2], path='dockerd:' + ref,
-                    size=int(data.get('Size') or 0), last_used=last),
-                    (data.get('Config') or {}).get('Labels') or {}))
+                    pruned = self._prune_one(ref, limit)
+                if pruned is not None:
+                    LOG.info('Removed image %s from dockerd: unused since '
+                             '%s.', ref, time.ctime(pruned[0].last_used))
+                    removed.append(pruned)
         return removed
 
-    def _prune_one(self, ref: str, limit: float) -> dict | None:
-        """Remove ``ref`` unless used since ``limit``; its description."""
+    def _prune_one(self, ref: str, limit: float
+                   ) -> tuple['image_cache.CachedImage', dict] | None:
+        """Remove ``ref`` unless used since ``limit``; what went, if so."""
         try:
             data = self.api.inspect_image(ref)
         except docker_errors.NotFound:
             return None
-        if tag_time((data.get('Metadata') or {}).get('LastTagTime')) > limit:
+        last = tag_time((data.get('Metadata') or {}).get('LastTagTime'))
+        if last > limit:
             return None
         try:
             self.api.remove_image(ref)
@@ -810,7 +806,10 @@ class ServiceLoader:
             if errors.is_status(exc, 409):
                 return None  # a container runs from it
             raise
-        return typing.cast(dict, data)
+        return (image_cache.CachedImage(
+            image_id=ref.partition(':')[2], path='dockerd:' + ref,
+            size=int(data.get('Size') or 0), last_used=last),
+            (data.get('Config') or {}).get('Labels') or {})
 
     def _stream(self, image: ServiceImage,
                 send: typing.Callable[[typing.Iterator[bytes]], str]) -> str:
