@@ -107,6 +107,10 @@ def glance_images(backend):
     """Glance image ids to delete at teardown, with dockerd's copies."""
     ids = []
     yield ids
+    # Instances first: dockerd keeps an image a container still uses as
+    # an untagged leftover once its tag is removed.
+    for record in backend.list_instance_records():
+        backend.destroy(record.instance)
     for image_id in ids:
         backend.image_service.delete(image_id)
         try:
