@@ -556,7 +556,7 @@ class _FileWriter:
         self._written = 0
         self._flushed = 0
 
-    def __call__(self, chunk: bytes) -> None:
+    def __call__(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view:
             done = self._out.write(view)
