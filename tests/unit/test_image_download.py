@@ -168,11 +168,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers, body, cut = self.reply
         self.send_response(200)
         self.send_header('Content-Type', 'application/octet-stream')
-        self.send_header('Content-Length', str(len(body)))
+        chunked = headers.get('Transfer-Encoding') == 'chunked'
+        if not chunked:
+            self.send_header('Content-Length', str(len(body)))
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body[:cut])
+        if chunked:
+            # HTTP chunks of 100 KiB; cut short, the stream stops inside
+            # one of them.
+            pieces = [body[i:i + 100 * KIB]
+                      for i in range(0, len(body), 100 * KIB)]
+            framed = b''.join(b'%x\r\n%s\r\n' % (len(piece), piece)
+                              for piece in pieces) + b'0\r\n\r\n'
+            self.wfile.write(framed[:cut])
+        else:
+            self.wfile.write(body[:cut])
         self.wfile.flush()
         if cut is not None:
             self.connection.shutdown(socket.SHUT_WR)
@@ -245,3 +256,19 @@ def test_encoded_response_is_decoded_by_requests(http_server, tmp_path):
         api.write_verified('glance', _record(data), body,
                            str(tmp_path / 'disk'))
     assert (tmp_path / 'disk').read_bytes() == data
+
+
+@pytest.mark.parametrize('cut', [None, 150 * KIB])
+def test_chunked_response(http_server, small_buffers, tmp_path, cut):
+    data = os.urandom(5 * 64 * KIB + 11)
+    record = _record(data, size=None)
+    with _get(http_server, ({'Transfer-Encoding': 'chunked'}, data,
+                            cut)) as response:
+        body = glance._body_of(response)
+        if cut is None:
+            api.write_verified('glance', record, body, str(tmp_path / 'disk'))
+            assert (tmp_path / 'disk').read_bytes() == data
+            return
+        with pytest.raises(image_exception.ImageDownloadIncomplete):
+            api.write_verified('glance', record, body, str(tmp_path / 'disk'))
+    assert _visible(tmp_path) == []
