@@ -29,6 +29,7 @@ import ctypes
 import dataclasses
 import hashlib
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -321,33 +322,41 @@ class _BufferPool:
     """The buffers a download receives into, reused once written and hashed.
 
     The receiving thread takes a buffer, fills it, writes it and hands it
-    to the digest thread, which gives it back once hashed: one allocation
-    per download instead of one per chunk, and the receiving waits here
-    when it is :data:`DOWNLOAD_BUFFERS` buffers ahead of the hash, which
-    bounds the memory a download takes.
+    to the digest thread, which gives it back once hashed: a few buffers
+    per download instead of a new object per chunk. The receiving waits
+    here when it is :data:`DOWNLOAD_BUFFERS` buffers ahead of the hash,
+    which bounds the memory a download takes.
 
-    The buffer given out is the last one given back, still in the CPU's
-    cache; and a receiving thread that found none free is woken only
-    once :data:`_REFILL` are, so it is not rescheduled (often onto the
-    hashing core) for every buffer the hash finishes.
+    Buffers are made as the download needs them, from anonymous memory
+    whose pages the kernel provides as the data first lands in them: a
+    small image costs only the buffers it fills, not the zeroing of
+    :data:`DOWNLOAD_BUFFERS` of them. The buffer given out is the last one
+    given back, still in the CPU's cache; and a receiving thread that
+    found none free is woken only once :data:`_REFILL` are, so it is not
+    rescheduled (often onto the hashing core) for every buffer the hash
+    finishes.
     """
 
     _REFILL = 4
 
     def __init__(self, count: int, size: int) -> None:
         self.size = size
-        self._free = [bytearray(size) for _ in range(count)]
+        self._free: list[mmap.mmap] = []
+        self._unmade = count
         self._refill = min(self._REFILL, count)
         self._cond = threading.Condition()
 
-    def get(self) -> bytearray:
+    def get(self) -> mmap.mmap:
         with self._cond:
             if not self._free:
+                if self._unmade:
+                    self._unmade -= 1
+                    return mmap.mmap(-1, self.size)
                 self._cond.wait_for(
                     lambda: len(self._free) >= self._refill)
             return self._free.pop()
 
-    def put(self, buffer: bytearray) -> None:
+    def put(self, buffer: mmap.mmap) -> None:
         with self._cond:
             self._free.append(buffer)
             if len(self._free) == self._refill:
@@ -355,7 +364,7 @@ class _BufferPool:
 
 
 def _pooled_chunks(source: Readable, pool: _BufferPool
-                   ) -> Iterator[tuple[memoryview, bytearray]]:
+                   ) -> Iterator[tuple[memoryview, mmap.mmap]]:
     # Each buffer is filled whole before it is handed on (readinto may
     # return what one recv gave): the per-chunk work in Python is then
     # once per buffer, not once per network packet burst.
@@ -406,7 +415,7 @@ class _DigestThread:
         self._pool = pool
         self._error: BaseException | None = None
         self._queue: queue.Queue[
-            tuple[bytes | memoryview, bytearray | None] | None] = \
+            tuple[bytes | memoryview, mmap.mmap | None] | None] = \
             queue.Queue(DOWNLOAD_BUFFERS)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name='image-digest-%s' % algo)
@@ -427,7 +436,7 @@ class _DigestThread:
                 self._pool.put(buffer)
 
     def update(self, chunk: bytes | memoryview,
-               buffer: bytearray | None = None) -> None:
+               buffer: mmap.mmap | None = None) -> None:
         """Hash ``chunk``; give ``buffer`` back to the pool after."""
         self._queue.put((chunk, buffer))
 
@@ -452,7 +461,7 @@ def _copy_chunks(service: str, record: ImageRecord, data: Data,
         LOG.warning('Image %s has no checksum in the %s image service; '
                     'its data is not verified.', record.id, service)
     pool = None
-    chunks: Iterator[tuple[bytes | memoryview, bytearray | None]]
+    chunks: Iterator[tuple[bytes | memoryview, mmap.mmap | None]]
     if hasattr(data, 'readinto') and reuse_buffers:
         pool = _BufferPool(DOWNLOAD_BUFFERS, DOWNLOAD_BUFFER_SIZE)
         chunks = _pooled_chunks(typing.cast(Readable, data), pool)
