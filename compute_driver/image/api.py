@@ -29,6 +29,7 @@ import ctypes
 import dataclasses
 import hashlib
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -43,6 +44,18 @@ LOG = logging.getLogger(__name__)
 #: Bytes read or written at a time. Large enough that the per-chunk Python
 #: overhead is small next to the copy, small enough to keep memory flat.
 CHUNK_SIZE = 1024 * 1024
+
+#: Bytes a download receives, writes and hashes at a time when it can
+#: choose (a :class:`Readable` source written to a path): small enough to
+#: stay in the CPU's cache between the three, large enough that the Python
+#: work per buffer is nothing next to them.
+DOWNLOAD_BUFFER_SIZE = 1024 * 1024
+
+#: Buffers (or chunks) a download may have received ahead of its hash:
+#: slack that keeps the hash, the slowest step on most hosts, busy while
+#: the receiving thread waits for the network or the CPU. At most this
+#: many times :data:`DOWNLOAD_BUFFER_SIZE` bytes are held.
+DOWNLOAD_BUFFERS = 16
 
 #: Bytes written to a downloaded file between two requests that the kernel
 #: start writing them to disk (see :class:`_FileWriter`).
@@ -285,6 +298,103 @@ def _expected_digest(record: ImageRecord) -> tuple[str, str] | None:
     return None
 
 
+class Readable(typing.Protocol):
+    """A source of image data read into the caller's buffers.
+
+    ``readinto`` fills (part of) ``buffer`` and returns the count of
+    bytes, 0 at the end of the data: a raw or buffered file, a socket
+    file, or an :class:`http.client.HTTPResponse`.
+    """
+
+    def readinto(self, buffer: memoryview) -> int | None:
+        ...  # pragma: no cover
+
+    def read(self, size: int = -1) -> bytes:
+        ...  # pragma: no cover
+
+
+#: What :func:`write_verified` copies: an iterable of chunks, or a
+#: :class:`Readable` that is read straight into reused buffers.
+Data = typing.Union[Iterable[bytes], Readable]
+
+
+class _BufferPool:
+    """The buffers a download receives into, reused once written and hashed.
+
+    The receiving thread takes a buffer, fills it, writes it and hands it
+    to the digest thread, which gives it back once hashed: a few buffers
+    per download instead of a new object per chunk. The receiving waits
+    here when it is :data:`DOWNLOAD_BUFFERS` buffers ahead of the hash,
+    which bounds the memory a download takes.
+
+    Buffers are made as the download needs them, from anonymous memory
+    whose pages the kernel provides as the data first lands in them: a
+    small image costs only the buffers it fills, not the zeroing of
+    :data:`DOWNLOAD_BUFFERS` of them. The buffer given out is the last one
+    given back, still in the CPU's cache; and a receiving thread that
+    found none free is woken only once :data:`_REFILL` are, so it is not
+    rescheduled (often onto the hashing core) for every buffer the hash
+    finishes.
+    """
+
+    _REFILL = 4
+
+    def __init__(self, count: int, size: int) -> None:
+        self.size = size
+        self._free: list[mmap.mmap] = []
+        self._unmade = count
+        self._refill = min(self._REFILL, count)
+        self._cond = threading.Condition()
+
+    def get(self) -> mmap.mmap:
+        with self._cond:
+            if not self._free:
+                if self._unmade:
+                    self._unmade -= 1
+                    return mmap.mmap(-1, self.size)
+                self._cond.wait_for(
+                    lambda: len(self._free) >= self._refill)
+            return self._free.pop()
+
+    def put(self, buffer: mmap.mmap) -> None:
+        with self._cond:
+            self._free.append(buffer)
+            if len(self._free) == self._refill:
+                self._cond.notify()
+
+
+def _pooled_chunks(source: Readable, pool: _BufferPool
+                   ) -> Iterator[tuple[memoryview, mmap.mmap]]:
+    # Each buffer is filled whole before it is handed on (readinto may
+    # return what one recv gave): the per-chunk work in Python is then
+    # once per buffer, not once per network packet burst.
+    while True:
+        buffer = pool.get()
+        view = memoryview(buffer)
+        filled = 0
+        try:
+            while filled < pool.size:
+                count = source.readinto(view[filled:])
+                if count is None:
+                    raise BlockingIOError('the image data source is '
+                                          'non-blocking')
+                if not count:
+                    break
+                filled += count
+        except Exception:
+            # What did arrive is written and counted before the error
+            # surfaces, so the error says how far the download got.
+            if filled:
+                yield view[:filled], buffer
+            raise
+        if not filled:
+            pool.put(buffer)
+            return
+        yield view[:filled], buffer
+        if filled < pool.size:
+            return
+
+
 class _DigestThread:
     """One digest computed in a thread of its own.
 
@@ -292,29 +402,43 @@ class _DigestThread:
     of one chunk runs while the caller receives and writes the next: a
     download then costs about the slower of the transfer and the hash
     rather than their sum (sha512 alone is slower than a local Glance on
-    small hosts). The queue is short, so memory stays flat.
+    small hosts). Pooled buffers go back to their pool once hashed; the
+    queue of unpooled chunks is short, so memory stays flat either way.
     """
 
-    _QUEUE_CHUNKS = 4
-
-    def __init__(self, algo: str) -> None:
+    def __init__(self, algo: str, pool: _BufferPool | None = None) -> None:
         try:
             self._hash = hashlib.new(algo, usedforsecurity=False)
         except ValueError:
             raise exception.InvalidInput(
                 reason='unknown hash algorithm %r' % algo) from None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(
-            self._QUEUE_CHUNKS)
+        self._pool = pool
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[
+            tuple[bytes | memoryview, mmap.mmap | None] | None] = \
+            queue.Queue(DOWNLOAD_BUFFERS)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name='image-digest-%s' % algo)
         self._thread.start()
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._hash.update(chunk)
+        while (item := self._queue.get()) is not None:
+            chunk, buffer = item
+            if self._error is None:
+                try:
+                    self._hash.update(chunk)
+                except BaseException as exc:
+                    # Kept for hexdigest; the queue is still drained and
+                    # the buffers given back, so the receiving thread
+                    # never waits for a thread that is gone.
+                    self._error = exc
+            if buffer is not None and self._pool is not None:
+                self._pool.put(buffer)
 
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+    def update(self, chunk: bytes | memoryview,
+               buffer: mmap.mmap | None = None) -> None:
+        """Hash ``chunk``; give ``buffer`` back to the pool after."""
+        self._queue.put((chunk, buffer))
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -323,23 +447,39 @@ class _DigestThread:
 
     def hexdigest(self) -> str:
         self.close()
+        if self._error is not None:
+            raise self._error
         return self._hash.hexdigest()
 
 
-def _copy_chunks(service: str, record: ImageRecord, chunks: Iterable[bytes],
-                 write: Callable[[bytes], object]) -> None:
+def _copy_chunks(service: str, record: ImageRecord, data: Data,
+                 write: Callable[[bytes | memoryview], object],
+                 reuse_buffers: bool,
+                 sync: Callable[[], object] | None = None) -> None:
     expected = _expected_digest(record)
     if expected is None:
         LOG.warning('Image %s has no checksum in the %s image service; '
                     'its data is not verified.', record.id, service)
-    digest = _DigestThread(expected[0]) if expected else None
+    pool = None
+    chunks: Iterator[tuple[bytes | memoryview, mmap.mmap | None]]
+    if hasattr(data, 'readinto') and reuse_buffers:
+        pool = _BufferPool(DOWNLOAD_BUFFERS, DOWNLOAD_BUFFER_SIZE)
+        chunks = _pooled_chunks(typing.cast(Readable, data), pool)
+    else:
+        # A destination that may keep what it is given (a queue, a
+        # BytesIO...) gets chunks of its own.
+        if hasattr(data, 'read'):
+            read = typing.cast(Readable, data).read
+            data = iter(lambda: read(DOWNLOAD_BUFFER_SIZE), b'')
+        chunks = ((chunk, None) for chunk in typing.cast(
+            Iterable[bytes], data))
+    digest = _DigestThread(expected[0], pool) if expected else None
     size_text = '?' if record.size is None else str(record.size)
     received = 0
-    iterator = iter(chunks)
     try:
         while True:
             try:
-                chunk = next(iterator)
+                chunk, buffer = next(chunks)
             except StopIteration:
                 break
             except exception.ComputeDriverError:
@@ -357,8 +497,11 @@ def _copy_chunks(service: str, record: ImageRecord, chunks: Iterable[bytes],
                     image=record.id, algorithm='size',
                     actual='more than %d bytes' % record.size,
                     expected=str(record.size))
+            # Hashed while it is written; the buffer is only refilled
+            # once both are done, as this thread alone takes buffers
+            # from the pool and does so after the write.
             if digest is not None:
-                digest.update(chunk)
+                digest.update(chunk, buffer)
             try:
                 write(chunk)
             except OSError as exc:
@@ -366,10 +509,24 @@ def _copy_chunks(service: str, record: ImageRecord, chunks: Iterable[bytes],
                     image=record.id, service=service, received=received,
                     expected=size_text,
                     reason=exception.one_line(exc)) from exc
+            finally:
+                if (digest is None and buffer is not None
+                        and pool is not None):
+                    pool.put(buffer)
         if record.size is not None and received < record.size:
             raise image_exception.ImageDownloadIncomplete(
                 image=record.id, service=service, received=received,
                 expected=size_text, reason='the data ended early')
+        if sync is not None:
+            # While the digest thread hashes the last buffers: the disk's
+            # time and the hash's overlap instead of adding up.
+            try:
+                sync()
+            except OSError as exc:
+                raise image_exception.ImageDownloadIncomplete(
+                    image=record.id, service=service, received=received,
+                    expected=size_text,
+                    reason=exception.one_line(exc)) from exc
         if digest is not None and expected is not None:
             actual = digest.hexdigest()
             if actual != expected[1]:
@@ -422,7 +579,7 @@ class _FileWriter:
         self._written = 0
         self._flushed = 0
 
-    def __call__(self, chunk: bytes) -> None:
+    def __call__(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view:
             done = self._out.write(view)
@@ -439,22 +596,32 @@ class _FileWriter:
                              _SYNC_FILE_RANGE_WRITE)
             self._flushed = self._written
 
+    def sync(self) -> None:
+        """Make what was written durable (``fsync``)."""
+        os.fsync(self._fd)
+        self._flushed = self._written
 
-def write_verified(service: str, record: ImageRecord,
-                   chunks: Iterable[bytes], dest: Destination) -> None:
-    """Write ``chunks`` to ``dest`` and verify them against ``record``.
+
+def write_verified(service: str, record: ImageRecord, data: Data,
+                   dest: Destination) -> None:
+    """Write ``data`` to ``dest`` and verify it against ``record``.
 
     The common half of every service's :meth:`ImageService.download`.
 
+    :param data: the image's data: an iterable of chunks, or a
+        :class:`Readable` (a file, an HTTP response), which is read
+        straight into a few reused buffers when ``dest`` is a path.
     :raises ImageChecksumMismatch: see :meth:`ImageService.download`.
     :raises ImageDownloadIncomplete: see :meth:`ImageService.download`.
     """
     if not isinstance(dest, (str, os.PathLike)):
-        _write_to_fileobj(service, record, chunks, dest)
+        _write_to_fileobj(service, record, data, dest)
         return
     try:
         with atomic_write(os.fspath(dest)) as out:
-            _copy_chunks(service, record, chunks, _FileWriter(out))
+            writer = _FileWriter(out)
+            _copy_chunks(service, record, data, writer, reuse_buffers=True,
+                         sync=writer.sync)
     except OSError as exc:
         # Creating, syncing or renaming the file; a failed write is an
         # incomplete download, raised with its byte counts above.
@@ -463,15 +630,14 @@ def write_verified(service: str, record: ImageRecord,
             reason=exception.one_line(exc)) from exc
 
 
-def _write_to_fileobj(service: str, record: ImageRecord,
-                      chunks: Iterable[bytes],
+def _write_to_fileobj(service: str, record: ImageRecord, data: Data,
                       dest: typing.BinaryIO) -> None:
     try:
         start: int | None = dest.tell() if dest.seekable() else None
     except OSError:
         start = None
     try:
-        _copy_chunks(service, record, chunks, dest.write)
+        _copy_chunks(service, record, data, dest.write, reuse_buffers=False)
         dest.flush()
     except BaseException:
         if start is not None:

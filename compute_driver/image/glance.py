@@ -22,6 +22,7 @@ image service raises the same typed errors and leaves no partial file.
 """
 
 from collections.abc import Callable
+import http.client
 import logging
 import os
 import time
@@ -79,6 +80,51 @@ def to_record(image: typing.Mapping[str, typing.Any]) -> api.ImageRecord:
         min_disk=image.get('min_disk') or 0,
         properties={key: str(value) for key, value in image.items()
                     if key not in _CORE and value is not None})
+
+
+class _SocketBody:
+    """A download response's data, read straight from its socket.
+
+    Through requests, each chunk is a new bytes object that urllib3's
+    buffering and http.client each handle; read here with http.client's
+    ``readinto``, the data goes from the socket into the download's own
+    reused buffers in one copy, and Python runs once per buffer.
+    http.client's ``readinto`` ends quietly when the connection closes
+    early, so the ``Content-Length`` is checked here as urllib3 would.
+    """
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self._response = response
+
+    def _check_end(self) -> None:
+        missing = self._response.length
+        if missing:
+            raise http.client.IncompleteRead(b'', missing)
+
+    def readinto(self, buffer: memoryview) -> int:
+        count = self._response.readinto(buffer)
+        if not count and len(buffer):
+            self._check_end()
+        return count
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._response.read(None if size < 0 else size)
+        if not data and size:
+            self._check_end()
+        return data
+
+
+def _body_of(response: typing.Any) -> api.Data:
+    """A requests response's data, for :func:`api.write_verified`."""
+    # urllib3 keeps http.client's response as _fp; reading it directly is
+    # only right while urllib3 has nothing to decode and nothing buffered
+    # (it reads nothing before requests asks, as stream=True here).
+    raw = getattr(response.raw, '_fp', None)
+    if (isinstance(raw, http.client.HTTPResponse)
+            and not response.headers.get('Content-Encoding')
+            and not getattr(response.raw, '_fp_bytes_read', 0)):
+        return _SocketBody(raw)
+    return response.iter_content(api.DOWNLOAD_BUFFER_SIZE)
 
 
 def _source_size(src: api.Source, fileobj: typing.BinaryIO) -> int | None:
@@ -231,21 +277,19 @@ class GlanceImageService(api.ImageService):
             raise image_exception.ImageNotActive(
                 image=image_id, service=self.name, status=record.status,
                 operation='download', reason=record.status)
-        body = self._call(
+        response = self._call(
             'download', image_id,
-            lambda c: c.images.data(image_id, do_checksum=False))
-        if body is None:
-            raise image_exception.ImageNotActive(
-                image=image_id, service=self.name, status='without data',
-                operation='download', reason='no data')
+            lambda c: c.http_client.get('/v2/images/%s/file' % image_id)[0])
         try:
-            api.write_verified(self.name, record, body, dest)
+            if response.status_code == 204:
+                raise image_exception.ImageNotActive(
+                    image=image_id, service=self.name, status='without data',
+                    operation='download', reason='no data')
+            api.write_verified(self.name, record, _body_of(response), dest)
         finally:
             # Give the connection back (or drop it) even when the copy
-            # stopped early, instead of when the generator is collected.
-            close = getattr(getattr(body, 'iterable', None), 'close', None)
-            if close is not None:
-                close()
+            # stopped early, instead of when the response is collected.
+            response.close()
         return record
 
     def upload(self, name: str, src: api.Source, disk_format: str,

@@ -109,9 +109,7 @@ class LocalImageService(api.ImageService):
             raise image_exception.ImageNotInService(
                 image=image_id, service=self.name) from None
         with source:
-            api.write_verified(self.name, record,
-                               iter(lambda: source.read(api.CHUNK_SIZE), b''),
-                               dest)
+            api.write_verified(self.name, record, source, dest)
         return record
 
     def upload(self, name: str, src: api.Source, disk_format: str,

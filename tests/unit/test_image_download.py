@@ -1,0 +1,274 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Downloads read into reused buffers (compute_driver.image.api) and the
+Glance service's reading of the HTTP response (compute_driver.image.glance),
+against a real HTTP server on 127.0.0.1; the functional tests run the same
+path against a real Glance."""
+
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import socket
+import threading
+
+import pytest
+import requests
+
+from compute_driver.image import api
+from compute_driver.image import exception as image_exception
+from compute_driver.image import glance
+
+KIB = 1024
+
+
+@pytest.fixture
+def small_buffers(monkeypatch):
+    # Buffers of 64 KiB, 3 of them: a few hundred KiB of data reuse each
+    # one several times, which is what the checks below are about.
+    monkeypatch.setattr(api, 'DOWNLOAD_BUFFER_SIZE', 64 * KIB)
+    monkeypatch.setattr(api, 'DOWNLOAD_BUFFERS', 3)
+
+
+def _record(data, **fields):
+    values = {'id': 'img', 'name': 'img', 'size': len(data),
+              'os_hash_algo': 'sha512',
+              'os_hash_value': hashlib.sha512(data).hexdigest()}
+    values.update(fields)
+    return api.ImageRecord(**values)
+
+
+def _visible(directory):
+    return sorted(os.listdir(directory))
+
+
+class _Dribble(io.RawIOBase):
+    """A raw stream that gives at most ``step`` bytes a read.
+
+    As a socket does; it raises ``fail`` instead of its end when set.
+    """
+
+    def __init__(self, data, step=5000, fail=None):
+        self._data = memoryview(data)
+        self._step = step
+        self._fail = fail
+        self.reads = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        self.reads += 1
+        count = min(len(buffer), self._step, len(self._data))
+        if not count and self._fail is not None:
+            raise self._fail
+        buffer[:count] = self._data[:count]
+        self._data = self._data[count:]
+        return count
+
+
+@pytest.mark.parametrize('verified', [True, False])
+def test_reused_buffers_carry_every_byte(small_buffers, tmp_path, verified):
+    data = os.urandom(10 * 64 * KIB + 12345)
+    record = _record(data) if verified else _record(
+        data, os_hash_algo=None, os_hash_value=None)
+    source = _Dribble(data)
+    api.write_verified('test', record, source, str(tmp_path / 'disk'))
+    # The hash matched (else ImageChecksumMismatch) and the file holds
+    # the data: no buffer was refilled before it was written and hashed,
+    # and without a hash the written buffers still went back to the pool.
+    assert (tmp_path / 'disk').read_bytes() == data
+    assert source.reads >= len(data) // 5000
+
+
+def test_readable_cut_short_is_incomplete_and_leaves_no_file(
+        small_buffers, tmp_path):
+    data = os.urandom(5 * 64 * KIB)
+    source = _Dribble(data[:3 * 64 * KIB + 7])
+    with pytest.raises(image_exception.ImageDownloadIncomplete) as info:
+        api.write_verified('test', _record(data), source,
+                           str(tmp_path / 'disk'))
+    assert info.value.received == 3 * 64 * KIB + 7
+    assert info.value.expected == str(len(data))
+    assert _visible(tmp_path) == []
+
+
+def test_readable_transport_error_is_one_typed_error(small_buffers,
+                                                     tmp_path):
+    data = os.urandom(5 * 64 * KIB)
+    reset = ConnectionResetError(104, 'Connection reset by peer')
+    source = _Dribble(data[:2 * 64 * KIB], fail=reset)
+    with pytest.raises(image_exception.ImageDownloadIncomplete) as info:
+        api.write_verified('test', _record(data), source,
+                           str(tmp_path / 'disk'))
+    assert info.value.received == 2 * 64 * KIB
+    assert info.value.__cause__ is reset
+    assert _visible(tmp_path) == []
+
+
+def test_readable_checksum_mismatch_leaves_no_file(small_buffers, tmp_path):
+    data = bytearray(os.urandom(7 * 64 * KIB + 3))
+    record = _record(bytes(data))
+    data[-1] ^= 0xff
+    with pytest.raises(image_exception.ImageChecksumMismatch) as info:
+        api.write_verified('test', record, _Dribble(bytes(data)),
+                           str(tmp_path / 'disk'))
+    assert info.value.algorithm == 'sha512'
+    assert _visible(tmp_path) == []
+
+
+def test_disk_full_with_reused_buffers_is_one_typed_error(small_buffers):
+    if not os.path.exists('/dev/full'):
+        pytest.skip('/dev/full is needed to fill a disk')
+    data = os.urandom(6 * 64 * KIB)
+    with open('/dev/full', 'wb', buffering=0) as full:
+        with pytest.raises(image_exception.ImageDownloadIncomplete) as info:
+            api._copy_chunks('test', _record(data), _Dribble(data),
+                             api._FileWriter(full), reuse_buffers=True)
+    assert 'No space left on device' in str(info.value)
+
+
+def test_readable_into_a_file_object_gets_chunks_of_its_own(small_buffers):
+    # A destination may keep what it is given (docker's pipe queues it):
+    # it must not get views of buffers that are then refilled.
+    data = os.urandom(5 * 64 * KIB + 1)
+    kept = []
+
+    class Keeper(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, chunk):
+            kept.append(chunk)
+            return len(chunk)
+
+    api.write_verified('test', _record(data), io.BufferedReader(
+        _Dribble(data)), Keeper())
+    assert all(isinstance(chunk, bytes) for chunk in kept)
+    assert b''.join(kept) == data
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    # Set by each test: (headers, body, bytes to send before closing).
+    reply = ({}, b'', None)
+
+    def do_GET(self):
+        headers, body, cut = self.reply
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/octet-stream')
+        chunked = headers.get('Transfer-Encoding') == 'chunked'
+        if not chunked:
+            self.send_header('Content-Length', str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if chunked:
+            # HTTP chunks of 100 KiB; cut short, the stream stops inside
+            # one of them.
+            pieces = [body[i:i + 100 * KIB]
+                      for i in range(0, len(body), 100 * KIB)]
+            framed = b''.join(b'%x\r\n%s\r\n' % (len(piece), piece)
+                              for piece in pieces) + b'0\r\n\r\n'
+            self.wfile.write(framed[:cut])
+        else:
+            self.wfile.write(body[:cut])
+        self.wfile.flush()
+        if cut is not None:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def _get(server, reply):
+    _Handler.reply = reply
+    return requests.get('http://127.0.0.1:%d/file' % server.server_port,
+                        stream=True, timeout=30)
+
+
+def test_response_is_read_from_its_socket(http_server, small_buffers,
+                                          tmp_path):
+    data = os.urandom(9 * 64 * KIB + 5)
+    with _get(http_server, ({}, data, None)) as response:
+        body = glance._body_of(response)
+        assert isinstance(body, glance._SocketBody)
+        api.write_verified('glance', _record(data), body,
+                           str(tmp_path / 'disk'))
+    assert (tmp_path / 'disk').read_bytes() == data
+
+
+@pytest.mark.parametrize('size', [None, 'recorded'])
+def test_response_cut_short_is_incomplete(http_server, small_buffers,
+                                          tmp_path, size):
+    # Without a recorded size only the Content-Length tells a connection
+    # closed early from the end of the data.
+    data = os.urandom(6 * 64 * KIB)
+    record = _record(data, size=None if size is None else len(data))
+    with _get(http_server, ({}, data, 2 * 64 * KIB + 9)) as response:
+        with pytest.raises(image_exception.ImageDownloadIncomplete) as info:
+            api.write_verified('glance', record, glance._body_of(response),
+                               str(tmp_path / 'disk'))
+    assert info.value.received == 2 * 64 * KIB + 9
+    assert _visible(tmp_path) == []
+
+
+def test_response_cut_short_into_a_file_object(http_server, small_buffers):
+    data = os.urandom(4 * 64 * KIB)
+    out = io.BytesIO()
+    with _get(http_server, ({}, data, 64 * KIB)) as response:
+        with pytest.raises(image_exception.ImageDownloadIncomplete):
+            api.write_verified('glance', _record(data, size=None),
+                               glance._body_of(response), out)
+    assert out.getvalue() == b''
+
+
+def test_encoded_response_is_decoded_by_requests(http_server, tmp_path):
+    data = os.urandom(300 * KIB)
+    encoded = gzip.compress(data)
+    with _get(http_server, ({'Content-Encoding': 'gzip'}, encoded,
+                            None)) as response:
+        body = glance._body_of(response)
+        assert not isinstance(body, glance._SocketBody)
+        api.write_verified('glance', _record(data), body,
+                           str(tmp_path / 'disk'))
+    assert (tmp_path / 'disk').read_bytes() == data
+
+
+@pytest.mark.parametrize('cut', [None, 150 * KIB])
+def test_chunked_response(http_server, small_buffers, tmp_path, cut):
+    data = os.urandom(5 * 64 * KIB + 11)
+    record = _record(data, size=None)
+    with _get(http_server, ({'Transfer-Encoding': 'chunked'}, data,
+                            cut)) as response:
+        body = glance._body_of(response)
+        if cut is None:
+            api.write_verified('glance', record, body, str(tmp_path / 'disk'))
+            assert (tmp_path / 'disk').read_bytes() == data
+            return
+        with pytest.raises(image_exception.ImageDownloadIncomplete):
+            api.write_verified('glance', record, body, str(tmp_path / 'disk'))
+    assert _visible(tmp_path) == []
