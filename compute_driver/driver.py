@@ -2572,7 +2572,8 @@ class ComputeDriver(abc.ABC):
         :param requested_size: the new size in bytes, as Nova passes it.
         :raises VolumeNotAttached: when the instance does not have it.
         :raises InvalidInput: for a size that is not a positive integer or
-            that the device does not have.
+            that the device does not have (or, where the backend grows the
+            volume itself, smaller than the volume).
         """
         self._require('extend_volume')
         connection = vol_model.parse(connection_info)

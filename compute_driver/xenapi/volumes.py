@@ -217,7 +217,7 @@ def _swap(xapi: typing.Any, vm: mapping.VM, instance: objects.Instance,
              for vbd in record['VBDs']]
     former = next(((vbd, r) for vbd, r in found
                    if r['userdevice'] == device), None)
-    fields = {
+    fields: mapping.Record = {
         'VM': vm.ref, 'VDI': target, 'userdevice': device,
         'bootable': False, 'mode': 'RW', 'type': 'Disk', 'empty': False,
         'unpluggable': True, 'other_config': {},
