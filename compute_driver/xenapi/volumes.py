@@ -167,6 +167,16 @@ def copy(xapi: typing.Any, vm: mapping.VM, old: vol_model.Attachment,
     """
     source = _vdi(xapi, old.volume_id)
     target = _vdi(xapi, new.volume_id)
+    # XAPI writes into a VDI that a VM has plugged: the plug into dom0
+    # that the copy makes is exempt from its sharing check.
+    plugged = xapi.call(
+        'VBD.get_all_records_where',
+        'field "VDI" = %s and field "currently_attached" = "true"'
+        % connection.quote(target))
+    if plugged:
+        raise vol_exc.VolumeInUse(
+            volume=new.volume_id, device='VDI %s' % target,
+            reason='a VM has it plugged')
     try:
         xapi.task('VDI.copy', source, NULL_REF, NULL_REF, target)
     except connection.XapiCallFailed as exc:

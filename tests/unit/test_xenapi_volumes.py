@@ -211,3 +211,17 @@ def test_swap_of_a_vm_gone_reports_the_vm():
     # What the backend's translation turns into InstanceNotFound.
     assert caught.value.params[:1] == ['VM']
     assert 'VBD.create' not in xapi.methods()
+
+
+def test_copy_refuses_a_new_vdi_a_vm_has_plugged():
+    # XAPI would write into it: its plug into dom0 skips the sharing
+    # check.
+    xapi = _Xapi(VDI_get_by_uuid=_vdi_of, VBD_get_all_records_where={
+        'OpaqueRef:vbd': {'currently_attached': True}})
+    with pytest.raises(vol_exc.VolumeInUse, match='vol-new'):
+        volumes.copy(xapi, VM, _attachment(OLD), _attachment(NEW))
+    assert 'task VDI.copy' not in xapi.methods()
+    [query] = [c for c in xapi.calls
+               if c[0] == 'VBD.get_all_records_where']
+    assert query[1] == ('field "VDI" = "OpaqueRef:new-vdi" and '
+                        'field "currently_attached" = "true"')

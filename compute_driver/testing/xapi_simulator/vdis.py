@@ -33,11 +33,12 @@ and the SM drivers behind it (xapi-project/sm: FileSR, LVHDSR, vhdutil):
 - ``copy(vdi, sr, base_vdi, into_vdi)`` writes into ``into_vdi`` when it
   is a VDI, else into a new VDI on ``sr`` (destroyed again when the copy
   fails). A read-only destination is ``VDI_READONLY [dst]``, a smaller
-  one ``VDI_TOO_SMALL [dst, source size]``, one another VM has plugged
-  read-write ``VDI_IN_USE [dst, plug]`` (xapi plugs it into dom0 to
-  write). The bytes are copied as ``sparse_dd`` does: with ``base_vdi``
-  only the blocks that differ from it; else, on SRs whose new VDIs read
-  as zeros (all but the LVM types without VHD), only the non-zero ones.
+  one ``VDI_TOO_SMALL [dst, source size]``; one a VM has plugged is
+  written into all the same (xapi plugs it into dom0 to write, and
+  dom0's VBDs are exempt from the sharing check). The bytes are copied
+  as ``sparse_dd`` does: with ``base_vdi`` only the blocks that differ
+  from it; else, on SRs whose new VDIs read as zeros (all but the LVM
+  types without VHD), only the non-zero ones.
   The destination's ``physical_utilisation`` (and its SR's) counts the
   bytes the copy wrote.
 """
@@ -202,8 +203,6 @@ def copy(api_: 'api.Api', ref: str, sr: str = db.NULL_REF,
             raise db.ApiError('VDI_READONLY', dst)
         if int(target['virtual_size']) < int(source['virtual_size']):
             raise db.ApiError('VDI_TOO_SMALL', dst, source['virtual_size'])
-        if _active(api_, target, read_write_only=True):
-            raise db.ApiError('VDI_IN_USE', dst, 'plug')
         base = base_vdi if base_vdi in store.table('VDI') else None
         sr_type = store.get('SR', target['SR'])['type']
         zeroed = not (sr_type in NOT_ZEROED and
