@@ -338,3 +338,27 @@ def test_extend_on_a_running_instance_needs_online_resize(
     assert vbd['currently_attached'] is True
     with pytest.raises(exception.InvalidInput, match='shrinking'):
         backend.extend_volume(instance, _info(volume), GIB)
+
+
+def test_swap_whose_copy_outlasts_call_timeout_keeps_the_old_volume(
+        simulator, make_driver, xapi):  # noqa: F811
+    backend = make_driver(simulator, call_timeout=1)
+    instance = base._instance()
+    base._spawn(backend, instance, power_on=False)
+    old, new = _volume(simulator), _volume(simulator)
+    backend.attach_volume(instance, _info(old), '/dev/xvdb')
+    hold = simulator.hold('VDI.copy')
+    try:
+        with pytest.raises(exception.HypervisorUnavailable,
+                           match='call_timeout'):
+            backend.swap_volume(instance, _info(old), _info(new))
+    finally:
+        hold.release()
+    # The task was cancelled, so the held copy ends without effect.
+    assert hold.finished.wait(30)
+    assert _state(simulator, instance)['1'] == old
+    assert [a.volume_id for a in
+            backend.list_volume_attachments(instance)] == [old]
+    assert _vbds_of(simulator, new) == []
+    assert [t['status'] for t in simulator.objects('task').values()
+            if t['name_label'] == 'Async.VDI.copy'] in ([], ['cancelled'])
