@@ -283,7 +283,7 @@ class Api:
         if name == 'VM.snapshot':
             return (2, 3)
         if name == 'VDI.copy':
-            # base_vdi and into_vdi came with XenServer 6.2.
+            # base_vdi and into_vdi came later (XAPI's clearwater-felton).
             return (2, 4)
         return (count,)
 
