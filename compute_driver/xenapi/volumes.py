@@ -301,4 +301,7 @@ def extend(xapi: typing.Any, vm: mapping.VM, attachment: vol_model.Attachment,
         if code == 'HANDLE_INVALID':
             _still_there(xapi, vm)
         raise
+    # A VM destroyed by another client while the disk grew is reported,
+    # rather than an extend of an instance that is gone.
+    _still_there(xapi, vm)
     return int(xapi.call('VDI.get_virtual_size', vdi))

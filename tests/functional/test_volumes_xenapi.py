@@ -362,3 +362,35 @@ def test_swap_whose_copy_outlasts_call_timeout_keeps_the_old_volume(
     assert _vbds_of(simulator, new) == []
     assert [t['status'] for t in simulator.objects('task').values()
             if t['name_label'] == 'Async.VDI.copy'] in ([], ['cancelled'])
+
+
+def test_extend_of_a_vm_destroyed_midway_reports_it(
+        simulator, make_driver, xapi):  # noqa: F811
+    backend = make_driver(simulator)
+    instance = base._instance()
+    base._spawn(backend, instance, power_on=False)
+    volume = _volume(simulator)
+    backend.attach_volume(instance, _info(volume), '/dev/xvdb')
+    [vm] = xapi.api.VM.get_by_name_label(instance.name)
+    hold = simulator.hold('VDI.resize')
+    errors = []
+
+    def extend():
+        try:
+            backend.extend_volume(instance, _info(volume), 2 * GIB)
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=extend)
+    thread.start()
+    try:
+        assert hold.reached.wait(30)
+        xapi.api.VM.destroy(vm)
+    finally:
+        hold.release()
+        thread.join(60)
+    [error] = errors
+    assert isinstance(error, exception.InstanceNotFound)
+    # The volume grew, and nothing holds it.
+    assert xapi.size(volume) == 2 * GIB
+    assert _vbds_of(simulator, volume) == []
