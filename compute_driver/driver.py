@@ -2524,8 +2524,9 @@ class ComputeDriver(abc.ABC):
         """Replace an attached volume by another, copying its data.
 
         The instance must be stopped (SHUTDOWN or CRASHED): the data is
-        copied block by block on the host, then the new volume takes the
-        old one's mountpoint and the old one is disconnected.
+        copied (block by block on the host, or by the hypervisor for a
+        backend that does not connect volumes), then the new volume takes
+        the old one's mountpoint and the old one is disconnected.
 
         :param resize_to: the new volume's size in GiB when larger, as
             Nova passes it; 0 when the same.
@@ -2549,22 +2550,17 @@ class ComputeDriver(abc.ABC):
                                              old.volume_id)
             self._check_free(handle, instance, new, '')
             with self._connect_volume(new) as path:
-                old_size = vol_connection.device_size(attachment.device_path)
-                if vol_connection.device_size(path) < old_size:
-                    raise exception.InvalidInput(
-                        reason='volume %s is smaller than volume %s'
-                               % (new.volume_id, old.volume_id))
-                vol_connection.copy_device(attachment.device_path, path)
-                self._swap_volume(handle, instance, attachment,
-                                  vol_model.Attachment(
-                                      volume_id=new.volume_id,
-                                      mountpoint=attachment.mountpoint,
-                                      connection_info=new.info,
-                                      device_path=path,
-                                      boot_index=attachment.boot_index),
+                replacement = vol_model.Attachment(
+                    volume_id=new.volume_id,
+                    mountpoint=attachment.mountpoint,
+                    connection_info=new.info, device_path=path,
+                    boot_index=attachment.boot_index)
+                self._copy_volume(handle, instance, attachment, replacement)
+                self._swap_volume(handle, instance, attachment, replacement,
                                   live)
-            self.volume_connector.disconnect(attachment.connection,
-                                             attachment.device_path)
+            if self.connects_volumes:
+                self.volume_connector.disconnect(attachment.connection,
+                                                 attachment.device_path)
 
         self._run('swap_volume', instance, swap)
 
@@ -2576,7 +2572,8 @@ class ComputeDriver(abc.ABC):
         :param requested_size: the new size in bytes, as Nova passes it.
         :raises VolumeNotAttached: when the instance does not have it.
         :raises InvalidInput: for a size that is not a positive integer or
-            that the device does not have.
+            that the device does not have (or, where the backend grows the
+            volume itself, smaller than the volume).
         """
         self._require('extend_volume')
         connection = vol_model.parse(connection_info)
@@ -2590,12 +2587,17 @@ class ComputeDriver(abc.ABC):
             live = self._volume_state('extend volume', instance, handle)
             attachment = self._attachment_of(handle, instance,
                                              connection.volume_id)
-            size = self.volume_connector.extend(attachment.connection)
-            if size < requested_size:
-                raise exception.InvalidInput(
-                    reason='volume %s has %d bytes, fewer than the %d '
-                           'requested' % (connection.volume_id, size,
-                                          requested_size))
+            if self.connects_volumes:
+                size = self.volume_connector.extend(attachment.connection)
+                if size < requested_size:
+                    raise exception.InvalidInput(
+                        reason='volume %s has %d bytes, fewer than the %d '
+                               'requested' % (connection.volume_id, size,
+                                              requested_size))
+            else:
+                # The hypervisor reaches the volume itself: its hook grows
+                # the volume there, to the requested size.
+                size = requested_size
             self._extend_volume(handle, instance, attachment, size, live)
 
         self._run('extend_volume', instance, extend)
@@ -2634,7 +2636,31 @@ class ComputeDriver(abc.ABC):
     def _extend_volume(self, handle: typing.Any, instance: objects.Instance,
                        attachment: vol_model.Attachment, size: int,
                        live: bool) -> None:
+        """Make the instance see the volume's new size.
+
+        :param size: bytes: what the connected device has now, or, when
+            :attr:`connects_volumes` is off, the size requested, which
+            the hook gives the volume.
+        """
         self._not_implemented('_extend_volume')
+
+    def _copy_volume(self, handle: typing.Any, instance: objects.Instance,
+                     old: vol_model.Attachment,
+                     new: vol_model.Attachment) -> None:
+        """Copy the data of a swapped-out volume onto its replacement.
+
+        Block by block between the devices connected on this host; a
+        backend whose hypervisor reaches the volumes itself (see
+        :attr:`connects_volumes`) copies there instead.
+
+        :raises InvalidInput: when the new volume is smaller.
+        """
+        old_size = vol_connection.device_size(old.device_path)
+        if vol_connection.device_size(new.device_path) < old_size:
+            raise exception.InvalidInput(
+                reason='volume %s is smaller than volume %s'
+                       % (new.volume_id, old.volume_id))
+        vol_connection.copy_device(old.device_path, new.device_path)
 
     # -- images ------------------------------------------------------------
     # Backends receive images through the image service, never by a name

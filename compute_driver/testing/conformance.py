@@ -50,6 +50,7 @@ from compute_driver.network import model as net_model
 from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.testing import fixtures
+from compute_driver.volume import exception as vol_exc
 
 
 def _drive_operations() -> dict[int, str]:
@@ -1206,3 +1207,44 @@ class DriverConformanceTests:
         assert driver.get_interfaces(instance) == (second,)
         with pytest.raises(exception.InvalidInput):
             driver.detach_interface(instance, first.id)
+
+    # -- volumes -------------------------------------------------------------
+    # The connection infos of OperationArgs lead to no device, so these
+    # refusals must come before anything is connected.
+
+    def test_swap_volume_not_attached(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        self._require(driver, 'swap_volume')
+        instance = make_instance(power_on=False)
+        with pytest.raises(vol_exc.VolumeNotAttached):
+            call_operation(driver, 'swap_volume', instance)
+        assert driver.list_volume_attachments(instance) == []
+
+    def test_swap_volume_of_running_instance_not_supported(
+            self, driver: contract.ComputeDriver,
+            booted: objects.Instance) -> None:
+        # The copy would race the guest's writes: every backend refuses.
+        self._require(driver, 'swap_volume')
+        with pytest.raises(exception.NotSupported):
+            call_operation(driver, 'swap_volume', booted)
+        assert driver.list_volume_attachments(booted) == []
+
+    def test_extend_volume_not_attached(
+            self, driver: contract.ComputeDriver,
+            make_instance: MakeInstance) -> None:
+        self._require(driver, 'extend_volume')
+        instance = make_instance(power_on=False)
+        with pytest.raises(vol_exc.VolumeNotAttached):
+            call_operation(driver, 'extend_volume', instance)
+        assert driver.list_volume_attachments(instance) == []
+
+    @pytest.mark.parametrize('size', [0, -1, 1.5, True])
+    def test_extend_volume_refuses_bad_size(
+            self, driver: contract.ComputeDriver, booted: objects.Instance,
+            size: object) -> None:
+        self._require(driver, 'extend_volume')
+        with pytest.raises(exception.InvalidInput):
+            call_operation(driver, 'extend_volume', booted,
+                           OperationArgs(requested_size=typing.cast(
+                               int, size)))

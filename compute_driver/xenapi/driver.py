@@ -84,10 +84,11 @@ class XenAPIDriver(driver.ComputeDriver):
                     'supports_resize': False,
                     'supports_cold_migrate': False,
                     'supports_live_migrate': False,
-                    # -- volumes: VDIs plugged through VBDs; swapping
-                    # and growing them is left to XAPI's own tools.
-                    'supports_swap_volume': False,
-                    'supports_extend_volume': False,
+                    # -- volumes: VDIs plugged through VBDs, swapped
+                    # with VDI.copy (the instance stopped) and grown with
+                    # VDI.resize (VDI.resize_online where the SR can).
+                    'supports_swap_volume': True,
+                    'supports_extend_volume': True,
                     # The console XAPI offers is a VNC display, reached
                     # over its HTTP server; no serial port, no container.
                     'supports_serial_console': False,
@@ -1031,6 +1032,16 @@ class XenAPIDriver(driver.ComputeDriver):
     def _detach_volume(self, vm, instance, attachment, live):
         volumes.detach(self._xapi, vm, self._record(vm), attachment, live)
         vm.record = None
+
+    def _copy_volume(self, vm, instance, old, new):
+        volumes.copy(self._xapi, vm, old, new)
+
+    def _swap_volume(self, vm, instance, old, new, live):
+        volumes.swap(self._xapi, vm, instance, self._record(vm), old, new)
+        vm.record = None
+
+    def _extend_volume(self, vm, instance, attachment, size, live):
+        volumes.extend(self._xapi, vm, attachment, size, live)
 
     # -- images from the image service ---------------------------------------
 

@@ -29,10 +29,12 @@ Knobs: :meth:`Simulator.add_member` (a pool member answering
 ``HOST_IS_SLAVE``), :meth:`Simulator.invalidate_sessions` and
 :meth:`Simulator.set_max_idle` (session expiry), :meth:`Simulator.fail`
 (injected failures), :meth:`Simulator.hold` (slow operations),
-:meth:`Simulator.go_down` (a xapi that died), :meth:`Simulator.set_guest_tools`
-and :attr:`Simulator.calls`. The ``compute-driver-xapi-simulator`` console
-script serves one standalone. The package's documentation
-(``doc/source/xapi-simulator.rst``) lists what it models and what not.
+:meth:`Simulator.go_down` (a xapi that died),
+:meth:`Simulator.set_guest_tools`, :meth:`Simulator.set_sm_features`
+(SR types that resize plugged disks) and :attr:`Simulator.calls`. The
+``compute-driver-xapi-simulator`` console script serves one standalone.
+The package's documentation (``doc/source/xapi-simulator.rst``) lists
+what it models and what not.
 """
 
 from compute_driver.testing.xapi_simulator.server import main

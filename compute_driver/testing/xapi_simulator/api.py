@@ -44,6 +44,7 @@ from compute_driver.testing.xapi_simulator import consoles
 from compute_driver.testing.xapi_simulator import store as db
 from compute_driver.testing.xapi_simulator import vbd as vbd_ops
 from compute_driver.testing.xapi_simulator import vdi_http
+from compute_driver.testing.xapi_simulator import vdis as vdi_ops
 from compute_driver.testing.xapi_simulator import vifs
 from compute_driver.testing.xapi_simulator import where
 
@@ -281,6 +282,9 @@ class Api:
         # both forms, as XAPI does.
         if name == 'VM.snapshot':
             return (2, 3)
+        if name == 'VDI.copy':
+            # base_vdi and into_vdi came later (XAPI's clearwater-felton).
+            return (2, 4)
         return (count,)
 
     def _maybe_fail(self, name: str) -> None:
@@ -536,6 +540,12 @@ class Api:
         add('VBD.unplug', lambda ref: vbd_ops.unplug(self, ref), 1)
         add('VDI.create', self._vdi_create, 1)
         add('VDI.destroy', self._vdi_destroy, 1)
+        # -- volumes: copying and growing disks (see .vdis).
+        add('VDI.copy', lambda *a: vdi_ops.copy(self, *a), 4)
+        add('VDI.resize', lambda ref, size: vdi_ops.resize(self, ref, size),
+            2)
+        add('VDI.resize_online',
+            lambda ref, size: vdi_ops.resize_online(self, ref, size), 2)
         add('task.destroy', lambda ref: self._destroy('task', ref), 1)
         add('task.cancel', self._task_cancel, 1)
 

@@ -34,6 +34,7 @@ from compute_driver.testing.xapi_simulator import jsonrpc
 from compute_driver.testing.xapi_simulator import seed as seeding
 from compute_driver.testing.xapi_simulator import store as db
 from compute_driver.testing.xapi_simulator import vdi_http
+from compute_driver.testing.xapi_simulator import vdis as vdi_ops
 
 LOG = logging.getLogger(__name__)
 
@@ -289,6 +290,15 @@ class Simulator:
         import copy
         with self.store.lock:
             return copy.deepcopy(self.store.table(cls))
+
+    def set_sm_features(self, sr_type: str, *features: str) -> None:
+        """Give SRs of ``sr_type`` these SM features, as a plugin would.
+
+        ``set_sm_features('ext', 'VDI_RESIZE', 'VDI_RESIZE_ONLINE')`` lets
+        ``VDI.resize_online`` grow the disks of running VMs there, which
+        no stock SM driver allows (see :mod:`.vdis`).
+        """
+        vdi_ops.set_sm_features(self.store, sr_type, features)
 
 
 def _fault(text: str) -> tuple[str, str, int]:
