@@ -304,7 +304,9 @@ class XenAPIBackendServerTests(SimulatorMixin,
         self._attach_volume(server, volume)
         # Plugged live into the running VM, at the device Nova chose.
         [attachment] = self.api.get_server_volumes(server['id'])
-        self.assertEqual(volume, attachment['volumeId'])
+        # Named after the backend's root device, /dev/xvda.
+        self.assertEqual((volume, '/dev/xvdb'),
+                         (attachment['volumeId'], attachment['device']))
         [vbd] = self._volume_vbds(volume)
         self.assertEqual(self._vm(server)['uuid'], self.simulator.objects(
             'VM')[vbd['VM']]['uuid'])
