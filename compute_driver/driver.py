@@ -2331,6 +2331,12 @@ class ComputeDriver(abc.ABC):
     #: the pipeline then leaves connecting to the backend's hooks.
     connects_volumes = True
 
+    #: The device name of an instance's root disk, whose prefix names the
+    #: volumes attached after it (``/dev/xvda``: ``/dev/xvdb``...), when
+    #: :meth:`check_mountpoint` takes only names of that form; ``None``
+    #: lets the caller choose (Nova's default is ``/dev/sda``).
+    root_device_name: str | None = None
+
     def _connect_volume(self, connection: vol_model.Connection
                         ) -> typing.ContextManager[str]:
         """Connect a volume that nothing on the host uses yet.

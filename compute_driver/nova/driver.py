@@ -398,10 +398,9 @@ class ComputeDriverAdapter(driver.ComputeDriver):
             the image's references.
         """
         volumes = driver.block_device_info_get_mapping(block_device_info)
-        if volumes and not self.backend.takes_spawn_volumes():
-            raise NotImplementedError(
-                'The %s backend cannot attach volumes; boot from an image'
-                % self.backend.name)
+        # Checked first: a backend that takes no volumes at spawn boots
+        # from none either, and rescheduling to another of its hosts
+        # cannot help.
         if (not self.backend.boots_from_volume() and
                 any(bdm.get('boot_index') == 0 for bdm in volumes)):
             # Not rescheduled: no host of this backend can build it.
@@ -409,6 +408,10 @@ class ComputeDriverAdapter(driver.ComputeDriver):
                 instance_uuid=instance.uuid,
                 reason='the %s backend cannot boot from a volume'
                        % self.backend.name)
+        if volumes and not self.backend.takes_spawn_volumes():
+            raise NotImplementedError(
+                'The %s backend cannot attach volumes; boot from an image'
+                % self.backend.name)
         if accel_info:
             raise NotImplementedError(
                 'The %s backend has no accelerators' % self.backend.name)
@@ -956,6 +959,19 @@ class ComputeDriverAdapter(driver.ComputeDriver):
     # Nova's volume calls, argument for argument, go to the backend's
     # pipeline; a backend without the capability raises NotSupported,
     # which nova_errors turns into NotImplementedError.
+
+    def default_root_device_name(self, instance: typing.Any,
+                                 image_meta: typing.Any,
+                                 root_bdm: typing.Any) -> str:
+        """The backend's root device name, which Nova numbers volumes after.
+
+        See ``ComputeDriver.root_device_name``; a backend without one gets
+        Nova's default (``NotImplementedError``).
+        """
+        name = self.backend.root_device_name
+        if name is None:
+            raise NotImplementedError()
+        return str(name)
 
     def get_volume_connector(self, instance: typing.Any) -> dict:
         # The address Cinder exports volumes to, as for Nova's drivers.

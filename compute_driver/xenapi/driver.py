@@ -97,6 +97,8 @@ class XenAPIDriver(driver.ComputeDriver):
     hypervisor_type = 'xen'
     # XAPI reaches volumes through its SRs; spawn takes none (yet).
     connects_volumes = False
+    # XAPI's userdevice 0; volumes are /dev/xvdb on (check_mountpoint).
+    root_device_name = '/dev/xvda'
     spawn_volumes = False
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
@@ -836,6 +838,20 @@ class XenAPIDriver(driver.ComputeDriver):
         except BaseException:
             self._remove_leftover(snap, 'failed snapshot %s' % image_id)
             raise
+        if self._from_service(self._stored(vm, instance)):
+            # The image service holds the snapshot, as it holds the image
+            # the instance booted from (the libvirt backend keeps no copy
+            # either): a copy of the disk left in the SR is space that
+            # nothing -- least of all Nova, deleting the image in Glance
+            # -- would ever free.
+            self._remove_leftover(snap, 'snapshot %s, uploaded' % image_id)
+
+    def _from_service(self, instance: objects.Instance) -> bool:
+        """Whether the instance booted from an image service image."""
+        try:
+            return self._images.find(instance.image_ref) is None
+        except exception.InvalidInput:
+            return False  # several templates of that name: one of them
 
     def _delete_snapshot(self, image_id):
         with self._translate('delete snapshot', None):

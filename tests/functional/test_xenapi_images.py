@@ -186,6 +186,9 @@ def test_boot_vhd_from_glance_snapshot_and_boot_the_snapshot(
     backend.snapshot(first, name, update_task_state=(
         lambda task_state, expected_state=None: states.append(task_state)))
     assert states == ['image_pending_upload', 'image_uploading']
+    # The image service holds it; no copy of the disk stays in the SR.
+    assert [vm for vm in simulator.objects('VM').values()
+            if vm['is_a_snapshot']] == []
     snap = backend.image_service.show(name)
     glance_images.append(snap.id)
     assert snap.status == 'active'

@@ -978,3 +978,31 @@ def test_image_cache_pass_follows_novas_options(make_adapter, ctxt, flags,
     driver.manage_image_cache(ctxt, [nova_instance()])
     # Every instance Nova lists on the storage keeps its image.
     assert calls == [{'max_age': 600, 'image_refs': [GLANCE_ID]}]
+
+
+# -- device names and volumes at spawn ----------------------------------------
+
+def test_root_device_name_is_the_backends(make_adapter):
+    driver = make_adapter()
+    # The fake backend names none: Nova's default applies.
+    with pytest.raises(NotImplementedError):
+        driver.default_root_device_name(nova_instance(), image_meta(), None)
+    driver.backend.root_device_name = '/dev/xvda'
+    assert driver.default_root_device_name(
+        nova_instance(), image_meta(), None) == '/dev/xvda'
+
+
+def test_boot_from_volume_without_spawn_volumes_is_aborted(make_adapter,
+                                                           ctxt):
+    # No host of the backend can build it: aborted, not rescheduled
+    # (NotImplementedError), even when it takes no volumes at all.
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    driver.backend.spawn_volumes = False
+    bdi = {'block_device_mapping': [{
+        'mount_device': '/dev/vda', 'boot_index': 0,
+        'connection_info': {'driver_volume_type': 'local',
+                            'data': {'device_path': '/dev/null'}}}]}
+    with pytest.raises(nova_exception.BuildAbortException,
+                       match='fake backend cannot boot from a volume'):
+        spawn(driver, ctxt, block_device_info=bdi)
+    assert driver.list_instance_uuids() == []
