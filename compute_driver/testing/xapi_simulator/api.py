@@ -33,6 +33,7 @@ import collections.abc
 import copy
 import dataclasses
 import logging
+import queue
 import random
 import re
 import threading
@@ -164,6 +165,41 @@ class Hold:
         return True
 
 
+class _Workers:
+    """Daemon threads that run the operations of Async calls.
+
+    An idle one takes the next operation, so an Async call answers with
+    its task at once, as XAPI does, rather than after starting a thread.
+    There are as many as operations run at once: a held one keeps its
+    thread.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Handler] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def run(self, job: Handler) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._work, name='xapi-sim-task',
+                             daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                LOG.exception('Async operation failed')
+            with self._lock:
+                self._idle += 1
+
+
 @dataclasses.dataclass
 class Settings:
     """What a test may change while the simulator runs.
@@ -209,6 +245,7 @@ class Api:
         self.local_sessions: set[str] = set()
         # Tasks whose operation goes on when cancelled.
         self.uncancellable: set[str] = set()
+        self._workers = _Workers()
         self.vifs = vifs.Vifs(self)
         for cls, spec in db.CLASSES.items():
             self._generate(cls, spec)
@@ -427,8 +464,7 @@ class Api:
                 if task in self.store.table('task'):
                     self.store.update('task', task, **fields)
 
-        threading.Thread(target=run, name='xapi-sim-' + name,
-                         daemon=True).start()
+        self._workers.run(run)
         return task
 
     # -- generated per-class messages --------------------------------------
@@ -440,7 +476,7 @@ class Api:
         table = self.store.table
 
         def record(ref: str) -> db.Record:
-            return copy.deepcopy(self.store.get(cls, ref))
+            return db.copy_record(self.store.get(cls, ref))
 
         def by_uuid(uuid: str) -> str:
             for ref, rec in table(cls).items():
@@ -449,13 +485,20 @@ class Api:
             raise db.ApiError('UUID_INVALID', cls, uuid)
 
         self._add(cls + '.get_all', lambda: list(table(cls)), 0)
-        self._add(cls + '.get_all_records',
-                  lambda: copy.deepcopy(table(cls)), 0)
+        self._add(cls + '.get_all_records', lambda: {
+            ref: db.copy_record(rec) for ref, rec in table(cls).items()}, 0)
         self._add(cls + '.get_record', record, 1)
         self._add(cls + '.get_by_uuid', by_uuid, 1)
-        self._add(cls + '.get_all_records_where', lambda expr: {
-            ref: copy.deepcopy(rec) for ref, rec in table(cls).items()
-            if where.matches(where.parse(expr), rec)}, 1)
+
+        def records_where(expr: str) -> dict[str, db.Record]:
+            # Parsed once, not once per record: XAPI refuses a bad
+            # expression whether or not there is anything to match.
+            node = where.parse(expr)
+            return {ref: db.copy_record(rec)
+                    for ref, rec in table(cls).items()
+                    if where.matches(node, rec)}
+
+        self._add(cls + '.get_all_records_where', records_where, 1)
         if spec.has_name:
             self._add(cls + '.get_by_name_label', lambda label: [
                 ref for ref, rec in table(cls).items()
@@ -632,8 +675,9 @@ class Api:
                 if operation == 'del':
                     continue
                 operation = 'add'
-            events.append(self._event(entry[0], entry[1], operation,
-                                      entry[3], entry[4]))
+            events.append(self._event(
+                entry[0], entry[1], operation, entry[3],
+                self.store.objects[entry[1]].get(entry[3])))
         return events
 
     @staticmethod
@@ -642,7 +686,8 @@ class Api:
         event = {'id': str(event_id), 'timestamp': db.now(),
                  'class': cls.lower(), 'operation': operation, 'ref': ref}
         if record is not None and operation != 'del':
-            event['snapshot'] = copy.deepcopy(record)
+            # Copied: the answer is marshalled once the lock is let go.
+            event['snapshot'] = db.copy_record(record)
         return event
 
     def _events_result(self, events: list[dict[str, typing.Any]]

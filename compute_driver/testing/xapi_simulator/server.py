@@ -21,6 +21,7 @@ import argparse
 import collections
 import logging
 import signal
+import socket
 import socketserver
 import ssl
 import sys
@@ -41,6 +42,9 @@ LOG = logging.getLogger(__name__)
 class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
     # XAPI serves XML-RPC on any path but /jsonrpc; clients use "/".
     rpc_paths = ()
+    # XAPI keeps a client's connection open between calls, as the SDK
+    # expects; disk transfers and consoles close theirs.
+    protocol_version = 'HTTP/1.1'
 
     def do_POST(self) -> None:
         if typing.cast(_Server, self.server).down.is_set():
@@ -86,6 +90,32 @@ class _Server(socketserver.ThreadingMixIn,
     allow_reuse_address = True
     instance: '_Dispatch'
     down = threading.Event()
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Connections kept open between calls, closed by stop().
+        self.open: set[typing.Any] = set()
+        self.open_lock = threading.Lock()
+
+    def process_request_thread(self, request: typing.Any,
+                               client_address: typing.Any) -> None:
+        with self.open_lock:
+            self.open.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.open_lock:
+                self.open.discard(request)
+
+    def close_open(self) -> None:
+        """End every kept-open connection, as a xapi that stopped does."""
+        with self.open_lock:
+            requests = list(self.open)
+        for request in requests:
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Dispatch:
@@ -203,6 +233,7 @@ class Simulator:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        self._server.close_open()
         if self._owns_store:
             vdi_http.disks_of(self.store).close()
 
