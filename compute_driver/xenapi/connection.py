@@ -739,9 +739,12 @@ class Connection:
         try:
             if record is None:
                 record = self.call('VM.get_record', ref)
-            if record['power_state'] != 'Halted':
-                self.hard_shutdown(ref)
-            vdis = self.own_vdis(ref, record)
+            # Which disks are the VM's own does not depend on its power
+            # state: read while it stops, rather than after.
+            with Alongside(self) as alongside:
+                if record['power_state'] != 'Halted':
+                    alongside.run(self.hard_shutdown, ref)
+                vdis = self.own_vdis(ref, record)
             if record['is_a_template'] and (
                     record.get('is_default_template') or
                     record['other_config'].get('default_template', '')
