@@ -12,6 +12,7 @@
 
 """The unmodified XenAPI SDK against the XAPI simulator over real HTTP."""
 
+import http.client
 import json
 import os
 import shutil
@@ -331,7 +332,37 @@ def test_simulator_reports_its_address():
         assert sim.url == 'http://%s/' % sim.address
 
 
+def test_calls_share_a_kept_open_connection_until_stop():
+    with xapi_simulator.Simulator() as sim:
+        connection = http.client.HTTPConnection(sim.host, sim.port,
+                                                timeout=30)
+        login = xmlrpc.client.dumps(('root', 'password', '2.21', 'tests'),
+                                    'session.login_with_password')
+        for _ in range(2):
+            # As XAPI does, the connection stays open between calls.
+            connection.request('POST', '/', login,
+                               {'Content-Type': 'text/xml'})
+            response = connection.getresponse()
+            [answer], _ = xmlrpc.client.loads(response.read())
+            assert answer['Status'] == 'Success'
+            assert not response.will_close
+        session = _login(sim)
+        session.xenapi.VM.get_all()
+    # A stopped simulator serves no more calls, even on a kept-open
+    # connection.
+    with pytest.raises(OSError):
+        session.xenapi.VM.get_all()
+    connection.close()
+
+
 # -- fidelity to XAPI: what third-party tools would otherwise learn wrong --
+
+def test_a_bad_where_expression_fails_with_nothing_to_match(session):
+    # XAPI parses the expression before it reads any object.
+    assert session.xenapi.task.get_all() == []
+    assert _failure(session.xenapi.task.get_all_records_where,
+                    'field "status" =')[0] == 'INTERNAL_ERROR'
+
 
 def test_raw_provision_of_a_stock_template_is_uuid_invalid(session,
                                                            template):

@@ -141,8 +141,12 @@ class Hold:
     its task ``pending``, and cancelling the task ends it without effect.
     """
 
-    def __init__(self, method: str, cancellable: bool = True) -> None:
+    def __init__(self, method: str, cancellable: bool = True,
+                 changed: threading.Condition | None = None) -> None:
         self.method = method
+        # What a change of the task (its cancellation) notifies: the
+        # store's. The held call waits on it rather than polling.
+        self._changed = changed or threading.Condition(threading.RLock())
         #: Whether cancelling the task ends the operation. XAPI cannot
         #: stop every operation: one that is not cancellable goes on and
         #: completes once released.
@@ -154,15 +158,17 @@ class Hold:
         self._released = threading.Event()
 
     def release(self) -> None:
-        self._released.set()
+        with self._changed:
+            self._released.set()
+            self._changed.notify_all()
 
     def wait(self, cancelled: collections.abc.Callable[[], bool]) -> bool:
         """Block until released; ``False`` if ``cancelled()`` first."""
         self.reached.set()
-        while not self._released.wait(0.05):
-            if self.cancellable and cancelled():
-                return False
-        return True
+        with self._changed:
+            self._changed.wait_for(lambda: self._released.is_set() or (
+                self.cancellable and cancelled()))
+        return self._released.is_set()
 
 
 class _Workers:

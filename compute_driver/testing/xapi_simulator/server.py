@@ -295,7 +295,7 @@ class Simulator:
         task is then ``cancelling`` and the operation completes once
         released). ``hold.finished`` is set when the call ended.
         """
-        hold = xapi.Hold(method, cancellable)
+        hold = xapi.Hold(method, cancellable, self.store.changed)
         with self.store.lock:
             self.settings.holds.append(hold)
         return hold
