@@ -457,8 +457,9 @@ class XenAPIDriver(driver.ComputeDriver):
                         other['disks'])
                 alongside.call('VM.set_other_config', ref, other)
                 alongside.run(self._size, ref, template.record, flavor)
-                alongside.run(self._give_vifs, ref, template.record,
-                              planned, legacy)
+                # This thread makes the last of them rather than idle
+                # while another thread does.
+                self._give_vifs(ref, template.record, planned, legacy)
             if device is not None:
                 self._attach_image_disk(ref, instance,
                                         typing.cast(images.ServiceDisk,
