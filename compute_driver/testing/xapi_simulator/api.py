@@ -171,6 +171,17 @@ class Hold:
         return self._released.is_set()
 
 
+#: The ``X-Http-Other-Config-<key>`` headers of the request each thread
+#: answers: XAPI copies them into the ``other_config`` of the call's task,
+#: as ``http:<key>``.
+REQUEST = threading.local()
+
+
+def _request_other_config() -> dict[str, str]:
+    return {'http:' + key: value for key, value in
+            (getattr(REQUEST, 'other_config', None) or {}).items()}
+
+
 class _Workers:
     """Daemon threads that run the operations of Async calls.
 
@@ -306,6 +317,8 @@ class Api:
             # Blocks; must not hold the lock while waiting.
             return handler(*params[1:], session=params[0])
         hold = self._hold(name)
+        if name in OPERATION_OF and params[1:]:
+            return self._sync_task(name, handler, params[1:], hold)
         if hold is None:
             with self.store.lock:
                 return handler(*params[1:])
@@ -317,6 +330,50 @@ class Api:
                 return handler(*params[1:])
         finally:
             hold.finished.set()
+
+    def _sync_task(self, name: str, handler: Handler,
+                   args: collections.abc.Sequence[typing.Any],
+                   hold: Hold | None) -> typing.Any:
+        """Run a VM operation called synchronously, under its own task.
+
+        XAPI gives a synchronous call of a message that has an Async
+        form a task as well, until it answers: the VM's
+        ``current_operations`` lists it, ``task.cancel`` ends the
+        operation (the call then fails with ``TASK_CANCELLED``), and its
+        ``other_config`` has the request's ``X-Http-Other-Config-<key>``
+        headers as ``http:<key>``, so a client can find it. The
+        simulator does so for the VM operations.
+        """
+        with self.store.lock:
+            task = self.store.create('task', {
+                'name_label': name, 'status': 'pending',
+                'created': db.now(), 'resident_on': self._master(),
+                'other_config': _request_other_config()})
+            if hold is not None and not hold.cancellable:
+                self.uncancellable.add(task)
+
+        def cancelled() -> bool:
+            with self.store.lock:
+                record = self.store.table('task').get(task)
+                return record is None or record['status'] != 'pending'
+
+        try:
+            with self.store.lock:
+                operation = self._begin(name, args, task)
+            if hold is not None and not hold.wait(cancelled):
+                with self.store.lock:
+                    self._end(*operation)
+                raise db.ApiError('TASK_CANCELLED', task)
+            with self.store.lock:
+                self._end(*operation)
+                return handler(*args)
+        finally:
+            with self.store.lock:
+                self.uncancellable.discard(task)
+                if task in self.store.table('task'):
+                    self.store.destroy('task', task)
+            if hold is not None:
+                hold.finished.set()
 
     @staticmethod
     def _counts(name: str, count: int) -> tuple[int, ...]:

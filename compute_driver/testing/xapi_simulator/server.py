@@ -51,6 +51,17 @@ class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
             # As a xapi that died: the connection closes unanswered.
             self.close_connection = True
             return
+        prefix = 'x-http-other-config-'
+        xapi.REQUEST.other_config = {
+            key.lower()[len(prefix):]: value
+            for key, value in self.headers.items()
+            if key.lower().startswith(prefix)}
+        try:
+            self._post()
+        finally:
+            xapi.REQUEST.other_config = {}
+
+    def _post(self) -> None:
         if self.path.split('?')[0] != '/jsonrpc':
             super().do_POST()
             return
