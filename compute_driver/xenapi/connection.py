@@ -520,7 +520,7 @@ class Alongside:
     """Calls made while the caller goes on, all finished by :meth:`wait`.
 
     Calls that nothing after them depends on -- setters of one new VM,
-    destroying a finished task -- each cost XAPI a round trip; made side
+    reads while a VM stops -- each cost XAPI a round trip; made side
     by side on the pool's other sessions they cost about one. Use it as
     a context manager: leaving it waits for every call, so none outlives
     the operation that made it.
