@@ -492,6 +492,41 @@ def test_concurrent_operations_show_in_current_operations(simulator,  # noqa
     xen.VM.start(vm, False, False)
 
 
+class _Tagging(xmlrpc.client.Transport):
+    def send_headers(self, connection, headers):
+        super().send_headers(connection, list(headers) + [
+            ('X-Http-Other-Config-Caller', 'tests-42')])
+
+
+def test_a_synchronous_vm_operation_runs_under_a_task(simulator,  # noqa
+                                                      session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    tagged = XenAPI.Session(simulator.url, transport=_Tagging())
+    tagged.xenapi.login_with_password('root', 'password', '2.21', 'tests')
+    hold = simulator.hold('VM.clone')
+    failures = []
+
+    def clone():
+        failures.append(_failure(tagged.xenapi.VM.clone, vm, 'slow'))
+
+    cloner = threading.Thread(target=clone)
+    cloner.start()
+    assert hold.reached.wait(30)
+    # As XAPI does: a task of the call's own, listed by the VM, with the
+    # request's X-Http-Other-Config- headers.
+    [(task, record)] = xen.task.get_all_records().items()
+    assert record['status'] == 'pending'
+    assert record['other_config'] == {'http:caller': 'tests-42'}
+    assert xen.VM.get_current_operations(vm) == {task: 'clone'}
+    xen.task.cancel(task)
+    cloner.join(30)
+    assert failures == [['TASK_CANCELLED', task]]
+    assert xen.task.get_all() == []
+    assert xen.VM.get_by_name_label('slow') == []
+    tagged.xenapi.session.logout()
+
+
 def test_member_answers_every_call_with_host_is_slave(simulator,  # noqa
                                                       session):
     member = simulator.add_member()
