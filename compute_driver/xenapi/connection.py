@@ -34,6 +34,7 @@ import threading
 import time
 import typing
 import urllib.parse
+import uuid
 import xml.dom.minidom
 import xmlrpc.client
 
@@ -73,6 +74,10 @@ class XapiCallFailed(exception.ComputeDriverError):
         return list(self.details[1:])
 
 
+class CallTimedOut(exception.HypervisorUnavailable):
+    """XAPI did not answer a call within the call timeout."""
+
+
 class _MasterMoved(Exception):
     def __init__(self, address: str) -> None:
         super().__init__(address)
@@ -96,6 +101,13 @@ class _TimeoutMixin:
 
     timeout: float = 60.0
     _current: http.client.HTTPConnection | None = None
+    #: Headers sent with the call being made, besides the usual ones.
+    call_headers: collections.abc.Sequence[tuple[str, str]] = ()
+
+    def send_headers(self, connection: typing.Any,
+                     headers: typing.Any) -> None:
+        super().send_headers(  # type: ignore[misc]
+            connection, list(headers) + list(self.call_headers))
 
     _aborted = False
 
@@ -384,14 +396,18 @@ class SessionPool:
 
     # -- calls -------------------------------------------------------------
 
-    def call(self, method: str, *args: typing.Any) -> typing.Any:
+    def call(self, method: str, *args: typing.Any,
+             headers: collections.abc.Sequence[tuple[str, str]] = ()
+             ) -> typing.Any:
         """Call a XAPI method, e.g. ``call('VM.start', ref, False, False)``.
 
+        :param headers: HTTP headers to send with the call.
         :raises XapiCallFailed: when XAPI answers with a failure.
+        :raises CallTimedOut: when it does not answer in the call timeout.
         :raises HypervisorUnavailable: when XAPI cannot be reached.
         """
         try:
-            return self._call(method, args)
+            return self._call(method, args, headers)
         except _MasterMoved as moved:
             # The master changed: the SDK's own re-login reached a member.
             # Log in to the new master and try once more.
@@ -399,13 +415,18 @@ class SessionPool:
             LOG.info('The pool master moved to %s', redact(self.url))
             self._drop_idle()
         try:
-            return self._call(method, args)
+            return self._call(method, args, headers)
         except _MasterMoved as moved:
             raise self._unavailable('pool members kept redirecting to %s'
                                     % moved.address) from None
 
-    def _call(self, method: str, args: tuple[typing.Any, ...]) -> typing.Any:
+    def _call(self, method: str, args: tuple[typing.Any, ...],
+              headers: collections.abc.Sequence[tuple[str, str]] = ()
+              ) -> typing.Any:
         with self.session() as session:
+            transport = getattr(session, 'transport', None)
+            if headers and transport is not None:
+                transport.call_headers = headers
             try:
                 target = session.xenapi
                 for part in method.split('.'):
@@ -422,9 +443,18 @@ class SessionPool:
                 # gives up with a Fault after three tries.
                 raise self._unavailable(
                     '%s: %s' % (method, exc.faultString)) from None
+            except TimeoutError:
+                raise CallTimedOut(
+                    host=redact(self.url),
+                    reason='%s: no answer within %ss ([xenapi] '
+                           'call_timeout)' % (method, self._call_timeout)
+                ) from None
             except _CONNECTION_ERRORS as exc:
                 raise self._unavailable('%s: %s' % (
                     method, exception.one_line(exc))) from None
+            finally:
+                if headers and transport is not None:
+                    transport.call_headers = ()
 
     def _drop_idle(self) -> None:
         while True:
@@ -445,6 +475,12 @@ class SessionPool:
 
 
 Record = dict[str, typing.Any]
+
+#: The header XAPI copies into the ``other_config`` of a call's task
+#: (``http:<key>``), and the key that tags a call :meth:`Connection.task`
+#: may cancel.
+TASK_TAG_HEADER = 'X-Http-Other-Config-'
+TASK_TAG_KEY = 'compute_driver_call'
 
 #: Seconds a task waiter trusts the event stream before it asks XAPI
 #: itself, in case an event was missed.
@@ -484,7 +520,7 @@ class Alongside:
     """Calls made while the caller goes on, all finished by :meth:`wait`.
 
     Calls that nothing after them depends on -- setters of one new VM,
-    destroying a finished task -- each cost XAPI a round trip; made side
+    reads while a VM stops -- each cost XAPI a round trip; made side
     by side on the pool's other sessions they cost about one. Use it as
     a context manager: leaving it waits for every call, so none outlives
     the operation that made it.
@@ -570,33 +606,60 @@ class Connection:
 
     # -- tasks ---------------------------------------------------------------
 
-    def task(self, method: str, *args: typing.Any,
-             alongside: Alongside | None = None) -> str:
-        """Run a long operation as an XAPI task and return its result.
+    def task(self, method: str, *args: typing.Any) -> str:
+        """Make a long operation's call; cancel it if the backend gives up.
 
-        The task is cancelled when it outlasts ``call_timeout`` or when
-        the caller is interrupted (``KeyboardInterrupt`` included), so no
-        operation keeps going in XAPI after the backend gave up on it.
+        XAPI runs a synchronous call of a message that has an Async form
+        under a task of its own, which ``task.cancel`` ends, and copies
+        the call's ``X-Http-Other-Config-<key>`` headers into the task's
+        ``other_config`` as ``http:<key>``. The call is tagged so; when
+        it outlasts ``call_timeout`` or the caller is interrupted
+        (``KeyboardInterrupt`` included), the task with the tag is
+        cancelled, so no operation keeps going in XAPI after the backend
+        gave up on it. Unlike an Async call, this costs no call when the
+        operation succeeds: no task to follow or destroy.
 
-        :param alongside: destroy the finished task there, rather than
-            wait for it here.
-        :raises XapiCallFailed: when the task fails.
+        :returns: the call's result; ``''`` for none.
+        :raises XapiCallFailed: when the operation fails.
         :raises HypervisorUnavailable: when it times out.
         """
-        task = self.call('Async.' + method, *args)
+        tag = uuid.uuid4().hex
         try:
-            return self.wait(task, method)
-        except BaseException as exc:
-            if not isinstance(exc, (XapiCallFailed,
-                                    exception.HypervisorUnavailable)):
-                self.cancel(task)
-            alongside = None
+            result = self.pool.call(
+                method, *args,
+                headers=[(TASK_TAG_HEADER + TASK_TAG_KEY, tag)])
+        except CallTimedOut:
+            self._cancel_tagged(method, tag)
+            raise exception.HypervisorUnavailable(
+                host=redact(self.pool.url),
+                reason='%s took longer than %ss ([xenapi] call_timeout); '
+                       'its task was cancelled'
+                       % (method, self.call_timeout)) from None
+        except (XapiCallFailed, exception.ComputeDriverError):
+            # XAPI answered, or cannot be reached to cancel anything.
             raise
-        finally:
-            if alongside is None:
-                self._destroy_task(task)
-            else:
-                alongside.run(self._destroy_task, task)
+        except BaseException:
+            self._cancel_tagged(method, tag)
+            raise
+        return result if isinstance(result, str) else ''
+
+    def _cancel_tagged(self, method: str, tag: str) -> None:
+        """Cancel the pending task of the call tagged ``tag``, if any.
+
+        None is left when the operation ended meanwhile: the caller's
+        rollback finds what it made.
+        """
+        key = 'http:' + TASK_TAG_KEY
+        try:
+            pending = self.call('task.get_all_records_where',
+                                'field "status" = "pending"')
+        except (XapiCallFailed, exception.ComputeDriverError) as exc:
+            LOG.warning('Could not look for the task of %s to cancel '
+                        'it: %s', method, exception.one_line(exc))
+            return
+        for ref, record in pending.items():
+            if (record.get('other_config') or {}).get(key) == tag:
+                self.cancel(ref)
 
     def wait(self, task: str, method: str) -> str:
         """Wait for ``task`` to finish and return its result.
@@ -739,9 +802,12 @@ class Connection:
         try:
             if record is None:
                 record = self.call('VM.get_record', ref)
-            if record['power_state'] != 'Halted':
-                self.hard_shutdown(ref)
-            vdis = self.own_vdis(ref, record)
+            # Which disks are the VM's own does not depend on its power
+            # state: read while it stops, rather than after.
+            with Alongside(self) as alongside:
+                if record['power_state'] != 'Halted':
+                    alongside.run(self.hard_shutdown, ref)
+                vdis = self.own_vdis(ref, record)
             if record['is_a_template'] and (
                     record.get('is_default_template') or
                     record['other_config'].get('default_template', '')

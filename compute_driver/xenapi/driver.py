@@ -68,6 +68,12 @@ Record = dict[str, typing.Any]
 #: arrive.
 CLAIM_GRACE = 60.0
 
+#: Seconds an operation waits for the event thread to report what this
+#: driver just did (a new VM, a power change) before it asks XAPI: the
+#: event arrives within milliseconds unless another client changed the
+#: VM meanwhile.
+CATCH_UP = 1.0
+
 # Instance uuids that a spawn of this process is building, whichever
 # driver object runs it: their leftovers are not swept.
 _BUILDING: set[str] = set()
@@ -265,12 +271,16 @@ class XenAPIDriver(driver.ComputeDriver):
         watcher = self._watcher
         known = watcher.find(instance.uuid) if watcher is not None else None
         with self._lock:
+            ref = self._refs.get(instance.uuid)
+            created = instance.uuid in self._created
+        if known is None and created and watcher is not None:
+            # Spawned here a moment ago: its events are on their way.
+            known = watcher.wait_vm(instance.uuid, None, CATCH_UP)
+        with self._lock:
             if known is not None and known[0] in self._removed:
                 known = None
         if known is not None:
             return mapping.VM(known[0], known[2], instance=known[1])
-        with self._lock:
-            ref = self._refs.get(instance.uuid)
         if ref is not None:
             try:
                 record = self._xapi.call('VM.get_record', ref)
@@ -332,13 +342,25 @@ class XenAPIDriver(driver.ComputeDriver):
         # operation would otherwise be refused for a state already gone.
         # A change by another client that the watcher has not caught up
         # with is refused by XAPI itself (VM_BAD_POWER_STATE).
+        # The change's own event is on its way: waiting for it costs no
+        # call; the record is read only if it does not come in time.
         if vm.record is None:
             with self._lock:
                 expected = self._expected.get(vm.ref)
                 if expected == vm.state:
                     del self._expected[vm.ref]
             if expected not in (None, vm.state):
-                self._record(vm)
+                watcher = self._watcher
+                seen = (watcher.wait_vm(vm.instance.uuid, expected, CATCH_UP)
+                        if watcher is not None and vm.instance is not None
+                        else None)
+                if seen is not None and seen[0] == vm.ref:
+                    vm.state = expected
+                    with self._lock:
+                        if self._expected.get(vm.ref) == expected:
+                            del self._expected[vm.ref]
+                else:
+                    self._record(vm)
         return mapping.state_of({'power_state': vm.state})
 
     def _changed(self, vm: mapping.VM, state: str) -> None:
@@ -380,6 +402,7 @@ class XenAPIDriver(driver.ComputeDriver):
                      for ref, record, instance in self._instance_records()}
         flavors = {instance.uuid: instance.flavor
                    for instance, _ in known.values()}
+        states = {ref: state for ref, (_, state) in known.items()}
         stale = time.monotonic() - CLAIM_GRACE
         with self._lock:
             for uuid, (instance, when) in list(self._created.items()):
@@ -390,9 +413,16 @@ class XenAPIDriver(driver.ComputeDriver):
                     del self._created[uuid]
                 else:
                     flavors[uuid] = instance.flavor
+                    ref = self._refs.get(uuid)
+                    if ref is not None:
+                        states.setdefault(ref, 'Halted')
+            # What this driver left a VM in is newer than what the
+            # watcher has reported, until it reports the same.
+            states.update((ref, state) for ref, state in
+                          self._expected.items() if ref in states)
         flavors.update((i.uuid, i.flavor) for i in pending
                        if i.uuid not in flavors)
-        running = sum(1 for _, state in known.values()
+        running = sum(1 for state in states.values()
                       if mapping.POWER_STATES.get(state) in
                       driver.ACTIVE_STATES)
         return mapping.host_resources(
@@ -432,14 +462,12 @@ class XenAPIDriver(driver.ComputeDriver):
         with _BUILDING_LOCK:
             _BUILDING.add(instance.uuid)
         try:
-            # The setters after the clone, and the destruction of each
-            # finished task, depend on nothing but the clone: they are
-            # made side by side, each waited for before the next step
-            # that needs it.
+            # The setters after the clone depend on nothing but the
+            # clone: they are made side by side, all waited for before
+            # the provisioning that needs them.
             with connection.Alongside(self._xapi) as alongside:
                 built['vm'] = ref = self._xapi.task(
-                    'VM.clone', template.ref, temporary,
-                    alongside=alongside)
+                    'VM.clone', template.ref, temporary)
                 flavor = instance.flavor
                 other = dict(template.record['other_config'])
                 # A stock template's mark: a VM that kept it could not be
@@ -460,20 +488,19 @@ class XenAPIDriver(driver.ComputeDriver):
                         other['disks'])
                 alongside.call('VM.set_other_config', ref, other)
                 alongside.run(self._size, ref, template.record, flavor)
-                alongside.run(self._give_vifs, ref, template.record,
-                              planned, legacy)
+                # This thread makes the last of them rather than idle
+                # while another thread does.
+                self._give_vifs(ref, template.record, planned, legacy)
             if device is not None:
                 self._attach_image_disk(ref, instance,
                                         typing.cast(images.ServiceDisk,
                                                     image), device,
                                         temporary)
-            with connection.Alongside(self._xapi) as alongside:
-                # Provisioning also turns the template into a VM.
-                self._xapi.task('VM.provision', ref, alongside=alongside)
-                if power_on:
-                    self._xapi.task('VM.start', ref, False, False,
-                                    alongside=alongside)
-                self._xapi.call('VM.set_name_label', ref, instance.name)
+            # Provisioning also turns the template into a VM.
+            self._xapi.task('VM.provision', ref)
+            if power_on:
+                self._xapi.task('VM.start', ref, False, False)
+            self._xapi.call('VM.set_name_label', ref, instance.name)
         except BaseException as exc:
             # BaseException: a Ctrl-C must not leave a half-built VM.
             LOG.warning('Spawning %s failed, removing what it created: %s',

@@ -184,6 +184,8 @@ class EventWatcher:
         with self._changed:
             self._instances[ref] = (instance, after)
             self._by_uuid[uuid] = ref
+            # For wait_vm().
+            self._changed.notify_all()
         if not emit:
             return
         if (before == after and was != domid and
@@ -250,6 +252,25 @@ class EventWatcher:
                 return None
             instance, state = self._instances[ref]
             return ref, instance, state
+
+    def wait_vm(self, uuid: str, state: str | None, timeout: float
+                ) -> tuple[str, objects.Instance, str] | None:
+        """What :meth:`find` returns, once the watcher knows the instance.
+
+        :param state: also wait until its VM is in this XAPI power state.
+        :returns: ``None`` when ``timeout`` seconds passed first, or the
+            watcher is not in sync.
+        """
+        def seen() -> bool:
+            ref = self._by_uuid.get(uuid)
+            return not self.synced.is_set() or (
+                ref is not None and
+                state in (None, self._instances[ref][1]))
+
+        with self._changed:
+            if not self._changed.wait_for(seen, timeout):
+                return None
+        return self.find(uuid)
 
     def templates(self) -> dict[str, dict[str, typing.Any]] | None:
         """The records of every template and snapshot, by VM ref.

@@ -12,6 +12,7 @@
 
 """The unmodified XenAPI SDK against the XAPI simulator over real HTTP."""
 
+import http.client
 import json
 import os
 import shutil
@@ -331,7 +332,37 @@ def test_simulator_reports_its_address():
         assert sim.url == 'http://%s/' % sim.address
 
 
+def test_calls_share_a_kept_open_connection_until_stop():
+    with xapi_simulator.Simulator() as sim:
+        connection = http.client.HTTPConnection(sim.host, sim.port,
+                                                timeout=30)
+        login = xmlrpc.client.dumps(('root', 'password', '2.21', 'tests'),
+                                    'session.login_with_password')
+        for _ in range(2):
+            # As XAPI does, the connection stays open between calls.
+            connection.request('POST', '/', login,
+                               {'Content-Type': 'text/xml'})
+            response = connection.getresponse()
+            [answer], _ = xmlrpc.client.loads(response.read())
+            assert answer['Status'] == 'Success'
+            assert not response.will_close
+        session = _login(sim)
+        session.xenapi.VM.get_all()
+    # A stopped simulator serves no more calls, even on a kept-open
+    # connection.
+    with pytest.raises(OSError):
+        session.xenapi.VM.get_all()
+    connection.close()
+
+
 # -- fidelity to XAPI: what third-party tools would otherwise learn wrong --
+
+def test_a_bad_where_expression_fails_with_nothing_to_match(session):
+    # XAPI parses the expression before it reads any object.
+    assert session.xenapi.task.get_all() == []
+    assert _failure(session.xenapi.task.get_all_records_where,
+                    'field "status" =')[0] == 'INTERNAL_ERROR'
+
 
 def test_raw_provision_of_a_stock_template_is_uuid_invalid(session,
                                                            template):
@@ -459,6 +490,41 @@ def test_concurrent_operations_show_in_current_operations(simulator,  # noqa
     assert xen.VM.get_by_name_label('slow') == []
     assert xen.VM.get_current_operations(vm) == {}
     xen.VM.start(vm, False, False)
+
+
+class _Tagging(xmlrpc.client.Transport):
+    def send_headers(self, connection, headers):
+        super().send_headers(connection, list(headers) + [
+            ('X-Http-Other-Config-Caller', 'tests-42')])
+
+
+def test_a_synchronous_vm_operation_runs_under_a_task(simulator,  # noqa
+                                                      session, template):
+    xen = session.xenapi
+    vm = _install(session, template)
+    tagged = XenAPI.Session(simulator.url, transport=_Tagging())
+    tagged.xenapi.login_with_password('root', 'password', '2.21', 'tests')
+    hold = simulator.hold('VM.clone')
+    failures = []
+
+    def clone():
+        failures.append(_failure(tagged.xenapi.VM.clone, vm, 'slow'))
+
+    cloner = threading.Thread(target=clone)
+    cloner.start()
+    assert hold.reached.wait(30)
+    # As XAPI does: a task of the call's own, listed by the VM, with the
+    # request's X-Http-Other-Config- headers.
+    [(task, record)] = xen.task.get_all_records().items()
+    assert record['status'] == 'pending'
+    assert record['other_config'] == {'http:caller': 'tests-42'}
+    assert xen.VM.get_current_operations(vm) == {task: 'clone'}
+    xen.task.cancel(task)
+    cloner.join(30)
+    assert failures == [['TASK_CANCELLED', task]]
+    assert xen.task.get_all() == []
+    assert xen.VM.get_by_name_label('slow') == []
+    tagged.xenapi.session.logout()
 
 
 def test_member_answers_every_call_with_host_is_slave(simulator,  # noqa

@@ -33,6 +33,7 @@ import collections.abc
 import copy
 import dataclasses
 import logging
+import queue
 import random
 import re
 import threading
@@ -141,8 +142,12 @@ class Hold:
     its task ``pending``, and cancelling the task ends it without effect.
     """
 
-    def __init__(self, method: str, cancellable: bool = True) -> None:
+    def __init__(self, method: str, cancellable: bool = True,
+                 changed: threading.Condition | None = None) -> None:
         self.method = method
+        # What a change of the task (its cancellation) notifies: the
+        # store's. The held call waits on it rather than polling.
+        self._changed = changed or threading.Condition(threading.RLock())
         #: Whether cancelling the task ends the operation. XAPI cannot
         #: stop every operation: one that is not cancellable goes on and
         #: completes once released.
@@ -154,15 +159,63 @@ class Hold:
         self._released = threading.Event()
 
     def release(self) -> None:
-        self._released.set()
+        with self._changed:
+            self._released.set()
+            self._changed.notify_all()
 
     def wait(self, cancelled: collections.abc.Callable[[], bool]) -> bool:
         """Block until released; ``False`` if ``cancelled()`` first."""
         self.reached.set()
-        while not self._released.wait(0.05):
-            if self.cancellable and cancelled():
-                return False
-        return True
+        with self._changed:
+            self._changed.wait_for(lambda: self._released.is_set() or (
+                self.cancellable and cancelled()))
+        return self._released.is_set()
+
+
+#: The ``X-Http-Other-Config-<key>`` headers of the request each thread
+#: answers: XAPI copies them into the ``other_config`` of the call's task,
+#: as ``http:<key>``.
+REQUEST = threading.local()
+
+
+def _request_other_config() -> dict[str, str]:
+    return {'http:' + key: value for key, value in
+            (getattr(REQUEST, 'other_config', None) or {}).items()}
+
+
+class _Workers:
+    """Daemon threads that run the operations of Async calls.
+
+    An idle one takes the next operation, so an Async call answers with
+    its task at once, as XAPI does, rather than after starting a thread.
+    There are as many as operations run at once: a held one keeps its
+    thread.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Handler] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def run(self, job: Handler) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._work, name='xapi-sim-task',
+                             daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                LOG.exception('Async operation failed')
+            with self._lock:
+                self._idle += 1
 
 
 @dataclasses.dataclass
@@ -210,6 +263,7 @@ class Api:
         self.local_sessions: set[str] = set()
         # Tasks whose operation goes on when cancelled.
         self.uncancellable: set[str] = set()
+        self._workers = _Workers()
         self.vifs = vifs.Vifs(self)
         for cls, spec in db.CLASSES.items():
             self._generate(cls, spec)
@@ -264,6 +318,8 @@ class Api:
             # Blocks; must not hold the lock while waiting.
             return handler(*params[1:], session=params[0])
         hold = self._hold(name)
+        if name in OPERATION_OF and params[1:]:
+            return self._sync_task(name, handler, params[1:], hold)
         if hold is None:
             with self.store.lock:
                 return handler(*params[1:])
@@ -275,6 +331,50 @@ class Api:
                 return handler(*params[1:])
         finally:
             hold.finished.set()
+
+    def _sync_task(self, name: str, handler: Handler,
+                   args: collections.abc.Sequence[typing.Any],
+                   hold: Hold | None) -> typing.Any:
+        """Run a VM operation called synchronously, under its own task.
+
+        XAPI gives a synchronous call of a message that has an Async
+        form a task as well, until it answers: the VM's
+        ``current_operations`` lists it, ``task.cancel`` ends the
+        operation (the call then fails with ``TASK_CANCELLED``), and its
+        ``other_config`` has the request's ``X-Http-Other-Config-<key>``
+        headers as ``http:<key>``, so a client can find it. The
+        simulator does so for the VM operations.
+        """
+        with self.store.lock:
+            task = self.store.create('task', {
+                'name_label': name, 'status': 'pending',
+                'created': db.now(), 'resident_on': self._master(),
+                'other_config': _request_other_config()})
+            if hold is not None and not hold.cancellable:
+                self.uncancellable.add(task)
+
+        def cancelled() -> bool:
+            with self.store.lock:
+                record = self.store.table('task').get(task)
+                return record is None or record['status'] != 'pending'
+
+        try:
+            with self.store.lock:
+                operation = self._begin(name, args, task)
+            if hold is not None and not hold.wait(cancelled):
+                with self.store.lock:
+                    self._end(*operation)
+                raise db.ApiError('TASK_CANCELLED', task)
+            with self.store.lock:
+                self._end(*operation)
+                return handler(*args)
+        finally:
+            with self.store.lock:
+                self.uncancellable.discard(task)
+                if task in self.store.table('task'):
+                    self.store.destroy('task', task)
+            if hold is not None:
+                hold.finished.set()
 
     @staticmethod
     def _counts(name: str, count: int) -> tuple[int, ...]:
@@ -431,8 +531,7 @@ class Api:
                 if task in self.store.table('task'):
                     self.store.update('task', task, **fields)
 
-        threading.Thread(target=run, name='xapi-sim-' + name,
-                         daemon=True).start()
+        self._workers.run(run)
         return task
 
     # -- generated per-class messages --------------------------------------
@@ -444,7 +543,7 @@ class Api:
         table = self.store.table
 
         def record(ref: str) -> db.Record:
-            return copy.deepcopy(self.store.get(cls, ref))
+            return db.copy_record(self.store.get(cls, ref))
 
         def by_uuid(uuid: str) -> str:
             for ref, rec in table(cls).items():
@@ -453,13 +552,20 @@ class Api:
             raise db.ApiError('UUID_INVALID', cls, uuid)
 
         self._add(cls + '.get_all', lambda: list(table(cls)), 0)
-        self._add(cls + '.get_all_records',
-                  lambda: copy.deepcopy(table(cls)), 0)
+        self._add(cls + '.get_all_records', lambda: {
+            ref: db.copy_record(rec) for ref, rec in table(cls).items()}, 0)
         self._add(cls + '.get_record', record, 1)
         self._add(cls + '.get_by_uuid', by_uuid, 1)
-        self._add(cls + '.get_all_records_where', lambda expr: {
-            ref: copy.deepcopy(rec) for ref, rec in table(cls).items()
-            if where.matches(where.parse(expr), rec)}, 1)
+
+        def records_where(expr: str) -> dict[str, db.Record]:
+            # Parsed once, not once per record: XAPI refuses a bad
+            # expression whether or not there is anything to match.
+            node = where.parse(expr)
+            return {ref: db.copy_record(rec)
+                    for ref, rec in table(cls).items()
+                    if where.matches(node, rec)}
+
+        self._add(cls + '.get_all_records_where', records_where, 1)
         if spec.has_name:
             self._add(cls + '.get_by_name_label', lambda label: [
                 ref for ref, rec in table(cls).items()
@@ -642,8 +748,9 @@ class Api:
                 if operation == 'del':
                     continue
                 operation = 'add'
-            events.append(self._event(entry[0], entry[1], operation,
-                                      entry[3], entry[4]))
+            events.append(self._event(
+                entry[0], entry[1], operation, entry[3],
+                self.store.objects[entry[1]].get(entry[3])))
         return events
 
     @staticmethod
@@ -652,7 +759,8 @@ class Api:
         event = {'id': str(event_id), 'timestamp': db.now(),
                  'class': cls.lower(), 'operation': operation, 'ref': ref}
         if record is not None and operation != 'del':
-            event['snapshot'] = copy.deepcopy(record)
+            # Copied: the answer is marshalled once the lock is let go.
+            event['snapshot'] = db.copy_record(record)
         return event
 
     def _events_result(self, events: list[dict[str, typing.Any]]

@@ -21,6 +21,7 @@ import argparse
 import collections
 import logging
 import signal
+import socket
 import socketserver
 import ssl
 import sys
@@ -42,12 +43,26 @@ LOG = logging.getLogger(__name__)
 class _RequestHandler(xmlrpc.server.SimpleXMLRPCRequestHandler):
     # XAPI serves XML-RPC on any path but /jsonrpc; clients use "/".
     rpc_paths = ()
+    # XAPI keeps a client's connection open between calls, as the SDK
+    # expects; disk transfers and consoles close theirs.
+    protocol_version = 'HTTP/1.1'
 
     def do_POST(self) -> None:
         if typing.cast(_Server, self.server).down.is_set():
             # As a xapi that died: the connection closes unanswered.
             self.close_connection = True
             return
+        prefix = 'x-http-other-config-'
+        xapi.REQUEST.other_config = {
+            key.lower()[len(prefix):]: value
+            for key, value in self.headers.items()
+            if key.lower().startswith(prefix)}
+        try:
+            self._post()
+        finally:
+            xapi.REQUEST.other_config = {}
+
+    def _post(self) -> None:
         if self.path.split('?')[0] != '/jsonrpc':
             super().do_POST()
             return
@@ -87,6 +102,32 @@ class _Server(socketserver.ThreadingMixIn,
     allow_reuse_address = True
     instance: '_Dispatch'
     down = threading.Event()
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Connections kept open between calls, closed by stop().
+        self.open: set[typing.Any] = set()
+        self.open_lock = threading.Lock()
+
+    def process_request_thread(self, request: typing.Any,
+                               client_address: typing.Any) -> None:
+        with self.open_lock:
+            self.open.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.open_lock:
+                self.open.discard(request)
+
+    def close_open(self) -> None:
+        """End every kept-open connection, as a xapi that stopped does."""
+        with self.open_lock:
+            requests = list(self.open)
+        for request in requests:
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Dispatch:
@@ -204,6 +245,7 @@ class Simulator:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        self._server.close_open()
         if self._owns_store:
             vdi_http.disks_of(self.store).close()
 
@@ -265,7 +307,7 @@ class Simulator:
         task is then ``cancelling`` and the operation completes once
         released). ``hold.finished`` is set when the call ended.
         """
-        hold = xapi.Hold(method, cancellable)
+        hold = xapi.Hold(method, cancellable, self.store.changed)
         with self.store.lock:
             self.settings.holds.append(hold)
         return hold
