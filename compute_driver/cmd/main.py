@@ -21,7 +21,6 @@ and the fake backend's instances, across commands.
 """
 
 import argparse
-import difflib
 import importlib.metadata
 import logging
 import sys
@@ -99,6 +98,18 @@ def _version() -> str:
         return 'unknown'
 
 
+class _VersionAction(argparse._VersionAction):
+    """``--version``, reading the version only when asked for it.
+
+    Parsing the package metadata costs every command a few
+    milliseconds otherwise.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        self.version = '%s %s' % (App.NAME, _version())
+        super().__call__(parser, namespace, values, option_string)
+
+
 #: Commands also listed in setup.cfg, known without the package's
 #: metadata (a checkout run from source, an older installed copy).
 
@@ -143,7 +154,8 @@ class App(app.App):
         super().__init__(
             description='Drive VMs and containers through one Nova-like '
                         'compute driver interface.',
-            version=_version(),
+            # Read from the metadata only for --version (_VersionAction).
+            version='',
             command_manager=CommandManager(NAMESPACE),
             stdin=stdin, stdout=stdout, stderr=stderr,
             # As openstackclient: "compute-driver boot --help" shows the
@@ -161,6 +173,9 @@ class App(app.App):
         parser = super().build_option_parser(description, version,
                                              argparse_kwargs)
         parser.prog = self.NAME
+        version_action = parser._option_string_actions.get('--version')
+        if version_action is not None:
+            version_action.__class__ = _VersionAction
         common.one_line_errors(parser)
         parser.add_argument(
             '--config-file', metavar='PATH', action='append',
@@ -242,6 +257,7 @@ class App(app.App):
             # cliff prints three lines on stdout ("... is not a command",
             # "Did you mean one of these?", the candidates); an unknown
             # command is a usage error like any other: one line, stderr.
+            import difflib
             matches = difflib.get_close_matches(
                 argv[0], sorted(self.command_manager.commands), n=3)
             hint = ('; did you mean %s?' % ' or '.join(
