@@ -23,6 +23,7 @@ created on the host. :func:`from_network_info` reads Nova's
 
 import collections.abc
 import dataclasses
+import functools
 import ipaddress
 import json
 import re
@@ -189,7 +190,9 @@ class FixedIP:
     @property
     def prefixlen(self) -> int:
         """The subnet's prefix length, for the address on the interface."""
-        return ipaddress.ip_network(self.cidr).prefixlen
+        # cidr is normalised (str of its network): a listing of many
+        # ports need not parse it again for each.
+        return int(self.cidr.rpartition('/')[2])
 
     @property
     def interface(self) -> str:
@@ -468,15 +471,19 @@ def _unchecked(cls: type, **values: typing.Any) -> typing.Any:
     # A frozen dataclass built without __post_init__, which would check
     # and normalise the values again.
     obj: typing.Any = object.__new__(cls)
-    for field in dataclasses.fields(cls):
-        if field.name in values:
-            value = values[field.name]
-        elif field.default is not dataclasses.MISSING:
-            value = field.default
-        else:
-            raise KeyError(field.name)
-        object.__setattr__(obj, field.name, value)
+    fields = _defaults(cls)
+    missing = fields.keys() - values.keys() - {
+        name for name, default in fields.items()
+        if default is not dataclasses.MISSING}
+    if missing:
+        raise KeyError(', '.join(sorted(missing)))
+    obj.__dict__.update(fields, **values)
     return obj
+
+
+@functools.cache
+def _defaults(cls: type) -> dict[str, typing.Any]:
+    return {field.name: field.default for field in dataclasses.fields(cls)}
 
 
 def from_own_record(items: typing.Any) -> tuple[Port, ...]:
