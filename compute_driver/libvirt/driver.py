@@ -984,20 +984,29 @@ class LibvirtDriver(driver.ComputeDriver):
     def list_instance_interfaces(self, instances=None):
         """Every instance's ports from one ``getAllDomainStats`` call.
 
-        Whatever ``instances`` says: one call lists them all.
-
         The ports come from the record index, checked against the devices
         of running domains; a domain is read only when its entry is
         missing, marked as changing, or disagrees with its devices (see
-        :mod:`compute_driver.libvirt.recordindex`).
+        :mod:`compute_driver.libvirt.recordindex`). Given the instances
+        of a listing just made, the call asks for the devices of the
+        running domains only.
         """
         self._require('interfaces')
+        check = not self.runs_containers
         with errors.translate('list interfaces', None):
-            stats = self._host.call(lambda conn: conn.getAllDomainStats(
-                libvirt.VIR_DOMAIN_STATS_STATE |
-                libvirt.VIR_DOMAIN_STATS_INTERFACE))
-            return self._records.interfaces(
-                stats, check_taps=not self.runs_containers)
+            if instances is None:
+                stats = self._host.call(lambda conn: conn.getAllDomainStats(
+                    libvirt.VIR_DOMAIN_STATS_STATE |
+                    libvirt.VIR_DOMAIN_STATS_INTERFACE))
+                return self._records.interfaces(stats, check_taps=check)
+            running = {dom.UUIDString(): values for dom, values in
+                       self._host.call(lambda conn: conn.getAllDomainStats(
+                           libvirt.VIR_DOMAIN_STATS_INTERFACE,
+                           libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE))}
+            return self._records.interfaces_of(
+                [instance.uuid for instance in instances], running,
+                lambda uuid: self._host.lookup('lookupByUUIDString', uuid),
+                check_taps=check)
 
     # -- volumes -------------------------------------------------------------
 

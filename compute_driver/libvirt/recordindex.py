@@ -50,6 +50,7 @@ else from the domain's metadata.
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -80,10 +81,14 @@ _VERSION = 1
 
 
 def entry(records: dict[str, typing.Any], uuid: str,
-          domain_name: str) -> objects.Instance | None:
+          domain_name: str,
+          flavors: dict[str, objects.Flavor] | None = None
+          ) -> objects.Instance | None:
     """The record of the domain ``uuid`` named ``domain_name``, if indexed.
 
     :param records: what :meth:`RecordIndex.load` returned.
+    :param flavors: flavors already built from entries, by their text, to
+        share among the entries of a listing (most have few flavors).
     :returns: ``None`` when there is no entry, it is malformed, or it is
         not the record of that domain.
     """
@@ -91,6 +96,13 @@ def entry(records: dict[str, typing.Any], uuid: str,
     if not isinstance(data, dict):
         return None
     try:
+        flavor = data.get('flavor')
+        if flavors is not None and isinstance(flavor, dict):
+            key = repr(flavor)
+            built = flavors.get(key)
+            if built is None:
+                built = flavors[key] = objects.Flavor.from_dict(flavor)
+            data = dict(data, flavor=built)
         record = objects.Instance.from_dict(data)
     except (exception.InvalidInput, KeyError, TypeError, ValueError) as exc:
         LOG.debug('Ignoring the index entry of %s: %s', uuid, exc)
@@ -202,6 +214,10 @@ class RecordIndex:
         os.replace(self._temp, self.path)
 
 
+def _same(value: typing.Any) -> typing.Any:
+    return value
+
+
 @contextlib.contextmanager
 def _flock(path: str) -> typing.Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -241,6 +257,13 @@ def port_items(entries: dict[str, typing.Any],
 
 #: A listed instance of ours: its record, libvirt's state and reason.
 Listed = tuple[objects.Instance, int, int]
+
+#: An instance whose ports to list: its uuid, a callable returning its
+#: domain (``None`` when gone; called only to read it) and its stats.
+_Domain = tuple[str, typing.Callable[[], typing.Any], dict]
+
+#: Not in DomainRecords' cache.
+_UNKNOWN: typing.Any = object()
 
 #: Passed to :meth:`DomainRecords.add`: leave the port entry alone.
 UNCHANGED: typing.Any = object()
@@ -303,17 +326,24 @@ class DomainRecords:
         :param indexed: the index's record entries, when just read.
         :raises libvirtError: when a domain's metadata cannot be read.
         """
+        self._fill([(dom.UUIDString(), dom) for dom in doms], listed,
+                   indexed)
+
+    def _fill(self, doms: list[tuple[str, typing.Any]], listed: set[str],
+              indexed: dict[str, typing.Any] | None = None) -> None:
+        # fill, with each domain's uuid read once.
         with self._lock:
-            misses = [d for d in doms if d.UUIDString() not in self._records]
+            misses = [(uuid, dom) for uuid, dom in doms
+                      if uuid not in self._records]
         if not misses:
             return
         if indexed is None:
             indexed = self._index.load()
         found = {}
         unindexed = []
-        for dom in misses:
-            uuid = dom.UUIDString()
-            record = entry(indexed, uuid, dom.name())
+        flavors: dict[str, objects.Flavor] = {}
+        for uuid, dom in misses:
+            record = entry(indexed, uuid, dom.name(), flavors)
             if record is None:
                 unindexed.append(dom)
             else:
@@ -382,17 +412,21 @@ class DomainRecords:
                     if record is not None:
                         ours.append((dom, values, record))
                 else:
-                    misses.append((dom, values))
+                    misses.append((uuid, dom, values))
             for uuid in set(cache) - seen:
                 del cache[uuid]
         try:
-            self.fill([dom for dom, _ in misses], seen, indexed)
+            self._fill([(uuid, dom) for uuid, dom, _ in misses], seen,
+                       indexed)
         except libvirt.libvirtError as exc:
             # Read again one by one below, skipping the failing ones.
             LOG.debug('Reading the records of a listing failed: %s', exc)
-        for dom, values in misses:
+        for uuid, dom, values in misses:
             try:
-                record = self.of(dom)
+                with self._lock:
+                    record = self._records.get(uuid, _UNKNOWN)
+                if record is _UNKNOWN:
+                    record = self.of(dom)
             except libvirt.libvirtError as exc:
                 LOG.warning('Skipping domain %s: %s', dom.name(), exc)
                 continue
@@ -419,10 +453,36 @@ class DomainRecords:
         :raises libvirtError: when a domain's metadata cannot be read.
         """
         indexed, entries = self._index.load_all()
+        return self._ports_of(
+            ((record.uuid, functools.partial(_same, dom), values)
+             for dom, values, record in self.ours_in_stats(stats, indexed)),
+            entries, check_taps)
+
+    def interfaces_of(self, uuids: typing.Iterable[str],
+                      running: dict[str, dict],
+                      lookup: typing.Callable[[str], typing.Any],
+                      check_taps: bool = True
+                      ) -> dict[str, tuple[model.Port, ...]]:
+        """The ports of the instances of a listing just made.
+
+        As :meth:`interfaces`, for instances known to be ours.
+
+        :param running: ``getAllDomainStats(INTERFACE)`` of the running
+            domains, by uuid: the devices to check entries against.
+        :param lookup: the domain of a uuid, or ``None`` when it is gone;
+            called only for a domain to read.
+        """
+        _, entries = self._index.load_all()
+        return self._ports_of(
+            ((uuid, functools.partial(lookup, uuid), running.get(uuid, {}))
+             for uuid in uuids), entries, check_taps)
+
+    def _ports_of(self, domains: typing.Iterable[_Domain],
+                  entries: dict[str, typing.Any], check_taps: bool
+                  ) -> dict[str, tuple[model.Port, ...]]:
         result = {}
         heal = {}
-        for dom, values, record in self.ours_in_stats(stats, indexed):
-            uuid = record.uuid
+        for uuid, domain, values in domains:
             items = port_items(entries, uuid)
             ports = None
             if items is not None:
@@ -436,12 +496,15 @@ class DomainRecords:
                            for i in range(values['net.count'])}
                 if devices != {port.devname for port in ports}:
                     LOG.debug('Domain %s has devices %s, its index entry '
-                              'says %s: reading the domain', dom.name(),
+                              'says %s: reading the domain', uuid,
                               sorted(map(str, devices)),
                               sorted(p.devname for p in ports))
                     ports = None
             if ports is None:
                 try:
+                    dom = domain()
+                    if dom is None:
+                        continue
                     ports = network.recorded(dom)
                 except libvirt.libvirtError as exc:
                     if errors.code(exc) == libvirt.VIR_ERR_NO_DOMAIN:

@@ -168,8 +168,8 @@ def test_running_domains_are_checked_against_their_devices(
     devices = {'tapcdunit9'}
     original = libvirt.virConnect.getAllDomainStats
 
-    def stats(conn, flags=0):
-        result = original(conn, libvirt.VIR_DOMAIN_STATS_STATE)
+    def stats(conn, stats=0, flags=0):
+        result = original(conn, libvirt.VIR_DOMAIN_STATS_STATE, flags)
         for dom, values in result:
             if dom.UUIDString() == instance.uuid:
                 values['net.count'] = len(devices)
@@ -197,6 +197,19 @@ def test_running_domains_are_checked_against_their_devices(
     fresh = make_driver()
     fresh.runs_containers = True
     assert fresh.list_instance_interfaces()[instance.uuid] == (port, other)
+    assert reads.names == []
+    # The same for the instances of a listing just made, whose devices
+    # are asked of the running domains only.
+    lv_network.record(dom, (port,))
+    devices.discard('tapcdunit10')
+    devices.discard('veth0')
+    fresh = make_driver()
+    assert fresh.list_instance_interfaces([instance]) == {
+        instance.uuid: (port,)}
+    assert reads.names == ['cdrv-cdunit-taps']
+    reads.names.clear()
+    assert fresh.list_instance_interfaces([instance]) == {
+        instance.uuid: (port,)}
     assert reads.names == []
 
 
@@ -317,3 +330,24 @@ def test_a_listing_leaves_the_mark_of_a_change_under_way(
         assert _index(tmp_path)['ports'][instance.uuid]['ports'] is None
     assert _index(tmp_path)['ports'][instance.uuid]['ports'] == json.loads(
         model.to_record(ports))
+
+
+def test_the_instances_of_a_listing_just_made(backend, make_driver,
+                                              monkeypatch):
+    first = _spawn(backend, 'cdunit-given1', [_port(17)])
+    second = _spawn(backend, 'cdunit-given2', [_port(18), _port(19)])
+    third = _spawn(backend, 'cdunit-given3', [_port(20)])
+    fresh = make_driver()
+    instances = [r.instance for r in fresh.list_instance_records()
+                 if r.instance.uuid in (first.uuid, second.uuid)]
+    expected = {first.uuid: backend.get_interfaces(first),
+                second.uuid: backend.get_interfaces(second)}
+    reads = _Reads(monkeypatch)
+    test_libvirt_scaling._no_metadata(monkeypatch)
+    assert fresh.list_instance_interfaces(instances) == expected
+    assert reads.names == []
+    # One gone meanwhile, with no usable entry: left out.
+    monkeypatch.undo()
+    backend.destroy(third)
+    _spawned.remove(third)
+    assert fresh.list_instance_interfaces([third]) == {}
