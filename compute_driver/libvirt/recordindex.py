@@ -119,6 +119,8 @@ class RecordIndex:
 
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, INDEX)
+        # The last content read, and what it parsed to.
+        self._parsed: tuple[bytes, typing.Any] | None = None
         self._lock_path = os.path.join(directory, LOCK)
         self._temp = os.path.join(directory, _TEMP)
 
@@ -135,7 +137,15 @@ class RecordIndex:
         """
         try:
             with open(self.path, 'rb') as handle:
-                data = json.load(handle)
+                text = handle.read()
+            # A listing reads the index for the records, then for the
+            # ports: the same bytes are parsed once.
+            parsed = self._parsed
+            if parsed is not None and parsed[0] == text:
+                data = parsed[1]
+            else:
+                data = json.loads(text)
+                self._parsed = (text, data)
         except FileNotFoundError:
             return {}, {}
         except (OSError, ValueError) as exc:
@@ -145,8 +155,10 @@ class RecordIndex:
             return {}, {}
         records = data.get('records')
         ports = data.get('ports')
-        return (records if isinstance(records, dict) else {},
-                ports if isinstance(ports, dict) else {})
+        # Copies: callers change them; the entries themselves are
+        # replaced, never changed.
+        return (dict(records) if isinstance(records, dict) else {},
+                dict(ports) if isinstance(ports, dict) else {})
 
     def update(self, add: typing.Iterable[objects.Instance] = (),
                remove: typing.Iterable[str] = (),
