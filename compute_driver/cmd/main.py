@@ -21,6 +21,7 @@ and the fake backend's instances, across commands.
 """
 
 import argparse
+import gc
 import importlib.metadata
 import logging
 import sys
@@ -282,9 +283,27 @@ class App(app.App):
         backend.sweep_leftovers_at_init = sweep
         backend.init_host(self.conf.host)
         self._driver = backend
+        self.resume_gc()
         return backend
 
+    #: Whether :func:`main` paused the cyclic garbage collector for the
+    #: start-up, until :meth:`resume_gc`.
+    gc_paused = False
+
+    def resume_gc(self) -> None:
+        """Turn the garbage collector back on once start-up is over.
+
+        What start-up made (modules, the configuration, the backend)
+        lives as long as the process: it is frozen out of every later
+        collection.
+        """
+        if self.gc_paused:
+            self.gc_paused = False
+            gc.freeze()
+            gc.enable()
+
     def interact(self) -> None:
+        self.resume_gc()
         # Imported here: it imports cmd2, which only this mode needs.
         from compute_driver.cmd import interactive
         if self.interactive_app_factory is None:
@@ -328,9 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     """
     if argv is None:
         argv = sys.argv[1:]
+    # Start-up (the imports, the configuration, the backend's connection)
+    # makes thousands of objects that live as long as the process, which
+    # the cyclic collector would scan again and again as they come: a few
+    # milliseconds of every command. It is off until the backend is up
+    # (App.resume_gc), or until the command ends.
+    collecting = gc.isenabled()
+    gc.disable()
     application = None
     try:
         application = App()
+        application.gc_paused = collecting
         return application.run(argv)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -344,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if application is not None:
             application.close()
+        if collecting:
+            gc.enable()
 
 
 if __name__ == '__main__':

@@ -12,8 +12,11 @@
 
 """``list_instance_interfaces``: the contract's default, and ``list``."""
 
+import gc
+
 import pytest
 
+from compute_driver.cmd import main
 from compute_driver import exception
 from compute_driver.fake import driver as fake_driver
 from tests.unit import test_cli
@@ -96,3 +99,29 @@ def test_list_asks_for_every_instance_s_ports_at_once(capsys, app,
     assert [(r['Name'], r['Networks']) for r in rows] == [
         ('vm1', 'eth0 fa:16:3e:00:00:01 192.0.2.1/24 on tapvm1'),
         ('vm2', 'eth0 fa:16:3e:00:00:02 192.0.2.2/24 on tapvm2')]
+
+
+def test_main_pauses_the_collector_for_start_up_only(capsys, config,
+                                                     monkeypatch):
+    seen = {}
+
+    class Spy(fake_driver.FakeDriver):
+        def init_host(self, host):
+            seen['start-up'] = gc.isenabled()
+            super().init_host(host)
+
+        def list_instance_records(self):
+            seen['command'] = gc.isenabled()
+            return super().list_instance_records()
+
+    test_cli._use_backend(monkeypatch, Spy)
+    assert gc.isenabled()
+    try:
+        assert main.main(['--config-file', config(), 'list']) == 0
+        assert seen == {'start-up': False, 'command': True}
+        assert gc.isenabled()
+        # A command without a backend: collecting again once it is over.
+        assert main.main(['--config-file', config(), 'flavors']) == 0
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
