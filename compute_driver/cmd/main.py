@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     # milliseconds of every command. It is off until the backend is up
     # (App.resume_gc), or until the command ends.
     collecting = gc.isenabled()
+    frozen = gc.get_freeze_count()
     gc.disable()
     application = None
     try:
@@ -373,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
             application.close()
         if collecting:
             gc.enable()
+        if not frozen:
+            # For a caller running commands in-process: what this one
+            # froze is collectable again.
+            gc.unfreeze()
 
 
 if __name__ == '__main__':

@@ -115,13 +115,11 @@ def test_main_pauses_the_collector_for_start_up_only(capsys, config,
             return super().list_instance_records()
 
     test_cli._use_backend(monkeypatch, Spy)
+    assert gc.isenabled() and not gc.get_freeze_count()
+    assert main.main(['--config-file', config(), 'list']) == 0
+    assert seen == {'start-up': False, 'command': True}
+    # As it was: collecting, and nothing left frozen.
+    assert gc.isenabled() and not gc.get_freeze_count()
+    # A command without a backend: collecting again once it is over.
+    assert main.main(['--config-file', config(), 'flavors']) == 0
     assert gc.isenabled()
-    try:
-        assert main.main(['--config-file', config(), 'list']) == 0
-        assert seen == {'start-up': False, 'command': True}
-        assert gc.isenabled()
-        # A command without a backend: collecting again once it is over.
-        assert main.main(['--config-file', config(), 'flavors']) == 0
-        assert gc.isenabled()
-    finally:
-        gc.unfreeze()
