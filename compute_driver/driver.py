@@ -2206,6 +2206,35 @@ class ComputeDriver(abc.ABC):
             'interfaces', instance,
             lambda h, current: self._interfaces(h, instance), lock=False))
 
+    def list_instance_interfaces(
+            self, instances: collections.abc.Iterable[objects.Instance]
+            | None = None) -> dict[str, tuple[typing.Any, ...]]:
+        """Every instance's ports at once, by instance uuid.
+
+        What :meth:`get_interfaces` returns for each instance that
+        :meth:`list_instance_records` lists. This default asks each
+        instance in turn (a look-up each); backends that can read every
+        instance's ports in a constant number of round trips override
+        it. An instance gone meanwhile is left out.
+
+        :param instances: the instances of a listing just made, which
+            this default then does not list again; a backend that reads
+            every instance's ports at once may return more.
+        :returns: :class:`~compute_driver.network.model.Port` tuples in
+            NIC order, keyed by uuid.
+        :raises NotSupported: when the backend does not record ports.
+        """
+        self._require('interfaces')
+        if instances is None:
+            instances = [r.instance for r in self.list_instance_records()]
+        ports = {}
+        for instance in instances:
+            try:
+                ports[instance.uuid] = self.get_interfaces(instance)
+            except exception.InstanceNotFound:
+                continue
+        return ports
+
     def _plug_vifs(self, handle: typing.Any, instance: objects.Instance,
                    ports: tuple[typing.Any, ...]) -> None:
         """Wire ``ports`` on the host again (idempotent); record new ones."""

@@ -60,16 +60,41 @@ def entry_points(name: str | None = None, namespace: str = NAMESPACE
     :param namespace: :data:`NAMESPACE` (the backends),
         :data:`OPTS_NAMESPACE` (their options), or any other.
 
-    Nothing is imported. Read once per ``sys.path`` for all namespaces.
+    Nothing is imported. The backends' are read from the distributions'
+    metadata, once per ``sys.path`` for all namespaces, and carry their
+    distribution (``ep.dist``: what a backend needs). The others come
+    from stevedore's cache of the same metadata, which cliff and the
+    backend loader read anyway: a command that only needs its own entry
+    point and its backend's options does not scan every installed
+    distribution.
     """
+    if namespace == NAMESPACE:
+        found = list(_all_entry_points().select(group=namespace))
+    else:
+        found = _cached_group(namespace)
+    return [ep for ep in found if name is None or ep.name == name]
+
+
+def _all_entry_points() -> typing.Any:
     key = tuple(sys.path)
     found = _EP_CACHE.get(key)
     if found is None:
         # All groups, each distribution once (the first on sys.path), as
         # importlib.metadata.entry_points(group=...) would read them.
         found = _EP_CACHE[key] = importlib.metadata.entry_points()
-    return [ep for ep in found.select(group=namespace)
-            if name is None or ep.name == name]
+    return found
+
+
+def _cached_group(namespace: str) -> list[importlib.metadata.EntryPoint]:
+    try:
+        # Keyed by sys.path and the mtimes of its entries and their
+        # entry_points.txt files, so an installation shows at once.
+        from stevedore import _cache
+        return list(_cache.get_group_all(namespace))
+    except Exception as exc:
+        # A stevedore without it, or a cache it cannot read or build.
+        LOG.debug('Not using stevedore\'s entry point cache: %s', exc)
+        return list(_all_entry_points().select(group=namespace))
 
 
 def entry_point_targets() -> dict[str, str]:

@@ -14,14 +14,20 @@
 """Measure the libvirt backend against raw libvirt, side by side.
 
 Defines powered-off instances through the driver on ``qemu:///system`` in
-steps (``--counts``, default 10, 100 and 500), and at each step times, in
-new processes interleaved so that machine load hits all alike:
+steps (``--counts``, default 10, 100 and 500), each with ``--ports`` ports
+(``tap``, with an address: nothing is made on the host for a domain that
+never runs), and at each step times, in new processes interleaved so that
+machine load hits all alike:
 
 - ``compute-driver show NAME`` against a process importing libvirt, cliff,
   oslo.config and stevedore and making the raw ``lookupByUUIDString`` and
   ``state()``;
-- ``compute-driver list`` against the same process making one
-  ``getAllDomainStats``.
+- ``compute-driver list`` (which prints every instance's NICs) against
+  the same process making one ``getAllDomainStats``.
+
+and prints each ratio against the issue's targets: ``show`` at most
+1.5x, ``list`` at most 2x, and both flat, the ratio at the largest step
+within 10 % of the ratio at the smallest.
 
 At the largest step it times listings in this process:
 
@@ -62,6 +68,7 @@ from compute_driver import flavors
 from compute_driver.libvirt import connection
 from compute_driver.libvirt import mapping
 from compute_driver import loader
+from compute_driver.network import model
 from compute_driver import objects
 from compute_driver.testing import fixtures
 
@@ -73,6 +80,12 @@ IMAGE = 'cdtest-busybox'
 #: never run, so the claim's CPU allocation ratio is its maximum, which
 #: lets 500 of them onto a host of a few cores.
 CPU_ALLOCATION_RATIO = 1000.0
+
+#: The targets: new-process ratios to raw, and how far the ratio at the
+#: largest step may be from the one at the smallest.
+SHOW_TARGET = 1.5
+LIST_TARGET = 2.0
+FLAT_TARGET = 0.10
 
 
 def _conf(args):
@@ -168,9 +181,15 @@ _ENV = {k: v for k, v in os.environ.items()
 
 
 def _run(argv):
+    """Wall time and CPU time (user + system) of a new process."""
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=_ENV)
-    return time.perf_counter() - start
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=_ENV)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, argv)
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def _cli_table(args, conf_file, target, count):
@@ -189,12 +208,16 @@ def _cli_table(args, conf_file, target, count):
         ('compute-driver list', cli + ['list', '-f', 'json']),
     ]
     samples = {label: [] for label, _ in kinds}
+    cpu = {label: [] for label, _ in kinds}
     for label, argv in kinds:
         _run(argv)  # warm-up: bytecode and page cache
     for _ in range(args.processes):
         for label, argv in kinds:
-            samples[label].append(_run(argv))
+            wall, used = _run(argv)
+            samples[label].append(wall)
+            cpu[label].append(used)
     medians = {label: statistics.median(v) for label, v in samples.items()}
+    cpu_medians = {label: statistics.median(v) for label, v in cpu.items()}
     show = medians['compute-driver show NAME'] / medians[kinds[0][0]]
     listing = medians['compute-driver list'] / medians[kinds[2][0]]
     print('N=%-4d new process, p50 of %d, ms: raw show %.0f, driver show '
@@ -204,7 +227,54 @@ def _cli_table(args, conf_file, target, count):
                     medians[kinds[2][0]] * 1000,
                     medians['compute-driver list'] * 1000, listing,
                     os.getloadavg()[0]), flush=True)
+    # The processes' own CPU time: steadier than wall time on a busy
+    # host, though blind to the time libvirtd spends answering.
+    print('       CPU time, ms: raw show %.0f, driver show %.0f (%.2fx); raw '
+          'list %.0f, driver list %.0f (%.2fx)' % (
+              cpu_medians[kinds[0][0]] * 1000,
+              cpu_medians['compute-driver show NAME'] * 1000,
+              cpu_medians['compute-driver show NAME'] /
+              cpu_medians[kinds[0][0]],
+              cpu_medians[kinds[2][0]] * 1000,
+              cpu_medians['compute-driver list'] * 1000,
+              cpu_medians['compute-driver list'] / cpu_medians[kinds[2][0]]),
+          flush=True)
     return show, listing
+
+
+def _ports(number, count):
+    """``count`` tap ports for the ``number``-th listed instance."""
+    high, low = number >> 8 & 0xff, number & 0xff
+    return [model.Port(id=str(uuidlib.uuid4()),
+                       mac='fa:16:3e:%02x:%02x:%02x' % (high, low, index),
+                       vif_type=model.VIF_TYPE_TAP,
+                       fixed_ips=(model.FixedIP(
+                           address='10.%d.%d.%d' % (index, high, low or 1),
+                           cidr='10.%d.0.0/16' % index),))
+            for index in range(count)]
+
+
+def _verdict(counts, ratios):
+    """Print each ratio and the flatness against the targets."""
+    def check(ok):
+        return 'met' if ok else 'MISSED'
+
+    show = [r[0] for r in ratios]
+    listing = [r[1] for r in ratios]
+    print('targets: show <= %.1fx: %s (max %.2fx); list <= %.1fx: %s '
+          '(max %.2fx)' % (SHOW_TARGET, check(max(show) <= SHOW_TARGET),
+                           max(show), LIST_TARGET,
+                           check(max(listing) <= LIST_TARGET),
+                           max(listing)))
+    if len(ratios) > 1:
+        show_flat = show[-1] / show[0]
+        list_flat = listing[-1] / listing[0]
+        print('ratio at N=%d / ratio at N=%d: show %.2f (%s), list %.2f '
+              '(%s); flat means within %d %%; load %.2f %.2f %.2f' % (
+                  counts[-1], counts[0], show_flat,
+                  check(abs(show_flat - 1) <= FLAT_TARGET), list_flat,
+                  check(abs(list_flat - 1) <= FLAT_TARGET),
+                  FLAT_TARGET * 100, *os.getloadavg()), flush=True)
 
 
 def _spawn_throughput(backend, conn, flavor, prefix, made, parallel,
@@ -298,6 +368,9 @@ def main():
     parser.add_argument('--parallel-rounds', type=int, default=2,
                         help='Rounds of parallel and sequential spawns '
                              '(default: 2).')
+    parser.add_argument('--ports', type=int, default=1,
+                        help='Ports of each listed instance, which list '
+                             'and show print (default: 1).')
     parser.add_argument('--images-path',
                         default='/var/lib/compute-driver/libvirt/images')
     parser.add_argument('--instances-path',
@@ -349,17 +422,15 @@ def main():
                     '%s-%d' % (prefix, len(listed)), listed_flavor,
                     listed_image)
                 made.append(instance)
-                backend.spawn(instance, power_on=False)
+                backend.spawn(instance, power_on=False,
+                              network_info=_ports(len(listed), args.ports))
                 listed.append(instance)
             print('(defined up to %d in %.1f s)' % (
                 count, time.perf_counter() - start), flush=True)
             # The middle one: nothing favours the first or the last.
             ratios.append(_cli_table(args, conf_file,
                                      listed[count // 2], count))
-        if len(ratios) > 1:
-            print('ratio at N=%d / ratio at N=%d: show %.2f, list %.2f' % (
-                counts[-1], counts[0], ratios[-1][0] / ratios[0][0],
-                ratios[-1][1] / ratios[0][1]))
+        _verdict(counts, ratios)
         print('\n%d domains defined by the driver, median of %d '
               'listings\n' % (len(listed), args.repeat))
 

@@ -21,7 +21,7 @@ and the fake backend's instances, across commands.
 """
 
 import argparse
-import difflib
+import gc
 import importlib.metadata
 import logging
 import sys
@@ -99,6 +99,18 @@ def _version() -> str:
         return 'unknown'
 
 
+class _VersionAction(argparse._VersionAction):
+    """``--version``, reading the version only when asked for it.
+
+    Parsing the package metadata costs every command a few
+    milliseconds otherwise.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        self.version = '%s %s' % (App.NAME, _version())
+        super().__call__(parser, namespace, values, option_string)
+
+
 #: Commands also listed in setup.cfg, known without the package's
 #: metadata (a checkout run from source, an older installed copy).
 
@@ -143,7 +155,8 @@ class App(app.App):
         super().__init__(
             description='Drive VMs and containers through one Nova-like '
                         'compute driver interface.',
-            version=_version(),
+            # Read from the metadata only for --version (_VersionAction).
+            version='',
             command_manager=CommandManager(NAMESPACE),
             stdin=stdin, stdout=stdout, stderr=stderr,
             # As openstackclient: "compute-driver boot --help" shows the
@@ -161,6 +174,9 @@ class App(app.App):
         parser = super().build_option_parser(description, version,
                                              argparse_kwargs)
         parser.prog = self.NAME
+        version_action = parser._option_string_actions.get('--version')
+        if version_action is not None:
+            version_action.__class__ = _VersionAction
         common.one_line_errors(parser)
         parser.add_argument(
             '--config-file', metavar='PATH', action='append',
@@ -242,6 +258,7 @@ class App(app.App):
             # cliff prints three lines on stdout ("... is not a command",
             # "Did you mean one of these?", the candidates); an unknown
             # command is a usage error like any other: one line, stderr.
+            import difflib
             matches = difflib.get_close_matches(
                 argv[0], sorted(self.command_manager.commands), n=3)
             hint = ('; did you mean %s?' % ' or '.join(
@@ -266,9 +283,27 @@ class App(app.App):
         backend.sweep_leftovers_at_init = sweep
         backend.init_host(self.conf.host)
         self._driver = backend
+        self.resume_gc()
         return backend
 
+    #: Whether :func:`main` paused the cyclic garbage collector for the
+    #: start-up, until :meth:`resume_gc`.
+    gc_paused = False
+
+    def resume_gc(self) -> None:
+        """Turn the garbage collector back on once start-up is over.
+
+        What start-up made (modules, the configuration, the backend)
+        lives as long as the process: it is frozen out of every later
+        collection.
+        """
+        if self.gc_paused:
+            self.gc_paused = False
+            gc.freeze()
+            gc.enable()
+
     def interact(self) -> None:
+        self.resume_gc()
         # Imported here: it imports cmd2, which only this mode needs.
         from compute_driver.cmd import interactive
         if self.interactive_app_factory is None:
@@ -312,9 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     """
     if argv is None:
         argv = sys.argv[1:]
+    # Start-up (the imports, the configuration, the backend's connection)
+    # makes thousands of objects that live as long as the process, which
+    # the cyclic collector would scan again and again as they come: a few
+    # milliseconds of every command. It is off until the backend is up
+    # (App.resume_gc), or until the command ends.
+    collecting = gc.isenabled()
+    frozen = gc.get_freeze_count()
+    gc.disable()
     application = None
     try:
         application = App()
+        application.gc_paused = collecting
         return application.run(argv)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -328,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if application is not None:
             application.close()
+        if collecting:
+            gc.enable()
+        if not frozen:
+            # For a caller running commands in-process: what this one
+            # froze is collectable again.
+            gc.unfreeze()
 
 
 if __name__ == '__main__':

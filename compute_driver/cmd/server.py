@@ -108,13 +108,18 @@ class ListInstances(common.Lister):
     """List the backend's instances."""
 
     def take_action(self, parsed_args):
-        records = sorted(self.app.driver.list_instance_records(),
-                         key=lambda r: (r.instance.name, r.instance.uuid))
         backend = self.app.driver
+        records = sorted(backend.list_instance_records(),
+                         key=lambda r: (r.instance.name, r.instance.uuid))
+        # Every instance's ports in one listing, not a look-up each.
+        ports = (backend.list_instance_interfaces(
+            [r.instance for r in records])
+            if backend.supports('interfaces') else {})
         rows = [(r.instance.name, r.instance.uuid,
                  power_state.name(r.info.state), r.instance.flavor.name,
                  r.instance.image_ref,
-                 '\n'.join(network.nics(backend, r.instance)))
+                 '\n'.join(network.describe(index, port) for index, port in
+                           enumerate(ports.get(r.instance.uuid, ()))))
                 for r in records]
         return ('Name', 'UUID', 'State', 'Flavor', 'Image', 'Networks'), rows
 

@@ -19,7 +19,6 @@ oslo.config user such as nova-compute.
 
 from collections.abc import Iterable
 from collections.abc import Sequence
-import difflib
 import glob
 import importlib.metadata
 import os
@@ -176,6 +175,8 @@ def _files_read(conf: cfg.ConfigOpts) -> list[str]:
 
 
 def _nearest(word: str, candidates: Iterable[str]) -> str | None:
+    # Only for a misspelt option: not an import every command pays for.
+    import difflib
     matches = difflib.get_close_matches(word, sorted(candidates), n=1,
                                         cutoff=0.6)
     return matches[0] if matches else None

@@ -40,7 +40,6 @@ and instance disks from :mod:`~compute_driver.libvirt.images`, and libvirt's
 errors are translated by :mod:`~compute_driver.libvirt.errors`.
 """
 
-from concurrent import futures
 import contextvars
 import dataclasses
 import functools
@@ -55,7 +54,6 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from compute_driver import console as cd_console
 from compute_driver import driver
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -63,7 +61,6 @@ from compute_driver.image import exception as image_exception
 from compute_driver import leftovers
 from compute_driver.libvirt import conf as libvirt_conf
 from compute_driver.libvirt import connection
-from compute_driver.libvirt import console as lv_console
 from compute_driver.libvirt import errors
 from compute_driver.libvirt import events
 from compute_driver.libvirt import images
@@ -83,6 +80,8 @@ _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
 _SHUTOFF_UNKNOWN = libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
 
 _DISK = 'disk'
+#: Not read yet (see LibvirtDriver._qemu_group).
+_UNREAD = object()
 _CONSOLE_LOG = 'console.log'
 #: Suffix of the marker beside an instance directory while its spawn runs.
 _SPAWNING = '.spawning'
@@ -148,8 +147,10 @@ class LibvirtDriver(driver.ComputeDriver):
         self._records = recordindex.DomainRecords(self.instances_path)
         self._revert_points = migration.RevertPoints(self.instances_path)
         # The group QEMU runs as, given search access to instance
-        # directories; None keeps them to their owner.
-        self._qemu_gid: int | None = None
+        # directories; None keeps them to their owner. Read on first
+        # use: the host capabilities are a large document, which
+        # commands that create no directory need not fetch.
+        self._qemu_gid: int | None | object = _UNREAD
 
     # -- paths ----------------------------------------------------------------
 
@@ -178,13 +179,20 @@ class LibvirtDriver(driver.ComputeDriver):
         and nobody else can.
         """
         os.makedirs(directory, mode=0o700)
-        if self._qemu_gid is not None and self._qemu_gid != os.getgid():
+        gid = self._qemu_group()
+        if gid is not None and gid != os.getgid():
             try:
-                os.chown(directory, -1, self._qemu_gid)
+                os.chown(directory, -1, gid)
                 os.chmod(directory, 0o710)
             except PermissionError as exc:
                 LOG.debug('Cannot give group %d access to %s: %s',
-                          self._qemu_gid, directory, exc)
+                          gid, directory, exc)
+
+    def _qemu_group(self) -> int | None:
+        if self._qemu_gid is _UNREAD:
+            dac = self._host.get_dac_label()
+            self._qemu_gid = dac[1] if dac else None
+        return typing.cast('int | None', self._qemu_gid)
 
     def _console_mark(self, instance: objects.Instance, what: str) -> None:
         # The guest's console is appended to this file: a line of ours
@@ -219,11 +227,12 @@ class LibvirtDriver(driver.ComputeDriver):
             except OSError as exc:
                 raise exception.InvalidConfiguration(
                     reason='cannot create %s: %s' % (path, exc)) from exc
-        dac = self._host.get_dac_label()
-        self._qemu_gid = dac[1] if dac else None
-        LOG.debug('libvirt backend on %s: virt_type %s, %s %s', self.uri,
-                  self.virt_type, hv_type,
-                  '.'.join(map(str, self._host.get_hypervisor_version())))
+        self._qemu_gid = _UNREAD
+        if LOG.isEnabledFor(logging.DEBUG):
+            # One more round trip, for the log only.
+            LOG.debug('libvirt backend on %s: virt_type %s, %s %s',
+                      self.uri, self.virt_type, hv_type, '.'.join(
+                          map(str, self._host.get_hypervisor_version())))
 
     def _translate(self, operation, instance):
         return errors.translate(operation, instance)
@@ -313,7 +322,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 network.with_ports(mapping.domain_xml(spec), ports,
                                    self.virt_type), found)
             dom = self._host.call(lambda conn: conn.defineXML(xml))
-            self._records.add(instance)
+            self._records.add(instance, ports=ports)
             if power_on:
                 self._console_mark(instance, 'starting')
                 dom.create()
@@ -820,14 +829,18 @@ class LibvirtDriver(driver.ComputeDriver):
             mapping.RESIZE_PREFIX, mapping.RESIZE_NS,
             libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
-    def _live_size(self, dom: typing.Any) -> tuple[int, int]:
+    def _live_size(self, dom: typing.Any,
+                   info: list[int] | None = None) -> tuple[int, int]:
         """The vCPUs and memory (MiB) a running guest is set to.
 
         A live resize records its targets in the live metadata: the
         memory libvirt reports follows the guest's balloon driver, which
         may take a while to reach the target or be missing altogether.
+
+        :param info: ``dom.info()``, when just read.
         """
-        info = dom.info()
+        if info is None:
+            info = dom.info()
         if info[0] in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED,
                        libvirt.VIR_DOMAIN_BLOCKED):
             try:
@@ -860,7 +873,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def _diagnostics(self, dom, instance):
         state = self._power_state(dom)
         info = dom.info()
-        vcpus, memory_mb = self._live_size(dom)
+        vcpus, memory_mb = self._live_size(dom, info)
         return {
             'state': power_state.name(state),
             'driver': 'libvirt',
@@ -905,7 +918,8 @@ class LibvirtDriver(driver.ComputeDriver):
         self._revert_points.restore_disk(instance.uuid,
                                          self._disk_path(instance.uuid))
         self._host.call(lambda conn: conn.defineXML(xml))
-        self._records.add(instance)
+        # The kept definition records the ports it had then.
+        self._records.add(instance, ports=None)
         self._revert_points.drop(instance.uuid)
 
     def _confirm_migration(self, instance):
@@ -940,22 +954,59 @@ class LibvirtDriver(driver.ComputeDriver):
     def _plug_vifs(self, dom, instance, ports):
         known = {p.id for p in network.recorded(dom)}
         network.plug(instance, tuple(p for p in ports if p.id in known))
-        for port in ports:
-            if port.id not in known:
-                network.attach(dom, instance, port, self.virt_type)
+        new = [port for port in ports if port.id not in known]
+        if new:
+            with self._changing_ports(dom, instance):
+                for port in new:
+                    network.attach(dom, instance, port, self.virt_type)
 
     def _unplug_vifs(self, dom, instance, ports):
         network.unplug(instance, tuple(ports),
                        remove_device=not dom.isActive())
 
     def _attach_interface(self, dom, instance, port):
-        network.attach(dom, instance, port, self.virt_type)
+        with self._changing_ports(dom, instance):
+            network.attach(dom, instance, port, self.virt_type)
 
     def _detach_interface(self, dom, instance, port):
-        network.detach(dom, instance, port, self.virt_type)
+        with self._changing_ports(dom, instance):
+            network.detach(dom, instance, port, self.virt_type)
+
+    def _changing_ports(self, dom, instance):
+        # Every change of the port record goes through here, so that the
+        # record index, which listings read the ports from, follows.
+        return self._records.changing_ports(
+            instance.uuid, lambda: network.recorded(dom))
 
     def _interfaces(self, dom, instance):
         return network.recorded(dom)
+
+    def list_instance_interfaces(self, instances=None):
+        """Every instance's ports from one ``getAllDomainStats`` call.
+
+        The ports come from the record index, checked against the devices
+        of running domains; a domain is read only when its entry is
+        missing, marked as changing, or disagrees with its devices (see
+        :mod:`compute_driver.libvirt.recordindex`). Given the instances
+        of a listing just made, the call asks for the devices of the
+        running domains only.
+        """
+        self._require('interfaces')
+        check = not self.runs_containers
+        with errors.translate('list interfaces', None):
+            if instances is None:
+                stats = self._host.call(lambda conn: conn.getAllDomainStats(
+                    libvirt.VIR_DOMAIN_STATS_STATE |
+                    libvirt.VIR_DOMAIN_STATS_INTERFACE))
+                return self._records.interfaces(stats, check_taps=check)
+            running = {dom.UUIDString(): values for dom, values in
+                       self._host.call(lambda conn: conn.getAllDomainStats(
+                           libvirt.VIR_DOMAIN_STATS_INTERFACE,
+                           libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE))}
+            return self._records.interfaces_of(
+                [instance.uuid for instance in instances], running,
+                lambda uuid: self._host.lookup('lookupByUUIDString', uuid),
+                check_taps=check)
 
     # -- volumes -------------------------------------------------------------
 
@@ -1106,6 +1157,7 @@ class LibvirtDriver(driver.ComputeDriver):
         self._make_cache_searchable()
         # The kernel and ramdisk download while the disk downloads and is
         # checked: a cold boot waits for the largest transfer, not the sum.
+        from concurrent import futures
         with futures.ThreadPoolExecutor(
                 max_workers=2, thread_name_prefix='image-fetch') as pool:
             # Each in a copy of the caller's context variables: an image
@@ -1197,6 +1249,7 @@ class LibvirtDriver(driver.ComputeDriver):
         }
         if opts.serial_console_type == 'tcp':
             # Checked now rather than at the first spawn.
+            from compute_driver.libvirt import console as lv_console
             lv_console.port_range(opts.serial_port_range)
 
     def _console_spec(self) -> dict[str, typing.Any]:
@@ -1208,6 +1261,7 @@ class LibvirtDriver(driver.ComputeDriver):
                                           opts.vnc_password or '')
         if (opts.serial_console_type == 'tcp' and
                 self.virt_type in ('kvm', 'qemu')):
+            from compute_driver.libvirt import console as lv_console
             address = str(opts.serial_listen_address)
             taken = set()
             for dom, _ in self._our_domains():
@@ -1224,6 +1278,8 @@ class LibvirtDriver(driver.ComputeDriver):
         return spec
 
     def _serial_console(self, dom, instance):
+        from compute_driver import console as cd_console
+        from compute_driver.libvirt import console as lv_console
         endpoint = lv_console.serial_endpoint(ET.fromstring(dom.XMLDesc(0)))
         if endpoint is None:
             raise exception.ConsoleUnavailable(
@@ -1237,6 +1293,8 @@ class LibvirtDriver(driver.ComputeDriver):
         return cd_console.SerialConsole(host=endpoint[0], port=endpoint[1])
 
     def _vnc_console(self, dom, instance):
+        from compute_driver import console as cd_console
+        from compute_driver.libvirt import console as lv_console
         root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
         endpoint = lv_console.vnc_endpoint(root)
         if endpoint is None:
@@ -1253,6 +1311,7 @@ class LibvirtDriver(driver.ComputeDriver):
                                      password=password or None)
 
     def _open_console(self, dom, instance):
+        from compute_driver.libvirt import console as lv_console
         endpoint = lv_console.serial_endpoint(ET.fromstring(dom.XMLDesc(0)))
         if endpoint is not None:
             return lv_console.connect_tcp(endpoint[0], endpoint[1],
