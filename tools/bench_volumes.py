@@ -19,7 +19,7 @@ hits both alike, attach + detach of that local volume:
 
 - through the driver: ``attach_volume`` then ``detach_volume`` (the
   pipeline's validation, lock, state check, os-brick connect and checks,
-  the domain metadata record, the hot-plug and the wait for the guest to
+  the attachment's record, the hot-plug and the wait for the guest to
   release the disk);
 - raw: the same os-brick ``LOCAL`` connector's ``connect_volume``,
   ``attachDeviceFlags`` and ``detachDeviceFlags`` with the same flags, the
@@ -56,10 +56,15 @@ from compute_driver.volume import model as vol_model
 
 
 def _driver(args):
-    conf = fixtures.make_conf('libvirt', {'libvirt': {
-        'virt_type': 'qemu', 'connection_uri': args.uri,
-        'images_path': args.images_path,
-        'instances_path': args.instances_path}})
+    conf = fixtures.make_conf('libvirt', {
+        'libvirt': {'virt_type': 'qemu', 'connection_uri': args.uri,
+                    'images_path': args.images_path,
+                    'instances_path': args.instances_path},
+        # The other domains of a shared libvirtd must not keep the one
+        # guest measured here from being claimed.
+        'DEFAULT': {'cpu_allocation_ratio': 1000.0,
+                    'ram_allocation_ratio': 1000.0,
+                    'disk_allocation_ratio': 1000.0}})
     backend = loader.load_driver(conf, 'libvirt')
     backend.init_host(conf.host)
     return backend
