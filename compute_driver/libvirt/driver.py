@@ -155,6 +155,8 @@ class LibvirtDriver(driver.ComputeDriver):
         self._records = recordindex.DomainRecords(self.instances_path)
         # uuid -> (connection, domain handle), for _CACHED_LOOKUP.
         self._handles: dict[str, tuple[typing.Any, typing.Any]] = {}
+        # Whether volume disks carry their attachment (set by _connect).
+        self._volume_aliases = True
         self._revert_points = migration.RevertPoints(self.instances_path)
         # The group QEMU runs as, given search access to instance
         # directories; None keeps them to their owner.
@@ -230,6 +232,8 @@ class LibvirtDriver(driver.ComputeDriver):
                     reason='cannot create %s: %s' % (path, exc)) from exc
         dac = self._host.get_dac_label()
         self._qemu_gid = dac[1] if dac else None
+        self._volume_aliases = volumes.keeps_aliases(
+            self.virt_type, self._host.get_libvirt_version())
         LOG.debug('libvirt backend on %s: virt_type %s, %s %s', self.uri,
                   self.virt_type, hv_type,
                   '.'.join(map(str, self._host.get_hypervisor_version())))
@@ -340,7 +344,8 @@ class LibvirtDriver(driver.ComputeDriver):
             self._console_mark(instance, 'created')
             xml = volumes.with_volumes(
                 network.with_ports(mapping.domain_xml(spec), ports,
-                                   self.virt_type), found)
+                                   self.virt_type), found,
+                self._volume_aliases)
             dom = self._host.call(lambda conn: conn.defineXML(xml))
             self._records.add(instance)
             if power_on:
@@ -998,7 +1003,8 @@ class LibvirtDriver(driver.ComputeDriver):
     def _check_free(self, dom, instance, connection, mountpoint):
         # libvirtd makes these checks itself where volumes.attach can say
         # which failed: no read of the domain first.
-        if not volumes.checks_at_attach(dom, connection):
+        if not volumes.checks_at_attach(dom, connection,
+                                        self._volume_aliases):
             super()._check_free(dom, instance, connection, mountpoint)
 
     def _refuse_root_volume(self, dom, operation):
@@ -1020,14 +1026,15 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _attach_volume(self, dom, instance, attachment, live):
         volumes.attach(self._host.get_connection(), dom, instance,
-                       attachment, live)
+                       attachment, live, self._volume_aliases)
 
     def _detach_volume(self, dom, instance, attachment, live):
         volumes.detach(self._host.get_connection(), dom, instance,
                        attachment, live, self.conf.volume.detach_timeout)
 
     def _swap_volume(self, dom, instance, old, new, live):
-        volumes.swap(self._host.get_connection(), dom, instance, old, new)
+        volumes.swap(self._host.get_connection(), dom, instance, old, new,
+                     self._volume_aliases)
 
     def _extend_volume(self, dom, instance, attachment, size, live):
         volumes.extend(dom, attachment, size, live)

@@ -114,8 +114,13 @@ def _local_info(volume_id: str, device_path: str) -> dict[str, typing.Any]:
             'data': {'device_path': device_path, 'volume_id': volume_id}}
 
 
-def disk_element(attachment: vol_model.Attachment) -> ET.Element:
-    """The ``<disk>`` of an attached volume."""
+def disk_element(attachment: vol_model.Attachment,
+                 aliases: bool = True) -> ET.Element:
+    """The ``<disk>`` of an attached volume.
+
+    :param aliases: whether it carries the attachment (see
+        :func:`keeps_aliases`); without, the metadata records it.
+    """
     disk = ET.Element('disk', type='block', device='disk')
     # No host page cache: the volume may be attached elsewhere next, and
     # what the guest wrote must be on the device when it is detached.
@@ -124,7 +129,8 @@ def disk_element(attachment: vol_model.Attachment) -> ET.Element:
     ET.SubElement(disk, 'source', dev=attachment.device_path)
     ET.SubElement(disk, 'target', dev=target(attachment.mountpoint),
                   bus='virtio')
-    _mark(disk, attachment.volume_id)
+    if aliases:
+        _mark(disk, attachment.volume_id)
     return disk
 
 
@@ -138,20 +144,33 @@ def _mark(disk: ET.Element, volume_id: str) -> None:
     ET.SubElement(disk, 'alias', name=alias(volume_id))
 
 
-def disk_xml(attachment: vol_model.Attachment) -> str:
+def disk_xml(attachment: vol_model.Attachment, aliases: bool = True) -> str:
     """:func:`disk_element` as text.
 
     Formatted directly: it is built on every attach, and ElementTree's
     serialiser costs several times more.
     """
-    serial = ('<serial>%s</serial>' % attachment.volume_id
-              if _SERIAL_RE.fullmatch(attachment.volume_id) else '')
+    marks = ''
+    if aliases:
+        if _SERIAL_RE.fullmatch(attachment.volume_id):
+            marks = '<serial>%s</serial>' % attachment.volume_id
+        marks += '<alias name=%s/>' % saxutils.quoteattr(
+            alias(attachment.volume_id))
     return ("<disk type='block' device='disk'><driver name='qemu' "
             "type='raw' cache='none' io='native'/><source dev=%s/>"
-            "<target dev=%s bus='virtio'/>%s<alias name=%s/></disk>" % (
+            "<target dev=%s bus='virtio'/>%s</disk>" % (
                 saxutils.quoteattr(attachment.device_path),
-                saxutils.quoteattr(target(attachment.mountpoint)), serial,
-                saxutils.quoteattr(alias(attachment.volume_id))))
+                saxutils.quoteattr(target(attachment.mountpoint)), marks))
+
+
+def keeps_aliases(virt_type: str, version: tuple[int, int, int]) -> bool:
+    """Whether libvirtd keeps the user aliases of a domain's disks.
+
+    Its QEMU driver does since 3.9.0; others, and older releases, drop
+    them without a word, so their domains record attachments in the
+    metadata (under :data:`NS`) as earlier releases of this library did.
+    """
+    return virt_type in ('kvm', 'qemu') and version >= (3, 9, 0)
 
 
 #: Where libvirtd's system QEMU driver keeps a ``<domain>.pid`` file for
@@ -308,8 +327,8 @@ def power_state(dom: typing.Any) -> int:
     return mapping.map_state(state, reason, managed)
 
 
-def checks_at_attach(dom: typing.Any,
-                     connection: vol_model.Connection) -> bool:
+def checks_at_attach(dom: typing.Any, connection: vol_model.Connection,
+                     aliases: bool = True) -> bool:
     """Whether attaching ``connection`` needs no read of the domain first.
 
     True for a local volume on a domain that the state check just found
@@ -324,7 +343,8 @@ def checks_at_attach(dom: typing.Any,
     with _lock:
         read = _reads.get(dom)
         shut_off = _shut_off.get(dom)
-    return (bool(shut_off) and connection.protocol == vol_model.LOCAL and
+    return (aliases and bool(shut_off) and
+            connection.protocol == vol_model.LOCAL and
             read is not None and not read.legacy)
 
 
@@ -414,12 +434,14 @@ def _record_legacy(dom: typing.Any, found: list[vol_model.Attachment],
                     _flags(live))
 
 
-def with_volumes(domain_xml: str,
-                 found: list[vol_model.Attachment]) -> str:
+def with_volumes(domain_xml: str, found: list[vol_model.Attachment],
+                 aliases: bool = True) -> str:
     """A new domain's XML with the disks of its volumes.
 
     The root volume (boot index 0) is already its ``vda``, which gets the
     volume's alias; the others are added after it.
+
+    :param aliases: see :func:`keeps_aliases`.
     """
     if not found:
         return domain_xml
@@ -436,27 +458,45 @@ def with_volumes(domain_xml: str,
             root_volume = attachment.volume_id
             for disk in disks:
                 source = disk.find('source')
-                if (source is not None and
+                if (aliases and source is not None and
                         source.get('dev') == attachment.device_path):
                     _mark(disk, attachment.volume_id)
             continue
-        devices.insert(position, disk_element(attachment))
+        devices.insert(position, disk_element(attachment, aliases))
         position += 1
+    if not aliases:
+        record = ET.SubElement(metadata, '{%s}%s' % (NS, TAG))
+        record.text = vol_model.dumps(found)
+        return ET.tostring(root, encoding='unicode')
     _keep_in(metadata, {a.volume_id: a.connection_info for a in found
                         if not _tells(a.connection_info)}, root_volume)
     return ET.tostring(root, encoding='unicode')
 
 
 def attach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
-           attachment: vol_model.Attachment, live: bool) -> None:
+           attachment: vol_model.Attachment, live: bool,
+           aliases: bool = True) -> None:
     """Plug the volume's disk, which records it: one call for a local one.
 
     A volume whose connection info the disk cannot tell has it kept
     first, and forgotten again when the disk cannot be plugged.
 
+    :param aliases: see :func:`keeps_aliases`; without, the disk is
+        recorded in the metadata after it is plugged, and unplugged again
+        if that fails.
     :raises VolumeAlreadyAttached: when libvirtd finds the volume's alias.
     :raises MountpointInUse: when it finds a disk at the target.
     """
+    if not aliases:
+        legacy = _known(dom).legacy
+        xml = disk_xml(attachment, aliases=False)
+        dom.attachDeviceFlags(xml, _flags(live))
+        try:
+            _record_legacy(dom, [*legacy, attachment], live)
+        except BaseException:
+            dom.detachDeviceFlags(xml, _flags(live))
+            raise
+        return
     kept = None
     if not _tells(attachment.connection_info):
         kept = _known(dom)
@@ -545,7 +585,8 @@ def detach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
 
 
 def swap(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
-         old: vol_model.Attachment, new: vol_model.Attachment) -> None:
+         old: vol_model.Attachment, new: vol_model.Attachment,
+         aliases: bool = True) -> None:
     """Put the new volume's device in the old one's place (shut off).
 
     Only the disk's source and marks change, in one definition write
@@ -571,11 +612,21 @@ def swap(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
             operation='swap volume', instance=instance.name,
             reason='the disk at %s is not a block device' % dev)
     source.set('dev', new.device_path)
-    _mark(disk, new.volume_id)
     metadata = root.find('metadata')
     if metadata is None:
         raise exception.InvalidInput(reason='domain XML without metadata')
     legacy_el = _metadata(root, NS)
+    if not aliases:
+        if legacy_el is None:
+            legacy_el = ET.SubElement(metadata, '{%s}%s' % (NS, TAG))
+        legacy_el.text = vol_model.dumps(
+            [new if a.volume_id == old.volume_id else a
+             for a in read.legacy])
+        conn.defineXML(ET.tostring(root, encoding='unicode'))
+        with _lock:
+            _reads.pop(dom, None)
+        return
+    _mark(disk, new.volume_id)
     if legacy_el is not None:
         legacy_el.text = vol_model.dumps(
             [a for a in read.legacy if a.volume_id != old.volume_id])

@@ -79,9 +79,11 @@ def _attach_config(self, xml, flags):
     dev = disk.find('target').get('dev')
     if any(t.get('dev') == dev for t in devices.findall('disk/target')):
         raise libvirt.libvirtError('target %s already exists' % dev)
-    name = disk.find('alias').get('name')
-    if any(a.get('name') == name for a in root.iter('alias')):
-        raise libvirt.libvirtError('non unique alias detected: %s' % name)
+    alias = disk.find('alias')
+    if alias is not None and any(a.get('name') == alias.get('name')
+                                 for a in root.iter('alias')):
+        raise libvirt.libvirtError('non unique alias detected: %s'
+                                   % alias.get('name'))
     disks = devices.findall('disk')
     devices.insert(list(devices).index(disks[-1]) + 1, disk)
     _DEFINE(self.connect(), ET.tostring(root, encoding='unicode'))
@@ -391,6 +393,40 @@ def test_attachments_of_an_earlier_release_stay_usable(backend, calls):
     assert calls == COLD_ATTACH
     assert sorted(backend.volume_connector.held) == [
         '/dev/cdunit-more', '/dev/cdunit-vol']
+
+
+def test_without_user_aliases_the_metadata_records(backend, calls,
+                                                   monkeypatch):
+    # libvirt before 3.9, or a driver other than QEMU's, drops aliases.
+    assert not volumes.keeps_aliases('qemu', (3, 8, 0))
+    assert not volumes.keeps_aliases('lxc', (9, 0, 0))
+    assert volumes.keeps_aliases('kvm', (3, 9, 0))
+    backend._volume_aliases = False
+    monkeypatch.setattr(vol_connection, 'device_size', lambda path: 1 << 20)
+    monkeypatch.setattr(vol_connection, 'copy_device',
+                        lambda source, target: None)
+    instance = _stopped(backend)
+    backend.list_volume_attachments(instance)
+    calls.clear()
+    backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
+    assert calls == ['state', 'XMLDesc', 'attachDeviceFlags', 'setMetadata']
+    disk = _disk(_definition(backend, instance), 'vdb')
+    assert disk.find('alias') is None and disk.find('serial') is None
+    with pytest.raises(vol_exc.VolumeAlreadyAttached):
+        backend.attach_volume(instance, _info('vol-a'), '/dev/vdc')
+    with pytest.raises(vol_exc.MountpointInUse):
+        backend.attach_volume(instance, _info('vol-b', '/dev/cdunit-b'),
+                              '/dev/vdb')
+    backend.swap_volume(instance, _info('vol-a'),
+                        _info('vol-c', '/dev/cdunit-c'))
+    [attached] = backend.list_volume_attachments(instance)
+    assert (attached.volume_id, attached.mountpoint,
+            attached.device_path) == ('vol-c', '/dev/vdb', '/dev/cdunit-c')
+    assert _disk(_definition(backend, instance), 'vdb').find('alias') is None
+    backend.detach_volume(instance, _info('vol-c', '/dev/cdunit-c'))
+    assert backend.list_volume_attachments(instance) == []
+    assert 'vdb' not in _disks(_definition(backend, instance))
+    assert backend.volume_connector.held == []
 
 
 def test_aliases_name_any_volume_id():
