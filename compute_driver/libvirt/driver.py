@@ -155,8 +155,10 @@ class LibvirtDriver(driver.ComputeDriver):
         self._records = recordindex.DomainRecords(self.instances_path)
         # uuid -> (connection, domain handle), for _CACHED_LOOKUP.
         self._handles: dict[str, tuple[typing.Any, typing.Any]] = {}
-        # Whether volume disks carry their attachment (set by _connect).
+        # Whether volume disks carry their attachment, and may be detached
+        # by their alias (set by _connect).
         self._volume_aliases = True
+        self._detach_by_alias = True
         self._revert_points = migration.RevertPoints(self.instances_path)
         # The group QEMU runs as, given search access to instance
         # directories; None keeps them to their owner.
@@ -232,8 +234,11 @@ class LibvirtDriver(driver.ComputeDriver):
                     reason='cannot create %s: %s' % (path, exc)) from exc
         dac = self._host.get_dac_label()
         self._qemu_gid = dac[1] if dac else None
-        self._volume_aliases = volumes.keeps_aliases(
-            self.virt_type, self._host.get_libvirt_version())
+        version = self._host.get_libvirt_version()
+        self._volume_aliases = volumes.keeps_aliases(self.virt_type, version)
+        # virDomainDetachDeviceAlias came in 4.4.0.
+        self._detach_by_alias = (self._volume_aliases and
+                                 version >= (4, 4, 0))
         LOG.debug('libvirt backend on %s: virt_type %s, %s %s', self.uri,
                   self.virt_type, hv_type,
                   '.'.join(map(str, self._host.get_hypervisor_version())))
@@ -1006,6 +1011,12 @@ class LibvirtDriver(driver.ComputeDriver):
         if not volumes.checks_at_attach(dom, connection,
                                         self._volume_aliases):
             super()._check_free(dom, instance, connection, mountpoint)
+
+    def _attachment_to_detach(self, dom, instance, connection, live):
+        if (not live and self._detach_by_alias and
+                volumes.detaches_by_alias(dom, connection)):
+            return volumes.presumed(connection)
+        return super()._attachment_to_detach(dom, instance, connection, live)
 
     def _refuse_root_volume(self, dom, operation):
         # The disk of an instance booted from a volume is the volume's,

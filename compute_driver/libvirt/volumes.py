@@ -348,6 +348,40 @@ def checks_at_attach(dom: typing.Any, connection: vol_model.Connection,
             read is not None and not read.legacy)
 
 
+def detaches_by_alias(dom: typing.Any,
+                      connection: vol_model.Connection) -> bool:
+    """Whether a detach of ``connection`` may go by its alias, unread.
+
+    True for a local volume of a domain that the state check just found
+    shut off, and whose definition was read before in this process with
+    no record of an earlier release, no root volume and no connection
+    info kept: the alias then names the volume's disk, which a local
+    volume's connection info describes, and libvirtd reports a volume not
+    attached. A root volume is a spawn's, and records of earlier releases
+    are never added to, so neither can have come since; connection info
+    kept since by another process would be a remote volume's under the
+    id of this local one, which its caller would have got wrong.
+    """
+    with _lock:
+        read = _reads.get(dom)
+        shut_off = _shut_off.get(dom)
+    return (bool(shut_off) and connection.protocol == vol_model.LOCAL and
+            read is not None and not read.legacy and read.root is None and
+            not read.connections)
+
+
+def presumed(connection: vol_model.Connection) -> vol_model.Attachment:
+    """The attachment a local volume's connection info describes.
+
+    For :func:`detach` by the volume's alias; its empty mountpoint says
+    so.
+    """
+    return vol_model.Attachment(
+        volume_id=connection.volume_id, mountpoint='',
+        connection_info=connection.info,
+        device_path=connection.data['device_path'])
+
+
 def _refusal(dom: typing.Any, instance: objects.Instance,
              attachment: vol_model.Attachment) -> Exception | None:
     """Why libvirtd refused to attach, when it is the volume or the target.
@@ -553,6 +587,20 @@ def detach(conn: typing.Any, dom: typing.Any, instance: objects.Instance,
 
     :raises BackendError: when the guest does not release it in time.
     """
+    if not attachment.mountpoint:
+        # presumed(): the alias names the disk, and a refusal is read to
+        # tell a volume not attached from another failure.
+        try:
+            dom.detachDeviceAlias(alias(attachment.volume_id),
+                                  _flags(live))
+        except libvirt.libvirtError as exc:
+            if not any(a.volume_id == attachment.volume_id
+                       for a in attachments(dom)):
+                raise vol_exc.VolumeNotAttached(
+                    volume=attachment.volume_id,
+                    instance=instance.name) from exc
+            raise
+        return
     xml = _removal_xml(attachment)
     if not live:
         dom.detachDeviceFlags(xml, _flags(live))

@@ -15,8 +15,8 @@
 The test driver keeps definitions and metadata but plugs nothing, so
 these tests stand in for os-brick with a connector that hands out the
 device path it is given. Nor does it attach or detach devices: a stand-in
-for ``attachDeviceFlags`` and ``detachDeviceFlags`` with
-``VIR_DOMAIN_AFFECT_CONFIG`` changes the definition as libvirtd's QEMU
+for ``attachDeviceFlags``, ``detachDeviceFlags`` and ``detachDeviceAlias``
+with ``VIR_DOMAIN_AFFECT_CONFIG`` changes the definition as libvirtd's QEMU
 driver does, refusing a taken target or alias and a missing disk (the
 functional tests run the real ones). The tests count the calls made on
 libvirt's connection and domains: every one is a round trip to libvirtd
@@ -104,12 +104,28 @@ def _detach_config(self, xml, flags):
     raise libvirt.libvirtError('no target device %s' % dev)
 
 
+def _detach_alias_config(self, name, flags):
+    assert flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    root = ET.fromstring(_XMLDESC(self, libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                  libvirt.VIR_DOMAIN_XML_SECURE))
+    devices = root.find('devices')
+    for disk in devices.findall('disk'):
+        alias = disk.find('alias')
+        if alias is not None and alias.get('name') == name:
+            devices.remove(disk)
+            _DEFINE(self.connect(), ET.tostring(root, encoding='unicode'))
+            return 0
+    raise libvirt.libvirtError('no device found with alias %s' % name)
+
+
 @pytest.fixture
 def backend(make_driver, monkeypatch):
     monkeypatch.setattr(libvirt.virDomain, 'attachDeviceFlags',
                         _attach_config)
     monkeypatch.setattr(libvirt.virDomain, 'detachDeviceFlags',
                         _detach_config)
+    monkeypatch.setattr(libvirt.virDomain, 'detachDeviceAlias',
+                        _detach_alias_config)
     driver = make_driver()
     driver.init_host('test')
     driver.__dict__['_volume_connector'] = Connector()
@@ -191,8 +207,10 @@ def _disk(xml, dev):
 #: it has no managed save, and one attachDeviceFlags whose disk is the
 #: record. libvirtd checks the target and the volume's alias itself.
 COLD_ATTACH = ['state', 'attachDeviceFlags']
-#: A detach reads the definition for the attachment, then detaches.
-COLD_DETACH = ['state', 'XMLDesc', 'detachDeviceFlags']
+#: A detach of a local volume goes by the volume's alias, which libvirtd
+#: refuses for a volume not attached: the caller's connection info says
+#: the rest.
+COLD_DETACH = ['state', 'detachDeviceAlias']
 
 
 def test_cold_attach_and_detach_calls(backend, calls):
