@@ -268,7 +268,7 @@ class LibvirtDriver(driver.ComputeDriver):
         try:
             return super()._run(operation, instance, act, check, lock)
         except exception.InstanceNotFound:
-            self._handles.pop(getattr(instance, 'uuid', None), None)
+            self._handles.pop(instance.uuid, None)
             raise
         finally:
             _cached_lookup.reset(token)

@@ -263,7 +263,7 @@ def _parse(root: ET.Element) -> tuple[list[vol_model.Attachment], _Read]:
             connections = {k: v for k, v in found.items()
                            if isinstance(v, dict)}
     found_attachments = list(legacy)
-    targets = set()
+    targets: set[str] = set()
     for disk in root.findall('devices/disk'):
         alias_el = disk.find('alias')
         volume_id = volume_of(None if alias_el is None
@@ -271,7 +271,7 @@ def _parse(root: ET.Element) -> tuple[list[vol_model.Attachment], _Read]:
         source = disk.find('source')
         target_el = disk.find('target')
         if target_el is not None:
-            targets.add(target_el.get('dev'))
+            targets.add(target_el.get('dev') or '')
         if volume_id is None or source is None or target_el is None:
             continue
         path = source.get('dev') or ''
