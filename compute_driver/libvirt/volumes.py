@@ -19,6 +19,8 @@ hot-plugged into a running guest and written to its definition at once
 definition only when it is shut off. Either way it is one
 ``attachDeviceFlags`` or ``detachDeviceFlags``: the disk is the record of
 its attachment, and :func:`attachments` reads the definition's disks.
+A local volume of a stopped guest is detached by its alias, without a
+read.
 
 A volume's disk carries the user alias ``ua-cdvol-<volume id>`` (the id
 escaped by :func:`alias`), which marks it as a volume's and names the
@@ -33,7 +35,15 @@ the id of the volume the instance boots from.
 
 Domains defined by earlier releases recorded whole attachments in the
 metadata under :data:`NS` instead, their disks bearing no alias: those
-attachments are read, checked and detached as before.
+attachments are read, checked and detached as before. Where libvirtd
+drops user aliases (other drivers than QEMU's, releases before 3.9.0)
+attachments are still recorded that way.
+
+What the last read of a domain found is remembered for its handle,
+which the driver keeps for the process: a stopped guest's attach of a
+local volume then needs no read for its checks when the domain has no
+record of the earlier kind, to which nothing is added where disks keep
+their aliases, and its detach none either when nothing else is kept.
 """
 
 import dataclasses
@@ -55,7 +65,8 @@ from compute_driver import objects
 from compute_driver.volume import exception as vol_exc
 from compute_driver.volume import model as vol_model
 
-#: Where earlier releases recorded whole attachments (read, not written).
+#: Where earlier releases recorded whole attachments, as domains whose
+#: libvirtd drops user aliases still do (see :func:`keeps_aliases`).
 NS = 'http://openstack.org/compute-driver/volumes/1'
 PREFIX = 'cdvol'
 TAG = 'volumes'
@@ -231,8 +242,8 @@ class _Read:
 # What the last read of each handle found, and whether the last state
 # check of a volume operation found it shut off. The driver keeps one
 # handle per domain, so this outlives an operation: a later one uses it
-# only to know that a domain has no record of an earlier release, to
-# which this module never adds.
+# only to know what can have come since in its metadata only through
+# this process, which updates it when it writes (see _remember).
 _reads: 'weakref.WeakKeyDictionary[typing.Any, _Read]' = (
     weakref.WeakKeyDictionary())
 _shut_off: 'weakref.WeakKeyDictionary[typing.Any, bool]' = (
@@ -442,10 +453,19 @@ def _keep(dom: typing.Any, connections: dict[str, dict[str, typing.Any]],
         # Nothing to keep: the element goes.
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None,
                         NS2, _flags(live))
-        return
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                    _connections_xml(connections, root), PREFIX2, NS2,
-                    _flags(live))
+    else:
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                        _connections_xml(connections, root), PREFIX2, NS2,
+                        _flags(live))
+    _remember(dom, connections=connections, root=root)
+
+
+def _remember(dom: typing.Any, **written: typing.Any) -> None:
+    """Make the last read of ``dom`` say what this process wrote since."""
+    with _lock:
+        read = _reads.get(dom)
+        if read is not None:
+            _reads[dom] = dataclasses.replace(read, **written)
 
 
 def _known(dom: typing.Any) -> _Read:
@@ -466,6 +486,7 @@ def _record_legacy(dom: typing.Any, found: list[vol_model.Attachment],
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                     ET.tostring(element, encoding='unicode'), PREFIX, NS,
                     _flags(live))
+    _remember(dom, legacy=found)
 
 
 def with_volumes(domain_xml: str, found: list[vol_model.Attachment],
