@@ -239,11 +239,11 @@ class _Read:
     targets: frozenset[str]
 
 
-# What the last read of each handle found, and whether the last state
-# check of a volume operation found it shut off. The driver keeps one
-# handle per domain, so this outlives an operation: a later one uses it
-# only to know what can have come since in its metadata only through
-# this process, which updates it when it writes (see _remember).
+# What the last read of each handle found (updated by this process's own
+# writes, see _remember), and whether the last state check of a volume
+# operation found it shut off. The driver keeps one handle per domain, so
+# a read outlives its operation: later ones trust it only for what no
+# other process adds, see checks_at_attach and detaches_by_alias.
 _reads: 'weakref.WeakKeyDictionary[typing.Any, _Read]' = (
     weakref.WeakKeyDictionary())
 _shut_off: 'weakref.WeakKeyDictionary[typing.Any, bool]' = (
