@@ -2341,6 +2341,20 @@ class ComputeDriver(abc.ABC):
         raise vol_exc.VolumeNotAttached(volume=volume_id,
                                         instance=instance.name)
 
+    def _attachment_to_detach(self, handle: typing.Any,
+                              instance: objects.Instance,
+                              connection: vol_model.Connection,
+                              live: bool) -> vol_model.Attachment:
+        """The attachment :meth:`detach_volume` removes: the recorded one.
+
+        A backend that detaches a volume by its id alone, and reports one
+        that is not attached from that detach, may answer from the
+        caller's ``connection`` instead of reading its record.
+
+        :raises VolumeNotAttached: when the instance does not have it.
+        """
+        return self._attachment_of(handle, instance, connection.volume_id)
+
     def _check_free(self, handle: typing.Any, instance: objects.Instance,
                     connection: vol_model.Connection,
                     mountpoint: str) -> None:
@@ -2543,8 +2557,8 @@ class ComputeDriver(abc.ABC):
 
         def detach(handle: typing.Any, current: int) -> None:
             live = self._volume_state('detach volume', instance, handle)
-            attachment = self._attachment_of(handle, instance,
-                                             connection.volume_id)
+            attachment = self._attachment_to_detach(handle, instance,
+                                                    connection, live)
             self._detach_volume(handle, instance, attachment, live)
             if self.connects_volumes:
                 self.volume_connector.disconnect(attachment.connection,

@@ -82,6 +82,13 @@ _SHUTOFF_UNKNOWN = libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN
 _DISK = 'disk'
 #: Not read yet (see LibvirtDriver._qemu_group).
 _UNREAD = object()
+# Operations whose first call on the domain (the volume state check, a
+# listing's read) fails for a domain gone since the lookup, as the lookup
+# would: they take the domain handle this process looked up before.
+_CACHED_LOOKUP = frozenset(('attach_volume', 'detach_volume', 'swap_volume',
+                            'extend_volume', 'list_volume_attachments'))
+_cached_lookup: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    '_cached_lookup', default=False)
 _CONSOLE_LOG = 'console.log'
 #: Suffix of the marker beside an instance directory while its spawn runs.
 _SPAWNING = '.spawning'
@@ -145,6 +152,12 @@ class LibvirtDriver(driver.ComputeDriver):
             self.uri, self.virt_type, self._events.on_domain_event,
             reconnect_timeout=opts.reconnect_timeout)
         self._records = recordindex.DomainRecords(self.instances_path)
+        # uuid -> (connection, domain handle), for _CACHED_LOOKUP.
+        self._handles: dict[str, tuple[typing.Any, typing.Any]] = {}
+        # Whether volume disks carry their attachment, and may be detached
+        # by their alias (set by _connect).
+        self._volume_aliases = True
+        self._detach_by_alias = True
         self._revert_points = migration.RevertPoints(self.instances_path)
         # The group QEMU runs as, given search access to instance
         # directories; None keeps them to their owner. Read on first
@@ -228,6 +241,11 @@ class LibvirtDriver(driver.ComputeDriver):
                 raise exception.InvalidConfiguration(
                     reason='cannot create %s: %s' % (path, exc)) from exc
         self._qemu_gid = _UNREAD
+        version = self._host.get_libvirt_version()
+        self._volume_aliases = volumes.keeps_aliases(self.virt_type, version)
+        # virDomainDetachDeviceAlias came in 4.4.0.
+        self._detach_by_alias = (self._volume_aliases and
+                                 version >= (4, 4, 0))
         if LOG.isEnabledFor(logging.DEBUG):
             # One more round trip, for the log only.
             LOG.debug('libvirt backend on %s: virt_type %s, %s %s',
@@ -238,11 +256,31 @@ class LibvirtDriver(driver.ComputeDriver):
         return errors.translate(operation, instance)
 
     def _find(self, instance):
+        cached = _cached_lookup.get()
+        if cached:
+            conn = self._host.get_connection()
+            found = self._handles.get(instance.uuid)
+            if found is not None and found[0] is conn:
+                return found[1]
         dom = self._host.call(
             lambda conn: conn.lookupByUUIDString(instance.uuid))
         if self._records.of(dom) is None:
             raise exception.InstanceNotFound(instance=instance.name)
+        if cached:
+            self._handles[instance.uuid] = (dom.connect(), dom)
         return dom
+
+    def _run(self, operation, instance, act, check=None, lock=True):
+        if operation not in _CACHED_LOOKUP:
+            return super()._run(operation, instance, act, check, lock)
+        token = _cached_lookup.set(True)
+        try:
+            return super()._run(operation, instance, act, check, lock)
+        except exception.InstanceNotFound:
+            self._handles.pop(instance.uuid, None)
+            raise
+        finally:
+            _cached_lookup.reset(token)
 
     def _power_state(self, dom):
         state, reason = dom.state()
@@ -320,7 +358,8 @@ class LibvirtDriver(driver.ComputeDriver):
             self._console_mark(instance, 'created')
             xml = volumes.with_volumes(
                 network.with_ports(mapping.domain_xml(spec), ports,
-                                   self.virt_type), found)
+                                   self.virt_type), found,
+                self._volume_aliases)
             dom = self._host.call(lambda conn: conn.defineXML(xml))
             self._records.add(instance, ports=ports)
             if power_on:
@@ -335,6 +374,7 @@ class LibvirtDriver(driver.ComputeDriver):
         marker.release()
 
     def _destroy(self, instance, destroy_disks):
+        self._handles.pop(instance.uuid, None)
         dom = self._host.lookup('lookupByUUIDString', instance.uuid)
         before = None
         if dom is not None and self._records.of(dom) is not None:
@@ -1011,16 +1051,23 @@ class LibvirtDriver(driver.ComputeDriver):
     # -- volumes -------------------------------------------------------------
 
     def _volume_power_state(self, dom):
-        # A shut-off domain's XML is its definition, which a cold volume
-        # operation reads for its checks and its change anyway: one round
-        # trip answers both, and only the managed-save check remains.
-        if volumes.shut_off(dom):
-            return mapping.map_state(_SHUTOFF, _SHUTOFF_UNKNOWN,
-                                     bool(dom.hasManagedSaveImage(0)))
-        return self._power_state(dom)
+        return volumes.power_state(dom)
 
     def _volume_attachments(self, dom, instance):
-        return volumes.recorded(dom)
+        return volumes.attachments(dom)
+
+    def _check_free(self, dom, instance, connection, mountpoint):
+        # libvirtd makes these checks itself where volumes.attach can say
+        # which failed: no read of the domain first.
+        if not volumes.checks_at_attach(dom, connection,
+                                        self._volume_aliases):
+            super()._check_free(dom, instance, connection, mountpoint)
+
+    def _attachment_to_detach(self, dom, instance, connection, live):
+        if (not live and self._detach_by_alias and
+                volumes.detaches_by_alias(dom, connection)):
+            return volumes.presumed(connection)
+        return super()._attachment_to_detach(dom, instance, connection, live)
 
     def _refuse_root_volume(self, dom, operation):
         # The disk of an instance booted from a volume is the volume's,
@@ -1036,18 +1083,20 @@ class LibvirtDriver(driver.ComputeDriver):
         if connection.protocol != vol_model.LOCAL:
             return None
         return vol_connection.device_user(connection.data['device_path'],
-                                          ('qemu',))
+                                          ('qemu',),
+                                          volumes.qemu_pids(self.uri))
 
     def _attach_volume(self, dom, instance, attachment, live):
         volumes.attach(self._host.get_connection(), dom, instance,
-                       attachment, live)
+                       attachment, live, self._volume_aliases)
 
     def _detach_volume(self, dom, instance, attachment, live):
         volumes.detach(self._host.get_connection(), dom, instance,
                        attachment, live, self.conf.volume.detach_timeout)
 
     def _swap_volume(self, dom, instance, old, new, live):
-        volumes.swap(self._host.get_connection(), dom, instance, old, new)
+        volumes.swap(self._host.get_connection(), dom, instance, old, new,
+                     self._volume_aliases)
 
     def _extend_volume(self, dom, instance, attachment, size, live):
         volumes.extend(dom, attachment, size, live)

@@ -300,8 +300,8 @@ class Connector:
                 reason='extend failed: %s' % exception.one_line(exc)) from exc
 
 
-def device_user(path: str, programs: tuple[str, ...] = ()
-                ) -> str | None:
+def device_user(path: str, programs: tuple[str, ...] = (),
+                pids: typing.Iterable[str] | None = None) -> str | None:
     """A process of this host that has ``path`` open, in words, or None.
 
     Hypervisors open the devices of attached volumes without an exclusive
@@ -310,10 +310,13 @@ def device_user(path: str, programs: tuple[str, ...] = ()
 
     :param programs: look only at processes whose name starts with one of
         these (``qemu``); every process when empty.
+    :param pids: look only at these processes (a hypervisor's list of
+        its guests' processes); at every process of the host when None.
     """
     try:
         target = os.path.realpath(path)
-        pids = [p for p in os.listdir('/proc') if p.isdigit()]
+        if pids is None:
+            pids = [p for p in os.listdir('/proc') if p.isdigit()]
     except OSError:
         return None
     prefixes = tuple(p.encode() for p in programs)

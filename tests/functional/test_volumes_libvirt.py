@@ -20,6 +20,7 @@ these tests read.
 """
 
 import gzip
+import json
 import os
 import time
 import xml.etree.ElementTree as ET
@@ -92,6 +93,19 @@ def _wait_for(backend, instance, text, after=0):
         time.sleep(0.5)
 
 
+def _disk(instance, dev):
+    conn = libvirt.open(base.URI)
+    try:
+        root = ET.fromstring(conn.lookupByUUIDString(instance.uuid).XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE))
+    finally:
+        conn.close()
+    for disk in root.findall('devices/disk'):
+        if disk.find('target').get('dev') == dev:
+            return disk
+    return None
+
+
 def _disks(instance, inactive=False):
     conn = libvirt.open(base.URI)
     try:
@@ -162,6 +176,10 @@ def test_cold_attach_is_seen_at_boot_and_cold_detach_is_not(
     info = volume_env.local(device, 'vol-cold')
     backend.attach_volume(instance, info, '/dev/vdb')
     assert _disks(instance, inactive=True)['vdb'] == device
+    # The disk is the attachment's record.
+    disk = _disk(instance, 'vdb')
+    assert disk.find('alias').get('name') == 'ua-cdvol-vol-cold'
+    assert disk.find('serial').text == 'vol-cold'
 
     # Bad input on a shut-off guest: one typed error, definition unchanged.
     other = loops.make()
@@ -170,6 +188,9 @@ def test_cold_attach_is_seen_at_boot_and_cold_detach_is_not(
     with pytest.raises(vol_exc.MountpointInUse):
         backend.attach_volume(instance, volume_env.local(other, 'vol-x'),
                               '/dev/vdb')
+    with pytest.raises(vol_exc.MountpointInUse):
+        backend.attach_volume(instance, volume_env.local(other, 'vol-x'),
+                              '/dev/vda')
     with pytest.raises(vol_exc.VolumeDeviceNotFound):
         backend.attach_volume(instance, volume_env.local('/dev/cdtest-none'),
                               '/dev/vdc')
@@ -193,6 +214,52 @@ def test_cold_attach_is_seen_at_boot_and_cold_detach_is_not(
     base._assert_nothing_left(instance)
     # QEMU is gone: nothing on the host holds the device any more.
     volume_env.check_free(device)
+
+
+def test_attachment_of_an_earlier_release_is_detached(
+        backend, loops):  # noqa: F811
+    # Earlier releases recorded attachments in the domain's metadata, their
+    # disks bearing no alias.
+    old = loops.make()
+    new = loops.make()
+    instance = base._new(backend)
+    backend.spawn(instance, power_on=False)
+    conn = libvirt.open(base.URI)
+    try:
+        dom = conn.lookupByUUIDString(instance.uuid)
+        dom.attachDeviceFlags(
+            "<disk type='block' device='disk'><driver name='qemu' "
+            "type='raw' cache='none' io='native'/><source dev='%s'/>"
+            "<target dev='vdb' bus='virtio'/></disk>" % old,
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        record = volume_env.local(old, 'vol-old')
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            '<volumes>[{"boot_index":null,"connection_info":%s,'
+            '"device_path":"%s","mountpoint":"/dev/vdb",'
+            '"volume_id":"vol-old"}]</volumes>' % (
+                json.dumps(record), old),
+            'cdvol', 'http://openstack.org/compute-driver/volumes/1',
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    finally:
+        conn.close()
+    [listed] = backend.list_volume_attachments(instance)
+    assert (listed.volume_id, listed.mountpoint, listed.device_path) == (
+        'vol-old', '/dev/vdb', old)
+    with pytest.raises(vol_exc.VolumeAlreadyAttached):
+        backend.attach_volume(instance, record, '/dev/vdc')
+    backend.attach_volume(instance, volume_env.local(new, 'vol-new'),
+                          '/dev/vdc')
+    assert [a.volume_id for a in backend.list_volume_attachments(
+        instance)] == ['vol-old', 'vol-new']
+    backend.detach_volume(instance, record)
+    assert sorted(_disks(instance, inactive=True)) == ['vda', 'vdc']
+    assert [a.volume_id for a in backend.list_volume_attachments(
+        instance)] == ['vol-new']
+    backend.detach_volume(instance, volume_env.local(new, 'vol-new'))
+    assert sorted(_disks(instance, inactive=True)) == ['vda']
+    backend.destroy(instance)
+    base._assert_nothing_left(instance)
 
 
 def test_boot_from_volume(backend, loops):  # noqa: F811

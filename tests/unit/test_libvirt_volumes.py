@@ -14,9 +14,13 @@
 
 The test driver keeps definitions and metadata but plugs nothing, so
 these tests stand in for os-brick with a connector that hands out the
-device path it is given. They count the calls made on libvirt's
-connection and domains: every one is a round trip to libvirtd on a real
-host, and a cold attach or detach is mostly those.
+device path it is given. Nor does it attach or detach devices: a stand-in
+for ``attachDeviceFlags``, ``detachDeviceFlags`` and ``detachDeviceAlias``
+with ``VIR_DOMAIN_AFFECT_CONFIG`` changes the definition as libvirtd's QEMU
+driver does, refusing a taken target or alias and a missing disk (the
+functional tests run the real ones). The tests count the calls made on
+libvirt's connection and domains: every one is a round trip to libvirtd
+on a real host, and a cold attach or detach is mostly those.
 """
 
 import contextlib
@@ -40,6 +44,10 @@ make_driver = test_libvirt.make_driver
 # Answered by the client library from the handle, with no round trip.
 _LOCAL = frozenset({'UUID', 'UUIDString', 'name', 'ID', 'connect',
                     'isAlive', 'getURI'})
+# The real calls, which the stand-ins use uncounted.
+_XMLDESC = libvirt.virDomain.XMLDesc
+_DEFINE = libvirt.virConnect.defineXML
+_ISCSI_DEVICE = '/dev/cdunit-iscsi'
 
 
 class Connector:
@@ -50,7 +58,7 @@ class Connector:
 
     @contextlib.contextmanager
     def connected(self, connection):
-        path = connection.data['device_path']
+        path = connection.data.get('device_path', _ISCSI_DEVICE)
         self.held.append(path)
         try:
             yield path
@@ -62,8 +70,62 @@ class Connector:
         self.held.remove(device_path)
 
 
+def _attach_config(self, xml, flags):
+    assert flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    root = ET.fromstring(_XMLDESC(self, libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                  libvirt.VIR_DOMAIN_XML_SECURE))
+    devices = root.find('devices')
+    disk = ET.fromstring(xml)
+    dev = disk.find('target').get('dev')
+    if any(t.get('dev') == dev for t in devices.findall('disk/target')):
+        raise libvirt.libvirtError('target %s already exists' % dev)
+    alias = disk.find('alias')
+    if alias is not None and any(a.get('name') == alias.get('name')
+                                 for a in root.iter('alias')):
+        raise libvirt.libvirtError('non unique alias detected: %s'
+                                   % alias.get('name'))
+    disks = devices.findall('disk')
+    devices.insert(list(devices).index(disks[-1]) + 1, disk)
+    _DEFINE(self.connect(), ET.tostring(root, encoding='unicode'))
+    return 0
+
+
+def _detach_config(self, xml, flags):
+    assert flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    root = ET.fromstring(_XMLDESC(self, libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                  libvirt.VIR_DOMAIN_XML_SECURE))
+    devices = root.find('devices')
+    dev = ET.fromstring(xml).find('target').get('dev')
+    for disk in devices.findall('disk'):
+        if disk.find('target').get('dev') == dev:
+            devices.remove(disk)
+            _DEFINE(self.connect(), ET.tostring(root, encoding='unicode'))
+            return 0
+    raise libvirt.libvirtError('no target device %s' % dev)
+
+
+def _detach_alias_config(self, name, flags):
+    assert flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    root = ET.fromstring(_XMLDESC(self, libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                  libvirt.VIR_DOMAIN_XML_SECURE))
+    devices = root.find('devices')
+    for disk in devices.findall('disk'):
+        alias = disk.find('alias')
+        if alias is not None and alias.get('name') == name:
+            devices.remove(disk)
+            _DEFINE(self.connect(), ET.tostring(root, encoding='unicode'))
+            return 0
+    raise libvirt.libvirtError('no device found with alias %s' % name)
+
+
 @pytest.fixture
 def backend(make_driver, monkeypatch):
+    monkeypatch.setattr(libvirt.virDomain, 'attachDeviceFlags',
+                        _attach_config)
+    monkeypatch.setattr(libvirt.virDomain, 'detachDeviceFlags',
+                        _detach_config)
+    monkeypatch.setattr(libvirt.virDomain, 'detachDeviceAlias',
+                        _detach_alias_config)
     driver = make_driver()
     driver.init_host('test')
     driver.__dict__['_volume_connector'] = Connector()
@@ -80,15 +142,26 @@ def _info(volume_id, device='/dev/cdunit-vol'):
             'data': {'device_path': device, 'volume_id': volume_id}}
 
 
-def _stopped(backend, name='cdunit-vol'):
+def _iscsi(volume_id):
+    return {'driver_volume_type': 'iscsi',
+            'data': {'target_portal': '127.0.0.1:3260',
+                     'target_iqn': 'iqn.2026-12.org.example:cdunit',
+                     'target_lun': 1, 'volume_id': volume_id,
+                     'auth_method': 'CHAP'}}
+
+
+def _stopped(backend, name='cdunit-vol', started=True):
+    """A shut-off instance; powered off after a start unless told not."""
     instance = test_libvirt._instance(backend.conf, name)
     backend.spawned.append(instance)
-    backend.spawn(instance, power_on=False)
+    backend.spawn(instance, power_on=started)
+    if started:
+        backend.power_off(instance)
     return instance
 
 
 @pytest.fixture
-def calls(monkeypatch):
+def calls(backend, monkeypatch):
     """The libvirt calls this thread makes, by method name."""
     made = []
     me = threading.get_ident()
@@ -108,9 +181,12 @@ def calls(monkeypatch):
     return made
 
 
+def _dom(backend, instance):
+    return backend._host.get_connection().lookupByUUIDString(instance.uuid)
+
+
 def _definition(backend, instance):
-    dom = backend._host.get_connection().lookupByUUIDString(instance.uuid)
-    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return _dom(backend, instance).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 
 
 def _disks(xml):
@@ -118,34 +194,67 @@ def _disks(xml):
             for d in ET.fromstring(xml).findall('devices/disk')}
 
 
-#: What a shut-off domain's attach, detach or swap asks libvirtd: the
-#: pipeline's lookup, one read of the XML (a shut-off domain's is its
-#: definition: the state, the checks and the change all come from it), the
-#: managed-save check a shut-off domain needs, and one write of the disks
-#: and the record together.
-COLD = ['lookupByUUIDString', 'XMLDesc', 'hasManagedSaveImage', 'defineXML']
+def _disk(xml, dev):
+    for disk in ET.fromstring(xml).findall('devices/disk'):
+        if disk.find('target').get('dev') == dev:
+            return disk
+    return None
 
 
-def test_cold_attach_and_detach_make_four_calls_each(backend, calls):
+#: What a shut-off domain's attach of a local volume asks libvirtd once
+#: the process knows the domain (its handle, and that its definition has
+#: no record of an earlier release): its state, whose reason tells that
+#: it has no managed save, and one attachDeviceFlags whose disk is the
+#: record. libvirtd checks the target and the volume's alias itself.
+COLD_ATTACH = ['state', 'attachDeviceFlags']
+#: A detach of a local volume goes by the volume's alias, which libvirtd
+#: refuses for a volume not attached: the caller's connection info says
+#: the rest.
+COLD_DETACH = ['state', 'detachDeviceAlias']
+
+
+def test_cold_attach_and_detach_calls(backend, calls):
     instance = _stopped(backend)
     calls.clear()
     backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
-    assert calls == COLD
-    assert _disks(_definition(backend, instance))['vdb'] == '/dev/cdunit-vol'
+    # The first operation of the process looks the domain up and reads it.
+    assert calls == ['lookupByUUIDString', 'state', 'XMLDesc',
+                     'attachDeviceFlags']
+    disk = _disk(_definition(backend, instance), 'vdb')
+    assert disk.find('source').get('dev') == '/dev/cdunit-vol'
+    assert disk.find('serial').text == 'vol-a'
+    assert disk.find('alias').get('name') == 'ua-cdvol-vol-a'
     [attached] = backend.list_volume_attachments(instance)
-    assert (attached.volume_id, attached.mountpoint,
-            attached.device_path) == ('vol-a', '/dev/vdb', '/dev/cdunit-vol')
+    assert (attached.volume_id, attached.mountpoint, attached.device_path,
+            attached.connection_info) == (
+        'vol-a', '/dev/vdb', '/dev/cdunit-vol', _info('vol-a'))
     assert backend.volume_connector.held == ['/dev/cdunit-vol']
 
     calls.clear()
     backend.detach_volume(instance, _info('vol-a'))
-    assert calls == COLD
+    assert calls == COLD_DETACH
     assert 'vdb' not in _disks(_definition(backend, instance))
     assert backend.list_volume_attachments(instance) == []
     assert backend.volume_connector.held == []
 
+    calls.clear()
+    backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
+    assert calls == COLD_ATTACH
+    calls.clear()
+    backend.detach_volume(instance, _info('vol-a'))
+    assert calls == COLD_DETACH
 
-def test_cold_swap_makes_four_calls(backend, calls, monkeypatch):
+
+def test_never_started_domain_is_asked_for_a_managed_save(backend, calls):
+    # Its shut-off reason is UNKNOWN, as after a libvirtd restart.
+    instance = _stopped(backend, started=False)
+    backend.list_volume_attachments(instance)
+    calls.clear()
+    backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
+    assert calls == ['state', 'hasManagedSaveImage', 'attachDeviceFlags']
+
+
+def test_cold_swap_writes_the_definition_once(backend, calls, monkeypatch):
     copied = []
     monkeypatch.setattr(vol_connection, 'device_size', lambda path: 1 << 20)
     monkeypatch.setattr(vol_connection, 'copy_device',
@@ -157,9 +266,11 @@ def test_cold_swap_makes_four_calls(backend, calls, monkeypatch):
     calls.clear()
     backend.swap_volume(instance, _info('vol-old', '/dev/cdunit-old'),
                         _info('vol-new', '/dev/cdunit-new'))
-    assert calls == COLD
+    assert calls == ['state', 'XMLDesc', 'XMLDesc', 'defineXML']
     assert copied == [('/dev/cdunit-old', '/dev/cdunit-new')]
-    assert _disks(_definition(backend, instance))['vdc'] == '/dev/cdunit-new'
+    disk = _disk(_definition(backend, instance), 'vdc')
+    assert disk.find('source').get('dev') == '/dev/cdunit-new'
+    assert disk.find('alias').get('name') == 'ua-cdvol-vol-new'
     [attached] = backend.list_volume_attachments(instance)
     assert (attached.volume_id, attached.mountpoint) == ('vol-new',
                                                          '/dev/vdc')
@@ -171,11 +282,17 @@ def test_cold_bad_input_writes_nothing(backend, calls, monkeypatch):
     backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
     before = _definition(backend, instance)
     calls.clear()
-    with pytest.raises(vol_exc.VolumeAlreadyAttached):
+    with pytest.raises(vol_exc.VolumeAlreadyAttached) as caught:
         backend.attach_volume(instance, _info('vol-a'), '/dev/vdc')
-    with pytest.raises(vol_exc.MountpointInUse):
+    assert '/dev/vdb' in str(caught.value)
+    with pytest.raises(vol_exc.MountpointInUse) as caught:
         backend.attach_volume(instance, _info('vol-b', '/dev/cdunit-b'),
                               '/dev/vdb')
+    assert 'vol-a' in str(caught.value)
+    # The root disk is no volume, but its target is taken all the same.
+    with pytest.raises(vol_exc.MountpointInUse):
+        backend.attach_volume(instance, _info('vol-b', '/dev/cdunit-b'),
+                              '/dev/vda')
     with pytest.raises(vol_exc.VolumeNotAttached):
         backend.detach_volume(instance, _info('vol-c'))
     with pytest.raises(exception.InvalidInput):
@@ -191,17 +308,20 @@ def test_cold_bad_input_writes_nothing(backend, calls, monkeypatch):
     assert backend.volume_connector.held == ['/dev/cdunit-vol']
 
 
-def test_failed_definition_write_leaves_nothing(backend, monkeypatch):
+def test_refused_attach_leaves_nothing(backend, monkeypatch):
     instance = _stopped(backend)
     before = _definition(backend, instance)
 
-    def refuse(self, xml):
-        raise libvirt.libvirtError('cdunit: definition refused')
+    def refuse(self, xml, flags):
+        raise libvirt.libvirtError('cdunit: attach refused')
 
-    monkeypatch.setattr(libvirt.virConnect, 'defineXML', refuse)
-    with pytest.raises(exception.BackendError, match='definition refused'):
+    monkeypatch.setattr(libvirt.virDomain, 'attachDeviceFlags', refuse)
+    with pytest.raises(exception.BackendError, match='attach refused'):
         backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
-    monkeypatch.undo()
+    with pytest.raises(exception.BackendError, match='attach refused'):
+        backend.attach_volume(instance, _iscsi('vol-i'), '/dev/vdc')
+    monkeypatch.setattr(libvirt.virDomain, 'attachDeviceFlags',
+                        _attach_config)
     assert _definition(backend, instance) == before
     assert backend.list_volume_attachments(instance) == []
     assert backend.volume_connector.held == []
@@ -218,26 +338,149 @@ def test_suspended_domain_is_refused(backend):
     assert backend.volume_connector.held == []
 
 
-def test_recorded_reads_the_definition_once_per_handle(backend, calls):
-    instance = _stopped(backend)
-    backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
-    dom = backend._host.get_connection().lookupByUUIDString(instance.uuid)
-    calls.clear()
-    assert volumes.recorded(dom) == volumes.recorded(dom) == (
-        volumes.attachments(dom))
-    assert calls == ['XMLDesc', 'metadata']
-    assert [a.volume_id for a in volumes.recorded(dom)] == ['vol-a']
-    assert isinstance(volumes.recorded(dom)[0], vol_model.Attachment)
-
-
-def test_running_domain_state_comes_from_libvirt(backend, calls):
+def test_running_domain_state_is_one_call(backend, calls):
     instance = _stopped(backend)
     backend.power_on(instance)
     backend.pause(instance)
-    dom = backend._host.get_connection().lookupByUUIDString(instance.uuid)
-    # Its definition read first (a listing) says nothing of its state.
-    volumes.recorded(dom)
     calls.clear()
-    assert not volumes.shut_off(dom)
-    assert backend._volume_power_state(dom) == power_state.PAUSED
-    assert calls == ['XMLDesc', 'XMLDesc', 'state']
+    assert backend._volume_power_state(_dom(backend, instance)) == (
+        power_state.PAUSED)
+    assert calls == ['lookupByUUIDString', 'state']
+
+
+def test_remote_connection_info_is_kept_in_the_metadata(backend):
+    instance = _stopped(backend)
+    backend.attach_volume(instance, _iscsi('vol-i'), '/dev/vdb')
+    backend.attach_volume(instance, _info('vol-a'), '/dev/vdc')
+    found = {a.volume_id: a for a in
+             backend.list_volume_attachments(instance)}
+    assert found['vol-i'].connection_info == vol_model.parse(
+        _iscsi('vol-i')).info
+    assert found['vol-i'].device_path == _ISCSI_DEVICE
+    assert found['vol-a'].connection_info == _info('vol-a')
+    backend.detach_volume(instance, _iscsi('vol-i'))
+    assert ET.fromstring(_definition(backend, instance)).find(
+        'metadata/{%s}%s' % (volumes.NS2, volumes.TAG)) is None
+    assert [a.volume_id for a in backend.list_volume_attachments(
+        instance)] == ['vol-a']
+    assert backend.volume_connector.held == ['/dev/cdunit-vol']
+
+
+def _legacy(backend, instance, attachment):
+    """Give the domain an attachment as an earlier release recorded it."""
+    conn = backend._host.get_connection()
+    root = ET.fromstring(_definition(backend, instance))
+    devices = root.find('devices')
+    disk = volumes.disk_element(attachment)
+    for tag in ('serial', 'alias'):
+        disk.remove(disk.find(tag))
+    devices.insert(list(devices).index(devices.findall('disk')[-1]) + 1,
+                   disk)
+    record = ET.SubElement(root.find('metadata'),
+                           '{%s}%s' % (volumes.NS, volumes.TAG))
+    record.text = vol_model.dumps([attachment])
+    conn.defineXML(ET.tostring(root, encoding='unicode'))
+
+
+def test_attachments_of_an_earlier_release_stay_usable(backend, calls):
+    instance = _stopped(backend)
+    old = vol_model.Attachment(
+        volume_id='vol-old', mountpoint='/dev/vdb',
+        connection_info=_info('vol-old', '/dev/cdunit-old'),
+        device_path='/dev/cdunit-old')
+    _legacy(backend, instance, old)
+    backend.volume_connector.held.append('/dev/cdunit-old')
+    assert backend.list_volume_attachments(instance) == [old]
+    # No alias for libvirtd to find: the record is read and checked.
+    with pytest.raises(vol_exc.VolumeAlreadyAttached):
+        backend.attach_volume(instance, _info('vol-old', '/dev/cdunit-old'),
+                              '/dev/vdc')
+    calls.clear()
+    backend.attach_volume(instance, _info('vol-new'), '/dev/vdc')
+    assert calls == ['state', 'XMLDesc', 'attachDeviceFlags']
+    assert [a.volume_id for a in backend.list_volume_attachments(
+        instance)] == ['vol-old', 'vol-new']
+    backend.detach_volume(instance, _info('vol-old', '/dev/cdunit-old'))
+    assert sorted(_disks(_definition(backend, instance))) == ['vda', 'vdc']
+    assert [a.volume_id for a in backend.list_volume_attachments(
+        instance)] == ['vol-new']
+    # Its record is empty now: attaches need no read any more.
+    calls.clear()
+    backend.attach_volume(instance, _info('vol-more', '/dev/cdunit-more'),
+                          '/dev/vdd')
+    assert calls == COLD_ATTACH
+    assert sorted(backend.volume_connector.held) == [
+        '/dev/cdunit-more', '/dev/cdunit-vol']
+
+
+def test_without_user_aliases_the_metadata_records(backend, calls,
+                                                   monkeypatch):
+    # libvirt before 3.9, or a driver other than QEMU's, drops aliases.
+    assert not volumes.keeps_aliases('qemu', (3, 8, 0))
+    assert not volumes.keeps_aliases('lxc', (9, 0, 0))
+    assert volumes.keeps_aliases('kvm', (3, 9, 0))
+    backend._volume_aliases = False
+    monkeypatch.setattr(vol_connection, 'device_size', lambda path: 1 << 20)
+    monkeypatch.setattr(vol_connection, 'copy_device',
+                        lambda source, target: None)
+    instance = _stopped(backend)
+    backend.list_volume_attachments(instance)
+    calls.clear()
+    backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
+    assert calls == ['state', 'XMLDesc', 'attachDeviceFlags', 'setMetadata']
+    disk = _disk(_definition(backend, instance), 'vdb')
+    assert disk.find('alias') is None and disk.find('serial') is None
+    with pytest.raises(vol_exc.VolumeAlreadyAttached):
+        backend.attach_volume(instance, _info('vol-a'), '/dev/vdc')
+    with pytest.raises(vol_exc.MountpointInUse):
+        backend.attach_volume(instance, _info('vol-b', '/dev/cdunit-b'),
+                              '/dev/vdb')
+    backend.swap_volume(instance, _info('vol-a'),
+                        _info('vol-c', '/dev/cdunit-c'))
+    [attached] = backend.list_volume_attachments(instance)
+    assert (attached.volume_id, attached.mountpoint,
+            attached.device_path) == ('vol-c', '/dev/vdb', '/dev/cdunit-c')
+    assert _disk(_definition(backend, instance), 'vdb').find('alias') is None
+    backend.detach_volume(instance, _info('vol-c', '/dev/cdunit-c'))
+    assert backend.list_volume_attachments(instance) == []
+    assert 'vdb' not in _disks(_definition(backend, instance))
+    assert backend.volume_connector.held == []
+
+
+def test_aliases_name_any_volume_id():
+    for volume_id in ('8a1b2c3d-0000-4000-8000-00000000cd01',
+                      'local:/dev/loop0', 'iqn.2026-12.org.x:t:1',
+                      'a_b+c.d'):
+        name = volumes.alias(volume_id)
+        assert name.startswith('ua-cdvol-')
+        assert set(name[3:]) <= set(
+            'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
+            '0123456789_-')
+        assert volumes.volume_of(name) == volume_id
+    assert volumes.volume_of('ua-other') is None
+    assert volumes.volume_of(None) is None
+
+
+def test_disk_xml_is_the_disk_element():
+    for volume_id, path in (('vol-a', '/dev/loop0'),
+                            ('local:/dev/a&b', "/dev/a'b\"c<d")):
+        attachment = vol_model.Attachment(
+            volume_id=volume_id, mountpoint='/dev/vdb', connection_info={},
+            device_path=path)
+        assert ET.tostring(ET.fromstring(volumes.disk_xml(attachment)),
+                           encoding='unicode') == ET.tostring(
+            volumes.disk_element(attachment), encoding='unicode')
+
+
+def test_domain_gone_since_the_cached_lookup(backend, make_driver):
+    instance = _stopped(backend)
+    backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
+    other = make_driver()
+    other.init_host('test')
+    other.__dict__['_volume_connector'] = backend.volume_connector
+    other.destroy(instance)
+    backend.spawned.remove(instance)
+    with pytest.raises(exception.InstanceNotFound):
+        backend.detach_volume(instance, _info('vol-a'))
+    assert instance.uuid not in backend._handles
+    assert not backend.instance_exists(instance)
