@@ -58,6 +58,33 @@ def _vbds_of(sim, volume):
     return [sim.objects('VBD')[v] for v in sim.objects('VDI')[vdi]['VBDs']]
 
 
+def _destroy_vm_during(sim, xapi, vm, call, operation):
+    """Run ``operation``; destroy ``vm`` while the simulator holds ``call``.
+
+    Another client removing the VM mid-operation. Returns what the
+    operation raised (``None`` if nothing).
+    """
+    hold = sim.hold(call)
+    errors = []
+
+    def run():
+        try:
+            operation()
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert hold.reached.wait(30)
+        xapi.api.VM.destroy(vm)
+    finally:
+        hold.release()
+        thread.join(60)
+    assert not thread.is_alive()
+    return errors[0] if errors else None
+
+
 def test_plug_unplug_and_move_to_another_vm(
         simulator, make_driver):  # noqa: F811
     backend = make_driver(simulator)
@@ -270,25 +297,9 @@ def test_swap_of_a_vm_destroyed_midway_leaves_no_vbd(
     old, new = _volume(simulator), _volume(simulator)
     backend.attach_volume(instance, _info(old), '/dev/xvdb')
     [vm] = xapi.api.VM.get_by_name_label(instance.name)
-    hold = simulator.hold('VDI.copy')
-    errors = []
-
-    def swap():
-        try:
-            backend.swap_volume(instance, _info(old), _info(new))
-        except Exception as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=swap)
-    thread.start()
-    try:
-        assert hold.reached.wait(30)
-        # Another client removes the VM while the copy runs.
-        xapi.api.VM.destroy(vm)
-    finally:
-        hold.release()
-        thread.join(60)
-    [error] = errors
+    error = _destroy_vm_during(
+        simulator, xapi, vm, 'VDI.copy',
+        lambda: backend.swap_volume(instance, _info(old), _info(new)))
     assert isinstance(error, exception.InstanceNotFound)
     assert _vbds_of(simulator, old) == []
     assert _vbds_of(simulator, new) == []
@@ -372,24 +383,9 @@ def test_extend_of_a_vm_destroyed_midway_reports_it(
     volume = _volume(simulator)
     backend.attach_volume(instance, _info(volume), '/dev/xvdb')
     [vm] = xapi.api.VM.get_by_name_label(instance.name)
-    hold = simulator.hold('VDI.resize')
-    errors = []
-
-    def extend():
-        try:
-            backend.extend_volume(instance, _info(volume), 2 * GIB)
-        except Exception as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=extend)
-    thread.start()
-    try:
-        assert hold.reached.wait(30)
-        xapi.api.VM.destroy(vm)
-    finally:
-        hold.release()
-        thread.join(60)
-    [error] = errors
+    error = _destroy_vm_during(
+        simulator, xapi, vm, 'VDI.resize',
+        lambda: backend.extend_volume(instance, _info(volume), 2 * GIB))
     assert isinstance(error, exception.InstanceNotFound)
     # The volume grew, and nothing holds it.
     assert xapi.size(volume) == 2 * GIB

@@ -20,6 +20,7 @@ and what comes back is read with qemu-img too.
 
 import http.client
 import os
+import pathlib
 import shutil
 import subprocess
 import urllib.parse
@@ -101,20 +102,9 @@ def glance_images(backend):
 @pytest.fixture(scope='module')
 def disk(tmp_path_factory, qemu_img):
     """A 6 MiB raw disk with data at known places, and its dynamic VHD."""
-    directory = tmp_path_factory.mktemp('disk')
-    raw = directory / 'disk.raw'
-    with open(raw, 'wb') as f:
-        f.truncate(6 * MIB)
-        f.write(b'compute-driver xapi image\n')
-        f.seek(MIB + 4096)
-        f.write(os.urandom(512 * 1024))
-        f.seek(5 * MIB)
-        f.write(os.urandom(MIB))
-    vhd = directory / 'disk.vhd'
-    subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', 'vpc', '-o',
-                    'subformat=dynamic,force_size=on', str(raw), str(vhd)],
-                   check=True)
-    return raw, vhd
+    raw, vhd = sim_fixture.write_test_disk(
+        str(tmp_path_factory.mktemp('disk')), qemu_img)
+    return pathlib.Path(raw), pathlib.Path(vhd)
 
 
 def _upload(backend, glance_images, path, disk_format='vhd',

@@ -185,18 +185,7 @@ class XenAPIBackendServerTests(SimulatorMixin,
                 self.fail('qemu-img is not installed (strict mode)')
             self.skipTest('qemu-img is not installed')
         directory = self.useFixture(fixtures.TempDir()).path
-        raw = os.path.join(directory, 'disk.raw')
-        with open(raw, 'wb') as f:
-            f.truncate(6 * MIB)
-            f.write(b'compute-driver xapi image\n')
-            f.seek(MIB + 4096)
-            f.write(os.urandom(512 * 1024))
-            f.seek(5 * MIB)
-            f.write(os.urandom(MIB))
-        vhd = os.path.join(directory, 'disk.vhd')
-        subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', 'vpc',
-                        '-o', 'subformat=dynamic,force_size=on', raw, vhd],
-                       check=True)
+        raw, vhd = sim_fixture.write_test_disk(directory, qemu_img)
         with open(raw, 'rb') as f:
             return f.read(), vhd
 

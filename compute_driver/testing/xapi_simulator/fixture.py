@@ -24,6 +24,7 @@ gives the ``[xenapi]`` options that point the backend at a simulator;
 
 import collections.abc
 import os
+import subprocess
 
 import pytest
 import XenAPI
@@ -107,3 +108,29 @@ def image_service_options(directory: str) -> dict[str, object]:
     """
     return {'local_path': os.path.join(directory, 'images'),
             'cache_path': os.path.join(directory, 'cache')}
+
+
+def write_test_disk(directory: str, qemu_img: str = 'qemu-img'
+                    ) -> tuple[str, str]:
+    """Write a 6 MiB raw disk with data at known places, and its VHD.
+
+    The data sits in the first, the second and the sixth MiB, so a
+    dynamic VHD of it has allocated and unallocated blocks, which is
+    what an import or export through XAPI must tell apart.
+
+    :returns: the raw file's path and the dynamic VHD's path.
+    """
+    mib = 1024 * 1024
+    raw = os.path.join(directory, 'disk.raw')
+    with open(raw, 'wb') as f:
+        f.truncate(6 * mib)
+        f.write(b'compute-driver xapi image\n')
+        f.seek(mib + 4096)
+        f.write(os.urandom(512 * 1024))
+        f.seek(5 * mib)
+        f.write(os.urandom(mib))
+    vhd = os.path.join(directory, 'disk.vhd')
+    subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', 'vpc', '-o',
+                    'subformat=dynamic,force_size=on', raw, vhd],
+                   check=True)
+    return raw, vhd
