@@ -53,7 +53,10 @@ opts = [
         default=4, min=1, max=64,
         help='Largest number of XAPI sessions the backend logs in and '
              'uses at the same time; further calls wait for a free one. '
-             'The event thread uses one more.'),
+             'Long operations (clone, provision, start, snapshot, revert, '
+             'volume copies and resizes) hold sessions of their own, up '
+             'to as many again, so that other calls never wait behind '
+             'them. The event thread uses one more.'),
     cfg.IntOpt(
         'session_wait_timeout',
         default=60, min=1, max=3600,

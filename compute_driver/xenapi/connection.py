@@ -569,10 +569,14 @@ class Connection:
 
     :param pool: the sessions to call through.
     :param call_timeout: seconds a task may run before it is cancelled.
+    :param long_pool: the sessions long operations (:meth:`task`) hold
+        while they run; by default ``pool``'s.
     """
 
-    def __init__(self, pool: SessionPool, call_timeout: float) -> None:
+    def __init__(self, pool: SessionPool, call_timeout: float,
+                 long_pool: SessionPool | None = None) -> None:
         self.pool = pool
+        self.long_pool = long_pool or pool
         self.call_timeout = call_timeout
         #: Follows tasks without polling them, once :meth:`init_host`
         #: started the event watcher.
@@ -625,7 +629,10 @@ class Connection:
         """
         tag = uuid.uuid4().hex
         try:
-            result = self.pool.call(
+            # A boot or a copy holds its session for as long as it runs;
+            # from a pool of their own, they never make short calls (a
+            # power state read, a listing) wait behind them.
+            result = self.long_pool.call(
                 method, *args,
                 headers=[(TASK_TAG_HEADER + TASK_TAG_KEY, tag)])
         except CallTimedOut:

@@ -116,15 +116,16 @@ class XenAPIDriver(driver.ComputeDriver):
         super().__init__(conf, virtapi=virtapi)
         group = conf.xenapi
         self._xconf = group
-        self._pool = connection.SessionPool(
+        self._pool, self._long_pool = (connection.SessionPool(
             url=group.connection_url, username=group.username,
             password=group.password, size=group.concurrent_sessions,
             verify=group.verify_certificate, ca_file=group.ca_file,
             call_timeout=group.call_timeout,
             login_timeout=group.login_timeout,
             wait_timeout=group.session_wait_timeout,
-            originator=group.originator)
-        self._xapi = connection.Connection(self._pool, group.call_timeout)
+            originator=group.originator) for _ in range(2))
+        self._xapi = connection.Connection(self._pool, group.call_timeout,
+                                           long_pool=self._long_pool)
         self._images = images.ImageStore(self._xapi, group.default_template)
         self._watcher: events.EventWatcher | None = None
         self._lock = threading.Lock()
@@ -694,6 +695,7 @@ class XenAPIDriver(driver.ComputeDriver):
             watcher.stop()
         self._xapi.close()
         self._pool.close()
+        self._long_pool.close()
         LOG.debug('Logged out of XAPI for %s', host)
 
     def get_host_ip_addr(self):

@@ -29,6 +29,7 @@ from compute_driver import flavors
 from compute_driver import leftovers
 from compute_driver import loader
 from compute_driver import objects
+from compute_driver import power_state
 from compute_driver.testing import fixtures
 from compute_driver.testing import xapi_simulator
 from compute_driver.testing.xapi_simulator import fixture as sim_fixture
@@ -449,6 +450,40 @@ def test_one_session_is_enough_for_a_spawn(
     assert not simulator.objects('task')
     backend.destroy(instance)
     assert instance.uuid not in backend.list_instance_uuids()
+
+
+def test_a_held_boot_does_not_hold_up_other_calls(
+        simulator, make_driver):  # noqa: F811
+    # With one session, a boot XAPI takes its time over must not make
+    # a power state read wait for it: long operations have sessions of
+    # their own.
+    backend = make_driver(simulator, concurrent_sessions=1,
+                          network_name=seed.DEFAULT_SEED['network'])
+    running = _instance('vm-running')
+    _spawn(backend, running)
+    hold = simulator.hold('VM.start')
+    booting = _instance('vm-booting')
+    errors = []
+
+    def spawn():
+        try:
+            _spawn(backend, booting)
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=spawn)
+    thread.start()
+    try:
+        assert hold.reached.wait(30), errors
+        assert backend.get_info(running).state == power_state.RUNNING
+        assert running.uuid in backend.list_instance_uuids()
+    finally:
+        hold.release()
+        thread.join(60)
+    assert not thread.is_alive() and errors == []
+    assert backend.get_info(booting).state == power_state.RUNNING
+    for instance in (running, booting):
+        backend.destroy(instance)
 
 
 # -- 7. cleanup_leftovers ----------------------------------------------------
