@@ -13,7 +13,7 @@
 
 """Measure the xenapi backend against the raw XenAPI SDK.
 
-In one run against one XAPI simulator over real HTTP (XML-RPC):
+In one run against XAPI simulators over real HTTP (XML-RPC):
 
 (a) XAPI calls per spawn, as the simulator counts them, with N = 0, 10
     and 50 existing instances; goal <= 12 and the same at every N. The
@@ -47,18 +47,27 @@ In one run against one XAPI simulator over real HTTP (XML-RPC):
     the same interleaved cycles. The sides take turns in a rotating
     order, each after a short pause, so that none pays for the event
     thread still reading what the one before did.
+    Timed against a simulator in a process of its own, as a real XAPI
+    is (another host's daemon): one in the benchmark's process would
+    share its interpreter lock with the driver's threads (the event
+    thread, the calls made alongside each other) and the raw SDK's one
+    thread alike, a cost no deployment has. ``--server thread`` times
+    against the in-process simulator instead. The calls in (a) are
+    counted in-process, where the simulator's counters are.
 
 The load average is printed with the results: the numbers are only
 comparable between runs on an otherwise idle machine.
 
 Usage: tools/bench_xenapi.py [--cycles N] [--counts 0,10,50]
-       [--timed 0,50]
+       [--timed 0,50] [--server process|thread]
 """
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import threading
 import time
 import uuid
 import xmlrpc.client
@@ -212,7 +221,7 @@ def _count(sim, backend, conf, raws, existing):
 SETTLE = 0.005
 
 
-def _time(sim, backend, conf, raws, existing, cycles):
+def _time(backend, conf, raws, existing, cycles):
     def driver(name):
         instance = _instance(conf, name)
         backend.spawn(instance)
@@ -233,6 +242,62 @@ def _time(sim, backend, conf, raws, existing, cycles):
     return [statistics.median(samples) for samples in times]
 
 
+class _SimulatorProcess:
+    """The XAPI simulator served by a process of its own.
+
+    Has the ``url`` the driver's options and :class:`Raw` take.
+    """
+
+    def __init__(self):
+        # The simulator's main() logs its URL once it listens.
+        code = ('import sys; from compute_driver.testing.xapi_simulator '
+                'import main; sys.exit(main())')
+        self.process = subprocess.Popen(
+            [sys.executable, '-c', code, '--port', '0',
+             '--username', sim_fixture.USERNAME,
+             '--password', sim_fixture.PASSWORD],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        self.url = None
+        for line in self.process.stderr:
+            if 'XAPI simulator at ' in line:
+                self.url = line.split('XAPI simulator at ', 1)[1].strip()
+                break
+        if self.url is None:
+            self.stop()
+            raise RuntimeError('the XAPI simulator process exited with %s'
+                               % self.process.returncode)
+        # Read on, so that its log never fills the pipe and stalls it.
+        threading.Thread(target=self.process.stderr.read,
+                         daemon=True).start()
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class _Target:
+    """A driver and raw SDK sessions against one simulator."""
+
+    def __init__(self, sim, closing):
+        self.conf = fixtures.make_conf('xenapi', {
+            'xenapi': sim_fixture.xenapi_options(sim, network_name=NETWORK)})
+        self.backend = loader.load_driver(self.conf)
+        self.backend.init_host(self.conf.host)
+        closing.append(lambda: self.backend.cleanup_host(self.conf.host))
+        flavor = flavors.get_flavor(self.conf, FLAVOR)
+        self.raws = [Raw(sim, flavor), Raw(sim, flavor, guarded=True)]
+        # Timed only: each guarantee alone.
+        self.alone = [Raw(sim, flavor, only=(guarantee,))
+                      for guarantee in GUARANTEES]
+        for raw in self.raws + self.alone:
+            closing.append(raw.close)
+        self.have = 0
+
+    def populate(self, want):
+        self.have = _populate(self.backend, self.conf, self.have, want)
+
+
 def _ints(text):
     return sorted({int(part) for part in text.split(',') if part.strip()})
 
@@ -245,30 +310,34 @@ def main(argv=None):
                         help='Existing instances to count calls at.')
     parser.add_argument('--timed', type=_ints, default=[0, 50],
                         help='Existing instances to time lifecycles at.')
+    parser.add_argument('--server', choices=('process', 'thread'),
+                        default='process',
+                        help='Where the simulator the lifecycles are timed '
+                             'against runs: a process of its own, as XAPI '
+                             '(default), or a thread of this one.')
     args = parser.parse_args(argv)
     sim = server.Simulator('127.0.0.1', 0, users={
         sim_fixture.USERNAME: sim_fixture.PASSWORD}).start()
-    conf = fixtures.make_conf('xenapi', {
-        'xenapi': sim_fixture.xenapi_options(sim, network_name=NETWORK)})
-    backend = loader.load_driver(conf)
-    backend.init_host(conf.host)
-    flavor = flavors.get_flavor(conf, FLAVOR)
-    raws = [Raw(sim, flavor), Raw(sim, flavor, guarded=True)]
-    # Timed only: each guarantee alone.
-    alone = [Raw(sim, flavor, only=(guarantee,))
-             for guarantee in GUARANTEES]
+    closing = [sim.stop]
     failed = False
     try:
+        counted = _Target(sim, closing)
+        timed = counted
+        if args.server == 'process' and args.timed:
+            target = _SimulatorProcess()
+            closing.append(target.stop)
+            timed = _Target(target, closing)
         print('load average: %.2f %.2f %.2f (%d CPUs)'
               % (*os.getloadavg(), os.cpu_count() or 0))
-        print('(a) XAPI calls per spawn (goal <= 12, constant in N)')
-        have = 0
+        print('(a) XAPI calls per spawn (goal <= 12, constant in N), '
+              'simulator in this process')
         counts = []
         for existing in sorted(set(args.counts) | set(args.timed)):
-            have = _populate(backend, conf, have, existing)
             if existing in args.counts:
+                counted.populate(existing)
                 total, apart, made, rest, raw_totals = _count(
-                    sim, backend, conf, raws, existing)
+                    sim, counted.backend, counted.conf, counted.raws,
+                    existing)
                 counts.append(made)
                 print('  N=%-3d %2d calls (apart: %s)  %s' % (
                     existing, total, ', '.join(
@@ -278,17 +347,22 @@ def main(argv=None):
                       '%d, with the same guarantees %d'
                       % (total + rest, *raw_totals))
             if existing in args.timed:
+                timed.populate(existing)
+                sides = timed.raws + timed.alone
                 # A warm-up cycle each, outside the timing.
-                _time(sim, backend, conf, raws + alone, existing, 1)
+                _time(timed.backend, timed.conf, sides, existing, 1)
                 ours, theirs, guarded, *each = _time(
-                    sim, backend, conf, raws + alone, existing, args.cycles)
+                    timed.backend, timed.conf, sides, existing,
+                    args.cycles)
                 ratio = ours / theirs
                 failed |= ratio > 1.3
                 print('(b) N=%-3d spawn+power_off+destroy: driver %.1f ms, '
                       'raw SDK %.1f ms, %.2fx (goal <= 1.3x); raw SDK with '
-                      'the same guarantees %.1f ms, %.2fx'
+                      'the same guarantees %.1f ms, %.2fx; simulator in %s'
                       % (existing, ours * 1000, theirs * 1000, ratio,
-                         guarded * 1000, ours / guarded))
+                         guarded * 1000, ours / guarded,
+                         'its own process' if timed is not counted else
+                         'this process'))
                 print('        each guarantee alone over the raw SDK: %s'
                       % ', '.join('%s %+.1f ms' % (g, (t - theirs) * 1000)
                                   for g, t in zip(GUARANTEES, each)))
@@ -296,10 +370,8 @@ def main(argv=None):
                    or any(c != counts[0] for c in counts))
         print('load average: %.2f %.2f %.2f' % os.getloadavg())
     finally:
-        for raw in raws + alone:
-            raw.close()
-        backend.cleanup_host(conf.host)
-        sim.stop()
+        for close in reversed(closing):
+            close()
     return 1 if failed else 0
 
 
