@@ -37,6 +37,17 @@ _META = '.json'
 _DATA = '.data'
 
 
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a record file is written or replaced."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+            stat.st_ctime_ns)
+
+
+def _copy(record: api.ImageRecord) -> api.ImageRecord:
+    # Frozen, but its properties are a dict a caller may change.
+    return dataclasses.replace(record, properties=dict(record.properties))
+
+
 class LocalImageService(api.ImageService):
     """Images kept in one directory of this host.
 
@@ -47,6 +58,11 @@ class LocalImageService(api.ImageService):
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
+        # Records by id, with the stat of the file they were read from:
+        # looking an image up by name reads every record, and a spawn
+        # does that; a record file changes only by being replaced.
+        self._records: dict[str, tuple[tuple[int, ...],
+                                       api.ImageRecord]] = {}
 
     def _ensure_dir(self) -> None:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
@@ -59,16 +75,25 @@ class LocalImageService(api.ImageService):
         return os.path.join(self.path, image_id + suffix)
 
     def _read(self, image_id: str) -> api.ImageRecord | None:
+        path = self._file(image_id, _META)
+        cached = self._records.get(image_id)
         try:
-            with open(self._file(image_id, _META), encoding='utf-8') as f:
+            if cached is not None and cached[0] == _stamp(os.stat(path)):
+                return _copy(cached[1])
+            with open(path, encoding='utf-8') as f:
+                # The stat of what is read, should it be replaced meanwhile.
+                stamp = _stamp(os.fstat(f.fileno()))
                 data = json.load(f)
         except FileNotFoundError:
+            self._records.pop(image_id, None)
             return None
         except (OSError, ValueError) as exc:
             raise image_exception.ImageServiceError(
                 service=self.name, operation='read', image=image_id,
                 reason=exception.one_line(exc)) from exc
-        return api.ImageRecord(**data)
+        record = api.ImageRecord(**data)
+        self._records[image_id] = (stamp, record)
+        return _copy(record)
 
     def _write_record(self, record: api.ImageRecord) -> None:
         with api.atomic_write(self._file(record.id, _META)) as out:
@@ -87,6 +112,9 @@ class LocalImageService(api.ImageService):
                 # Deleted between listdir and open: not an image any more.
                 if record is not None:
                     records.append(record)
+        # Images another process deleted are not kept in memory.
+        for image_id in self._records.keys() - {r.id for r in records}:
+            self._records.pop(image_id, None)
         return sorted(records, key=lambda r: (r.name, r.id))
 
     def show(self, image: str) -> api.ImageRecord:

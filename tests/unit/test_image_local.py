@@ -59,6 +59,32 @@ def test_upload_records_sizes_and_hashes(service, source):
     assert service.list() == [record]
 
 
+def test_records_changed_by_another_process_are_read_again(service,
+                                                           tmp_path):
+    record = service.upload('cirros', io.BytesIO(b'data'), 'raw', 'bare')
+    assert service.show('cirros').properties == {}
+    # Another process (its own service) replaces the record, then
+    # deletes it: what this one read before is never returned.
+    other = local.LocalImageService(service.path)
+    other._write_record(api.ImageRecord(
+        **{**record.__dict__, 'name': 'renamed', 'properties': {'a': 'b'}}))
+    assert service.show('renamed').properties == {'a': 'b'}
+    assert service.show(record.id).name == 'renamed'
+    with pytest.raises(image_exception.ImageNotInService):
+        service.show('cirros')
+    other.delete(record.id)
+    assert service.list() == []
+    with pytest.raises(image_exception.ImageNotInService):
+        service.show(record.id)
+
+
+def test_a_record_shown_is_a_copy(service):
+    record = service.upload('cirros', io.BytesIO(b'data'), 'raw', 'bare',
+                            {'a': 'b'})
+    service.show('cirros').properties['a'] = 'changed'
+    assert service.show(record.id).properties == {'a': 'b'}
+
+
 def test_files_and_directory_are_private(service, source):
     record = service.upload('cirros', str(source), 'raw', 'bare')
     assert stat.S_IMODE(os.stat(service.path).st_mode) == 0o700
