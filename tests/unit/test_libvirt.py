@@ -798,3 +798,8 @@ def test_versions_are_read_once_per_connection(monkeypatch):
         assert len(calls) == 2
     finally:
         host.close()
+        # The one the callback dropped: test:///default keeps its domains
+        # while any connection to it is open.
+        if len(calls) > 1:
+            calls[0].unregisterCloseCallback()
+            calls[0].close()
