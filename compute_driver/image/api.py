@@ -25,7 +25,6 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import logging
@@ -540,7 +539,10 @@ def _copy_chunks(service: str, record: ImageRecord, data: Data,
 
 def _sync_file_range() -> Callable[..., int] | None:
     # Linux's sync_file_range(2), which Python's os module lacks; None
-    # elsewhere, where downloads are synced at the end only.
+    # elsewhere, where downloads are synced at the end only. ctypes is
+    # imported here, on the first download: every command that loads a
+    # backend imports this module, and most never write an image.
+    import ctypes
     try:
         func = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (AttributeError, OSError):
@@ -551,7 +553,9 @@ def _sync_file_range() -> Callable[..., int] | None:
     return func
 
 
-_SYNC_FILE_RANGE = _sync_file_range()
+_UNRESOLVED: typing.Any = object()
+#: :func:`_sync_file_range`'s, once a download has asked for it.
+_SYNC_FILE_RANGE: typing.Any = _UNRESOLVED
 #: sync_file_range's flag that starts the writeback of dirty pages without
 #: waiting for it.
 _SYNC_FILE_RANGE_WRITE = 2
@@ -578,6 +582,10 @@ class _FileWriter:
         self._fd = out.fileno()
         self._written = 0
         self._flushed = 0
+        global _SYNC_FILE_RANGE
+        if _SYNC_FILE_RANGE is _UNRESOLVED:
+            _SYNC_FILE_RANGE = _sync_file_range()
+        self._sync_range = _SYNC_FILE_RANGE
 
     def __call__(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
@@ -587,11 +595,11 @@ class _FileWriter:
                 raise BlockingIOError('the file is non-blocking')
             view = view[done:]
         self._written += len(chunk)
-        if (_SYNC_FILE_RANGE is not None
+        if (self._sync_range is not None
                 and self._written - self._flushed >= WRITEBACK_BYTES):
             # An error here (EIO...) shows again at the fsync; ignored so
             # the fsync reports it.
-            _SYNC_FILE_RANGE(self._fd, self._flushed,
+            self._sync_range(self._fd, self._flushed,
                              self._written - self._flushed,
                              _SYNC_FILE_RANGE_WRITE)
             self._flushed = self._written

@@ -267,6 +267,7 @@ class Host:
         self._reconnect_timeout = reconnect_timeout
         self._lock = threading.Lock()
         self._conn: typing.Any = None
+        self._facts: tuple[typing.Any, dict[str, typing.Any]] | None = None
         self._callback_id: int | None = None
         self._closed = False
 
@@ -300,6 +301,7 @@ class Host:
         # for a caller that holds the lock while it reconnects.
         if self._conn is conn:
             self._conn = None
+            self._facts = None
             self._callback_id = None
 
     def _domain_event(self, conn: typing.Any, dom: typing.Any, event: int,
@@ -333,6 +335,7 @@ class Host:
                 LOG.warning('Connection to %s is dead; reconnecting',
                             self.uri)
                 self._conn = None
+                self._facts = None
             deadline = time.monotonic() + self._reconnect_timeout
             while True:
                 try:
@@ -351,6 +354,7 @@ class Host:
         with self._lock:
             if self._conn is conn:
                 self._conn = None
+                self._facts = None
                 self._callback_id = None
 
     def call(self, func: typing.Callable[[typing.Any], typing.Any]
@@ -396,6 +400,7 @@ class Host:
         with self._lock:
             self._closed = True
             conn, self._conn = self._conn, None
+            self._facts = None
             callback_id, self._callback_id = self._callback_id, None
         if conn is None:
             return
@@ -412,17 +417,32 @@ class Host:
 
     # -- versions -------------------------------------------------------------
 
+    def _fact(self, name: str,
+              read: typing.Callable[[typing.Any], typing.Any]) -> typing.Any:
+        # What does not change while a connection lasts, read once per
+        # connection: start-up's version checks and the driver's own
+        # set-up each ask, and every question is a round trip.
+        conn = self.get_connection()
+        facts = self._facts
+        if facts is None or facts[0] is not conn:
+            facts = self._facts = (conn, {})
+        try:
+            return facts[1][name]
+        except KeyError:
+            value = facts[1][name] = read(conn)
+            return value
+
     def get_libvirt_version(self) -> tuple[int, int, int]:
         """The version of libvirt on the other end of the connection."""
-        return version_tuple(self.get_connection().getLibVersion())
+        return version_tuple(self._fact('lib', lambda c: c.getLibVersion()))
 
     def get_hypervisor_version(self) -> tuple[int, int, int]:
         """What ``getVersion()`` reports: QEMU's or Xen's version."""
-        return version_tuple(self.get_connection().getVersion())
+        return version_tuple(self._fact('hv', lambda c: c.getVersion()))
 
     def get_hypervisor_type(self) -> str:
         """``getType()``: ``QEMU``, ``Xen``, ``LXC``, ``TEST``..."""
-        return str(self.get_connection().getType())
+        return str(self._fact('type', lambda c: c.getType()))
 
     def check_versions(self) -> None:
         """Apply :data:`MIN_VERSIONS` and :data:`NEXT_MIN_VERSIONS`.

@@ -775,3 +775,31 @@ def test_vhd_converts_to_raw(tmp_path):
     images.convert_to_raw('img', path, 'vpc', dest)
     assert images.inspect_format(dest).format == 'raw'
     assert [e for e in os.listdir(tmp_path) if '.part' in e] == []
+
+
+def test_versions_are_read_once_per_connection(monkeypatch):
+    host = connection.Host(TEST_URI, 'qemu')
+    calls = []
+    real = libvirt.virConnect.getLibVersion
+
+    def counted(conn):
+        calls.append(conn)
+        return real(conn)
+
+    monkeypatch.setattr(libvirt.virConnect, 'getLibVersion', counted)
+    try:
+        first = host.get_libvirt_version()
+        assert host.get_libvirt_version() == first
+        assert len(calls) == 1
+        # A new connection may reach an upgraded libvirtd: asked again.
+        host._close_callback(calls[0], libvirt.VIR_CONNECT_CLOSE_REASON_EOF,
+                             None)
+        assert host.get_libvirt_version() == first
+        assert len(calls) == 2
+    finally:
+        host.close()
+        # The one the callback dropped: test:///default keeps its domains
+        # while any connection to it is open.
+        if len(calls) > 1:
+            calls[0].unregisterCloseCallback()
+            calls[0].close()
