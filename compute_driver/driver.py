@@ -62,6 +62,9 @@ if typing.TYPE_CHECKING:  # pragma: no cover
 # and so formats these records like its own.
 LOG = logging.getLogger(__name__)
 
+#: Guards every driver's records kept from image_for for fetch_image.
+_FRESH_RECORDS_LOCK = threading.Lock()
+
 REBOOT_SOFT = 'SOFT'
 REBOOT_HARD = 'HARD'
 
@@ -2833,6 +2836,10 @@ class ComputeDriver(abc.ABC):
         """
         record = self.image_record(instance.image_ref)
         self.check_image_fits_flavor(record.id, record.size, instance.flavor)
+        # Kept for fetch_image, whose download then needs no second read
+        # of the record (a request to Glance per boot).
+        with _FRESH_RECORDS_LOCK:
+            self.__dict__.setdefault('_fresh_records', {})[record.id] = record
         return record.to_image_meta()
 
     def fetch_image(self, image: objects.ImageMeta) -> str:
@@ -2845,7 +2852,12 @@ class ComputeDriver(abc.ABC):
         :param image: what :meth:`image_for` returned.
         :raises: what :meth:`ImageService.download` raises.
         """
-        return self.image_cache.fetch(image.id)
+        # The record image_for read, used once: the data is verified
+        # against it, and a later boot reads a fresh one.
+        with _FRESH_RECORDS_LOCK:
+            record = self.__dict__.get('_fresh_records', {}).pop(image.id,
+                                                                 None)
+        return self.image_cache.fetch(image.id, record)
 
     def upload_snapshot(self, instance: objects.Instance, image_id: str,
                         src: 'image_api.Source', disk_format: str,

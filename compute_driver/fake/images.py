@@ -87,14 +87,15 @@ class MemoryImageService(api.ImageService):
             records = [r for r, _ in self._images.values()]
         return sorted(records, key=lambda r: (r.name, r.id))
 
-    def download(self, image_id: str,
-                 dest: api.Destination) -> api.ImageRecord:
+    def download(self, image_id: str, dest: api.Destination,
+                 record: api.ImageRecord | None = None) -> api.ImageRecord:
         with self._lock:
             found = self._images.get(image_id)
         if found is None:
             raise image_exception.ImageNotInService(image=image_id,
                                                     service=self.name)
-        record, data = found
+        stored, data = found
+        record = api.check_record(self.name, image_id, record or stored)
         chunks = (data[i:i + api.CHUNK_SIZE]
                   for i in range(0, len(data), api.CHUNK_SIZE))
         api.write_verified(self.name, record, chunks, dest)

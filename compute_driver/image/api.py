@@ -26,7 +26,9 @@ from collections.abc import Iterable
 from collections.abc import Iterator
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import inspect
 import logging
 import mmap
 import os
@@ -143,7 +145,8 @@ class ImageService(abc.ABC):
         """
 
     @abc.abstractmethod
-    def download(self, image_id: str, dest: Destination) -> ImageRecord:
+    def download(self, image_id: str, dest: Destination,
+                 record: ImageRecord | None = None) -> ImageRecord:
         """Stream an image's data into ``dest`` and verify it.
 
         The data is checked against ``os_hash_algo``/``os_hash_value``,
@@ -156,6 +159,13 @@ class ImageService(abc.ABC):
         :param image_id: the image's id (not a name: what is downloaded
             must be what was looked up).
         :param dest: a path or a binary file object open for writing.
+        :param record: the image's record when the caller has just read
+            it (with :meth:`show`): the service then does not ask for it
+            again, and verifies the data against it. One of another id,
+            or not ``active``, is refused (see :func:`check_record`).
+            Services written before this parameter existed may lack it:
+            callers go through :func:`download` to pass it only to those
+            that take it.
         :returns: the record the data was verified against.
         :raises ImageNotInService: for an unknown id.
         :raises ImageNotActive: when the image has no data yet.
@@ -191,6 +201,45 @@ class ImageService(abc.ABC):
 
         :raises ImageServiceUnavailable: when the service cannot be asked.
         """
+
+
+def check_record(service: str, image_id: str,
+                 record: ImageRecord) -> ImageRecord:
+    """Refuse a caller's record that cannot describe ``image_id``'s data.
+
+    :raises ImageNotInService: when the record is of another image.
+    :raises ImageNotActive: when the record says the image has no data.
+    """
+    if record.id != image_id:
+        raise image_exception.ImageNotInService(
+            image=image_id, service=service)
+    if record.status != 'active':
+        raise image_exception.ImageNotActive(
+            image=image_id, service=service, status=record.status,
+            operation='download', reason=record.status)
+    return record
+
+
+def download(service: ImageService, image_id: str, dest: Destination,
+             record: ImageRecord | None = None) -> ImageRecord:
+    """:meth:`ImageService.download`, handing ``record`` on when it can.
+
+    A service whose ``download`` has no ``record`` parameter (one written
+    before it existed) reads the record itself, as it always did.
+    """
+    if record is not None and _takes_record(type(service)):
+        return service.download(image_id, dest, record=record)
+    return service.download(image_id, dest)
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_record(cls: type[ImageService]) -> bool:
+    try:
+        params = inspect.signature(cls.download).parameters
+    except (TypeError, ValueError):
+        return False
+    return 'record' in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def find_by_name(service: str, ref: str,

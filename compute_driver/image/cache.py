@@ -151,7 +151,8 @@ class ImageCache:
             removed.append(path)
         return removed
 
-    def fetch(self, image_id: str) -> str:
+    def fetch(self, image_id: str,
+              record: 'api.ImageRecord | None' = None) -> str:
         """The path of the image's data, downloading it when not cached.
 
         Concurrent calls for one uncached image download it once. A cached
@@ -159,6 +160,9 @@ class ImageCache:
         a second boot transfers no byte; its time of use is renewed so
         pruning keeps it.
 
+        :param record: the image's record when the caller has just read
+            it, handed to :meth:`ImageService.download` so that it is not
+            asked for again (see :func:`~compute_driver.image.api.download`).
         :returns: the path of a verified, complete copy.
         :raises: whatever :meth:`ImageService.download` raises; the cache
             then holds nothing of the image.
@@ -171,7 +175,7 @@ class ImageCache:
                 return path
             LOG.info('Downloading image %s from the %s image service into '
                      'the cache.', image_id, self.service.name)
-            self.service.download(image_id, path)
+            api.download(self.service, image_id, path, record)
             return path
 
     def list(self) -> list[CachedImage]:

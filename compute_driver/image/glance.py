@@ -267,16 +267,15 @@ class GlanceImageService(api.ImageService):
                 filters={'name': image})])
         return api.find_by_name(self.name, image, matches)
 
-    def download(self, image_id: str,
-                 dest: api.Destination) -> api.ImageRecord:
+    def download(self, image_id: str, dest: api.Destination,
+                 record: api.ImageRecord | None = None) -> api.ImageRecord:
         # The record first, and only by id: the bytes are then checked
-        # against the record of the image that was asked for.
-        record = self._call('download', image_id,
-                            lambda c: to_record(c.images.get(image_id)))
-        if record.status != 'active':
-            raise image_exception.ImageNotActive(
-                image=image_id, service=self.name, status=record.status,
-                operation='download', reason=record.status)
+        # against the record of the image that was asked for. A caller's
+        # fresh one saves a request per boot.
+        if record is None:
+            record = self._call('download', image_id,
+                                lambda c: to_record(c.images.get(image_id)))
+        api.check_record(self.name, image_id, record)
         response = self._call(
             'download', image_id,
             lambda c: c.http_client.get('/v2/images/%s/file' % image_id)[0])

@@ -124,12 +124,14 @@ class LocalImageService(api.ImageService):
                 return record
         return api.find_by_name(self.name, image, self.list())
 
-    def download(self, image_id: str,
-                 dest: api.Destination) -> api.ImageRecord:
-        record = self._read(image_id)
+    def download(self, image_id: str, dest: api.Destination,
+                 record: api.ImageRecord | None = None) -> api.ImageRecord:
+        if record is None:
+            record = self._read(image_id)
         if record is None:
             raise image_exception.ImageNotInService(
                 image=image_id, service=self.name)
+        api.check_record(self.name, image_id, record)
         try:
             source = open(self._file(image_id, _DATA), 'rb')
         except FileNotFoundError:

@@ -200,13 +200,11 @@ class NovaImageService(api.ImageService):
         return sorted((to_record(i) for i in images),
                       key=lambda r: (r.name, r.id))
 
-    def download(self, image_id: str,
-                 dest: api.Destination) -> api.ImageRecord:
-        record = self._get(image_id)
-        if record.status != 'active':
-            raise image_exception.ImageNotActive(
-                image=image_id, service=self.name, status=record.status,
-                operation='download', reason=record.status)
+    def download(self, image_id: str, dest: api.Destination,
+                 record: api.ImageRecord | None = None) -> api.ImageRecord:
+        if record is None:
+            record = self._get(image_id)
+        api.check_record(self.name, image_id, record)
         # Neither a file nor a path: Nova's API then hands back Glance's
         # chunks, which are verified and written here like any service's.
         chunks = self._call('download', image_id,

@@ -42,9 +42,9 @@ class CountingImageService(api.ImageService):
     def list(self) -> list[api.ImageRecord]:
         return self.inner.list()
 
-    def download(self, image_id: str,
-                 dest: api.Destination) -> api.ImageRecord:
-        record = self.inner.download(image_id, dest)
+    def download(self, image_id: str, dest: api.Destination,
+                 record: api.ImageRecord | None = None) -> api.ImageRecord:
+        record = api.download(self.inner, image_id, dest, record)
         size = (os.path.getsize(dest) if isinstance(dest, (str, os.PathLike))
                 else record.size or 0)
         with self._lock:

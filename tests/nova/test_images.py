@@ -17,6 +17,7 @@ Nova's real ``nova.image.glance.API`` runs against Nova's Glance fixture
 ``RequestContext``.
 """
 
+import dataclasses
 import hashlib
 import io
 import threading
@@ -274,3 +275,17 @@ def test_every_backends_image_types_are_novas(backend):
     # would be a capability nothing reads.
     assert {'supports_image_type_%s' % t for t in backend.image_types} <= (
         set(nova_driver.CAPABILITY_TRAITS_MAP))
+
+
+def test_download_with_a_handed_record_does_not_read_it_again(
+        service, image_api, glance, tmp_path):
+    record = service.show(IMAGE)
+    image_api.get.reset_mock()
+    dest = tmp_path / 'image'
+    assert service.download(IMAGE, str(dest), record=record) == record
+    image_api.get.assert_not_called()
+    assert dest.read_bytes() == glance.data_of(IMAGE)
+    with pytest.raises(image_exception.ImageNotActive):
+        service.download(IMAGE, str(tmp_path / 'other'),
+                         record=dataclasses.replace(record, status='queued'))
+    assert not (tmp_path / 'other').exists()

@@ -130,3 +130,58 @@ def test_snapshot_upload_carries_nova_properties(backend, tmp_path):
     backend.delete_snapshot_image('snap')
     backend.delete_snapshot_image('snap')
     assert not backend.image_exists('snap')
+
+
+class _RecordSpy(local.LocalImageService):
+    """Counts the records read and what each download was handed."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.shows = 0
+        self.handed = []
+
+    def show(self, image):
+        self.shows += 1
+        return super().show(image)
+
+    def download(self, image_id, dest, record=None):
+        self.handed.append(record)
+        return super().download(image_id, dest, record=record)
+
+
+class _LegacyService(local.LocalImageService):
+    """A service written before ``download`` took a record."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.downloads = []
+
+    def download(self, image_id, dest):
+        self.downloads.append(image_id)
+        return super().download(image_id, dest)
+
+
+def test_a_boot_reads_the_record_once(backend, tmp_path):
+    spy = _RecordSpy(str(tmp_path / 'spy'))
+    backend.image_service = spy
+    record = _upload(spy, tmp_path, 'cirros')
+    image = backend.image_for(_instance(record.id))
+    backend.fetch_image(image)
+    assert spy.shows == 1
+    assert spy.handed == [record]
+    # Used once: a second download (after the cache lost the image)
+    # reads a fresh record.
+    backend.image_cache.remove(record.id)
+    backend.fetch_image(image)
+    assert spy.handed == [record, None]
+
+
+def test_a_service_without_the_record_parameter_still_downloads(
+        backend, tmp_path):
+    legacy = _LegacyService(str(tmp_path / 'legacy'))
+    backend.image_service = legacy
+    record = _upload(legacy, tmp_path, 'cirros', data=b'y' * 8192)
+    path = backend.fetch_image(backend.image_for(_instance(record.id)))
+    assert legacy.downloads == [record.id]
+    with open(path, 'rb') as f:
+        assert f.read() == b'y' * 8192

@@ -14,6 +14,9 @@
 (compute_driver.image.glance and .conf); the functional tests run it
 against a real Glance."""
 
+import dataclasses
+import hashlib
+
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exc
 from oslo_config import cfg
@@ -151,3 +154,81 @@ def test_connection_failures_move_to_the_next_server(monkeypatch):
     with pytest.raises(image_exception.ImageServiceUnavailable):
         service._call('upload', 'img', call, retry=False)
     assert len(seen) == 1
+
+
+class _FakeResponse:
+    status_code = 200
+    headers: dict = {}
+    raw = None
+
+    def __init__(self, data):
+        self.data = data
+
+    def iter_content(self, size):
+        return iter([self.data])
+
+    def close(self):
+        pass
+
+
+class _FakeGlance:
+    """Answers a download's two requests, counting them."""
+
+    def __init__(self, image, data):
+        self.requests = []
+        fake = self
+
+        class Images:
+            def get(self, image_id):
+                fake.requests.append(('get', image_id))
+                return image
+
+        class HTTP:
+            def get(self, url):
+                fake.requests.append(('GET', url))
+                return _FakeResponse(data), None
+
+        self.images = Images()
+        self.http_client = HTTP()
+
+
+def _glance_with(monkeypatch, data):
+    image_id = '0b9bd2a4-3a4e-4a55-8b2c-6a1e8d0e0c41'
+    image = {'id': image_id, 'name': 'cirros', 'status': 'active',
+             'disk_format': 'raw', 'container_format': 'bare',
+             'size': len(data), 'os_hash_algo': 'sha512',
+             'os_hash_value': hashlib.sha512(data).hexdigest()}
+    service = glance.GlanceImageService(None, ['http://127.0.0.1:9'],
+                                        num_retries=0)
+    client = _FakeGlance(image, data)
+    monkeypatch.setattr(service, '_client', lambda endpoint: client)
+    return service, client, glance.to_record(image)
+
+
+def test_download_with_a_handed_record_asks_only_for_the_data(
+        monkeypatch, tmp_path):
+    service, client, record = _glance_with(monkeypatch, b'z' * 1000)
+    dest = tmp_path / 'disk'
+    assert service.download(record.id, str(dest), record=record) == record
+    assert client.requests == [('GET', '/v2/images/%s/file' % record.id)]
+    assert dest.read_bytes() == b'z' * 1000
+    # Without one, the record is read first.
+    client.requests.clear()
+    service.download(record.id, str(tmp_path / 'again'))
+    assert [r[0] for r in client.requests] == ['get', 'GET']
+
+
+def test_a_handed_record_is_checked_before_any_request(monkeypatch,
+                                                       tmp_path):
+    service, client, record = _glance_with(monkeypatch, b'z' * 1000)
+    with pytest.raises(image_exception.ImageNotInService):
+        service.download('1d7c7c1e-7a9c-4e0e-9d61-5b6f2b9d3f00',
+                         str(tmp_path / 'disk'), record=record)
+    with pytest.raises(image_exception.ImageNotActive):
+        service.download(record.id, str(tmp_path / 'disk'),
+                         record=dataclasses.replace(record, status='saving'))
+    wrong = dataclasses.replace(record, os_hash_value='0' * 128)
+    with pytest.raises(image_exception.ImageChecksumMismatch):
+        service.download(record.id, str(tmp_path / 'disk'), record=wrong)
+    assert client.requests == [('GET', '/v2/images/%s/file' % record.id)]
+    assert not (tmp_path / 'disk').exists()

@@ -13,6 +13,7 @@
 """The local image service and the verified download every service
 shares (compute_driver.image.local, compute_driver.image.api)."""
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -317,3 +318,29 @@ def test_image_record_converts_to_image_meta():
     assert (meta.disk_format, meta.container_format) == ('qcow2', 'bare')
     assert (meta.min_ram, meta.min_disk, meta.size) == (64, 1, 10)
     assert meta.properties == {'hw_disk_bus': 'virtio'}
+
+
+def test_a_handed_record_is_what_the_data_is_verified_against(
+        service, source, tmp_path):
+    record = service.upload('cirros', str(source), 'raw', 'bare')
+    dest = tmp_path / 'disk'
+    assert service.download(record.id, str(dest), record=record) == record
+    assert dest.read_bytes() == source.read_bytes()
+    wrong = dataclasses.replace(record, os_hash_value='0' * 128)
+    with pytest.raises(image_exception.ImageChecksumMismatch):
+        service.download(record.id, str(tmp_path / 'other'), record=wrong)
+    assert not (tmp_path / 'other').exists()
+
+
+@pytest.mark.parametrize('change, error', [
+    ({'id': '6f0c9c43-4c27-4ac5-9b3c-1d0e5b0f7a11'},
+     image_exception.ImageNotInService),
+    ({'status': 'queued'}, image_exception.ImageNotActive),
+])
+def test_a_handed_record_of_another_image_or_without_data_is_refused(
+        service, source, tmp_path, change, error):
+    record = service.upload('cirros', str(source), 'raw', 'bare')
+    with pytest.raises(error):
+        service.download(record.id, str(tmp_path / 'disk'),
+                         record=dataclasses.replace(record, **change))
+    assert not (tmp_path / 'disk').exists()
