@@ -64,6 +64,8 @@ LOG = logging.getLogger(__name__)
 
 #: Guards every driver's records kept from image_for for fetch_image.
 _FRESH_RECORDS_LOCK = threading.Lock()
+#: Records kept at most per driver (boots in flight at once, and more).
+_FRESH_RECORDS_MAX = 64
 
 REBOOT_SOFT = 'SOFT'
 REBOOT_HARD = 'HARD'
@@ -2839,7 +2841,13 @@ class ComputeDriver(abc.ABC):
         # Kept for fetch_image, whose download then needs no second read
         # of the record (a request to Glance per boot).
         with _FRESH_RECORDS_LOCK:
-            self.__dict__.setdefault('_fresh_records', {})[record.id] = record
+            fresh = self.__dict__.setdefault('_fresh_records', {})
+            fresh.pop(record.id, None)
+            fresh[record.id] = record
+            # Boots refused before their download leave theirs: the
+            # oldest go, so that a long-lived driver keeps a few at most.
+            while len(fresh) > _FRESH_RECORDS_MAX:
+                del fresh[next(iter(fresh))]
         return record.to_image_meta()
 
     def fetch_image(self, image: objects.ImageMeta) -> str:

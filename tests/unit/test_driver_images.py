@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from compute_driver import driver
 from compute_driver import exception
 from compute_driver.image import exception as image_exception
 from compute_driver.image import local
@@ -185,3 +186,18 @@ def test_a_service_without_the_record_parameter_still_downloads(
     assert legacy.downloads == [record.id]
     with open(path, 'rb') as f:
         assert f.read() == b'y' * 8192
+
+
+def test_records_of_boots_that_never_download_are_not_hoarded(
+        backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(driver, '_FRESH_RECORDS_MAX', 2)
+    spy = _RecordSpy(str(tmp_path / 'spy'))
+    backend.image_service = spy
+    records = [_upload(spy, tmp_path, 'img%d' % n, data=b'%d' % n * 512)
+               for n in range(3)]
+    # Three boots read their records; none downloads (refused, say, by
+    # the claim): the oldest record goes.
+    images = [backend.image_for(_instance(r.id)) for r in records]
+    backend.fetch_image(images[0])
+    backend.fetch_image(images[2])
+    assert spy.handed == [None, records[2]]
