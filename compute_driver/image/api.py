@@ -586,11 +586,13 @@ def _copy_chunks(service: str, record: ImageRecord, data: Data,
             digest.close()
 
 
+@functools.cache
 def _sync_file_range() -> Callable[..., int] | None:
     # Linux's sync_file_range(2), which Python's os module lacks; None
-    # elsewhere, where downloads are synced at the end only. ctypes is
-    # imported here, on the first download: every command that loads a
-    # backend imports this module, and most never write an image.
+    # elsewhere, where downloads are synced at the end only. Looked up
+    # (and ctypes imported) on the first download, once: every command
+    # that loads a backend imports this module, and most never write an
+    # image.
     import ctypes
     try:
         func = ctypes.CDLL(None, use_errno=True).sync_file_range
@@ -602,9 +604,6 @@ def _sync_file_range() -> Callable[..., int] | None:
     return func
 
 
-_UNRESOLVED: typing.Any = object()
-#: :func:`_sync_file_range`'s, once a download has asked for it.
-_SYNC_FILE_RANGE: typing.Any = _UNRESOLVED
 #: sync_file_range's flag that starts the writeback of dirty pages without
 #: waiting for it.
 _SYNC_FILE_RANGE_WRITE = 2
@@ -631,10 +630,7 @@ class _FileWriter:
         self._fd = out.fileno()
         self._written = 0
         self._flushed = 0
-        global _SYNC_FILE_RANGE
-        if _SYNC_FILE_RANGE is _UNRESOLVED:
-            _SYNC_FILE_RANGE = _sync_file_range()
-        self._sync_range = _SYNC_FILE_RANGE
+        self._sync_range = _sync_file_range()
 
     def __call__(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)

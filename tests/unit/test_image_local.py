@@ -296,8 +296,8 @@ class _ShortWrites(io.RawIOBase):
 def test_short_writes_lose_nothing(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(api, 'WRITEBACK_BYTES', 4)
-    monkeypatch.setattr(api, '_SYNC_FILE_RANGE',
-                        lambda *args: calls.append(args[1:3]) or 0)
+    monkeypatch.setattr(api, '_sync_file_range',
+                        lambda: lambda *args: calls.append(args[1:3]) or 0)
     with open(tmp_path / 'f', 'wb') as real:
         out = _ShortWrites(real.fileno())
         write = api._FileWriter(out)
