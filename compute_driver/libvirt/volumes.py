@@ -88,20 +88,11 @@ _SERIAL_RE = re.compile(r'[A-Za-z0-9 _.+-]+')
 
 
 def _quoteattr(value: str) -> str:
-    """``value`` as a quoted XML attribute, as ``saxutils.quoteattr``.
-
-    Not that one: ``xml.sax.saxutils`` imports ``urllib.request`` (and
-    with it ``http.client`` and ``ssl``), which would cost every CLI
-    command that loads the backend several milliseconds of start-up.
-    """
-    value = (value.replace('&', '&amp;').replace('>', '&gt;')
-             .replace('<', '&lt;').replace('\n', '&#10;')
-             .replace('\r', '&#13;').replace('\t', '&#9;'))
-    if '"' not in value:
-        return '"%s"' % value
-    if "'" not in value:
-        return "'%s'" % value
-    return '"%s"' % value.replace('"', '&quot;')
+    # xml.sax.saxutils imports urllib.request (and with it http.client
+    # and ssl): imported by the first volume operation, not by every CLI
+    # command that loads the backend.
+    from xml.sax import saxutils
+    return saxutils.quoteattr(value)
 
 
 def _flags(live: bool) -> int:

@@ -484,13 +484,3 @@ def test_domain_gone_since_the_cached_lookup(backend, make_driver):
         backend.detach_volume(instance, _info('vol-a'))
     assert instance.uuid not in backend._handles
     assert not backend.instance_exists(instance)
-
-
-@pytest.mark.parametrize('value', [
-    '/dev/sdb', '', 'a"b', "a'b", 'a"b\'c', '<&>', 'tab\there\nand\rthere'])
-def test_quoteattr_matches_saxutils(value):
-    # The module's own copy, which spares start-up urllib's import.
-    from xml.sax import saxutils
-    assert volumes._quoteattr(value) == saxutils.quoteattr(value)
-    assert ET.fromstring('<x a=%s/>' % volumes._quoteattr(value)).get(
-        'a') == value
