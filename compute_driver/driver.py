@@ -62,9 +62,8 @@ if typing.TYPE_CHECKING:  # pragma: no cover
 # and so formats these records like its own.
 LOG = logging.getLogger(__name__)
 
-#: Guards every driver's records kept from image_for for fetch_image.
-_FRESH_RECORDS_LOCK = threading.Lock()
-#: Records kept at most per driver (boots in flight at once, and more).
+#: Records kept at most from image_for for fetch_image (boots in flight
+#: at once, and more).
 _FRESH_RECORDS_MAX = 64
 
 REBOOT_SOFT = 'SOFT'
@@ -571,6 +570,10 @@ class ComputeDriver(abc.ABC):
         # duplicates, under _claim_lock.
         self._claim_lock = threading.Lock()
         self._pending: dict[str, objects.Instance] = {}
+        # Image records image_for read, by id, each for one fetch_image
+        # (see there), under their own lock.
+        self._fresh_lock = threading.Lock()
+        self._fresh_records: dict[str, 'image_api.ImageRecord'] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -2840,8 +2843,8 @@ class ComputeDriver(abc.ABC):
         self.check_image_fits_flavor(record.id, record.size, instance.flavor)
         # Kept for fetch_image, whose download then needs no second read
         # of the record (a request to Glance per boot).
-        with _FRESH_RECORDS_LOCK:
-            fresh = self.__dict__.setdefault('_fresh_records', {})
+        with self._fresh_lock:
+            fresh = self._fresh_records
             fresh.pop(record.id, None)
             fresh[record.id] = record
             # Boots refused before their download leave theirs: the
@@ -2862,9 +2865,8 @@ class ComputeDriver(abc.ABC):
         """
         # The record image_for read, used once: the data is verified
         # against it, and a later boot reads a fresh one.
-        with _FRESH_RECORDS_LOCK:
-            record = self.__dict__.get('_fresh_records', {}).pop(image.id,
-                                                                 None)
+        with self._fresh_lock:
+            record = self._fresh_records.pop(image.id, None)
         return self.image_cache.fetch(image.id, record)
 
     def upload_snapshot(self, instance: objects.Instance, image_id: str,
