@@ -141,6 +141,11 @@ class LibvirtDriver(driver.ComputeDriver):
                            % (option, opts[option]))
         self.virt_type: str = opts.virt_type
         self.runs_containers = self.virt_type == 'lxc'
+        # A QEMU guest's root disk is vda: under Nova, attached volumes
+        # are then named vdb onwards, as the guest's virtio disks are,
+        # rather than after Nova's default sda.
+        if self.virt_type in ('qemu', 'kvm'):
+            self.root_device_name = '/dev/vda'
         self._declare_consoles()
         self.uri: str = (opts.connection_uri or
                          libvirt_conf.DEFAULT_URIS[self.virt_type])

@@ -335,6 +335,8 @@ class LibvirtBackendServerTests(functional_base.VolumeTests,
         for server, other in ((first, second), (second, first)):
             before = len(self.console(server))
             device = self.attach(server, volume)
+            # Named after the root disk, vda, as the guest names it.
+            self.assertEqual('/dev/vdb', device)
             dev = device.rpartition('/')[2]
             # A virtio disk of the loop device, named by the volume: live
             # and in the definition.

@@ -604,3 +604,14 @@ def test_device_user_looks_at_libvirtds_guests_by_pid(make_driver, tmp_path,
     monkeypatch.setattr(volumes, 'qemu_pids', lambda uri: None)
     with open(device, 'rb'):
         assert driver._volume_user(connection) is None
+
+
+@pytest.mark.parametrize('virt_type, root', [
+    ('qemu', '/dev/vda'), ('kvm', '/dev/vda'),
+    # A Xen guest's disks and an LXC container's file systems keep Nova's
+    # own naming.
+    ('xen', None), ('lxc', None)])
+def test_root_device_name_is_the_guests(make_driver, virt_type, root):
+    # Under Nova, the name attached volumes are numbered after: vdb for
+    # the virtio disk a QEMU guest sees as vdb.
+    assert make_driver(virt_type=virt_type).root_device_name == root
