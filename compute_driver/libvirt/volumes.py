@@ -216,11 +216,18 @@ def qemu_pids(uri: str) -> list[str] | None:
         # driver.pid is libvirtd's own.
         if not name.endswith('.pid') or name == 'driver.pid':
             continue
+        # Raw reads: a volume operation reads one file per running guest.
         try:
-            with open(os.path.join(QEMU_RUN_DIR, name), 'rb') as handle:
-                pid = handle.read(32).strip().decode()
+            fd = os.open(os.path.join(QEMU_RUN_DIR, name),
+                         os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            pid = os.read(fd, 32).strip().decode()
         except (OSError, UnicodeDecodeError):
             continue
+        finally:
+            os.close(fd)
         if pid.isdigit():
             pids.append(pid)
     return pids
