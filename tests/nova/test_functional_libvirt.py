@@ -348,8 +348,11 @@ class LibvirtBackendServerTests(functional_base.VolumeTests,
             self.assertEqual((volume, device, self.device),
                              (attachment.volume_id, attachment.mountpoint,
                               attachment.device_path))
-            # The guest reads what was on the volume before either had it.
-            self.wait_for_console(server, 'starts with: cdvol-nova', before)
+            # The guest reads what was on the volume before either had it,
+            # and its /proc/partitions has the loop device's 16 MiB.
+            output = self.wait_for_console(
+                server, 'vdb starts with: cdvol-nova', before)
+            self.assertRegex(output, r'(?m)^ +\d+ +\d+ +16384 vdb *$')
             shown = len(self.console(server))
             self.detach(server, volume)
             self.assertNotIn(dev, self.domain_disks(server))
@@ -383,7 +386,8 @@ class LibvirtBackendServerTests(functional_base.VolumeTests,
         self.assertEqual((volume, self.device, 0),
                          (attachment.volume_id, attachment.device_path,
                           attachment.boot_index))
-        self.wait_for_console(server, 'vda starts with: cdvol-nova')
+        output = self.wait_for_console(server, 'vda starts with: cdvol-nova')
+        self.assertRegex(output, r'(?m)^ +\d+ +\d+ +16384 vda *$')
         self._delete_server(server)
         self.assertEqual(set(), self.backend_uuids(self.host))
         volume_env.check_free(self.device)
