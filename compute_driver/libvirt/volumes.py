@@ -47,6 +47,7 @@ their aliases, and its detach none either when nothing else is kept.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -107,6 +108,8 @@ def target(mountpoint: str) -> str:
     return mountpoint.rpartition('/')[2]
 
 
+# Built for every attach and detach of a volume, from its id alone.
+@functools.lru_cache(maxsize=1024)
 def alias(volume_id: str) -> str:
     """The user alias of a volume's disk: ``vol:1`` -> ``ua-cdvol-vol_3a1``."""
     return ALIAS_PREFIX + ''.join(
@@ -356,12 +359,12 @@ def shut_off_on_disk(uri: str, name: str) -> bool:
     try:
         # The driver writes its own pid file at startup: proof that these
         # are the running libvirtd's directories.
-        os.stat(os.path.join(QEMU_RUN_DIR, 'driver.pid'))
+        os.stat(QEMU_RUN_DIR + '/driver.pid')
         os.stat(QEMU_SAVE_DIR)
     except OSError:
         return False
-    for path in (os.path.join(QEMU_RUN_DIR, name + '.xml'),
-                 os.path.join(QEMU_SAVE_DIR, name + '.save')):
+    for path in ('%s/%s.xml' % (QEMU_RUN_DIR, name),
+                 '%s/%s.save' % (QEMU_SAVE_DIR, name)):
         try:
             os.stat(path)
         except FileNotFoundError:
