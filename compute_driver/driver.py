@@ -2569,8 +2569,12 @@ class ComputeDriver(abc.ABC):
                                                     connection, live)
             self._detach_volume(handle, instance, attachment, live)
             if self.connects_volumes:
-                self.volume_connector.disconnect(attachment.connection,
-                                                 attachment.device_path)
+                # The caller's connection info, when the attachment is
+                # made of it, is validated already.
+                self.volume_connector.disconnect(
+                    connection if attachment.connection_info is
+                    connection.info else attachment.connection,
+                    attachment.device_path)
 
         self._run('detach_volume', instance, detach)
 

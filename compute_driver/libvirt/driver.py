@@ -141,6 +141,11 @@ class LibvirtDriver(driver.ComputeDriver):
                            % (option, opts[option]))
         self.virt_type: str = opts.virt_type
         self.runs_containers = self.virt_type == 'lxc'
+        # A QEMU guest's root disk is vda: under Nova, attached volumes
+        # are then named vdb onwards, as the guest's virtio disks are,
+        # rather than after Nova's default sda.
+        if self.virt_type in ('qemu', 'kvm'):
+            self.root_device_name = '/dev/vda'
         self._declare_consoles()
         self.uri: str = (opts.connection_uri or
                          libvirt_conf.DEFAULT_URIS[self.virt_type])
@@ -1051,7 +1056,7 @@ class LibvirtDriver(driver.ComputeDriver):
     # -- volumes -------------------------------------------------------------
 
     def _volume_power_state(self, dom):
-        return volumes.power_state(dom)
+        return volumes.power_state(dom, self.uri)
 
     def _volume_attachments(self, dom, instance):
         return volumes.attachments(dom)
@@ -1080,11 +1085,14 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _volume_user(self, connection):
         # QEMU holds attached volumes open: only its processes need a look.
+        # Those libvirtd lists are its guests' QEMUs, not to be told by
+        # their names.
         if connection.protocol != vol_model.LOCAL:
             return None
-        return vol_connection.device_user(connection.data['device_path'],
-                                          ('qemu',),
-                                          volumes.qemu_pids(self.uri))
+        pids = volumes.qemu_pids(self.uri)
+        return vol_connection.device_user(
+            connection.data['device_path'],
+            ('qemu',) if pids is None else (), pids)
 
     def _attach_volume(self, dom, instance, attachment, live):
         volumes.attach(self._host.get_connection(), dom, instance,

@@ -47,6 +47,7 @@ their aliases, and its detach none either when nothing else is kept.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -107,6 +108,8 @@ def target(mountpoint: str) -> str:
     return mountpoint.rpartition('/')[2]
 
 
+# Built for every attach and detach of a volume, from its id alone.
+@functools.lru_cache(maxsize=1024)
 def alias(volume_id: str) -> str:
     """The user alias of a volume's disk: ``vol:1`` -> ``ua-cdvol-vol_3a1``."""
     return ALIAS_PREFIX + ''.join(
@@ -216,11 +219,18 @@ def qemu_pids(uri: str) -> list[str] | None:
         # driver.pid is libvirtd's own.
         if not name.endswith('.pid') or name == 'driver.pid':
             continue
+        # Raw reads: a volume operation reads one file per running guest.
         try:
-            with open(os.path.join(QEMU_RUN_DIR, name), 'rb') as handle:
-                pid = handle.read(32).strip().decode()
+            fd = os.open(os.path.join(QEMU_RUN_DIR, name),
+                         os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            pid = os.read(fd, 32).strip().decode()
         except (OSError, UnicodeDecodeError):
             continue
+        finally:
+            os.close(fd)
         if pid.isdigit():
             pids.append(pid)
     return pids
@@ -327,14 +337,61 @@ def attachments(dom: typing.Any, gone_ok: bool = False
     return found
 
 
-def power_state(dom: typing.Any) -> int:
+#: Where libvirtd's system QEMU driver keeps the managed-save image of a
+#: domain, ``<domain>.save``.
+QEMU_SAVE_DIR = '/var/lib/libvirt/qemu/save'
+
+
+def shut_off_on_disk(uri: str, name: str) -> bool:
+    """Whether libvirtd's own files say the domain is shut off, unsaved.
+
+    libvirtd's system QEMU driver keeps a status file ``<domain>.xml`` in
+    :data:`QEMU_RUN_DIR` from the moment it starts a domain until it has
+    stopped it, and a managed save in :data:`QEMU_SAVE_DIR`: neither
+    there is a shut-off domain, told with a few ``stat`` calls instead of
+    a round trip to libvirtd. An answer of the same age as that round
+    trip's: a start by another client afterwards is not seen by either.
+    False whenever the files cannot tell (another URI, another layout,
+    a file there): ask libvirtd then.
+    """
+    if not uri.startswith('qemu:///system'):
+        return False
+    try:
+        # The driver writes its own pid file at startup: proof that these
+        # are the running libvirtd's directories.
+        os.stat(QEMU_RUN_DIR + '/driver.pid')
+        os.stat(QEMU_SAVE_DIR)
+    except OSError:
+        return False
+    for path in ('%s/%s.xml' % (QEMU_RUN_DIR, name),
+                 '%s/%s.save' % (QEMU_SAVE_DIR, name)):
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+        return False
+    return True
+
+
+def power_state(dom: typing.Any, uri: str = '') -> int:
     """The power state a volume operation checks, in one call mostly.
 
-    The shut-off reason tells whether the domain has a managed save
+    A domain of libvirtd's system QEMU driver that its files show shut
+    off (see :func:`shut_off_on_disk`) needs no call. Otherwise the
+    shut-off reason tells whether the domain has a managed save
     (``SAVED``), as listings trust it; only a domain never started, or
     shut off before libvirtd restarted, has no reason (``UNKNOWN``) and
     needs the question.
+
+    :param uri: libvirtd's URI.
     """
+    if shut_off_on_disk(uri, dom.name()):
+        with _lock:
+            _shut_off[dom] = True
+        return mapping.map_state(libvirt.VIR_DOMAIN_SHUTOFF,
+                                 libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN, False)
     state, reason = dom.state()
     managed = None
     if (state == libvirt.VIR_DOMAIN_SHUTOFF and

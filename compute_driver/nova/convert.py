@@ -108,6 +108,28 @@ def image_candidates(image_meta: typing.Any,
     return candidates
 
 
+def container_volumes(block_device_info: typing.Any) -> typing.Any:
+    """``block_device_info`` with container paths as mount devices.
+
+    Nova puts ``/dev/`` in front of every device name a server's block
+    device mapping gives, a path included: ``/data`` becomes
+    ``/dev//data``. A container backend mounts volumes at paths in the
+    container, so the path given is restored; Nova's own names
+    (``/dev/sdb``) are left as they are. The mappings are copied, Nova's
+    are not changed.
+    """
+    if not block_device_info:
+        return block_device_info
+    mappings = []
+    for bdm in block_device_info.get('block_device_mapping') or ():
+        mapping = dict(bdm)
+        mount = mapping.get('mount_device')
+        if isinstance(mount, str) and mount.startswith('/dev//'):
+            mapping['mount_device'] = mount[len('/dev/'):]
+        mappings.append(mapping)
+    return dict(block_device_info, block_device_mapping=mappings)
+
+
 def network_info(nova_network_info: typing.Any) -> list[dict[str, object]]:
     """Nova's ``NetworkInfo`` as plain data: one dict per port.
 

@@ -415,6 +415,8 @@ class ComputeDriverAdapter(driver.ComputeDriver):
         if accel_info:
             raise NotImplementedError(
                 'The %s backend has no accelerators' % self.backend.name)
+        if volumes and self.backend.runs_containers:
+            block_device_info = convert.container_volumes(block_device_info)
         candidates = convert.image_candidates(image_meta, self.image_map)
         # -- volumes: a volume-backed instance boots the volume, with the
         # backend image configured for that (its kernel, for libvirt).

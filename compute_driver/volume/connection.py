@@ -324,21 +324,37 @@ def device_user(path: str, programs: tuple[str, ...] = (),
         comm = _comm(pid) if prefixes else b''
         if prefixes and (comm is None or not comm.startswith(prefixes)):
             continue
-        base = '/proc/%s/fd' % pid
+        # Links read relative to the open directory: no walk of the path
+        # for each of the process's files.
         try:
-            fds = os.listdir(base)
+            base = os.open('/proc/%s/fd' % pid,
+                           os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink('%s/%s' % (base, fd)) == target:
-                    # Named only now: most processes are passed over.
-                    name = (comm or _comm(pid) or b'?').decode(
-                        errors='replace')
-                    return 'process %s (%s) has it open' % (pid, name)
-            except OSError:
-                continue
+        try:
+            found = _opens(base, target)
+        finally:
+            os.close(base)
+        if found:
+            # Named only now: most processes are passed over.
+            name = (comm or _comm(pid) or b'?').decode(errors='replace')
+            return 'process %s (%s) has it open' % (pid, name)
     return None
+
+
+def _opens(base: int, target: str) -> bool:
+    """Whether a link in the open ``/proc/<pid>/fd`` ``base`` is ``target``."""
+    try:
+        fds = os.listdir(base)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd, dir_fd=base) == target:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _comm(pid: str) -> bytes | None:

@@ -377,6 +377,43 @@ def test_spawn_refuses_bad_volume_connection_info(make_adapter, ctxt):
     assert driver.list_instance_uuids() == []
 
 
+def test_container_backend_gets_the_path_nova_prefixed(make_adapter, ctxt,
+                                                       monkeypatch):
+    # Nova makes /dev//data of a mapping's /data; a container mounts the
+    # volume at the path given, and at Nova's own names as they are.
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    monkeypatch.setattr(driver.backend, 'runs_containers', True)
+    seen = []
+    monkeypatch.setattr(driver.backend, 'spawn', lambda instance, **kwargs:
+                        seen.append(kwargs['block_device_info']))
+    info = {'driver_volume_type': 'local',
+            'data': {'device_path': '/dev/null', 'volume_id': 'vol-1'}}
+    bdm = {'mount_device': '/dev//data', 'connection_info': info,
+           'boot_index': None}
+    bdi = {'root_device_name': '/dev/sda', 'block_device_mapping': [
+        bdm, dict(bdm, mount_device='/dev/sdb')]}
+    spawn(driver, ctxt, block_device_info=bdi)
+    [given] = seen
+    assert [m['mount_device'] for m in given['block_device_mapping']] == [
+        '/data', '/dev/sdb']
+    assert given['root_device_name'] == '/dev/sda'
+    # Nova's own mappings are left as they were.
+    assert bdm['mount_device'] == '/dev//data'
+
+
+def test_vm_backend_gets_novas_device_names(make_adapter, ctxt, monkeypatch):
+    driver = make_adapter(image_map={GLANCE_ID: IMAGE})
+    seen = []
+    monkeypatch.setattr(driver.backend, 'spawn', lambda instance, **kwargs:
+                        seen.append(kwargs['block_device_info']))
+    bdi = {'block_device_mapping': [{
+        'mount_device': '/dev/vdb', 'boot_index': None, 'connection_info': {
+            'driver_volume_type': 'local',
+            'data': {'device_path': '/dev/null', 'volume_id': 'vol-1'}}}]}
+    spawn(driver, ctxt, block_device_info=bdi)
+    assert seen == [bdi]
+
+
 def test_spawn_twice_is_instance_exists(make_adapter, ctxt):
     driver = make_adapter(image_map={GLANCE_ID: IMAGE})
     instance = spawn(driver, ctxt)

@@ -29,6 +29,7 @@ up) only the domains of the servers its Nova created.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -41,6 +42,8 @@ import fixtures as fixtures_lib
 from compute_driver import loader
 from compute_driver.nova import node
 from compute_driver.testing import fixtures
+from nova.tests import fixtures as nova_fixtures
+from tests.functional import volume_env
 from tests.nova import functional_base
 
 try:
@@ -74,7 +77,8 @@ def require_libvirtd() -> None:
             'tools/build-libvirt-test-image.sh' % (IMAGE, IMAGES_PATH))
 
 
-class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
+class LibvirtBackendServerTests(functional_base.VolumeTests,
+                                functional_base.ServerLifecycleTests,
                                 functional_base.AdapterTestBase):
     backend_name = 'libvirt'
     backend_images = {functional_base.IMAGE: IMAGE,
@@ -109,10 +113,16 @@ class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
             'virt_type': 'qemu', 'connection_uri': URI,
             'images_path': IMAGES_PATH, 'instances_path': instances_path,
             'lifecycle_event_delay': 1, 'soft_reboot_timeout': 30,
-            'shutdown_retry_interval': 3}}
+            'shutdown_retry_interval': 3},
+            # An emulated guest may be slow to let go of an unplugged disk.
+            'volume': {'detach_timeout': 120}}
         # Nova's flavors claim more disk than a copy-on-write overlay of
         # the test image uses; the test machine need not have it.
         self.flags(disk_allocation_ratio=1000.0)
+        # The backend counts the domains other users of a shared libvirtd
+        # defined with this library: they must not keep this test's
+        # servers off the host.
+        self.flags(cpu_allocation_ratio=1000.0, ram_allocation_ratio=1000.0)
         # The busybox guest ignores ACPI: a stop powers it off once
         # Nova's clean shutdown time is over, so keep that short.
         self.flags(shutdown_timeout=5)
@@ -266,3 +276,118 @@ class LibvirtBackendServerTests(functional_base.ServerLifecycleTests,
         self._delete_server(clone)
         self._delete_server(server)
         self.assertEqual(set(), self.backend_uuids(self.host))
+
+    # -- volumes --------------------------------------------------------------
+    # The test image's init prints the first line of every new virtio disk
+    # (``cdvol: vdb starts with: ...``) and the block devices whenever they
+    # change (see tools/build-libvirt-test-image.sh): the guest's own view.
+
+    def console(self, server: dict) -> str:
+        return self.api.post_server_action(
+            server['id'], {'os-getConsoleOutput': {}})['output'].replace(
+                '\r\n', '\n')
+
+    def wait_for_console(self, server: dict, pattern: str,
+                         after: int = 0) -> str:
+        """The console past ``after`` once ``pattern`` matches in it."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            output = self.console(server)[after:]
+            if re.search(pattern, output, re.MULTILINE):
+                return output
+            self.assertLess(time.monotonic(), deadline,
+                            'no %r on the console: %r' % (pattern, output))
+            time.sleep(1)
+
+    def domain_disks(self, server: dict, inactive: bool = False
+                     ) -> dict[str, tuple[str | None, str | None]]:
+        """Target -> (source device or file, serial) of the domain."""
+        conn = libvirt.open(URI)
+        self.addCleanup(conn.close)
+        xml = ElementTree.fromstring(conn.lookupByUUIDString(
+            server['id']).XMLDesc(
+                libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0))
+        return {d.find('target').get('dev'): (
+            d.find('source').get('dev') or d.find('source').get('file'),
+            d.findtext('serial')) for d in xml.findall('devices/disk')}
+
+    def attach(self, server: dict, volume: str) -> str:
+        """Attach through Nova's API; the guest device Nova gave it."""
+        self.api.post_server_volume(
+            server['id'], {'volumeAttachment': {'volumeId': volume}})
+        self.wait_for_action_event(server, 'attach_volume',
+                                   'compute_attach_volume', 'success')
+        return self.api.get_server_volume(server['id'], volume)['device']
+
+    def detach(self, server: dict, volume: str) -> None:
+        self.api.delete_server_volume(server['id'], volume)
+        for _ in range(self.wait_retries):
+            if not any(v['volumeId'] == volume for v in
+                       self.api.get_server_volumes(server['id'])):
+                return
+            time.sleep(0.5)
+        self.fail('volume %s stayed attached to %s' % (volume, server['id']))
+
+    def test_attach_and_detach_volume(self) -> None:
+        volume = '8a1b2c3d-0000-4000-8000-00000000cd03'
+        # Both guests boot while the first is used.
+        first, second = self._boot(), self._boot()
+        for server, other in ((first, second), (second, first)):
+            before = len(self.console(server))
+            device = self.attach(server, volume)
+            # Named after the root disk, vda, as the guest names it.
+            self.assertEqual('/dev/vdb', device)
+            dev = device.rpartition('/')[2]
+            # A virtio disk of the loop device, named by the volume: live
+            # and in the definition.
+            for inactive in (False, True):
+                self.assertEqual((self.device, volume),
+                                 self.domain_disks(server, inactive)[dev])
+            self.assertNotIn(dev, self.domain_disks(other))
+            [attachment] = self._attachments(server)
+            self.assertEqual((volume, device, self.device),
+                             (attachment.volume_id, attachment.mountpoint,
+                              attachment.device_path))
+            # The guest reads what was on the volume before either had it,
+            # and its /proc/partitions has the loop device's 16 MiB.
+            output = self.wait_for_console(
+                server, 'vdb starts with: cdvol-nova', before)
+            self.assertRegex(output, r'(?m)^ +\d+ +\d+ +16384 vdb *$')
+            shown = len(self.console(server))
+            self.detach(server, volume)
+            self.assertNotIn(dev, self.domain_disks(server))
+            self.assertNotIn(dev, self.domain_disks(server, inactive=True))
+            self.assertEqual([], self._attachments(server))
+            # ...and saw it go: its list of block devices has vda only.
+            self.wait_for_console(server, r'^cdvol: block devices: vda *$',
+                                  shown)
+            volume_env.check_free(self.device)
+        self.assert_actions_succeeded(
+            first, ['create', 'attach_volume', 'detach_volume'])
+        self._delete_server(first)
+        self._delete_server(second)
+        self.assertEqual(set(), self.backend_uuids(self.host))
+
+    def test_boot_from_volume(self) -> None:
+        volume = nova_fixtures.CinderFixture.IMAGE_BACKED_VOL
+        body = self._build_server(image_uuid='', flavor_id='1',
+                                  networks='none')
+        body['block_device_mapping_v2'] = [{
+            'boot_index': 0, 'uuid': volume, 'source_type': 'volume',
+            'destination_type': 'volume'}]
+        server = self.api.post_server({'server': body})
+        self.created.add(server['id'])
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        # The volume is the root disk, vda, and what the guest finds on it
+        # is what the volume holds.
+        self.assertEqual((self.device, volume),
+                         self.domain_disks(server)['vda'])
+        [attachment] = self._attachments(server)
+        self.assertEqual((volume, self.device, 0),
+                         (attachment.volume_id, attachment.device_path,
+                          attachment.boot_index))
+        output = self.wait_for_console(server, 'vda starts with: cdvol-nova')
+        self.assertRegex(output, r'(?m)^ +\d+ +\d+ +16384 vda *$')
+        self._delete_server(server)
+        self.assertEqual(set(), self.backend_uuids(self.host))
+        volume_env.check_free(self.device)

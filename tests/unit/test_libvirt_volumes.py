@@ -24,6 +24,7 @@ on a real host, and a cold attach or detach is mostly those.
 """
 
 import contextlib
+import os
 import threading
 import xml.etree.ElementTree as ET
 
@@ -484,3 +485,133 @@ def test_domain_gone_since_the_cached_lookup(backend, make_driver):
         backend.detach_volume(instance, _info('vol-a'))
     assert instance.uuid not in backend._handles
     assert not backend.instance_exists(instance)
+
+
+# -- the state of a domain of libvirtd's system QEMU driver -------------------
+
+class _Dom:
+    """A handle whose round trips are counted."""
+
+    def __init__(self, name, state=(libvirt.VIR_DOMAIN_RUNNING, 1)):
+        self._name = name
+        self._state = state
+        self.calls = []
+
+    def name(self):
+        return self._name
+
+    def state(self):
+        self.calls.append('state')
+        return list(self._state)
+
+    def hasManagedSaveImage(self, flags):
+        self.calls.append('hasManagedSaveImage')
+        return 0
+
+
+@pytest.fixture
+def qemu_dirs(tmp_path, monkeypatch):
+    run, save = tmp_path / 'run', tmp_path / 'save'
+    run.mkdir()
+    save.mkdir()
+    (run / 'driver.pid').write_text('1')
+    monkeypatch.setattr(volumes, 'QEMU_RUN_DIR', str(run))
+    monkeypatch.setattr(volumes, 'QEMU_SAVE_DIR', str(save))
+    return run, save
+
+
+def test_shut_off_domain_of_the_system_driver_needs_no_call(qemu_dirs):
+    dom = _Dom('cdrv-a', (libvirt.VIR_DOMAIN_SHUTOFF, 1))
+    assert volumes.power_state(dom, 'qemu:///system') == (
+        power_state.SHUTDOWN)
+    assert dom.calls == []
+    # The checks of the cold path know it is shut off.
+    with volumes._lock:
+        assert volumes._shut_off[dom] is True
+
+
+@pytest.mark.parametrize('found, state, expected', [
+    # The status file of an active domain: libvirtd says which state.
+    ('run/cdrv-a.xml', (libvirt.VIR_DOMAIN_PAUSED, 1), power_state.PAUSED),
+    ('run/cdrv-a.xml', (libvirt.VIR_DOMAIN_RUNNING, 1), power_state.RUNNING),
+    # A managed save: suspended, which volume operations refuse.
+    ('save/cdrv-a.save', (libvirt.VIR_DOMAIN_SHUTOFF,
+                          libvirt.VIR_DOMAIN_SHUTOFF_SAVED),
+     power_state.SUSPENDED),
+])
+def test_domain_with_libvirtds_files_is_asked(qemu_dirs, found, state,
+                                              expected):
+    run, save = qemu_dirs
+    (run.parent / found).write_text('')
+    dom = _Dom('cdrv-a', state)
+    assert volumes.power_state(dom, 'qemu:///system') == expected
+    assert dom.calls == ['state']
+
+
+@pytest.mark.parametrize('uri, remove', [
+    # Another libvirtd, whose files are elsewhere or on another host.
+    ('qemu:///session', None),
+    ('qemu+ssh://other/system', None),
+    # Not the running driver's directories: it wrote no pid file there.
+    ('qemu:///system', 'run/driver.pid'),
+    ('qemu:///system', 'save'),
+])
+def test_files_that_cannot_tell_leave_it_to_libvirtd(qemu_dirs, uri, remove):
+    run, save = qemu_dirs
+    if remove:
+        path = run.parent / remove
+        path.unlink() if path.is_file() else path.rmdir()
+    dom = _Dom('cdrv-a', (libvirt.VIR_DOMAIN_RUNNING, 1))
+    assert volumes.power_state(dom, uri) == power_state.RUNNING
+    assert dom.calls == ['state']
+
+
+def test_cold_attach_and_detach_on_the_system_driver_skip_the_state(
+        backend, calls, monkeypatch, tmp_path):
+    # On test:///default nothing is in libvirtd's directories: pointed at
+    # a layout of its own, the driver finds the shut-off domain there.
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'driver.pid').write_text('1')
+    monkeypatch.setattr(volumes, 'QEMU_RUN_DIR', str(run))
+    monkeypatch.setattr(volumes, 'QEMU_SAVE_DIR', str(tmp_path))
+    monkeypatch.setattr(backend, 'uri', 'qemu:///system')
+    instance = _stopped(backend)
+    backend.list_volume_attachments(instance)
+    calls.clear()
+    backend.attach_volume(instance, _info('vol-a'), '/dev/vdb')
+    backend.detach_volume(instance, _info('vol-a'))
+    assert calls == ['attachDeviceFlags', 'detachDeviceAlias']
+    assert backend.list_volume_attachments(instance) == []
+    assert backend.volume_connector.held == []
+
+
+def test_device_user_looks_at_libvirtds_guests_by_pid(make_driver, tmp_path,
+                                                      monkeypatch):
+    # The processes libvirtd lists are its guests' QEMUs: their names are
+    # not read to pick them (this test's process is not called qemu).
+    driver = make_driver()
+    device = tmp_path / 'device'
+    device.write_bytes(b'')
+    # A file standing for the device, which parse() would refuse.
+    connection = vol_model.Connection(vol_model.LOCAL, 'vol-a',
+                                      {'device_path': str(device)}, {})
+    monkeypatch.setattr(volumes, 'qemu_pids', lambda uri: [str(os.getpid())])
+    with open(device, 'rb'):
+        assert 'process %d' % os.getpid() in driver._volume_user(connection)
+    assert driver._volume_user(connection) is None
+    # Without libvirtd's list, every QEMU of the host, by name.
+    monkeypatch.setattr(volumes, 'qemu_pids', lambda uri: None)
+    with open(device, 'rb'):
+        assert driver._volume_user(connection) is None
+
+
+@pytest.mark.parametrize('virt_type, root', [
+    ('qemu', '/dev/vda'), ('kvm', '/dev/vda'),
+    # A Xen guest's disks and an LXC container's file systems keep Nova's
+    # own naming.
+    ('xen', None), ('lxc', None)])
+def test_root_device_name_is_the_guests(make_driver, virt_type, root):
+    # Under Nova, the name attached volumes are numbered after: vdb for
+    # the virtio disk a QEMU guest sees as vdb.
+    assert make_driver(virt_type=virt_type).root_device_name == root

@@ -37,3 +37,15 @@ def test_device_user_names_the_process_holding_it(tmp_path):
         # Only the named programs are looked at.
         assert connection.device_user(str(path), ('cdunit-none',)) is None
     assert connection.device_user(str(path)) is None
+
+
+def test_device_user_passes_over_processes_gone(tmp_path):
+    # A listed process may exit before its files are read.
+    path = tmp_path / 'device'
+    path.write_bytes(b'')
+    gone = str(2 ** 22 + 1)  # above pid_max's ceiling: never a process
+    with open(path, 'rb'):
+        assert connection.device_user(
+            str(path), pids=[gone, str(os.getpid())]) == (
+            'process %d (%s) has it open' % (os.getpid(), _own_name()))
+        assert connection.device_user(str(path), pids=[gone]) is None
