@@ -344,3 +344,16 @@ def test_a_handed_record_of_another_image_or_without_data_is_refused(
         service.download(record.id, str(tmp_path / 'disk'),
                          record=dataclasses.replace(record, **change))
     assert not (tmp_path / 'disk').exists()
+
+
+def test_show_ids_finds_each_image_by_its_id_only(service, source):
+    first = service.upload('first', str(source), 'raw', 'bare')
+    second = service.upload('second', str(source), 'raw', 'bare')
+    assert service.show_ids([second.id, first.id, second.id]) == {
+        first.id: first, second.id: second}
+    assert service.show_ids([]) == {}
+    # A name is not an id here: kernel_id and ramdisk_id are ids.
+    with pytest.raises(image_exception.ImageNotInService):
+        service.show_ids([first.id, 'second'])
+    with pytest.raises(image_exception.ImageNotInService):
+        service.show_ids(['8ceb9b45-a580-49c2-a880-ccd5579ac8ab'])
