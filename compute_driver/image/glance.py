@@ -294,10 +294,12 @@ class GlanceImageService(api.ImageService):
             records.update((r.id, r) for r in found if r.id in wanted)
         for image_id in wanted:
             if image_id not in records:
-                records[image_id] = self._call(
-                    'show', image_id,
-                    lambda c, i=image_id: to_record(c.images.get(i)))
+                records[image_id] = self._show_id(image_id)
         return records
+
+    def _show_id(self, image_id: str) -> api.ImageRecord:
+        return self._call('show', image_id,
+                          lambda c: to_record(c.images.get(image_id)))
 
     def download(self, image_id: str, dest: api.Destination,
                  record: api.ImageRecord | None = None) -> api.ImageRecord:
