@@ -59,11 +59,8 @@ DOWNLOAD_BUFFER_SIZE = 1024 * 1024
 DOWNLOAD_BUFFERS = 16
 
 #: Bytes written to a downloaded file between two requests that the kernel
-#: start writing them to disk (see :class:`_FileWriter`). Small enough
-#: that the kernel and ramdisk of a boot, a few MiB each, are mostly on
-#: disk when their final ``fsync`` comes; each request is still several
-#: of the disk's largest writes.
-WRITEBACK_BYTES = 4 * 1024 * 1024
+#: start writing them to disk (see :class:`_FileWriter`).
+WRITEBACK_BYTES = 16 * 1024 * 1024
 
 #: The hash Glance computes for ``os_hash_value`` unless configured
 #: otherwise (its ``hashing_algorithm`` option); the local service uses it
