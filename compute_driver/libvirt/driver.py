@@ -40,6 +40,8 @@ and instance disks from :mod:`~compute_driver.libvirt.images`, and libvirt's
 errors are translated by :mod:`~compute_driver.libvirt.errors`.
 """
 
+import collections.abc
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -73,6 +75,11 @@ from compute_driver import objects
 from compute_driver import power_state
 from compute_driver.volume import connection as vol_connection
 from compute_driver.volume import model as vol_model
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    from concurrent import futures
+
+    from compute_driver.image import api as image_api
 
 LOG = logging.getLogger(__name__)
 
@@ -325,12 +332,20 @@ class LibvirtDriver(driver.ComputeDriver):
                                 tuple(network_info))
 
     def _create_domain(self, instance, image, power_on, found, ports):
+        if isinstance(image, images.StoreImage):
+            self._create_image_domain(instance, image, power_on, found,
+                                      ports)
+            return
+        with self._prepare_service_image(instance, image) as (
+                image, base, virtual_size, wait_boot_files):
+            self._create_image_domain(
+                instance, image, power_on, found, ports, base=base,
+                virtual_size=virtual_size, wait_boot_files=wait_boot_files)
+
+    def _create_image_domain(self, instance, image, power_on, found, ports,
+                             base=None, virtual_size=None,
+                             wait_boot_files=None):
         root = found[0] if found and found[0].boot_index == 0 else None
-        base = None
-        virtual_size = None
-        if not isinstance(image, images.StoreImage):
-            image, base, virtual_size = self._prepare_service_image(
-                instance, image)
         directory = self._instance_dir(instance.uuid)
         disk_format = self.conf.libvirt.disk_format
         spec = mapping.GuestSpec(
@@ -360,6 +375,10 @@ class LibvirtDriver(driver.ComputeDriver):
                                        size_gb=instance.flavor.root_gb,
                                        base=base, virtual_size=virtual_size)
                 os.chmod(spec.disk_path, 0o600)
+            if wait_boot_files is not None:
+                # Made while the kernel and ramdisk downloaded; the guest
+                # is defined only once they are there and verified.
+                wait_boot_files()
             self._console_mark(instance, 'created')
             xml = volumes.with_volumes(
                 network.with_ports(mapping.domain_xml(spec), ports,
@@ -1185,66 +1204,109 @@ class LibvirtDriver(driver.ComputeDriver):
         if stat.S_IMODE(os.stat(path).st_mode) & 0o711 != 0o711:
             os.chmod(path, 0o711)
 
-    def _boot_file(self, image_id: str) -> str:
+    def _boot_records(self, image_ids: list[str]
+                      ) -> dict[str, 'image_api.ImageRecord']:
+        """The records of the kernel and ramdisk images not yet cached.
+
+        Read in one request to the image service (see
+        :meth:`ImageService.show_ids`) and handed to their downloads,
+        which then read none: a cold boot of a directly booted image asks
+        Glance for three files and two records, not for three of each.
+        Cached ones need no record, and cost no request at all.
+        """
+        cache = self.image_cache
+        missing = [i for i in image_ids
+                   if not os.path.exists(cache.path_of(i))]
+        return self.image_service.show_ids(missing) if missing else {}
+
+    def _boot_file(self, image_id: str,
+                   records: 'futures.Future[dict[str, image_api.ImageRecord]]'
+                   ) -> str:
         """The cached kernel or ramdisk image ``image_id`` (AKI/ARI).
 
         Fetched by id, as Glance's ``kernel_id``/``ramdisk_id`` name
-        them: a cached one costs no request at all.
+        them, with its record from :meth:`_boot_records`.
         """
-        return self.image_cache.fetch(image_id)
+        return self.image_cache.fetch(image_id,
+                                      records.result().get(image_id))
 
-    def _prepare_service_image(self, instance: objects.Instance,
-                               image: objects.ImageMeta
-                               ) -> tuple[images.StoreImage, str, int]:
+    @contextlib.contextmanager
+    def _prepare_service_image(
+            self, instance: objects.Instance, image: objects.ImageMeta
+    ) -> collections.abc.Iterator[tuple[
+            images.StoreImage, str, int, typing.Callable[[], None]]]:
         """Fetch and check an image of the service for :meth:`_create`.
 
         The image's ``kernel_id`` and ``ramdisk_id`` properties name the
         kernel and ramdisk images (Glance's AKI/ARI) to boot it with
         directly, as in Nova's libvirt driver, with ``os_command_line``.
 
-        :returns: the image as the store describes its images, the file
-            instance disks are backed by and its virtual size.
+        Yields once the disk image is fetched and checked, while its
+        kernel and ramdisk may still be downloading: the instance disk is
+        made meanwhile. Leaving the block waits for those downloads,
+        whatever happened in it.
+
+        :returns: the image as the store describes its images (its kernel
+            and ramdisk at the paths they are being cached to), the file
+            instance disks are backed by, its virtual size, and a function
+            that returns once the kernel and ramdisk are cached and
+            verified, raising what their downloads raised.
         """
         props = image.properties
         boot_ids = [props.get(key) or None
                     for key in ('kernel_id', 'ramdisk_id')]
         if boot_ids[0] is None:
             boot_ids = [None, None]
+        # Paths first: an id that cannot name a cache file is refused
+        # before anything starts.
+        kernel, ramdisk = (None if ref is None else
+                           self.image_cache.path_of(ref) for ref in boot_ids)
         # Before any download, which would make the directory private.
         self._make_cache_searchable()
         # The kernel and ramdisk download while the disk downloads and is
-        # checked: a cold boot waits for the largest transfer, not the sum.
+        # checked and the instance disk is made: a cold boot waits for
+        # the largest transfer, not the sum.
         from concurrent import futures
         with futures.ThreadPoolExecutor(
-                max_workers=2, thread_name_prefix='image-fetch') as pool:
-            # Each in a copy of the caller's context variables: an image
-            # service may keep the request's credentials there (Nova's).
-            boot_files = [pool.submit(contextvars.copy_context().run,
-                                      self._boot_file, ref) if ref else None
-                          for ref in boot_ids]
+                max_workers=3, thread_name_prefix='image-fetch') as pool:
+
+            def submit(func, *args):
+                # Each in a copy of the caller's context variables: an
+                # image service may keep the request's credentials there
+                # (Nova's).
+                return pool.submit(contextvars.copy_context().run, func,
+                                   *args)
+
+            wanted = [ref for ref in boot_ids if ref]
+            records = submit(self._boot_records, wanted) if wanted else None
+            boot_files = [submit(self._boot_file, ref, records)
+                          for ref in wanted]
+
+            def wait_boot_files() -> None:
+                for future in boot_files:
+                    future.result()
+
             # The pool is waited for whatever happens; an error of the
             # disk's comes before theirs.
             path, info = self._fetch_checked(image, instance)
-            kernel, ramdisk = (None if f is None else f.result()
-                               for f in boot_files)
-        base = path
-        if info.qemu_format not in images.NATIVE_FORMATS.values():
-            base = os.path.join(self.store.base_path,
-                                'converted-%s.raw' % image.id)
-            with self.image_cache.lock(image.id):
-                if not os.path.exists(base):
-                    images.convert_to_raw(image.id, path, info.qemu_format,
-                                          base)
-        disk_format = ('raw' if base != path else
-                       str(image.disk_format))
-        return images.StoreImage(
-            name=image.id, path=base, disk_format=disk_format,
-            kernel=kernel, ramdisk=ramdisk,
-            cmdline=props.get('os_command_line',
-                              images.DEFAULT_CMDLINE if kernel else ''),
-            min_ram=image.min_ram, min_disk=image.min_disk,
-            container_format='bare', properties=dict(props)), base, (
-                info.virtual_size)
+            base = path
+            if info.qemu_format not in images.NATIVE_FORMATS.values():
+                base = os.path.join(self.store.base_path,
+                                    'converted-%s.raw' % image.id)
+                with self.image_cache.lock(image.id):
+                    if not os.path.exists(base):
+                        images.convert_to_raw(image.id, path,
+                                              info.qemu_format, base)
+            disk_format = ('raw' if base != path else
+                           str(image.disk_format))
+            yield images.StoreImage(
+                name=image.id, path=base, disk_format=disk_format,
+                kernel=kernel, ramdisk=ramdisk,
+                cmdline=props.get('os_command_line',
+                                  images.DEFAULT_CMDLINE if kernel else ''),
+                min_ram=image.min_ram, min_disk=image.min_disk,
+                container_format='bare', properties=dict(props)), base, (
+                    info.virtual_size), wait_boot_files
 
     def _snapshot_to_service(self, dom: typing.Any,
                              stored: objects.Instance, current: int,

@@ -16,6 +16,7 @@ Set as a backend's ``image_service``, it tells how many bytes a boot
 downloaded: a second boot of a cached image must download none.
 """
 
+from collections.abc import Iterable
 import os
 import threading
 
@@ -38,6 +39,10 @@ class CountingImageService(api.ImageService):
 
     def show(self, image: str) -> api.ImageRecord:
         return self.inner.show(image)
+
+    def show_ids(self, image_ids: Iterable[str]
+                 ) -> dict[str, api.ImageRecord]:
+        return self.inner.show_ids(image_ids)
 
     def list(self) -> list[api.ImageRecord]:
         return self.inner.list()

@@ -105,6 +105,34 @@ def test_upload_show_list(service, uploaded, source):
     assert uploaded in service.list()
 
 
+def test_show_ids_lists_several_images_in_one_request(service, uploaded,
+                                                      tmp_path):
+    small = tmp_path / 'small'
+    small.write_bytes(b'x')
+    other = service.upload('show-ids-%s' % os.urandom(3).hex(), str(small),
+                           'raw', 'bare')
+    try:
+        client = service._client(service._endpoints[0])
+        gets = []
+        real_get = client.images.get
+        client.images.get = lambda image_id: gets.append(image_id) or \
+            real_get(image_id)
+        try:
+            found = service.show_ids([other.id, uploaded.id])
+            # Glance filtered its list on both ids: no request by id.
+            assert gets == []
+            unknown = '00000000-0000-4000-8000-000000000000'
+            with pytest.raises(image_exception.ImageNotInService):
+                service.show_ids([uploaded.id, unknown])
+            assert gets == [unknown]
+        finally:
+            del client.images.get
+        assert found == {other.id: service.show(other.id),
+                         uploaded.id: uploaded}
+    finally:
+        service.delete(other.id)
+
+
 def test_download_is_verified_and_private(service, uploaded, source,
                                           tmp_path):
     dest = tmp_path / 'disk'

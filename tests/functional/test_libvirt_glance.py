@@ -175,6 +175,68 @@ def test_second_boot_of_a_cached_image_transfers_nothing(backend, tmp_path):
     assert counting.downloaded == expected
 
 
+class _RequestLog(testing_images.CountingImageService):
+    """Counts, besides the bytes, the records asked for and handed on."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.calls = []
+
+    def show(self, image):
+        with self._lock:
+            self.calls.append(('show', image))
+        return super().show(image)
+
+    def show_ids(self, image_ids):
+        image_ids = list(image_ids)
+        with self._lock:
+            self.calls.append(('show_ids', tuple(sorted(image_ids))))
+        return super().show_ids(image_ids)
+
+    def download(self, image_id, dest, record=None):
+        with self._lock:
+            self.calls.append(('download', image_id, record is not None))
+        return super().download(image_id, dest, record)
+
+
+def test_cold_boot_reads_the_boot_files_records_at_once(backend):
+    disk = _upload_guest(backend)
+    props = disk.properties
+    log = _RequestLog(backend.image_service)
+    backend.image_service = log
+    instance = _new(backend, disk.id)
+    backend.spawn(instance, power_on=False)
+    # The disk's record, then the kernel's and the ramdisk's together;
+    # each download verifies against the record read, reading none.
+    assert sorted(log.calls) == sorted([
+        ('show', disk.id),
+        ('show_ids', tuple(sorted((props['kernel_id'],
+                                   props['ramdisk_id'])))),
+        ('download', disk.id, True),
+        ('download', props['kernel_id'], True),
+        ('download', props['ramdisk_id'], True)])
+    log.calls.clear()
+    # Cached, the kernel and ramdisk cost no request at all.
+    backend.spawn(_new(backend, disk.id), power_on=False)
+    assert log.calls == [('show', disk.id)]
+
+
+def test_boot_file_refused_after_the_disk_is_made_leaves_nothing(backend):
+    # The instance disk is made while the kernel and ramdisk download: a
+    # ramdisk that fails then takes the disk and directory with it.
+    kernel = _upload(backend, 'kernel', TEST_IMAGE + '.vmlinuz', 'aki',
+                     'aki')
+    disk = _upload(backend, 'disk', TEST_IMAGE + '.qcow2', 'qcow2',
+                   min_ram=64, properties={
+                       'kernel_id': kernel.id,
+                       'ramdisk_id': str(uuidlib.uuid4()),
+                       'os_command_line': CMDLINE})
+    instance = _new(backend, disk.id)
+    with pytest.raises(image_exception.ImageNotInService):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+
+
 def test_unknown_image_id_is_refused(backend):
     before = _cached(backend)
     instance = _new(backend, str(uuidlib.uuid4()))

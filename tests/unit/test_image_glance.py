@@ -232,3 +232,84 @@ def test_a_handed_record_is_checked_before_any_request(monkeypatch,
         service.download(record.id, str(tmp_path / 'disk'), record=wrong)
     assert client.requests == [('GET', '/v2/images/%s/file' % record.id)]
     assert not (tmp_path / 'disk').exists()
+
+
+class _ListingGlance:
+    """Glance's images API as far as show_ids uses it, counting requests.
+
+    Its list leaves out ``hidden`` images, as Glance's leaves out
+    ``os_hidden`` ones, which a request by id still finds.
+    """
+
+    def __init__(self, images, hidden=()):
+        self.requests = []
+        fake = self
+
+        class Images:
+            def list(self, filters, page_size, limit):
+                fake.requests.append(('list', filters['id'], page_size,
+                                      limit))
+                op, _, ids = filters['id'].partition(':')
+                assert op == 'in'
+                return [images[i] for i in ids.split(',')
+                        if i in images and i not in hidden]
+
+            def get(self, image_id):
+                fake.requests.append(('get', image_id))
+                if image_id not in images:
+                    raise glance_exc.HTTPNotFound()
+                return images[image_id]
+
+        self.images = Images()
+
+
+def _listing_service(monkeypatch, ids, hidden=()):
+    images = {i: {'id': i, 'name': 'n-' + i, 'status': 'active',
+                  'disk_format': 'aki', 'container_format': 'aki',
+                  'size': 1} for i in ids}
+    service = glance.GlanceImageService(None, ['http://127.0.0.1:9'],
+                                        num_retries=0)
+    client = _ListingGlance(images, hidden)
+    monkeypatch.setattr(service, '_client', lambda endpoint: client)
+    return service, client, {i: glance.to_record(images[i]) for i in ids}
+
+
+def test_show_ids_reads_several_records_in_one_request(monkeypatch):
+    kernel = '6f1ad1f2-4c2b-4b0c-9d8e-0a4f1c7e5b11'
+    ramdisk = '7a2be2a3-5d3c-4c1d-8e9f-1b5a2d8f6c22'
+    service, client, records = _listing_service(monkeypatch,
+                                                [kernel, ramdisk])
+    assert service.show_ids([kernel, ramdisk, kernel]) == records
+    assert client.requests == [
+        ('list', 'in:%s,%s' % (kernel, ramdisk), 2, 2)]
+    # One id is one request by id, as show's.
+    client.requests.clear()
+    assert service.show_ids([ramdisk]) == {ramdisk: records[ramdisk]}
+    assert client.requests == [('get', ramdisk)]
+
+
+def test_show_ids_asks_for_what_the_list_leaves_out(monkeypatch):
+    kernel = '6f1ad1f2-4c2b-4b0c-9d8e-0a4f1c7e5b11'
+    ramdisk = '7a2be2a3-5d3c-4c1d-8e9f-1b5a2d8f6c22'
+    service, client, records = _listing_service(
+        monkeypatch, [kernel, ramdisk], hidden=[ramdisk])
+    assert service.show_ids([kernel, ramdisk]) == records
+    assert [r[0] for r in client.requests] == ['list', 'get']
+    # An unknown id is an unknown image, as show says.
+    client.requests.clear()
+    unknown = '8b3cf3b4-6e4d-4d2e-9fa0-2c6b3e9a7d33'
+    with pytest.raises(image_exception.ImageNotInService) as info:
+        service.show_ids([kernel, unknown])
+    assert unknown in str(info.value)
+    assert client.requests[-1] == ('get', unknown)
+
+
+def test_show_ids_never_puts_a_separator_in_the_filter(monkeypatch):
+    # Glance splits the in: list on commas and reads quotes: an id with
+    # either would name other images.
+    odd = 'a,b'
+    service, client, records = _listing_service(
+        monkeypatch, ['a', 'b', odd])
+    assert service.show_ids(['a', odd, 'b']) == records
+    assert client.requests[0] == ('list', 'in:a,b', 2, 2)
+    assert client.requests[1:] == [('get', odd)]

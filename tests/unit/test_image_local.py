@@ -344,3 +344,38 @@ def test_a_handed_record_of_another_image_or_without_data_is_refused(
         service.download(record.id, str(tmp_path / 'disk'),
                          record=dataclasses.replace(record, **change))
     assert not (tmp_path / 'disk').exists()
+
+
+def test_a_verified_download_is_synced_once(tmp_path, monkeypatch):
+    # write_verified syncs the file itself while the hash finishes;
+    # atomic_write then renames it without waiting for the disk again.
+    data = os.urandom(3 * api.DOWNLOAD_BUFFER_SIZE + 5)
+    record = api.ImageRecord(
+        id='img', name='img', size=len(data), os_hash_algo='sha512',
+        os_hash_value=hashlib.sha512(data).hexdigest())
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, 'fsync',
+                        lambda fd: synced.append(fd) or real_fsync(fd))
+    api.write_verified('test', record, io.BytesIO(data),
+                       str(tmp_path / 'disk'))
+    assert (tmp_path / 'disk').read_bytes() == data
+    assert len(synced) == 1
+    # Other writers of atomic_write are synced by it.
+    synced.clear()
+    with api.atomic_write(str(tmp_path / 'meta')) as out:
+        out.write(b'{}')
+    assert len(synced) == 1
+
+
+def test_show_ids_finds_each_image_by_its_id_only(service, source):
+    first = service.upload('first', str(source), 'raw', 'bare')
+    second = service.upload('second', str(source), 'raw', 'bare')
+    assert service.show_ids([second.id, first.id, second.id]) == {
+        first.id: first, second.id: second}
+    assert service.show_ids([]) == {}
+    # A name is not an id here: kernel_id and ramdisk_id are ids.
+    with pytest.raises(image_exception.ImageNotInService):
+        service.show_ids([first.id, 'second'])
+    with pytest.raises(image_exception.ImageNotInService):
+        service.show_ids(['8ceb9b45-a580-49c2-a880-ccd5579ac8ab'])

@@ -338,7 +338,7 @@ def test_boot_file_downloads_find_the_cache_searchable(make_driver,
     os.makedirs(cache, mode=0o700)
     found = []
 
-    def boot_file(image_id):
+    def boot_file(image_id, records):
         found.append(stat.S_IMODE(os.stat(cache).st_mode))
         return os.path.join(cache, image_id)
 
@@ -352,7 +352,8 @@ def test_boot_file_downloads_find_the_cache_searchable(make_driver,
                                   'kernel_id': 'kernel-id',
                                   'ramdisk_id': 'ramdisk-id'})
     with pytest.raises(exception.ImageUnacceptable):
-        backend._prepare_service_image(_instance(backend.conf), image)
+        with backend._prepare_service_image(_instance(backend.conf), image):
+            pass
     assert found == [0o711, 0o711]
 
 
