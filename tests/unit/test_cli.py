@@ -16,6 +16,9 @@ import importlib.metadata
 import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -673,3 +676,63 @@ def test_cleanup_on_the_fake_says_there_is_nothing(capsys, config):
         assert rc == 0
         assert err == 'Nothing to clean up on the fake backend.\n'
     assert json.loads(out) == []
+
+
+def _as_program(tmp_path, code, *args):
+    """Run ``code`` in a new process, as the console script would run."""
+    return subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code), *args],
+        capture_output=True, text=True, timeout=120,
+        env={'HOME': str(tmp_path), 'PATH': '/usr/bin:/bin'})
+
+
+def test_the_program_ends_after_its_exit_functions(config, tmp_path):
+    # main() without arguments is the program: it ends the process
+    # without the interpreter's teardown (no object of __main__ is
+    # finalised), after the atexit functions, with the command's exit
+    # code, its output flushed and its log file complete.
+    log = tmp_path / 'cd.log'
+    result = _as_program(tmp_path, '''
+        import atexit, sys
+        from compute_driver.cmd import main
+
+        class TornDown:
+            def __del__(self):
+                print('torn down')
+
+        kept = TornDown()
+        atexit.register(print, 'atexit ran')
+        conf_file, log_file, command = sys.argv[1:]
+        sys.argv = ['compute-driver', '--config-file', conf_file,
+                    '--log-file', log_file, '-v', command, 'nosuch']
+        sys.exit(main.main())
+    ''', config(), str(log), 'show')
+    assert result.returncode == 1
+    assert result.stdout == 'atexit ran\n'
+    assert 'Instance nosuch could not be found.' in (
+        result.stderr.splitlines())
+    # Logged by the backend's cleanup, after the command.
+    assert log.read_text().rstrip().endswith('cleaned up')
+
+
+def test_the_program_waits_for_the_threads_it_started(config, tmp_path):
+    # A thread that is not a daemon keeps the process, as the interpreter
+    # would: main() returns and the exit is Python's own.
+    result = _as_program(tmp_path, '''
+        import sys, threading
+        from compute_driver.cmd import main
+
+        release = threading.Event()
+        worker = threading.Thread(
+            target=lambda: release.wait() and print('worker done'))
+        worker.start()
+        sys.argv = ['compute-driver', '--config-file', sys.argv[1],
+                    'flavors', '-f', 'value', '-c', 'Name']
+        code = main.main()
+        print('main returned', code)
+        release.set()
+    ''', config())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert 'c1.test' in lines
+    assert lines[-2:] == ['main returned 0', 'worker done']
