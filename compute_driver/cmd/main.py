@@ -286,12 +286,18 @@ class App(app.App):
         backend.sweep_leftovers_at_init = sweep
         backend.init_host(self.conf.host)
         self._driver = backend
-        self.resume_gc()
+        if not self.gc_held:
+            self.resume_gc()
         return backend
 
     #: Whether :func:`main` paused the cyclic garbage collector for the
     #: start-up, until :meth:`resume_gc`.
     gc_paused = False
+
+    #: Set while a command runs whose objects all go when it ends (see
+    #: :attr:`compute_driver.cmd.common.Command.keeps_gc_paused`): the
+    #: collector then stays paused until the end, not just the start-up.
+    gc_held = False
 
     def resume_gc(self) -> None:
         """Turn the garbage collector back on once start-up is over.

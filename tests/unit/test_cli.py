@@ -12,6 +12,7 @@
 
 """The compute-driver CLI, run in-process on the fake backend."""
 
+import gc
 import importlib.metadata
 import io
 import json
@@ -736,3 +737,32 @@ def test_the_program_waits_for_the_threads_it_started(config, tmp_path):
     lines = result.stdout.splitlines()
     assert 'c1.test' in lines
     assert lines[-2:] == ['main returned 0', 'worker done']
+
+
+def test_listings_keep_the_collector_paused_to_their_end(
+        config, capsys, monkeypatch):
+    # main() pauses the cyclic garbage collector for the start-up; list
+    # and show keep it paused while they read and print, other commands
+    # turn it back on once the backend is up. main() turns it on again
+    # at the end either way.
+    seen = {}
+
+    def spy(name, method):
+        def call(self, *args, **kwargs):
+            seen[name] = gc.isenabled()
+            return method(self, *args, **kwargs)
+        monkeypatch.setattr(fake_driver.FakeDriver, name, call)
+
+    spy('list_instance_records', fake_driver.FakeDriver.list_instance_records)
+    spy('find_instance', fake_driver.FakeDriver.find_instance)
+    spy('spawn', fake_driver.FakeDriver.spawn)
+    conf_file = config()
+    assert gc.isenabled()
+    # Each main() has a backend of its own: show finds no vm1.
+    for argv, code in (
+            (['boot', 'vm1', '--image', IMAGE, '--flavor', 'c1.test'], 0),
+            (['list'], 0), (['show', 'vm1'], 1)):
+        assert _run(capsys, conf_file, *argv)[0] == code
+        assert gc.isenabled()
+    assert seen == {'spawn': True, 'list_instance_records': False,
+                    'find_instance': False}
