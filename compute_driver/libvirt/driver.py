@@ -84,9 +84,11 @@ _DISK = 'disk'
 _UNREAD = object()
 # Operations whose first call on the domain (the volume state check, a
 # listing's read) fails for a domain gone since the lookup, as the lookup
-# would: they take the domain handle this process looked up before.
+# would: they take the domain handle this process looked up before. The
+# reads that follow find_instance (compute-driver show) are among them.
 _CACHED_LOOKUP = frozenset(('attach_volume', 'detach_volume', 'swap_volume',
-                            'extend_volume', 'list_volume_attachments'))
+                            'extend_volume', 'list_volume_attachments',
+                            'diagnostics', 'interfaces'))
 _cached_lookup: contextvars.ContextVar[bool] = contextvars.ContextVar(
     '_cached_lookup', default=False)
 _CONSOLE_LOG = 'console.log'
@@ -487,6 +489,9 @@ class LibvirtDriver(driver.ComputeDriver):
                 continue
             with errors.translate('get state', record):
                 state = self._power_state(dom)
+            # What is asked next about the instance found (its usage, its
+            # ports) need not look it up again.
+            self._handles[record.uuid] = (dom.connect(), dom)
             return objects.InstanceRecord(
                 instance=record,
                 info=objects.InstanceInfo(state=state,

@@ -385,3 +385,29 @@ def test_show_and_list_import_only_what_they_use(backend, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[:2] == [instance.name, instance.name], result.stderr
     assert lines[-2:] == ['[0, 1, 0]', '[]'], result.stderr
+
+
+def test_reads_after_find_instance_look_nothing_up(backend, make_driver,
+                                                   monkeypatch):
+    # compute-driver show: find_instance, then the instance's usage and
+    # ports, on the domain handle it found; a domain gone since is an
+    # InstanceNotFound, as the lookup would have said.
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    fresh = make_driver()
+    fresh.init_host('test')
+    found = fresh.find_instance(instance.name).instance
+    lookups = []
+    for name in ('lookupByUUIDString', 'lookupByName'):
+        method = getattr(libvirt.virConnect, name)
+        monkeypatch.setattr(
+            libvirt.virConnect, name,
+            lambda self, key, method=method: lookups.append(key) or
+            method(self, key))
+    assert fresh.get_diagnostics(found)['uuid'] == instance.uuid
+    assert fresh.get_interfaces(found) == ()
+    assert lookups == []
+    backend.destroy(instance)
+    for read in (fresh.get_diagnostics, fresh.get_interfaces):
+        with pytest.raises(exception.InstanceNotFound):
+            read(found)
