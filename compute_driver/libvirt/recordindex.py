@@ -214,15 +214,20 @@ class RecordIndex:
 
     def _write(self, records: dict[str, typing.Any],
                ports: dict[str, typing.Any]) -> None:
+        # dumps, then one write: json.dump encodes in Python, chunk by
+        # chunk, where dumps uses the C encoder, which writes the same
+        # text several times faster (some 20 ms for 500 instances, which
+        # a listing pays whenever a domain comes or goes).
+        text = json.dumps({'version': _VERSION, 'records': records,
+                           'ports': ports},
+                          separators=(',', ':'), sort_keys=True)
         # One writer at a time (the lock), so one temporary name: an
         # interrupted write leaves it for the next one to overwrite.
         fd = os.open(self._temp,
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                      0o600)
         with open(fd, 'w', encoding='utf-8') as handle:
-            json.dump({'version': _VERSION, 'records': records,
-                       'ports': ports}, handle,
-                      separators=(',', ':'), sort_keys=True)
+            handle.write(text)
         os.replace(self._temp, self.path)
 
 
