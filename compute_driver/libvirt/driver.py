@@ -610,7 +610,11 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _leftover_candidates(self) -> typing.Iterator[leftovers.Candidate]:
         try:
-            entries = sorted(os.listdir(self.instances_path))
+            # Markers and their temporary files only: the instance
+            # directories, one per instance, are none of them.
+            entries = sorted(
+                entry for entry in os.listdir(self.instances_path)
+                if entry.endswith(_SPAWNING) or entry.startswith('.'))
         except FileNotFoundError:
             return
         except OSError as exc:
