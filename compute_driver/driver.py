@@ -37,7 +37,6 @@ import re
 import threading
 import typing
 import unicodedata
-import uuid as uuidlib
 
 from compute_driver import event as virtevent
 from compute_driver import exception
@@ -1458,6 +1457,7 @@ class ComputeDriver(abc.ABC):
 
         :raises InsufficientResources: when ``flavor`` does not fit.
         """
+        import uuid as uuidlib
         stand_in = dataclasses.replace(
             instance, flavor=flavor,
             uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_OID,

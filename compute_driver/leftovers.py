@@ -35,7 +35,6 @@ import fcntl
 import logging
 import os
 import typing
-import uuid as uuidlib
 
 from compute_driver import exception
 from compute_driver import objects
@@ -92,6 +91,7 @@ class Marker:
         :raises FileExistsError: when a marker is there already (live or
             stale: see :func:`probe`).
         """
+        import uuid as uuidlib
         directory, name = os.path.split(path)
         tmp = cls.create(os.path.join(directory, '.%s.%s.tmp' % (
             name, uuidlib.uuid4().hex[:8])))

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import re
 import typing
-import uuid as uuidlib
 
 from compute_driver import exception
 from compute_driver import power_state
@@ -34,6 +33,10 @@ NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}')
 # Image references are Docker-style (``repo/name:tag``), file names or
 # template names; whitespace and control characters are never part of one.
 IMAGE_REF_RE = re.compile(r'[^\s\x00-\x1f\x7f]{1,255}')
+# The form validate_uuid returns: a uuid already in it (every record this
+# library stored) is returned as it is.
+_CANONICAL_UUID_RE = re.compile(
+    r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
 
 
 def validate_name(name: object) -> str:
@@ -58,11 +61,24 @@ def validate_uuid(value: object) -> str:
 
     :raises InvalidInput: when it is not a uuid.
     """
+    text = str(value)
+    if _CANONICAL_UUID_RE.fullmatch(text):
+        return text
+    # What uuid.UUID(text) accepts, without the uuid module: its import
+    # (it imports platform) would cost every command a few milliseconds,
+    # and find_instance asks this of every instance name.
+    digits = text.replace('urn:', '').replace('uuid:', '')
+    digits = digits.strip('{}').replace('-', '')
     try:
-        return str(uuidlib.UUID(str(value)))
+        if len(digits) != 32:
+            raise ValueError(digits)
+        number = int(digits, 16)
     except ValueError:
         raise exception.InvalidInput(
             reason='%r is not a valid uuid' % (value,)) from None
+    digits = '%032x' % number
+    return '%s-%s-%s-%s-%s' % (digits[:8], digits[8:12], digits[12:16],
+                               digits[16:20], digits[20:])
 
 
 def validate_image_ref(ref: object) -> str:
@@ -239,6 +255,7 @@ class Instance:
     def new(cls, name: str, flavor: Flavor, image_ref: str,
             metadata: dict[str, str] | None = None) -> 'Instance':
         """Build an instance with a fresh random uuid."""
+        import uuid as uuidlib
         return cls(uuid=str(uuidlib.uuid4()), name=name, flavor=flavor,
                    image_ref=image_ref, metadata=dict(metadata or {}))
 

@@ -21,10 +21,13 @@ and the fake backend's instances, across commands.
 """
 
 import argparse
+import atexit
 import gc
 import importlib.metadata
 import logging
+import os
 import sys
+import threading
 import typing
 
 from cliff import app
@@ -283,12 +286,18 @@ class App(app.App):
         backend.sweep_leftovers_at_init = sweep
         backend.init_host(self.conf.host)
         self._driver = backend
-        self.resume_gc()
+        if not self.gc_held:
+            self.resume_gc()
         return backend
 
     #: Whether :func:`main` paused the cyclic garbage collector for the
     #: start-up, until :meth:`resume_gc`.
     gc_paused = False
+
+    #: Set while a command runs whose objects all go when it ends (see
+    #: :attr:`compute_driver.cmd.common.Command.keeps_gc_paused`): the
+    #: collector then stays paused until the end, not just the start-up.
+    gc_held = False
 
     def resume_gc(self) -> None:
         """Turn the garbage collector back on once start-up is over.
@@ -341,12 +350,53 @@ class App(app.App):
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; the console script ``compute-driver``.
 
-    :param argv: arguments without the program name; ``sys.argv[1:]``
-        when ``None``.
+    :param argv: arguments without the program name. ``None`` means the
+        process is the command (the console script, ``python -m``): the
+        arguments are ``sys.argv[1:]``, and once the command is over the
+        process ends here, without the interpreter's teardown (see
+        :func:`_end_process`), unless a thread the command started still
+        runs.
     :returns: the exit code.
     """
-    if argv is None:
-        argv = sys.argv[1:]
+    if argv is not None:
+        return _run(argv)
+    code = _run(sys.argv[1:])
+    _end_process(code)
+    return code
+
+
+def _end_process(code: int) -> None:
+    """End the process with ``code`` at once, as the command is over.
+
+    What an ordinary exit does is done first: the ``atexit`` functions
+    run (logging's flushes and closes its handlers) and the standard
+    streams are flushed. What is skipped is the interpreter's teardown
+    (freeing every module and object one by one), a fifth of a short
+    command's time: tens of milliseconds, more than the whole command
+    spends importing its backend. Returns instead, leaving the ordinary
+    exit to Python, when a thread that is not a daemon still runs (the
+    interpreter would wait for it), or when flushing a stream fails (the
+    interpreter reports that).
+    """
+    if not isinstance(code, int) or any(
+            thread.is_alive() and not thread.daemon
+            for thread in threading.enumerate()
+            if thread is not threading.main_thread()):
+        return
+    run_exitfuncs = getattr(atexit, '_run_exitfuncs', None)
+    if run_exitfuncs is None:  # pragma: no cover - not CPython
+        return
+    run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
+
+
+def _run(argv: list[str]) -> int:
     # Start-up (the imports, the configuration, the backend's connection)
     # makes thousands of objects that live as long as the process, which
     # the cyclic collector would scan again and again as they come: a few

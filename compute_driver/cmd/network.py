@@ -32,7 +32,6 @@ with a generated MAC, or ``key=value`` pairs separated by commas:
 
 import ipaddress
 import secrets
-import uuid
 
 from compute_driver.cmd import common
 from compute_driver.network import exception as net_exception
@@ -67,6 +66,8 @@ def parse_network(text: str) -> model.Port:
                 raise common.UsageError(
                     '--network %r: %s is given twice' % (text, key))
             values[key] = value.strip()
+    # Here, not at the top: the uuid module costs every command its import.
+    import uuid
     port_id = values.get('id') or str(uuid.uuid4())
     fixed_ips: tuple[model.FixedIP, ...] = ()
     if values.get('ip'):

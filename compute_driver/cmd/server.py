@@ -107,6 +107,8 @@ class BootInstance(common.ShowOne):
 class ListInstances(common.Lister):
     """List the backend's instances."""
 
+    keeps_gc_paused = True
+
     def take_action(self, parsed_args):
         backend = self.app.driver
         records = sorted(backend.list_instance_records(),
@@ -126,6 +128,8 @@ class ListInstances(common.Lister):
 
 class ShowInstance(common.ShowOne):
     """Show one instance."""
+
+    keeps_gc_paused = True
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)

@@ -22,16 +22,25 @@ standalone default), :mod:`~compute_driver.image.glance` in Glance v2, and
 
 import typing
 
-from compute_driver.image import api
-
 if typing.TYPE_CHECKING:
     from oslo_config import cfg
 
-ImageRecord = api.ImageRecord
-ImageService = api.ImageService
+    from compute_driver.image import api
+    from compute_driver.image.api import ImageRecord  # noqa: F401
+    from compute_driver.image.api import ImageService  # noqa: F401
 
 
-def load(conf: 'cfg.ConfigOpts') -> api.ImageService:
+def __getattr__(name: str) -> typing.Any:
+    # ImageRecord and ImageService, from api on first use: every command
+    # imports this package (the options, the image errors), and few use
+    # an image service.
+    if name in ('ImageRecord', 'ImageService'):
+        from compute_driver.image import api
+        return getattr(api, name)
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
+
+
+def load(conf: 'cfg.ConfigOpts') -> 'api.ImageService':
     """The image service ``[image_service] backend`` names.
 
     ``conf`` must have ``[image_service]`` registered (the library's

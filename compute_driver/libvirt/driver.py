@@ -91,9 +91,11 @@ _DISK = 'disk'
 _UNREAD = object()
 # Operations whose first call on the domain (the volume state check, a
 # listing's read) fails for a domain gone since the lookup, as the lookup
-# would: they take the domain handle this process looked up before.
+# would: they take the domain handle this process looked up before. The
+# reads that follow find_instance (compute-driver show) are among them.
 _CACHED_LOOKUP = frozenset(('attach_volume', 'detach_volume', 'swap_volume',
-                            'extend_volume', 'list_volume_attachments'))
+                            'extend_volume', 'list_volume_attachments',
+                            'diagnostics', 'interfaces'))
 _cached_lookup: contextvars.ContextVar[bool] = contextvars.ContextVar(
     '_cached_lookup', default=False)
 _CONSOLE_LOG = 'console.log'
@@ -511,6 +513,9 @@ class LibvirtDriver(driver.ComputeDriver):
                 continue
             with errors.translate('get state', record):
                 state = self._power_state(dom)
+            # What is asked next about the instance found (its usage, its
+            # ports) need not look it up again.
+            self._handles[record.uuid] = (dom.connect(), dom)
             return objects.InstanceRecord(
                 instance=record,
                 info=objects.InstanceInfo(state=state,
@@ -629,7 +634,11 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _leftover_candidates(self) -> typing.Iterator[leftovers.Candidate]:
         try:
-            entries = sorted(os.listdir(self.instances_path))
+            # Markers and their temporary files only: the instance
+            # directories, one per instance, are none of them.
+            entries = sorted(
+                entry for entry in os.listdir(self.instances_path)
+                if entry.endswith(_SPAWNING) or entry.startswith('.'))
         except FileNotFoundError:
             return
         except OSError as exc:

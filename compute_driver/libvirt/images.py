@@ -38,11 +38,11 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import struct
 import subprocess
 import threading
-import uuid as uuidlib
 
 from compute_driver import exception
 from compute_driver import leftovers
@@ -441,7 +441,7 @@ class ImageStore:
             # through libvirt's dynamic ownership of the backing chain at
             # start, QEMU read them; the directory is searched by name.
             os.makedirs(self.base_path, mode=0o711, exist_ok=True)
-            partial = '%s.part-%s' % (base, uuidlib.uuid4().hex[:8])
+            partial = '%s.part-%s' % (base, secrets.token_hex(4))
             marker = leftovers.Marker.create(partial, 0o600)
             try:
                 with open(image.path, 'rb') as source:
@@ -666,7 +666,7 @@ def convert_to_raw(image_id: str, path: str, qemu_format: str,
     :raises BackendError: when qemu-img fails; nothing is left at
         ``dest``.
     """
-    partial = '%s.part-%s' % (dest, uuidlib.uuid4().hex[:8])
+    partial = '%s.part-%s' % (dest, secrets.token_hex(4))
     marker = leftovers.Marker.create(partial, 0o600)
     try:
         run_qemu_img('convert', '-q', '-f', qemu_format, '-O', 'raw', path,

@@ -28,9 +28,10 @@ import ipaddress
 import json
 import re
 import typing
-import uuid as uuidlib
 
+from compute_driver import exception
 from compute_driver.network import exception as net_exception
+from compute_driver import objects
 
 #: Nova's VIF types this library plugs, with the os-vif plugin of each.
 #: ``tap`` is Nova's name for a port the Neutron agent wires itself (the
@@ -239,8 +240,8 @@ class Port:
 
     def __post_init__(self) -> None:
         try:
-            port_id = str(uuidlib.UUID(str(self.id)))
-        except ValueError:
+            port_id = objects.validate_uuid(self.id)
+        except exception.InvalidInput:
             raise net_exception.InvalidPort(
                 port=self.id, reason='its id is not a uuid') from None
         object.__setattr__(self, 'id', port_id)
@@ -471,19 +472,20 @@ def _unchecked(cls: type, **values: typing.Any) -> typing.Any:
     # A frozen dataclass built without __post_init__, which would check
     # and normalise the values again.
     obj: typing.Any = object.__new__(cls)
-    fields = _defaults(cls)
-    missing = fields.keys() - values.keys() - {
-        name for name, default in fields.items()
-        if default is not dataclasses.MISSING}
-    if missing:
-        raise KeyError(', '.join(sorted(missing)))
+    fields, required = _defaults(cls)
+    if not required <= values.keys():
+        raise KeyError(', '.join(sorted(required - values.keys())))
     obj.__dict__.update(fields, **values)
     return obj
 
 
 @functools.cache
-def _defaults(cls: type) -> dict[str, typing.Any]:
-    return {field.name: field.default for field in dataclasses.fields(cls)}
+def _defaults(cls: type) -> tuple[dict[str, typing.Any], frozenset[str]]:
+    # The fields with their defaults, and those without one: worked out
+    # once per class, not for every port of a listing.
+    fields = {field.name: field.default for field in dataclasses.fields(cls)}
+    return fields, frozenset(name for name, default in fields.items()
+                             if default is dataclasses.MISSING)
 
 
 def from_own_record(items: typing.Any) -> tuple[Port, ...]:
@@ -576,6 +578,7 @@ def to_os_vif(port: Port) -> typing.Any:
 def _network_uuid(port: Port) -> str:
     # os-vif's Network.id is a uuid; a standalone network is known by a
     # name only, so it gets a stable uuid derived from that name.
+    import uuid as uuidlib
     key = port.network_id or port.bridge or port.id
     try:
         return str(uuidlib.UUID(key))

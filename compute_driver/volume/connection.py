@@ -27,7 +27,6 @@ import errno
 import importlib
 import logging
 import os
-import platform
 import socket
 import stat
 import sys
@@ -186,8 +185,10 @@ class Connector:
         connector (Fibre Channel, NVMe...) reads sysfs and runs tools this
         host may lack, for properties no attach here would use.
         """
+        # platform.machine(), without importing platform (every command
+        # imports this module, few use a connector).
         props: dict[str, typing.Any] = {
-            'platform': platform.machine(), 'os_type': sys.platform,
+            'platform': os.uname().machine, 'os_type': sys.platform,
             'ip': ip or '127.0.0.1', 'host': host, 'multipath': False,
             'enforce_multipath': False}
         try:

@@ -12,10 +12,14 @@
 
 """The compute-driver CLI, run in-process on the fake backend."""
 
+import gc
 import importlib.metadata
 import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -673,3 +677,92 @@ def test_cleanup_on_the_fake_says_there_is_nothing(capsys, config):
         assert rc == 0
         assert err == 'Nothing to clean up on the fake backend.\n'
     assert json.loads(out) == []
+
+
+def _as_program(tmp_path, code, *args):
+    """Run ``code`` in a new process, as the console script would run."""
+    return subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code), *args],
+        capture_output=True, text=True, timeout=120,
+        env={'HOME': str(tmp_path), 'PATH': '/usr/bin:/bin'})
+
+
+def test_the_program_ends_after_its_exit_functions(config, tmp_path):
+    # main() without arguments is the program: it ends the process
+    # without the interpreter's teardown (no object of __main__ is
+    # finalised), after the atexit functions, with the command's exit
+    # code, its output flushed and its log file complete.
+    log = tmp_path / 'cd.log'
+    result = _as_program(tmp_path, '''
+        import atexit, sys
+        from compute_driver.cmd import main
+
+        class TornDown:
+            def __del__(self):
+                print('torn down')
+
+        kept = TornDown()
+        atexit.register(print, 'atexit ran')
+        conf_file, log_file, command = sys.argv[1:]
+        sys.argv = ['compute-driver', '--config-file', conf_file,
+                    '--log-file', log_file, '-v', command, 'nosuch']
+        sys.exit(main.main())
+    ''', config(), str(log), 'show')
+    assert result.returncode == 1
+    assert result.stdout == 'atexit ran\n'
+    assert 'Instance nosuch could not be found.' in (
+        result.stderr.splitlines())
+    # Logged by the backend's cleanup, after the command.
+    assert log.read_text().rstrip().endswith('cleaned up')
+
+
+def test_the_program_waits_for_the_threads_it_started(config, tmp_path):
+    # A thread that is not a daemon keeps the process, as the interpreter
+    # would: main() returns and the exit is Python's own.
+    result = _as_program(tmp_path, '''
+        import sys, threading
+        from compute_driver.cmd import main
+
+        release = threading.Event()
+        worker = threading.Thread(
+            target=lambda: release.wait() and print('worker done'))
+        worker.start()
+        sys.argv = ['compute-driver', '--config-file', sys.argv[1],
+                    'flavors', '-f', 'value', '-c', 'Name']
+        code = main.main()
+        print('main returned', code)
+        release.set()
+    ''', config())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert 'c1.test' in lines
+    assert lines[-2:] == ['main returned 0', 'worker done']
+
+
+def test_listings_keep_the_collector_paused_to_their_end(
+        config, capsys, monkeypatch):
+    # main() pauses the cyclic garbage collector for the start-up; list
+    # and show keep it paused while they read and print, other commands
+    # turn it back on once the backend is up. main() turns it on again
+    # at the end either way.
+    seen = {}
+
+    def spy(name, method):
+        def call(self, *args, **kwargs):
+            seen[name] = gc.isenabled()
+            return method(self, *args, **kwargs)
+        monkeypatch.setattr(fake_driver.FakeDriver, name, call)
+
+    spy('list_instance_records', fake_driver.FakeDriver.list_instance_records)
+    spy('find_instance', fake_driver.FakeDriver.find_instance)
+    spy('spawn', fake_driver.FakeDriver.spawn)
+    conf_file = config()
+    assert gc.isenabled()
+    # Each main() has a backend of its own: show finds no vm1.
+    for argv, code in (
+            (['boot', 'vm1', '--image', IMAGE, '--flavor', 'c1.test'], 0),
+            (['list'], 0), (['show', 'vm1'], 1)):
+        assert _run(capsys, conf_file, *argv)[0] == code
+        assert gc.isenabled()
+    assert seen == {'spawn': True, 'list_instance_records': False,
+                    'find_instance': False}

@@ -19,6 +19,9 @@ and a clean shutdown wakes on the Stopped event.
 
 import dataclasses
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 
 import libvirt
@@ -338,3 +341,85 @@ def test_claims_count_vcpus_under_the_allocation_ratio(backend):
     assert extra.uuid not in backend.list_instance_uuids()
     backend.conf.set_override('cpu_allocation_ratio', 5.0)
     _spawn(backend, extra, power_on=False)
+
+
+def test_show_and_list_import_only_what_they_use(backend, tmp_path):
+    # A new process's show and list import neither the uuid module (nor
+    # platform, which it imports) nor the image service's contract: each
+    # costs every command milliseconds of its start-up. The domain is
+    # defined in the new process from the XML of one spawned here, since
+    # test:///default keeps its domains per process.
+    instance = test_libvirt._instance(backend.conf, 'cdunit-startup')
+    _spawn(backend, instance, power_on=False)
+    dom = backend._host.get_connection().lookupByUUIDString(instance.uuid)
+    (tmp_path / 'domain.xml').write_text(dom.XMLDesc(0))
+    config = tmp_path / 'startup.conf'
+    config.write_text(
+        '[DEFAULT]\ncompute_driver = libvirt\n[libvirt]\nvirt_type = qemu\n'
+        'connection_uri = %s\nimages_path = %s\ninstances_path = %s\n' % (
+            test_libvirt.TEST_URI, tmp_path / 'images',
+            tmp_path / 'startup-instances'))
+    code = textwrap.dedent('''
+        import sys
+        import libvirt
+        conn = libvirt.open(sys.argv[2])
+        with open(sys.argv[3], encoding='utf-8') as handle:
+            conn.defineXML(handle.read())
+        from compute_driver.cmd import main
+        codes = [main.main(['--config-file', sys.argv[1], 'show', name,
+                            '-f', 'value', '-c', 'name'])
+                 for name in (sys.argv[4], 'cdunit-nothing')]
+        codes.append(main.main(['--config-file', sys.argv[1], 'list',
+                                '-f', 'value', '-c', 'Name']))
+        print(codes)
+        print(sorted(m for m in sys.modules
+                     if m in ('uuid', 'platform',
+                              'compute_driver.image.api')))
+    ''')
+    result = subprocess.run(
+        [sys.executable, '-c', code, str(config), test_libvirt.TEST_URI,
+         str(tmp_path / 'domain.xml'), instance.name],
+        capture_output=True, text=True, env={'HOME': str(tmp_path),
+                                             'PATH': '/usr/bin:/bin'},
+        timeout=120, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [instance.name, instance.name], result.stderr
+    assert lines[-2:] == ['[0, 1, 0]', '[]'], result.stderr
+
+
+def test_reads_after_find_instance_look_nothing_up(backend, make_driver,
+                                                   monkeypatch):
+    # compute-driver show: find_instance, then the instance's usage and
+    # ports, on the domain handle it found; a domain gone since is an
+    # InstanceNotFound, as the lookup would have said.
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance)
+    fresh = make_driver()
+    fresh.init_host('test')
+    found = fresh.find_instance(instance.name).instance
+    lookups = []
+    for name in ('lookupByUUIDString', 'lookupByName'):
+        method = getattr(libvirt.virConnect, name)
+        monkeypatch.setattr(
+            libvirt.virConnect, name,
+            lambda self, key, method=method: lookups.append(key) or
+            method(self, key))
+    assert fresh.get_diagnostics(found)['uuid'] == instance.uuid
+    assert fresh.get_interfaces(found) == ()
+    assert lookups == []
+    backend.destroy(instance)
+    for read in (fresh.get_diagnostics, fresh.get_interfaces):
+        with pytest.raises(exception.InstanceNotFound):
+            read(found)
+
+
+def test_the_index_is_compact_sorted_json(backend, tmp_path):
+    # One line, keys sorted, no spaces: what json.dumps writes with the
+    # C encoder, the same text as json.dump wrote, only faster.
+    for number in range(2):
+        _spawn(backend, test_libvirt._instance(
+            backend.conf, 'cdunit-index%d' % number), power_on=False)
+    text = (tmp_path / 'instances' / 'records.json').read_text()
+    assert text == json.dumps(json.loads(text), separators=(',', ':'),
+                              sort_keys=True)
+    assert len(_index(tmp_path)['records']) == 2

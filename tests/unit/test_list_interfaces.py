@@ -110,15 +110,23 @@ def test_main_pauses_the_collector_for_start_up_only(capsys, config,
             seen['start-up'] = gc.isenabled()
             super().init_host(host)
 
-        def list_instance_records(self):
+        def get_available_resource(self, nodename=None):
             seen['command'] = gc.isenabled()
+            return super().get_available_resource(nodename)
+
+        def list_instance_records(self):
+            seen['listing'] = gc.isenabled()
             return super().list_instance_records()
 
     test_cli._use_backend(monkeypatch, Spy)
     assert gc.isenabled() and not gc.get_freeze_count()
-    assert main.main(['--config-file', config(), 'list']) == 0
+    assert main.main(['--config-file', config(), 'resources']) == 0
     assert seen == {'start-up': False, 'command': True}
     # As it was: collecting, and nothing left frozen.
+    assert gc.isenabled() and not gc.get_freeze_count()
+    # A listing keeps it paused to its end (keeps_gc_paused).
+    assert main.main(['--config-file', config(), 'list']) == 0
+    assert seen['listing'] is False
     assert gc.isenabled() and not gc.get_freeze_count()
     # A command without a backend: collecting again once it is over.
     assert main.main(['--config-file', config(), 'flavors']) == 0

@@ -87,6 +87,23 @@ def test_instance_normalises_uuid_and_round_trips():
     assert objects.Instance.from_dict(inst.to_dict()) == inst
 
 
+@pytest.mark.parametrize('text', [
+    UUID, UUID.upper(), UUID.replace('-', ''), '{%s}' % UUID,
+    'urn:uuid:' + UUID, 'not-a-uuid', 'cdunit-vm', '', 'x' * 32,
+    UUID[:-1] + 'g', UUID + '0', '0_' + '1' * 30])
+def test_validate_uuid_accepts_what_the_uuid_module_does(text):
+    # Parsed without importing the uuid module (see objects.py), to the
+    # same canonical form, and refused for the same texts.
+    import uuid
+    try:
+        expected = str(uuid.UUID(text))
+    except ValueError:
+        with pytest.raises(exception.InvalidInput):
+            objects.validate_uuid(text)
+    else:
+        assert objects.validate_uuid(text) == expected
+
+
 def test_instance_new_gets_fresh_uuids():
     a = objects.Instance.new('a', _flavor(), 'cirros')
     b = objects.Instance.new('b', _flavor(), 'cirros')
