@@ -226,12 +226,6 @@ class RecordIndex:
         fd = os.open(self._temp,
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                      0o600)
-        # json.dumps, not json.dump: dump encodes in pure Python, piece by
-        # piece, which for the records of a few hundred domains takes tens
-        # of milliseconds of every spawn; dumps encodes in C at once.
-        text = json.dumps({'version': _VERSION, 'records': records,
-                           'ports': ports},
-                          separators=(',', ':'), sort_keys=True)
         with open(fd, 'w', encoding='utf-8') as handle:
             handle.write(text)
         os.replace(self._temp, self.path)
