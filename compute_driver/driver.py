@@ -459,6 +459,15 @@ class InstanceLocks:
             return len(self._locks)
 
 
+class _Released:
+    """The claims released while one claim read the host's state."""
+
+    __slots__ = ('instances',)
+
+    def __init__(self) -> None:
+        self.instances: list[objects.Instance] = []
+
+
 #: The resources a claim counts: (name, flavor field, HostResources
 #: total and used fields, ratio and reserved options of ``[DEFAULT]``).
 _CLAIMED = (
@@ -489,7 +498,9 @@ class ComputeDriver(abc.ABC):
     * one per optional operation it declares in :attr:`capabilities`
       (``_power_off``, ``_reboot``, ``_snapshot``...);
     * optionally :meth:`_translate` (its SDK's errors into the library's),
-      :meth:`_stored`, :meth:`_check_unique`, :meth:`_info`.
+      :meth:`_stored`, :meth:`_check_unique`, :meth:`_info`, and
+      :meth:`_host_state` with :meth:`_count_resources` (claims then read
+      the host before their lock).
 
     Every method that takes an instance raises
     :class:`~compute_driver.exception.InstanceNotFound` when the backend
@@ -569,6 +580,9 @@ class ComputeDriver(abc.ABC):
         # duplicates, under _claim_lock.
         self._claim_lock = threading.Lock()
         self._pending: dict[str, objects.Instance] = {}
+        # One per claim reading the host's state outside _claim_lock: the
+        # claims released meanwhile are added to each (see _claim_locked).
+        self._reading: set[_Released] = set()
         # Image records image_for read, by id, each for one fetch_image
         # (see there), under their own lock.
         self._fresh_lock = threading.Lock()
@@ -820,27 +834,80 @@ class ComputeDriver(abc.ABC):
 
         Checked and taken under one lock so that two spawns cannot both
         take the last free resources; the spawns then overlap, each claim
-        counting those still under way (see :meth:`_resources`).
+        counting those still under way (see :meth:`_resources`). What is
+        slow to read from the host is read before the lock is taken (see
+        :meth:`_claim_locked`).
 
         :raises InstanceExists: when the uuid or the name is taken.
         :raises InsufficientResources: when the flavor does not fit.
         :raises FlavorExceedsHost: when it exceeds the whole host.
         """
-        with self._claim_lock:
+        with self._claim_locked() as resources:
             for other in self._pending.values():
                 if other.uuid == instance.uuid:
                     raise exception.InstanceExists(instance=instance.uuid)
                 if other.name == instance.name:
                     raise exception.InstanceExists(instance=instance.name)
             self._check_unique(instance)
-            self._check_fits(instance.flavor,
-                             self._resources(list(self._pending.values())))
+            self._check_fits(instance.flavor, resources())
             self._pending[instance.uuid] = instance
         try:
             yield
         finally:
+            self._release_claim(instance.uuid)
+
+    @contextlib.contextmanager
+    def _claim_locked(self) -> typing.Iterator[
+            collections.abc.Callable[[], objects.HostResources]]:
+        """Hold the claim lock, the host's state read just before it.
+
+        :meth:`_host_state` (listing the instances, asking the host its
+        size) runs before the lock is taken: a hypervisor that answers
+        slowly while it starts another instance then delays this claim
+        only, not every claim of the process. Yields, with the lock
+        held, a function returning the resources a claim checks: those
+        of :meth:`_count_resources`, given the claims held now and those
+        released since :meth:`_host_state` began, whose instances that
+        state may lack (each counted once, by uuid). A backend that reads
+        no state (the default) gets :meth:`_resources` under the lock.
+        """
+        released = _Released()
+        with self._claim_lock:
+            self._reading.add(released)
+        try:
+            state = self._host_state()
+        except BaseException:
             with self._claim_lock:
-                del self._pending[instance.uuid]
+                self._reading.discard(released)
+            raise
+
+        def resources() -> objects.HostResources:
+            pending = dict(self._pending)
+            if state is None:
+                return self._resources(list(pending.values()))
+            for instance in released.instances:
+                pending.setdefault(instance.uuid, instance)
+            return self._count_resources(state, list(pending.values()))
+
+        with self._claim_lock:
+            # Nothing is released while the lock is held: what was
+            # released after the read is all in ``released`` now.
+            self._reading.discard(released)
+            yield resources
+
+    def _release_claim(self, uuid: str) -> objects.Instance | None:
+        """Drop the pending claim of ``uuid``; returns it, or ``None``.
+
+        A claim reading the host's state meanwhile counts it still: the
+        state it reads may predate the instance (see
+        :meth:`_claim_locked`).
+        """
+        with self._claim_lock:
+            instance = self._pending.pop(uuid, None)
+            if instance is not None:
+                for released in self._reading:
+                    released.instances.append(instance)
+            return instance
 
     def _check_fits(self, flavor: objects.Flavor,
                     resources: objects.HostResources) -> None:
@@ -923,12 +990,48 @@ class ComputeDriver(abc.ABC):
                    ) -> objects.HostResources:
         """The host's capacity and what its instances use.
 
+        Claims call it under the claim lock, unless the backend splits it
+        into :meth:`_host_state` and :meth:`_count_resources`.
+
         :param pending: instances whose spawn holds a claim; each one
             counts in the ``*_used`` values unless the backend already
             lists it (count it once).
         """
 
     # -- hooks with a default -----------------------------------------------
+
+    def _host_state(self) -> typing.Any:
+        """Read what a claim needs from the host, without the claim lock.
+
+        For a backend whose :meth:`_resources` makes slow calls (a listing
+        the hypervisor delays while it starts an instance): return what
+        those calls read, for :meth:`_count_resources`; claims call it
+        before taking the claim lock, so several may run at once. It
+        must see every instance whose :meth:`_create` returned before it
+        began, as a listing of the hypervisor does; those created after
+        are counted from the claims (see :meth:`_count_resources`). The
+        default reads nothing and returns ``None``: claims then call
+        :meth:`_resources` under the lock.
+        """
+        return None
+
+    def _count_resources(self, state: typing.Any,
+                         pending: list[objects.Instance]
+                         ) -> objects.HostResources:
+        """:meth:`_resources` from what :meth:`_host_state` read.
+
+        Called under the claim lock: arithmetic, no call to the
+        hypervisor. Implemented by every backend whose
+        :meth:`_host_state` returns something.
+
+        :param state: what :meth:`_host_state` returned.
+        :param pending: the claims held now and those released since
+            ``state`` was read; each counts in the ``*_used`` values
+            unless ``state`` lists it (count it once).
+        """
+        raise NotImplementedError(
+            '%s reads a host state but does not count it'
+            % type(self).__name__)
 
     def _translate(self, operation: str, instance: objects.Instance
                    ) -> typing.ContextManager[None]:
@@ -1462,19 +1565,17 @@ class ComputeDriver(abc.ABC):
             instance, flavor=flavor,
             uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_OID,
                                    'resize:' + instance.uuid)))
-        with self._claim_lock:
+        with self._claim_locked() as resources:
             if stand_in.uuid in self._pending:
                 raise exception.InvalidInput(
                     reason='instance %s is being resized already'
                            % instance.name)
-            self._check_fits(flavor,
-                             self._resources(list(self._pending.values())))
+            self._check_fits(flavor, resources())
             self._pending[stand_in.uuid] = stand_in
         try:
             yield
         finally:
-            with self._claim_lock:
-                del self._pending[stand_in.uuid]
+            self._release_claim(stand_in.uuid)
 
     def _restart_after_failed_move(self, handle: typing.Any,
                                    instance: objects.Instance) -> None:
@@ -1527,9 +1628,8 @@ class ComputeDriver(abc.ABC):
             stored.append(self._stored(handle, instance))
             self.check_move_flavor(stored[0].flavor, flavor)
             if same_host:
-                with self._claim_lock:
-                    self._check_fits(flavor, self._resources(
-                        list(self._pending.values())))
+                with self._claim_locked() as resources:
+                    self._check_fits(flavor, resources())
 
         def act(handle: typing.Any, current: int) -> tuple[int, ...]:
             if current != power_state.SHUTDOWN:
@@ -1837,13 +1937,12 @@ class ComputeDriver(abc.ABC):
             raise exception.InvalidInput(
                 reason='a live migration needs an objects.Instance, got %r'
                        % (instance,))
-        with self._claim_lock, \
-                self._translate('check live migration', instance):
+        with self._translate('check live migration', instance), \
+                self._claim_locked() as resources:
             if instance.uuid in self._pending:
                 raise exception.InstanceExists(instance=instance.uuid)
             self._check_unique(instance)
-            self._check_fits(instance.flavor, self._resources(
-                list(self._pending.values())))
+            self._check_fits(instance.flavor, resources())
         return {'format': self.LIVE_MIGRATION_FORMAT,
                 'backend': type(self).__name__, 'dest': self.host,
                 'block_migration': bool(block_migration)}
@@ -1945,13 +2044,12 @@ class ComputeDriver(abc.ABC):
                 reason='migrate_data names %s as the destination, not %s'
                        % (document['dest'], self.host))
         moved = self._incoming_instance(instance, document)
-        with self._claim_lock, \
-                self._translate('prepare live migration', moved):
+        with self._translate('prepare live migration', moved), \
+                self._claim_locked() as resources:
             if moved.uuid in self._pending:
                 raise exception.InstanceExists(instance=moved.uuid)
             self._check_unique(moved)
-            self._check_fits(moved.flavor, self._resources(
-                list(self._pending.values())))
+            self._check_fits(moved.flavor, resources())
             # Counted like a spawn under way until the guest is listed
             # here (see _resources), released by the post or rollback
             # step.
@@ -1959,8 +2057,7 @@ class ComputeDriver(abc.ABC):
         return document
 
     def _release_incoming(self, instance: objects.Instance) -> bool:
-        with self._claim_lock:
-            return self._pending.pop(instance.uuid, None) is not None
+        return self._release_claim(instance.uuid) is not None
 
     def live_migration(self, instance: objects.Instance, dest: str,
                        migrate_data: object = None, *,

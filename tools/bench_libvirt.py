@@ -86,6 +86,8 @@ CPU_ALLOCATION_RATIO = 1000.0
 SHOW_TARGET = 1.5
 LIST_TARGET = 2.0
 FLAT_TARGET = 0.10
+#: Throughput of --parallel spawns at once over as many in sequence.
+PARALLEL_TARGET = 2.0
 
 
 def _conf(args):
@@ -336,11 +338,18 @@ def _spawn_throughput(backend, conn, flavor, prefix, made, parallel,
                     batch(make, tag, kind, number))
     print('\n%d spawns (QEMU TCG, %s, started), median of %d rounds, '
           'spawns/s:' % (parallel, IMAGE, rounds))
+    speedup = {}
     for tag, label in (('d', 'driver'), ('r', 'raw libvirt calls')):
         seq = statistics.median(results[(tag, 'seq')])
         par = statistics.median(results[(tag, 'par')])
+        speedup[tag] = par / seq
         print('  %-18s sequential %.2f, parallel %.2f: %.2fx' % (
             label, seq, par, par / seq))
+    print('target: driver parallel >= %.1fx sequential: %s (%.2fx; raw '
+          'libvirt %.2fx in the same run)' % (
+              PARALLEL_TARGET,
+              'met' if speedup['d'] >= PARALLEL_TARGET else 'MISSED',
+              speedup['d'], speedup['r']))
     print('  load %.2f %.2f %.2f' % os.getloadavg(), flush=True)
 
 

@@ -103,6 +103,20 @@ _CONSOLE_LOG = 'console.log'
 _SPAWNING = '.spawning'
 
 
+@dataclasses.dataclass(frozen=True)
+class _HostState:
+    """What a claim reads from libvirtd and the disk, before its lock."""
+
+    info: list[typing.Any]
+    hostname: str
+    version: int
+    records: list[objects.InstanceRecord]
+    #: The flavors the revert points hold.
+    kept: list[objects.Flavor]
+    local_gb: int
+    free_gb: int
+
+
 def _is_uuid(text: str) -> bool:
     # Instance directories are named by the canonical form only.
     try:
@@ -415,6 +429,11 @@ class LibvirtDriver(driver.ComputeDriver):
         return before
 
     def _resources(self, pending):
+        return self._count_resources(self._host_state(), pending)
+
+    def _host_state(self):
+        # The listing waits for libvirtd while it starts any domain (it
+        # locks each one): read before the claim lock, not under it.
         try:
             conn = self._host.get_connection()
             info = conn.getInfo()
@@ -424,30 +443,39 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.HypervisorUnavailable(
                 host=self.uri, reason=errors.message(exc)) from exc
         records = self.list_instance_records()
-        listed = {r.instance.uuid for r in records}
-        flavors = [r.instance.flavor for r in records]
-        flavors += [i.flavor for i in pending if i.uuid not in listed]
-        flavors += self._revert_points.flavors()
+        kept = self._revert_points.flavors()
         try:
             stat = os.statvfs(self.instances_path)
             local_gb = stat.f_frsize * stat.f_blocks // (1 << 30)
             free_gb = stat.f_frsize * stat.f_bavail // (1 << 30)
         except OSError:
             local_gb = free_gb = 0
+        return _HostState(info=info, hostname=hostname, version=version,
+                          records=records, kept=kept, local_gb=local_gb,
+                          free_gb=free_gb)
+
+    def _count_resources(self, state, pending):
+        info = state.info
+        listed = {r.instance.uuid for r in state.records}
+        flavors = [r.instance.flavor for r in state.records]
+        flavors += [i.flavor for i in pending if i.uuid not in listed]
+        flavors += state.kept
         return objects.HostResources(
-            vcpus=int(info[2]), memory_mb=int(info[1]), local_gb=local_gb,
+            vcpus=int(info[2]), memory_mb=int(info[1]),
+            local_gb=state.local_gb,
             vcpus_used=sum(f.vcpus for f in flavors),
             memory_mb_used=sum(f.memory_mb for f in flavors),
             local_gb_used=sum(f.disk_gb for f in flavors),
             hypervisor_type=self.hypervisor_type,
-            hypervisor_version=version, hypervisor_hostname=hostname,
-            running_vms=sum(1 for r in records
+            hypervisor_version=state.version,
+            hypervisor_hostname=state.hostname,
+            running_vms=sum(1 for r in state.records
                             if r.info.state in driver.ACTIVE_STATES),
             cpu_info={'arch': info[0], 'model': info[0],
                       'mhz': info[3], 'numa_nodes': info[4],
                       'topology': {'sockets': info[5], 'cores': info[6],
                                    'threads': info[7]}},
-            disk_available_least=free_gb)
+            disk_available_least=state.free_gb)
 
     def list_instance_records(self):
         with errors.translate('list', None):

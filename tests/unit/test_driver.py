@@ -475,6 +475,196 @@ def test_spawn_under_way_holds_its_claim(minimal):
     assert not minimal._pending
 
 
+class ReadingDriver(MinimalDriver):
+    """Lists its instances before the claim lock, as libvirt does.
+
+    ``after_listing``, when set, is called by the claim that lists next,
+    with the listing taken: a test holds that claim there.
+    """
+
+    def __init__(self, conf, virtapi=None):
+        super().__init__(conf, virtapi)
+        self.after_listing = None
+
+    def _resources(self, pending):
+        return self._count_resources(self._host_state(), pending)
+
+    def _host_state(self):
+        listed = list(self.records.values())
+        hook, self.after_listing = self.after_listing, None
+        if hook is not None:
+            hook()
+        return listed
+
+    def _count_resources(self, state, pending):
+        listed = {r.instance.uuid for r in state}
+        flavors = [r.instance.flavor for r in state]
+        flavors += [i.flavor for i in pending if i.uuid not in listed]
+        return objects.HostResources(
+            vcpus=2, memory_mb=1024, local_gb=10,
+            vcpus_used=sum(f.vcpus for f in flavors),
+            memory_mb_used=sum(f.memory_mb for f in flavors),
+            local_gb_used=sum(f.disk_gb for f in flavors),
+            hypervisor_type='reading', hypervisor_version=1,
+            hypervisor_hostname=self.host)
+
+
+@pytest.fixture
+def reading():
+    backend = ReadingDriver(cd_conf.build_conf(config_files=[]))
+    # Two vCPUs, one per instance: two instances fit.
+    backend.conf.set_override('cpu_allocation_ratio', 1.0)
+    yield backend
+    assert not backend._pending
+    assert not backend._reading
+
+
+class _Spawn(threading.Thread):
+    """A spawn in a thread, keeping what it raised."""
+
+    def __init__(self, backend, instance):
+        super().__init__()
+        self.backend, self.instance, self.error = backend, instance, None
+
+    def run(self):
+        try:
+            self.backend.spawn(self.instance)
+        except Exception as exc:  # checked by the test
+            self.error = exc
+
+    def finish(self):
+        self.join(10)
+        assert not self.is_alive()
+        return self.error
+
+
+def _hold_listing(backend):
+    """Hold the next claim once it has listed; returns (listed, go)."""
+    listed, go = threading.Event(), threading.Event()
+
+    def hold():
+        listed.set()
+        assert go.wait(10)
+
+    backend.after_listing = hold
+    return listed, go
+
+
+def _hold_create(backend, name):
+    """Hold the spawn of ``name`` in ``_create``; returns (inside, go)."""
+    inside, go = threading.Event(), threading.Event()
+    created = backend._create
+
+    def create(instance, *args):
+        if instance.name == name:
+            inside.set()
+            assert go.wait(10)
+        created(instance, *args)
+
+    backend._create = create
+    return inside, go
+
+
+def test_a_claim_listing_does_not_hold_up_other_claims(reading):
+    reading.spawn(_flavored('first'))
+    listed, go = _hold_listing(reading)
+    late = _Spawn(reading, _flavored('late'))
+    late.start()
+    try:
+        assert listed.wait(10)
+        # Claimed, spawned and released while the other claim has only
+        # listed: the claim lock is not held across the listing.
+        reading.spawn(_flavored('early'))
+    finally:
+        go.set()
+    # Its listing predates "early", whose claim it counts instead: the
+    # last vCPU is not taken twice.
+    assert isinstance(late.finish(), exception.InsufficientResources)
+    assert sorted(reading.list_instances()) == ['early', 'first']
+
+
+def test_a_claim_released_after_the_listing_still_counts(reading):
+    reading.spawn(_flavored('first'))
+    inside, done = _hold_create(reading, 'second')
+    second = _Spawn(reading, _flavored('second'))
+    second.start()
+    assert inside.wait(10)
+    listed, go = _hold_listing(reading)
+    third = _Spawn(reading, _flavored('third'))
+    third.start()
+    try:
+        # The listing has "first" only; "second" is pending...
+        assert listed.wait(10)
+    finally:
+        done.set()
+    # ... and released, listed by now but not in that listing.
+    assert second.finish() is None
+    assert not reading._pending
+    go.set()
+    assert isinstance(third.finish(), exception.InsufficientResources)
+    assert sorted(reading.list_instances()) == ['first', 'second']
+
+
+def test_a_claim_held_when_the_lock_is_taken_counts(reading):
+    reading.spawn(_flavored('first'))
+    listed, go = _hold_listing(reading)
+    late = _Spawn(reading, _flavored('late'))
+    late.start()
+    assert listed.wait(10)
+    inside, done = _hold_create(reading, 'early')
+    early = _Spawn(reading, _flavored('early'))
+    early.start()
+    try:
+        assert inside.wait(10)
+        go.set()
+        assert isinstance(late.finish(), exception.InsufficientResources)
+    finally:
+        go.set()
+        done.set()
+    assert early.finish() is None
+    assert sorted(reading.list_instances()) == ['early', 'first']
+
+
+def test_a_listed_pending_spawn_counts_once(reading):
+    # Three vCPUs: "first", "second" (listed while still pending) and one
+    # more fit; counted twice, "second" would leave no room for "third".
+    reading.conf.set_override('cpu_allocation_ratio', 1.5)
+    reading.spawn(_flavored('first'))
+    listed_inside, done = threading.Event(), threading.Event()
+    created = reading._create
+
+    def create_then_wait(instance, *args):
+        created(instance, *args)
+        if instance.name == 'second':
+            listed_inside.set()
+            assert done.wait(10)
+
+    reading._create = create_then_wait
+    second = _Spawn(reading, _flavored('second'))
+    second.start()
+    try:
+        assert listed_inside.wait(10)
+        assert 'second' in reading.list_instances()
+        reading.spawn(_flavored('third'))
+        with pytest.raises(exception.InsufficientResources):
+            reading.spawn(_flavored('fourth'))
+    finally:
+        done.set()
+    assert second.finish() is None
+    assert sorted(reading.list_instances()) == ['first', 'second', 'third']
+
+
+def test_a_failed_host_read_leaves_no_claim_behind(reading):
+    def unreachable():
+        raise exception.HypervisorUnavailable(host='h1', reason='down')
+
+    reading.after_listing = unreachable
+    with pytest.raises(exception.HypervisorUnavailable):
+        reading.spawn(_flavored('first'))
+    reading.spawn(_flavored('first'))
+    assert reading.list_instances() == ['first']
+
+
 def test_spawn_refuses_an_image_the_flavor_cannot_hold(minimal):
     minimal.images['big'] = objects.ImageMeta('big', min_ram=128,
                                               min_disk=5)

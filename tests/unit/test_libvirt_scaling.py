@@ -250,6 +250,51 @@ def test_spawns_overlap_outside_the_claim(backend, monkeypatch):
             used + second.flavor.memory_mb)
 
 
+def test_a_claim_lists_the_domains_before_its_lock(backend, monkeypatch):
+    # libvirtd answers a listing only once the domain it is starting is
+    # up: a claim waiting on it must not stop the other spawns, nor take
+    # what they took meanwhile. test:///default has 16 CPUs: at a ratio
+    # of 1.0, one 16-vCPU guest fits.
+    backend.conf.set_override('cpu_allocation_ratio', 1.0)
+    wide = objects.Flavor('cdunit.wide', vcpus=16, memory_mb=32)
+    waiting, early = (dataclasses.replace(
+        test_libvirt._instance(backend.conf, name), flavor=wide)
+        for name in ('cdunit-waiting', 'cdunit-early'))
+    listed, go = threading.Event(), threading.Event()
+    stats = libvirt.virConnect.getAllDomainStats
+    waiter = []
+
+    def held_stats(self, *args):
+        found = stats(self, *args)
+        if threading.current_thread() in waiter:
+            listed.set()
+            assert go.wait(60)
+        return found
+
+    monkeypatch.setattr(libvirt.virConnect, 'getAllDomainStats', held_stats)
+    errors = []
+
+    def spawn_waiting():
+        try:
+            _spawn(backend, waiting, power_on=False)
+        except Exception as exc:  # checked below
+            errors.append(exc)
+
+    thread = threading.Thread(target=spawn_waiting)
+    waiter.append(thread)
+    thread.start()
+    try:
+        assert listed.wait(60)
+        _spawn(backend, early, power_on=False)
+    finally:
+        go.set()
+        thread.join(60)
+    assert [type(e) for e in errors] == [exception.InsufficientResources]
+    uuids = backend.list_instance_uuids()
+    assert early.uuid in uuids and waiting.uuid not in uuids
+    assert not backend._pending and not backend._reading
+
+
 def test_a_failed_spawn_releases_its_claim(backend, monkeypatch):
     instance = test_libvirt._instance(backend.conf)
 
