@@ -181,7 +181,7 @@ class Lister(_ErrorHandling, lister.Lister):
         formatter = self.formatter
         if type(formatter) is not json_format.JSONFormatter:
             return super().produce_output(parsed_args, column_names, data)
-        self.formatter = _JSONList(formatter)
+        self.formatter = typing.cast(typing.Any, _JSONList(formatter))
         try:
             return super().produce_output(parsed_args, column_names, data)
         finally:
