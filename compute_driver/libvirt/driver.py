@@ -492,6 +492,10 @@ class LibvirtDriver(driver.ComputeDriver):
                     lambda conn: conn.listAllDomains(
                         libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE))}
         records = []
+        # Built without the constructors' checks, which the mapped states
+        # pass by construction: a listing of hundreds of instances makes
+        # two objects for each.
+        new = object.__new__
         for record, state, reason in ours:
             if state == _SHUTOFF:
                 mapped = mapping.map_state(
@@ -500,10 +504,11 @@ class LibvirtDriver(driver.ComputeDriver):
             else:
                 mapped = mapping.LIBVIRT_POWER_STATE.get(
                     state, power_state.NOSTATE)
-            records.append(objects.InstanceRecord(
-                instance=record,
-                info=objects.InstanceInfo(state=mapped,
-                                          internal_id=record.uuid)))
+            info = new(objects.InstanceInfo)
+            info.__dict__.update(state=mapped, internal_id=record.uuid)
+            listed = new(objects.InstanceRecord)
+            listed.__dict__.update(instance=record, info=info)
+            records.append(listed)
         return records
 
     # -- listings and look-ups ------------------------------------------------

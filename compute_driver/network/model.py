@@ -23,7 +23,6 @@ created on the host. :func:`from_network_info` reads Nova's
 
 import collections.abc
 import dataclasses
-import functools
 import ipaddress
 import json
 import re
@@ -468,26 +467,6 @@ def from_record(text: str | None) -> tuple[Port, ...]:
     return from_network_info(text)
 
 
-def _unchecked(cls: type, **values: typing.Any) -> typing.Any:
-    # A frozen dataclass built without __post_init__, which would check
-    # and normalise the values again.
-    obj: typing.Any = object.__new__(cls)
-    fields, required = _defaults(cls)
-    if not required <= values.keys():
-        raise KeyError(', '.join(sorted(required - values.keys())))
-    obj.__dict__.update(fields, **values)
-    return obj
-
-
-@functools.cache
-def _defaults(cls: type) -> tuple[dict[str, typing.Any], frozenset[str]]:
-    # The fields with their defaults, and those without one: worked out
-    # once per class, not for every port of a listing.
-    fields = {field.name: field.default for field in dataclasses.fields(cls)}
-    return fields, frozenset(name for name, default in fields.items()
-                             if default is dataclasses.MISSING)
-
-
 def from_own_record(items: typing.Any) -> tuple[Port, ...]:
     """The ports :func:`to_record` wrote, decoded, without checking them.
 
@@ -499,22 +478,33 @@ def from_own_record(items: typing.Any) -> tuple[Port, ...]:
     :param items: the decoded JSON list.
     :raises InvalidInput: when it is not what :func:`to_record` writes.
     """
+    # Frozen dataclasses built without __post_init__, which would check
+    # and normalise the values again; every field given, inline: a
+    # listing builds one or more for each of hundreds of instances.
+    new = object.__new__
+    ports = []
     try:
-        return tuple(_unchecked(
-            Port, id=item['id'], mac=item['address'],
-            vif_type=item['type'], devname=item['devname'],
-            bridge=item.get('bridge'), mtu=item.get('mtu'),
-            fixed_ips=tuple(_unchecked(
-                FixedIP, address=ip['address'], cidr=ip['cidr'],
-                gateway=ip['gateway']) for ip in item['ips']),
-            vlan=item.get('vlan'), network_id=item.get('network_id'),
-            network_label=item.get('label'),
-            should_provide_bridge=bool(item.get('should_provide_bridge')),
-            bridge_interface=item.get('bridge_interface'))
-            for item in items)
+        for item in items:
+            fixed_ips = []
+            for ip in item['ips']:
+                fixed = new(FixedIP)
+                fixed.__dict__.update(address=ip['address'], cidr=ip['cidr'],
+                                      gateway=ip['gateway'])
+                fixed_ips.append(fixed)
+            port = new(Port)
+            port.__dict__.update(
+                id=item['id'], mac=item['address'], vif_type=item['type'],
+                devname=item['devname'], bridge=item.get('bridge'),
+                mtu=item.get('mtu'), fixed_ips=tuple(fixed_ips),
+                vlan=item.get('vlan'), network_id=item.get('network_id'),
+                network_label=item.get('label'),
+                should_provide_bridge=bool(item.get('should_provide_bridge')),
+                bridge_interface=item.get('bridge_interface'))
+            ports.append(port)
     except (KeyError, TypeError, AttributeError) as exc:
         raise net_exception.InvalidPort(
             port='?', reason='not a port record: %r' % (exc,)) from None
+    return tuple(ports)
 
 
 def to_os_vif(port: Port) -> typing.Any:

@@ -12,6 +12,7 @@
 
 """The compute-driver CLI, run in-process on the fake backend."""
 
+import argparse
 import gc
 import importlib.metadata
 import io
@@ -766,3 +767,28 @@ def test_listings_keep_the_collector_paused_to_their_end(
         assert gc.isenabled()
     assert seen == {'spawn': True, 'list_instance_records': False,
                     'find_instance': False}
+
+
+@pytest.mark.parametrize('names, rows', [
+    (('Name', 'UUID'), []),
+    (('Name', 'Networks'), [('a', 'eth0 x\neth1 "y" \u00e9\u2603'),
+                            ('b', '')]),
+    (('Name', 'Count'), [('a', 1), ('b', None)]),
+    (('Name', 'Name'), [('a', 'b')]),
+    (('Name', 'UUID'), [('short',)]),
+    (('Name',), [()]),
+    ((), [()]),
+])
+@pytest.mark.parametrize('noindent', [False, True])
+def test_json_listings_print_what_cliffs_formatter_does(names, rows,
+                                                        noindent):
+    from cliff.formatters import json_format
+
+    from compute_driver.cmd import common
+
+    formatter = json_format.JSONFormatter()
+    args = argparse.Namespace(noindent=noindent)
+    cliffs, ours = io.StringIO(), io.StringIO()
+    formatter.emit_list(names, rows, cliffs, args)
+    common._JSONList(formatter).emit_list(names, iter(rows), ours, args)
+    assert ours.getvalue() == cliffs.getvalue()

@@ -468,3 +468,43 @@ def test_the_index_is_compact_sorted_json(backend, tmp_path):
     assert text == json.dumps(json.loads(text), separators=(',', ':'),
                               sort_keys=True)
     assert len(_index(tmp_path)['records']) == 2
+
+
+def _entry_of(instance, **changes):
+    data = json.loads(json.dumps(instance.to_dict()))
+    data.update(changes)
+    return {instance.uuid: data}
+
+
+def test_an_index_entry_is_read_back_as_the_instance():
+    instance = objects.Instance.new(
+        'cdunit-entry', objects.Flavor('m1.entry', vcpus=2, memory_mb=64,
+                                       extra_specs={'hw:x': 'y'}),
+        'cdunit-image', metadata={'key': 'value'})
+    flavors = {}
+    name = mapping.domain_name(instance.name)
+    for _ in range(2):  # the second with the flavor already built
+        record = recordindex.entry(_entry_of(instance), instance.uuid, name,
+                                   flavors)
+        assert record == instance
+        assert record.flavor.disk_gb == 0
+    assert recordindex.entry(_entry_of(instance), instance.uuid,
+                             name) == instance
+
+
+@pytest.mark.parametrize('changes', [
+    {'name': 'bad name'}, {'name': 7}, {'image_ref': 'two words'},
+    {'image_ref': None}, {'metadata': {'key': 1}}, {'metadata': ['x']},
+    {'flavor': {'name': 'm1.bad', 'vcpus': True, 'memory_mb': 64}},
+    {'flavor': {'name': 'm1.bad', 'vcpus': 1, 'memory_mb': 64,
+                'extra_specs': {'a': 1}}},
+    {'flavor': 'm1.bad'}, {'uuid': 'not-a-uuid'}])
+def test_a_malformed_index_entry_is_ignored(changes):
+    instance = objects.Instance.new(
+        'cdunit-entry', objects.Flavor('m1.entry', vcpus=1, memory_mb=64),
+        'cdunit-image')
+    data = _entry_of(instance, **changes)
+    name = mapping.domain_name(instance.name)
+    if 'name' in changes and isinstance(changes['name'], str):
+        name = mapping.domain_name(changes['name'])
+    assert recordindex.entry(data, instance.uuid, name, {}) is None
