@@ -167,7 +167,7 @@ def _loads(body: bytes) -> tuple[typing.Any]:
     the event thread at every change) costs twice as much.
 
     :raises _Unusual: and other errors for what is not a plain response
-        of the types XAPI sends (a fault, a date, a namespace): the
+        of the types XAPI sends (a fault, a namespace, base64): the
         caller leaves those to xmlrpc.client.
     """
     root = ElementTree.fromstring(body)
