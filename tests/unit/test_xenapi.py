@@ -516,6 +516,34 @@ def test_watcher_sees_a_restart_between_two_polls():
                        (one.uuid, virtevent.EVENT_LIFECYCLE_STARTED)]
 
 
+def test_watcher_is_behind_a_change_until_it_may_know_of_it():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    watcher._sync(_EventSession({'r1': _vm(one, 'Halted')}), emit=False)
+    watcher.synced.set()
+    # A change to r1 made now, while a poll is in flight.
+    in_flight = watcher._issue()
+    mark = watcher.mark()
+    assert watcher.behind(mark, 'r1')
+    # That poll's answer tells of another VM only: r1 is as it was left.
+    watcher._handle({'ref': 'r2', 'operation': 'del'})
+    watcher._read = in_flight
+    assert watcher.behind(mark, 'r1')
+    # An event of r1 may be newer than the change.
+    mark = watcher.mark()
+    watcher._handle({'ref': 'r1', 'operation': 'mod',
+                     'snapshot': _vm(one, 'Running')})
+    assert not watcher.behind(mark, 'r1')
+    # So is all a poll issued after the change tells, even of nothing.
+    mark = watcher.mark()
+    watcher._read = watcher._issue()
+    assert not watcher.behind(mark, 'r3')
+    # Out of sync, the watcher knows nothing for sure.
+    mark = watcher.mark()
+    watcher.synced.clear()
+    assert not watcher.behind(mark, 'r3')
+
+
 def test_watcher_resync_reports_what_it_missed():
     emitted = []
     watcher = events.EventWatcher(None, lambda *e: emitted.append(e), 1)
