@@ -353,19 +353,19 @@ class XenAPIDriver(driver.ComputeDriver):
         # operation would otherwise be refused for a state already gone.
         # A change by another client that the watcher has not caught up
         # with is refused by XAPI itself (VM_BAD_POWER_STATE).
-        # The change's own event is on its way: waiting for it costs no
+        # Until the watcher has read a poll it made after the change, or
+        # an event of the VM, nothing it knows is newer than the state
+        # left, which is used at no wait (EventWatcher.behind). Then the
+        # change's own event is on its way: waiting for it costs no
         # call; the record is read only if it does not come in time.
-        # Until the watcher has read a poll it made after the change,
-        # nothing it knows is newer: the state is the one left, at no
-        # wait.
         if vm.record is None:
             with self._lock:
                 expected = self._expected.get(vm.ref)
                 mark = self._marks.get(vm.ref)
                 if expected == vm.state:
                     self._forget_expected(vm.ref)
-            watcher = self._watcher
             if expected not in (None, vm.state):
+                watcher = self._watcher
                 if (watcher is not None and mark is not None and
                         watcher.behind(mark, vm.ref)):
                     vm.state = expected
