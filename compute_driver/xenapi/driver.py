@@ -280,8 +280,8 @@ class XenAPIDriver(driver.ComputeDriver):
             expected = self._expected.get(ref) if ref else None
             mark = self._marks.get(ref) if ref else None
         if known is None and created and watcher is not None:
-            if (expected is not None and mark is not None and
-                    watcher.behind(mark, ref)):
+            if (ref is not None and expected is not None and
+                    mark is not None and watcher.behind(mark, ref)):
                 # Spawned here a moment ago, and the watcher has not read
                 # as far yet: nothing can be newer than what the spawn
                 # left.
