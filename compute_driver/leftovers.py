@@ -179,10 +179,20 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+# (pid, label): a process's label never changes; a fork's is its own.
+_own_label: tuple[int, str] | None = None
+
+
 def owner_label() -> str:
     """This process as ``BOOT_ID/PID/START_TIME``."""
+    global _own_label
     pid = os.getpid()
-    return '%s/%d/%s' % (_boot_id(), pid, _start_time(pid) or '')
+    known = _own_label
+    if known is not None and known[0] == pid:
+        return known[1]
+    label = '%s/%d/%s' % (_boot_id(), pid, _start_time(pid) or '')
+    _own_label = pid, label
+    return label
 
 
 def owner_gone(label: str) -> bool | None:

@@ -135,6 +135,9 @@ class XenAPIDriver(driver.ComputeDriver):
         # VM ref -> the XAPI power state this driver last left or read,
         # until the watcher reports the same (see _power_state).
         self._expected: dict[str, str] = {}
+        # VM ref -> the event watcher's mark (EventWatcher.mark) taken
+        # when its _expected state was noted.
+        self._marks: dict[str, tuple[int, int]] = {}
         # Instance uuid -> (instance, when): spawns of this driver that
         # succeeded, counted until the watcher knows their VM.
         self._created: dict[str, tuple[objects.Instance, float]] = {}
@@ -273,9 +276,17 @@ class XenAPIDriver(driver.ComputeDriver):
         known = watcher.find(instance.uuid) if watcher is not None else None
         with self._lock:
             ref = self._refs.get(instance.uuid)
-            created = instance.uuid in self._created
+            created = self._created.get(instance.uuid)
+            expected = self._expected.get(ref) if ref else None
+            mark = self._marks.get(ref) if ref else None
         if known is None and created and watcher is not None:
-            # Spawned here a moment ago: its events are on their way.
+            if (ref is not None and expected is not None and
+                    mark is not None and watcher.behind(mark, ref)):
+                # Spawned here a moment ago, and the watcher has not read
+                # as far yet: nothing can be newer than what the spawn
+                # left.
+                return mapping.VM(ref, expected, instance=created[0])
+            # Its events are on their way.
             known = watcher.wait_vm(instance.uuid, None, CATCH_UP)
         with self._lock:
             if known is not None and known[0] in self._removed:
@@ -305,9 +316,8 @@ class XenAPIDriver(driver.ComputeDriver):
             vm.record = typing.cast(Record, self._xapi.call('VM.get_record',
                                                             vm.ref))
             vm.state = vm.record['power_state']
-            with self._lock:
-                # Newer than what the watcher knows, until it catches up.
-                self._expected[vm.ref] = vm.state
+            # Newer than what the watcher knows, until it catches up.
+            self._expect(vm.ref, vm.state)
         return vm.record
 
     def _fresh(self, vm: mapping.VM, instance: objects.Instance,
@@ -343,15 +353,23 @@ class XenAPIDriver(driver.ComputeDriver):
         # operation would otherwise be refused for a state already gone.
         # A change by another client that the watcher has not caught up
         # with is refused by XAPI itself (VM_BAD_POWER_STATE).
-        # The change's own event is on its way: waiting for it costs no
+        # Until the watcher has read a poll it made after the change, or
+        # an event of the VM, nothing it knows is newer than the state
+        # left, which is used at no wait (EventWatcher.behind). Then the
+        # change's own event is on its way: waiting for it costs no
         # call; the record is read only if it does not come in time.
         if vm.record is None:
             with self._lock:
                 expected = self._expected.get(vm.ref)
+                mark = self._marks.get(vm.ref)
                 if expected == vm.state:
-                    del self._expected[vm.ref]
+                    self._forget_expected(vm.ref)
             if expected not in (None, vm.state):
                 watcher = self._watcher
+                if (watcher is not None and mark is not None and
+                        watcher.behind(mark, vm.ref)):
+                    vm.state = expected
+                    return mapping.state_of({'power_state': vm.state})
                 seen = (watcher.wait_vm(vm.instance.uuid, expected, CATCH_UP)
                         if watcher is not None and vm.instance is not None
                         else None)
@@ -359,7 +377,7 @@ class XenAPIDriver(driver.ComputeDriver):
                     vm.state = expected
                     with self._lock:
                         if self._expected.get(vm.ref) == expected:
-                            del self._expected[vm.ref]
+                            self._forget_expected(vm.ref)
                 else:
                     self._record(vm)
         return mapping.state_of({'power_state': vm.state})
@@ -367,8 +385,23 @@ class XenAPIDriver(driver.ComputeDriver):
     def _changed(self, vm: mapping.VM, state: str) -> None:
         """Note the state an operation of this driver left the VM in."""
         vm.state, vm.record = state, None
+        self._expect(vm.ref, state)
+
+    def _expect(self, ref: str, state: str) -> None:
+        """Note the state this driver left or read a VM in, just now."""
+        watcher = self._watcher
+        mark = watcher.mark() if watcher is not None else None
         with self._lock:
-            self._expected[vm.ref] = state
+            self._expected[ref] = state
+            if mark is None:
+                self._marks.pop(ref, None)
+            else:
+                self._marks[ref] = mark
+
+    def _forget_expected(self, ref: str) -> str | None:
+        """Drop what :meth:`_expect` noted; with ``_lock`` held."""
+        self._marks.pop(ref, None)
+        return self._expected.pop(ref, None)
 
     def _stored(self, vm, instance):
         return vm.instance or instance
@@ -511,9 +544,9 @@ class XenAPIDriver(driver.ComputeDriver):
         finally:
             with _BUILDING_LOCK:
                 _BUILDING.discard(instance.uuid)
+        self._expect(ref, 'Running' if power_on else 'Halted')
         with self._lock:
             self._refs[instance.uuid] = ref
-            self._expected[ref] = 'Running' if power_on else 'Halted'
             self._created[instance.uuid] = (instance, time.monotonic())
 
     def _give_vifs(self, ref: str, template: Record,
@@ -599,7 +632,7 @@ class XenAPIDriver(driver.ComputeDriver):
         except exception.InstanceNotFound:
             return None
         with self._lock:
-            state = self._expected.pop(vm.ref, vm.state)
+            state = self._forget_expected(vm.ref) or vm.state
             self._refs.pop(instance.uuid, None)
             self._created.pop(instance.uuid, None)
         # An instance's VM is never a template; the state decides whether

@@ -45,6 +45,9 @@ Emit = typing.Callable[[str, int], None]
 #: it as soon as it has read them.
 FINISHED_TASKS = 1024
 
+#: How many VMs :meth:`EventWatcher.behind` remembers the last event of.
+TOUCHED_VMS = 4096
+
 
 class EventWatcher:
     """Polls ``event.from`` in a daemon thread until :meth:`stop`.
@@ -74,6 +77,16 @@ class EventWatcher:
         self._finished: collections.OrderedDict[str, dict[str, typing.Any]]
         self._finished = collections.OrderedDict()
         self._changed = threading.Condition()
+        # Polls issued, and the number of the last one whose events were
+        # all handled: see mark() and caught_up().
+        self._issued = 0
+        self._read = 0
+        # VM events handled; VM ref -> the number of its last one.
+        self._handled = 0
+        self._touched: collections.OrderedDict[str, int]
+        self._touched = collections.OrderedDict()
+        # The highest number _touched forgot.
+        self._forgotten = 0
         self._thread = threading.Thread(target=self._run,
                                         name='xenapi-events', daemon=True)
         self.synced = threading.Event()
@@ -114,11 +127,13 @@ class EventWatcher:
                 first = False
                 self.synced.set()
                 while not self._stopping.is_set():
+                    number = self._issue()
                     result = session.xenapi.event_from(
                         ['vm', 'task'], token, float(self._poll_timeout))
                     token = result['token']
                     for event in result['events']:
                         self._handle(event)
+                    self._read = number
             except Exception as exc:
                 # Until the next sync, what the watcher knows may be stale:
                 # callers fall back to asking XAPI.
@@ -138,6 +153,7 @@ class EventWatcher:
 
         :returns: the token to poll from.
         """
+        number = self._issue()
         result = session.xenapi.event_from(['vm', 'task'], '', 0.0)
         seen = set()
         for event in result['events']:
@@ -146,7 +162,39 @@ class EventWatcher:
             self._handle(event, emit=emit)
         for ref in set(self._known) - seen:
             self._handle({'ref': ref, 'operation': 'del'}, emit=emit)
+        self._read = number
         return result['token']
+
+    def _issue(self) -> int:
+        with self._changed:
+            self._issued += 1
+            return self._issued
+
+    def mark(self) -> tuple[int, int]:
+        """A mark to pass :meth:`behind` once XAPI made a change to a VM.
+
+        Take it after the call that made the change returned.
+        """
+        with self._changed:
+            return self._issued, self._handled
+
+    def behind(self, mark: tuple[int, int], ref: str) -> bool:
+        """Whether the watcher knows nothing of VM ``ref`` after ``mark``.
+
+        That is, neither that change for sure nor a later one: so until
+        the watcher read in full a poll it issued after the mark was
+        taken (whose answer holds every change XAPI made before), or
+        handled an event of the VM after it; the poll in flight at the
+        mark may have been answered before the change, or after a later
+        one. False while the watcher is not in sync.
+        """
+        issued, handled = mark
+        with self._changed:
+            last = self._touched.get(ref)
+            if last is None:
+                last = self._forgotten
+            return (self.synced.is_set() and self._read <= issued and
+                    last <= handled)
 
     def _handle(self, event: dict[str, typing.Any],
                 emit: bool = True) -> None:
@@ -155,6 +203,12 @@ class EventWatcher:
         if event.get('class', 'vm').lower() == 'task':
             self._task_event(ref, record)
             return
+        with self._changed:
+            self._handled += 1
+            self._touched[ref] = self._handled
+            self._touched.move_to_end(ref)
+            if len(self._touched) > TOUCHED_VMS:
+                _, self._forgotten = self._touched.popitem(last=False)
         if event['operation'] == 'del' or record is None:
             known = self._known.pop(ref, None)
             with self._changed:

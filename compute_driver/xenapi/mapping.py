@@ -20,6 +20,7 @@ spawn's owner in its name (:func:`spawn_name`) until the spawn succeeds.
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -271,6 +272,8 @@ def resize_disks(disks_xml: str, flavor: objects.Flavor,
                  sr_uuid: str = '') -> str:
     """A template's ``other_config:disks`` sized for a flavor.
 
+    Spawns of one template and flavor reuse the result.
+
     The bootable disk (else the first) gets the flavor's ``root_gb`` when
     it asks for one, and an ephemeral disk of ``ephemeral_gb`` is added.
     Every disk whose ``sr`` is empty -- as in XAPI's stock templates --
@@ -279,6 +282,13 @@ def resize_disks(disks_xml: str, flavor: objects.Flavor,
 
     :raises InvalidInput: when the template's disk list is not XML.
     """
+    return _resized_disks(disks_xml, flavor.root_gb, flavor.ephemeral_gb,
+                          sr_uuid)
+
+
+@functools.lru_cache(maxsize=64)
+def _resized_disks(disks_xml: str, root_gb: int, ephemeral_gb: int,
+                   sr_uuid: str) -> str:
     try:
         document = xml.dom.minidom.parseString(disks_xml or '<provision/>')
     except Exception as exc:
@@ -287,15 +297,15 @@ def resize_disks(disks_xml: str, flavor: objects.Flavor,
                    % exc) from None
     root = typing.cast(xml.dom.minidom.Element, document.documentElement)
     disks = root.getElementsByTagName('disk')
-    if flavor.root_gb and disks:
+    if root_gb and disks:
         boot = next((d for d in disks
                      if d.getAttribute('bootable') == 'true'), disks[0])
-        boot.setAttribute('size', str(flavor.root_gb * GiB))
-    if flavor.ephemeral_gb:
+        boot.setAttribute('size', str(root_gb * GiB))
+    if ephemeral_gb:
         devices = [int(d.getAttribute('device') or 0) for d in disks]
         extra = document.createElement('disk')
         for key, value in (('device', str(max(devices, default=-1) + 1)),
-                           ('size', str(flavor.ephemeral_gb * GiB)),
+                           ('size', str(ephemeral_gb * GiB)),
                            ('sr', ''), ('bootable', 'false'),
                            ('type', 'ephemeral')):
             extra.setAttribute(key, value)

@@ -12,8 +12,10 @@
 
 """The xenapi backend without XAPI: mapping, sessions, events, errors."""
 
+import gzip
 import threading
 import xml.dom.minidom
+import xmlrpc.client
 
 import pytest
 import XenAPI
@@ -319,6 +321,86 @@ def test_https_transport_verifies_by_default(fake_sdk):
     assert unverified.context.verify_mode.name == 'CERT_NONE'
 
 
+class _Response:
+    """What an HTTP response gives a transport's parse_response."""
+
+    def __init__(self, body, gzipped=False):
+        self.encoding = 'gzip' if gzipped else ''
+        self._body = gzip.compress(body) if gzipped else body
+
+    def getheader(self, name, default=None):
+        return self.encoding if name == 'Content-Encoding' else default
+
+    def read(self, amount=-1):
+        if amount is None or amount < 0:
+            amount = len(self._body)
+        data, self._body = self._body[:amount], self._body[amount:]
+        return data
+
+
+def _stdlib_parse(body):
+    transport = xmlrpc.client.Transport()
+    # Set by request(), which these tests do not go through.
+    transport.verbose = False
+    return transport.parse_response(_Response(body))
+
+
+_EVERY_TYPE = {
+    'Status': 'Success',
+    'Value': {'s': 'a <b> & "c" \u00e9', 'empty': '', 'i': -7,
+              'big': 2 ** 40, 't': True, 'f': False, 'd': 1.5,
+              'none': None, 'list': ['x', [], {}, {'k': ['1', 2]}],
+              'when': xmlrpc.client.DateTime('20261203T10:00:00Z'),
+              'struct': {'other_config': {'a': 'b'}, '': 'no name'}}}
+
+
+@pytest.mark.parametrize('gzipped', [False, True])
+def test_responses_read_as_xmlrpc_client_reads_them(gzipped):
+    sent = dict(_EVERY_TYPE, Value=dict(_EVERY_TYPE['Value'], big=4))
+    body = xmlrpc.client.dumps((sent,), methodresponse=True,
+                               allow_none=True).encode()
+    # XAPI's 64-bit integers, which xmlrpc.client reads but never writes.
+    body = body.replace(b'<int>4</int>', b'<i8>1099511627776</i8>')
+    body = body.replace(b'<value><string></string></value>',
+                        b'<value><string/></value>')
+    # A value without a type is a string.
+    body = body.replace(b'<value><string>Success</string></value>',
+                        b'<value>Success</value>')
+    parsed = connection._Transport().parse_response(
+        _Response(body, gzipped))
+    assert parsed == _stdlib_parse(body) == (_EVERY_TYPE,)
+    when = parsed[0]['Value']['when']
+    assert isinstance(when, xmlrpc.client.DateTime)
+
+
+@pytest.mark.parametrize('body', [
+    # Left to xmlrpc.client: a type XAPI does not send, a namespace.
+    xmlrpc.client.dumps((xmlrpc.client.Binary(b'\0\1'),),
+                        methodresponse=True).encode(),
+    b'<?xml version="1.0"?><methodResponse xmlns:ex="x"><params><param>'
+    b'<value><ex:nil/></value></param></params></methodResponse>',
+])
+def test_unusual_responses_are_left_to_xmlrpc_client(body):
+    assert (connection._Transport().parse_response(_Response(body)) ==
+            _stdlib_parse(body))
+
+
+def test_faults_and_bad_responses_raise_as_in_xmlrpc_client():
+    fault = xmlrpc.client.dumps(xmlrpc.client.Fault(5, 'no'),
+                                methodresponse=True).encode()
+    with pytest.raises(xmlrpc.client.Fault) as caught:
+        connection._Transport().parse_response(_Response(fault))
+    assert (caught.value.faultCode, caught.value.faultString) == (5, 'no')
+    for bad in (b'<methodResponse><params>', b'not xml',
+                b'<methodResponse><params><param><value><int>x</int>'
+                b'</value></param></params></methodResponse>'):
+        with pytest.raises(Exception) as ours:
+            connection._Transport().parse_response(_Response(bad))
+        with pytest.raises(Exception) as theirs:
+            _stdlib_parse(bad)
+        assert type(ours.value) is type(theirs.value)
+
+
 class _SideCalls:
     """A connection whose calls wait for a go, or fail, by method."""
 
@@ -432,6 +514,34 @@ def test_watcher_sees_a_restart_between_two_polls():
     assert emitted == [(one.uuid, virtevent.EVENT_LIFECYCLE_STARTED),
                        (one.uuid, virtevent.EVENT_LIFECYCLE_STOPPED),
                        (one.uuid, virtevent.EVENT_LIFECYCLE_STARTED)]
+
+
+def test_watcher_is_behind_a_change_until_it_may_know_of_it():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    watcher._sync(_EventSession({'r1': _vm(one, 'Halted')}), emit=False)
+    watcher.synced.set()
+    # A change to r1 made now, while a poll is in flight.
+    in_flight = watcher._issue()
+    mark = watcher.mark()
+    assert watcher.behind(mark, 'r1')
+    # That poll's answer tells of another VM only: r1 is as it was left.
+    watcher._handle({'ref': 'r2', 'operation': 'del'})
+    watcher._read = in_flight
+    assert watcher.behind(mark, 'r1')
+    # An event of r1 may be newer than the change.
+    mark = watcher.mark()
+    watcher._handle({'ref': 'r1', 'operation': 'mod',
+                     'snapshot': _vm(one, 'Running')})
+    assert not watcher.behind(mark, 'r1')
+    # So is all a poll issued after the change tells, even of nothing.
+    mark = watcher.mark()
+    watcher._read = watcher._issue()
+    assert not watcher.behind(mark, 'r3')
+    # Out of sync, the watcher knows nothing for sure.
+    mark = watcher.mark()
+    watcher.synced.clear()
+    assert not watcher.behind(mark, 'r3')
 
 
 def test_watcher_resync_reports_what_it_missed():
