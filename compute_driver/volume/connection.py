@@ -70,6 +70,12 @@ def import_brick() -> typing.Any:
     return connector
 
 
+# platform.machine(), without importing platform (every command imports
+# this module, few use a connector); read once, when the module loads, as
+# the machine does not change under a running process.
+_MACHINE = os.uname().machine
+
+
 def iscsi_missing() -> str | None:
     """What this host lacks to log in to an iSCSI target, or ``None``."""
     if not os.path.isdir(ISCSI_TRANSPORT):
@@ -185,10 +191,8 @@ class Connector:
         connector (Fibre Channel, NVMe...) reads sysfs and runs tools this
         host may lack, for properties no attach here would use.
         """
-        # platform.machine(), without importing platform (every command
-        # imports this module, few use a connector).
         props: dict[str, typing.Any] = {
-            'platform': os.uname().machine, 'os_type': sys.platform,
+            'platform': _MACHINE, 'os_type': sys.platform,
             'ip': ip or '127.0.0.1', 'host': host, 'multipath': False,
             'enforce_multipath': False}
         try:
