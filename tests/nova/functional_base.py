@@ -717,16 +717,20 @@ class ServerLifecycleTests:
                                     {'resize': {'flavorRef': '2'}})
         self.assert_move_failed_cleanly(server, 'resize', self.host)
 
-    def test_boot_from_volume_fails_cleanly(self) -> None:
-        if self.boots_from_volume:
-            self.skipTest('the backend boots from volumes: see VolumeTests')
-        volume = nova_fixtures.CinderFixture.IMAGE_BACKED_VOL
+    def _post_volume_backed(self, volume: str) -> dict:
+        """Ask Nova for a server whose root disk is ``volume``."""
         body = self._build_server(image_uuid='', flavor_id='1',
                                   networks='none')
         body['block_device_mapping_v2'] = [{
             'boot_index': 0, 'uuid': volume, 'source_type': 'volume',
             'destination_type': 'volume'}]
-        server = self.api.post_server({'server': body})
+        return self.api.post_server({'server': body})
+
+    def test_boot_from_volume_fails_cleanly(self) -> None:
+        if self.boots_from_volume:
+            self.skipTest('the backend boots from volumes: see VolumeTests')
+        volume = nova_fixtures.CinderFixture.IMAGE_BACKED_VOL
+        server = self._post_volume_backed(volume)
         server = self._wait_for_state_change(server, 'ERROR')
         # The adapter refuses a root volume the backend cannot boot:
         # Nova aborts the build without rescheduling, detaches the volume
@@ -793,12 +797,7 @@ class VolumeTests:
 
     def test_boot_from_volume(self) -> None:
         volume = nova_fixtures.CinderFixture.IMAGE_BACKED_VOL
-        body = self._build_server(image_uuid='', flavor_id='1',
-                                  networks='none')
-        body['block_device_mapping_v2'] = [{
-            'boot_index': 0, 'uuid': volume, 'source_type': 'volume',
-            'destination_type': 'volume'}]
-        server = self.api.post_server({'server': body})
+        server = self._post_volume_backed(volume)
         server = self._wait_for_state_change(server, 'ACTIVE')
         [attachment] = self._attachments(server)
         self.assertEqual((volume, self.device, 0),

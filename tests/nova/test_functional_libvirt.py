@@ -370,12 +370,7 @@ class LibvirtBackendServerTests(functional_base.VolumeTests,
 
     def test_boot_from_volume(self) -> None:
         volume = nova_fixtures.CinderFixture.IMAGE_BACKED_VOL
-        body = self._build_server(image_uuid='', flavor_id='1',
-                                  networks='none')
-        body['block_device_mapping_v2'] = [{
-            'boot_index': 0, 'uuid': volume, 'source_type': 'volume',
-            'destination_type': 'volume'}]
-        server = self.api.post_server({'server': body})
+        server = self._post_volume_backed(volume)
         self.created.add(server['id'])
         server = self._wait_for_state_change(server, 'ACTIVE')
         # The volume is the root disk, vda, and what the guest finds on it

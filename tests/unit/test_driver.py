@@ -28,6 +28,7 @@ class MinimalDriver(driver.ComputeDriver):
     """Implements only the required hooks; every optional op is missing."""
 
     emits_lifecycle_events = False
+    hypervisor_type = 'minimal'
 
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi)
@@ -64,14 +65,19 @@ class MinimalDriver(driver.ComputeDriver):
         return None if record is None else record.info.state
 
     def _resources(self, pending):
-        flavors = [r.instance.flavor for r in self.records.values()]
-        flavors += [i.flavor for i in pending if i.uuid not in self.records]
+        return self._usage(list(self.records.values()), pending)
+
+    def _usage(self, records, pending):
+        # A 2-vCPU host: the listed records plus the claims not listed.
+        listed = {r.instance.uuid for r in records}
+        flavors = [r.instance.flavor for r in records]
+        flavors += [i.flavor for i in pending if i.uuid not in listed]
         return objects.HostResources(
             vcpus=2, memory_mb=1024, local_gb=10,
             vcpus_used=sum(f.vcpus for f in flavors),
             memory_mb_used=sum(f.memory_mb for f in flavors),
             local_gb_used=sum(f.disk_gb for f in flavors),
-            hypervisor_type='minimal', hypervisor_version=1,
+            hypervisor_type=self.hypervisor_type, hypervisor_version=1,
             hypervisor_hostname=self.host)
 
     def list_instance_records(self):
@@ -482,6 +488,8 @@ class ReadingDriver(MinimalDriver):
     with the listing taken: a test holds that claim there.
     """
 
+    hypervisor_type = 'reading'
+
     def __init__(self, conf, virtapi=None):
         super().__init__(conf, virtapi)
         self.after_listing = None
@@ -497,16 +505,7 @@ class ReadingDriver(MinimalDriver):
         return listed
 
     def _count_resources(self, state, pending):
-        listed = {r.instance.uuid for r in state}
-        flavors = [r.instance.flavor for r in state]
-        flavors += [i.flavor for i in pending if i.uuid not in listed]
-        return objects.HostResources(
-            vcpus=2, memory_mb=1024, local_gb=10,
-            vcpus_used=sum(f.vcpus for f in flavors),
-            memory_mb_used=sum(f.memory_mb for f in flavors),
-            local_gb_used=sum(f.disk_gb for f in flavors),
-            hypervisor_type='reading', hypervisor_version=1,
-            hypervisor_hostname=self.host)
+        return self._usage(state, pending)
 
 
 @pytest.fixture
