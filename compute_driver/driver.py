@@ -627,8 +627,24 @@ class ComputeDriver(abc.ABC):
 
     def _require(self, operation: str) -> None:
         if not self.capabilities.get('supports_' + operation):
-            raise exception.NotSupported(driver=self.name,
-                                         operation=operation)
+            raise self.unsupported(operation)
+
+    def unsupported(self, operation: str) -> exception.NotSupported:
+        """The error for an optional operation this backend lacks.
+
+        Where the backend does the same at another step (a container
+        backend takes volumes when the instance is created, not later),
+        the message says so.
+
+        :param operation: a key of :data:`OPTIONAL_OPERATIONS`.
+        """
+        if (operation in ('attach_volume', 'live_attach_volume') and
+                self.takes_spawn_volumes()):
+            return exception.NotSupported(
+                driver=self.name,
+                operation='attaching a volume to an existing instance '
+                          '(give its volumes when the instance is created)')
+        return exception.NotSupported(driver=self.name, operation=operation)
 
     @staticmethod
     def check_power_state(instance: objects.Instance, operation: str,

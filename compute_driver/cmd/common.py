@@ -115,7 +115,7 @@ def require(driver: 'contract.ComputeDriver', operation: str) -> None:
     :raises NotSupported: when ``driver.supports(operation)`` is false.
     """
     if not driver.supports(operation):
-        raise exception.NotSupported(driver=driver.name, operation=operation)
+        raise driver.unsupported(operation)
 
 
 class _ErrorHandling(command.Command):

@@ -70,7 +70,10 @@ def test_boot_with_volume_list_and_refusals(run, loops):  # noqa: F811
         assert volume_env.host_mounts_of(device)
         _one_line_error(run('volume', 'attach', 'cdvol-cli', '--local',
                             loops.make(), '--mountpoint', '/more',
-                            check=False), 'does not support attach_volume')
+                            check=False),
+                        'does not support attaching a volume to an existing '
+                        'instance (give its volumes when the instance is '
+                        'created)')
     finally:
         run('delete', 'cdvol-cli')
     assert volume_env.host_mounts_of(device) == []

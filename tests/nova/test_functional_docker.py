@@ -213,7 +213,9 @@ class DockerBackendServerTests(functional_base.VolumeTests,
         self.wait_for_action_event(first, 'attach_volume',
                                    'compute_attach_volume', 'error')
         self.assertIn('NotImplementedError: The docker backend does not '
-                      'support attach_volume', self.stdlog.logger.output)
+                      'support attaching a volume to an existing instance '
+                      '(give its volumes when the instance is created)',
+                      self.stdlog.logger.output)
         first = self._show_server(first)
         self.assertEqual([VOLUME], [
             v['id'] for v in first['os-extended-volumes:volumes_attached']])

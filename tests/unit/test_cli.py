@@ -792,3 +792,26 @@ def test_json_listings_print_what_cliffs_formatter_does(names, rows,
     formatter.emit_list(names, rows, cliffs, args)
     common._JSONList(formatter).emit_list(names, iter(rows), ours, args)
     assert ours.getvalue() == cliffs.getvalue()
+
+
+@pytest.mark.parametrize('spawn_volumes, message', [
+    (True, 'The fake backend does not support attaching a volume to an '
+           'existing instance (give its volumes when the instance is '
+           'created).'),
+    (False, 'The fake backend does not support attach_volume.'),
+])
+def test_attach_volume_unsupported(capsys, app, monkeypatch, spawn_volumes,
+                                   message):
+    # A backend that takes volumes at creation says so.
+    class NoAttach(fake_driver.FakeDriver):
+        capabilities = {**fake_driver.FakeDriver.capabilities,
+                        'supports_attach_volume': False,
+                        'supports_live_attach_volume': False}
+
+    NoAttach.spawn_volumes = spawn_volumes
+    _use_backend(monkeypatch, NoAttach)
+    app('boot', 'vm1', '--image', IMAGE, '--flavor', 'm1.nano')
+    capsys.readouterr()
+    assert app('volume', 'attach', 'vm1', '--local', '/dev/loop0',
+               '--mountpoint', '/dev/vdb') == 1
+    assert _one_error_line(capsys.readouterr().err) == message
