@@ -25,7 +25,6 @@ connection dead; the next call reconnects, waiting up to ``[libvirt]
 reconnect_timeout`` seconds, and registers the lifecycle callback again.
 """
 
-import dataclasses
 import logging
 import os
 import stat
@@ -51,8 +50,7 @@ _CONNECTION_ERRORS = frozenset((
     libvirt.VIR_ERR_RPC))
 
 
-@dataclasses.dataclass(frozen=True)
-class VersionGate:
+class VersionGate(typing.NamedTuple):
     """The versions one ``virt_type`` needs.
 
     :param libvirt: the least libvirt version.
@@ -62,6 +60,10 @@ class VersionGate:
         the gate is about (``QEMU``, ``Xen``); the hypervisor check applies
         only to connections of that type.
     """
+
+    # A named tuple, not a dataclass: the class is made at import, and a
+    # frozen dataclass's generated methods cost every command a fraction
+    # of a millisecond to compile.
 
     libvirt: tuple[int, int, int]
     hypervisor: tuple[int, int, int] | None = None
