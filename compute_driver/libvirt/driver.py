@@ -177,7 +177,7 @@ class LibvirtDriver(driver.ComputeDriver):
                          libvirt_conf.DEFAULT_URIS[self.virt_type])
         self.instances_path: str = opts.instances_path
         self._images_path: str = opts.images_path
-        self._store: typing.Any = None
+        self._store: 'images.ImageStore | None' = None
         self._store_lock = threading.Lock()
         self._events = events.DomainEvents(self.emit_event,
                                            opts.lifecycle_event_delay)
@@ -210,7 +210,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 from compute_driver.libvirt import images
                 self._store = images.ImageStore(self._images_path,
                                                 self.instances_path)
-            return typing.cast('images.ImageStore', self._store)
+            return self._store
 
     # -- paths ----------------------------------------------------------------
 
