@@ -42,9 +42,6 @@ from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
 from compute_driver import power_state
-from compute_driver.volume import connection as vol_connection
-from compute_driver.volume import exception as vol_exc
-from compute_driver.volume import model as vol_model
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from oslo_config import cfg
@@ -54,6 +51,10 @@ if typing.TYPE_CHECKING:  # pragma: no cover
     from compute_driver import console as cd_console
     from compute_driver.image import api as image_api
     from compute_driver.image import cache as image_cache_mod
+    # Imported where the volume operations use them: a listing or a
+    # show, in a new process, needs none of them.
+    from compute_driver.volume import connection as vol_connection
+    from compute_driver.volume import model as vol_model
 
 # The standard library's logging, not oslo.log's: this module is on the
 # path of every CLI start and oslo.log costs a third of the start-up time
@@ -2400,13 +2401,14 @@ class ComputeDriver(abc.ABC):
     LIVE_VOLUME_STATES = (power_state.RUNNING, power_state.PAUSED)
 
     @property
-    def volume_connector(self) -> vol_connection.Connector:
+    def volume_connector(self) -> 'vol_connection.Connector':
         """This backend's os-brick :class:`~.volume.connection.Connector`."""
+        from compute_driver.volume import connection as vol_connection
         found = self.__dict__.get('_volume_connector')
         if found is None:
             found = self.__dict__.setdefault(
                 '_volume_connector', vol_connection.Connector(self.conf))
-        return typing.cast(vol_connection.Connector, found)
+        return typing.cast('vol_connection.Connector', found)
 
     def check_mountpoint(self, mountpoint: object) -> str:
         """Refuse a mountpoint the backend could not use.
@@ -2455,7 +2457,8 @@ class ComputeDriver(abc.ABC):
         return self._power_state(handle)
 
     def _attachment_of(self, handle: typing.Any, instance: objects.Instance,
-                       volume_id: str) -> vol_model.Attachment:
+                       volume_id: str) -> 'vol_model.Attachment':
+        from compute_driver.volume import exception as vol_exc
         for attachment in self._volume_attachments(handle, instance):
             if attachment.volume_id == volume_id:
                 return attachment
@@ -2464,8 +2467,8 @@ class ComputeDriver(abc.ABC):
 
     def _attachment_to_detach(self, handle: typing.Any,
                               instance: objects.Instance,
-                              connection: vol_model.Connection,
-                              live: bool) -> vol_model.Attachment:
+                              connection: 'vol_model.Connection',
+                              live: bool) -> 'vol_model.Attachment':
         """The attachment :meth:`detach_volume` removes: the recorded one.
 
         A backend that detaches a volume by its id alone, and reports one
@@ -2477,8 +2480,9 @@ class ComputeDriver(abc.ABC):
         return self._attachment_of(handle, instance, connection.volume_id)
 
     def _check_free(self, handle: typing.Any, instance: objects.Instance,
-                    connection: vol_model.Connection,
+                    connection: 'vol_model.Connection',
                     mountpoint: str) -> None:
+        from compute_driver.volume import exception as vol_exc
         for attachment in self._volume_attachments(handle, instance):
             if attachment.volume_id == connection.volume_id:
                 raise vol_exc.VolumeAlreadyAttached(
@@ -2501,7 +2505,7 @@ class ComputeDriver(abc.ABC):
     #: lets the caller choose (Nova's default is ``/dev/sda``).
     root_device_name: str | None = None
 
-    def _connect_volume(self, connection: vol_model.Connection
+    def _connect_volume(self, connection: 'vol_model.Connection'
                         ) -> typing.ContextManager[str]:
         """Connect a volume that nothing on the host uses yet.
 
@@ -2509,6 +2513,7 @@ class ComputeDriver(abc.ABC):
             volume's description when :attr:`connects_volumes` is off.
         :raises VolumeInUse: naming the process that holds the device.
         """
+        from compute_driver.volume import exception as vol_exc
         if not self.connects_volumes:
             return contextlib.nullcontext(connection.describe())
         holder = self._volume_user(connection)
@@ -2518,7 +2523,8 @@ class ComputeDriver(abc.ABC):
                                       reason=holder)
         return self.volume_connector.connected(connection)
 
-    def _volume_user(self, connection: vol_model.Connection) -> str | None:
+    def _volume_user(self, connection: 'vol_model.Connection'
+                     ) -> str | None:
         """Who on the host has a local volume's device open, if anyone.
 
         A hypervisor keeps the devices of attached volumes open without
@@ -2527,6 +2533,8 @@ class ComputeDriver(abc.ABC):
         process do. Backends that attach without opening the device (the
         fake) override it.
         """
+        from compute_driver.volume import connection as vol_connection
+        from compute_driver.volume import model as vol_model
         if connection.protocol != vol_model.LOCAL:
             return None
         return vol_connection.device_user(connection.data['device_path'])
@@ -2534,7 +2542,7 @@ class ComputeDriver(abc.ABC):
     @contextlib.contextmanager
     def _spawn_volumes(self, instance: objects.Instance,
                        block_device_info: object
-                       ) -> typing.Iterator[list[vol_model.Attachment]]:
+                       ) -> typing.Iterator[list['vol_model.Attachment']]:
         """Connect the volumes of ``block_device_info`` for a spawn.
 
         For a backend's :meth:`_create`: yields one attachment per volume,
@@ -2545,6 +2553,7 @@ class ComputeDriver(abc.ABC):
         :raises NotSupported: when there are volumes and the backend does
             not declare ``supports_attach_volume`` or ``spawn_volumes``.
         """
+        from compute_driver.volume import model as vol_model
         devices = vol_model.block_devices(block_device_info)
         if devices and not self.takes_spawn_volumes():
             raise exception.NotSupported(driver=self.name,
@@ -2569,7 +2578,7 @@ class ComputeDriver(abc.ABC):
             stack.pop_all()
 
     def _release_volumes(self, instance: objects.Instance,
-                         attachments: typing.Iterable[vol_model.Attachment]
+                         attachments: typing.Iterable['vol_model.Attachment']
                          ) -> None:
         """Disconnect the volumes of a destroyed instance; never raises."""
         for attachment in attachments:
@@ -2643,6 +2652,7 @@ class ComputeDriver(abc.ABC):
         :raises NotSupported: for encrypted volumes, and live on a backend
             that cannot.
         """
+        from compute_driver.volume import model as vol_model
         self._require('attach_volume')
         connection = vol_model.parse(connection_info)
         if encryption:
@@ -2673,6 +2683,7 @@ class ComputeDriver(abc.ABC):
             ``connection_info`` names the attachment.
         :raises VolumeNotAttached: when the instance does not have it.
         """
+        from compute_driver.volume import model as vol_model
         self._require('detach_volume')
         connection = vol_model.parse(connection_info)
 
@@ -2707,6 +2718,7 @@ class ComputeDriver(abc.ABC):
         :raises VolumeNotAttached: when the old volume is not attached.
         :raises InvalidInput: when the new volume is smaller.
         """
+        from compute_driver.volume import model as vol_model
         self._require('swap_volume')
         old = vol_model.parse(old_connection_info)
         new = vol_model.parse(new_connection_info)
@@ -2749,6 +2761,7 @@ class ComputeDriver(abc.ABC):
             that the device does not have (or, where the backend grows the
             volume itself, smaller than the volume).
         """
+        from compute_driver.volume import model as vol_model
         self._require('extend_volume')
         connection = vol_model.parse(connection_info)
         if (not isinstance(requested_size, int) or
@@ -2777,7 +2790,7 @@ class ComputeDriver(abc.ABC):
         self._run('extend_volume', instance, extend)
 
     def list_volume_attachments(self, instance: objects.Instance
-                                ) -> list[vol_model.Attachment]:
+                                ) -> list['vol_model.Attachment']:
         """The volumes attached to an instance, as its record holds them."""
         return typing.cast(list, self._run(
             'list_volume_attachments', instance,
@@ -2786,12 +2799,13 @@ class ComputeDriver(abc.ABC):
 
     def _volume_attachments(self, handle: typing.Any,
                             instance: objects.Instance
-                            ) -> list[vol_model.Attachment]:
+                            ) -> list['vol_model.Attachment']:
         """The attachments the backend's record of the instance holds."""
         self._not_implemented('_volume_attachments')
 
     def _attach_volume(self, handle: typing.Any, instance: objects.Instance,
-                       attachment: vol_model.Attachment, live: bool) -> None:
+                       attachment: 'vol_model.Attachment',
+                       live: bool) -> None:
         """Give the instance the connected device and record it.
 
         :param live: whether the instance is running (hot-plug).
@@ -2799,16 +2813,17 @@ class ComputeDriver(abc.ABC):
         self._not_implemented('_attach_volume')
 
     def _detach_volume(self, handle: typing.Any, instance: objects.Instance,
-                       attachment: vol_model.Attachment, live: bool) -> None:
+                       attachment: 'vol_model.Attachment',
+                       live: bool) -> None:
         self._not_implemented('_detach_volume')
 
     def _swap_volume(self, handle: typing.Any, instance: objects.Instance,
-                     old: vol_model.Attachment, new: vol_model.Attachment,
-                     live: bool) -> None:
+                     old: 'vol_model.Attachment',
+                     new: 'vol_model.Attachment', live: bool) -> None:
         self._not_implemented('_swap_volume')
 
     def _extend_volume(self, handle: typing.Any, instance: objects.Instance,
-                       attachment: vol_model.Attachment, size: int,
+                       attachment: 'vol_model.Attachment', size: int,
                        live: bool) -> None:
         """Make the instance see the volume's new size.
 
@@ -2819,8 +2834,8 @@ class ComputeDriver(abc.ABC):
         self._not_implemented('_extend_volume')
 
     def _copy_volume(self, handle: typing.Any, instance: objects.Instance,
-                     old: vol_model.Attachment,
-                     new: vol_model.Attachment) -> None:
+                     old: 'vol_model.Attachment',
+                     new: 'vol_model.Attachment') -> None:
         """Copy the data of a swapped-out volume onto its replacement.
 
         Block by block between the devices connected on this host; a
@@ -2829,6 +2844,7 @@ class ComputeDriver(abc.ABC):
 
         :raises InvalidInput: when the new volume is smaller.
         """
+        from compute_driver.volume import connection as vol_connection
         old_size = vol_connection.device_size(old.device_path)
         if vol_connection.device_size(new.device_path) < old_size:
             raise exception.InvalidInput(

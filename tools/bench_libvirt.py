@@ -66,6 +66,7 @@ import libvirt
 
 from compute_driver import flavors
 from compute_driver.libvirt import connection
+from compute_driver.libvirt import domainxml
 from compute_driver.libvirt import mapping
 from compute_driver import loader
 from compute_driver.network import model
@@ -129,14 +130,14 @@ def _raw_boot(conn, store, image, name):
         subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
                         image.disk_format, '-b', store.cached_base(image),
                         disk], check=True)
-        spec = mapping.GuestSpec(
+        spec = domainxml.GuestSpec(
             instance=instance, virt_type='qemu', disk_path=disk,
             disk_format='qcow2',
             console_path=os.path.join(directory, 'console.log'),
-            boot=mapping.BootImage(kernel=image.kernel,
-                                   ramdisk=image.ramdisk,
-                                   cmdline=image.cmdline))
-        dom = conn.defineXML(mapping.domain_xml(spec))
+            boot=domainxml.BootImage(kernel=image.kernel,
+                                     ramdisk=image.ramdisk,
+                                     cmdline=image.cmdline))
+        dom = conn.defineXML(domainxml.domain_xml(spec))
     except BaseException:
         shutil.rmtree(directory)
         raise

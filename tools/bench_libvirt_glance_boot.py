@@ -49,7 +49,7 @@ import libvirt
 import requests
 
 from compute_driver import flavors
-from compute_driver.libvirt import mapping
+from compute_driver.libvirt import domainxml
 from compute_driver import loader
 from compute_driver import objects
 from compute_driver.testing import fixtures
@@ -90,13 +90,13 @@ def _raw_boot(conn, url, ids, conf, name, workdir):
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2',
                     '-b', files['disk'], disk,
                     '%dG' % instance.flavor.root_gb], check=True)
-    spec = mapping.GuestSpec(
+    spec = domainxml.GuestSpec(
         instance=instance, virt_type='qemu', disk_path=disk,
         disk_format='qcow2',
         console_path=os.path.join(directory, 'console.log'),
-        boot=mapping.BootImage(kernel=files['kernel'],
-                               ramdisk=files['ramdisk'], cmdline=CMDLINE))
-    dom = conn.defineXML(mapping.domain_xml(spec))
+        boot=domainxml.BootImage(kernel=files['kernel'],
+                                 ramdisk=files['ramdisk'], cmdline=CMDLINE))
+    dom = conn.defineXML(domainxml.domain_xml(spec))
     dom.create()
     return dom, directory
 

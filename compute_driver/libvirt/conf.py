@@ -23,6 +23,10 @@ HELP = ('The libvirt backend runs KVM, QEMU, Xen or LXC guests through '
         'gets a directory under instances_path holding its disk and its '
         'console log.')
 
+#: Directory of ``instances_path`` holding the cached image copies
+#: instance disks are backed by.
+BASE_DIR = '_base'
+
 #: The connection URI used when ``connection_uri`` is empty.
 DEFAULT_URIS = {
     'kvm': 'qemu:///system',

@@ -25,11 +25,8 @@ connection dead; the next call reconnects, waiting up to ``[libvirt]
 reconnect_timeout`` seconds, and registers the lifecycle callback again.
 """
 
-import dataclasses
-import grp
 import logging
 import os
-import pwd
 import stat
 import sys
 import threading
@@ -53,8 +50,7 @@ _CONNECTION_ERRORS = frozenset((
     libvirt.VIR_ERR_RPC))
 
 
-@dataclasses.dataclass(frozen=True)
-class VersionGate:
+class VersionGate(typing.NamedTuple):
     """The versions one ``virt_type`` needs.
 
     :param libvirt: the least libvirt version.
@@ -64,6 +60,10 @@ class VersionGate:
         the gate is about (``QEMU``, ``Xen``); the hypervisor check applies
         only to connections of that type.
     """
+
+    # A named tuple, not a dataclass: the class is made at import, and a
+    # frozen dataclass's generated methods cost every command a fraction
+    # of a millisecond to compile.
 
     libvirt: tuple[int, int, int]
     hypervisor: tuple[int, int, int] | None = None
@@ -93,6 +93,18 @@ NEXT_MIN_VERSIONS: dict[str, VersionGate] = {
     'xen': VersionGate((6, 0, 0), (4, 11, 0), 'Xen'),
     'lxc': VersionGate((6, 0, 0)),
 }
+
+
+def keeps_aliases(virt_type: str, version: tuple[int, int, int]) -> bool:
+    """Whether libvirtd keeps the user aliases of a domain's disks.
+
+    Its QEMU driver does since 3.9.0; others, and older releases, drop
+    them without a word, so their domains record attachments in the
+    metadata (under :data:`compute_driver.libvirt.volumes.NS`) as
+    earlier releases of this library did.
+    """
+    return virt_type in ('kvm', 'qemu') and version >= (3, 9, 0)
+
 
 _loop_lock = threading.Lock()
 _loop_thread: threading.Thread | None = None
@@ -192,7 +204,9 @@ def parse_dac_label(caps: ElementTree.Element,
 
 def _user_groups(uid: int, gid: int) -> tuple[str, set[int]]:
     # As libvirt computes them for QEMU: the label's group, plus the
-    # user's primary group and every group that lists the user.
+    # user's primary group and every group that lists the user. pwd and
+    # grp are imported here: only a /dev/kvm QEMU cannot open needs them.
+    import pwd
     try:
         entry = pwd.getpwuid(uid)
     except KeyError:
@@ -202,6 +216,7 @@ def _user_groups(uid: int, gid: int) -> tuple[str, set[int]]:
 
 
 def _group_name(gid: int) -> str:
+    import grp
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -241,6 +256,7 @@ def kvm_access_problem(device: str, st: os.stat_result, uid: int,
 
 
 def _owner_name(uid: int) -> str:
+    import pwd
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

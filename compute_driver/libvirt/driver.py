@@ -50,6 +50,7 @@ import os
 import shutil
 import socket
 import stat
+import threading
 import time
 import typing
 import xml.etree.ElementTree as ET
@@ -65,21 +66,18 @@ from compute_driver.libvirt import conf as libvirt_conf
 from compute_driver.libvirt import connection
 from compute_driver.libvirt import errors
 from compute_driver.libvirt import events
-from compute_driver.libvirt import images
 from compute_driver.libvirt import mapping
 from compute_driver.libvirt import migration
 from compute_driver.libvirt import network
 from compute_driver.libvirt import recordindex
-from compute_driver.libvirt import volumes
 from compute_driver import objects
 from compute_driver import power_state
-from compute_driver.volume import connection as vol_connection
-from compute_driver.volume import model as vol_model
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from concurrent import futures
 
     from compute_driver.image import api as image_api
+    from compute_driver.libvirt import images
 
 LOG = logging.getLogger(__name__)
 
@@ -103,9 +101,12 @@ _CONSOLE_LOG = 'console.log'
 _SPAWNING = '.spawning'
 
 
-@dataclasses.dataclass(frozen=True)
-class _HostState:
+class _HostState(typing.NamedTuple):
     """What a claim reads from libvirtd and the disk, before its lock."""
+
+    # A named tuple, not a dataclass: the class is made at import, and a
+    # frozen dataclass's generated methods cost every command (a listing
+    # too) a fraction of a millisecond to compile.
 
     info: list[typing.Any]
     hostname: str
@@ -146,9 +147,11 @@ class LibvirtDriver(driver.ComputeDriver):
     hypervisor_type = 'libvirt'
     CONFIG_GROUP = libvirt_conf.GROUP
     CONFIG_OPTS = libvirt_conf.opts
-    # What an image of the image service may be (images.py converts the
-    # last three); the store takes raw and qcow2 only.
-    image_types = (*images.NATIVE_FORMATS, *images.CONVERTED_FORMATS)
+    # What an image of the image service may be: images.NATIVE_FORMATS
+    # and images.CONVERTED_FORMATS (which it converts), spelt out so that
+    # the class needs no import of .images; the store takes raw and qcow2
+    # only.
+    image_types = ('raw', 'qcow2', 'vhd', 'vhdx', 'vdi')
     # True for virt_type = lxc, set in __init__.
     runs_containers = False
 
@@ -173,7 +176,9 @@ class LibvirtDriver(driver.ComputeDriver):
         self.uri: str = (opts.connection_uri or
                          libvirt_conf.DEFAULT_URIS[self.virt_type])
         self.instances_path: str = opts.instances_path
-        self.store = images.ImageStore(opts.images_path, opts.instances_path)
+        self._images_path: str = opts.images_path
+        self._store: 'images.ImageStore | None' = None
+        self._store_lock = threading.Lock()
         self._events = events.DomainEvents(self.emit_event,
                                            opts.lifecycle_event_delay)
         self._host = connection.Host(
@@ -192,6 +197,20 @@ class LibvirtDriver(driver.ComputeDriver):
         # use: the host capabilities are a large document, which
         # commands that create no directory need not fetch.
         self._qemu_gid: int | None | object = _UNREAD
+
+    @property
+    def store(self) -> 'images.ImageStore':
+        """The ``[libvirt] images_path`` store and the ``_base`` cache.
+
+        Made on first use, with :mod:`~compute_driver.libvirt.images`: a
+        listing or a show, in a new process, has no use for either.
+        """
+        with self._store_lock:
+            if self._store is None:
+                from compute_driver.libvirt import images
+                self._store = images.ImageStore(self._images_path,
+                                                self.instances_path)
+            return self._store
 
     # -- paths ----------------------------------------------------------------
 
@@ -262,7 +281,7 @@ class LibvirtDriver(driver.ComputeDriver):
             self.capabilities = {**self.capabilities,
                                  'supports_attach_console': False,
                                  'supports_vnc_console': False}
-        for path in (self.instances_path, self.store.images_path):
+        for path in (self.instances_path, self._images_path):
             try:
                 os.makedirs(path, mode=0o755, exist_ok=True)
             except OSError as exc:
@@ -270,7 +289,8 @@ class LibvirtDriver(driver.ComputeDriver):
                     reason='cannot create %s: %s' % (path, exc)) from exc
         self._qemu_gid = _UNREAD
         version = self._host.get_libvirt_version()
-        self._volume_aliases = volumes.keeps_aliases(self.virt_type, version)
+        self._volume_aliases = connection.keeps_aliases(self.virt_type,
+                                                        version)
         # virDomainDetachDeviceAlias came in 4.4.0.
         self._detach_by_alias = (self._volume_aliases and
                                  version >= (4, 4, 0))
@@ -348,6 +368,7 @@ class LibvirtDriver(driver.ComputeDriver):
                                 tuple(network_info))
 
     def _create_domain(self, instance, image, power_on, found, ports):
+        from compute_driver.libvirt import images
         if isinstance(image, images.StoreImage):
             self._create_image_domain(instance, image, power_on, found,
                                       ports)
@@ -364,13 +385,14 @@ class LibvirtDriver(driver.ComputeDriver):
         root = found[0] if found and found[0].boot_index == 0 else None
         directory = self._instance_dir(instance.uuid)
         disk_format = self.conf.libvirt.disk_format
-        spec = mapping.GuestSpec(
+        from compute_driver.libvirt import domainxml
+        spec = domainxml.GuestSpec(
             instance=instance, virt_type=self.virt_type,
             disk_path=(root.device_path if root else
                        self._disk_path(instance.uuid)),
             disk_format='raw' if root else disk_format,
             console_path=self._console_path(instance.uuid),
-            boot=mapping.BootImage(
+            boot=domainxml.BootImage(
                 kernel=image.kernel, ramdisk=image.ramdisk,
                 cmdline=image.cmdline,
                 vm_mode=image.properties.get('vm_mode', 'hvm'),
@@ -396,8 +418,9 @@ class LibvirtDriver(driver.ComputeDriver):
                 # is defined only once they are there and verified.
                 wait_boot_files()
             self._console_mark(instance, 'created')
+            from compute_driver.libvirt import volumes
             xml = volumes.with_volumes(
-                network.with_ports(mapping.domain_xml(spec), ports,
+                network.with_ports(domainxml.domain_xml(spec), ports,
                                    self.virt_type), found,
                 self._volume_aliases)
             dom = self._host.call(lambda conn: conn.defineXML(xml))
@@ -418,6 +441,7 @@ class LibvirtDriver(driver.ComputeDriver):
         dom = self._host.lookup('lookupByUUIDString', instance.uuid)
         before = None
         if dom is not None and self._records.of(dom) is not None:
+            from compute_driver.libvirt import volumes
             ports = network.recorded(dom)
             attached = volumes.attachments(dom, gone_ok=True)
             before = self._remove_domain(dom, instance)
@@ -697,7 +721,8 @@ class LibvirtDriver(driver.ComputeDriver):
                         yield leftovers.Candidate(
                             'file %s' % path, 'an unfinished spawn marker',
                             functools.partial(os.unlink, path))
-        base = self.store.base_path
+        # The store's base_path, without making the store.
+        base = os.path.join(self.instances_path, libvirt_conf.BASE_DIR)
         try:
             partials = sorted(e for e in os.listdir(base) if '.part' in e)
         except FileNotFoundError:
@@ -839,6 +864,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def _snapshot(self, dom, instance, current, image_id):
         self._refuse_root_volume(dom, 'snapshot')
         stored = self._stored(dom, instance)
+        from compute_driver.libvirt import images
         if self._in_service(stored.image_ref):
             self._snapshot_to_service(dom, stored, current, image_id)
             return
@@ -1003,6 +1029,7 @@ class LibvirtDriver(driver.ComputeDriver):
         try:
             if (flavor.root_gb > instance.flavor.root_gb and
                     os.path.exists(disk)):
+                from compute_driver.libvirt import images
                 images.run_qemu_img(
                     'resize', '-q', '-f',
                     migration.disk_format(xml) or
@@ -1115,21 +1142,27 @@ class LibvirtDriver(driver.ComputeDriver):
                 check_taps=check)
 
     # -- volumes -------------------------------------------------------------
+    # .volumes is imported by the methods that use it: a listing or a
+    # show, in a new process, has no use for it.
 
     def _volume_power_state(self, dom):
+        from compute_driver.libvirt import volumes
         return volumes.power_state(dom, self.uri)
 
     def _volume_attachments(self, dom, instance):
+        from compute_driver.libvirt import volumes
         return volumes.attachments(dom)
 
     def _check_free(self, dom, instance, connection, mountpoint):
         # libvirtd makes these checks itself where volumes.attach can say
         # which failed: no read of the domain first.
+        from compute_driver.libvirt import volumes
         if not volumes.checks_at_attach(dom, connection,
                                         self._volume_aliases):
             super()._check_free(dom, instance, connection, mountpoint)
 
     def _attachment_to_detach(self, dom, instance, connection, live):
+        from compute_driver.libvirt import volumes
         if (not live and self._detach_by_alias and
                 volumes.detaches_by_alias(dom, connection)):
             return volumes.presumed(connection)
@@ -1138,6 +1171,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def _refuse_root_volume(self, dom, operation):
         # The disk of an instance booted from a volume is the volume's,
         # which Cinder snapshots; there is no disk file to copy.
+        from compute_driver.libvirt import volumes
         if any(a.boot_index == 0 for a in volumes.attachments(dom)):
             raise exception.NotSupported(
                 driver=self.name,
@@ -1148,6 +1182,9 @@ class LibvirtDriver(driver.ComputeDriver):
         # QEMU holds attached volumes open: only its processes need a look.
         # Those libvirtd lists are its guests' QEMUs, not to be told by
         # their names.
+        from compute_driver.libvirt import volumes
+        from compute_driver.volume import connection as vol_connection
+        from compute_driver.volume import model as vol_model
         if connection.protocol != vol_model.LOCAL:
             return None
         pids = volumes.qemu_pids(self.uri)
@@ -1156,18 +1193,22 @@ class LibvirtDriver(driver.ComputeDriver):
             ('qemu',) if pids is None else (), pids)
 
     def _attach_volume(self, dom, instance, attachment, live):
+        from compute_driver.libvirt import volumes
         volumes.attach(self._host.get_connection(), dom, instance,
                        attachment, live, self._volume_aliases)
 
     def _detach_volume(self, dom, instance, attachment, live):
+        from compute_driver.libvirt import volumes
         volumes.detach(self._host.get_connection(), dom, instance,
                        attachment, live, self.conf.volume.detach_timeout)
 
     def _swap_volume(self, dom, instance, old, new, live):
+        from compute_driver.libvirt import volumes
         volumes.swap(self._host.get_connection(), dom, instance, old, new,
                      self._volume_aliases)
 
     def _extend_volume(self, dom, instance, attachment, size, live):
+        from compute_driver.libvirt import volumes
         volumes.extend(dom, attachment, size, live)
 
     # -- images from the image service ----------------------------------------
@@ -1175,6 +1216,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def image_cache_path(self):
         # Beside the instance disks: QEMU reads the cached files as their
         # backing files, and instances_path is where it may.
+        from compute_driver.libvirt import images
         return os.path.join(self.store.base_path, images.SERVICE_CACHE_DIR)
 
     def _in_service(self, ref: str) -> bool:
@@ -1194,6 +1236,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 image=image.id,
                 reason='its container_format %s is not bare'
                        % image.container_format)
+        from compute_driver.libvirt import images
         if (image.disk_format not in images.NATIVE_FORMATS and
                 image.disk_format not in images.CONVERTED_FORMATS):
             raise exception.ImageUnacceptable(
@@ -1204,11 +1247,12 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _fetch_checked(self, image: objects.ImageMeta,
                        instance: objects.Instance
-                       ) -> tuple[str, images.ServiceImageInfo]:
+                       ) -> tuple[str, 'images.ServiceImageInfo']:
         """Download (once) and check an image; refused ones leave nothing.
 
         :returns: the cached file and what checking it found.
         """
+        from compute_driver.libvirt import images
         cache = self.image_cache
         self._make_cache_searchable()
         cached = os.path.exists(cache.path_of(image.id))
@@ -1276,7 +1320,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def _prepare_service_image(
             self, instance: objects.Instance, image: objects.ImageMeta
     ) -> collections.abc.Iterator[tuple[
-            images.StoreImage, str, int, typing.Callable[[], None]]]:
+            'images.StoreImage', str, int, typing.Callable[[], None]]]:
         """Fetch and check an image of the service for :meth:`_create`.
 
         The image's ``kernel_id`` and ``ramdisk_id`` properties name the
@@ -1294,6 +1338,7 @@ class LibvirtDriver(driver.ComputeDriver):
             that returns once the kernel and ramdisk are cached and
             verified, raising what their downloads raised.
         """
+        from compute_driver.libvirt import images
         props = image.properties
         boot_ids = [props.get(key) or None
                     for key in ('kernel_id', 'ramdisk_id')]
@@ -1358,6 +1403,7 @@ class LibvirtDriver(driver.ComputeDriver):
         Kernel, ramdisk and command line carry over through the base
         image's properties (see :meth:`upload_snapshot`).
         """
+        from compute_driver.libvirt import images
         directory = self._instance_dir(stored.uuid)
         export = os.path.join(directory, 'snapshot-%s.qcow2'
                               % os.urandom(4).hex())
@@ -1381,7 +1427,9 @@ class LibvirtDriver(driver.ComputeDriver):
             leftovers.unlink_quietly(export)
 
     def _download_for_revert(self, instance: objects.Instance,
-                             image_id: str, dest: str) -> images.StoreImage:
+                             image_id: str, dest: str
+                             ) -> 'images.StoreImage':
+        from compute_driver.libvirt import images
         record = self.image_record(image_id)
         try:
             self.image_service.download(record.id, dest)
@@ -1418,8 +1466,9 @@ class LibvirtDriver(driver.ComputeDriver):
         opts = self.conf.libvirt
         spec: dict[str, typing.Any] = {}
         if opts.vnc_enabled:
-            spec['vnc'] = mapping.VNCSpec(str(opts.vnc_listen_address),
-                                          opts.vnc_password or '')
+            from compute_driver.libvirt import domainxml
+            spec['vnc'] = domainxml.VNCSpec(str(opts.vnc_listen_address),
+                                            opts.vnc_password or '')
         if (opts.serial_console_type == 'tcp' and
                 self.virt_type in ('kvm', 'qemu')):
             from compute_driver.libvirt import console as lv_console

@@ -46,6 +46,7 @@ import threading
 
 from compute_driver import exception
 from compute_driver import leftovers
+from compute_driver.libvirt import conf as libvirt_conf
 from compute_driver import objects
 
 LOG = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ LOG = logging.getLogger(__name__)
 SNAPSHOT_TYPE = 'snapshot'
 
 #: Directory of ``instances_path`` holding the cached image copies.
-BASE_DIR = '_base'
+BASE_DIR = libvirt_conf.BASE_DIR
 
 _QEMU_IMG_TIMEOUT = 600
 _COPY_CHUNK = 1 << 20

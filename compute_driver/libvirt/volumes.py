@@ -59,6 +59,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 
 from compute_driver import exception
+from compute_driver.libvirt import connection
 from compute_driver.libvirt import errors
 from compute_driver.libvirt import mapping
 from compute_driver import objects
@@ -184,14 +185,9 @@ def disk_xml(attachment: vol_model.Attachment, aliases: bool = True) -> str:
                 _quoteattr(target(attachment.mountpoint)), marks))
 
 
-def keeps_aliases(virt_type: str, version: tuple[int, int, int]) -> bool:
-    """Whether libvirtd keeps the user aliases of a domain's disks.
-
-    Its QEMU driver does since 3.9.0; others, and older releases, drop
-    them without a word, so their domains record attachments in the
-    metadata (under :data:`NS`) as earlier releases of this library did.
-    """
-    return virt_type in ('kvm', 'qemu') and version >= (3, 9, 0)
+#: Whether libvirtd keeps the user aliases of a domain's disks (see
+#: :func:`compute_driver.libvirt.connection.keeps_aliases`).
+keeps_aliases = connection.keeps_aliases
 
 
 #: Where libvirtd's system QEMU driver keeps a ``<domain>.pid`` file for

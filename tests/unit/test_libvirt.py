@@ -39,6 +39,7 @@ from compute_driver import event as virtevent  # noqa: E402
 from compute_driver import exception  # noqa: E402
 from compute_driver import flavors  # noqa: E402
 from compute_driver.libvirt import connection  # noqa: E402
+from compute_driver.libvirt import domainxml  # noqa: E402
 from compute_driver.libvirt import driver as libvirt_driver  # noqa: E402
 from compute_driver.libvirt import events  # noqa: E402
 from compute_driver.libvirt import images  # noqa: E402
@@ -499,11 +500,11 @@ def _spec(virt_type, tmp_path, vm_mode='hvm', kernel=True,
     instance = _instance(conf, flavor='m1.micro')
     instance = dataclasses.replace(instance, metadata={
         'quoting': 'a & b <c> "d"'})
-    boot = mapping.BootImage(
+    boot = domainxml.BootImage(
         kernel='/images/vmlinuz' if kernel else None,
         ramdisk='/images/initrd' if kernel else None,
         cmdline='root=/dev/xvda', vm_mode=vm_mode)
-    return mapping.GuestSpec(
+    return domainxml.GuestSpec(
         instance=instance, virt_type=virt_type, disk_path='/inst/disk',
         disk_format=disk_format, console_path='/inst/console.log',
         boot=boot)
@@ -524,13 +525,13 @@ def _validate(xml, tmp_path):
     ('kvm', 'hvm', True), ('qemu', 'hvm', False), ('xen', 'xen', True),
     ('xen', 'xen', False), ('xen', 'hvm', False), ('lxc', 'hvm', False)])
 def test_domain_xml_validates(tmp_path, virt_type, vm_mode, kernel):
-    _validate(mapping.domain_xml(_spec(virt_type, tmp_path, vm_mode, kernel)),
-              tmp_path)
+    _validate(domainxml.domain_xml(_spec(virt_type, tmp_path, vm_mode,
+                                         kernel)), tmp_path)
 
 
 def test_xen_pv_xml(tmp_path):
     spec = _spec('xen', tmp_path, vm_mode='xen')
-    root = mapping.domain_element(spec)
+    root = domainxml.domain_element(spec)
     assert root.get('type') == 'xen'
     assert root.findtext('os/type') == 'xen'
     assert root.findtext('os/kernel') == '/images/vmlinuz'
@@ -545,14 +546,14 @@ def test_xen_pv_xml(tmp_path):
 
 
 def test_xen_pv_without_kernel_uses_pygrub(tmp_path):
-    root = mapping.domain_element(_spec('xen', tmp_path, vm_mode='xen',
-                                        kernel=False))
+    root = domainxml.domain_element(_spec('xen', tmp_path, vm_mode='xen',
+                                          kernel=False))
     assert root.findtext('bootloader') == 'pygrub'
     assert root.find('os/kernel') is None
 
 
 def test_xen_hvm_xml(tmp_path):
-    root = mapping.domain_element(_spec('xen', tmp_path, kernel=False))
+    root = domainxml.domain_element(_spec('xen', tmp_path, kernel=False))
     assert root.get('type') == 'xen'
     assert root.findtext('os/type') == 'hvm'
     assert root.find('devices/serial/source').get('path') == \
@@ -560,7 +561,7 @@ def test_xen_hvm_xml(tmp_path):
 
 
 def test_lxc_xml(tmp_path):
-    root = mapping.domain_element(_spec('lxc', tmp_path, kernel=False))
+    root = domainxml.domain_element(_spec('lxc', tmp_path, kernel=False))
     assert root.get('type') == 'lxc'
     assert root.findtext('os/type') == 'exe'
     assert root.findtext('os/init') == '/sbin/init'
@@ -568,13 +569,13 @@ def test_lxc_xml(tmp_path):
     assert filesystem.find('target').get('dir') == '/'
     assert filesystem.find('source').get('file') == '/inst/disk'
     assert filesystem.find('driver').get('type') == 'nbd'
-    raw = mapping.domain_element(_spec('lxc', tmp_path, kernel=False,
-                                       disk_format='raw'))
+    raw = domainxml.domain_element(_spec('lxc', tmp_path, kernel=False,
+                                         disk_format='raw'))
     assert raw.find('devices/filesystem/driver').get('type') == 'loop'
 
 
 def test_kvm_xml_boots_the_kernel_and_logs_the_serial_port(tmp_path):
-    root = mapping.domain_element(_spec('kvm', tmp_path))
+    root = domainxml.domain_element(_spec('kvm', tmp_path))
     assert root.get('type') == 'kvm'
     assert root.findtext('os/type') == 'hvm'
     assert root.findtext('os/kernel') == '/images/vmlinuz'
@@ -589,7 +590,7 @@ def test_kvm_xml_boots_the_kernel_and_logs_the_serial_port(tmp_path):
 @pytest.mark.parametrize('virt_type', ['kvm', 'xen', 'lxc'])
 def test_metadata_round_trip(tmp_path, virt_type):
     spec = _spec(virt_type, tmp_path)
-    xml = mapping.domain_xml(spec)
+    xml = domainxml.domain_xml(spec)
     assert mapping.parse_metadata(xml) == spec.instance
     assert mapping.parse_metadata(
         mapping.metadata_xml(spec.instance)) == spec.instance

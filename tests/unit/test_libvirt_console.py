@@ -28,8 +28,8 @@ pytest.importorskip('libvirt')
 
 from compute_driver import exception  # noqa: E402
 from compute_driver.libvirt import console  # noqa: E402
+from compute_driver.libvirt import domainxml  # noqa: E402
 from compute_driver.libvirt import driver as libvirt_driver  # noqa: E402
-from compute_driver.libvirt import mapping  # noqa: E402
 from compute_driver import loader  # noqa: E402
 from compute_driver.testing import fixtures  # noqa: E402
 from tests.unit import test_libvirt  # noqa: E402
@@ -42,8 +42,8 @@ def _spec(tmp_path, **fields):
 
 def test_tcp_serial_and_vnc_xml_validates(tmp_path):
     spec = _spec(tmp_path, serial_tcp=('127.0.0.1', 10007),
-                 vnc=mapping.VNCSpec('127.0.0.1', 's3cret'))
-    xml = mapping.domain_xml(spec)
+                 vnc=domainxml.VNCSpec('127.0.0.1', 's3cret'))
+    xml = domainxml.domain_xml(spec)
     test_libvirt._validate(xml, tmp_path)
     root = ET.fromstring(xml)
     serial = root.find('devices/serial')
@@ -62,11 +62,11 @@ def test_tcp_serial_and_vnc_xml_validates(tmp_path):
 
 
 def test_vnc_password_is_not_in_repr():
-    assert 's3cret' not in repr(mapping.VNCSpec('127.0.0.1', 's3cret'))
+    assert 's3cret' not in repr(domainxml.VNCSpec('127.0.0.1', 's3cret'))
 
 
 def test_pty_serial_has_no_tcp_endpoint(tmp_path):
-    root = mapping.domain_element(_spec(tmp_path))
+    root = domainxml.domain_element(_spec(tmp_path))
     assert console.has_pty_serial(root)
     assert console.serial_endpoint(root) is None
     assert root.find('devices/graphics') is None
