@@ -26,8 +26,12 @@ both alike:
   verifying from the cost of the rest;
 - ``ours``: ``GlanceImageService.download`` into a path: the same
   transfer plus the record lookup, hashing with the recorded
-  ``os_hash_algo`` (sha512) in a thread of its own, size and hash
-  verification, writeback started as the file grows, fsync and rename;
+  ``os_hash_algo`` (sha512) and writing in threads of their own, size
+  and hash verification, fsync and rename. It writes with O_DIRECT where
+  the file system allows it, the GET through the page cache as a plain
+  client does: that copy is a choice of the download (see
+  ``compute_driver.image.api._FileWriter``), not of the benchmark, and
+  both end with their data on the disk;
 - ``sha512``: no transfer, only sha512 over the image's size of data in
   memory: the speed no verified download can pass.
 
