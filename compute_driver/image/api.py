@@ -819,7 +819,10 @@ def write_verified(service: str, record: ImageRecord, data: Data,
     try:
         # _copy_chunks syncs the file before it returns.
         with atomic_write(os.fspath(dest), sync=False) as out:
-            writer = _FileWriter(out, direct=True)
+            # Direct I/O only from the download's own buffers: chunks of
+            # an iterable (Nova's image API) are neither aligned in memory
+            # nor large, and each would wait for the disk in turn.
+            writer = _FileWriter(out, direct=hasattr(data, 'readinto'))
             _copy_chunks(service, record, data, writer, reuse_buffers=True,
                          sync=writer.sync)
     except OSError as exc:

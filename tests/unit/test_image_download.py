@@ -191,6 +191,24 @@ def test_a_buffer_is_refilled_only_once_written_and_hashed(
     assert b''.join(written) == data
 
 
+@pytest.mark.parametrize('readable', [True, False])
+def test_only_the_downloads_own_buffers_are_written_direct(
+        small_buffers, tmp_path, monkeypatch, readable):
+    # An iterable's chunks (Nova's image API gives 64 KiB ones) are not
+    # aligned in memory, and each would wait for the disk in turn.
+    asked = []
+    monkeypatch.setattr(api, '_set_direct',
+                        lambda fd, direct: asked.append(direct) or False)
+    data = os.urandom(5 * 64 * KIB + 1)
+    source = (_Dribble(data) if readable
+              else [data[i:i + 64 * KIB] for i in range(0, len(data),
+                                                        64 * KIB)])
+    api.write_verified('test', _record(data), source,
+                       str(tmp_path / 'disk'))
+    assert asked == ([True] if readable else [])
+    assert (tmp_path / 'disk').read_bytes() == data
+
+
 def _direct(fd):
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
 
