@@ -730,13 +730,13 @@ class _FileWriter:
     """Writes chunks to a file and has them written to disk as it goes.
 
     With ``direct`` (a download into a path), whole blocks are written
-    with O_DIRECT, from the download's buffers straight to the disk:
-    copying a GiB into the page cache costs more CPU than receiving it
-    (on a virtual machine often more than its hash), time that a
-    download verifying its data has the least of, and an image written
-    once and then read through a VM's own cache gains little from the
-    host's (Nova converts images with ``qemu-img convert -t none``, direct
-    I/O too, wherever the file system allows it). A file system without
+    with O_DIRECT, from the download's buffers straight to the disk.
+    Copying a GiB into the page cache costs more CPU time than receiving
+    it (on a virtual machine, about as much as hashing it), on the cores
+    the hash of a verified download needs; and an image written once and
+    then read through a VM's own cache gains little from the host's
+    (Nova converts images with ``qemu-img convert -t none``, direct I/O
+    too, wherever the file system allows it). A file system without
     direct I/O, and the last partial block, get the page cache instead;
     only they need the writeback below.
 
@@ -794,6 +794,9 @@ class _FileWriter:
     def _buffered(self) -> None:
         self._direct = False
         _set_direct(self._fd, False)
+        # What went direct is on its way to the disk already: only what
+        # follows is asked to be written back.
+        self._flushed = self._written
 
     def sync(self) -> None:
         """Make what was written durable (``fsync``)."""

@@ -225,10 +225,14 @@ def direct_file(tmp_path):
         yield out
 
 
-def test_whole_blocks_are_written_direct_and_the_tail_cached(direct_file,
-                                                             tmp_path):
+def test_whole_blocks_are_written_direct_and_the_tail_cached(
+        direct_file, tmp_path, monkeypatch):
     # O_DIRECT needs aligned memory and lengths: the buffers are pages
     # of anonymous memory, and the last partial one is not written so.
+    writeback = []
+    monkeypatch.setattr(api, 'WRITEBACK_BYTES', 4)
+    monkeypatch.setattr(api, '_sync_file_range',
+                        lambda: lambda *args: writeback.append(args[1:3]))
     blocks = mmap.mmap(-1, 2 * api.DIRECT_ALIGN)
     blocks[:] = os.urandom(len(blocks))
     tail = os.urandom(7)
@@ -237,6 +241,8 @@ def test_whole_blocks_are_written_direct_and_the_tail_cached(direct_file,
     assert _direct(direct_file.fileno())
     write(tail)
     assert not _direct(direct_file.fileno())
+    # Only the cached tail is dirty in the page cache.
+    assert writeback == [(2 * api.DIRECT_ALIGN, 7)]
     write.sync()
     assert (tmp_path / 'disk').read_bytes() == bytes(blocks) + tail
 
