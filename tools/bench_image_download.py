@@ -46,9 +46,23 @@ disk wrote it during the next run instead, slowing whichever download
 came next. For the same reason the whole host is synced (``sync``, not
 timed) after the upload, whose GiB Glance's store would otherwise write
 back during the first runs, and before every run, so each starts with no
-dirty data of any earlier one. ``server CPU`` is Glance's (its process
-tree's) CPU time per download: Glance and the client share the host's
-cores.
+dirty data of any earlier one.
+
+What ran just before still matters: a download through the page cache
+(the GETs) is faster right after another one deleted its file, as it
+reuses the pages that file freed, than after one that used none (``ours``
+writes with O_DIRECT, ``sha512`` writes nothing), which must first get
+pages the kernel has not handed out lately. On a virtual machine whose
+freed memory goes back to its host that difference is large: the GET's
+copy into the page cache can then take twice the CPU time. Runs are
+therefore ordered by a balanced Latin square: within the turns, each
+kind comes right after each other kind once in every four turns (the
+first run of a turn follows the last of the one before), and each run's
+predecessor is printed below it; an order where the GET always follows
+the other GET would time it only at its best.
+
+``server CPU`` is Glance's (its process tree's) CPU time per download:
+Glance and the client share the host's cores.
 
 sha512 runs at one core's speed (750 to 850 MiB/s on this project's test
 hosts) and cannot be split over cores, so ``ours`` cannot beat the
@@ -83,8 +97,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 
 MIB = 1024 * 1024
+
+
+#: What the benchmark times, in the order of :data:`_ORDERS`' indices.
+KINDS = ('get', 'get-sha512', 'ours', 'sha512')
+
+#: A balanced (Williams) Latin square of the four kinds: within its rows
+#: each kind comes right after each other kind exactly once.
+_ORDERS = ((0, 1, 3, 2), (1, 2, 0, 3), (2, 3, 1, 0), (3, 0, 2, 1))
 
 
 def _rss_kib(field):
@@ -194,7 +217,10 @@ def _make_image(path, size_mib):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--size-mib', type=int, default=1024)
-    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument(
+        '--repeat', type=int, default=4,
+        help='Turns of the four kinds (a multiple of 4 balances which '
+             'kind each follows exactly).')
     parser.add_argument('--min-ratio', type=float)
     parser.add_argument('--max-rss-mib', type=float)
     parser.add_argument(
@@ -227,17 +253,22 @@ def main():
         os.sync()
         print('image: %d MiB, uploaded in %.2f s (%.0f MiB/s)'
               % (args.size_mib, upload, args.size_mib / upload))
-        kinds = ('get', 'get-sha512', 'ours', 'sha512')
-        results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+        results: dict[str, list[dict[str, typing.Any]]] = {
+            k: [] for k in KINDS}
         highest_load = os.getloadavg()[0]
+        previous = 'upload'
         for turn in range(args.repeat):
-            # Alternate the order: the page cache's write-back of the
-            # previous download slows the next one down.
-            for kind in kinds if turn % 2 == 0 else kinds[::-1]:
-                results[kind].append(_run_child(
-                    kind, server.url, record.id,
-                    args.dest_dir or workdir, args.size_mib,
-                    server.process.pid))
+            # What ran just before a download changes its speed (see the
+            # module's docstring): each turn's order is a row of a
+            # balanced Latin square.
+            for index in _ORDERS[turn % len(_ORDERS)]:
+                kind = KINDS[index]
+                result = _run_child(kind, server.url, record.id,
+                                    args.dest_dir or workdir, args.size_mib,
+                                    server.process.pid)
+                result['after'] = previous
+                results[kind].append(result)
+                previous = kind
                 highest_load = max(highest_load, os.getloadavg()[0])
     rates = {}
     medians = {}
@@ -252,6 +283,8 @@ def main():
                  statistics.median(r['cpu_seconds'] for r in runs),
                  statistics.median(r['server_cpu_seconds'] for r in runs),
                  ' '.join('%.0f' % (args.size_mib / s) for s in seconds)))
+        print('%-10s each run after: %s'
+              % ('', ' '.join(r['after'] for r in runs)))
     ratio = medians['ours'] / medians['get']
     rss = max(r['rss_growth_kib'] for r in results['ours']) / 1024
     print('ratio ours/get: median %.2f (target >= 0.8), best %.2f; '
