@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from collections.abc import Iterator
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import functools
 import hashlib
 import inspect
@@ -47,16 +49,16 @@ LOG = logging.getLogger(__name__)
 CHUNK_SIZE = 1024 * 1024
 
 #: Bytes a download receives, writes and hashes at a time when it can
-#: choose (a :class:`Readable` source written to a path): small enough to
-#: stay in the CPU's cache between the three, large enough that the Python
-#: work per buffer is nothing next to them.
-DOWNLOAD_BUFFER_SIZE = 1024 * 1024
+#: choose (a :class:`Readable` source written to a path): large enough
+#: that the Python work per buffer is nothing next to them and that each
+#: O_DIRECT write is one large request to the disk.
+DOWNLOAD_BUFFER_SIZE = 4 * 1024 * 1024
 
-#: Buffers (or chunks) a download may have received ahead of its hash:
-#: slack that keeps the hash, the slowest step on most hosts, busy while
-#: the receiving thread waits for the network or the CPU. At most this
-#: many times :data:`DOWNLOAD_BUFFER_SIZE` bytes are held.
-DOWNLOAD_BUFFERS = 16
+#: Buffers (or chunks) a download may have received ahead of its hash or
+#: its write: slack that keeps the hash, the slowest step on most hosts,
+#: busy while the receiving thread waits for the network or the CPU. At
+#: most this many times :data:`DOWNLOAD_BUFFER_SIZE` bytes are held.
+DOWNLOAD_BUFFERS = 8
 
 #: Bytes written to a downloaded file between two requests that the kernel
 #: start writing them to disk (see :class:`_FileWriter`).
@@ -398,11 +400,11 @@ Data = typing.Union[Iterable[bytes], Readable]
 class _BufferPool:
     """The buffers a download receives into, reused once written and hashed.
 
-    The receiving thread takes a buffer, fills it, writes it and hands it
-    to the digest thread, which gives it back once hashed: a few buffers
-    per download instead of a new object per chunk. The receiving waits
-    here when it is :data:`DOWNLOAD_BUFFERS` buffers ahead of the hash,
-    which bounds the memory a download takes.
+    The receiving thread takes a buffer, fills it and hands it to the
+    writing thread and the digest thread, the last of which gives it back:
+    a few buffers per download instead of a new object per chunk. The
+    receiving waits here when it is :data:`DOWNLOAD_BUFFERS` buffers ahead
+    of the write or the hash, which bounds the memory a download takes.
 
     Buffers are made as the download needs them, from anonymous memory
     whose pages the kernel provides as the data first lands in them: a
@@ -422,6 +424,9 @@ class _BufferPool:
         self._unmade = count
         self._refill = min(self._REFILL, count)
         self._cond = threading.Condition()
+        # Buffers handed to more than one thread: how many still hold
+        # each, by id.
+        self._holders: dict[int, int] = {}
 
     def get(self) -> mmap.mmap:
         with self._cond:
@@ -433,8 +438,18 @@ class _BufferPool:
                     lambda: len(self._free) >= self._refill)
             return self._free.pop()
 
+    def share(self, buffer: mmap.mmap, holders: int) -> None:
+        """Free ``buffer`` only once ``holders`` threads :meth:`put` it."""
+        if holders > 1:
+            with self._cond:
+                self._holders[id(buffer)] = holders
+
     def put(self, buffer: mmap.mmap) -> None:
         with self._cond:
+            left = self._holders.pop(id(buffer), 1) - 1
+            if left:
+                self._holders[id(buffer)] = left
+                return
             self._free.append(buffer)
             if len(self._free) == self._refill:
                 self._cond.notify()
@@ -459,8 +474,8 @@ def _pooled_chunks(source: Readable, pool: _BufferPool
                     break
                 filled += count
         except Exception:
-            # What did arrive is written and counted before the error
-            # surfaces, so the error says how far the download got.
+            # What did arrive is counted before the error surfaces, so
+            # the error says how far the download got.
             if filled:
                 yield view[:filled], buffer
             raise
@@ -472,16 +487,65 @@ def _pooled_chunks(source: Readable, pool: _BufferPool
             return
 
 
-class _DigestThread:
-    """One digest computed in a thread of its own.
+class _Worker:
+    """One step of a download (its hash, its write) in a thread of its own.
 
-    hashlib releases the GIL while it hashes a large buffer, so the hash
-    of one chunk runs while the caller receives and writes the next: a
-    download then costs about the slower of the transfer and the hash
-    rather than their sum (sha512 alone is slower than a local Glance on
-    small hosts). Pooled buffers go back to their pool once hashed; the
-    queue of unpooled chunks is short, so memory stays flat either way.
+    hashlib releases the GIL while it hashes a large buffer, and the
+    kernel while it writes one, so the receiving thread fills the next
+    buffer while earlier ones are hashed and written: a download then
+    costs about the slowest of the transfer, the hash and the write rather
+    than their sum (sha512 alone is slower than a local Glance on small
+    hosts). Pooled buffers go back to their pool once done; the queue of
+    unpooled chunks is short, so memory stays flat either way.
+
+    The first error of the step is kept in :attr:`error` and the steps
+    after it are skipped, as are those left once :meth:`cancel` is called;
+    the queue is still drained and the buffers given back, so the receiving
+    thread never waits for a thread that is gone.
     """
+
+    def __init__(self, name: str, step: Callable[[bytes | memoryview], object],
+                 pool: _BufferPool | None = None) -> None:
+        self._step = step
+        self._pool = pool
+        self._cancelled = False
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[
+            tuple[bytes | memoryview, mmap.mmap | None] | None] = \
+            queue.Queue(DOWNLOAD_BUFFERS)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=name)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            chunk, buffer = item
+            if self.error is None and not self._cancelled:
+                try:
+                    self._step(chunk)
+                except BaseException as exc:
+                    self.error = exc
+            if buffer is not None and self._pool is not None:
+                self._pool.put(buffer)
+
+    def submit(self, chunk: bytes | memoryview,
+               buffer: mmap.mmap | None = None) -> None:
+        """Do the step on ``chunk``; give ``buffer`` back to the pool after."""
+        self._queue.put((chunk, buffer))
+
+    def cancel(self) -> None:
+        """Skip the steps still queued: their result is not wanted."""
+        self._cancelled = True
+
+    def close(self) -> None:
+        """Wait until every chunk submitted is done (or skipped)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+class _DigestThread(_Worker):
+    """One digest, computed in a thread of its own."""
 
     def __init__(self, algo: str, pool: _BufferPool | None = None) -> None:
         try:
@@ -489,43 +553,17 @@ class _DigestThread:
         except ValueError:
             raise exception.InvalidInput(
                 reason='unknown hash algorithm %r' % algo) from None
-        self._pool = pool
-        self._error: BaseException | None = None
-        self._queue: queue.Queue[
-            tuple[bytes | memoryview, mmap.mmap | None] | None] = \
-            queue.Queue(DOWNLOAD_BUFFERS)
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name='image-digest-%s' % algo)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            chunk, buffer = item
-            if self._error is None:
-                try:
-                    self._hash.update(chunk)
-                except BaseException as exc:
-                    # Kept for hexdigest; the queue is still drained and
-                    # the buffers given back, so the receiving thread
-                    # never waits for a thread that is gone.
-                    self._error = exc
-            if buffer is not None and self._pool is not None:
-                self._pool.put(buffer)
+        super().__init__('image-digest-%s' % algo, self._hash.update, pool)
 
     def update(self, chunk: bytes | memoryview,
                buffer: mmap.mmap | None = None) -> None:
         """Hash ``chunk``; give ``buffer`` back to the pool after."""
-        self._queue.put((chunk, buffer))
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        self.submit(chunk, buffer)
 
     def hexdigest(self) -> str:
         self.close()
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         return self._hash.hexdigest()
 
 
@@ -544,15 +582,36 @@ def _copy_chunks(service: str, record: ImageRecord, data: Data,
         chunks = _pooled_chunks(typing.cast(Readable, data), pool)
     else:
         # A destination that may keep what it is given (a queue, a
-        # BytesIO...) gets chunks of its own.
+        # BytesIO...) gets chunks of its own, written by this thread.
         if hasattr(data, 'read'):
             read = typing.cast(Readable, data).read
             data = iter(lambda: read(DOWNLOAD_BUFFER_SIZE), b'')
         chunks = ((chunk, None) for chunk in typing.cast(
             Iterable[bytes], data))
-    digest = _DigestThread(expected[0], pool) if expected else None
     size_text = '?' if record.size is None else str(record.size)
     received = 0
+
+    def incomplete(exc: OSError) -> Exception:
+        # A failed write or sync (disk full, EIO) is an incomplete
+        # download, with its byte counts.
+        return image_exception.ImageDownloadIncomplete(
+            image=record.id, service=service, received=received,
+            expected=size_text, reason=exception.one_line(exc))
+
+    def check_written(writer: _Worker) -> None:
+        error = writer.error
+        if isinstance(error, OSError):
+            raise incomplete(error) from error
+        if error is not None:
+            raise error
+
+    digest = _DigestThread(expected[0], pool) if expected else None
+    # The buffers' own thread writes them, so a write that waits for the
+    # disk (all of them, with O_DIRECT) holds up neither the receiving
+    # nor the hash.
+    writer = (_Worker('image-write', write, pool) if pool is not None
+              else None)
+    holders = (digest is not None) + (writer is not None)
     try:
         while True:
             try:
@@ -574,45 +633,52 @@ def _copy_chunks(service: str, record: ImageRecord, data: Data,
                     image=record.id, algorithm='size',
                     actual='more than %d bytes' % record.size,
                     expected=str(record.size))
-            # Hashed while it is written; the buffer is only refilled
-            # once both are done, as this thread alone takes buffers
-            # from the pool and does so after the write.
+            if writer is not None:
+                check_written(writer)
+            if pool is not None and buffer is not None:
+                # Refilled only once both threads are done with it.
+                pool.share(buffer, holders)
             if digest is not None:
                 digest.update(chunk, buffer)
+            if writer is not None:
+                writer.submit(chunk, buffer)
+                continue
             try:
                 write(chunk)
             except OSError as exc:
-                raise image_exception.ImageDownloadIncomplete(
-                    image=record.id, service=service, received=received,
-                    expected=size_text,
-                    reason=exception.one_line(exc)) from exc
-            finally:
-                if (digest is None and buffer is not None
-                        and pool is not None):
-                    pool.put(buffer)
+                raise incomplete(exc) from exc
         if record.size is not None and received < record.size:
             raise image_exception.ImageDownloadIncomplete(
                 image=record.id, service=service, received=received,
                 expected=size_text, reason='the data ended early')
+        if writer is not None:
+            writer.close()
+            check_written(writer)
         if sync is not None:
             # While the digest thread hashes the last buffers: the disk's
             # time and the hash's overlap instead of adding up.
             try:
                 sync()
             except OSError as exc:
-                raise image_exception.ImageDownloadIncomplete(
-                    image=record.id, service=service, received=received,
-                    expected=size_text,
-                    reason=exception.one_line(exc)) from exc
+                raise incomplete(exc) from exc
         if digest is not None and expected is not None:
             actual = digest.hexdigest()
             if actual != expected[1]:
                 raise image_exception.ImageChecksumMismatch(
                     image=record.id, algorithm=expected[0], actual=actual,
                     expected=expected[1])
+    except BaseException:
+        # Nothing more is written to (or hashed for) a download that
+        # failed; the threads are still waited for, below, so none writes
+        # to a file that its caller then removes.
+        for worker in (writer, digest):
+            if worker is not None:
+                worker.cancel()
+        raise
     finally:
-        if digest is not None:
-            digest.close()
+        for worker in (writer, digest):
+            if worker is not None:
+                worker.close()
 
 
 @functools.cache
@@ -638,8 +704,41 @@ def _sync_file_range() -> Callable[..., int] | None:
 _SYNC_FILE_RANGE_WRITE = 2
 
 
+#: Alignment, in bytes, of the offsets and lengths of O_DIRECT writes: the
+#: largest logical block size of Linux's block devices, which the
+#: download buffers' page-aligned addresses and sizes are multiples of.
+DIRECT_ALIGN = 4096
+
+
+def _set_direct(fd: int, direct: bool) -> bool:
+    """Turn O_DIRECT on or off for ``fd``; ``False`` when it cannot be."""
+    flag = getattr(os, 'O_DIRECT', 0)
+    if not flag:
+        return False
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL,
+                    flags | flag if direct else flags & ~flag)
+    except OSError:
+        # EINVAL: a filesystem without direct I/O (tmpfs on older
+        # kernels, many FUSE ones).
+        return False
+    return True
+
+
 class _FileWriter:
     """Writes chunks to a file and has them written to disk as it goes.
+
+    With ``direct`` (a download into a path), whole blocks are written
+    with O_DIRECT, from the download's buffers straight to the disk.
+    Copying a GiB into the page cache costs more CPU time than receiving
+    it (on a virtual machine, about as much as hashing it), on the cores
+    the hash of a verified download needs; and an image written once and
+    then read through a VM's own cache gains little from the host's
+    (Nova converts images with ``qemu-img convert -t none``, direct I/O
+    too, wherever the file system allows it). A file system without
+    direct I/O, and the last partial block, get the page cache instead;
+    only they need the writeback below.
 
     A download is synced before its file is renamed. Left alone, the
     kernel would keep the whole image dirty in memory until then (its
@@ -654,22 +753,36 @@ class _FileWriter:
     of the next write is raised rather than data silently lost.
     """
 
-    def __init__(self, out: typing.BinaryIO) -> None:
+    def __init__(self, out: typing.BinaryIO, direct: bool = False) -> None:
         self._out = out
         self._fd = out.fileno()
         self._written = 0
         self._flushed = 0
         self._sync_range = _sync_file_range()
+        self._direct = direct and _set_direct(self._fd, True)
 
     def __call__(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view:
-            done = self._out.write(view)
+            if self._direct and (len(view) % DIRECT_ALIGN
+                                 or self._written % DIRECT_ALIGN):
+                # The last, partial buffer (or the rest of a short
+                # write): O_DIRECT takes only whole blocks.
+                self._buffered()
+            try:
+                done = self._out.write(view)
+            except OSError as exc:
+                if not self._direct or exc.errno != errno.EINVAL:
+                    raise
+                # A filesystem that let O_DIRECT be set but refuses it
+                # for this write: the page cache it is.
+                self._buffered()
+                continue
             if done is None:
                 raise BlockingIOError('the file is non-blocking')
             view = view[done:]
-        self._written += len(chunk)
-        if (self._sync_range is not None
+            self._written += done
+        if (not self._direct and self._sync_range is not None
                 and self._written - self._flushed >= WRITEBACK_BYTES):
             # An error here (EIO...) shows again at the fsync; ignored so
             # the fsync reports it.
@@ -677,6 +790,13 @@ class _FileWriter:
                              self._written - self._flushed,
                              _SYNC_FILE_RANGE_WRITE)
             self._flushed = self._written
+
+    def _buffered(self) -> None:
+        self._direct = False
+        _set_direct(self._fd, False)
+        # What went direct is on its way to the disk already: only what
+        # follows is asked to be written back.
+        self._flushed = self._written
 
     def sync(self) -> None:
         """Make what was written durable (``fsync``)."""
@@ -702,7 +822,10 @@ def write_verified(service: str, record: ImageRecord, data: Data,
     try:
         # _copy_chunks syncs the file before it returns.
         with atomic_write(os.fspath(dest), sync=False) as out:
-            writer = _FileWriter(out)
+            # Direct I/O only from the download's own buffers: chunks of
+            # an iterable (Nova's image API) are neither aligned in memory
+            # nor large, and each would wait for the disk in turn.
+            writer = _FileWriter(out, direct=hasattr(data, 'readinto'))
             _copy_chunks(service, record, data, writer, reuse_buffers=True,
                          sync=writer.sync)
     except OSError as exc:

@@ -15,10 +15,13 @@ Glance service's reading of the HTTP response (compute_driver.image.glance),
 against a real HTTP server on 127.0.0.1; the functional tests run the same
 path against a real Glance."""
 
+import errno
+import fcntl
 import gzip
 import hashlib
 import http.server
 import io
+import mmap
 import os
 import socket
 import threading
@@ -137,6 +140,132 @@ def test_disk_full_with_reused_buffers_is_one_typed_error(small_buffers):
             api._copy_chunks('test', _record(data), _Dribble(data),
                              api._FileWriter(full), reuse_buffers=True)
     assert 'No space left on device' in str(info.value)
+
+
+def test_a_failed_write_stops_the_transfer(small_buffers):
+    # The write runs in a thread of its own: its error must still stop
+    # the receiving, not only be found once the whole image has arrived.
+    if not os.path.exists('/dev/full'):
+        pytest.skip('/dev/full is needed to fill a disk')
+    data = os.urandom(10 * 64 * KIB)
+    source = _Dribble(data)
+    with open('/dev/full', 'wb', buffering=0) as full:
+        with pytest.raises(image_exception.ImageDownloadIncomplete) as info:
+            api._copy_chunks('test', _record(data), source,
+                             api._FileWriter(full), reuse_buffers=True)
+    assert info.value.received < len(data)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_buffer_is_refilled_only_once_written_and_hashed(
+        small_buffers, monkeypatch):
+    # The first write waits until every buffer has been hashed: a buffer
+    # given back to the pool by the hash alone would be refilled with
+    # later data before it is written.
+    hashed = threading.Semaphore(0)
+    new = hashlib.new
+
+    class Counted:
+        def __init__(self, *args, **kwargs):
+            self._hash = new(*args, **kwargs)
+
+        def update(self, data):
+            self._hash.update(data)
+            hashed.release()
+
+        def hexdigest(self):
+            return self._hash.hexdigest()
+
+    monkeypatch.setattr(api.hashlib, 'new', Counted)
+    data = os.urandom(8 * 64 * KIB + 99)
+    written = []
+
+    def write(chunk):
+        if not written:
+            for _ in range(api.DOWNLOAD_BUFFERS):
+                assert hashed.acquire(timeout=60)
+        written.append(bytes(chunk))
+
+    api._copy_chunks('test', _record(data), _Dribble(data), write,
+                     reuse_buffers=True)
+    assert b''.join(written) == data
+
+
+@pytest.mark.parametrize('readable', [True, False])
+def test_only_the_downloads_own_buffers_are_written_direct(
+        small_buffers, tmp_path, monkeypatch, readable):
+    # An iterable's chunks (Nova's image API gives 64 KiB ones) are not
+    # aligned in memory, and each would wait for the disk in turn.
+    asked = []
+    monkeypatch.setattr(api, '_set_direct',
+                        lambda fd, direct: asked.append(direct) or False)
+    data = os.urandom(5 * 64 * KIB + 1)
+    source = (_Dribble(data) if readable
+              else [data[i:i + 64 * KIB] for i in range(0, len(data),
+                                                        64 * KIB)])
+    api.write_verified('test', _record(data), source,
+                       str(tmp_path / 'disk'))
+    assert asked == ([True] if readable else [])
+    assert (tmp_path / 'disk').read_bytes() == data
+
+
+def _direct(fd):
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+
+@pytest.fixture
+def direct_file(tmp_path):
+    if not hasattr(os, 'O_DIRECT'):
+        pytest.skip('no O_DIRECT on this platform')
+    with open(tmp_path / 'disk', 'wb', buffering=0) as out:
+        if not api._set_direct(out.fileno(), True):
+            pytest.skip('the file system of %s has no direct I/O'
+                        % tmp_path)
+        api._set_direct(out.fileno(), False)
+        yield out
+
+
+def test_whole_blocks_are_written_direct_and_the_tail_cached(
+        direct_file, tmp_path, monkeypatch):
+    # O_DIRECT needs aligned memory and lengths: the buffers are pages
+    # of anonymous memory, and the last partial one is not written so.
+    writeback = []
+    monkeypatch.setattr(api, 'WRITEBACK_BYTES', 4)
+    monkeypatch.setattr(api, '_sync_file_range',
+                        lambda: lambda *args: writeback.append(args[1:3]))
+    blocks = mmap.mmap(-1, 2 * api.DIRECT_ALIGN)
+    blocks[:] = os.urandom(len(blocks))
+    tail = os.urandom(7)
+    write = api._FileWriter(direct_file, direct=True)
+    write(memoryview(blocks))
+    assert _direct(direct_file.fileno())
+    write(tail)
+    assert not _direct(direct_file.fileno())
+    # Only the cached tail is dirty in the page cache.
+    assert writeback == [(2 * api.DIRECT_ALIGN, 7)]
+    write.sync()
+    assert (tmp_path / 'disk').read_bytes() == bytes(blocks) + tail
+
+
+def test_a_write_refused_direct_goes_through_the_page_cache(direct_file,
+                                                            tmp_path):
+    class Refusing:
+        # A file system that lets O_DIRECT be set, then refuses it.
+        def fileno(self):
+            return direct_file.fileno()
+
+        def write(self, data):
+            if _direct(direct_file.fileno()):
+                raise OSError(errno.EINVAL, 'Invalid argument')
+            return direct_file.write(data)
+
+    blocks = mmap.mmap(-1, api.DIRECT_ALIGN)
+    blocks[:] = os.urandom(len(blocks))
+    write = api._FileWriter(Refusing(), direct=True)
+    write(memoryview(blocks))
+    write(memoryview(blocks))
+    write.sync()
+    assert (tmp_path / 'disk').read_bytes() == 2 * bytes(blocks)
 
 
 def test_readable_into_a_file_object_gets_chunks_of_its_own(small_buffers):
