@@ -191,11 +191,20 @@ def test_a_buffer_is_refilled_only_once_written_and_hashed(
     assert b''.join(written) == data
 
 
-@pytest.mark.parametrize('readable', [True, False])
-def test_only_the_downloads_own_buffers_are_written_direct(
-        small_buffers, tmp_path, monkeypatch, readable):
+@pytest.mark.parametrize('readable, minimum, size, direct', [
+    (True, 64 * KIB, 'exact', True),
     # An iterable's chunks (Nova's image API gives 64 KiB ones) are not
     # aligned in memory, and each would wait for the disk in turn.
+    (False, 64 * KIB, 'exact', False),
+    # A small image is read back soon, from the page cache.
+    (True, 1024 * KIB, 'exact', False),
+    # Nor is an image of unknown size, which may be small.
+    (True, 64 * KIB, None, False),
+])
+def test_only_large_downloads_own_buffers_are_written_direct(
+        small_buffers, tmp_path, monkeypatch, readable, minimum, size,
+        direct):
+    monkeypatch.setattr(api, 'DIRECT_MIN_BYTES', minimum)
     asked = []
     monkeypatch.setattr(api, '_set_direct',
                         lambda fd, direct: asked.append(direct) or False)
@@ -203,9 +212,9 @@ def test_only_the_downloads_own_buffers_are_written_direct(
     source = (_Dribble(data) if readable
               else [data[i:i + 64 * KIB] for i in range(0, len(data),
                                                         64 * KIB)])
-    api.write_verified('test', _record(data), source,
-                       str(tmp_path / 'disk'))
-    assert asked == ([True] if readable else [])
+    record = _record(data, **({} if size == 'exact' else {'size': size}))
+    api.write_verified('test', record, source, str(tmp_path / 'disk'))
+    assert asked == ([True] if direct else [])
     assert (tmp_path / 'disk').read_bytes() == data
 
 
