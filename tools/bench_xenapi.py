@@ -40,7 +40,11 @@ In one run against XAPI simulators over real HTTP (XML-RPC):
     left is swept; and reads each disk's VDI record before destroying it,
     so that a shared or read-only disk is kept. The raw side looks up the
     template, network and SR once, outside the timing, as the driver does
-    at ``init_host``. A third column times the raw SDK giving those same
+    at ``init_host``. The raw SDK talks through xmlrpc.client's own
+    transport, as it does by default; the driver through its leaner one
+    (one write per call, its own reading of the response's head; see
+    ``compute_driver.xenapi.connection``), part of what is measured.
+    A third column times the raw SDK giving those same
     guarantees (tagged calls, the rename, the VDI records): the driver's
     own overhead on top of what it guarantees.
     Then what each guarantee alone adds to the minimal raw SDK, timed in
