@@ -292,6 +292,9 @@ class _TimeoutMixin:
 
     def _head(self, host: typing.Any, handler: str, length: int) -> bytes:
         chost = self.get_host_info(host)[0]  # type: ignore[attr-defined]
+        if not chost.isascii():
+            # As http.client sends a host name that is not ASCII.
+            chost = chost.encode('idna').decode('ascii')
         # XAPI does not compress; a local simulator asked to would spend
         # more time on it than the bytes take to cross.
         lines = ['POST %s HTTP/1.1' % handler, 'Host: %s' % chost,
@@ -302,7 +305,13 @@ class _TimeoutMixin:
             self._headers, self._extra_headers,  # type: ignore[attr-defined]
             self.call_headers))
         lines.append('Content-Length: %d' % length)
-        return ('\r\n'.join(lines) + '\r\n\r\n').encode('iso-8859-1')
+        text = '\n'.join(lines)
+        if '\r' in text or '\0' in text or text.count('\n') >= len(lines):
+            # A line break in a value would start a header of its own.
+            raise ValueError('Invalid character in an HTTP request header: '
+                             '%r' % lines)
+        return (text.replace('\n', '\r\n') + '\r\n\r\n').encode(
+            'iso-8859-1')
 
     def single_request(self, host: typing.Any, handler: str,
                        request_body: typing.Any,

@@ -521,6 +521,15 @@ def test_transport_sends_each_call_in_one_piece_and_keeps_the_connection(
     assert b'X-Http-Other-Config' not in server.requests[1][0]
 
 
+def test_transport_refuses_a_line_break_in_a_header(scripted):
+    server = scripted(_reply('a'))
+    transport = connection._Transport()
+    transport.call_headers = [('X-Http-Other-Config-tag', 'T\r\nX-Evil: 1')]
+    with pytest.raises(ValueError):
+        _proxy(server.url, transport).call()
+    assert not server.requests
+
+
 def test_transport_reconnects_when_the_server_ends_the_connection(scripted):
     server = scripted(_reply('a', headers=('Connection: close',)),
                       _reply('b'), _reply('c'))
