@@ -51,13 +51,17 @@ In one run against XAPI simulators over real HTTP (XML-RPC):
     the same interleaved cycles. The sides take turns in a rotating
     order, each after a short pause, so that none pays for the event
     thread still reading what the one before did.
-    Timed against a simulator in a process of its own, as a real XAPI
+    Timed against simulators in processes of their own, as a real XAPI
     is (another host's daemon): one in the benchmark's process would
     share its interpreter lock with the driver's threads (the event
     thread, the calls made alongside each other) and the raw SDK's one
-    thread alike, a cost no deployment has. ``--server thread`` times
-    against the in-process simulator instead. The calls in (a) are
-    counted in-process, where the simulator's counters are.
+    thread alike, a cost no deployment has. The raw SDK's sides have a
+    simulator of their own, with as many existing instances: against
+    the driver's, its event thread would read and convert every change
+    the raw SDK makes, in the raw SDK's process, a cost the driver pays
+    and no raw SDK client does. ``--server thread`` times against
+    in-process simulators instead. The calls in (a) are counted
+    in-process, where the simulator's counters are.
 
 The load average is printed with the results: the numbers are only
 comparable between runs on an otherwise idle machine.
@@ -86,6 +90,7 @@ from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator import seed
 from compute_driver.testing.xapi_simulator import server
 from compute_driver.xenapi import connection
+from compute_driver.xenapi import mapping
 
 TEMPLATE = 'Debian Bookworm 12'
 IMAGE = 'Debian_Bookworm_12'
@@ -129,7 +134,8 @@ class Raw:
         [self.template] = api.VM.get_by_name_label(TEMPLATE)
         [pool] = api.pool.get_all()
         [self.network] = api.network.get_by_name_label(NETWORK)
-        sr = api.SR.get_uuid(api.pool.get_default_SR(pool))
+        self.sr = sr = api.SR.get_uuid(api.pool.get_default_SR(pool))
+        self.flavor = flavor
         self.other = api.VM.get_other_config(self.template)
         self.other.pop('default_template', None)
         self.other['disks'] = self.other['disks'].replace(
@@ -179,6 +185,19 @@ class Raw:
         api.VM.destroy(ref)
         for vdi in vdis:
             api.VDI.destroy(vdi)
+
+    def existing(self, name):
+        """A halted VM, as the driver's existing instances are.
+
+        Its disks have the flavor's size, as theirs, so that the SR
+        holds as many.
+        """
+        api = self.session.xenapi
+        ref = api.VM.clone(self.template, name)
+        other = dict(self.other, disks=mapping.resize_disks(
+            self.other['disks'], self.flavor, self.sr))
+        api.VM.set_other_config(ref, other)
+        api.VM.provision(ref)
 
     def close(self):
         self.session.xenapi.session.logout()
@@ -281,24 +300,32 @@ class _SimulatorProcess:
 
 
 class _Target:
-    """A driver and raw SDK sessions against one simulator."""
+    """A driver against one simulator, raw SDK sessions against another.
 
-    def __init__(self, sim, closing):
+    :param raw_sim: the raw SDK's simulator; ``sim`` by default.
+    """
+
+    def __init__(self, sim, closing, raw_sim=None):
         self.conf = fixtures.make_conf('xenapi', {
             'xenapi': sim_fixture.xenapi_options(sim, network_name=NETWORK)})
         self.backend = loader.load_driver(self.conf)
         self.backend.init_host(self.conf.host)
         closing.append(lambda: self.backend.cleanup_host(self.conf.host))
         flavor = flavors.get_flavor(self.conf, FLAVOR)
-        self.raws = [Raw(sim, flavor), Raw(sim, flavor, guarded=True)]
+        raw_sim = raw_sim or sim
+        self.apart = raw_sim is not sim
+        self.raws = [Raw(raw_sim, flavor), Raw(raw_sim, flavor, guarded=True)]
         # Timed only: each guarantee alone.
-        self.alone = [Raw(sim, flavor, only=(guarantee,))
+        self.alone = [Raw(raw_sim, flavor, only=(guarantee,))
                       for guarantee in GUARANTEES]
         for raw in self.raws + self.alone:
             closing.append(raw.close)
         self.have = 0
 
     def populate(self, want):
+        if self.apart:
+            for number in range(self.have, want):
+                self.raws[0].existing('bench-raw-existing-%d' % number)
         self.have = _populate(self.backend, self.conf, self.have, want)
 
 
@@ -327,10 +354,18 @@ def main(argv=None):
     try:
         counted = _Target(sim, closing)
         timed = counted
-        if args.server == 'process' and args.timed:
-            target = _SimulatorProcess()
-            closing.append(target.stop)
-            timed = _Target(target, closing)
+        if args.timed:
+            # The raw SDK's simulator apart from the driver's (see the
+            # module's documentation).
+            if args.server == 'process':
+                targets = [_SimulatorProcess(), _SimulatorProcess()]
+                closing.extend(target.stop for target in targets)
+            else:
+                targets = [server.Simulator('127.0.0.1', 0, users={
+                    sim_fixture.USERNAME: sim_fixture.PASSWORD}).start()
+                    for _ in range(2)]
+                closing.extend(target.stop for target in targets)
+            timed = _Target(targets[0], closing, raw_sim=targets[1])
         print('load average: %.2f %.2f %.2f (%d CPUs)'
               % (*os.getloadavg(), os.cpu_count() or 0))
         print('(a) XAPI calls per spawn (goal <= 12, constant in N), '
@@ -362,11 +397,11 @@ def main(argv=None):
                 failed |= ratio > 1.3
                 print('(b) N=%-3d spawn+power_off+destroy: driver %.1f ms, '
                       'raw SDK %.1f ms, %.2fx (goal <= 1.3x); raw SDK with '
-                      'the same guarantees %.1f ms, %.2fx; simulator in %s'
+                      'the same guarantees %.1f ms, %.2fx; simulators in %s'
                       % (existing, ours * 1000, theirs * 1000, ratio,
                          guarded * 1000, ours / guarded,
-                         'its own process' if timed is not counted else
-                         'this process'))
+                         'processes of their own'
+                         if args.server == 'process' else 'this process'))
                 print('        each guarantee alone over the raw SDK: %s'
                       % ', '.join('%s %+.1f ms' % (g, (t - theirs) * 1000)
                                   for g, t in zip(GUARANTEES, each)))
