@@ -73,9 +73,11 @@ Usage: tools/bench_xenapi.py [--cycles N] [--counts 0,10,50]
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -307,8 +309,16 @@ class _Target:
     """
 
     def __init__(self, sim, closing, raw_sim=None):
+        # An image store of its own, empty: spawns boot a XAPI template,
+        # which the driver looks for in the image service first; what
+        # the machine's store holds must not change the timing.
+        images = tempfile.mkdtemp(prefix='bench-xenapi-images-')
+        closing.append(lambda: shutil.rmtree(images, ignore_errors=True))
         self.conf = fixtures.make_conf('xenapi', {
-            'xenapi': sim_fixture.xenapi_options(sim, network_name=NETWORK)})
+            'xenapi': sim_fixture.xenapi_options(sim, network_name=NETWORK),
+            'image_service': {
+                'local_path': os.path.join(images, 'images'),
+                'cache_path': os.path.join(images, 'cache')}})
         self.backend = loader.load_driver(self.conf)
         self.backend.init_host(self.conf.host)
         closing.append(lambda: self.backend.cleanup_host(self.conf.host))
