@@ -247,7 +247,25 @@ def _count(sim, backend, conf, raws, existing):
 SETTLE = 0.005
 
 
-def _time(backend, conf, raws, existing, cycles):
+def _cpu(pids):
+    """CPU seconds of this process and of each of ``pids``, so far."""
+    used = [time.process_time()]
+    for pid in pids:
+        with open('/proc/%d/stat' % pid) as stat:
+            fields = stat.read().rsplit(')', 1)[1].split()
+        used.append((int(fields[11]) + int(fields[12]))
+                    / os.sysconf('SC_CLK_TCK'))
+    return used
+
+
+def _time(backend, conf, raws, existing, cycles, pids=()):
+    """Median seconds per side; and CPU seconds per lifecycle per side.
+
+    The CPU is this process's (the client: the driver with its event
+    thread, or the raw SDK) and each of ``pids``'s (simulator processes),
+    counted from a side's start to the next side's: the pause between
+    them included, in which the event thread reads what the side did.
+    """
     def driver(name):
         instance = _instance(conf, name)
         backend.spawn(instance)
@@ -256,16 +274,28 @@ def _time(backend, conf, raws, existing, cycles):
 
     sides = [driver] + [raw.lifecycle for raw in raws]
     times = [[] for _ in sides]
+    cpu = [[0.0] * (1 + len(pids)) for _ in sides]
+    last = None
     for cycle in range(cycles):
         # Each side follows every other as often.
         order = list(range(len(sides)))
         shift = cycle % len(sides)
         for number in order[shift:] + order[:shift]:
             time.sleep(SETTLE)
+            now = _cpu(pids)
+            if last is not None:
+                cpu[last[0]] = [a + b - c for a, b, c in
+                                zip(cpu[last[0]], now, last[1])]
+            last = (number, now)
             start = time.perf_counter()
             sides[number]('bench-%d-%d-%d' % (existing, cycle, number))
             times[number].append(time.perf_counter() - start)
-    return [statistics.median(samples) for samples in times]
+    if last is not None:
+        time.sleep(SETTLE)
+        cpu[last[0]] = [a + b - c for a, b, c in
+                        zip(cpu[last[0]], _cpu(pids), last[1])]
+    return ([statistics.median(samples) for samples in times],
+            [[used / max(cycles, 1) for used in side] for side in cpu])
 
 
 class _SimulatorProcess:
@@ -365,6 +395,7 @@ def main(argv=None):
         sim_fixture.USERNAME: sim_fixture.PASSWORD}).start()
     closing = [sim.stop]
     failed = False
+    pids, sim_names = [], []
     try:
         counted = _Target(sim, closing)
         timed = counted
@@ -374,6 +405,8 @@ def main(argv=None):
             if args.server == 'process':
                 targets = [_SimulatorProcess(), _SimulatorProcess()]
                 closing.extend(target.stop for target in targets)
+                pids = [target.process.pid for target in targets]
+                sim_names = ["driver's simulator", "raw SDK's simulator"]
             else:
                 targets = [server.Simulator('127.0.0.1', 0, users={
                     sim_fixture.USERNAME: sim_fixture.PASSWORD}).start()
@@ -404,9 +437,9 @@ def main(argv=None):
                 sides = timed.raws + timed.alone + timed.shared
                 # A warm-up cycle each, outside the timing.
                 _time(timed.backend, timed.conf, sides, existing, 1)
-                ours, theirs, guarded, *each = _time(
-                    timed.backend, timed.conf, sides, existing,
-                    args.cycles)
+                medians, cpu = _time(timed.backend, timed.conf, sides,
+                                     existing, args.cycles, pids)
+                ours, theirs, guarded, *each = medians
                 shared = each[len(GUARANTEES):]
                 ratio = ours / theirs
                 failed |= ratio > 1.3
@@ -420,6 +453,13 @@ def main(argv=None):
                 print('        each guarantee alone over the raw SDK: %s'
                       % ', '.join('%s %+.1f ms' % (g, (t - theirs) * 1000)
                                   for g, t in zip(GUARANTEES, each)))
+                print('        CPU per lifecycle (ms), client process / '
+                      '%s: driver %s, raw SDK %s, raw SDK with the same '
+                      'guarantees %s' % (
+                          ' / '.join(sim_names) or 'simulators in it',
+                          *('/'.join('%.1f' % (used * 1000)
+                                     for used in side)
+                            for side in cpu[:3])))
                 for same in shared:
                     print('        raw SDK against the driver\'s simulator, '
                           'its event thread reading the raw SDK\'s changes '

@@ -48,6 +48,7 @@ from compute_driver.testing.xapi_simulator import vdi_http
 from compute_driver.testing.xapi_simulator import vdis as vdi_ops
 from compute_driver.testing.xapi_simulator import vifs
 from compute_driver.testing.xapi_simulator import where
+from compute_driver.testing.xapi_simulator import wire
 
 LOG = logging.getLogger(__name__)
 
@@ -753,14 +754,19 @@ class Api:
                 self.store.objects[entry[1]].get(entry[3])))
         return events
 
-    @staticmethod
-    def _event(event_id: int, cls: str, operation: str, ref: str,
+    def _event(self, event_id: int, cls: str, operation: str, ref: str,
                record: db.Record | None) -> dict[str, typing.Any]:
         event = {'id': str(event_id), 'timestamp': db.now(),
                  'class': cls.lower(), 'operation': operation, 'ref': ref}
         if record is not None and operation != 'del':
             # Copied: the answer is marshalled once the lock is let go.
-            event['snapshot'] = db.copy_record(record)
+            # event_id is the object's latest event (0: none known), so
+            # its text, marshalled once, serves every poller until the
+            # next change.
+            snapshot = db.copy_record(record)
+            event['snapshot'] = wire.Snapshot(
+                snapshot, (cls, ref, event_id),
+                self.store.marshalled) if event_id else snapshot
         return event
 
     def _events_result(self, events: list[dict[str, typing.Any]]

@@ -364,6 +364,9 @@ class Store:
         #: VM ref -> whether it runs a guest agent with PV drivers; VMs
         #: not listed follow the server's ``guest_tools`` setting.
         self.guest_tools: dict[str, bool] = {}
+        #: (class, ref, event id) -> the record's XML-RPC text as it was
+        #: at that event, see :class:`.wire.Snapshot`.
+        self.marshalled: dict[tuple, str] = {}
 
     # -- access ------------------------------------------------------------
 
