@@ -64,6 +64,10 @@ In one run against XAPI simulators over real HTTP (XML-RPC):
     against in-process simulators instead. The calls in (a) are counted
     in-process, where the simulator's counters are.
 
+With (b), the CPU each side costs per lifecycle: this process's (the
+client: the driver with its event thread, or the raw SDK) and each
+simulator process's, counted from a side's start to the next side's.
+
 The load average is printed with the results: the numbers are only
 comparable between runs on an otherwise idle machine.
 
