@@ -40,20 +40,33 @@ In one run against XAPI simulators over real HTTP (XML-RPC):
     left is swept; and reads each disk's VDI record before destroying it,
     so that a shared or read-only disk is kept. The raw side looks up the
     template, network and SR once, outside the timing, as the driver does
-    at ``init_host``. A third column times the raw SDK giving those same
+    at ``init_host``. The raw SDK talks through xmlrpc.client's own
+    transport, as it does by default; the driver through its leaner one
+    (one write per call, its own reading of the response's head; see
+    ``compute_driver.xenapi.connection``), part of what is measured.
+    A third column times the raw SDK giving those same
     guarantees (tagged calls, the rename, the VDI records): the driver's
     own overhead on top of what it guarantees.
     Then what each guarantee alone adds to the minimal raw SDK, timed in
     the same interleaved cycles. The sides take turns in a rotating
     order, each after a short pause, so that none pays for the event
     thread still reading what the one before did.
-    Timed against a simulator in a process of its own, as a real XAPI
+    Timed against simulators in processes of their own, as a real XAPI
     is (another host's daemon): one in the benchmark's process would
     share its interpreter lock with the driver's threads (the event
     thread, the calls made alongside each other) and the raw SDK's one
-    thread alike, a cost no deployment has. ``--server thread`` times
-    against the in-process simulator instead. The calls in (a) are
-    counted in-process, where the simulator's counters are.
+    thread alike, a cost no deployment has. The raw SDK's sides have a
+    simulator of their own, with as many existing instances: against
+    the driver's, its event thread would read and convert every change
+    the raw SDK makes, in the raw SDK's process, a cost the driver pays
+    and no raw SDK client does (for comparison with earlier runs, the
+    raw SDK is also timed so, once more). ``--server thread`` times
+    against in-process simulators instead. The calls in (a) are counted
+    in-process, where the simulator's counters are.
+
+With (b), the CPU each side costs per lifecycle: this process's (the
+client: the driver with its event thread, or the raw SDK) and each
+simulator process's, counted from a side's start to the next side's.
 
 The load average is printed with the results: the numbers are only
 comparable between runs on an otherwise idle machine.
@@ -64,9 +77,11 @@ Usage: tools/bench_xenapi.py [--cycles N] [--counts 0,10,50]
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -82,6 +97,7 @@ from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator import seed
 from compute_driver.testing.xapi_simulator import server
 from compute_driver.xenapi import connection
+from compute_driver.xenapi import mapping
 
 TEMPLATE = 'Debian Bookworm 12'
 IMAGE = 'Debian_Bookworm_12'
@@ -125,7 +141,8 @@ class Raw:
         [self.template] = api.VM.get_by_name_label(TEMPLATE)
         [pool] = api.pool.get_all()
         [self.network] = api.network.get_by_name_label(NETWORK)
-        sr = api.SR.get_uuid(api.pool.get_default_SR(pool))
+        self.sr = sr = api.SR.get_uuid(api.pool.get_default_SR(pool))
+        self.flavor = flavor
         self.other = api.VM.get_other_config(self.template)
         self.other.pop('default_template', None)
         self.other['disks'] = self.other['disks'].replace(
@@ -176,6 +193,19 @@ class Raw:
         for vdi in vdis:
             api.VDI.destroy(vdi)
 
+    def existing(self, name):
+        """A halted VM, as the driver's existing instances are.
+
+        Its disks have the flavor's size, as theirs, so that the SR
+        holds as many.
+        """
+        api = self.session.xenapi
+        ref = api.VM.clone(self.template, name)
+        other = dict(self.other, disks=mapping.resize_disks(
+            self.other['disks'], self.flavor, self.sr))
+        api.VM.set_other_config(ref, other)
+        api.VM.provision(ref)
+
     def close(self):
         self.session.xenapi.session.logout()
 
@@ -221,7 +251,25 @@ def _count(sim, backend, conf, raws, existing):
 SETTLE = 0.005
 
 
-def _time(backend, conf, raws, existing, cycles):
+def _cpu(pids):
+    """CPU seconds of this process and of each of ``pids``, so far."""
+    used = [time.process_time()]
+    for pid in pids:
+        with open('/proc/%d/stat' % pid) as stat:
+            fields = stat.read().rsplit(')', 1)[1].split()
+        used.append((int(fields[11]) + int(fields[12]))
+                    / os.sysconf('SC_CLK_TCK'))
+    return used
+
+
+def _time(backend, conf, raws, existing, cycles, pids=()):
+    """Median seconds per side; and CPU seconds per lifecycle per side.
+
+    The CPU is this process's (the client: the driver with its event
+    thread, or the raw SDK) and each of ``pids``'s (simulator processes),
+    counted from a side's start to the next side's: the pause between
+    them included, in which the event thread reads what the side did.
+    """
     def driver(name):
         instance = _instance(conf, name)
         backend.spawn(instance)
@@ -230,16 +278,28 @@ def _time(backend, conf, raws, existing, cycles):
 
     sides = [driver] + [raw.lifecycle for raw in raws]
     times = [[] for _ in sides]
+    cpu = [[0.0] * (1 + len(pids)) for _ in sides]
+    last = None
     for cycle in range(cycles):
         # Each side follows every other as often.
         order = list(range(len(sides)))
         shift = cycle % len(sides)
         for number in order[shift:] + order[:shift]:
             time.sleep(SETTLE)
+            now = _cpu(pids)
+            if last is not None:
+                cpu[last[0]] = [a + b - c for a, b, c in
+                                zip(cpu[last[0]], now, last[1])]
+            last = (number, now)
             start = time.perf_counter()
             sides[number]('bench-%d-%d-%d' % (existing, cycle, number))
             times[number].append(time.perf_counter() - start)
-    return [statistics.median(samples) for samples in times]
+    if last is not None:
+        time.sleep(SETTLE)
+        cpu[last[0]] = [a + b - c for a, b, c in
+                        zip(cpu[last[0]], _cpu(pids), last[1])]
+    return ([statistics.median(samples) for samples in times],
+            [[used / max(cycles, 1) for used in side] for side in cpu])
 
 
 class _SimulatorProcess:
@@ -277,24 +337,43 @@ class _SimulatorProcess:
 
 
 class _Target:
-    """A driver and raw SDK sessions against one simulator."""
+    """A driver against one simulator, raw SDK sessions against another.
 
-    def __init__(self, sim, closing):
+    :param raw_sim: the raw SDK's simulator; ``sim`` by default.
+    """
+
+    def __init__(self, sim, closing, raw_sim=None):
+        # An image store of its own, empty: spawns boot a XAPI template,
+        # which the driver looks for in the image service first; what
+        # the machine's store holds must not change the timing.
+        images = tempfile.mkdtemp(prefix='bench-xenapi-images-')
+        closing.append(lambda: shutil.rmtree(images, ignore_errors=True))
         self.conf = fixtures.make_conf('xenapi', {
-            'xenapi': sim_fixture.xenapi_options(sim, network_name=NETWORK)})
+            'xenapi': sim_fixture.xenapi_options(sim, network_name=NETWORK),
+            'image_service': {
+                'local_path': os.path.join(images, 'images'),
+                'cache_path': os.path.join(images, 'cache')}})
         self.backend = loader.load_driver(self.conf)
         self.backend.init_host(self.conf.host)
         closing.append(lambda: self.backend.cleanup_host(self.conf.host))
         flavor = flavors.get_flavor(self.conf, FLAVOR)
-        self.raws = [Raw(sim, flavor), Raw(sim, flavor, guarded=True)]
+        raw_sim = raw_sim or sim
+        self.apart = raw_sim is not sim
+        self.raws = [Raw(raw_sim, flavor), Raw(raw_sim, flavor, guarded=True)]
         # Timed only: each guarantee alone.
-        self.alone = [Raw(sim, flavor, only=(guarantee,))
+        self.alone = [Raw(raw_sim, flavor, only=(guarantee,))
                       for guarantee in GUARANTEES]
-        for raw in self.raws + self.alone:
+        # Timed only, for comparison with earlier runs: the raw SDK
+        # against the driver's simulator, as it was timed before.
+        self.shared = [Raw(sim, flavor)] if self.apart else []
+        for raw in self.raws + self.alone + self.shared:
             closing.append(raw.close)
         self.have = 0
 
     def populate(self, want):
+        if self.apart:
+            for number in range(self.have, want):
+                self.raws[0].existing('bench-raw-existing-%d' % number)
         self.have = _populate(self.backend, self.conf, self.have, want)
 
 
@@ -320,13 +399,24 @@ def main(argv=None):
         sim_fixture.USERNAME: sim_fixture.PASSWORD}).start()
     closing = [sim.stop]
     failed = False
+    pids, sim_names = [], []
     try:
         counted = _Target(sim, closing)
         timed = counted
-        if args.server == 'process' and args.timed:
-            target = _SimulatorProcess()
-            closing.append(target.stop)
-            timed = _Target(target, closing)
+        if args.timed:
+            # The raw SDK's simulator apart from the driver's (see the
+            # module's documentation).
+            if args.server == 'process':
+                targets = [_SimulatorProcess(), _SimulatorProcess()]
+                closing.extend(target.stop for target in targets)
+                pids = [target.process.pid for target in targets]
+                sim_names = ["driver's simulator", "raw SDK's simulator"]
+            else:
+                targets = [server.Simulator('127.0.0.1', 0, users={
+                    sim_fixture.USERNAME: sim_fixture.PASSWORD}).start()
+                    for _ in range(2)]
+                closing.extend(target.stop for target in targets)
+            timed = _Target(targets[0], closing, raw_sim=targets[1])
         print('load average: %.2f %.2f %.2f (%d CPUs)'
               % (*os.getloadavg(), os.cpu_count() or 0))
         print('(a) XAPI calls per spawn (goal <= 12, constant in N), '
@@ -348,24 +438,37 @@ def main(argv=None):
                       % (total + rest, *raw_totals))
             if existing in args.timed:
                 timed.populate(existing)
-                sides = timed.raws + timed.alone
+                sides = timed.raws + timed.alone + timed.shared
                 # A warm-up cycle each, outside the timing.
                 _time(timed.backend, timed.conf, sides, existing, 1)
-                ours, theirs, guarded, *each = _time(
-                    timed.backend, timed.conf, sides, existing,
-                    args.cycles)
+                medians, cpu = _time(timed.backend, timed.conf, sides,
+                                     existing, args.cycles, pids)
+                ours, theirs, guarded, *each = medians
+                shared = each[len(GUARANTEES):]
                 ratio = ours / theirs
                 failed |= ratio > 1.3
                 print('(b) N=%-3d spawn+power_off+destroy: driver %.1f ms, '
                       'raw SDK %.1f ms, %.2fx (goal <= 1.3x); raw SDK with '
-                      'the same guarantees %.1f ms, %.2fx; simulator in %s'
+                      'the same guarantees %.1f ms, %.2fx; simulators in %s'
                       % (existing, ours * 1000, theirs * 1000, ratio,
                          guarded * 1000, ours / guarded,
-                         'its own process' if timed is not counted else
-                         'this process'))
+                         'processes of their own'
+                         if args.server == 'process' else 'this process'))
                 print('        each guarantee alone over the raw SDK: %s'
                       % ', '.join('%s %+.1f ms' % (g, (t - theirs) * 1000)
                                   for g, t in zip(GUARANTEES, each)))
+                print('        CPU per lifecycle (ms), client process / '
+                      '%s: driver %s, raw SDK %s, raw SDK with the same '
+                      'guarantees %s' % (
+                          ' / '.join(sim_names) or 'simulators in it',
+                          *('/'.join('%.1f' % (used * 1000)
+                                     for used in side)
+                            for side in cpu[:3])))
+                for same in shared:
+                    print('        raw SDK against the driver\'s simulator, '
+                          'its event thread reading the raw SDK\'s changes '
+                          '(as timed before): %.1f ms, driver %.2fx'
+                          % (same * 1000, ours / same))
         failed |= (max((sum(c.values()) for c in counts), default=0) > 12
                    or any(c != counts[0] for c in counts))
         print('load average: %.2f %.2f %.2f' % os.getloadavg())

@@ -223,6 +223,43 @@ def test_event_from_coalesces_per_object(api, session):
         api.store.event_id)
 
 
+class _Watched(threading.Condition):
+    """A condition of the store's, counting who waits on it."""
+
+    def __init__(self, lock):
+        super().__init__(lock)
+        self.waits = 0
+        self.waiting = threading.Event()
+
+    def wait(self, timeout=None):
+        self.waits += 1
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+def test_waiting_event_from_wakes_for_its_classes_only(api, session):
+    token = _call(api, session, 'event.from', ['vm'], '', 0)['token']
+    vm = _install(api, session)
+    token = _call(api, session, 'event.from', ['vm'], token, 0)['token']
+    api.store.polled = _Watched(api.store.lock)
+    answers = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        _call(api, session, 'event.from', ['vm'], token, 60)))
+    waiter.start()
+    assert api.store.polled.waiting.wait(30)
+    [network] = _call(api, session, 'network.get_all')
+    for number in range(5):
+        _call(api, session, 'network.add_to_other_config', network,
+              'k%d' % number, 'v')
+    _call(api, session, 'VM.set_name_label', vm, 'renamed')
+    waiter.join(30)
+    [answer] = answers
+    assert [(e['ref'], e['snapshot']['name_label'])
+            for e in answer['events']] == [(vm, 'renamed')]
+    # The network's changes did not wake it to look again.
+    assert api.store.polled.waits == 1
+
+
 def test_logout_ends_a_waiting_event_from(api, session):
     token = _call(api, session, 'event.from', ['vm'], '', 0)['token']
     other = api.call('session.login_with_password', ['root', 'password'])

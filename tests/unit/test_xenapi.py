@@ -12,7 +12,10 @@
 
 """The xenapi backend without XAPI: mapping, sessions, events, errors."""
 
+import contextlib
 import gzip
+import http.client
+import socket
 import threading
 import xml.dom.minidom
 import xmlrpc.client
@@ -399,6 +402,174 @@ def test_faults_and_bad_responses_raise_as_in_xmlrpc_client():
         with pytest.raises(Exception) as theirs:
             _stdlib_parse(bad)
         assert type(ours.value) is type(theirs.value)
+
+
+class _ScriptedHTTP:
+    """A server answering each XML-RPC request with the next reply.
+
+    A reply is the bytes to send, ``None`` to close the connection
+    unanswered, or ``(bytes,)`` to send them and close it.
+    :attr:`requests` has each request's head and body; :attr:`connections`
+    counts the connections accepted.
+    """
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.requests = []
+        self.connections = 0
+        self._server = socket.create_server(('127.0.0.1', 0))
+        self.url = 'http://127.0.0.1:%d/' % self._server.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while self.replies:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._conn = conn
+            with conn, conn.makefile('rb') as reader:
+                while self.replies:
+                    head = b''
+                    while not head.endswith(b'\r\n\r\n'):
+                        line = reader.readline()
+                        if not line:
+                            break
+                        head += line
+                    if not head:
+                        break
+                    length = int(head.lower().split(
+                        b'content-length: ')[1].split(b'\r\n')[0])
+                    self.requests.append((head, reader.read(length)))
+                    reply = self.replies.pop(0)
+                    if reply is None:
+                        break
+                    conn.sendall(reply[0] if isinstance(reply, tuple)
+                                 else reply)
+                    if isinstance(reply, tuple):
+                        break
+
+    _conn = None
+
+    def close(self):
+        # Shut, rather than closed, wakes a thread blocked on a socket.
+        for sock in (self._server, self._conn):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
+        self._server.close()
+
+
+def _reply(value, status='200 OK', headers=(), chunked=False,
+           gzipped=False):
+    body = xmlrpc.client.dumps((value,), methodresponse=True).encode()
+    if gzipped:
+        body = gzip.compress(body)
+        headers += ('Content-Encoding: gzip',)
+    if chunked:
+        body = b''.join(b'%x;ext=1\r\n%s\r\n' % (len(part), part)
+                        for part in (body[:10], body[10:])) + b'0\r\n\r\n'
+        headers += ('Transfer-Encoding: chunked',)
+    else:
+        headers += ('Content-Length: %d' % len(body),)
+    return ('HTTP/1.1 %s\r\n%s\r\n\r\n' % (status, '\r\n'.join(headers))
+            ).encode() + body
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(*replies):
+        servers.append(_ScriptedHTTP(replies))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _proxy(url, transport=None):
+    transport = transport or connection._Transport()
+    # What goes wrong must not wait for the default timeout.
+    transport.timeout = 10
+    return xmlrpc.client.ServerProxy(url, transport)
+
+
+def test_transport_sends_each_call_in_one_piece_and_keeps_the_connection(
+        scripted):
+    server = scripted(_reply('a'), _reply('b', chunked=True),
+                      _reply('c', gzipped=True))
+    transport = connection._Transport()
+    proxy = _proxy(server.url, transport)
+    transport.call_headers = [('X-Http-Other-Config-tag', 'T1')]
+    assert proxy.first(1) == 'a'
+    transport.call_headers = ()
+    assert proxy.second() == 'b'
+    assert proxy.third() == 'c'
+    assert server.connections == 1
+    head, body = server.requests[0]
+    assert head.startswith(b'POST / HTTP/1.1\r\n')
+    assert b'\r\nX-Http-Other-Config-tag: T1\r\n' in head
+    assert b'\r\nContent-Length: %d\r\n' % len(body) in head
+    # XAPI does not compress its answers; a simulator need not either.
+    assert b'gzip' not in head
+    assert xmlrpc.client.loads(body) == ((1,), 'first')
+    assert b'X-Http-Other-Config' not in server.requests[1][0]
+
+
+def test_transport_refuses_a_line_break_in_a_header(scripted):
+    server = scripted(_reply('a'))
+    transport = connection._Transport()
+    transport.call_headers = [('X-Http-Other-Config-tag', 'T\r\nX-Evil: 1')]
+    with pytest.raises(ValueError):
+        _proxy(server.url, transport).call()
+    assert not server.requests
+
+
+def test_transport_reconnects_when_the_server_ends_the_connection(scripted):
+    server = scripted(_reply('a', headers=('Connection: close',)),
+                      _reply('b'), _reply('c'))
+    proxy = _proxy(server.url)
+    assert proxy.one() == 'a'
+    assert proxy.two() == 'b'
+    assert server.connections == 2
+    # A kept connection the server closed meanwhile: retried once, on a
+    # new one, as xmlrpc.client does.
+    server.replies.insert(0, None)
+    server.replies.insert(1, _reply('c2'))
+    assert proxy.three() == 'c2'
+    assert server.connections == 3
+
+
+def test_transport_error_status_raises_protocol_error(scripted):
+    server = scripted(_reply('x', status='503 Busy',
+                             headers=('Retry-After: 1',)), _reply('y'))
+    proxy = _proxy(server.url)
+    with pytest.raises(xmlrpc.client.ProtocolError) as caught:
+        proxy.busy()
+    assert (caught.value.errcode, caught.value.errmsg) == (503, 'Busy')
+    assert caught.value.headers['retry-after'] == '1'
+    # The answer was read whole: the connection serves the next call.
+    assert proxy.again() == 'y'
+    assert server.connections == 1
+
+
+def test_transport_server_gone_raises_a_connection_error(scripted):
+    server = scripted(None, None)
+    with pytest.raises(http.client.RemoteDisconnected):
+        _proxy(server.url).call()
+    # Tried again once, on a new connection.
+    assert server.connections == 2
+
+
+def test_transport_truncated_answer_is_incomplete(scripted):
+    server = scripted((_reply('abc')[:-5],))
+    with pytest.raises(http.client.IncompleteRead):
+        _proxy(server.url).call()
 
 
 class _SideCalls:

@@ -48,6 +48,7 @@ from compute_driver.testing.xapi_simulator import vdi_http
 from compute_driver.testing.xapi_simulator import vdis as vdi_ops
 from compute_driver.testing.xapi_simulator import vifs
 from compute_driver.testing.xapi_simulator import where
+from compute_driver.testing.xapi_simulator import wire
 
 LOG = logging.getLogger(__name__)
 
@@ -439,6 +440,8 @@ class Api:
             del self.last_active[ref]
             self.local_sessions.discard(ref)
             self.store.destroy('session', ref)
+            # Its waiting event.from ends.
+            self.store.wake()
 
     def invalidate_sessions(self) -> int:
         """Log every session out, as a xapi restart does.
@@ -449,7 +452,7 @@ class Api:
             refs = list(self.last_active)
             for ref in refs:
                 self._drop_session(ref)
-            self.store.changed.notify_all()
+            self.store.wake()
             return len(refs)
 
     # -- operations in progress --------------------------------------------
@@ -665,7 +668,7 @@ class Api:
     def logout(self, ref: object) -> None:
         with self.store.lock:
             self._drop_session(ref)
-            self.store.changed.notify_all()
+            self.store.wake()
 
     def _destroy(self, cls: str, ref: str) -> str:
         self.store.destroy(cls, ref)
@@ -700,6 +703,8 @@ class Api:
             since = int(match.group(1))
         wanted = {str(c).lower() for c in classes}
         everything = '*' in wanted
+        watched = ['*'] if everything else [
+            cls for cls in self.store.objects if cls.lower() in wanted]
         deadline = time.monotonic() + max(0.0, float(timeout))
         with self.store.lock:
             if since < 0:
@@ -719,7 +724,16 @@ class Api:
                 remaining = deadline - time.monotonic()
                 if events or remaining <= 0:
                     return self._events_result(events)
-                self.store.changed.wait(remaining)
+                # Nothing of these classes changed up to now: as XAPI,
+                # the next look starts here, not at the token, so that a
+                # poll woken by other classes' changes does not read them
+                # all again each time.
+                since = self.store.event_id
+                self.store.watched.update(watched)
+                try:
+                    self.store.polled.wait(remaining)
+                finally:
+                    self.store.watched.subtract(watched)
 
     def _changes(self, since: int, wanted: set[str],
                  everything: bool) -> list[dict[str, typing.Any]]:
@@ -735,8 +749,10 @@ class Api:
         # token, not the whole log, as XAPI's indexed queue does.
         log = self.store.events
         newer = bisect.bisect_right(log, since, key=lambda e: e[0])
+        classes = {cls for cls in self.store.objects
+                   if everything or cls.lower() in wanted}
         for entry in log[newer:]:
-            if everything or entry[1].lower() in wanted:
+            if entry[1] in classes:
                 key = (entry[1], entry[3])
                 first.setdefault(key, entry[2])
                 latest.pop(key, None)
@@ -753,14 +769,19 @@ class Api:
                 self.store.objects[entry[1]].get(entry[3])))
         return events
 
-    @staticmethod
-    def _event(event_id: int, cls: str, operation: str, ref: str,
+    def _event(self, event_id: int, cls: str, operation: str, ref: str,
                record: db.Record | None) -> dict[str, typing.Any]:
         event = {'id': str(event_id), 'timestamp': db.now(),
                  'class': cls.lower(), 'operation': operation, 'ref': ref}
         if record is not None and operation != 'del':
             # Copied: the answer is marshalled once the lock is let go.
-            event['snapshot'] = db.copy_record(record)
+            # event_id is the object's latest event (0: none known), so
+            # its text, marshalled once, serves every poller until the
+            # next change.
+            snapshot = db.copy_record(record)
+            event['snapshot'] = wire.Snapshot(
+                snapshot, (cls, ref, event_id),
+                self.store.marshalled) if event_id else snapshot
         return event
 
     def _events_result(self, events: list[dict[str, typing.Any]]

@@ -19,6 +19,7 @@ a string), references are ``OpaqueRef:<uuid>``, ``Ref:null``
 Every change is recorded as an event for ``event.from``.
 """
 
+import collections
 import copy
 import dataclasses
 import threading
@@ -347,13 +348,20 @@ RELATIONS: dict[tuple[str, str], tuple[str, str]] = {
 class Store:
     """Every object of the simulated pool, behind one lock.
 
-    ``event.from`` callers sleep on :attr:`changed`, which every change
-    notifies.
+    Whoever waits for a change sleeps on :attr:`changed`, which every
+    change notifies; ``event.from`` callers on :attr:`polled`, which only
+    a change to a class they watch (:attr:`watched`) notifies.
     """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
+        self.polled = threading.Condition(self.lock)
+        #: Class ('*': every class) -> how many waiting ``event.from``
+        #: calls watch it. Waking them for other classes' changes, each
+        #: to find nothing and wait again, cost the simulator more than
+        #: the answers, when XAPI wakes for little.
+        self.watched: collections.Counter[str] = collections.Counter()
         self.objects: dict[str, dict[str, Record]] = {c: {} for c in CLASSES}
         # (id, class, operation, ref): event.from reads the records as
         # they are when it answers, as XAPI does.
@@ -364,6 +372,9 @@ class Store:
         #: VM ref -> whether it runs a guest agent with PV drivers; VMs
         #: not listed follow the server's ``guest_tools`` setting.
         self.guest_tools: dict[str, bool] = {}
+        #: (class, ref, event id) -> the record's XML-RPC text as it was
+        #: at that event, see :class:`.wire.Snapshot`.
+        self.marshalled: dict[tuple, str] = {}
 
     # -- access ------------------------------------------------------------
 
@@ -392,6 +403,13 @@ class Store:
             self.oldest_event = self.events[10000][0]
             del self.events[:10000]
         self.changed.notify_all()
+        if self.watched[cls] or self.watched['*']:
+            self.polled.notify_all()
+
+    def wake(self) -> None:
+        """Wake every waiter, whatever it waits for (with the lock held)."""
+        self.changed.notify_all()
+        self.polled.notify_all()
 
     def create(self, cls: str, fields: Record | None = None,
                ref: str | None = None) -> str:
