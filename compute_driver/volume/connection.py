@@ -70,9 +70,9 @@ def import_brick() -> typing.Any:
     return connector
 
 
-# platform.machine(), without importing platform (every command imports
-# this module, few use a connector); read once, when the module loads, as
-# the machine does not change under a running process.
+# platform.machine(), without importing platform; read once, when the
+# module loads, as the machine does not change under a running process.
+# The Nova adapter loads this module with itself (see there).
 _MACHINE = os.uname().machine
 
 
