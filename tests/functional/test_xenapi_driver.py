@@ -185,6 +185,34 @@ def test_vm_destroyed_out_of_band(simulator, make_driver):  # noqa: F811
     assert instance.uuid not in backend.list_instance_uuids()
 
 
+def test_own_transitions_once_and_outside_ones_too(simulator,  # noqa
+                                                   make_driver):
+    # XAPI batches changes: the driver announces its own transitions and
+    # its event thread must neither repeat them nor miss another's.
+    backend = make_driver(simulator)
+    events = fixtures.EventRecorder()
+    backend.register_event_listener(events)
+    instance = _instance()
+    _spawn(backend, instance)
+    backend.power_off(instance)
+    backend.power_on(instance)
+    mark = events.mark()
+    ref = backend.get_info(instance).internal_id
+    session = XenAPI.Session(simulator.url)
+    session.xenapi.login_with_password('root', 'password', '2.21', 't')
+    try:
+        session.xenapi.VM.pause(ref)
+    finally:
+        session.xenapi.session.logout()
+    # Its event comes after any the watcher made of the driver's changes.
+    events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_PAUSED, 10,
+                    since=mark)
+    assert events.transitions(instance.uuid) == [
+        virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_STOPPED,
+        virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_PAUSED]
+    backend.destroy(instance)
+
+
 @pytest.mark.parametrize('method', [
     'VM.clone', 'VM.set_other_config', 'VM.set_name_label',
     'VM.set_memory_limits', 'VIF.create', 'VM.provision', 'VM.start'])
