@@ -31,6 +31,7 @@ from compute_driver.testing import xapi_simulator
 from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     xapi_simulator as simulator)
+from compute_driver.xenapi import connection
 
 IMAGE = 'Debian_Bookworm_12'
 SEED_NETWORK = 'Pool-wide network associated with eth0'
@@ -431,3 +432,20 @@ def test_sweep_removes_an_image_vdi_its_spawn_never_attached(
     assert elsewhere in simulator.objects('VDI')
     session.xenapi.VDI.destroy(elsewhere)
     session.xenapi.session.logout()
+
+
+def test_a_session_calls_with_its_timeout_not_the_logins(
+        simulator):  # noqa: F811
+    # The event thread's session logs in with the login timeout, then
+    # long-polls on the same connection: a socket left with the login's
+    # timeout broke every poll that waited longer.
+    pool = connection.SessionPool(
+        url=simulator.url, username=sim_fixture.USERNAME,
+        password=sim_fixture.PASSWORD, size=1, verify=False, ca_file=None,
+        call_timeout=30, login_timeout=1, wait_timeout=5, originator='t')
+    session = pool.login(timeout=42)
+    try:
+        session.xenapi.pool.get_all()
+        assert session.transport._current.sock.gettimeout() == 42
+    finally:
+        pool.logout(session)
