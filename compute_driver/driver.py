@@ -547,6 +547,13 @@ class ComputeDriver(abc.ABC):
     #: pipeline emits each operation's events itself.
     emits_lifecycle_events = True
 
+    #: Whether the pipeline also emits the events of the backend's own
+    #: operations when the hypervisor reports transitions: for a
+    #: hypervisor that batches its reports (XAPI answers a poll with the
+    #: latest state of what changed), after which the backend reports
+    #: only the changes it did not make.
+    announces_own_transitions = False
+
     #: Whether instances are containers (processes on the host) rather
     #: than machines: they share the host's CPUs by design, so their vCPUs
     #: are limited by the allocation ratio only, not by the host's size,
@@ -786,9 +793,11 @@ class ComputeDriver(abc.ABC):
 
     def _announce(self, uuid: str, transitions: typing.Iterable[int]) -> None:
         # Emitted by the pipeline only for a backend whose hypervisor
-        # does not, and after the instance's lock is released, so that a
-        # listener calling back into the driver cannot deadlock it.
-        if self.emits_lifecycle_events:
+        # does not report them, or that announces its own (see
+        # announces_own_transitions), and after the instance's lock is
+        # released, so that a listener calling back into the driver
+        # cannot deadlock it.
+        if self.emits_lifecycle_events and not self.announces_own_transitions:
             return
         for transition in transitions:
             self.emit_lifecycle(uuid, transition)

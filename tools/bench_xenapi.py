@@ -93,6 +93,7 @@ from compute_driver import flavors
 from compute_driver import loader
 from compute_driver import objects
 from compute_driver.testing import fixtures
+from compute_driver.testing.xapi_simulator import api as sim_api
 from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator import seed
 from compute_driver.testing.xapi_simulator import server
@@ -247,8 +248,10 @@ def _count(sim, backend, conf, raws, existing):
 
 
 #: Seconds each side waits before it is timed, so that it does not pay
-#: for the event thread still reading the events of the side before.
-SETTLE = 0.005
+#: for the event thread still reading the events of the side before:
+#: the simulator, as XAPI, answers a woken event.from only after
+#: api.EVENT_DELAY.
+SETTLE = 0.02 + sim_api.EVENT_DELAY
 
 
 def _cpu(pids):

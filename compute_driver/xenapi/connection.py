@@ -287,6 +287,11 @@ class _TimeoutMixin:
             raise ConnectionAbortedError('the XAPI call was aborted')
         conn = super().make_connection(host)  # type: ignore[misc]
         conn.timeout = self.timeout
+        if conn.sock is not None:
+            # Kept open from a call made with another timeout: the
+            # login's, for the event thread's session, whose long polls
+            # XAPI answers 50 ms after their timeout.
+            conn.sock.settimeout(self.timeout)
         self._current = conn
         return conn
 

@@ -26,6 +26,7 @@ console would mean scraping a live terminal session, which would show the
 screen rather than the boot log the contract promises.
 """
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -80,6 +81,21 @@ _BUILDING: set[str] = set()
 _BUILDING_LOCK = threading.Lock()
 
 
+def _owns(method: typing.Callable[..., typing.Any]
+          ) -> typing.Callable[..., typing.Any]:
+    """Hold back the watcher's events of the VM that ``method`` changes.
+
+    ``method(self, vm, instance, ...)`` leaves the VM in ``vm.state``.
+    """
+    @functools.wraps(method)
+    def owned(self: 'XenAPIDriver', vm: mapping.VM,
+              instance: objects.Instance, *args: typing.Any,
+              **kwargs: typing.Any) -> typing.Any:
+        with self._owning(instance, lambda: vm.state):
+            return method(self, vm, instance, *args, **kwargs)
+    return owned
+
+
 class XenAPIDriver(driver.ComputeDriver):
     """The XAPI backend, entry point ``xenapi``."""
 
@@ -108,6 +124,10 @@ class XenAPIDriver(driver.ComputeDriver):
     spawn_volumes = False
     CONFIG_GROUP = xenapi_conf.GROUP
     CONFIG_OPTS = xenapi_conf.opts
+    # XAPI batches the changes made between two answers, so a whole
+    # spawn and stop can reach the watcher as one event: the pipeline
+    # announces this driver's transitions, the watcher the others'.
+    announces_own_transitions = True
     # What /import_raw_vdi takes, and so what boots.
     image_types = ('raw', 'vhd')
     runs_containers = False
@@ -279,7 +299,8 @@ class XenAPIDriver(driver.ComputeDriver):
             created = self._created.get(instance.uuid)
             expected = self._expected.get(ref) if ref else None
             mark = self._marks.get(ref) if ref else None
-        if known is None and created and watcher is not None:
+        if (known is None and created and watcher is not None and
+                not (ref is not None and watcher.vanished(ref))):
             if (ref is not None and expected is not None and
                     mark is not None and watcher.behind(mark, ref)):
                 # Spawned here a moment ago, and the watcher has not read
@@ -382,6 +403,40 @@ class XenAPIDriver(driver.ComputeDriver):
                     self._record(vm)
         return mapping.state_of({'power_state': vm.state})
 
+    @contextlib.contextmanager
+    def _owning(self, instance: objects.Instance,
+                left: typing.Callable[[], str | None],
+                created: bool = False) -> typing.Iterator[None]:
+        """Run an operation whose transitions the pipeline announces.
+
+        The watcher holds back the VM's events meanwhile and then skips
+        those that say what the pipeline announces (see
+        :mod:`compute_driver.xenapi.events`).
+
+        :param left: returns the XAPI power state the operation left the
+            VM in, ``None`` once it is removed.
+        :param created: whether the operation creates the VM.
+        """
+        watcher = self._watcher
+        if watcher is None:
+            yield
+            return
+        watcher.claim(instance.uuid)
+        try:
+            yield
+        except BaseException:
+            changes = watcher.settle(instance.uuid, None, failed=True)
+            if changes:
+                # What changed is emitted once the caller let go of the
+                # instance's lock: a listener may call back.
+                threading.Thread(target=watcher.send, args=(changes,),
+                                 name='xenapi-events-failed',
+                                 daemon=True).start()
+            raise
+        with self._lock:
+            ref = self._refs.get(instance.uuid) if created else None
+        watcher.settle(instance.uuid, left(), created=ref)
+
     def _changed(self, vm: mapping.VM, state: str) -> None:
         """Note the state an operation of this driver left the VM in."""
         vm.state, vm.record = state, None
@@ -475,6 +530,14 @@ class XenAPIDriver(driver.ComputeDriver):
 
     def _create(self, instance, image, power_on, network_info,
                 block_device_info):
+        with self._owning(instance,
+                          lambda: 'Running' if power_on else 'Halted',
+                          created=True):
+            self._build(instance, image, power_on, network_info,
+                        block_device_info)
+
+    def _build(self, instance, image, power_on, network_info,
+               block_device_info):
         """Clone, configure, provision and start; undo it all on failure.
 
         The clone is named after the spawning process and the instance
@@ -627,6 +690,10 @@ class XenAPIDriver(driver.ComputeDriver):
             return False
 
     def _destroy(self, instance, destroy_disks):
+        with self._owning(instance, lambda: None):
+            return self._remove(instance)
+
+    def _remove(self, instance):
         try:
             vm = self._find(instance)
         except exception.InstanceNotFound:
@@ -795,6 +862,7 @@ class XenAPIDriver(driver.ComputeDriver):
 
     # -- power operations ----------------------------------------------------
 
+    @_owns
     def _power_off(self, vm, instance, current, timeout, retry_interval):
         if (timeout and current == power_state.RUNNING and
                 self._shut_down_cleanly(vm, instance, timeout,
@@ -827,6 +895,7 @@ class XenAPIDriver(driver.ComputeDriver):
                  instance.name, timeout)
         return False
 
+    @_owns
     def _power_on(self, vm, instance):
         def start():
             if vm.state == 'Crashed':
@@ -836,6 +905,8 @@ class XenAPIDriver(driver.ComputeDriver):
         self._retrying(vm, instance, 'power_on', start)
         self._changed(vm, 'Running')
 
+    # Not held back: the contract has a reboot announce nothing, and one
+    # from a stopped VM starts it, which the event thread reports.
     def _reboot(self, vm, instance, kind, current):
         operation = kind.lower() + '_reboot'
         if kind == driver.REBOOT_SOFT:
@@ -872,17 +943,21 @@ class XenAPIDriver(driver.ComputeDriver):
                        lambda: self._xapi.call(method, vm.ref, *args))
         self._changed(vm, after)
 
+    @_owns
     def _pause(self, vm, instance):
         self._simple(vm, instance, 'pause', 'VM.pause', 'Paused')
 
+    @_owns
     def _unpause(self, vm, instance):
         self._simple(vm, instance, 'unpause', 'VM.unpause', 'Running')
 
+    @_owns
     def _suspend(self, vm, instance):
         self._fresh(vm, instance, 'suspend')
         self._require_guest(vm, instance, 'suspend', 'suspend')
         self._simple(vm, instance, 'suspend', 'VM.suspend', 'Suspended')
 
+    @_owns
     def _resume(self, vm, instance):
         self._simple(vm, instance, 'resume', 'VM.resume', 'Running',
                      False, False)
@@ -923,6 +998,7 @@ class XenAPIDriver(driver.ComputeDriver):
     def _snapshots_of(self, instance):
         return self._images.snapshots_of(instance)
 
+    @_owns
     def _revert(self, vm, instance, current, image_id):
         current = mapping.state_of(self._fresh(vm, instance,
                                                'revert_to_snapshot'))

@@ -25,12 +25,49 @@ followed without polling it.
 XAPI coalesces the changes of one object between two polls into one event,
 so a VM stopped and started again between two polls looks unchanged;
 the contract requires no event for such pairs (reboots).
+
+The driver announces the transitions of its own operations itself, once
+the instance's lock is released, since XAPI batches changes (a waiting
+``event.from`` answers 50 ms after it wakes) and a whole spawn and stop
+can reach the watcher as one event. So the watcher emits only what the
+driver did not announce. While an operation of the driver runs on an
+instance (:meth:`EventWatcher.claim`), its VM's events are not emitted;
+when it ends (:meth:`EventWatcher.settle`) the state it left is what
+listeners know. Then, for the events of answers to polls issued before
+the operation ended -- answers that may have been produced before the
+change, or after it -- an event is
+
+* a duplicate, and skipped, when its power state is the one announced;
+* stale, and skipped, when its state (and, for a live VM, its domain) is
+  the one the VM had before the operation: the answer was produced
+  before the change;
+* otherwise a change by someone else after the operation, and emitted.
+
+The first answer to a poll issued after the operation ended holds every
+change made before, so from there on each event is compared with what
+listeners know, as for any change. XAPI reports nothing of a VM created
+and destroyed between two of its answers: a VM the driver created and
+someone else removed before any answer told of it is taken for stopped
+once that first answer is read without it, or, should the answer to the
+poll in flight not tell of it, once ``VM.get_power_state`` says it is
+gone (one call, made only then).
+
+Limits: an outside change that brings the VM back to the state it had
+before the operation (a guest that shuts itself down just after the
+driver started it), made before the poll in flight when the operation
+ended was answered, is taken for stale and not emitted; XAPI answers
+with records only, with nothing that would order such a change after
+the driver's own. A changed domain tells a restart from a stale record
+for live VMs only.
 """
 
 import collections
+import dataclasses
 import logging
 import threading
 import typing
+
+import XenAPI
 
 from compute_driver import objects
 from compute_driver.xenapi import connection
@@ -47,6 +84,33 @@ FINISHED_TASKS = 1024
 
 #: How many VMs :meth:`EventWatcher.behind` remembers the last event of.
 TOUCHED_VMS = 4096
+
+
+@dataclasses.dataclass
+class _Claim:
+    """An operation of the driver under way on one instance."""
+
+    #: Nested claims (an operation made of others).
+    depth: int
+    #: (power state, domid) listeners knew when it began.
+    before: tuple[str, str]
+    #: The VM's ref, when known.
+    ref: str | None = None
+    #: (VM ref, power state, domid) of the latest event held back.
+    latest: tuple[str, str, str] | None = None
+
+
+@dataclasses.dataclass
+class _Told:
+    """What the driver announced, until the watcher reads past it."""
+
+    #: The power state announced; ``None``: the VM is gone.
+    state: str | None
+    before: tuple[str, str]
+    #: The number of the last poll issued when it was announced.
+    issued: int
+    #: The ref of a VM the operation created that no event told of yet.
+    unseen: str | None = None
 
 
 class EventWatcher:
@@ -87,6 +151,13 @@ class EventWatcher:
         self._touched = collections.OrderedDict()
         # The highest number _touched forgot.
         self._forgotten = 0
+        # Instance uuid -> the driver's operation under way / the state
+        # it announced at the end of one; see claim() and settle().
+        self._claims: dict[str, _Claim] = {}
+        self._told: dict[str, _Told] = {}
+        # VM refs that _expire() took for gone; see vanished().
+        self._vanished: collections.OrderedDict[str, None]
+        self._vanished = collections.OrderedDict()
         self._thread = threading.Thread(target=self._run,
                                         name='xenapi-events', daemon=True)
         self.synced = threading.Event()
@@ -132,8 +203,9 @@ class EventWatcher:
                         ['vm', 'task'], token, float(self._poll_timeout))
                     token = result['token']
                     for event in result['events']:
-                        self._handle(event)
+                        self._handle(event, number=number)
                     self._read = number
+                    self._expire(number, session)
             except Exception as exc:
                 # Until the next sync, what the watcher knows may be stale:
                 # callers fall back to asking XAPI.
@@ -159,9 +231,10 @@ class EventWatcher:
         for event in result['events']:
             if event.get('class', 'vm').lower() == 'vm':
                 seen.add(event['ref'])
-            self._handle(event, emit=emit)
+            self._handle(event, emit=emit, number=number)
         for ref in set(self._known) - seen:
-            self._handle({'ref': ref, 'operation': 'del'}, emit=emit)
+            self._handle({'ref': ref, 'operation': 'del'}, emit=emit,
+                         number=number)
         self._read = number
         return result['token']
 
@@ -197,7 +270,7 @@ class EventWatcher:
                     last <= handled)
 
     def _handle(self, event: dict[str, typing.Any],
-                emit: bool = True) -> None:
+                emit: bool = True, number: int = 0) -> None:
         ref = event['ref']
         record = event.get('snapshot')
         if event.get('class', 'vm').lower() == 'task':
@@ -210,11 +283,14 @@ class EventWatcher:
             if len(self._touched) > TOUCHED_VMS:
                 _, self._forgotten = self._touched.popitem(last=False)
         if event['operation'] == 'del' or record is None:
-            known = self._known.pop(ref, None)
             with self._changed:
+                known = self._known.pop(ref, None)
                 self._forget(ref)
                 self._templates.pop(ref, None)
-            if known is not None and emit and known[1] != 'Halted':
+                held = known is not None and self._held(
+                    known[0], ref, None, '-1', number)
+            if (known is not None and emit and known[1] != 'Halted' and
+                    not held):
                 self._send(known[0], 'Halted', known[1])
             return
         instance = (mapping.instance_of(record)
@@ -233,13 +309,17 @@ class EventWatcher:
         uuid = instance.uuid
         after = record['power_state']
         domid = str(record.get('domid', '-1'))
-        _, before, was = self._known.get(ref, (uuid, 'Halted', '-1'))
-        self._known[ref] = (uuid, after, domid)
         with self._changed:
             self._instances[ref] = (instance, after)
             self._by_uuid[uuid] = ref
             # For wait_vm().
             self._changed.notify_all()
+        # settle() changes what listeners know from the driver's thread.
+        with self._changed:
+            if self._held(uuid, ref, after, domid, number):
+                return
+            _, before, was = self._known.get(ref, (uuid, 'Halted', '-1'))
+            self._known[ref] = (uuid, after, domid)
         if not emit:
             return
         if (before == after and was != domid and
@@ -250,6 +330,179 @@ class EventWatcher:
             self._send(uuid, 'Halted', before)
             before = 'Halted'
         self._send(uuid, after, before)
+
+    def _held(self, uuid: str, ref: str, after: str | None, domid: str,
+              number: int) -> bool:
+        """Whether an event is the driver's to announce, or announced.
+
+        ``after`` is ``None`` for a VM gone. See the module's docstring
+        for the rules.
+        """
+        with self._changed:
+            claim = self._claims.get(uuid)
+            if claim is not None:
+                if after is not None:
+                    claim.latest = (ref, after, domid)
+                else:
+                    claim.latest = None
+                return True
+            told = self._told.get(uuid)
+            if told is None:
+                return False
+            if told.unseen == ref:
+                told.unseen = None
+            if told.state is not None and after is not None:
+                # What listeners know, should the VM have been new to
+                # the watcher when the operation ended.
+                self._known.setdefault(ref, (uuid, told.state, '-1'))
+            if number > told.issued:
+                # Answered after the announcement: compared with what
+                # listeners know, as any event.
+                del self._told[uuid]
+                return False
+        if after is None or told.state is None:
+            # A VM gone, as announced; or a record of the VM the driver
+            # removed, from before.
+            return told.state is None
+        if after == told.state:
+            # Duplicate: listeners know it; learn its domain.
+            self._known[ref] = (uuid, after, domid)
+            return True
+        if after == told.before[0] and (
+                after != 'Running' or
+                domid in (told.before[1], '-1') or told.before[1] == '-1'):
+            return True
+        return False
+
+    def claim(self, uuid: str) -> None:
+        """Hold back the events of an instance the driver is changing.
+
+        Until the matching :meth:`settle`; claims nest.
+        """
+        with self._changed:
+            claim = self._claims.get(uuid)
+            if claim is not None:
+                claim.depth += 1
+                return
+            told = self._told.pop(uuid, None)
+            ref = self._by_uuid.get(uuid) or (told.unseen if told else None)
+            known = self._known.get(ref) if ref is not None else None
+            before = (known[1], known[2]) if known else ('Halted', '-1')
+            self._claims[uuid] = _Claim(1, before, ref)
+
+    def settle(self, uuid: str, state: str | None, failed: bool = False,
+               created: str | None = None) -> list[tuple[str, str, str]]:
+        """End a :meth:`claim`: the driver announces ``state``.
+
+        :param state: the XAPI power state the operation left, ``None``
+            when it removed the VM.
+        :param failed: the operation failed, and announces nothing: what
+            the events held back changed is returned instead.
+        :param created: the ref of the VM the operation created. XAPI
+            tells nothing of a VM created and destroyed between two of
+            its answers: if no event tells of it by the time a poll
+            issued after this one is read, it is gone, and its stop is
+            emitted then.
+        :returns: ``(uuid, after, before)`` transitions for the caller to
+            emit (see :meth:`send`) once the instance's lock is released.
+        """
+        with self._changed:
+            claim = self._claims.get(uuid)
+            if claim is None:
+                return []
+            claim.depth -= 1
+            if claim.depth > 0:
+                return []
+            del self._claims[uuid]
+            latest = claim.latest
+            ref = (latest[0] if latest else
+                   created or claim.ref or self._by_uuid.get(uuid))
+            if failed:
+                if latest is None:
+                    return []
+                self._known[latest[0]] = (uuid, latest[1], latest[2])
+                return [(uuid, latest[1], claim.before[0])]
+            self._told[uuid] = _Told(
+                state, claim.before, self._issued,
+                created if latest is None and state is not None else None)
+            if ref is None:
+                return []
+            if state is None:
+                self._known.pop(ref, None)
+            elif latest is not None and latest[1] == state:
+                self._known[ref] = (uuid, state, latest[2])
+            else:
+                # Its domain is learnt from the next event.
+                self._known[ref] = (uuid, state, '-1')
+            return []
+
+    def _expire(self, number: int, session: typing.Any = None) -> None:
+        """Forget the announcements poll ``number`` was issued after.
+
+        Its answer, read in full, held every change made before them:
+        what listeners know is up to date. A VM the driver created that
+        the answer to the poll in flight at its announcement did not
+        tell of is looked up with ``session``: that answer may have
+        been produced before the VM was created, or after it was
+        destroyed, and the next may not come before the poll's timeout.
+        """
+        gone = []
+        unseen = []
+        with self._changed:
+            if not self._told:
+                return
+            for uuid, told in list(self._told.items()):
+                if told.unseen is None or told.state is None:
+                    if told.issued < number:
+                        del self._told[uuid]
+                elif told.issued < number:
+                    # Created and destroyed between two answers.
+                    del self._told[uuid]
+                    self._vanish(told.unseen)
+                    gone.append((uuid, 'Halted', told.state))
+                elif told.issued == number and session is not None:
+                    unseen.append((uuid, told.unseen))
+        for uuid, ref in unseen:
+            try:
+                session.xenapi.VM.get_power_state(ref)
+                continue
+            except XenAPI.Failure as exc:
+                if str(exc.details[0]) != 'HANDLE_INVALID':
+                    raise
+            with self._changed:
+                left = self._told.get(uuid)
+                if (left is None or left.unseen != ref or
+                        left.state is None):
+                    continue
+                del self._told[uuid]
+                self._vanish(ref)
+                gone.append((uuid, 'Halted', left.state))
+        self.send(gone)
+
+    def _vanish(self, ref: str) -> None:
+        # A VM no event will tell of; with self._changed held.
+        self._known.pop(ref, None)
+        self._handled += 1
+        self._touched[ref] = self._handled
+        self._touched.move_to_end(ref)
+        if len(self._touched) > TOUCHED_VMS:
+            _, self._forgotten = self._touched.popitem(last=False)
+        self._vanished[ref] = None
+        if len(self._vanished) > TOUCHED_VMS:
+            self._vanished.popitem(last=False)
+
+    def vanished(self, ref: str) -> bool:
+        """Whether VM ``ref`` was created and destroyed unseen.
+
+        See :meth:`settle`'s ``created``.
+        """
+        with self._changed:
+            return ref in self._vanished
+
+    def send(self, changes: list[tuple[str, str, str]]) -> None:
+        """Emit what :meth:`settle` returned."""
+        for uuid, after, before in changes:
+            self._send(uuid, after, before)
 
     def _forget(self, ref: str) -> None:
         # Called with self._changed held.

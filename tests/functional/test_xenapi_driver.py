@@ -31,6 +31,7 @@ from compute_driver.testing import xapi_simulator
 from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     xapi_simulator as simulator)
+from compute_driver.xenapi import connection
 
 IMAGE = 'Debian_Bookworm_12'
 SEED_NETWORK = 'Pool-wide network associated with eth0'
@@ -183,6 +184,34 @@ def test_vm_destroyed_out_of_band(simulator, make_driver):  # noqa: F811
         backend.power_on(instance)
     backend.destroy(instance)
     assert instance.uuid not in backend.list_instance_uuids()
+
+
+def test_own_transitions_once_and_outside_ones_too(simulator,  # noqa
+                                                   make_driver):
+    # XAPI batches changes: the driver announces its own transitions and
+    # its event thread must neither repeat them nor miss another's.
+    backend = make_driver(simulator)
+    events = fixtures.EventRecorder()
+    backend.register_event_listener(events)
+    instance = _instance()
+    _spawn(backend, instance)
+    backend.power_off(instance)
+    backend.power_on(instance)
+    mark = events.mark()
+    ref = backend.get_info(instance).internal_id
+    session = XenAPI.Session(simulator.url)
+    session.xenapi.login_with_password('root', 'password', '2.21', 't')
+    try:
+        session.xenapi.VM.pause(ref)
+    finally:
+        session.xenapi.session.logout()
+    # Its event comes after any the watcher made of the driver's changes.
+    events.wait_for(instance.uuid, virtevent.EVENT_LIFECYCLE_PAUSED, 10,
+                    since=mark)
+    assert events.transitions(instance.uuid) == [
+        virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_STOPPED,
+        virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_PAUSED]
+    backend.destroy(instance)
 
 
 @pytest.mark.parametrize('method', [
@@ -403,3 +432,20 @@ def test_sweep_removes_an_image_vdi_its_spawn_never_attached(
     assert elsewhere in simulator.objects('VDI')
     session.xenapi.VDI.destroy(elsewhere)
     session.xenapi.session.logout()
+
+
+def test_a_session_calls_with_its_timeout_not_the_logins(
+        simulator):  # noqa: F811
+    # The event thread's session logs in with the login timeout, then
+    # long-polls on the same connection: a socket left with the login's
+    # timeout broke every poll that waited longer.
+    pool = connection.SessionPool(
+        url=simulator.url, username=sim_fixture.USERNAME,
+        password=sim_fixture.PASSWORD, size=1, verify=False, ca_file=None,
+        call_timeout=30, login_timeout=1, wait_timeout=5, originator='t')
+    session = pool.login(timeout=42)
+    try:
+        session.xenapi.pool.get_all()
+        assert session.transport._current.sock.gettimeout() == 42
+    finally:
+        pool.logout(session)

@@ -260,6 +260,42 @@ def test_waiting_event_from_wakes_for_its_classes_only(api, session):
     assert api.store.polled.waits == 1
 
 
+def test_woken_event_from_pauses_as_xapi_to_batch_changes(api, session,
+                                                          monkeypatch):
+    token = _call(api, session, 'event.from', ['vm'], '', 0)['token']
+    first = _install(api, session, name='first')
+    second = _install(api, session, name='second')
+    token = _call(api, session, 'event.from', ['vm'], token, 0)['token']
+    api.store.polled = _Watched(api.store.lock)
+    pausing, go, pauses = threading.Event(), threading.Event(), []
+
+    def pause(seconds):
+        pauses.append(seconds)
+        pausing.set()
+        assert go.wait(30)
+
+    monkeypatch.setattr(xapi, '_pause', pause)
+    answers = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        _call(api, session, 'event.from', ['vm'], token, 60)))
+    waiter.start()
+    try:
+        assert api.store.polled.waiting.wait(30)
+        _call(api, session, 'VM.set_name_label', first, 'one')
+        # Woken, it pauses with the store unlocked: a change made
+        # meanwhile comes in the same answer.
+        assert pausing.wait(30)
+        _call(api, session, 'VM.set_name_label', second, 'two')
+    finally:
+        go.set()
+        waiter.join(30)
+    [answer] = answers
+    assert sorted((e['ref'], e['snapshot']['name_label'])
+                  for e in answer['events']) == sorted(
+        [(first, 'one'), (second, 'two')])
+    assert pauses == [xapi.EVENT_DELAY] == [0.05]
+
+
 def test_logout_ends_a_waiting_event_from(api, session):
     token = _call(api, session, 'event.from', ['vm'], '', 0)['token']
     other = api.call('session.login_with_password', ['root', 'password'])

@@ -219,6 +219,15 @@ class _Workers:
                 self._idle += 1
 
 
+#: XAPI's pause between a waiting ``event.from`` waking and its answer.
+EVENT_DELAY = 0.05
+
+
+def _pause(seconds: float) -> None:
+    # Apart, so that a test can see the pause and change things in it.
+    time.sleep(seconds)
+
+
 @dataclasses.dataclass
 class Settings:
     """What a test may change while the simulator runs.
@@ -244,6 +253,12 @@ class Settings:
     #: ``scheme://address`` of the server, for console locations; empty
     #: gives VMs no console record.
     console_url: str = ''
+    #: Seconds a waiting ``event.from`` sleeps once woken (by a change or
+    #: its deadline) before it looks again, so that the changes made
+    #: meanwhile come in one answer: XAPI's ``from_inner`` waits
+    #: ``Thread.delay 0.05`` there. An answer ready at once is not
+    #: delayed.
+    event_delay: float = EVENT_DELAY
 
 
 class Api:
@@ -734,6 +749,16 @@ class Api:
                     self.store.polled.wait(remaining)
                 finally:
                     self.store.watched.subtract(watched)
+                delay = self.settings.event_delay
+                if delay > 0:
+                    # As XAPI: the changes made meanwhile join this
+                    # answer. The lock is held once here (the store's
+                    # callers do not nest an event.from).
+                    self.store.lock.release()
+                    try:
+                        _pause(delay)
+                    finally:
+                        self.store.lock.acquire()
 
     def _changes(self, since: int, wanted: set[str],
                  everything: bool) -> list[dict[str, typing.Any]]:

@@ -185,6 +185,8 @@ class Simulator:
     :param mode: ``xapi`` (the default) behaves as XAPI does;
         ``lenient`` also provisions template disks whose ``sr`` is empty
         on the default SR (see :data:`.api.MODES`).
+    :param event_delay: seconds a waiting ``event.from`` sleeps once woken
+        before it answers (XAPI's 50 ms, :data:`.api.EVENT_DELAY`).
     """
 
     def __init__(self, host: str = '127.0.0.1', port: int = 0,
@@ -193,7 +195,8 @@ class Simulator:
                  certfile: str | None = None, keyfile: str | None = None,
                  store: db.Store | None = None,
                  master_address: str | None = None,
-                 mode: str = 'xapi') -> None:
+                 mode: str = 'xapi',
+                 event_delay: float = xapi.EVENT_DELAY) -> None:
         if mode not in xapi.MODES:
             raise ValueError('mode must be one of %s, not %r'
                              % (', '.join(xapi.MODES), mode))
@@ -205,8 +208,11 @@ class Simulator:
             seed.setdefault('address', host)
             seeding.populate(store, seed)
         self.store = store
+        if not 0 <= event_delay <= 60:
+            raise ValueError('event_delay must be 0 to 60 seconds, not %r'
+                             % event_delay)
         self.settings = xapi.Settings(master_address=master_address,
-                                      mode=mode)
+                                      mode=mode, event_delay=event_delay)
         if users is not None:
             self.settings.users = dict(users)
         self.api = xapi.Api(store, self.settings)
@@ -410,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='xapi: behave as XAPI does (default); '
                              'lenient: also provision template disks '
                              'whose sr is empty on the default SR')
+    parser.add_argument('--event-delay', type=float,
+                        default=xapi.EVENT_DELAY, metavar='SECONDS',
+                        help='how long a waiting event.from sleeps once '
+                             'woken before it answers, so that changes '
+                             'come together, as XAPI does (default: '
+                             '%(default)s)')
     parser.add_argument('--fail', type=_fault, action='append', default=[],
                         metavar='METHOD:CODE[:N]',
                         help='fail the Nth call (default 1st) of METHOD '
@@ -423,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         simulator = Simulator(args.host, args.port,
                               users={args.username: args.password},
                               seed=seed, certfile=args.cert,
-                              keyfile=args.key, mode=args.mode)
+                              keyfile=args.key, mode=args.mode,
+                              event_delay=args.event_delay)
     except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
         sys.stderr.write('compute-driver-xapi-simulator: %s\n' % exc)
         return 1
