@@ -277,11 +277,7 @@ class EventWatcher:
             self._task_event(ref, record)
             return
         with self._changed:
-            self._handled += 1
-            self._touched[ref] = self._handled
-            self._touched.move_to_end(ref)
-            if len(self._touched) > TOUCHED_VMS:
-                _, self._forgotten = self._touched.popitem(last=False)
+            self._touch(ref)
         if event['operation'] == 'del' or record is None:
             with self._changed:
                 known = self._known.pop(ref, None)
@@ -479,14 +475,19 @@ class EventWatcher:
                 gone.append((uuid, 'Halted', left.state))
         self.send(gone)
 
-    def _vanish(self, ref: str) -> None:
-        # A VM no event will tell of; with self._changed held.
-        self._known.pop(ref, None)
+    def _touch(self, ref: str) -> None:
+        # Number a VM event handled (see behind()); with self._changed
+        # held.
         self._handled += 1
         self._touched[ref] = self._handled
         self._touched.move_to_end(ref)
         if len(self._touched) > TOUCHED_VMS:
             _, self._forgotten = self._touched.popitem(last=False)
+
+    def _vanish(self, ref: str) -> None:
+        # A VM no event will tell of; with self._changed held.
+        self._known.pop(ref, None)
+        self._touch(ref)
         self._vanished[ref] = None
         if len(self._vanished) > TOUCHED_VMS:
             self._vanished.popitem(last=False)
