@@ -54,7 +54,6 @@ import functools
 import json
 import logging
 import os
-import secrets
 import threading
 import typing
 
@@ -298,8 +297,10 @@ def _flock(path: str) -> typing.Iterator[None]:
 def _port_entry(ports: tuple[model.Port, ...] | None
                 ) -> dict[str, typing.Any]:
     # The token tells a listing that read a domain whether a change of
-    # its ports began since (see update's heal).
-    return {'token': secrets.token_hex(8),
+    # its ports began since (see update's heal). os.urandom, as the
+    # secrets module uses, without that module's import (hmac, OpenSSL's
+    # hashes), which every listing would pay.
+    return {'token': os.urandom(8).hex(),
             'ports': None if ports is None else _items(ports)}
 
 
