@@ -38,6 +38,7 @@ import threading
 import typing
 import unicodedata
 
+from compute_driver import _frozen
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
@@ -76,7 +77,7 @@ REQUIRED_HOOKS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class Transition:
     """What a power operation needs and does.
 
@@ -143,7 +144,7 @@ IMAGE_PENDING_UPLOAD = 'image_pending_upload'
 IMAGE_UPLOADING = 'image_uploading'
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class Operation:
     """One operation of the contract, and how to call it.
 

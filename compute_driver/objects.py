@@ -24,6 +24,7 @@ import json
 import re
 import typing
 
+from compute_driver import _frozen
 from compute_driver import exception
 from compute_driver import power_state
 
@@ -118,7 +119,7 @@ def _check_int(owner: str, field: str, value: object, minimum: int,
                 owner, field, maximum, value))
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class Flavor:
     """The size of an instance.
 
@@ -183,7 +184,7 @@ class Flavor:
                 reason='bad flavor record %r: %s' % (data, exc)) from None
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class ImageMeta:
     """What a backend knows about an image.
 
@@ -216,7 +217,7 @@ class ImageMeta:
         return self.name
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class Instance:
     """One virtual machine or container as the library knows it.
 
@@ -285,7 +286,7 @@ class Instance:
             ) from None
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class InstanceInfo:
     """An instance's current status, as Nova's ``InstanceInfo``.
 
@@ -303,7 +304,7 @@ class InstanceInfo:
                 reason='unknown power state %r' % (self.state,))
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class InstanceRecord:
     """An instance together with its status, as listed by a backend."""
 
@@ -311,7 +312,7 @@ class InstanceRecord:
     info: InstanceInfo
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class Leftover:
     """Something an interrupted or failed operation left on the host.
 
@@ -330,7 +331,7 @@ class Leftover:
     error: str = ''
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class HostResources:
     """What a host has and what this backend's instances use of it.
 

@@ -28,6 +28,7 @@ import json
 import re
 import typing
 
+from compute_driver import _frozen
 from compute_driver import exception
 from compute_driver.network import exception as net_exception
 from compute_driver import objects
@@ -121,7 +122,7 @@ def validate_mtu(mtu: object, port: str) -> int | None:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class FixedIP:
     """One fixed address of a port, with the subnet it belongs to.
 
@@ -200,7 +201,7 @@ class FixedIP:
         return '%s/%d' % (self.address, self.prefixlen)
 
 
-@dataclasses.dataclass(frozen=True)
+@_frozen.dataclass
 class Port:
     """A port to plug into an instance.
 
