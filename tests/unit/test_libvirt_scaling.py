@@ -518,6 +518,85 @@ def test_the_index_is_compact_sorted_json(backend, tmp_path):
     assert len(_index(tmp_path)['records']) == 2
 
 
+def test_the_index_writes_each_flavor_once(backend, tmp_path):
+    small = objects.Flavor('m1.index', vcpus=1, memory_mb=64)
+    large = objects.Flavor('m1.index', vcpus=2, memory_mb=64,
+                           extra_specs={'hw:x': 'y'})
+    instances = [objects.Instance.new('cdunit-flavor%d' % number, flavor,
+                                      IMAGE)
+                 for number, flavor in enumerate((small, small, large))]
+    for instance in instances:
+        _spawn(backend, instance, power_on=False)
+    data = _index(tmp_path)
+    assert data['version'] == 2
+    # One flavor of each, though two share a name.
+    assert len(data['flavors']) == 2
+    assert {json.dumps(f, sort_keys=True)
+            for f in data['flavors'].values()} == {
+        json.dumps(f.to_dict(), sort_keys=True) for f in (small, large)}
+    for instance in instances:
+        entry = data['records'][instance.uuid]
+        assert data['flavors'][entry['flavor']] == instance.flavor.to_dict()
+        assert dict(entry, flavor=instance.flavor.to_dict()) == (
+            instance.to_dict())
+
+
+def test_a_version_1_index_is_read_then_rewritten_as_version_2(
+        backend, make_driver, tmp_path, monkeypatch):
+    # As left by a release writing version 1: each record holds its
+    # flavor; its port entries are read as they are.
+    instances = [test_libvirt._instance(backend.conf, 'cdunit-v1x%d' % n)
+                 for n in range(2)]
+    for instance in instances:
+        _spawn(backend, instance, power_on=False)
+    data = _index(tmp_path)
+    path = tmp_path / 'instances' / 'records.json'
+    path.write_text(json.dumps({
+        'version': 1,
+        'records': {i.uuid: i.to_dict() for i in instances},
+        'ports': data['ports']}))
+    with monkeypatch.context() as patch:
+        _no_metadata(patch)
+        fresh = make_driver()
+        listed = {r.instance.uuid: r.instance
+                  for r in fresh.list_instance_records()}
+        assert all(listed[i.uuid] == i for i in instances)
+        # Equal flavors of the entries are built once, and shared.
+        assert listed[instances[0].uuid].flavor is (
+            listed[instances[1].uuid].flavor)
+        assert fresh.list_instance_interfaces(instances) == {
+            i.uuid: () for i in instances}
+    assert json.loads(path.read_text())['version'] == 1
+    # Its next change writes version 2, with the entries it had.
+    added = test_libvirt._instance(backend.conf, 'cdunit-v1added')
+    _spawn(backend, added, power_on=False)
+    data = _index(tmp_path)
+    assert data['version'] == 2
+    assert set(data['records']) >= {i.uuid for i in instances + [added]}
+    _no_metadata(monkeypatch)
+    listed = {r.instance.uuid: r.instance
+              for r in make_driver().list_instance_records()}
+    assert all(listed[i.uuid] == i for i in instances + [added])
+
+
+@pytest.mark.parametrize('flavors', [{}, {'0': 'm1.bad'}, [], None])
+def test_a_record_naming_no_usable_flavor_is_read_from_its_domain(
+        backend, make_driver, tmp_path, flavors):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance, power_on=False)
+    path = tmp_path / 'instances' / 'records.json'
+    data = json.loads(path.read_text())
+    data['flavors'] = flavors
+    path.write_text(json.dumps(data))
+    records = {r.instance.uuid: r.instance
+               for r in make_driver().list_instance_records()}
+    assert records[instance.uuid] == instance
+    # Read from the domain, and written back with its flavor.
+    data = _index(tmp_path)
+    assert data['flavors'][data['records'][instance.uuid]['flavor']] == (
+        instance.flavor.to_dict())
+
+
 def _entry_of(instance, **changes):
     data = json.loads(json.dumps(instance.to_dict()))
     data.update(changes)
