@@ -439,6 +439,48 @@ def test_show_and_list_import_only_what_they_use(backend, tmp_path):
     assert lines[-2:] == ['[0, 1, 0]', '[]'], result.stderr
 
 
+def test_list_of_indexed_instances_parses_no_xml(backend, tmp_path):
+    # Listing instances the record index knows neither parses XML nor
+    # draws random bytes, so it imports neither xml.etree (with pyexpat)
+    # nor secrets (with hmac and OpenSSL's hashes). The new process
+    # shares the index of the domain spawned here, and defines it from
+    # its XML (test:///default keeps its domains per process).
+    instance = test_libvirt._instance(backend.conf, 'cdunit-noxml')
+    _spawn(backend, instance, power_on=False)
+    dom = backend._host.get_connection().lookupByUUIDString(instance.uuid)
+    (tmp_path / 'domain.xml').write_text(dom.XMLDesc(0))
+    config = tmp_path / 'noxml.conf'
+    config.write_text(
+        '[DEFAULT]\ncompute_driver = libvirt\n[libvirt]\nvirt_type = qemu\n'
+        'connection_uri = %s\nimages_path = %s\ninstances_path = %s\n' % (
+            test_libvirt.TEST_URI, tmp_path / 'images',
+            backend.instances_path))
+    code = textwrap.dedent('''
+        import sys
+        import libvirt
+        conn = libvirt.open(sys.argv[2])
+        with open(sys.argv[3], encoding='utf-8') as handle:
+            xml = handle.read()
+        from compute_driver.cmd import main
+        # Defined only now: reading the XML file imported nothing.
+        conn.defineXML(xml)
+        print(main.main(['--config-file', sys.argv[1], 'list', '-f',
+                         'value', '-c', 'Name']))
+        print(sorted(m for m in sys.modules
+                     if m in ('xml.etree.ElementTree', 'pyexpat',
+                              'secrets', 'hmac')))
+    ''')
+    result = subprocess.run(
+        [sys.executable, '-c', code, str(config), test_libvirt.TEST_URI,
+         str(tmp_path / 'domain.xml')],
+        capture_output=True, text=True, env={'HOME': str(tmp_path),
+                                             'PATH': '/usr/bin:/bin'},
+        timeout=120, check=True)
+    lines = result.stdout.splitlines()
+    assert instance.name in lines, result.stderr
+    assert lines[-2:] == ['0', '[]'], result.stderr
+
+
 def test_domain_xml_names_are_still_found_in_mapping():
     # Moved to domainxml, so that listings need not import them; code
     # written before finds them where they were.
