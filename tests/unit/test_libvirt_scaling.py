@@ -442,7 +442,8 @@ def test_show_and_list_import_only_what_they_use(backend, tmp_path):
 def test_list_of_indexed_instances_parses_no_xml(backend, tmp_path):
     # Listing instances the record index knows neither parses XML nor
     # draws random bytes, so it imports neither xml.etree (with pyexpat)
-    # nor secrets (with hmac and OpenSSL's hashes). The new process
+    # nor secrets (with hmac and OpenSSL's hashes), and printing values
+    # it does not import the table formatter (prettytable). The process
     # shares the index of the domain spawned here, and defines it from
     # its XML (test:///default keeps its domains per process).
     instance = test_libvirt._instance(backend.conf, 'cdunit-noxml')
@@ -468,7 +469,7 @@ def test_list_of_indexed_instances_parses_no_xml(backend, tmp_path):
                          'value', '-c', 'Name']))
         print(sorted(m for m in sys.modules
                      if m in ('xml.etree.ElementTree', 'pyexpat',
-                              'secrets', 'hmac')))
+                              'secrets', 'hmac', 'prettytable')))
     ''')
     result = subprocess.run(
         [sys.executable, '-c', code, str(config), test_libvirt.TEST_URI,
