@@ -38,7 +38,6 @@ import threading
 import typing
 import unicodedata
 
-from compute_driver import _frozen
 from compute_driver import event as virtevent
 from compute_driver import exception
 from compute_driver import objects
@@ -77,7 +76,7 @@ REQUIRED_HOOKS = (
 )
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class Transition:
     """What a power operation needs and does.
 
@@ -144,7 +143,7 @@ IMAGE_PENDING_UPLOAD = 'image_pending_upload'
 IMAGE_UPLOADING = 'image_uploading'
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class Operation:
     """One operation of the contract, and how to call it.
 

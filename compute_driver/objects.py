@@ -24,7 +24,6 @@ import json
 import re
 import typing
 
-from compute_driver import _frozen
 from compute_driver import exception
 from compute_driver import power_state
 
@@ -119,7 +118,7 @@ def _check_int(owner: str, field: str, value: object, minimum: int,
                 owner, field, maximum, value))
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class Flavor:
     """The size of an instance.
 
@@ -184,7 +183,7 @@ class Flavor:
                 reason='bad flavor record %r: %s' % (data, exc)) from None
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class ImageMeta:
     """What a backend knows about an image.
 
@@ -217,7 +216,7 @@ class ImageMeta:
         return self.name
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class Instance:
     """One virtual machine or container as the library knows it.
 
@@ -286,7 +285,7 @@ class Instance:
             ) from None
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class InstanceInfo:
     """An instance's current status, as Nova's ``InstanceInfo``.
 
@@ -304,7 +303,7 @@ class InstanceInfo:
                 reason='unknown power state %r' % (self.state,))
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class InstanceRecord:
     """An instance together with its status, as listed by a backend."""
 
@@ -312,7 +311,7 @@ class InstanceRecord:
     info: InstanceInfo
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class Leftover:
     """Something an interrupted or failed operation left on the host.
 
@@ -331,7 +330,7 @@ class Leftover:
     error: str = ''
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class HostResources:
     """What a host has and what this backend's instances use of it.
 

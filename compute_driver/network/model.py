@@ -28,7 +28,6 @@ import json
 import re
 import typing
 
-from compute_driver import _frozen
 from compute_driver import exception
 from compute_driver.network import exception as net_exception
 from compute_driver import objects
@@ -122,7 +121,7 @@ def validate_mtu(mtu: object, port: str) -> int | None:
     return value
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class FixedIP:
     """One fixed address of a port, with the subnet it belongs to.
 
@@ -201,7 +200,7 @@ class FixedIP:
         return '%s/%d' % (self.address, self.prefixlen)
 
 
-@_frozen.dataclass
+@dataclasses.dataclass(frozen=True)
 class Port:
     """A port to plug into an instance.
 
