@@ -169,7 +169,122 @@ class Command(_ErrorHandling, command.Command):
     """A command that prints nothing on success, as openstackclient's."""
 
 
-class Lister(_ErrorHandling, lister.Lister):
+#: cliff's table formatter, whose module imports prettytable: a command
+#: printing JSON or values has no use for it.
+_TABLE = ('table', 'cliff.formatters.table:TableFormatter')
+
+
+class _TableWhenNeeded(command.Command):
+    """Mixin importing the table formatter only for a command line using it.
+
+    cliff loads every formatter of a command to offer them, and the table
+    formatter imports prettytable: some 2 ms of a ``list -f json`` or a
+    ``show NAME -f value``. When the command line chooses another known
+    formatter, has no ``--help`` and no option the parser does not know
+    without the table formatter's (checked once the parser is built), the
+    table formatter is not imported; anything else (no ``--format``, the
+    table's own options, an abbreviation) loads it as cliff does.
+    """
+
+    app: 'main.App'
+    _deferred_table: '_DeferredFormatter | None' = None
+
+    def _load_formatter_plugins(self) -> typing.Any:
+        import stevedore
+
+        from compute_driver import loader
+        entry_points = loader.entry_points(
+            namespace=self.formatter_namespace)  # type: ignore[attr-defined]
+        argv = getattr(self.app, 'subcommand_argv', None)
+        if not _other_format(argv, {ep.name for ep in entry_points}) or not \
+                any((ep.name, ep.value) == _TABLE for ep in entry_points):
+            return super()._load_formatter_plugins()  # type: ignore[misc]
+        extensions = []
+        for ep in entry_points:
+            if (ep.name, ep.value) == _TABLE:
+                self._deferred_table = _DeferredFormatter(ep)
+                extensions.append(stevedore.extension.Extension(
+                    ep.name, ep, typing.cast(typing.Any, None),
+                    self._deferred_table))
+                continue
+            try:
+                plugin = ep.load()
+                extensions.append(stevedore.extension.Extension(
+                    ep.name, ep, plugin, plugin()))
+            except Exception as exc:
+                # As stevedore: a formatter that cannot load is left out.
+                import logging
+                logging.getLogger('stevedore.extension').error(
+                    'Could not load %r: %s', ep.name, exc)
+        return stevedore.ExtensionManager.make_test_instance(
+            extensions, namespace=self.formatter_namespace)  # type: ignore
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        deferred = self._deferred_table
+        if deferred is not None and _unknown_options(
+                parser, self.app.subcommand_argv or ()):
+            deferred.load().add_argument_group(parser)
+        return parser
+
+
+class _DeferredFormatter:
+    """A formatter whose module is imported only when it is used."""
+
+    def __init__(self, entry_point: typing.Any) -> None:
+        self._entry_point = entry_point
+        self._formatter: typing.Any = None
+
+    def load(self) -> typing.Any:
+        """The formatter, its module imported now if not yet."""
+        if self._formatter is None:
+            self._formatter = self._entry_point.load()()
+        return self._formatter
+
+    def add_argument_group(self, parser: argparse.ArgumentParser) -> None:
+        # _TableWhenNeeded.get_parser adds them, if the command line needs
+        # them, once the parser knows every other option.
+        pass
+
+    def __getattr__(self, name: str) -> typing.Any:
+        return getattr(self.load(), name)
+
+
+def _other_format(argv: collections.abc.Sequence[str] | None,
+                  names: set[str]) -> bool:
+    """Whether ``argv`` chooses a known formatter other than the table."""
+    if argv is None or '--' in argv:
+        return False
+    chosen = None
+    for index, token in enumerate(argv):
+        if token in ('-h', '--help'):
+            return False
+        if token in ('-f', '--format'):
+            chosen = argv[index + 1] if index + 1 < len(argv) else None
+        elif token.startswith('--format='):
+            chosen = token[len('--format='):]
+        elif token.startswith('-f') and not token.startswith('--'):
+            chosen = token[2:]
+    return chosen is not None and chosen != _TABLE[0] and chosen in names
+
+
+def _unknown_options(parser: argparse.ArgumentParser,
+                     argv: collections.abc.Sequence[str]) -> bool:
+    """Whether ``argv`` has an option-like word ``parser`` does not know."""
+    known = parser._option_string_actions
+    for token in argv:
+        if not token.startswith('-') or token == '-':
+            continue
+        if token.partition('=')[0] in known:
+            continue
+        if not token.startswith('--') and token[:2] in known:
+            # -fjson, -cName: a short option with its value.
+            continue
+        return True
+    return False
+
+
+class Lister(_ErrorHandling, _TableWhenNeeded, lister.Lister):
     """A command printing a table of rows."""
 
     def produce_output(self, parsed_args: argparse.Namespace,
@@ -231,5 +346,5 @@ class _JSONList:
         return getattr(self._formatter, name)
 
 
-class ShowOne(_ErrorHandling, show.ShowOne):
+class ShowOne(_ErrorHandling, _TableWhenNeeded, show.ShowOne):
     """A command printing one object's fields."""

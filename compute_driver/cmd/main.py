@@ -254,7 +254,18 @@ class App(app.App):
             self._driver = self.load_driver()
         return self._driver
 
+    #: The command line of the command being run, for its commands to
+    #: see what it asks for before the parser is built.
+    subcommand_argv: list[str] | None = None
+
     def run_subcommand(self, argv: list[str]) -> int:
+        self.subcommand_argv = list(argv)
+        try:
+            return self._run_subcommand(argv)
+        finally:
+            self.subcommand_argv = None
+
+    def _run_subcommand(self, argv: list[str]) -> int:
         try:
             self.command_manager.find_command(argv)
         except ValueError:

@@ -53,7 +53,6 @@ import stat
 import threading
 import time
 import typing
-import xml.etree.ElementTree as ET
 
 import libvirt
 
@@ -765,7 +764,8 @@ class LibvirtDriver(driver.ComputeDriver):
         except libvirt.libvirtError as exc:
             raise exception.HypervisorUnavailable(
                 host=self.uri, reason=errors.message(exc)) from exc
-        return mapping.ET.fromstring(caps).findtext('host/uuid') or None
+        import xml.etree.ElementTree as ET
+        return ET.fromstring(caps).findtext('host/uuid') or None
 
     def cleanup_host(self, host):
         self.register_event_listener(None)
@@ -1463,6 +1463,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _console_spec(self) -> dict[str, typing.Any]:
         """The serial and VNC arguments of a new guest's GuestSpec."""
+        import xml.etree.ElementTree as ET
         opts = self.conf.libvirt
         spec: dict[str, typing.Any] = {}
         if opts.vnc_enabled:
@@ -1490,6 +1491,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def _serial_console(self, dom, instance):
         from compute_driver import console as cd_console
         from compute_driver.libvirt import console as lv_console
+        import xml.etree.ElementTree as ET
         endpoint = lv_console.serial_endpoint(ET.fromstring(dom.XMLDesc(0)))
         if endpoint is None:
             raise exception.ConsoleUnavailable(
@@ -1505,6 +1507,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def _vnc_console(self, dom, instance):
         from compute_driver import console as cd_console
         from compute_driver.libvirt import console as lv_console
+        import xml.etree.ElementTree as ET
         root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
         endpoint = lv_console.vnc_endpoint(root)
         if endpoint is None:
@@ -1522,6 +1525,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _open_console(self, dom, instance):
         from compute_driver.libvirt import console as lv_console
+        import xml.etree.ElementTree as ET
         endpoint = lv_console.serial_endpoint(ET.fromstring(dom.XMLDesc(0)))
         if endpoint is not None:
             return lv_console.connect_tcp(endpoint[0], endpoint[1],

@@ -16,10 +16,17 @@ libvirt returns every domain's state in one call (``getAllDomainStats``)
 but each domain's metadata, where the instance record lives, in a call of
 its own. So that a new process lists N instances without N round trips,
 spawn and destroy keep ``instances_path/records.json`` (``0600``) up to
-date: ``{"version": 1, "records": {uuid: Instance.to_dict()}, "ports":
-{uuid: {"token": hex, "ports": [...]}}}``, the list being the port record
-the domain's metadata holds (:mod:`compute_driver.libvirt.network`),
-decoded.
+date: ``{"version": 2, "flavors": {key: Flavor.to_dict()}, "records":
+{uuid: Instance.to_dict() with "flavor": key}, "ports": {uuid: {"token":
+hex, "ports": [...]}}}``, the list being the port record the domain's
+metadata holds (:mod:`compute_driver.libvirt.network`), decoded. Each
+flavor is written once, however many instances have it (most hosts have
+a handful for hundreds of instances): the file a listing parses is a
+quarter smaller, and the listing builds each flavor once. The keys mean
+nothing outside one file. An index of version 1, where each record holds
+its flavor, is read as well, and written as version 2 at its next
+change; a release that knows version 1 only ignores a version 2 index
+(round trips, as without one) and its next change writes version 1 anew.
 
 The domain's metadata stays the authority. The index is a cache that may
 lag or be missing altogether: an entry is used only for a domain with that
@@ -54,7 +61,6 @@ import functools
 import json
 import logging
 import os
-import secrets
 import threading
 import typing
 
@@ -77,18 +83,21 @@ LOCK = '.records.lock'
 #: instance's directory (``instances_path`` when it has none).
 PORTS_LOCK = '.ports.lock'
 _TEMP = '.' + INDEX + '.tmp'
-_VERSION = 1
+_VERSION = 2
+#: Versions read: 1 holds each record's flavor in the record.
+_READ_VERSIONS = (1, 2)
 
 
 def entry(records: dict[str, typing.Any], uuid: str,
           domain_name: str,
-          flavors: dict[str, objects.Flavor] | None = None
+          flavors: dict[int, tuple[typing.Any, objects.Flavor]] | None = None
           ) -> objects.Instance | None:
     """The record of the domain ``uuid`` named ``domain_name``, if indexed.
 
     :param records: what :meth:`RecordIndex.load` returned.
-    :param flavors: flavors already built from entries, by their text, to
-        share among the entries of a listing (most have few flavors).
+    :param flavors: flavors already built from entries, to share among
+        the entries of a listing: :meth:`RecordIndex.load` gives the
+        entries of one flavor the same dict, by which they are kept here.
     :returns: ``None`` when there is no entry, it is malformed, or it is
         not the record of that domain.
     """
@@ -104,11 +113,7 @@ def entry(records: dict[str, typing.Any], uuid: str,
     try:
         flavor = data.get('flavor')
         if flavors is not None and isinstance(flavor, dict):
-            key = repr(flavor)
-            built = flavors.get(key)
-            if built is None:
-                built = flavors[key] = objects.Flavor.from_dict(flavor)
-            data = dict(data, flavor=built)
+            data = dict(data, flavor=_flavor(flavor, flavors))
         record = objects.Instance.from_dict(data)
     except (exception.InvalidInput, KeyError, TypeError, ValueError) as exc:
         LOG.debug('Ignoring the index entry of %s: %s', uuid, exc)
@@ -120,8 +125,27 @@ def entry(records: dict[str, typing.Any], uuid: str,
     return record
 
 
+def _flavor(data: dict[str, typing.Any],
+            flavors: dict[int, tuple[typing.Any, objects.Flavor]] | None
+            ) -> objects.Flavor:
+    """The flavor of an entry, built once per dict of a listing.
+
+    :raises InvalidInput: (or TypeError, ValueError) for a bad flavor.
+    """
+    if flavors is None:
+        return objects.Flavor.from_dict(data)
+    # Kept with the dict itself, whose id it is: no other dict gets the
+    # id while the cache holds it.
+    known = flavors.get(id(data))
+    if known is not None and known[0] is data:
+        return known[1]
+    built = objects.Flavor.from_dict(data)
+    flavors[id(data)] = (data, built)
+    return built
+
+
 def _trusted(data: dict[str, typing.Any],
-             flavors: dict[str, objects.Flavor] | None
+             flavors: dict[int, tuple[typing.Any, objects.Flavor]] | None
              ) -> objects.Instance | None:
     """The entry of a domain, built as Instance.from_dict would, cheaply.
 
@@ -146,15 +170,10 @@ def _trusted(data: dict[str, typing.Any],
     if metadata and not all(isinstance(k, str) and isinstance(v, str)
                             for k, v in metadata.items()):
         return None
-    key = repr(flavor)
-    built = flavors.get(key) if flavors is not None else None
-    if built is None:
-        try:
-            built = objects.Flavor.from_dict(flavor)
-        except (exception.InvalidInput, TypeError, ValueError):
-            return None
-        if flavors is not None:
-            flavors[key] = built
+    try:
+        built = _flavor(flavor, flavors)
+    except (exception.InvalidInput, TypeError, ValueError):
+        return None
     # Frozen: built as the dataclass's own __init__ would, with the
     # values the checks above passed.
     record: typing.Any = object.__new__(objects.Instance)
@@ -182,8 +201,10 @@ class RecordIndex:
                                 dict[str, typing.Any]]:
         """The record entries and the port entries, by uuid.
 
-        Both empty when there is no usable index; the port entries empty
-        when the index has none (written by an earlier release).
+        Each record entry holds its flavor, as ``Instance.to_dict()``
+        does, the entries of one flavor the same dict. Both empty when
+        there is no usable index; the port entries empty when the index
+        has none (written by an earlier release).
         """
         try:
             with open(self.path, 'rb') as handle:
@@ -195,13 +216,18 @@ class RecordIndex:
                 data = parsed[1]
             else:
                 data = json.loads(text)
+                if (isinstance(data, dict) and
+                        data.get('version') in _READ_VERSIONS and
+                        isinstance(data.get('records'), dict)):
+                    _share_flavors(data)
                 self._parsed = (text, data)
         except FileNotFoundError:
             return {}, {}
         except (OSError, ValueError) as exc:
             LOG.debug('Not using %s: %s', self.path, exc)
             return {}, {}
-        if not isinstance(data, dict) or data.get('version') != _VERSION:
+        if (not isinstance(data, dict) or
+                data.get('version') not in _READ_VERSIONS):
             return {}, {}
         records = data.get('records')
         ports = data.get('ports')
@@ -268,8 +294,9 @@ class RecordIndex:
         # chunk, where dumps uses the C encoder, which writes the same
         # text several times faster (some 20 ms for 500 instances, which
         # a listing pays whenever a domain comes or goes).
-        text = json.dumps({'version': _VERSION, 'records': records,
-                           'ports': ports},
+        flavors, records = _flavor_table(records)
+        text = json.dumps({'version': _VERSION, 'flavors': flavors,
+                           'records': records, 'ports': ports},
                           separators=(',', ':'), sort_keys=True)
         # One writer at a time (the lock), so one temporary name: an
         # interrupted write leaves it for the next one to overwrite.
@@ -279,6 +306,57 @@ class RecordIndex:
         with open(fd, 'w', encoding='utf-8') as handle:
             handle.write(text)
         os.replace(self._temp, self.path)
+
+
+def _share_flavors(data: dict[str, typing.Any]) -> None:
+    """Give the record entries of one flavor the same flavor dict.
+
+    In place, in what the index parsed to: a version 2 index's keys are
+    replaced by their flavors, a version 1 index's equal flavors by one
+    of them. A key without a flavor is left, for the entry to be refused.
+    """
+    records = data['records']
+    if data.get('version') == 1:
+        seen: dict[str, typing.Any] = {}
+        for item in records.values():
+            flavor = item.get('flavor') if isinstance(item, dict) else None
+            if isinstance(flavor, dict):
+                item['flavor'] = seen.setdefault(repr(flavor), flavor)
+        return
+    table = data.get('flavors')
+    if not isinstance(table, dict):
+        table = {}
+    for item in records.values():
+        if isinstance(item, dict):
+            key = item.get('flavor')
+            if isinstance(key, str):
+                item['flavor'] = table.get(key, key)
+
+
+def _flavor_table(records: dict[str, typing.Any]
+                  ) -> tuple[dict[str, typing.Any], dict[str, typing.Any]]:
+    """The flavors of ``records`` by key, and the records naming them."""
+    keys: dict[str, str] = {}
+    # By the id of each flavor dict, which records keeps alive: the
+    # entries of a loaded index share theirs, whose text is made once.
+    known: dict[int, str] = {}
+    table = {}
+    written = {}
+    for uuid, item in records.items():
+        flavor = item.get('flavor') if isinstance(item, dict) else None
+        if not isinstance(flavor, dict):
+            written[uuid] = item
+            continue
+        key = known.get(id(flavor))
+        if key is None:
+            text = json.dumps(flavor, separators=(',', ':'), sort_keys=True)
+            key = keys.get(text)
+            if key is None:
+                key = keys[text] = str(len(keys))
+                table[key] = flavor
+            known[id(flavor)] = key
+        written[uuid] = dict(item, flavor=key)
+    return table, written
 
 
 def _same(value: typing.Any) -> typing.Any:
@@ -298,8 +376,10 @@ def _flock(path: str) -> typing.Iterator[None]:
 def _port_entry(ports: tuple[model.Port, ...] | None
                 ) -> dict[str, typing.Any]:
     # The token tells a listing that read a domain whether a change of
-    # its ports began since (see update's heal).
-    return {'token': secrets.token_hex(8),
+    # its ports began since (see update's heal). os.urandom, as the
+    # secrets module uses, without that module's import (hmac, OpenSSL's
+    # hashes), which every listing would pay.
+    return {'token': os.urandom(8).hex(),
             'ports': None if ports is None else _items(ports)}
 
 
@@ -408,7 +488,7 @@ class DomainRecords:
             indexed = self._index.load()
         found = {}
         unindexed = []
-        flavors: dict[str, objects.Flavor] = {}
+        flavors: dict[int, tuple[typing.Any, objects.Flavor]] = {}
         for uuid, dom in misses:
             record = entry(indexed, uuid, dom.name(), flavors)
             if record is None:

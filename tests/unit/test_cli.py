@@ -187,6 +187,51 @@ def test_images_lists_the_configured_images(capsys, app):
     assert [i['Name'] for i in _json(capsys, app, 'images')] == [IMAGE]
 
 
+# -- output formatters --------------------------------------------------------
+
+@pytest.mark.parametrize('options', [
+    ['-f', 'json', '--max-width', '10'], ['--format=json', '--fit-width'],
+    ['-fjson', '--print-empty'], ['-f', 'json', '--max-w', '10']])
+def test_table_options_are_taken_with_another_format(capsys, app, options):
+    # The table formatter is imported only for a command line using it;
+    # its options stay valid (they are ignored) with any other format.
+    _json(capsys, app, 'boot', 'vm1', '--image', IMAGE, '--flavor',
+          'm1.nano')
+    capsys.readouterr()
+    for command in (['list'], ['show', 'vm1']):
+        assert app(*command, *options) == 0
+        out, err = capsys.readouterr()
+        assert err == ''
+        assert 'vm1' in json.dumps(json.loads(out))
+
+
+@pytest.mark.parametrize('command', [['list'], ['show', 'vm1']])
+def test_the_table_is_still_the_default_and_in_the_help(capsys, app,
+                                                        command):
+    _json(capsys, app, 'boot', 'vm1', '--image', IMAGE, '--flavor',
+          'm1.nano')
+    capsys.readouterr()
+    for options in ([], ['-f', 'table'], ['-f', 'value', '-f', 'table']):
+        assert app(*command, *options) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith('+-') and 'vm1' in out, options
+
+
+@pytest.mark.parametrize('command', ['list', 'show'])
+def test_the_help_shows_every_formatter(capsys, config, command):
+    rc, out, err = _run(capsys, config(), 'help', command)
+    assert rc == 0
+    assert 'table formatter:' in out and '--max-width' in out
+    assert 'defaults to table' in ' '.join(out.split())
+
+
+def test_a_bad_format_names_every_formatter(capsys, config):
+    rc, out, err = _run(capsys, config(), 'list', '-f', 'nope')
+    assert rc == 2
+    line = _one_error_line(err)
+    assert 'nope' in line and "'table'" in line and "'json'" in line
+
+
 # -- instance lifecycle -------------------------------------------------------
 
 def test_instance_lifecycle_in_one_app(capsys, app):

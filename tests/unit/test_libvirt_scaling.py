@@ -439,6 +439,49 @@ def test_show_and_list_import_only_what_they_use(backend, tmp_path):
     assert lines[-2:] == ['[0, 1, 0]', '[]'], result.stderr
 
 
+def test_list_of_indexed_instances_parses_no_xml(backend, tmp_path):
+    # Listing instances the record index knows neither parses XML nor
+    # draws random bytes, so it imports neither xml.etree (with pyexpat)
+    # nor secrets (with hmac and OpenSSL's hashes), and printing values
+    # it does not import the table formatter (prettytable). The process
+    # shares the index of the domain spawned here, and defines it from
+    # its XML (test:///default keeps its domains per process).
+    instance = test_libvirt._instance(backend.conf, 'cdunit-noxml')
+    _spawn(backend, instance, power_on=False)
+    dom = backend._host.get_connection().lookupByUUIDString(instance.uuid)
+    (tmp_path / 'domain.xml').write_text(dom.XMLDesc(0))
+    config = tmp_path / 'noxml.conf'
+    config.write_text(
+        '[DEFAULT]\ncompute_driver = libvirt\n[libvirt]\nvirt_type = qemu\n'
+        'connection_uri = %s\nimages_path = %s\ninstances_path = %s\n' % (
+            test_libvirt.TEST_URI, tmp_path / 'images',
+            backend.instances_path))
+    code = textwrap.dedent('''
+        import sys
+        import libvirt
+        conn = libvirt.open(sys.argv[2])
+        with open(sys.argv[3], encoding='utf-8') as handle:
+            xml = handle.read()
+        from compute_driver.cmd import main
+        # Defined only now: reading the XML file imported nothing.
+        conn.defineXML(xml)
+        print(main.main(['--config-file', sys.argv[1], 'list', '-f',
+                         'value', '-c', 'Name']))
+        print(sorted(m for m in sys.modules
+                     if m in ('xml.etree.ElementTree', 'pyexpat',
+                              'secrets', 'hmac', 'prettytable')))
+    ''')
+    result = subprocess.run(
+        [sys.executable, '-c', code, str(config), test_libvirt.TEST_URI,
+         str(tmp_path / 'domain.xml')],
+        capture_output=True, text=True, env={'HOME': str(tmp_path),
+                                             'PATH': '/usr/bin:/bin'},
+        timeout=120, check=True)
+    lines = result.stdout.splitlines()
+    assert instance.name in lines, result.stderr
+    assert lines[-2:] == ['0', '[]'], result.stderr
+
+
 def test_domain_xml_names_are_still_found_in_mapping():
     # Moved to domainxml, so that listings need not import them; code
     # written before finds them where they were.
@@ -516,6 +559,85 @@ def test_the_index_is_compact_sorted_json(backend, tmp_path):
     assert text == json.dumps(json.loads(text), separators=(',', ':'),
                               sort_keys=True)
     assert len(_index(tmp_path)['records']) == 2
+
+
+def test_the_index_writes_each_flavor_once(backend, tmp_path):
+    small = objects.Flavor('m1.index', vcpus=1, memory_mb=64)
+    large = objects.Flavor('m1.index', vcpus=2, memory_mb=64,
+                           extra_specs={'hw:x': 'y'})
+    instances = [objects.Instance.new('cdunit-flavor%d' % number, flavor,
+                                      IMAGE)
+                 for number, flavor in enumerate((small, small, large))]
+    for instance in instances:
+        _spawn(backend, instance, power_on=False)
+    data = _index(tmp_path)
+    assert data['version'] == 2
+    # One flavor of each, though two share a name.
+    assert len(data['flavors']) == 2
+    assert {json.dumps(f, sort_keys=True)
+            for f in data['flavors'].values()} == {
+        json.dumps(f.to_dict(), sort_keys=True) for f in (small, large)}
+    for instance in instances:
+        entry = data['records'][instance.uuid]
+        assert data['flavors'][entry['flavor']] == instance.flavor.to_dict()
+        assert dict(entry, flavor=instance.flavor.to_dict()) == (
+            instance.to_dict())
+
+
+def test_a_version_1_index_is_read_then_rewritten_as_version_2(
+        backend, make_driver, tmp_path, monkeypatch):
+    # As left by a release writing version 1: each record holds its
+    # flavor; its port entries are read as they are.
+    instances = [test_libvirt._instance(backend.conf, 'cdunit-v1x%d' % n)
+                 for n in range(2)]
+    for instance in instances:
+        _spawn(backend, instance, power_on=False)
+    data = _index(tmp_path)
+    path = tmp_path / 'instances' / 'records.json'
+    path.write_text(json.dumps({
+        'version': 1,
+        'records': {i.uuid: i.to_dict() for i in instances},
+        'ports': data['ports']}))
+    with monkeypatch.context() as patch:
+        _no_metadata(patch)
+        fresh = make_driver()
+        listed = {r.instance.uuid: r.instance
+                  for r in fresh.list_instance_records()}
+        assert all(listed[i.uuid] == i for i in instances)
+        # Equal flavors of the entries are built once, and shared.
+        assert listed[instances[0].uuid].flavor is (
+            listed[instances[1].uuid].flavor)
+        assert fresh.list_instance_interfaces(instances) == {
+            i.uuid: () for i in instances}
+    assert json.loads(path.read_text())['version'] == 1
+    # Its next change writes version 2, with the entries it had.
+    added = test_libvirt._instance(backend.conf, 'cdunit-v1added')
+    _spawn(backend, added, power_on=False)
+    data = _index(tmp_path)
+    assert data['version'] == 2
+    assert set(data['records']) >= {i.uuid for i in instances + [added]}
+    _no_metadata(monkeypatch)
+    listed = {r.instance.uuid: r.instance
+              for r in make_driver().list_instance_records()}
+    assert all(listed[i.uuid] == i for i in instances + [added])
+
+
+@pytest.mark.parametrize('flavors', [{}, {'0': 'm1.bad'}, [], None])
+def test_a_record_naming_no_usable_flavor_is_read_from_its_domain(
+        backend, make_driver, tmp_path, flavors):
+    instance = test_libvirt._instance(backend.conf)
+    _spawn(backend, instance, power_on=False)
+    path = tmp_path / 'instances' / 'records.json'
+    data = json.loads(path.read_text())
+    data['flavors'] = flavors
+    path.write_text(json.dumps(data))
+    records = {r.instance.uuid: r.instance
+               for r in make_driver().list_instance_records()}
+    assert records[instance.uuid] == instance
+    # Read from the domain, and written back with its flavor.
+    data = _index(tmp_path)
+    assert data['flavors'][data['records'][instance.uuid]['flavor']] == (
+        instance.flavor.to_dict())
 
 
 def _entry_of(instance, **changes):
