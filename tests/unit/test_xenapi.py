@@ -575,6 +575,8 @@ def test_transport_truncated_answer_is_incomplete(scripted):
 class _SideCalls:
     """A connection whose calls wait for a go, or fail, by method."""
 
+    side_by_side = True
+
     def __init__(self, pool_size=4):
         self.pool = type('Pool', (), {'size': pool_size})()
         self.started = threading.Semaphore(0)
@@ -634,6 +636,80 @@ def test_a_failing_block_waits_for_its_side_calls_and_keeps_its_error():
     finally:
         xapi.go.set()
         xapi._xapi.close()
+
+
+def test_side_calls_run_on_the_caller_thread_when_xapi_answers_quickly():
+    pool = type('Pool', (), {'size': 4, 'round_trip': 0.0002})()
+    xapi = connection.Connection(pool, 1)
+    made = []
+
+    def call(method, *args):
+        made.append((method, threading.current_thread()))
+        if method.startswith('fail'):
+            raise connection.XapiCallFailed(method=method,
+                                            details=['INTERNAL_ERROR'])
+
+    xapi.call = call
+    assert not xapi.side_by_side
+    alongside = connection.Alongside(xapi)
+    for method in ('fail.first', 'VM.set_other_config', 'fail.second'):
+        alongside.call(method, 'OpaqueRef:vm')
+    # Every call made, on this thread, and no thread started for them;
+    # the first failure comes out of wait(), as for calls side by side.
+    assert made == [(m, threading.current_thread()) for m in (
+        'fail.first', 'VM.set_other_config', 'fail.second')]
+    with pytest.raises(connection.XapiCallFailed) as info:
+        alongside.wait()
+    assert info.value.method == 'fail.first'
+    assert xapi._executor is None
+
+
+@pytest.mark.parametrize('round_trip, side_by_side', [
+    (None, True), (0.0002, False),
+    (connection.SIDE_BY_SIDE_ROUND_TRIP, True), (0.02, True)])
+def test_side_by_side_only_when_xapi_answers_slowly(
+        round_trip, side_by_side):
+    pool = type('Pool', (), {'size': 4, 'round_trip': round_trip})()
+    assert connection.Connection(pool, 1).side_by_side is side_by_side
+
+
+def test_round_trip_floor_follows_quick_calls_at_once_slow_ones_slowly(
+        fake_sdk):
+    pool = connection.SessionPool('http://xapi.example', 'root', 'pw')
+    assert pool.round_trip is None
+    pool._answered(0.004)
+    assert pool.round_trip == 0.004
+    pool._answered(0.001)
+    assert pool.round_trip == 0.001
+    # One slow answer (calls side by side, a busy XAPI) moves it little.
+    pool._answered(0.017)
+    assert pool.round_trip == pytest.approx(0.002)
+
+
+def test_calls_answered_count_in_the_round_trip_floor(
+        fake_sdk, monkeypatch):
+    pool = connection.SessionPool('http://xapi.example', 'root', 'pw')
+
+    def answer(method, args, headers=()):
+        if method == 'VM.get_record':
+            raise connection.XapiCallFailed(method=method,
+                                            details=['HANDLE_INVALID'])
+        if method == 'VM.start':
+            raise exception.HypervisorUnavailable(host='x', reason='gone')
+        return []
+
+    monkeypatch.setattr(pool, '_call', answer)
+    assert pool.call('VM.get_all') == []
+    assert pool.round_trip is not None
+    pool.round_trip = 10.0
+    with pytest.raises(connection.XapiCallFailed):
+        pool.call('VM.get_record', 'OpaqueRef:gone')
+    # A failure XAPI answered is a round trip too; no answer is none.
+    assert pool.round_trip < 10.0
+    floor = pool.round_trip = 5.0
+    with pytest.raises(exception.HypervisorUnavailable):
+        pool.call('VM.start', 'OpaqueRef:vm')
+    assert pool.round_trip == floor
 
 
 class _EventSession:
