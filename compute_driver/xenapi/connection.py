@@ -461,6 +461,11 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+#: How many of the latest calls' round trips :attr:`SessionPool.round_trip`
+#: takes the quickest of.
+ROUND_TRIPS = 16
+
+
 class SessionPool:
     """A bounded pool of XAPI sessions.
 
@@ -494,10 +499,10 @@ class SessionPool:
             check_ca_file(ca_file)
         #: The most sessions in use at once.
         self.size = size
-        #: Seconds the quickest recent call took, answer included, rising
-        #: slowly towards slower ones; ``None`` before the first answer.
-        #: See :attr:`Connection.side_by_side`.
-        self.round_trip: float | None = None
+        # Seconds each of the latest calls took, answer included; see
+        # round_trip.
+        self._round_trips: collections.deque[float] = collections.deque(
+            maxlen=ROUND_TRIPS)
         self._slots = threading.BoundedSemaphore(size)
         self._idle: queue.LifoQueue[typing.Any] = queue.LifoQueue()
         self._lock = threading.Lock()
@@ -697,20 +702,23 @@ class SessionPool:
         self._answered(time.perf_counter() - start)
         return result
 
-    def _answered(self, seconds: float) -> None:
-        """Count a call XAPI answered in ``seconds`` in :attr:`round_trip`.
+    @property
+    def round_trip(self) -> float | None:
+        """Seconds the quickest of the latest calls took, answer included.
 
-        The floor follows a quicker call at once and a slower one by a
-        sixteenth of the difference: calls made side by side, or while
-        XAPI is busy, take longer than the link and XAPI's own answer
-        need, and one of them must not hide that the floor is low.
-        Threads may race here; a lost update only delays the floor.
+        Of the last :data:`ROUND_TRIPS` that XAPI answered; ``None``
+        before the first. The quickest, as calls made side by side, while
+        XAPI or this machine is busy, or that logged in first take longer
+        than the link and XAPI's own answer need. See
+        :attr:`Connection.side_by_side`.
         """
-        floor = self.round_trip
-        if floor is None or seconds < floor:
-            self.round_trip = seconds
-        else:
-            self.round_trip = floor + (seconds - floor) / 16
+        with self._lock:
+            return min(self._round_trips, default=None)
+
+    def _answered(self, seconds: float) -> None:
+        """Count a call XAPI answered in ``seconds`` in :attr:`round_trip`."""
+        with self._lock:
+            self._round_trips.append(seconds)
 
     def _call(self, method: str, args: tuple[typing.Any, ...],
               headers: collections.abc.Sequence[tuple[str, str]] = ()
