@@ -33,6 +33,7 @@ from compute_driver.xenapi import connection
 from compute_driver.xenapi import driver as xdriver
 from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
+from compute_driver.xenapi import images
 from compute_driver.xenapi import mapping
 
 FLAVOR = objects.Flavor('m1.test', vcpus=2, memory_mb=512, root_gb=5,
@@ -822,6 +823,109 @@ def test_watcher_knows_instances_and_templates():
                      'snapshot': _vm(one, 'Halted')})
     assert watcher.templates() == {}
     assert watcher.instances() == {'r1': (one, 'Halted')}
+
+
+def test_watcher_images_version_changes_with_images_only():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    image = _record(is_a_template=True, name_label='Debian 12',
+                    current_operations={},
+                    allowed_operations=['clone', 'export'])
+    watcher._sync(_EventSession({'t1': image}), emit=False)
+    assert watcher.images_version() is None
+    watcher.synced.set()
+    versions = [watcher.images_version()]
+
+    def changed():
+        versions.append(watcher.images_version())
+        return versions[-1] != versions[-2]
+
+    # A template a spawn is building is no image.
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    building = _record(is_a_template=True,
+                       name_label=mapping.spawn_name('me/1', one.uuid))
+    watcher._handle({'ref': 'b1', 'operation': 'add',
+                     'snapshot': building})
+    assert not changed()
+    watcher._handle({'ref': 'b1', 'operation': 'mod',
+                     'snapshot': _vm(one, 'Halted')})
+    assert not changed()
+    watcher._handle({'ref': 'b1', 'operation': 'del'})
+    assert not changed()
+    # Reported again as a spawn clones it, the same but for what XAPI
+    # is doing with it.
+    watcher._handle({'ref': 't1', 'operation': 'mod', 'snapshot': dict(
+        image, current_operations={'OpaqueRef:task': 'clone'},
+        allowed_operations=['export'])})
+    assert not changed()
+    watcher._handle({'ref': 't1', 'operation': 'mod',
+                     'snapshot': dict(image, name_label='Debian')})
+    assert changed()
+    watcher._handle({'ref': 't1', 'operation': 'mod', 'snapshot': dict(
+        image, name_label='Debian', other_config={'disks': '<provision/>'})})
+    assert changed()
+    watcher._handle({'ref': 't2', 'operation': 'add', 'snapshot': _record(
+        is_a_template=True, is_a_snapshot=True, name_label='snap')})
+    assert changed()
+    watcher._handle({'ref': 't1', 'operation': 'del'})
+    assert changed()
+
+
+class _Templates:
+    """A connection that lists templates and counts the listings."""
+
+    def __init__(self, records):
+        self.records = records
+        self.calls = 0
+
+    def call(self, method, *args):
+        assert method == 'VM.get_all_records_where'
+        self.calls += 1
+        return dict(self.records)
+
+
+def test_image_store_reuses_what_it_found_until_an_image_changes():
+    debian = _record(uuid='t-1', is_a_template=True, name_label='Debian')
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher._sync(_EventSession({'t1': debian}), emit=False)
+    watcher.synced.set()
+    store = images.ImageStore(_Templates({}), 'Debian')
+    store.watcher = watcher
+    first = store.get('Debian')
+    assert first.ref == 't1' and first.record is debian
+    assert store.get('Debian') is first
+    # Another template of that name: the name is ambiguous now.
+    watcher._handle({'ref': 't2', 'operation': 'add', 'snapshot': dict(
+        debian, uuid='t-2')})
+    with pytest.raises(exception.InvalidInput):
+        store.get('Debian')
+    watcher._handle({'ref': 't1', 'operation': 'del'})
+    assert store.get('Debian').ref == 't2'
+    # Not in sync: nothing found before is trusted, XAPI is asked.
+    watcher.synced.clear()
+    xapi = store._xapi = _Templates({'t3': dict(debian, uuid='t-3')})
+    assert store.get('Debian').ref == 't3'
+    assert xapi.calls == 1
+    # A new watcher: what the old one found is not reused.
+    fresh = events.EventWatcher(None, lambda *e: None, 1)
+    fresh._sync(_EventSession({'t4': dict(debian, uuid='t-4')}),
+                emit=False)
+    fresh.synced.set()
+    store.watcher = fresh
+    assert store.get('Debian').ref == 't4'
+
+
+def test_image_store_keeps_nothing_xapi_had_to_be_asked_for():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher._sync(_EventSession({}), emit=False)
+    watcher.synced.set()
+    xapi = _Templates({'t1': _record(is_a_template=True,
+                                     name_label='Debian')})
+    store = images.ImageStore(xapi, 'Debian')
+    store.watcher = watcher
+    assert store.get('Debian').ref == 't1'
+    assert store.get('Debian').ref == 't1'
+    # The watcher has not told of it yet: asked each time.
+    assert xapi.calls == 2
 
 
 def test_watcher_hands_a_finished_task_to_its_waiter():
