@@ -314,6 +314,41 @@ def test_pool_is_bounded(fake_sdk):
     assert len(fake_sdk.logins) == 1
 
 
+def test_pools_sharing_sessions_keep_their_own_bounds(fake_sdk):
+    short = connection.SessionPool('http://x/', 'root', 'pw', size=1,
+                                   wait_timeout=1)
+    long = connection.SessionPool('http://x/', 'root', 'pw', size=1,
+                                  wait_timeout=1, idle_of=short)
+    with long.session() as first:
+        pass
+    # The session a long call let go of is the next short call's.
+    with short.session() as second:
+        assert second is first
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with long.session():
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    try:
+        # A long call holding the long pool's one slot leaves the short
+        # pool's free; a second long call waits for it.
+        with short.session() as other:
+            assert other is not first
+        with pytest.raises(exception.BackendError):
+            with long.session():
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    assert len(fake_sdk.logins) == 2
+
+
 def test_https_transport_verifies_by_default(fake_sdk):
     pool = connection.SessionPool('https://x/', 'root', 'pw')
     transport = pool._transport(5)
