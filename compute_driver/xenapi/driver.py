@@ -136,14 +136,20 @@ class XenAPIDriver(driver.ComputeDriver):
         super().__init__(conf, virtapi=virtapi)
         group = conf.xenapi
         self._xconf = group
-        self._pool, self._long_pool = (connection.SessionPool(
+        pool = dict(
             url=group.connection_url, username=group.username,
             password=group.password, size=group.concurrent_sessions,
             verify=group.verify_certificate, ca_file=group.ca_file,
             call_timeout=group.call_timeout,
             login_timeout=group.login_timeout,
             wait_timeout=group.session_wait_timeout,
-            originator=group.originator) for _ in range(2))
+            originator=group.originator)
+        self._pool = connection.SessionPool(**pool)
+        # Its own slots, so long operations never make short calls wait;
+        # the same sessions, so a spawn's short calls between its clone,
+        # provision and start go on the connection those took.
+        self._long_pool = connection.SessionPool(**pool,
+                                                 idle_of=self._pool)
         self._xapi = connection.Connection(self._pool, group.call_timeout,
                                            long_pool=self._long_pool)
         self._images = images.ImageStore(self._xapi, group.default_template)

@@ -113,6 +113,23 @@ class _Told:
     unseen: str | None = None
 
 
+#: Fields of a template that change while XAPI clones it and that
+#: nothing found of an image depends on.
+_BUSY_FIELDS = frozenset(('current_operations', 'allowed_operations'))
+
+
+def _same(old: dict[str, typing.Any] | None,
+          new: dict[str, typing.Any] | None) -> bool:
+    """Whether two records of a template say the same of it as an image.
+
+    XAPI reports a template each time a spawn clones it.
+    """
+    if old is None or new is None:
+        return old is new
+    return old.keys() == new.keys() and all(
+        old[key] == new[key] for key in old if key not in _BUSY_FIELDS)
+
+
 class EventWatcher:
     """Polls ``event.from`` in a daemon thread until :meth:`stop`.
 
@@ -137,6 +154,8 @@ class EventWatcher:
         self._by_uuid: dict[str, str] = {}
         # VM ref -> record of each template and snapshot
         self._templates: dict[str, dict[str, typing.Any]] = {}
+        # Changed whenever an image among them is; see images_version().
+        self._images_version = 0
         # Task ref -> its record once it finished; waiters are notified.
         self._finished: collections.OrderedDict[str, dict[str, typing.Any]]
         self._finished = collections.OrderedDict()
@@ -282,7 +301,7 @@ class EventWatcher:
             with self._changed:
                 known = self._known.pop(ref, None)
                 self._forget(ref)
-                self._templates.pop(ref, None)
+                self._template(ref, None)
                 held = known is not None and self._held(
                     known[0], ref, None, '-1', number)
             if (known is not None and emit and known[1] != 'Halted' and
@@ -292,11 +311,9 @@ class EventWatcher:
         instance = (mapping.instance_of(record)
                     if mapping.is_instance(record) else None)
         with self._changed:
-            if (record.get('is_a_template') and
-                    not record.get('is_control_domain')):
-                self._templates[ref] = record
-            else:
-                self._templates.pop(ref, None)
+            self._template(ref, record if (
+                record.get('is_a_template') and
+                not record.get('is_control_domain')) else None)
         if instance is None:
             self._known.pop(ref, None)
             with self._changed:
@@ -579,6 +596,30 @@ class EventWatcher:
             if not self._changed.wait_for(seen, timeout):
                 return None
         return self.find(uuid)
+
+    def _template(self, ref: str,
+                  record: dict[str, typing.Any] | None) -> None:
+        # Note a template's record, None for one gone or no template any
+        # more; with self._changed held.
+        old = (self._templates.pop(ref, None) if record is None
+               else self._templates.get(ref))
+        if record is not None:
+            self._templates[ref] = record
+        if any(r is not None and mapping.is_image(r) for r in (old, record)) \
+                and not _same(old, record):
+            self._images_version += 1
+
+    def images_version(self) -> int | None:
+        """A number that changes whenever an image among the templates does.
+
+        That is, whenever one appears, changes or goes; a template a
+        spawn is building is no image. ``None`` while the watcher is not
+        in sync with XAPI.
+        """
+        if not self.synced.is_set():
+            return None
+        with self._changed:
+            return self._images_version
 
     def templates(self) -> dict[str, dict[str, typing.Any]] | None:
         """The records of every template and snapshot, by VM ref.

@@ -71,6 +71,10 @@ class ImageStore:
         self._default = default_template
         #: Set once :meth:`init_host` started it.
         self.watcher: events.EventWatcher | None = None
+        # What get() found through the watcher, by reference, and the
+        # watcher and images_version() it found them at.
+        self._found: tuple[events.EventWatcher | None, int | None,
+                           dict[str, Template]] = (None, None, {})
 
     def _all(self, records: dict[str, Record] | None = None
              ) -> list[tuple[str, Record]]:
@@ -107,8 +111,20 @@ class ImageStore:
         :raises ImageNotFound: naming the images there are.
         """
         watcher = self.watcher
+        # Taken before the templates are read: a change made meanwhile
+        # leaves what is found unused.
+        version = watcher.images_version() if watcher is not None else None
+        found_by, found_at, templates = self._found
+        if version is not None and (found_by, found_at) == (watcher,
+                                                            version):
+            template = templates.get(ref)
+            if template is not None:
+                return template
+        else:
+            templates = {}
         known = watcher.templates() if watcher is not None else None
         found = self.find(ref, known) if known is not None else None
+        watched = found is not None
         records = known or {}
         if found is None:
             records = self._xapi.call('VM.get_all_records_where',
@@ -120,9 +136,14 @@ class ImageStore:
                     mapping.image_name(rec) for _, rec in
                     self._all(records))) or 'none')
         meta = mapping.image_meta(found[1])
-        return Template(**{f.name: getattr(meta, f.name)
-                           for f in dataclasses.fields(meta)},
-                        ref=found[0], record=found[1])
+        template = Template(**{f.name: getattr(meta, f.name)
+                               for f in dataclasses.fields(meta)},
+                            ref=found[0], record=found[1])
+        if watched and version is not None:
+            # The templates a spawn boots from rarely change: the next
+            # spawn from this one scans none of them until one does.
+            self._found = (watcher, version, {**templates, ref: template})
+        return template
 
     def list_images(self) -> list[objects.ImageMeta]:
         """Every image, ``[xenapi] default_template`` first."""

@@ -36,6 +36,7 @@ from compute_driver.testing.xapi_simulator import fixture as sim_fixture
 from compute_driver.testing.xapi_simulator.fixture import (  # noqa: F401
     xapi_simulator as simulator)
 from compute_driver.testing.xapi_simulator import seed
+from compute_driver.xenapi import connection
 from compute_driver.xenapi import driver as xdriver
 from compute_driver.xenapi import mapping
 
@@ -437,8 +438,11 @@ def test_calls_per_spawn_are_few_and_constant(simulator,  # noqa: F811
 
 
 def test_one_session_is_enough_for_a_spawn(
-        simulator, make_driver):  # noqa: F811
-    # The calls a spawn makes side by side then take turns.
+        simulator, make_driver, monkeypatch):  # noqa: F811
+    # The calls a spawn makes side by side then take turns. The local
+    # simulator answers so quickly that the backend would make them one
+    # after another: they are made side by side however quick it is.
+    monkeypatch.setattr(connection, 'SIDE_BY_SIDE_ROUND_TRIP', 0.0)
     backend = make_driver(simulator, concurrent_sessions=1,
                           network_name=seed.DEFAULT_SEED['network'])
     instance = _instance()
@@ -448,6 +452,28 @@ def test_one_session_is_enough_for_a_spawn(
     assert record['name_label'] == instance.name
     assert len(record['VIFs']) == 1
     assert not simulator.objects('task')
+    assert backend._xapi.side_by_side
+    assert backend._xapi._executor is not None
+    backend.destroy(instance)
+    assert instance.uuid not in backend.list_instance_uuids()
+
+
+def test_a_quick_xapi_gets_a_spawns_calls_one_after_another(
+        simulator, make_driver, monkeypatch):  # noqa: F811
+    # However long the simulator takes on a busy machine, it counts as
+    # quick.
+    monkeypatch.setattr(connection, 'SIDE_BY_SIDE_ROUND_TRIP', 3600.0)
+    backend = make_driver(simulator,
+                          network_name=seed.DEFAULT_SEED['network'])
+    instance = _instance()
+    _spawn(backend, instance)
+    # No thread was started for them.
+    assert not backend._xapi.side_by_side
+    assert backend._xapi._executor is None
+    ref, record = _vm_of(simulator, instance)
+    assert record['power_state'] == 'Running'
+    assert record['name_label'] == instance.name
+    assert len(record['VIFs']) == 1
     backend.destroy(instance)
     assert instance.uuid not in backend.list_instance_uuids()
 

@@ -33,6 +33,7 @@ from compute_driver.xenapi import connection
 from compute_driver.xenapi import driver as xdriver
 from compute_driver.xenapi import errors
 from compute_driver.xenapi import events
+from compute_driver.xenapi import images
 from compute_driver.xenapi import mapping
 
 FLAVOR = objects.Flavor('m1.test', vcpus=2, memory_mb=512, root_gb=5,
@@ -313,6 +314,41 @@ def test_pool_is_bounded(fake_sdk):
     assert len(fake_sdk.logins) == 1
 
 
+def test_pools_sharing_sessions_keep_their_own_bounds(fake_sdk):
+    short = connection.SessionPool('http://x/', 'root', 'pw', size=1,
+                                   wait_timeout=1)
+    long = connection.SessionPool('http://x/', 'root', 'pw', size=1,
+                                  wait_timeout=1, idle_of=short)
+    with long.session() as first:
+        pass
+    # The session a long call let go of is the next short call's.
+    with short.session() as second:
+        assert second is first
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with long.session():
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    try:
+        # A long call holding the long pool's one slot leaves the short
+        # pool's free; a second long call waits for it.
+        with short.session() as other:
+            assert other is not first
+        with pytest.raises(exception.BackendError):
+            with long.session():
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    assert len(fake_sdk.logins) == 2
+
+
 def test_https_transport_verifies_by_default(fake_sdk):
     pool = connection.SessionPool('https://x/', 'root', 'pw')
     transport = pool._transport(5)
@@ -575,6 +611,8 @@ def test_transport_truncated_answer_is_incomplete(scripted):
 class _SideCalls:
     """A connection whose calls wait for a go, or fail, by method."""
 
+    side_by_side = True
+
     def __init__(self, pool_size=4):
         self.pool = type('Pool', (), {'size': pool_size})()
         self.started = threading.Semaphore(0)
@@ -634,6 +672,80 @@ def test_a_failing_block_waits_for_its_side_calls_and_keeps_its_error():
     finally:
         xapi.go.set()
         xapi._xapi.close()
+
+
+def test_side_calls_run_on_the_caller_thread_when_xapi_answers_quickly():
+    pool = type('Pool', (), {'size': 4, 'round_trip': 0.0002})()
+    xapi = connection.Connection(pool, 1)
+    made = []
+
+    def call(method, *args):
+        made.append((method, threading.current_thread()))
+        if method.startswith('fail'):
+            raise connection.XapiCallFailed(method=method,
+                                            details=['INTERNAL_ERROR'])
+
+    xapi.call = call
+    assert not xapi.side_by_side
+    alongside = connection.Alongside(xapi)
+    for method in ('fail.first', 'VM.set_other_config', 'fail.second'):
+        alongside.call(method, 'OpaqueRef:vm')
+    # Every call made, on this thread, and no thread started for them;
+    # the first failure comes out of wait(), as for calls side by side.
+    assert made == [(m, threading.current_thread()) for m in (
+        'fail.first', 'VM.set_other_config', 'fail.second')]
+    with pytest.raises(connection.XapiCallFailed) as info:
+        alongside.wait()
+    assert info.value.method == 'fail.first'
+    assert xapi._executor is None
+
+
+@pytest.mark.parametrize('round_trip, side_by_side', [
+    (None, True), (0.0002, False),
+    (connection.SIDE_BY_SIDE_ROUND_TRIP, True), (0.02, True)])
+def test_side_by_side_only_when_xapi_answers_slowly(
+        round_trip, side_by_side):
+    pool = type('Pool', (), {'size': 4, 'round_trip': round_trip})()
+    assert connection.Connection(pool, 1).side_by_side is side_by_side
+
+
+def test_round_trip_is_the_quickest_of_the_latest_calls(fake_sdk):
+    pool = connection.SessionPool('http://xapi.example', 'root', 'pw')
+    assert pool.round_trip is None
+    pool._answered(0.004)
+    assert pool.round_trip == 0.004
+    pool._answered(0.0005)
+    # One slow answer (a login, calls side by side, a busy XAPI) does
+    # not hide that XAPI answers quickly.
+    pool._answered(0.2)
+    assert pool.round_trip == 0.0005
+    # Once every one of the latest is slow, XAPI is.
+    for _ in range(connection.ROUND_TRIPS):
+        pool._answered(0.003)
+    assert pool.round_trip == 0.003
+
+
+def test_calls_answered_count_in_the_round_trip(fake_sdk, monkeypatch):
+    pool = connection.SessionPool('http://xapi.example', 'root', 'pw')
+
+    def answer(method, args, headers=()):
+        if method == 'VM.get_record':
+            raise connection.XapiCallFailed(method=method,
+                                            details=['HANDLE_INVALID'])
+        if method == 'VM.start':
+            raise exception.HypervisorUnavailable(host='x', reason='gone')
+        return []
+
+    monkeypatch.setattr(pool, '_call', answer)
+    assert pool.call('VM.get_all') == []
+    assert len(pool._round_trips) == 1
+    with pytest.raises(connection.XapiCallFailed):
+        pool.call('VM.get_record', 'OpaqueRef:gone')
+    # A failure XAPI answered is a round trip too; no answer is none.
+    assert len(pool._round_trips) == 2
+    with pytest.raises(exception.HypervisorUnavailable):
+        pool.call('VM.start', 'OpaqueRef:vm')
+    assert len(pool._round_trips) == 2
 
 
 class _EventSession:
@@ -746,6 +858,109 @@ def test_watcher_knows_instances_and_templates():
                      'snapshot': _vm(one, 'Halted')})
     assert watcher.templates() == {}
     assert watcher.instances() == {'r1': (one, 'Halted')}
+
+
+def test_watcher_images_version_changes_with_images_only():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    image = _record(is_a_template=True, name_label='Debian 12',
+                    current_operations={},
+                    allowed_operations=['clone', 'export'])
+    watcher._sync(_EventSession({'t1': image}), emit=False)
+    assert watcher.images_version() is None
+    watcher.synced.set()
+    versions = [watcher.images_version()]
+
+    def changed():
+        versions.append(watcher.images_version())
+        return versions[-1] != versions[-2]
+
+    # A template a spawn is building is no image.
+    one = objects.Instance.new('one', FLAVOR, 'img')
+    building = _record(is_a_template=True,
+                       name_label=mapping.spawn_name('me/1', one.uuid))
+    watcher._handle({'ref': 'b1', 'operation': 'add',
+                     'snapshot': building})
+    assert not changed()
+    watcher._handle({'ref': 'b1', 'operation': 'mod',
+                     'snapshot': _vm(one, 'Halted')})
+    assert not changed()
+    watcher._handle({'ref': 'b1', 'operation': 'del'})
+    assert not changed()
+    # Reported again as a spawn clones it, the same but for what XAPI
+    # is doing with it.
+    watcher._handle({'ref': 't1', 'operation': 'mod', 'snapshot': dict(
+        image, current_operations={'OpaqueRef:task': 'clone'},
+        allowed_operations=['export'])})
+    assert not changed()
+    watcher._handle({'ref': 't1', 'operation': 'mod',
+                     'snapshot': dict(image, name_label='Debian')})
+    assert changed()
+    watcher._handle({'ref': 't1', 'operation': 'mod', 'snapshot': dict(
+        image, name_label='Debian', other_config={'disks': '<provision/>'})})
+    assert changed()
+    watcher._handle({'ref': 't2', 'operation': 'add', 'snapshot': _record(
+        is_a_template=True, is_a_snapshot=True, name_label='snap')})
+    assert changed()
+    watcher._handle({'ref': 't1', 'operation': 'del'})
+    assert changed()
+
+
+class _Templates:
+    """A connection that lists templates and counts the listings."""
+
+    def __init__(self, records):
+        self.records = records
+        self.calls = 0
+
+    def call(self, method, *args):
+        assert method == 'VM.get_all_records_where'
+        self.calls += 1
+        return dict(self.records)
+
+
+def test_image_store_reuses_what_it_found_until_an_image_changes():
+    debian = _record(uuid='t-1', is_a_template=True, name_label='Debian')
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher._sync(_EventSession({'t1': debian}), emit=False)
+    watcher.synced.set()
+    store = images.ImageStore(_Templates({}), 'Debian')
+    store.watcher = watcher
+    first = store.get('Debian')
+    assert first.ref == 't1' and first.record is debian
+    assert store.get('Debian') is first
+    # Another template of that name: the name is ambiguous now.
+    watcher._handle({'ref': 't2', 'operation': 'add', 'snapshot': dict(
+        debian, uuid='t-2')})
+    with pytest.raises(exception.InvalidInput):
+        store.get('Debian')
+    watcher._handle({'ref': 't1', 'operation': 'del'})
+    assert store.get('Debian').ref == 't2'
+    # Not in sync: nothing found before is trusted, XAPI is asked.
+    watcher.synced.clear()
+    xapi = store._xapi = _Templates({'t3': dict(debian, uuid='t-3')})
+    assert store.get('Debian').ref == 't3'
+    assert xapi.calls == 1
+    # A new watcher: what the old one found is not reused.
+    fresh = events.EventWatcher(None, lambda *e: None, 1)
+    fresh._sync(_EventSession({'t4': dict(debian, uuid='t-4')}),
+                emit=False)
+    fresh.synced.set()
+    store.watcher = fresh
+    assert store.get('Debian').ref == 't4'
+
+
+def test_image_store_keeps_nothing_xapi_had_to_be_asked_for():
+    watcher = events.EventWatcher(None, lambda *e: None, 1)
+    watcher._sync(_EventSession({}), emit=False)
+    watcher.synced.set()
+    xapi = _Templates({'t1': _record(is_a_template=True,
+                                     name_label='Debian')})
+    store = images.ImageStore(xapi, 'Debian')
+    store.watcher = watcher
+    assert store.get('Debian').ref == 't1'
+    assert store.get('Debian').ref == 't1'
+    # The watcher has not told of it yet: asked each time.
+    assert xapi.calls == 2
 
 
 def test_watcher_hands_a_finished_task_to_its_waiter():
