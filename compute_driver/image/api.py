@@ -129,6 +129,10 @@ class ImageService(abc.ABC):
     #: Name used in messages and in the ``[image_service] backend`` option.
     name: typing.ClassVar[str]
 
+    #: Whether :meth:`download` takes a :class:`PendingRecord` as its
+    #: ``record`` (see :func:`download`).
+    takes_pending_record: bool = False
+
     @abc.abstractmethod
     def show(self, image: str) -> ImageRecord:
         """The record of one image.
@@ -190,7 +194,9 @@ class ImageService(abc.ABC):
             or not ``active``, is refused (see :func:`check_record`).
             Services written before this parameter existed may lack it:
             callers go through :func:`download` to pass it only to those
-            that take it.
+            that take it. A service whose :attr:`takes_pending_record` is
+            true also takes a :class:`PendingRecord`, and reads no data
+            before it has checked the record it gives.
         :returns: the record the data was verified against.
         :raises ImageNotInService: for an unknown id.
         :raises ImageNotActive: when the image has no data yet.
@@ -245,13 +251,41 @@ def check_record(service: str, image_id: str,
     return record
 
 
+class PendingRecord:
+    """An image's record that another thread is still reading.
+
+    Handed to :func:`download` in place of a record: a service that
+    says it takes one (:attr:`ImageService.takes_pending_record`) may
+    send its request for the data meanwhile, so that the two requests'
+    round trips overlap, and reads none of the data before the record is
+    there to check it against. Any other service gets the record once it
+    is read.
+
+    :param get: returns the record, or ``None`` for the service to read
+        it itself; may raise what reading it raised.
+    """
+
+    def __init__(self, get: Callable[[], ImageRecord | None]) -> None:
+        self._get = get
+
+    def result(self) -> ImageRecord | None:
+        """The record, waiting for it if need be."""
+        return self._get()
+
+
 def download(service: ImageService, image_id: str, dest: Destination,
-             record: ImageRecord | None = None) -> ImageRecord:
+             record: ImageRecord | PendingRecord | None = None
+             ) -> ImageRecord:
     """:meth:`ImageService.download`, handing ``record`` on when it can.
 
     A service whose ``download`` has no ``record`` parameter (one written
-    before it existed) reads the record itself, as it always did.
+    before it existed) reads the record itself, as it always did. A
+    :class:`PendingRecord` is waited for here unless the service takes
+    one.
     """
+    if isinstance(record, PendingRecord) and not getattr(
+            service, 'takes_pending_record', False):
+        record = record.result()
     if record is not None and _takes_record(type(service)):
         return service.download(image_id, dest, record=record)
     return service.download(image_id, dest)

@@ -1311,10 +1311,13 @@ class LibvirtDriver(driver.ComputeDriver):
         """The cached kernel or ramdisk image ``image_id`` (AKI/ARI).
 
         Fetched by id, as Glance's ``kernel_id``/``ramdisk_id`` name
-        them, with its record from :meth:`_boot_records`.
+        them, with its record from :meth:`_boot_records`, which an image
+        service that can may read while it sends the data request.
         """
-        return self.image_cache.fetch(image_id,
-                                      records.result().get(image_id))
+        from compute_driver.image import api
+        # Its download may be requested while the record is read.
+        return self.image_cache.fetch(image_id, api.PendingRecord(
+            lambda: records.result().get(image_id)))
 
     @contextlib.contextmanager
     def _prepare_service_image(
