@@ -283,8 +283,11 @@ def download(service: ImageService, image_id: str, dest: Destination,
     :class:`PendingRecord` is waited for here unless the service takes
     one.
     """
-    if isinstance(record, PendingRecord) and not getattr(
-            service, 'takes_pending_record', False):
+    if isinstance(record, PendingRecord):
+        if getattr(service, 'takes_pending_record', False):
+            # Its download takes one, whatever its signature says.
+            return service.download(image_id, dest,
+                                    record=typing.cast(typing.Any, record))
         record = record.result()
     if record is not None and _takes_record(type(service)):
         return service.download(image_id, dest, record=record)

@@ -1348,7 +1348,8 @@ class LibvirtDriver(driver.ComputeDriver):
     def _prepare_service_image(
             self, instance: objects.Instance, image: objects.ImageMeta
     ) -> collections.abc.Iterator[tuple[
-            'images.StoreImage', str, int, typing.Callable[[], None]]]:
+            'images.StoreImage', str, int | None,
+            typing.Callable[[], None]]]:
         """Fetch and check an image of the service for :meth:`_create`.
 
         The image's ``kernel_id`` and ``ramdisk_id`` properties name the
