@@ -54,6 +54,17 @@ CHUNK_SIZE = 1024 * 1024
 #: O_DIRECT write is one large request to the disk.
 DOWNLOAD_BUFFER_SIZE = 4 * 1024 * 1024
 
+#: The buffers of a download written through the page cache (one below
+#: :data:`DIRECT_MIN_BYTES`), when smaller than
+#: :data:`DOWNLOAD_BUFFER_SIZE`. Its write copies each buffer and its hash
+#: reads it: small enough that both find it still in the CPU's caches,
+#: and that a small image (a kernel) reuses buffers whose pages are
+#: already mapped rather than faulting in new ones for all its bytes;
+#: its hash also starts as soon as the first one arrives. Measured on a
+#: boot from Glance, a third of the CPU time its writes took with 4 MiB
+#: buffers.
+CACHED_BUFFER_SIZE = 1024 * 1024
+
 #: Buffers (or chunks) a download may have received ahead of its hash or
 #: its write: slack that keeps the hash, the slowest step on most hosts,
 #: busy while the receiving thread waits for the network or the CPU. At
@@ -129,6 +140,10 @@ class ImageService(abc.ABC):
     #: Name used in messages and in the ``[image_service] backend`` option.
     name: typing.ClassVar[str]
 
+    #: Whether :meth:`download` takes a :class:`PendingRecord` as its
+    #: ``record`` (see :func:`download`).
+    takes_pending_record: bool = False
+
     @abc.abstractmethod
     def show(self, image: str) -> ImageRecord:
         """The record of one image.
@@ -190,7 +205,9 @@ class ImageService(abc.ABC):
             or not ``active``, is refused (see :func:`check_record`).
             Services written before this parameter existed may lack it:
             callers go through :func:`download` to pass it only to those
-            that take it.
+            that take it. A service whose :attr:`takes_pending_record` is
+            true also takes a :class:`PendingRecord`, and reads no data
+            before it has checked the record it gives.
         :returns: the record the data was verified against.
         :raises ImageNotInService: for an unknown id.
         :raises ImageNotActive: when the image has no data yet.
@@ -245,13 +262,44 @@ def check_record(service: str, image_id: str,
     return record
 
 
+class PendingRecord:
+    """An image's record that another thread is still reading.
+
+    Handed to :func:`download` in place of a record: a service that
+    says it takes one (:attr:`ImageService.takes_pending_record`) may
+    send its request for the data meanwhile, so that the two requests'
+    round trips overlap, and reads none of the data before the record is
+    there to check it against. Any other service gets the record once it
+    is read.
+
+    :param get: returns the record, or ``None`` for the service to read
+        it itself; may raise what reading it raised.
+    """
+
+    def __init__(self, get: Callable[[], ImageRecord | None]) -> None:
+        self._get = get
+
+    def result(self) -> ImageRecord | None:
+        """The record, waiting for it if need be."""
+        return self._get()
+
+
 def download(service: ImageService, image_id: str, dest: Destination,
-             record: ImageRecord | None = None) -> ImageRecord:
+             record: ImageRecord | PendingRecord | None = None
+             ) -> ImageRecord:
     """:meth:`ImageService.download`, handing ``record`` on when it can.
 
     A service whose ``download`` has no ``record`` parameter (one written
-    before it existed) reads the record itself, as it always did.
+    before it existed) reads the record itself, as it always did. A
+    :class:`PendingRecord` is waited for here unless the service takes
+    one.
     """
+    if isinstance(record, PendingRecord):
+        if getattr(service, 'takes_pending_record', False):
+            # Its download takes one, whatever its signature says.
+            return service.download(image_id, dest,
+                                    record=typing.cast(typing.Any, record))
+        record = record.result()
     if record is not None and _takes_record(type(service)):
         return service.download(image_id, dest, record=record)
     return service.download(image_id, dest)
@@ -570,7 +618,8 @@ class _DigestThread(_Worker):
 def _copy_chunks(service: str, record: ImageRecord, data: Data,
                  write: Callable[[bytes | memoryview], object],
                  reuse_buffers: bool,
-                 sync: Callable[[], object] | None = None) -> None:
+                 sync: Callable[[], object] | None = None,
+                 buffer_size: int | None = None) -> None:
     expected = _expected_digest(record)
     if expected is None:
         LOG.warning('Image %s has no checksum in the %s image service; '
@@ -578,7 +627,8 @@ def _copy_chunks(service: str, record: ImageRecord, data: Data,
     pool = None
     chunks: Iterator[tuple[bytes | memoryview, mmap.mmap | None]]
     if hasattr(data, 'readinto') and reuse_buffers:
-        pool = _BufferPool(DOWNLOAD_BUFFERS, DOWNLOAD_BUFFER_SIZE)
+        pool = _BufferPool(DOWNLOAD_BUFFERS,
+                           buffer_size or DOWNLOAD_BUFFER_SIZE)
         chunks = _pooled_chunks(typing.cast(Readable, data), pool)
     else:
         # A destination that may keep what it is given (a queue, a
@@ -798,6 +848,11 @@ class _FileWriter:
                              _SYNC_FILE_RANGE_WRITE)
             self._flushed = self._written
 
+    @property
+    def direct(self) -> bool:
+        """Whether the writes go to the disk with O_DIRECT."""
+        return self._direct
+
     def _buffered(self) -> None:
         self._direct = False
         _set_direct(self._fd, False)
@@ -836,7 +891,9 @@ def write_verified(service: str, record: ImageRecord, data: Data,
                 hasattr(data, 'readinto') and record.size is not None
                 and record.size >= DIRECT_MIN_BYTES))
             _copy_chunks(service, record, data, writer, reuse_buffers=True,
-                         sync=writer.sync)
+                         sync=writer.sync, buffer_size=(
+                             DOWNLOAD_BUFFER_SIZE if writer.direct else
+                             min(DOWNLOAD_BUFFER_SIZE, CACHED_BUFFER_SIZE)))
     except OSError as exc:
         # Creating, syncing or renaming the file; a failed write is an
         # incomplete download, raised with its byte counts above.

@@ -152,7 +152,8 @@ class ImageCache:
         return removed
 
     def fetch(self, image_id: str,
-              record: 'api.ImageRecord | None' = None) -> str:
+              record: 'api.ImageRecord | api.PendingRecord | None' = None
+              ) -> str:
         """The path of the image's data, downloading it when not cached.
 
         Concurrent calls for one uncached image download it once. A cached
@@ -162,7 +163,8 @@ class ImageCache:
 
         :param record: the image's record when the caller has just read
             it, handed to :meth:`ImageService.download` so that it is not
-            asked for again (see :func:`~compute_driver.image.api.download`).
+            asked for again (see :func:`~compute_driver.image.api.download`),
+            or a :class:`~compute_driver.image.api.PendingRecord` of it.
         :returns: the path of a verified, complete copy.
         :raises: whatever :meth:`ImageService.download` raises; the cache
             then holds nothing of the image.

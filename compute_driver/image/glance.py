@@ -156,6 +156,7 @@ class GlanceImageService(api.ImageService):
     """
 
     name = 'glance'
+    takes_pending_record = True
 
     def __init__(self, session: ks_session.Session,
                  endpoints: typing.Sequence[str] = (),
@@ -302,18 +303,24 @@ class GlanceImageService(api.ImageService):
                           lambda c: to_record(c.images.get(image_id)))
 
     def download(self, image_id: str, dest: api.Destination,
-                 record: api.ImageRecord | None = None) -> api.ImageRecord:
+                 record: api.ImageRecord | api.PendingRecord | None = None
+                 ) -> api.ImageRecord:
         # The record first, and only by id: the bytes are then checked
         # against the record of the image that was asked for. A caller's
         # fresh one saves a request per boot.
-        if record is None:
-            record = self._call('download', image_id,
-                                lambda c: to_record(c.images.get(image_id)))
-        api.check_record(self.name, image_id, record)
+        if isinstance(record, api.PendingRecord):
+            pending, checked = record, None
+        else:
+            pending, checked = None, self._checked_record(image_id, record)
         response = self._call(
             'download', image_id,
             lambda c: c.http_client.get('/v2/images/%s/file' % image_id)[0])
         try:
+            if pending is not None:
+                # Glance answers the data request while the record is
+                # read; no byte of the data is read before it is checked.
+                checked = self._checked_record(image_id, pending.result())
+            record = typing.cast(api.ImageRecord, checked)
             if response.status_code == 204:
                 raise image_exception.ImageNotActive(
                     image=image_id, service=self.name, status='without data',
@@ -324,6 +331,13 @@ class GlanceImageService(api.ImageService):
             # stopped early, instead of when the response is collected.
             response.close()
         return record
+
+    def _checked_record(self, image_id: str,
+                        record: api.ImageRecord | None) -> api.ImageRecord:
+        if record is None:
+            record = self._call('download', image_id,
+                                lambda c: to_record(c.images.get(image_id)))
+        return api.check_record(self.name, image_id, record)
 
     def upload(self, name: str, src: api.Source, disk_format: str,
                container_format: str,

@@ -413,8 +413,9 @@ class LibvirtDriver(driver.ComputeDriver):
                                        base=base, virtual_size=virtual_size)
                 os.chmod(spec.disk_path, 0o600)
             if wait_boot_files is not None:
-                # Made while the kernel and ramdisk downloaded; the guest
-                # is defined only once they are there and verified.
+                # Made while the kernel and ramdisk downloaded and
+                # qemu-img checked the image; the guest is defined only
+                # once they are there and verified, and the image passed.
                 wait_boot_files()
             self._console_mark(instance, 'created')
             from compute_driver.libvirt import volumes
@@ -1247,10 +1248,16 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _fetch_checked(self, image: objects.ImageMeta,
                        instance: objects.Instance
-                       ) -> tuple[str, 'images.ServiceImageInfo']:
+                       ) -> tuple[str, 'images.ServiceImageCheck']:
         """Download (once) and check an image; refused ones leave nothing.
 
-        :returns: the cached file and what checking it found.
+        The header is checked and the flavor's fit with the size it gives
+        before this returns; ``qemu-img info`` may still run, and
+        :meth:`_finish_check` waits for it (at once for an image to be
+        converted, whose conversion needs its verdict).
+
+        :returns: the cached file and its check, which the caller must
+            close.
         """
         from compute_driver.libvirt import images
         cache = self.image_cache
@@ -1258,22 +1265,40 @@ class LibvirtDriver(driver.ComputeDriver):
         cached = os.path.exists(cache.path_of(image.id))
         path = self.fetch_image(image)
         try:
-            info = images.check_service_image(image.id, path,
-                                              image.disk_format)
+            check = images.start_service_image_check(image.id, path,
+                                                     image.disk_format)
         except exception.ImageUnacceptable:
             # A bad image goes, whoever fetched it.
             cache.remove(image.id)
             raise
         try:
-            self.check_image_fits_flavor(image.id, info.virtual_size,
+            if check.qemu_format not in images.NATIVE_FORMATS.values():
+                self._finish_check(check)
+            self.check_image_fits_flavor(image.id, check.virtual_size,
                                          instance.flavor)
         except exception.ImageUnacceptable:
+            check.close()
             # Merely too large for this flavor: kept when another boot
-            # had cached it, not left behind by this one.
+            # had cached it, not left behind by this one (a bad image
+            # is gone already).
             if not cached:
                 cache.remove(image.id)
             raise
-        return path, info
+        return path, check
+
+    def _finish_check(self, check: 'images.ServiceImageCheck'
+                      ) -> 'images.ServiceImageInfo':
+        """Wait for the ``qemu-img info`` of a checked download.
+
+        :raises ImageUnacceptable: what the check raises, once the image
+            is removed from the cache: a bad image goes, whoever fetched
+            it.
+        """
+        try:
+            return check.wait()
+        except exception.ImageUnacceptable:
+            self.image_cache.remove(check.image_id)
+            raise
 
     def _make_cache_searchable(self) -> None:
         """Make the cache directory searchable by QEMU.
@@ -1311,32 +1336,38 @@ class LibvirtDriver(driver.ComputeDriver):
         """The cached kernel or ramdisk image ``image_id`` (AKI/ARI).
 
         Fetched by id, as Glance's ``kernel_id``/``ramdisk_id`` name
-        them, with its record from :meth:`_boot_records`.
+        them, with its record from :meth:`_boot_records`, which an image
+        service that can may read while it sends the data request.
         """
-        return self.image_cache.fetch(image_id,
-                                      records.result().get(image_id))
+        from compute_driver.image import api
+        # Its download may be requested while the record is read.
+        return self.image_cache.fetch(image_id, api.PendingRecord(
+            lambda: records.result().get(image_id)))
 
     @contextlib.contextmanager
     def _prepare_service_image(
             self, instance: objects.Instance, image: objects.ImageMeta
     ) -> collections.abc.Iterator[tuple[
-            'images.StoreImage', str, int, typing.Callable[[], None]]]:
+            'images.StoreImage', str, int | None,
+            typing.Callable[[], None]]]:
         """Fetch and check an image of the service for :meth:`_create`.
 
         The image's ``kernel_id`` and ``ramdisk_id`` properties name the
         kernel and ramdisk images (Glance's AKI/ARI) to boot it with
         directly, as in Nova's libvirt driver, with ``os_command_line``.
 
-        Yields once the disk image is fetched and checked, while its
-        kernel and ramdisk may still be downloading: the instance disk is
-        made meanwhile. Leaving the block waits for those downloads,
-        whatever happened in it.
+        Yields once the disk image is fetched and its header checked,
+        while its ``qemu-img info`` may still run and its kernel and
+        ramdisk may still be downloading: the instance disk is made
+        meanwhile. Leaving the block waits for those downloads, whatever
+        happened in it.
 
         :returns: the image as the store describes its images (its kernel
             and ramdisk at the paths they are being cached to), the file
             instance disks are backed by, its virtual size, and a function
-            that returns once the kernel and ramdisk are cached and
-            verified, raising what their downloads raised.
+            that returns once ``qemu-img info`` has passed the image and
+            the kernel and ramdisk are cached and verified, raising what
+            the check or their downloads raised.
         """
         from compute_driver.libvirt import images
         props = image.properties
@@ -1369,31 +1400,48 @@ class LibvirtDriver(driver.ComputeDriver):
             boot_files = [submit(self._boot_file, ref, records)
                           for ref in wanted]
 
-            def wait_boot_files() -> None:
+            # The pool is waited for whatever happens; an error of the
+            # disk's comes before theirs.
+            path, check = self._fetch_checked(image, instance)
+            checked = False
+
+            def wait_checks() -> None:
+                nonlocal checked
+                checked = True
+                self._finish_check(check)
                 for future in boot_files:
                     future.result()
 
-            # The pool is waited for whatever happens; an error of the
-            # disk's comes before theirs.
-            path, info = self._fetch_checked(image, instance)
-            base = path
-            if info.qemu_format not in images.NATIVE_FORMATS.values():
-                base = os.path.join(self.store.base_path,
-                                    'converted-%s.raw' % image.id)
-                with self.image_cache.lock(image.id):
-                    if not os.path.exists(base):
-                        images.convert_to_raw(image.id, path,
-                                              info.qemu_format, base)
-            disk_format = ('raw' if base != path else
-                           str(image.disk_format))
-            yield images.StoreImage(
-                name=image.id, path=base, disk_format=disk_format,
-                kernel=kernel, ramdisk=ramdisk,
-                cmdline=props.get('os_command_line',
-                                  images.DEFAULT_CMDLINE if kernel else ''),
-                min_ram=image.min_ram, min_disk=image.min_disk,
-                container_format='bare', properties=dict(props)), base, (
-                    info.virtual_size), wait_boot_files
+            try:
+                base = path
+                if check.qemu_format not in images.NATIVE_FORMATS.values():
+                    base = os.path.join(self.store.base_path,
+                                        'converted-%s.raw' % image.id)
+                    with self.image_cache.lock(image.id):
+                        if not os.path.exists(base):
+                            images.convert_to_raw(image.id, path,
+                                                  check.qemu_format, base)
+                disk_format = ('raw' if base != path else
+                               str(image.disk_format))
+                yield images.StoreImage(
+                    name=image.id, path=base, disk_format=disk_format,
+                    kernel=kernel, ramdisk=ramdisk,
+                    cmdline=props.get(
+                        'os_command_line',
+                        images.DEFAULT_CMDLINE if kernel else ''),
+                    min_ram=image.min_ram, min_disk=image.min_disk,
+                    container_format='bare', properties=dict(props)), base, (
+                        check.virtual_size), wait_checks
+            except Exception:
+                if not checked:
+                    # The boot failed before the check's verdict was
+                    # asked for: a bad image is still refused (qemu-img
+                    # failing on it is why the boot failed, if it is),
+                    # and does not stay cached.
+                    self._finish_check(check)
+                raise
+            finally:
+                check.close()
 
     def _snapshot_to_service(self, dom: typing.Any,
                              stored: objects.Instance, current: int,

@@ -99,17 +99,21 @@ class InspectedFormat:
     :param unsafe: why the file must not be used whatever its declared
         format (a backing file, an external data file, encryption), or
         ``''``.
+    :param virtual_size: bytes of the disk a guest sees, as the header
+        says (the file's size for a raw file), when read: for qcow2 and
+        raw files.
     """
 
     format: str
     unsafe: str = ''
+    virtual_size: int | None = None
 
 
 def _inspect_qcow2(header: bytes) -> InspectedFormat:
     if len(header) < 72:
         return InspectedFormat('qcow2', 'its qcow2 header is truncated')
-    version, backing_offset, _, cluster_bits, _, crypt = struct.unpack_from(
-        '>IQIIQI', header, 4)
+    (version, backing_offset, _, cluster_bits, virtual_size,
+     crypt) = struct.unpack_from('>IQIIQI', header, 4)
     if version not in (2, 3) or not 9 <= cluster_bits <= 21:
         return InspectedFormat(
             'qcow2', 'its qcow2 header is corrupt (version %d, cluster_bits '
@@ -119,7 +123,7 @@ def _inspect_qcow2(header: bytes) -> InspectedFormat:
     if crypt:
         return InspectedFormat('qcow2', 'it is encrypted')
     if version == 2:
-        return InspectedFormat('qcow2')
+        return InspectedFormat('qcow2', virtual_size=virtual_size)
     if len(header) < 104:
         return InspectedFormat('qcow2', 'its qcow2 header is truncated')
     (incompatible,) = struct.unpack_from('>Q', header, 72)
@@ -135,7 +139,7 @@ def _inspect_qcow2(header: bytes) -> InspectedFormat:
         if kind == _QCOW2_EXT_DATA_FILE:
             return InspectedFormat('qcow2', 'it names an external data file')
         offset += 8 + (length + 7) // 8 * 8
-    return InspectedFormat('qcow2')
+    return InspectedFormat('qcow2', virtual_size=virtual_size)
 
 
 def inspect_format(path: str) -> InspectedFormat:
@@ -179,12 +183,12 @@ def inspect_format(path: str) -> InspectedFormat:
     if header.startswith(b'LUKS\xba\xbe'):
         return InspectedFormat('luks')
     if iso == b'CD001':
-        return InspectedFormat('iso')
+        return InspectedFormat('iso', virtual_size=size)
     if header[512:520] == b'EFI PART':
-        return InspectedFormat('gpt')
+        return InspectedFormat('gpt', virtual_size=size)
     if header[510:512] == b'\x55\xaa':
-        return InspectedFormat('mbr')
-    return InspectedFormat('raw')
+        return InspectedFormat('mbr', virtual_size=size)
+    return InspectedFormat('raw', virtual_size=size)
 
 
 def check_image_file(name: str, path: str, declared: str) -> InspectedFormat:
@@ -478,7 +482,7 @@ class ImageStore:
             service, already in its cache).
         :param virtual_size: the base's virtual size when checked to be
             at most ``size_gb``: a qcow2 overlay is then created at its
-            size in one qemu-img call.
+            size in one qemu-img call, which does not open the base.
         :raises BackendError: when qemu-img fails.
         """
         if not cache:
@@ -496,9 +500,13 @@ class ImageStore:
         if disk_format == 'qcow2':
             sized = (size_gb and virtual_size is not None
                      and virtual_size <= size_gb * 1024 ** 3)
+            # Sized, qemu-img need not open the base (-u): the overlay
+            # is made while the base's own check may still run, and
+            # nothing opens the base before it has passed.
             run_qemu_img('create', '-q', '-f', 'qcow2', '-F',
-                         image.disk_format, '-b', base, dest,
-                         *(('%dG' % size_gb,) if sized else ()))
+                         image.disk_format, '-b', base,
+                         *(('-u', dest, '%dG' % size_gb) if sized
+                           else (dest,)))
             if sized:
                 return
         elif image.disk_format == 'raw':
@@ -629,6 +637,29 @@ def check_service_image(image_id: str, path: str,
     :raises ImageFormatMismatch: when the file's format is not
         ``disk_format``.
     """
+    check = start_service_image_check(image_id, path, disk_format)
+    try:
+        return check.wait()
+    finally:
+        check.close()
+
+
+def start_service_image_check(image_id: str, path: str,
+                              disk_format: str | None
+                              ) -> 'ServiceImageCheck':
+    """:func:`check_service_image`, its ``qemu-img info`` left running.
+
+    The header is checked before this returns, so that nothing, qemu-img
+    included, opens a file that names another; ``qemu-img info`` then
+    runs while the caller goes on, and :meth:`ServiceImageCheck.wait`
+    gives its verdict. A boot makes the instance disk meanwhile, an
+    overlay that nothing reads before the guest is defined, and defines
+    the guest only once the check has passed.
+
+    :returns: the check under way, which the caller must
+        :meth:`~ServiceImageCheck.close`.
+    :raises: what :func:`check_service_image` raises for the header.
+    """
     declared = disk_format or ''
     qemu_format = (NATIVE_FORMATS.get(declared) or
                    CONVERTED_FORMATS.get(declared))
@@ -638,26 +669,118 @@ def check_service_image(image_id: str, path: str,
             reason='its disk_format %r is not one the libvirt backend runs '
                    '(%s)' % (disk_format, ', '.join(
                        sorted({**NATIVE_FORMATS, **CONVERTED_FORMATS}))))
-    _inspect_declared(image_id, path, declared)
-    try:
-        info = json.loads(run_qemu_img('info', '--output=json', path))
-    except exception.BackendError as exc:
-        raise exception.ImageUnacceptable(
-            image=image_id, reason=exc.reason) from exc
-    except ValueError as exc:
-        raise exception.ImageUnacceptable(
-            image=image_id, reason='qemu-img info gave no JSON: %s' % exc
-        ) from exc
-    specific = (info.get('format-specific') or {}).get('data') or {}
-    if info.get('backing-filename') or specific.get('data-file'):
-        raise exception.ImageUnacceptable(
-            image=image_id, reason='qemu-img reports a backing or data file')
-    if info.get('format') != qemu_format:
-        raise exception.ImageFormatMismatch(
-            image=image_id, declared=declared,
-            inspected='%s (qemu-img)' % info.get('format'))
-    return ServiceImageInfo(qemu_format=qemu_format,
-                            virtual_size=int(info.get('virtual-size') or 0))
+    found = _inspect_declared(image_id, path, declared)
+    return ServiceImageCheck(image_id, path, declared, qemu_format,
+                             found.virtual_size)
+
+
+class ServiceImageCheck:
+    """``qemu-img info`` of a downloaded image whose header passed.
+
+    :param qemu_format: the format qemu-img must find, in its words.
+    :param header_size: the virtual size the header gives, which
+        qemu-img must find too, or ``None`` for a format whose header
+        is not read for it.
+    """
+
+    def __init__(self, image_id: str, path: str, declared: str,
+                 qemu_format: str, header_size: int | None) -> None:
+        self.image_id = image_id
+        self.qemu_format = qemu_format
+        self._declared = declared
+        self._header_size = header_size
+        self._result: ServiceImageInfo | None = None
+        try:
+            self._process: subprocess.Popen[str] | None = subprocess.Popen(
+                ['qemu-img', 'info', '--output=json', path],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except FileNotFoundError:
+            raise exception.ImageUnacceptable(
+                image=image_id, reason='qemu-img is not installed (Debian '
+                                       'package qemu-utils)') from None
+
+    @property
+    def virtual_size(self) -> int | None:
+        """The image's virtual size in bytes, as far as known.
+
+        The header's until :meth:`wait` has returned, qemu-img's after.
+        """
+        if self._result is not None:
+            return self._result.virtual_size
+        return self._header_size
+
+    def wait(self) -> ServiceImageInfo:
+        """Wait for ``qemu-img info`` and check what it found.
+
+        :raises ImageUnacceptable: when qemu-img cannot read the file,
+            reports a backing or data file, or a virtual size other than
+            the header's.
+        :raises ImageFormatMismatch: when qemu-img finds another format.
+        """
+        if self._result is not None:
+            return self._result
+        process = self._process
+        if process is None:
+            raise exception.ImageUnacceptable(
+                image=self.image_id, reason='its check was abandoned')
+        try:
+            out, err = process.communicate(timeout=_QEMU_IMG_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise exception.ImageUnacceptable(
+                image=self.image_id, reason='qemu-img info timed out after '
+                                            '%ss' % _QEMU_IMG_TIMEOUT
+            ) from None
+        self._process = None
+        if process.returncode:
+            raise exception.ImageUnacceptable(
+                image=self.image_id,
+                reason=(err or out or 'qemu-img info failed').strip())
+        self._result = self._checked(out)
+        return self._result
+
+    def _checked(self, output: str) -> ServiceImageInfo:
+        image_id = self.image_id
+        try:
+            info = json.loads(output)
+        except ValueError as exc:
+            raise exception.ImageUnacceptable(
+                image=image_id, reason='qemu-img info gave no JSON: %s' % exc
+            ) from exc
+        specific = (info.get('format-specific') or {}).get('data') or {}
+        if info.get('backing-filename') or specific.get('data-file'):
+            raise exception.ImageUnacceptable(
+                image=image_id,
+                reason='qemu-img reports a backing or data file')
+        if info.get('format') != self.qemu_format:
+            raise exception.ImageFormatMismatch(
+                image=image_id, declared=self._declared,
+                inspected='%s (qemu-img)' % info.get('format'))
+        virtual_size = int(info.get('virtual-size') or 0)
+        header_size = self._header_size
+        # qemu counts whole 512-byte sectors.
+        if header_size is not None and virtual_size not in (
+                header_size, -(-header_size // 512) * 512):
+            # The size the instance disk may have been made at.
+            raise exception.ImageUnacceptable(
+                image=image_id,
+                reason='qemu-img reads a virtual size of %d bytes where '
+                       'its header says %d' % (virtual_size, header_size))
+        return ServiceImageInfo(qemu_format=self.qemu_format,
+                                virtual_size=virtual_size)
+
+    def close(self) -> None:
+        """End ``qemu-img info`` if it still runs; idempotent.
+
+        A check closed before :meth:`wait` was asked for its verdict
+        has none: :meth:`wait` then refuses the image.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def convert_to_raw(image_id: str, path: str, qemu_format: str,

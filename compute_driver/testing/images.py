@@ -33,6 +33,9 @@ class CountingImageService(api.ImageService):
     def __init__(self, inner: api.ImageService) -> None:
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]
+        # Counting changes nothing of how downloads go.
+        self.takes_pending_record = getattr(inner, 'takes_pending_record',
+                                            False)
         self._lock = threading.Lock()
         self.downloaded = 0
         self.downloads: list[str] = []
@@ -48,7 +51,8 @@ class CountingImageService(api.ImageService):
         return self.inner.list()
 
     def download(self, image_id: str, dest: api.Destination,
-                 record: api.ImageRecord | None = None) -> api.ImageRecord:
+                 record: api.ImageRecord | api.PendingRecord | None = None
+                 ) -> api.ImageRecord:
         record = api.download(self.inner, image_id, dest, record)
         size = (os.path.getsize(dest) if isinstance(dest, (str, os.PathLike))
                 else record.size or 0)

@@ -307,6 +307,25 @@ def test_qcow2_declared_raw_is_refused(backend, tmp_path):
     assert record.id not in _cached(backend)
 
 
+def test_qcow2_qemu_img_refuses_after_the_disk_is_made_leaves_nothing(
+        backend, tmp_path):
+    # The header passes; qemu-img info, which runs while the instance disk
+    # is made, refuses the image before the guest is defined.
+    disk = tmp_path / 'disk.qcow2'
+    _qemu_img('create', '-q', '-f', 'qcow2', str(disk), '16M')
+    with open(disk, 'r+b') as handle:
+        # The L1 table's offset, off a cluster boundary.
+        handle.seek(40)
+        handle.write((3).to_bytes(8, 'big'))
+    service = _unchecking_service(backend, tmp_path)
+    record = service.upload('bad-tables', str(disk), 'qcow2', 'bare')
+    instance = _new(backend, record.id)
+    with pytest.raises(exception.ImageUnacceptable, match='L1'):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+    assert record.id not in _cached(backend)
+
+
 def test_image_larger_than_the_root_disk_is_refused(backend, tmp_path):
     disk = tmp_path / 'big.qcow2'
     # Small on disk, 2 GiB to the guest.

@@ -218,6 +218,33 @@ def test_only_large_downloads_own_buffers_are_written_direct(
     assert (tmp_path / 'disk').read_bytes() == data
 
 
+@pytest.mark.parametrize('direct, size', [
+    # Large writes to the disk; through the page cache, buffers the CPU's
+    # caches still hold when they are written and hashed.
+    (True, 256 * KIB), (False, 64 * KIB)])
+def test_buffers_are_smaller_for_downloads_through_the_page_cache(
+        tmp_path, monkeypatch, direct, size):
+    monkeypatch.setattr(api, 'DOWNLOAD_BUFFER_SIZE', 256 * KIB)
+    monkeypatch.setattr(api, 'CACHED_BUFFER_SIZE', 64 * KIB)
+    monkeypatch.setattr(api, 'DIRECT_MIN_BYTES', 64 * KIB)
+    monkeypatch.setattr(api, '_set_direct', lambda fd, on: direct)
+    sizes = []
+    real_pool = api._BufferPool
+
+    def pool(count, buffer_size):
+        sizes.append(buffer_size)
+        return real_pool(count, buffer_size)
+
+    monkeypatch.setattr(api, '_BufferPool', pool)
+    data = os.urandom(3 * 256 * KIB + 5)
+    monkeypatch.setattr(api._FileWriter, '__call__',
+                        lambda self, chunk: self._out.write(chunk))
+    api.write_verified('test', _record(data), _Dribble(data),
+                       str(tmp_path / 'disk'))
+    assert sizes == [size]
+    assert (tmp_path / 'disk').read_bytes() == data
+
+
 def _direct(fd):
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
 

@@ -24,6 +24,7 @@ import pytest
 
 from compute_driver import exception
 from compute_driver import image
+from compute_driver.image import api
 from compute_driver.image import conf as image_conf
 from compute_driver.image import exception as image_exception
 from compute_driver.image import glance
@@ -232,6 +233,78 @@ def test_a_handed_record_is_checked_before_any_request(monkeypatch,
         service.download(record.id, str(tmp_path / 'disk'), record=wrong)
     assert client.requests == [('GET', '/v2/images/%s/file' % record.id)]
     assert not (tmp_path / 'disk').exists()
+
+
+def test_a_pending_record_is_read_while_the_data_is_requested(
+        monkeypatch, tmp_path):
+    service, client, record = _glance_with(monkeypatch, b'z' * 1000)
+    seen = []
+
+    def get():
+        # The data request is out; none of its data is read yet.
+        seen.append(list(client.requests))
+        return record
+
+    dest = tmp_path / 'disk'
+    assert service.download(record.id, str(dest),
+                            record=api.PendingRecord(get)) == record
+    assert seen == [[('GET', '/v2/images/%s/file' % record.id)]]
+    assert client.requests == seen[0]
+    assert dest.read_bytes() == b'z' * 1000
+    # None: Glance is asked for the record after all.
+    client.requests.clear()
+    service.download(record.id, str(tmp_path / 'again'),
+                     record=api.PendingRecord(lambda: None))
+    assert [r[0] for r in client.requests] == ['GET', 'get']
+
+
+def test_a_pending_record_is_checked_before_any_data_is_written(
+        monkeypatch, tmp_path):
+    service, client, record = _glance_with(monkeypatch, b'z' * 1000)
+    closed = []
+    monkeypatch.setattr(_FakeResponse, 'close',
+                        lambda self: closed.append(self))
+    dest = tmp_path / 'disk'
+    for pending, error in (
+            (dataclasses.replace(record, id='other'),
+             image_exception.ImageNotInService),
+            (dataclasses.replace(record, status='saving'),
+             image_exception.ImageNotActive),
+            (dataclasses.replace(record, os_hash_value='0' * 128),
+             image_exception.ImageChecksumMismatch)):
+        with pytest.raises(error):
+            service.download(record.id, str(dest),
+                             record=api.PendingRecord(lambda: pending))
+
+    def failed():
+        raise image_exception.ImageServiceUnavailable(service='glance',
+                                                      reason='unit')
+
+    with pytest.raises(image_exception.ImageServiceUnavailable):
+        service.download(record.id, str(dest),
+                         record=api.PendingRecord(failed))
+    # Each response was given back, and nothing was left.
+    assert len(closed) == 4
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_service_that_takes_no_pending_record_gets_the_record(tmp_path):
+    source = tmp_path / 'source'
+    source.write_bytes(b'y' * 100)
+    service = local.LocalImageService(str(tmp_path / 'local'))
+    record = service.upload('img', str(source), 'raw', 'bare')
+    assert not service.takes_pending_record
+    asked = []
+
+    def get():
+        asked.append(True)
+        return record
+
+    dest = tmp_path / 'disk'
+    assert api.download(service, record.id, str(dest),
+                        api.PendingRecord(get)) == record
+    assert asked == [True]
+    assert dest.read_bytes() == b'y' * 100
 
 
 class _ListingGlance:

@@ -770,6 +770,59 @@ def test_service_image_of_a_format_libvirt_does_not_run_is_refused(
         images.check_service_image('img', str(path), disk_format)
 
 
+def _qcow2_with_a_bad_l1_table(path):
+    # A header the inspection passes over tables qemu refuses: the L1
+    # table's offset (bytes 40-47) not on a cluster boundary.
+    _qemu_img('create', '-q', '-f', 'qcow2', path, '16M')
+    with open(path, 'r+b') as handle:
+        handle.seek(40)
+        handle.write((3).to_bytes(8, 'big'))
+
+
+def test_service_image_check_gives_the_header_size_before_qemu_img(
+        tmp_path):
+    path = str(tmp_path / 'disk')
+    _qcow2_with_a_bad_l1_table(path)
+    check = images.start_service_image_check('img', path, 'qcow2')
+    try:
+        # Known from the header at once: a boot sizes its disk with it.
+        assert check.virtual_size == 16 * 1024 * 1024
+        with pytest.raises(exception.ImageUnacceptable, match='L1'):
+            check.wait()
+    finally:
+        check.close()
+    with pytest.raises(exception.ImageUnacceptable, match='L1'):
+        images.check_service_image('img', path, 'qcow2')
+
+
+def test_service_image_check_closed_unasked_refuses_the_image(tmp_path):
+    path = str(tmp_path / 'disk')
+    _qemu_img('create', '-q', '-f', 'qcow2', path, '16M')
+    check = images.start_service_image_check('img', path, 'qcow2')
+    check.close()
+    check.close()
+    with pytest.raises(exception.ImageUnacceptable, match='abandoned'):
+        check.wait()
+
+
+@pytest.mark.parametrize('qemu_size, accepted', [
+    (1000, True), (1024, True), (1536, False), (512, False)])
+def test_service_image_check_compares_the_sizes(tmp_path, qemu_size,
+                                                accepted):
+    # qemu counts whole sectors: a 1000-byte raw file is 1024 to it.
+    path = tmp_path / 'disk'
+    path.write_bytes(b'\1' * 1000)
+    check = images.start_service_image_check('img', str(path), 'raw')
+    check.close()
+    output = json.dumps({'format': 'raw', 'virtual-size': qemu_size})
+    if accepted:
+        assert check._checked(output).virtual_size == qemu_size
+    else:
+        with pytest.raises(exception.ImageUnacceptable,
+                           match='virtual size'):
+            check._checked(output)
+
+
 def test_vhd_converts_to_raw(tmp_path):
     path = str(tmp_path / 'disk.vhd')
     _qemu_img('create', '-q', '-f', 'vpc', path, '8M')
