@@ -243,18 +243,28 @@ def check_with_qemu_img(name: str, path: str, disk_format: str) -> None:
     try:
         output = run_qemu_img('info', '--output=json', '-f', disk_format,
                               path)
-        info = json.loads(output)
     except exception.BackendError as exc:
         raise exception.ImageUnacceptable(
             image=name, reason=exc.reason) from exc
+    _qemu_img_info(name, output)
+
+
+def _qemu_img_info(image: str, output: str) -> dict:
+    """Read ``qemu-img info --output=json``, refusing backing/data files.
+
+    :raises ImageUnacceptable: when it is no JSON or names either.
+    """
+    try:
+        info = json.loads(output)
     except ValueError as exc:
         raise exception.ImageUnacceptable(
-            image=name, reason='qemu-img info gave no JSON: %s' % exc
+            image=image, reason='qemu-img info gave no JSON: %s' % exc
         ) from exc
     specific = (info.get('format-specific') or {}).get('data') or {}
     if info.get('backing-filename') or specific.get('data-file'):
         raise exception.ImageUnacceptable(
-            image=name, reason='qemu-img reports a backing or data file')
+            image=image, reason='qemu-img reports a backing or data file')
+    return info
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -741,17 +751,7 @@ class ServiceImageCheck:
 
     def _checked(self, output: str) -> ServiceImageInfo:
         image_id = self.image_id
-        try:
-            info = json.loads(output)
-        except ValueError as exc:
-            raise exception.ImageUnacceptable(
-                image=image_id, reason='qemu-img info gave no JSON: %s' % exc
-            ) from exc
-        specific = (info.get('format-specific') or {}).get('data') or {}
-        if info.get('backing-filename') or specific.get('data-file'):
-            raise exception.ImageUnacceptable(
-                image=image_id,
-                reason='qemu-img reports a backing or data file')
+        info = _qemu_img_info(image_id, output)
         if info.get('format') != self.qemu_format:
             raise exception.ImageFormatMismatch(
                 image=image_id, declared=self._declared,
