@@ -84,17 +84,27 @@ class Terminal:
         os.write(self.master, data)
 
     def wait(self):
-        """The exit code, once the command ended; drains its output."""
-        code = self.process.wait(timeout=STEP_TIMEOUT)
-        while select.select([self.master], [], [], 0)[0]:
+        """The exit code, once the command ended.
+
+        Reads the terminal meanwhile, as a terminal emulator does: a
+        command still writing a flood when it is told to stop would
+        otherwise block on a full terminal and never exit.
+        """
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.master], [], [],
+                                              left)[0]:
+                break
             try:
-                chunk = os.read(self.master, 4096)
-            except OSError:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: every end of the terminal is closed
                 break
             if not chunk:
                 break
             self.seen += chunk
-        return code
+        return self.process.wait(timeout=max(deadline - time.monotonic(),
+                                             1))
 
     def close(self):
         if self.process.poll() is None:
