@@ -26,6 +26,7 @@ import http.client
 import logging
 import os
 import time
+import types
 import typing
 
 from glanceclient import client as glance_client
@@ -34,6 +35,9 @@ from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
+from requests import adapters as requests_adapters
+from urllib3.exceptions import ProtocolError
+from urllib3.util import retry as urllib3_retry
 
 from compute_driver import exception
 from compute_driver.image import api
@@ -67,6 +71,60 @@ _FILTER_SPECIAL = frozenset(',"\\')
 _RETRIABLE = (glance_exc.CommunicationError, glance_exc.InvalidEndpoint,
               glance_exc.HTTPServiceUnavailable, glance_exc.HTTPBadGateway,
               ks_exc.ConnectionError)
+
+#: Errors of a request sent on a kept-alive connection that the server
+#: closed meanwhile: it read none of it.
+_STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError,
+                            http.client.RemoteDisconnected)
+
+
+class StaleConnectionRetry(urllib3_retry.Retry):
+    """Send a GET or HEAD again once when its connection was closed.
+
+    A server drops a kept-alive connection once it has been idle for a
+    while (a few seconds for gunicorn, uwsgi and Apache); when a request
+    goes out on it at that moment, the server resets it without reading
+    the request. Browsers and most HTTP clients send an idempotent request
+    again on a new connection then; requests does not, so two boots a few
+    seconds apart could fail on a healthy Glance, or, with ``[glance]
+    num_retries``, warn and move to the next server. Every other error is
+    handled as requests' default (no retry) does, so a server that is down
+    or slow still fails at once, for ``num_retries`` to handle.
+    """
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        kwargs.setdefault('total', 1)
+        kwargs.setdefault('connect', 0)
+        kwargs.setdefault('status', 0)
+        kwargs.setdefault('other', 0)
+        kwargs.setdefault('allowed_methods', frozenset(('GET', 'HEAD')))
+        super().__init__(**kwargs)
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: typing.Any = None,
+                  error: Exception | None = None, _pool: typing.Any = None,
+                  _stacktrace: types.TracebackType | None = None
+                  ) -> 'StaleConnectionRetry':
+        if not (isinstance(error, ProtocolError) and len(error.args) > 1
+                and isinstance(error.args[1], _STALE_CONNECTION_ERRORS)):
+            # Raises, as requests' own policy does for anything else.
+            urllib3_retry.Retry(0, read=False).increment(
+                method, url, response, error, _pool, _stacktrace)
+            raise AssertionError('unreachable: a spent Retry raises')
+        LOG.debug('The connection of %s %s was closed before an answer; '
+                  'sending it again', method, url)
+        return super().increment(method, url, response, error, _pool,
+                                 _stacktrace)
+
+
+def retry_stale_connections(session: ks_session.Session) -> None:
+    """Have ``session`` resend a GET sent on a connection just closed.
+
+    See :class:`StaleConnectionRetry`.
+    """
+    for adapter in session.session.adapters.values():
+        if isinstance(adapter, requests_adapters.HTTPAdapter):
+            adapter.max_retries = StaleConnectionRetry()
 
 
 def to_record(image: typing.Mapping[str, typing.Any]) -> api.ImageRecord:
@@ -182,6 +240,7 @@ class GlanceImageService(api.ImageService):
             auth = ks_loading.load_auth_from_conf_options(conf, group)
             sess = ks_loading.load_session_from_conf_options(
                 conf, group, auth=auth)
+            retry_stale_connections(sess)
         except ks_exc.ClientException as exc:
             raise exception.InvalidConfiguration(
                 reason='[%s] %s' % (group, exception.one_line(exc))) from exc

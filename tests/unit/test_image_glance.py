@@ -16,6 +16,9 @@ against a real Glance."""
 
 import dataclasses
 import hashlib
+import socket
+import struct
+import threading
 
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exc
@@ -386,3 +389,115 @@ def test_show_ids_never_puts_a_separator_in_the_filter(monkeypatch):
     assert service.show_ids(['a', odd, 'b']) == records
     assert client.requests[0] == ('list', 'in:a,b', 2, 2)
     assert client.requests[1:] == [('get', odd)]
+
+
+class _ClosingServer:
+    """An HTTP server on loopback that resets a kept-alive connection.
+
+    It answers the first request of each connection and keeps it open;
+    the next request on that connection is read from the socket buffer
+    unseen and the connection reset (``SO_LINGER`` 0), as a server whose
+    keep-alive timeout expired just as the request arrived does.
+    """
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        self.answered = []
+        self._threads = []
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,),
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn):
+        with conn:
+            request = b''
+            while b'\r\n\r\n' not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            head = request.split(b'\r\n\r\n')[0]
+            self.answered.append(head.split(b'\r\n')[0].decode())
+            body = b'{"ok": true}'
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json'
+                         b'\r\nContent-Length: %d\r\n\r\n%s'
+                         % (len(body), body))
+            # The next request arrives on a connection the server drops.
+            if not conn.recv(4096):
+                return
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack('ii', 1, 0))
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def closing_server():
+    server = _ClosingServer()
+    yield server
+    server.close()
+
+
+def _session(url):
+    service = glance.GlanceImageService.from_conf(_conf(api_servers=[url]))
+    return service._session
+
+
+def test_a_get_on_a_connection_just_closed_is_sent_again(closing_server):
+    session = _session(closing_server.url)
+    url = closing_server.url + '/v2/images/one'
+    assert session.get(url, authenticated=False).json() == {'ok': True}
+    # The same kept-alive connection, reset: the GET goes out again on a
+    # new one.
+    assert session.get(url, authenticated=False).json() == {'ok': True}
+    assert closing_server.answered == ['GET /v2/images/one HTTP/1.1'] * 2
+
+
+def test_other_requests_on_a_connection_just_closed_fail(closing_server):
+    session = _session(closing_server.url)
+    url = closing_server.url + '/v2/images'
+    session.get(url, authenticated=False)
+    # A POST may have been acted on: never sent twice.
+    with pytest.raises(ks_exc.ConnectFailure):
+        session.post(url, json={}, authenticated=False)
+    assert closing_server.answered == ['GET /v2/images HTTP/1.1']
+
+
+def test_a_get_that_times_out_is_not_sent_again():
+    # Glance slow to answer is num_retries' business (and the next
+    # server's), not this retry's.
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(8)
+    url = 'http://127.0.0.1:%d/v2/images' % sock.getsockname()[1]
+    received = []
+
+    def accept():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            received.append(conn.recv(4096))
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        with pytest.raises(ks_exc.ConnectTimeout):
+            _session(url).get(url, authenticated=False, timeout=0.2)
+        assert len(received) == 1
+    finally:
+        sock.close()
