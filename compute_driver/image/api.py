@@ -72,8 +72,11 @@ CACHED_BUFFER_SIZE = 1024 * 1024
 DOWNLOAD_BUFFERS = 8
 
 #: Bytes written to a downloaded file between two requests that the kernel
-#: start writing them to disk (see :class:`_FileWriter`).
-WRITEBACK_BYTES = 16 * 1024 * 1024
+#: start writing them to disk (see :class:`_FileWriter`): what the final
+#: ``fsync`` may still have to write. Small next to the images a boot
+#: waits for (a 14 MiB kernel was synced in 10 ms with 16 MiB here, and in
+#: about 1.5 ms with 2 MiB); each request costs a system call.
+WRITEBACK_BYTES = 2 * 1024 * 1024
 
 #: The hash Glance computes for ``os_hash_value`` unless configured
 #: otherwise (its ``hashing_algorithm`` option); the local service uses it

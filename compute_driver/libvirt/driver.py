@@ -373,13 +373,14 @@ class LibvirtDriver(driver.ComputeDriver):
                                       ports)
             return
         with self._prepare_service_image(instance, image) as (
-                image, base, virtual_size, wait_boot_files):
+                image, base, virtual_size, fits, wait_boot_files):
             self._create_image_domain(
                 instance, image, power_on, found, ports, base=base,
-                virtual_size=virtual_size, wait_boot_files=wait_boot_files)
+                virtual_size=virtual_size, fits=fits,
+                wait_boot_files=wait_boot_files)
 
     def _create_image_domain(self, instance, image, power_on, found, ports,
-                             base=None, virtual_size=None,
+                             base=None, virtual_size=None, fits=False,
                              wait_boot_files=None):
         root = found[0] if found and found[0].boot_index == 0 else None
         directory = self._instance_dir(instance.uuid)
@@ -410,10 +411,11 @@ class LibvirtDriver(driver.ComputeDriver):
             if root is None:
                 self.store.create_disk(image, spec.disk_path, disk_format,
                                        size_gb=instance.flavor.root_gb,
-                                       base=base, virtual_size=virtual_size)
+                                       base=base, virtual_size=virtual_size,
+                                       fits=fits)
                 os.chmod(spec.disk_path, 0o600)
             if wait_boot_files is not None:
-                # Made while the kernel and ramdisk downloaded and
+                # Made while the image, kernel and ramdisk downloaded and
                 # qemu-img checked the image; the guest is defined only
                 # once they are there and verified, and the image passed.
                 wait_boot_files()
@@ -1344,11 +1346,30 @@ class LibvirtDriver(driver.ComputeDriver):
         return self.image_cache.fetch(image_id, api.PendingRecord(
             lambda: records.result().get(image_id)))
 
+    def _overlay_first(self, instance: objects.Instance,
+                       image: objects.ImageMeta) -> bool:
+        """Whether the instance disk is made before the image is fetched.
+
+        A qcow2 overlay of an image the libvirt backend runs as it is
+        (raw, qcow2), at the flavor's root disk size, needs nothing of
+        the image but its path in the cache: qemu-img makes it without
+        opening the base (``-u``) while the image downloads, on a core
+        the transfer leaves idle, instead of after it, when the kernel's
+        hash and ``qemu-img info`` want the same cores. The guest is
+        defined only once the image has passed every check, its size
+        against the flavor's included; a refused one takes the overlay
+        with it, as every failed spawn does.
+        """
+        from compute_driver.libvirt import images
+        return (self.conf.libvirt.disk_format == 'qcow2'
+                and instance.flavor.root_gb > 0
+                and image.disk_format in images.NATIVE_FORMATS)
+
     @contextlib.contextmanager
     def _prepare_service_image(
             self, instance: objects.Instance, image: objects.ImageMeta
     ) -> collections.abc.Iterator[tuple[
-            'images.StoreImage', str, int | None,
+            'images.StoreImage', str, int | None, bool,
             typing.Callable[[], None]]]:
         """Fetch and check an image of the service for :meth:`_create`.
 
@@ -1359,15 +1380,18 @@ class LibvirtDriver(driver.ComputeDriver):
         Yields once the disk image is fetched and its header checked,
         while its ``qemu-img info`` may still run and its kernel and
         ramdisk may still be downloading: the instance disk is made
-        meanwhile. Leaving the block waits for those downloads, whatever
-        happened in it.
+        meanwhile. When :meth:`_overlay_first`, yields at once instead,
+        the image downloading too. Leaving the block waits for those
+        downloads, whatever happened in it.
 
         :returns: the image as the store describes its images (its kernel
             and ramdisk at the paths they are being cached to), the file
-            instance disks are backed by, its virtual size, and a function
-            that returns once ``qemu-img info`` has passed the image and
-            the kernel and ramdisk are cached and verified, raising what
-            the check or their downloads raised.
+            instance disks are backed by, its virtual size (``None`` when
+            not known yet), whether its fit with the flavor is still to be
+            checked (see :meth:`ImageStore.create_disk`), and a function
+            that returns once the image is cached, ``qemu-img info`` has
+            passed it and the kernel and ramdisk are cached and verified,
+            raising what the checks or the downloads raised.
         """
         from compute_driver.libvirt import images
         props = image.properties
@@ -1379,6 +1403,8 @@ class LibvirtDriver(driver.ComputeDriver):
         # before anything starts.
         kernel, ramdisk = (None if ref is None else
                            self.image_cache.path_of(ref) for ref in boot_ids)
+        overlay_first = self._overlay_first(instance, image)
+        path = self.image_cache.path_of(image.id)
         # Before any download, which would make the directory private.
         self._make_cache_searchable()
         # The kernel and ramdisk download while the disk downloads and is
@@ -1386,7 +1412,7 @@ class LibvirtDriver(driver.ComputeDriver):
         # the largest transfer, not the sum.
         from concurrent import futures
         with futures.ThreadPoolExecutor(
-                max_workers=3, thread_name_prefix='image-fetch') as pool:
+                max_workers=4, thread_name_prefix='image-fetch') as pool:
 
             def submit(func, *args):
                 # Each in a copy of the caller's context variables: an
@@ -1402,25 +1428,36 @@ class LibvirtDriver(driver.ComputeDriver):
 
             # The pool is waited for whatever happens; an error of the
             # disk's comes before theirs.
-            path, check = self._fetch_checked(image, instance)
+            fetched: futures.Future[tuple[str, images.ServiceImageCheck]]
+            if overlay_first:
+                fetched = submit(self._fetch_checked, image, instance)
+            else:
+                fetched = futures.Future()
+                fetched.set_result(self._fetch_checked(image, instance))
             checked = False
 
             def wait_checks() -> None:
                 nonlocal checked
                 checked = True
-                self._finish_check(check)
+                self._finish_check(fetched.result()[1])
                 for future in boot_files:
                     future.result()
 
             try:
                 base = path
-                if check.qemu_format not in images.NATIVE_FORMATS.values():
-                    base = os.path.join(self.store.base_path,
-                                        'converted-%s.raw' % image.id)
-                    with self.image_cache.lock(image.id):
-                        if not os.path.exists(base):
-                            images.convert_to_raw(image.id, path,
-                                                  check.qemu_format, base)
+                virtual_size = None
+                if not overlay_first:
+                    path, check = fetched.result()
+                    virtual_size = check.virtual_size
+                    if (check.qemu_format not in
+                            images.NATIVE_FORMATS.values()):
+                        base = os.path.join(self.store.base_path,
+                                            'converted-%s.raw' % image.id)
+                        with self.image_cache.lock(image.id):
+                            if not os.path.exists(base):
+                                images.convert_to_raw(image.id, path,
+                                                      check.qemu_format,
+                                                      base)
                 disk_format = ('raw' if base != path else
                                str(image.disk_format))
                 yield images.StoreImage(
@@ -1431,17 +1468,21 @@ class LibvirtDriver(driver.ComputeDriver):
                         images.DEFAULT_CMDLINE if kernel else ''),
                     min_ram=image.min_ram, min_disk=image.min_disk,
                     container_format='bare', properties=dict(props)), base, (
-                        check.virtual_size), wait_checks
-            except Exception:
+                        virtual_size), overlay_first, wait_checks
                 if not checked:
+                    # Nothing asked for the verdict: it is still given.
+                    wait_checks()
+            except Exception:
+                if not checked and fetched.exception() is None:
                     # The boot failed before the check's verdict was
                     # asked for: a bad image is still refused (qemu-img
                     # failing on it is why the boot failed, if it is),
                     # and does not stay cached.
-                    self._finish_check(check)
+                    self._finish_check(fetched.result()[1])
                 raise
             finally:
-                check.close()
+                if fetched.exception() is None:
+                    fetched.result()[1].close()
 
     def _snapshot_to_service(self, dom: typing.Any,
                              stored: objects.Instance, current: int,

@@ -477,7 +477,8 @@ class ImageStore:
     def create_disk(self, image: StoreImage, dest: str, disk_format: str,
                     size_gb: int = 0, cache: bool = True,
                     base: str | None = None,
-                    virtual_size: int | None = None) -> None:
+                    virtual_size: int | None = None,
+                    fits: bool = False) -> None:
         """Make an instance disk from an image.
 
         :param dest: the new disk file.
@@ -493,6 +494,10 @@ class ImageStore:
         :param virtual_size: the base's virtual size when checked to be
             at most ``size_gb``: a qcow2 overlay is then created at its
             size in one qemu-img call, which does not open the base.
+        :param fits: the caller checks that the base's virtual size is at
+            most ``size_gb`` before anything reads the disk (the guest is
+            defined only then): the overlay is made as with
+            ``virtual_size``, and the base need not exist yet.
         :raises BackendError: when qemu-img fails.
         """
         if not cache:
@@ -508,8 +513,9 @@ class ImageStore:
             return
         base = self.cached_base(image) if base is None else base
         if disk_format == 'qcow2':
-            sized = (size_gb and virtual_size is not None
-                     and virtual_size <= size_gb * 1024 ** 3)
+            sized = size_gb and (fits or (
+                virtual_size is not None
+                and virtual_size <= size_gb * 1024 ** 3))
             # Sized, qemu-img need not open the base (-u): the overlay
             # is made while the base's own check may still run, and
             # nothing opens the base before it has passed.

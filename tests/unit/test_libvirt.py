@@ -29,6 +29,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -858,3 +859,78 @@ def test_versions_are_read_once_per_connection(monkeypatch):
         if len(calls) > 1:
             calls[0].unregisterCloseCallback()
             calls[0].close()
+
+
+def _disk_image(**properties):
+    return objects.ImageMeta(name='disk-id', disk_format='qcow2',
+                             container_format='bare', properties=properties)
+
+
+def test_the_overlay_is_made_while_the_image_downloads(make_driver,
+                                                       monkeypatch):
+    # A qcow2 overlay at the flavor's size needs only the image's path:
+    # it is made before the download ends, and the verdict waits for it.
+    backend = make_driver(disk_format='qcow2')
+    release = threading.Event()
+    closed = []
+
+    class Check:
+        qemu_format = 'qcow2'
+        virtual_size = 1024
+
+        def wait(self):
+            return None
+
+        def close(self):
+            closed.append(True)
+
+    def fetch_checked(image, instance):
+        assert release.wait(30)
+        return backend.image_cache.path_of(image.id), Check()
+
+    monkeypatch.setattr(backend, '_fetch_checked', fetch_checked)
+    instance = _instance(backend.conf)
+    assert backend._overlay_first(instance, _disk_image())
+    with backend._prepare_service_image(instance, _disk_image()) as (
+            image, base, virtual_size, fits, wait):
+        # Still downloading.
+        assert not release.is_set()
+        assert base == backend.image_cache.path_of('disk-id')
+        assert image.path == base and image.disk_format == 'qcow2'
+        assert (virtual_size, fits) == (None, True)
+        release.set()
+        wait()
+    assert closed == [True]
+
+
+def test_an_image_refused_after_the_overlay_is_made_raises_on_wait(
+        make_driver, monkeypatch):
+    backend = make_driver(disk_format='qcow2')
+
+    def fetch_checked(image, instance):
+        raise exception.ImageUnacceptable(image=image.id,
+                                          reason='too large')
+
+    monkeypatch.setattr(backend, '_fetch_checked', fetch_checked)
+    with pytest.raises(exception.ImageUnacceptable, match='too large'):
+        with backend._prepare_service_image(_instance(backend.conf),
+                                            _disk_image()) as found:
+            found[-1]()
+    # Leaving the block without asking for the verdict gets it too.
+    with pytest.raises(exception.ImageUnacceptable, match='too large'):
+        with backend._prepare_service_image(_instance(backend.conf),
+                                            _disk_image()):
+            pass
+
+
+def test_images_the_overlay_cannot_precede_are_fetched_first(make_driver):
+    backend = make_driver(disk_format='qcow2')
+    instance = _instance(backend.conf)
+    vhd = objects.ImageMeta(name='vhd-id', disk_format='vhd',
+                            container_format='bare', properties={})
+    # Converted first; sized from the image; or a full copy.
+    assert not backend._overlay_first(instance, vhd)
+    whole = dataclasses.replace(instance, flavor=dataclasses.replace(
+        instance.flavor, root_gb=0))
+    assert not backend._overlay_first(whole, _disk_image())
+    assert not make_driver()._overlay_first(instance, _disk_image())
