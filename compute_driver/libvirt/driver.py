@@ -1447,7 +1447,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 base = path
                 virtual_size = None
                 if not overlay_first:
-                    path, check = fetched.result()
+                    check = fetched.result()[1]
                     virtual_size = check.virtual_size
                     if (check.qemu_format not in
                             images.NATIVE_FORMATS.values()):

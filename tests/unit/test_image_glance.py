@@ -391,7 +391,37 @@ def test_show_ids_never_puts_a_separator_in_the_filter(monkeypatch):
     assert client.requests[1:] == [('get', odd)]
 
 
-class _ClosingServer:
+class _LoopbackServer:
+    """A TCP server on loopback handing each connection to ``handle``.
+
+    Each connection is handled in a thread of its own and stays open
+    until the handler closes it or the server is closed.
+    """
+
+    def __init__(self, handle):
+        self.sock = socket.create_server(('127.0.0.1', 0))
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        self._handle = handle
+        self._conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._handle, args=(conn,),
+                             daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+        for conn in self._conns:
+            conn.close()
+
+
+class _ClosingServer(_LoopbackServer):
     """An HTTP server on loopback that resets a kept-alive connection.
 
     It answers the first request of each connection and keeps it open;
@@ -401,25 +431,8 @@ class _ClosingServer:
     """
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(8)
-        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
         self.answered = []
-        self._threads = []
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,),
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        super().__init__(self._serve)
 
     def _serve(self, conn):
         with conn:
@@ -480,24 +493,12 @@ def test_other_requests_on_a_connection_just_closed_fail(closing_server):
 def test_a_get_that_times_out_is_not_sent_again():
     # Glance slow to answer is num_retries' business (and the next
     # server's), not this retry's.
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    sock.listen(8)
-    url = 'http://127.0.0.1:%d/v2/images' % sock.getsockname()[1]
     received = []
-
-    def accept():
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            received.append(conn.recv(4096))
-
-    threading.Thread(target=accept, daemon=True).start()
+    server = _LoopbackServer(lambda conn: received.append(conn.recv(4096)))
+    url = server.url + '/v2/images'
     try:
         with pytest.raises(ks_exc.ConnectTimeout):
             _session(url).get(url, authenticated=False, timeout=0.2)
         assert len(received) == 1
     finally:
-        sock.close()
+        server.close()
