@@ -220,7 +220,7 @@ class Candidate(typing.NamedTuple):
 
     what: str
     reason: str
-    remove: typing.Callable[[], None]
+    remove: typing.Callable[[], object]
 
 
 def sweep(backend: str, candidates: typing.Iterable[Candidate],

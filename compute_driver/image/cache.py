@@ -74,10 +74,12 @@ class ImageCache:
     """Images of one image service kept on local disk.
 
     :param path: the cache directory; created (0700) when missing.
-    :param service: the image service images come from.
+    :param service: the image service images come from; ``None`` for a
+        cache that is only listed or swept, not fetched into.
     """
 
-    def __init__(self, path: str, service: api.ImageService) -> None:
+    def __init__(self, path: str,
+                 service: api.ImageService | None = None) -> None:
         self.path = os.path.abspath(path)
         self.service = service
         with _DIRECTORY_LOCKS_GUARD:
@@ -123,32 +125,59 @@ class ImageCache:
         finally:
             thread_lock.release()
 
-    def sweep_partial_downloads(self) -> list[str]:
-        """Remove what downloads interrupted by a killed process left.
+    def stale_partial_downloads(self) -> list[tuple[str, str]]:
+        """What downloads interrupted by a killed process left.
 
         A download writes to ``.<image id>.part-<random>`` under the
         image's lock and renames it when whole; a partial file whose
         image nobody has locked belongs to no download under way.
 
-        :returns: the paths removed.
+        :returns: the image id and path of each such file.
         """
         try:
             names = os.listdir(self.path)
         except FileNotFoundError:
             return []
-        removed = []
+        stale = []
         for name in names:
             match = _PARTIAL_RE.fullmatch(name)
             if match is None:
                 continue
-            path = os.path.join(self.path, name)
             try:
                 with self.lock(match.group(1), blocking=False):
-                    os.unlink(path)
-            except (BlockingIOError, FileNotFoundError):
+                    stale.append((match.group(1),
+                                  os.path.join(self.path, name)))
+            except BlockingIOError:
                 continue
-            LOG.info('Removed %s, left by an interrupted download.', path)
-            removed.append(path)
+        return stale
+
+    def remove_partial_download(self, image_id: str, path: str) -> bool:
+        """Remove a file :meth:`stale_partial_downloads` found.
+
+        :returns: ``False`` when it was gone already.
+        :raises BlockingIOError: when a download of the image has taken
+            its lock since; the file is then left to it.
+        """
+        with self.lock(image_id, blocking=False):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+        LOG.info('Removed %s, left by an interrupted download.', path)
+        return True
+
+    def sweep_partial_downloads(self) -> list[str]:
+        """Remove what :meth:`stale_partial_downloads` finds.
+
+        :returns: the paths removed.
+        """
+        removed = []
+        for image_id, path in self.stale_partial_downloads():
+            try:
+                if self.remove_partial_download(image_id, path):
+                    removed.append(path)
+            except BlockingIOError:
+                continue
         return removed
 
     def fetch(self, image_id: str,
@@ -175,6 +204,10 @@ class ImageCache:
             if os.path.exists(path):
                 os.utime(path)
                 return path
+            if self.service is None:
+                raise exception.InvalidInput(
+                    reason='image %s is not cached and this cache has no '
+                           'image service to fetch it from' % image_id)
             LOG.info('Downloading image %s from the %s image service into '
                      'the cache.', image_id, self.service.name)
             api.download(self.service, image_id, path, record)

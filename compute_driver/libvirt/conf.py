@@ -26,6 +26,8 @@ HELP = ('The libvirt backend runs KVM, QEMU, Xen or LXC guests through '
 #: Directory of ``instances_path`` holding the cached image copies
 #: instance disks are backed by.
 BASE_DIR = '_base'
+#: Subdirectory of ``_base`` holding the downloads of the image service.
+SERVICE_CACHE_DIR = 'images'
 
 #: The connection URI used when ``connection_uri`` is empty.
 DEFAULT_URIS = {

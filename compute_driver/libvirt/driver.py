@@ -683,6 +683,8 @@ class LibvirtDriver(driver.ComputeDriver):
           one, and it is ours), its directory and the marker go.
         * ``_base/*.part*``, a partial image copy no process holds, and
           the temporary files of markers.
+        * ``_base/images/.ID.part-*``, a partial download of the image
+          service whose image no download has locked.
 
         A directory without a marker is never removed, even without a
         domain: it may belong to another connection sharing
@@ -736,6 +738,21 @@ class LibvirtDriver(driver.ComputeDriver):
                     yield leftovers.Candidate(
                         'file %s' % path, 'a partial image copy',
                         functools.partial(os.unlink, path))
+        # Downloads of the image service, in their cache: the cache module
+        # only when one may be there, since every command sweeps.
+        cache_dir = os.path.join(base, libvirt_conf.SERVICE_CACHE_DIR)
+        try:
+            downloading = any('.part-' in e for e in os.listdir(cache_dir))
+        except FileNotFoundError:
+            downloading = False
+        if downloading:
+            from compute_driver.image import cache as image_cache
+            cache = image_cache.ImageCache(cache_dir)
+            for image_id, path in cache.stale_partial_downloads():
+                yield leftovers.Candidate(
+                    'file %s' % path, 'a partial image download',
+                    functools.partial(cache.remove_partial_download,
+                                      image_id, path))
 
     def _remove_spawn(self, uuid: str, marker: str) -> None:
         with errors.translate('lookup', None, uuid):
@@ -1219,8 +1236,8 @@ class LibvirtDriver(driver.ComputeDriver):
     def image_cache_path(self):
         # Beside the instance disks: QEMU reads the cached files as their
         # backing files, and instances_path is where it may.
-        from compute_driver.libvirt import images
-        return os.path.join(self.store.base_path, images.SERVICE_CACHE_DIR)
+        return os.path.join(self.store.base_path,
+                            libvirt_conf.SERVICE_CACHE_DIR)
 
     def _in_service(self, ref: str) -> bool:
         """Whether ``ref`` names an image of the image service.

@@ -614,7 +614,7 @@ class ImageStore:
 # overlay with efficiently are converted once, into ``_base``.
 
 #: Subdirectory of ``_base`` holding the downloads of the image service.
-SERVICE_CACHE_DIR = 'images'
+SERVICE_CACHE_DIR = libvirt_conf.SERVICE_CACHE_DIR
 
 #: Glance disk formats booted as they are, and those converted to raw
 #: first, with qemu-img's name for each (Glance's vhd is qemu's vpc).

@@ -20,9 +20,13 @@ libvirt driver boots them.
 """
 
 import contextlib
+import glob
+import json
 import os
+import shutil
 import socket
 import subprocess
+import time
 import uuid as uuidlib
 
 import pytest
@@ -42,6 +46,9 @@ from tests.functional import test_libvirt  # noqa: E402
 
 TEST_IMAGE = os.path.join(test_libvirt.IMAGES_PATH, test_libvirt.IMAGE)
 CMDLINE = 'console=ttyS0 panic=-1 quiet'
+#: Seconds a CLI command may take before the test gives up (not a timing
+#: check).
+STEP_TIMEOUT = 180
 
 
 @pytest.fixture(scope='module')
@@ -461,3 +468,83 @@ def test_disk_full_during_download_leaves_nothing(server, backend, small_fs,
         assert [name for name in os.listdir(full.image_cache.path)
                 if name != '.locks'] == []
     assert _service_state(backend) == before
+
+
+def test_boot_killed_mid_download_leaves_nothing_after_the_sweep(
+        server, backend, tmp_path):
+    # The instance disk is made while the image, kernel and ramdisk
+    # download: a boot killed then has made its overlay and holds a
+    # partial download, which the next command's sweep removes with the
+    # spawn's leftovers.
+    from tests.functional import test_glance
+    disk = _upload_guest(backend)
+    kernel_id = disk.properties['kernel_id']
+    instances = os.path.join(os.path.dirname(test_libvirt.INSTANCES_PATH),
+                             'glancekill-%s' % uuidlib.uuid4().hex[:8])
+    name = 'cdglance-kill-%s' % uuidlib.uuid4().hex[:6]
+    boot = {}
+    overlays = []
+
+    def kill_once_the_overlay_is_made():
+        # Called by the proxy with the kernel's answer held mid-stream.
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while not overlays and time.monotonic() < deadline:
+            overlays.extend(glob.glob(os.path.join(instances, '*', 'disk')))
+            time.sleep(0.05)
+        boot['process'].kill()
+
+    # Only the kernel (14 MiB) has an answer this long.
+    proxy = test_glance.CuttingProxy(
+        server.port, cut_after=4 * test_glance.MIB,
+        on_cut=kill_once_the_overlay_is_made)
+    conf_file = tmp_path / 'compute-driver.conf'
+    conf_file.write_text('\n'.join([
+        '[DEFAULT]', 'compute_driver = libvirt', 'host = glancekill',
+        '[libvirt]', 'virt_type = qemu',
+        'connection_uri = %s' % test_libvirt.URI,
+        'images_path = %s' % test_libvirt.IMAGES_PATH,
+        'instances_path = %s' % instances, 'lifecycle_event_delay = 0',
+        '[image_service]', 'backend = glance',
+        '[glance]', 'api_servers = %s' % proxy.url, 'num_retries = 0',
+    ]) + '\n')
+
+    def run(*argv):
+        result = subprocess.run(
+            [fixtures.console_script(), '--config-file', str(conf_file),
+             *argv], capture_output=True, text=True,
+            timeout=STEP_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        assert 'Traceback' not in result.stderr, result.stderr
+        return result
+
+    cache = os.path.join(instances, '_base', images.SERVICE_CACHE_DIR)
+    try:
+        boot['process'] = subprocess.Popen(
+            [fixtures.console_script(), '--config-file', str(conf_file),
+             'boot', name, '--image', disk.id, '--flavor',
+             test_libvirt.FLAVOR], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        assert boot['process'].wait(STEP_TIMEOUT) == -9
+        assert proxy.cuts == 1
+        assert len(overlays) == 1, 'no overlay made during the download'
+        uuid = os.path.basename(os.path.dirname(overlays[0]))
+        assert any(n.startswith('.%s.part-' % kernel_id)
+                   for n in os.listdir(cache))
+        rows = json.loads(run('cleanup', '-f', 'json').stdout)
+        assert [(r['Backend'], r['Reason'], r['Result']) for r in rows] == [
+            ('libvirt', 'its spawn was interrupted', 'removed'),
+            ('libvirt', 'a partial image download', 'removed')]
+        assert not os.path.exists(os.path.join(instances, uuid))
+        assert test_libvirt.instances_entries(instances) == ['_base']
+        # The disk and ramdisk, whole and verified, stay cached.
+        assert sorted(os.listdir(cache)) == sorted([
+            '.locks', disk.id, disk.properties['ramdisk_id']])
+        assert name not in [r['Name'] for r in json.loads(
+            run('list', '-f', 'json').stdout)]
+    finally:
+        proxy.close()
+        process = boot.get('process')
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(instances, ignore_errors=True)

@@ -12,6 +12,7 @@
 
 """The shared image download cache (compute_driver.image.cache)."""
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -215,6 +216,27 @@ def test_list_and_remove(tmp_path, service, image):
     assert cache.list() == []
 
 
+@contextlib.contextmanager
+def _download_under_way(cache, image_id):
+    """Hold ``image_id``'s lock in another thread, as a download does."""
+    held = threading.Event()
+    release = threading.Event()
+
+    def download():
+        with cache.lock(image_id):
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=download)
+    thread.start()
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
 def test_prune_removes_partial_downloads_nobody_holds(tmp_path):
     cache = image_cache.ImageCache(str(tmp_path / 'cache'),
                                    local.LocalImageService(str(tmp_path)))
@@ -224,23 +246,36 @@ def test_prune_removes_partial_downloads_nobody_holds(tmp_path):
     for path in (stale, live):
         with open(path, 'wb') as f:
             f.write(b'partial')
-    held = threading.Event()
-    release = threading.Event()
-
-    def download_under_way():
-        with cache.lock('img-b'):
-            held.set()
-            release.wait()
-
-    thread = threading.Thread(target=download_under_way)
-    thread.start()
-    try:
-        assert held.wait(10)
+    with _download_under_way(cache, 'img-b'):
         image_cache.prune(cache, 0)
         assert not os.path.exists(stale)
         # Its image is locked: a download still writing it.
         assert os.path.exists(live)
-    finally:
-        release.set()
-        thread.join()
     assert cache.sweep_partial_downloads() == [live]
+
+
+def test_a_partial_download_found_stale_is_kept_once_its_image_is_locked(
+        tmp_path):
+    # Found while no download held its image; a download that has taken
+    # the lock since keeps the file, whoever asks to remove it.
+    cache = image_cache.ImageCache(str(tmp_path / 'cache'))
+    os.makedirs(cache.path)
+    partial = os.path.join(cache.path, '.img-a.part-0123456789ab')
+    with open(partial, 'wb') as f:
+        f.write(b'partial')
+    assert cache.stale_partial_downloads() == [('img-a', partial)]
+    with _download_under_way(cache, 'img-a'):
+        with pytest.raises(BlockingIOError):
+            cache.remove_partial_download('img-a', partial)
+        assert os.path.exists(partial)
+    assert cache.remove_partial_download('img-a', partial)
+    assert cache.stale_partial_downloads() == []
+    # Gone already (another sweep): nothing to report.
+    assert not cache.remove_partial_download('img-a', partial)
+
+
+def test_a_cache_without_a_service_refuses_to_fetch(tmp_path):
+    cache = image_cache.ImageCache(str(tmp_path / 'cache'))
+    with pytest.raises(exception.InvalidInput, match='no image service'):
+        cache.fetch('img-a')
+    assert cache.list() == []
