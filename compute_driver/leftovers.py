@@ -32,6 +32,7 @@ Two kinds of mark:
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import typing
@@ -249,3 +250,32 @@ def sweep(backend: str, candidates: typing.Iterable[Candidate],
         found.append(objects.Leftover(backend, candidate.what,
                                       candidate.reason, removed=True))
     return found
+
+
+def partial_downloads(cache_dir: str) -> typing.Iterator[Candidate]:
+    """The partial downloads interrupted downloads left in an image cache.
+
+    A download of the image service writes ``.ID.part-*`` under the
+    image's lock (see :class:`compute_driver.image.cache.ImageCache`); one
+    whose image no download has locked is a leftover. A file a download
+    locks between the listing and the removal is left to it, and its
+    removal reported as failed.
+
+    :param cache_dir: the cache's directory (a backend's
+        :meth:`~compute_driver.driver.ComputeDriver.image_cache_path`);
+        missing is empty.
+    """
+    # The cache module only when a partial file is there: every command
+    # sweeps at start, and most never download.
+    try:
+        downloading = any('.part-' in e for e in os.listdir(cache_dir))
+    except FileNotFoundError:
+        return
+    if not downloading:
+        return
+    from compute_driver.image import cache as image_cache
+    cache = image_cache.ImageCache(cache_dir)
+    for image_id, path in cache.stale_partial_downloads():
+        yield Candidate('file %s' % path, 'a partial image download',
+                        functools.partial(cache.remove_partial_download,
+                                          image_id, path))

@@ -738,21 +738,9 @@ class LibvirtDriver(driver.ComputeDriver):
                     yield leftovers.Candidate(
                         'file %s' % path, 'a partial image copy',
                         functools.partial(os.unlink, path))
-        # Downloads of the image service, in their cache: the cache module
-        # only when one may be there, since every command sweeps.
-        cache_dir = os.path.join(base, libvirt_conf.SERVICE_CACHE_DIR)
-        try:
-            downloading = any('.part-' in e for e in os.listdir(cache_dir))
-        except FileNotFoundError:
-            downloading = False
-        if downloading:
-            from compute_driver.image import cache as image_cache
-            cache = image_cache.ImageCache(cache_dir)
-            for image_id, path in cache.stale_partial_downloads():
-                yield leftovers.Candidate(
-                    'file %s' % path, 'a partial image download',
-                    functools.partial(cache.remove_partial_download,
-                                      image_id, path))
+        # Downloads of the image service, in their cache.
+        yield from leftovers.partial_downloads(
+            os.path.join(base, libvirt_conf.SERVICE_CACHE_DIR))
 
     def _remove_spawn(self, uuid: str, marker: str) -> None:
         with errors.translate('lookup', None, uuid):

@@ -729,14 +729,17 @@ class XenAPIDriver(driver.ComputeDriver):
         ``other_config:compute_driver_spawning``). Such a VM is a leftover
         when that process is gone or, for this process, no longer
         spawning it. One of another machine or boot is left alone: its
-        spawn may still be running there.
+        spawn may still be running there. The partial downloads in the
+        host's image cache that no download holds go too (see
+        :func:`compute_driver.leftovers.partial_downloads`).
         """
         with self._translate('list leftovers', None):
             records = self._xapi.call('VM.get_all_records')
             vdis = self._xapi.call('VDI.get_all_records')
         return leftovers.sweep(self.name, itertools.chain(
             self._leftover_candidates(records),
-            self._leftover_vdis(vdis)), dry_run)
+            self._leftover_vdis(vdis),
+            leftovers.partial_downloads(self.image_cache_path())), dry_run)
 
     @staticmethod
     def _spawn_over(owner: str, uuid: str) -> tuple[bool | None, str]:

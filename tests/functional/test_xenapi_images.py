@@ -19,6 +19,7 @@ and what comes back is read with qemu-img too.
 """
 
 import http.client
+import json
 import os
 import pathlib
 import shutil
@@ -305,6 +306,64 @@ def test_download_cut_short(simulator, make_driver, glance,  # noqa: F811
         proxy.close()
     assert proxy.cuts >= 1
     _nothing_left(simulator, before, backend)
+
+
+def test_boot_killed_mid_download_leaves_nothing_after_the_sweep(
+        simulator, make_driver, glance, glance_images, disk,  # noqa: F811
+        tmp_path):
+    # The CLI's boot is killed while the image's answer is held half-way:
+    # its clone and a partial download in the host's image cache stay,
+    # and the next command's sweep removes both.
+    _, vhd = disk
+    direct = make_driver()
+    record = _upload(direct, glance_images, vhd)
+    cache = tmp_path / 'cli-cache'
+    boot = {}
+
+    def kill():
+        boot['process'].kill()
+
+    proxy = CuttingProxy(glance.port, cut_after=record.size // 2,
+                         on_cut=kill)
+    options = sim_fixture.xenapi_options(simulator)
+    conf_file = tmp_path / 'compute-driver.conf'
+    conf_file.write_text('\n'.join(
+        ['[DEFAULT]', 'compute_driver = xenapi', 'host = xenkill',
+         '[xenapi]']
+        + ['%s = %s' % item for item in sorted(options.items())]
+        + ['[image_service]', 'backend = glance',
+           'cache_path = %s' % cache,
+           '[glance]', 'api_servers = %s' % proxy.url,
+           'num_retries = 0']) + '\n')
+    command = [fixtures.console_script(), '--config-file', str(conf_file)]
+    before = _state(simulator)
+    name = 'cdtest-kill-%s' % uuidlib.uuid4().hex[:6]
+    try:
+        boot['process'] = subprocess.Popen(
+            command + ['boot', name, '--image', record.id, '--flavor',
+                       'm1.nano'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert boot['process'].wait(120) == -9
+    finally:
+        proxy.close()
+        if boot['process'].poll() is None:
+            boot['process'].kill()
+            boot['process'].wait()
+    assert proxy.cuts == 1
+    assert [n for n in os.listdir(cache)
+            if n.startswith('.%s.part-' % record.id)]
+    assert _state(simulator) != before
+    result = subprocess.run(command + ['cleanup', '-f', 'json'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert 'Traceback' not in result.stderr
+    rows = json.loads(result.stdout)
+    # The clone comes before the download: both are left.
+    assert sorted(r['Reason'].split(' in process ')[0] for r in rows) == [
+        'a partial image download', 'its spawn was interrupted']
+    assert {r['Result'] for r in rows} == {'removed'}
+    assert _state(simulator) == before
+    assert [n for n in os.listdir(cache) if n != '.locks'] == []
 
 
 def test_failed_attach_leaves_no_vdi(simulator, backend,  # noqa: F811

@@ -120,6 +120,29 @@ def test_sweep_reports_and_survives_failures():
     assert 'x' not in removed
 
 
+def test_partial_downloads_of_an_image_cache(tmp_path):
+    from compute_driver.image import cache as image_cache
+    path = tmp_path / 'cache'
+    assert list(leftovers.partial_downloads(str(path))) == []
+    path.mkdir()
+    (path / 'img-a').write_bytes(b'whole')
+    assert list(leftovers.partial_downloads(str(path))) == []
+    stale = path / '.img-a.part-0123456789ab'
+    live = path / '.img-b.part-ba9876543210'
+    for partial in (stale, live):
+        partial.write_bytes(b'partial')
+    cache = image_cache.ImageCache(str(path))
+    # The lock of a download under way, held by another open file.
+    with cache.lock('img-b'):
+        found = leftovers.sweep(
+            'demo', leftovers.partial_downloads(str(path)), dry_run=False)
+    assert found == [objects.Leftover(
+        'demo', 'file %s' % stale, 'a partial image download',
+        removed=True)]
+    assert sorted(os.listdir(path)) == ['.img-b.part-ba9876543210', '.locks',
+                                        'img-a']
+
+
 def test_contract_default_finds_nothing_and_init_sweep_never_raises():
     backend = loader.load_driver(fixtures.make_conf('fake', {}), 'fake')
     assert backend.cleanup_leftovers() == []
