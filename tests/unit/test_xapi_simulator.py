@@ -430,3 +430,25 @@ def test_allowed_operations_follow_the_state(api, session):
     running = set(_call(api, session, 'VM.get_allowed_operations', vm))
     assert {'clean_shutdown', 'suspend', 'changing_VCPUs_live'} <= running
     assert 'start' not in running
+
+
+@pytest.mark.parametrize('cancellable', [True, False])
+def test_a_held_call_cancelled_then_released_at_once(cancellable):
+    # The test releases the hold right after the client gave up and
+    # cancelled the task, before the held call's thread wakes up: a
+    # cancelled operation must not run all the same (a clone did, leaving
+    # its VM behind). One that XAPI cannot cancel runs once released.
+    changed = threading.Condition(threading.RLock())
+    hold = xapi.Hold('VM.clone', cancellable=cancellable, changed=changed)
+    cancelled = threading.Event()
+    answers = []
+    thread = threading.Thread(
+        target=lambda: answers.append(hold.wait(cancelled.is_set)))
+    thread.start()
+    assert hold.reached.wait(10)
+    with changed:
+        cancelled.set()
+        changed.notify_all()
+        hold.release()
+    thread.join(10)
+    assert answers == [not cancellable]

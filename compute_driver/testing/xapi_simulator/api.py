@@ -165,12 +165,16 @@ class Hold:
             self._changed.notify_all()
 
     def wait(self, cancelled: collections.abc.Callable[[], bool]) -> bool:
-        """Block until released; ``False`` if ``cancelled()`` first."""
+        """Block until released; ``False`` if ``cancelled()`` first.
+
+        A cancellation wins over a release that comes before this thread
+        woke up to see it: XAPI never completes a cancelled operation.
+        """
         self.reached.set()
         with self._changed:
             self._changed.wait_for(lambda: self._released.is_set() or (
                 self.cancellable and cancelled()))
-        return self._released.is_set()
+            return not (self.cancellable and cancelled())
 
 
 #: The ``X-Http-Other-Config-<key>`` headers of the request each thread
