@@ -143,6 +143,17 @@ class _Server(socketserver.ThreadingMixIn,
                 encoding=self.encoding, allow_none=self.allow_none)
         return response.encode(self.encoding, 'xmlcharrefreplace')
 
+    def handle_error(self, request: typing.Any,
+                     client_address: typing.Any) -> None:
+        # The answer of a call whose connection go_down() or stop()
+        # closed while it ran has nowhere to go; anything else is the
+        # simulator's own error, reported as socketserver does.
+        if isinstance(sys.exc_info()[1], OSError):
+            LOG.debug('Answer to %s lost: its connection was closed',
+                      client_address)
+            return
+        super().handle_error(request, client_address)
+
     def close_open(self) -> None:
         """End every kept-open connection, as a xapi that stopped does."""
         with self.open_lock:
@@ -320,8 +331,14 @@ class Simulator:
                 xapi.Fault(method, code, tuple(params), nth))
 
     def go_down(self) -> None:
-        """Close every request unanswered, as a xapi that died does."""
+        """Close every request unanswered, as a xapi that died does.
+
+        Calls in progress too: their connections close at once, as the
+        kernel closes a dead process's, and a held call's answer, once
+        released, is lost.
+        """
         self._server.down.set()
+        self._server.close_open()
 
     def go_up(self) -> None:
         """Answer requests again, as a restarted xapi; sessions survive."""
