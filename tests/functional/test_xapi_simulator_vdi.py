@@ -58,12 +58,15 @@ def _vdi(session, size):
         'xenstore_data': {}, 'sm_config': {}, 'tags': []})
 
 
-def _request(sim, method, path, params, body=b'', headers=None):
+def _request(sim, method, path, params, body=b'', headers=None,
+             length=None):
+    # With length, that many bytes of the body at most: the connection
+    # closes before the rest arrives.
     conn = http.client.HTTPConnection(sim.host, sim.port, timeout=30)
     conn.request(method, '%s?%s' % (path, urllib.parse.urlencode(params)),
                  body=body, headers=headers or {})
     response = conn.getresponse()
-    data = response.read()
+    data = response.read(length)
     conn.close()
     return response, data
 
@@ -75,11 +78,11 @@ def _import(sim, session, vdi, data, fmt='raw', task=None):
     return _request(sim, 'PUT', '/import_raw_vdi', params, data)
 
 
-def _export(sim, session, vdi, fmt='raw', task=None):
+def _export(sim, session, vdi, fmt='raw', task=None, length=None):
     params = {'session_id': session._session, 'vdi': vdi, 'format': fmt}
     if task is not None:
         params['task_id'] = task
-    return _request(sim, 'GET', '/export_raw_vdi', params)
+    return _request(sim, 'GET', '/export_raw_vdi', params, length=length)
 
 
 def _qemu_img():
