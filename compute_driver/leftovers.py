@@ -269,13 +269,23 @@ def partial_downloads(cache_dir: str) -> typing.Iterator[Candidate]:
     # sweeps at start, and most never download.
     try:
         downloading = any('.part-' in e for e in os.listdir(cache_dir))
-    except FileNotFoundError:
+    except OSError as exc:
+        # Missing, or a cache this user may not read or lock in (another
+        # user's commands, root's cache): no download of this user's is
+        # there, and its owner's next command sweeps it.
+        if not isinstance(exc, FileNotFoundError):
+            LOG.debug('Not sweeping %s: %s', cache_dir, exc)
         return
     if not downloading:
         return
     from compute_driver.image import cache as image_cache
     cache = image_cache.ImageCache(cache_dir)
-    for image_id, path in cache.stale_partial_downloads():
+    try:
+        stale = cache.stale_partial_downloads()
+    except OSError as exc:
+        LOG.debug('Not sweeping %s: %s', cache_dir, exc)
+        return
+    for image_id, path in stale:
         yield Candidate('file %s' % path, 'a partial image download',
                         functools.partial(cache.remove_partial_download,
                                           image_id, path))

@@ -143,6 +143,25 @@ def test_partial_downloads_of_an_image_cache(tmp_path):
                                         'img-a']
 
 
+def test_partial_downloads_of_a_cache_this_user_cannot_use(
+        tmp_path, monkeypatch):
+    # Root's cache, seen by another user's command: nothing to sweep, and
+    # no error that would stop the command.
+    from compute_driver.image import cache as image_cache
+    path = tmp_path / 'cache'
+    path.mkdir()
+    (path / '.img-a.part-0123456789ab').write_bytes(b'partial')
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied')
+
+    monkeypatch.setattr(image_cache.ImageCache, 'stale_partial_downloads',
+                        refused)
+    assert list(leftovers.partial_downloads(str(path))) == []
+    monkeypatch.setattr(os, 'listdir', refused)
+    assert list(leftovers.partial_downloads(str(path))) == []
+
+
 def test_contract_default_finds_nothing_and_init_sweep_never_raises():
     backend = loader.load_driver(fixtures.make_conf('fake', {}), 'fake')
     assert backend.cleanup_leftovers() == []
