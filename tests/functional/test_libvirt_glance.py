@@ -132,6 +132,17 @@ def _assert_not_made(backend, instance):
         os.path.join(test_libvirt.INSTANCES_PATH, instance.uuid))
 
 
+def _assert_refused(backend, record, error, match=None,
+                    flavor=test_libvirt.FLAVOR):
+    # The spawn of an instance of record raises error and leaves nothing:
+    # no domain, no instance directory, no cached copy of the image.
+    instance = _new(backend, record.id, flavor=flavor)
+    with pytest.raises(error, match=match):
+        backend.spawn(instance)
+    _assert_not_made(backend, instance)
+    assert record.id not in _cached(backend)
+
+
 def test_boot_snapshot_boot_again(backend):
     disk = _upload_guest(backend)
     instance = _new(backend, disk.id)
@@ -261,11 +272,7 @@ def test_checksum_mismatch_is_refused_and_leaves_nothing(backend, server,
     stored = os.path.join(server.store_dir, record.id)
     with open(stored, 'r+b') as handle:
         handle.write(b'\0' * 16)
-    instance = _new(backend, record.id)
-    with pytest.raises(image_exception.ImageChecksumMismatch):
-        backend.spawn(instance)
-    _assert_not_made(backend, instance)
-    assert record.id not in _cached(backend)
+    _assert_refused(backend, record, image_exception.ImageChecksumMismatch)
     assert not [e for e in os.listdir(backend.image_cache.path)
                 if record.id in e]
 
@@ -295,11 +302,8 @@ def test_qcow2_with_a_host_backing_file_is_refused(backend, tmp_path):
         _upload(backend, 'backed', str(overlay), 'qcow2')
     service = _unchecking_service(backend, tmp_path)
     record = service.upload('backed', str(overlay), 'qcow2', 'bare')
-    instance = _new(backend, record.id)
-    with pytest.raises(exception.ImageUnacceptable, match='backing file'):
-        backend.spawn(instance)
-    _assert_not_made(backend, instance)
-    assert record.id not in _cached(backend)
+    _assert_refused(backend, record, exception.ImageUnacceptable,
+                    match='backing file')
 
 
 def test_qcow2_declared_raw_is_refused(backend, tmp_path):
@@ -307,11 +311,7 @@ def test_qcow2_declared_raw_is_refused(backend, tmp_path):
     _qemu_img('create', '-q', '-f', 'qcow2', str(disk), '16M')
     service = _unchecking_service(backend, tmp_path)
     record = service.upload('mislabelled', str(disk), 'raw', 'bare')
-    instance = _new(backend, record.id)
-    with pytest.raises(exception.ImageFormatMismatch):
-        backend.spawn(instance)
-    _assert_not_made(backend, instance)
-    assert record.id not in _cached(backend)
+    _assert_refused(backend, record, exception.ImageFormatMismatch)
 
 
 def test_qcow2_qemu_img_refuses_after_the_disk_is_made_leaves_nothing(
@@ -326,11 +326,7 @@ def test_qcow2_qemu_img_refuses_after_the_disk_is_made_leaves_nothing(
         handle.write((3).to_bytes(8, 'big'))
     service = _unchecking_service(backend, tmp_path)
     record = service.upload('bad-tables', str(disk), 'qcow2', 'bare')
-    instance = _new(backend, record.id)
-    with pytest.raises(exception.ImageUnacceptable, match='L1'):
-        backend.spawn(instance)
-    _assert_not_made(backend, instance)
-    assert record.id not in _cached(backend)
+    _assert_refused(backend, record, exception.ImageUnacceptable, match='L1')
 
 
 def test_image_larger_than_the_root_disk_is_refused(backend, tmp_path):
@@ -339,11 +335,8 @@ def test_image_larger_than_the_root_disk_is_refused(backend, tmp_path):
     _qemu_img('create', '-q', '-f', 'qcow2', str(disk), '2G')
     record = _upload(backend, 'big', str(disk), 'qcow2')
     flavor = objects.Flavor('cdglance.1g', 1, 64, root_gb=1)
-    instance = _new(backend, record.id, flavor=flavor)
-    with pytest.raises(exception.ImageUnacceptable, match='root disk'):
-        backend.spawn(instance)
-    _assert_not_made(backend, instance)
-    assert record.id not in _cached(backend)
+    _assert_refused(backend, record, exception.ImageUnacceptable,
+                    match='root disk', flavor=flavor)
 
 
 def test_vhd_image_is_converted_and_boots(backend, tmp_path):
