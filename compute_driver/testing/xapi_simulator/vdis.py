@@ -229,13 +229,30 @@ def _copy_bytes(store: db.Store, source: str, target: str,
     disks = vdi_http.disks_of(store)
     size = int(store.get('VDI', source)['virtual_size'])
     target_size = int(store.get('VDI', target)['virtual_size'])
-    base_chunks = (disks.chunks(base, int(store.get(
-        'VDI', base)['virtual_size'])) if base is not None else None)
+    base_size = (int(store.get('VDI', base)['virtual_size'])
+                 if base is not None else 0)
+    chunks: typing.Iterable[tuple[int, bytes]]
+    if zeroed:
+        # Only blocks with data in the source or the base can differ
+        # from what the target holds already (zeros, or the base's
+        # bytes). They are found with SEEK_DATA, as sparse_dd skips
+        # holes: a copy of a mostly empty 20 GiB disk reads what it holds.
+        blocks = set(disks.written_blocks(source, size, vdi_http.CHUNK))
+        if base is not None:
+            blocks.update(disks.written_blocks(
+                base, min(base_size, size), vdi_http.CHUNK))
+        chunks = ((block * vdi_http.CHUNK, next(disks.chunks(
+            source, size, block * vdi_http.CHUNK, vdi_http.CHUNK)))
+            for block in sorted(blocks))
+    else:
+        # The target may hold anything: every block is written.
+        chunks = _offsets(disks.chunks(source, size))
     written = 0
     with disks.open(target, target_size) as out:
-        for offset, chunk in _offsets(disks.chunks(source, size)):
-            if base_chunks is not None:
-                if chunk == next(base_chunks, b''):
+        for offset, chunk in chunks:
+            if base is not None:
+                if chunk == next(disks.chunks(base, base_size, offset,
+                                              vdi_http.CHUNK), b''):
                     continue
             elif zeroed and chunk.count(0) == len(chunk):
                 continue
