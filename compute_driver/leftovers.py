@@ -105,6 +105,12 @@ class Marker:
         os.unlink(tmp.path)
         return cls(path, tmp.fd)
 
+    def update(self, content: str) -> None:
+        """Replace what the marker says (what a sweep would undo)."""
+        data = content.encode('utf-8')
+        os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
+
     def release(self) -> None:
         """Remove the marker: what it marked is complete."""
         if self._fd is None:

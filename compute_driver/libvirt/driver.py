@@ -45,6 +45,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import json
 import logging
 import os
 import shutil
@@ -98,6 +99,53 @@ _cached_lookup: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _CONSOLE_LOG = 'console.log'
 #: Suffix of the marker beside an instance directory while its spawn runs.
 _SPAWNING = '.spawning'
+#: Suffix of the marker beside an instance directory while its snapshot
+#: runs, naming what an interruption would leave (see
+#: :meth:`LibvirtDriver._snapshot_marked`).
+_SNAPSHOTTING = '.snapshotting'
+
+
+class _SnapshotMark:
+    """A snapshot's marker, and what it says an interruption would leave.
+
+    See :meth:`LibvirtDriver._snapshot_marked`.
+    """
+
+    def __init__(self, marker: leftovers.Marker, state: dict[str, object],
+                 dom: typing.Any, pause: bool) -> None:
+        self._marker = marker
+        self._state = state
+        self._dom = dom
+        self._pause = pause
+        #: Whether the guest runs as it did before the snapshot.
+        self.resumed = True
+
+    def note(self, **fields: object) -> None:
+        """Record what the snapshot made (``store_image=NAME``)."""
+        self._state.update(fields)
+        self._marker.update(json.dumps(self._state))
+
+    @contextlib.contextmanager
+    def copying(self) -> collections.abc.Iterator[None]:
+        """Pause a running guest while its disk is copied.
+
+        A consistent copy needs the guest's vCPUs stopped; qemu keeps the
+        disk open (and locked) while the guest is paused.
+        """
+        if not self._pause:
+            yield
+            return
+        # Noted before the guest pauses: an interruption in between finds
+        # a running guest, which the sweep leaves alone.
+        self.note(paused=True)
+        self.resumed = False
+        self._dom.suspend()
+        try:
+            yield
+        finally:
+            self._dom.resume()
+            self.resumed = True
+            self.note(paused=False)
 
 
 class _HostState(typing.NamedTuple):
@@ -581,6 +629,81 @@ class LibvirtDriver(driver.ComputeDriver):
                                           internal_id=record.uuid))
         raise exception.InstanceNotFound(instance=ref)
 
+    # -- snapshot's marker ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def _snapshot_marked(self, dom: typing.Any, uuid: str, current: int,
+                         export: str | None = None
+                         ) -> collections.abc.Iterator['_SnapshotMark']:
+        """Mark a snapshot of instance ``uuid`` as under way.
+
+        ``UUID.snapshotting``, locked for the whole block, names what a
+        snapshot killed midway would leave: the guest it paused (see
+        :meth:`_SnapshotMark.copying`), the ``export`` file, the store
+        image it claimed (:meth:`_SnapshotMark.note`). The sweep
+        (:meth:`cleanup_leftovers`) undoes them.
+
+        :raises InvalidInput: when another process is taking a snapshot
+            of the instance, or one was interrupted and not swept yet.
+        """
+        path = os.path.join(self.instances_path, uuid + _SNAPSHOTTING)
+        state: dict[str, object] = {'paused': False, 'export': export,
+                                    'store_image': None}
+        try:
+            marker = leftovers.Marker.claim(path, json.dumps(state))
+        except FileExistsError:
+            raise exception.InvalidInput(
+                reason='another snapshot of instance %s is under way, or '
+                       'was interrupted (compute-driver cleanup removes '
+                       'what it left)' % uuid) from None
+        mark = _SnapshotMark(marker, state, dom,
+                             pause=current == power_state.RUNNING)
+        try:
+            yield mark
+        finally:
+            if mark.resumed:
+                marker.release()
+            else:
+                # The guest could not be resumed: the sweep tries again.
+                marker.abandon()
+
+    def _snapshot_leftover(self, uuid: str, path: str
+                           ) -> leftovers.Candidate:
+        """What the interrupted snapshot marked by ``path`` left."""
+        try:
+            with open(path, encoding='utf-8') as handle:
+                mark = json.load(handle)
+        except (OSError, ValueError):
+            mark = {}
+        if not isinstance(mark, dict):
+            mark = {}
+        what = ['snapshot of instance %s' % uuid]
+        if mark.get('paused'):
+            what.append('its guest paused')
+        return leftovers.Candidate(
+            '; '.join(what), 'its snapshot was interrupted',
+            functools.partial(self._remove_snapshot_leftovers, uuid, path,
+                              mark))
+
+    def _remove_snapshot_leftovers(self, uuid: str, path: str,
+                                   mark: dict) -> None:
+        if mark.get('paused'):
+            with errors.translate('lookup', None, uuid):
+                dom = self._host.lookup('lookupByUUIDString', uuid)
+            if (dom is not None and self._records.of(dom) is not None
+                    and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED):
+                with errors.translate('unpause', None, uuid):
+                    dom.resume()
+        export = mark.get('export')
+        # Only a file of the instance's own directory.
+        if (isinstance(export, str) and os.path.dirname(export)
+                == self._instance_dir(uuid)):
+            leftovers.unlink_quietly(export)
+        image = mark.get('store_image')
+        if isinstance(image, str) and image:
+            self.store.remove_unfinished_snapshot(image)
+        leftovers.unlink_quietly(path)
+
     # -- spawn's marker and rollback ------------------------------------------
 
     def _claim_marker(self, instance: objects.Instance) -> leftovers.Marker:
@@ -681,6 +804,10 @@ class LibvirtDriver(driver.ComputeDriver):
         * ``UUID.spawning``, a spawn's marker, that no process holds: the
           spawn was interrupted. Its domain (if it got as far as defining
           one, and it is ours), its directory and the marker go.
+        * ``UUID.snapshotting``, a snapshot's marker, that no process
+          holds: the snapshot was interrupted. The guest it paused is
+          resumed, and its export file and the store image it was
+          writing (without metadata) go with the marker.
         * ``_base/*.part*``, a partial image copy no process holds, and
           the temporary files of markers.
         * ``_base/images/.ID.part-*``, a partial download of the image
@@ -699,7 +826,8 @@ class LibvirtDriver(driver.ComputeDriver):
             # directories, one per instance, are none of them.
             entries = sorted(
                 entry for entry in os.listdir(self.instances_path)
-                if entry.endswith(_SPAWNING) or entry.startswith('.'))
+                if entry.endswith((_SPAWNING, _SNAPSHOTTING))
+                or entry.startswith('.'))
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -718,12 +846,20 @@ class LibvirtDriver(driver.ComputeDriver):
                             'its spawn was interrupted',
                             functools.partial(self._remove_spawn, uuid,
                                               path))
+            elif (entry.endswith(_SNAPSHOTTING)
+                  and _is_uuid(entry[:-len(_SNAPSHOTTING)])):
+                with leftovers.probe(path) as stale:
+                    if stale:
+                        yield self._snapshot_leftover(
+                            entry[:-len(_SNAPSHOTTING)], path)
             elif (entry.startswith('.') and entry.endswith('.tmp') and
-                  _SPAWNING + '.' in entry):
+                  (_SPAWNING + '.' in entry or _SNAPSHOTTING + '.' in entry)):
                 with leftovers.probe(path) as stale:
                     if stale:
                         yield leftovers.Candidate(
-                            'file %s' % path, 'an unfinished spawn marker',
+                            'file %s' % path, 'an unfinished %s marker' % (
+                                'spawn' if _SPAWNING + '.' in entry
+                                else 'snapshot'),
                             functools.partial(os.unlink, path))
         # The store's base_path, without making the store.
         base = os.path.join(self.instances_path, libvirt_conf.BASE_DIR)
@@ -888,21 +1024,16 @@ class LibvirtDriver(driver.ComputeDriver):
         properties = {'image_type': images.SNAPSHOT_TYPE,
                       'instance_uuid': instance.uuid,
                       'base_image_ref': base_ref}
-        # A consistent copy needs the guest's vCPUs stopped; qemu keeps
-        # the disk open (and locked) while the guest is paused.
-        pause = current == power_state.RUNNING
-        if pause:
-            dom.suspend()
-        try:
-            self.store.add_snapshot(
-                image_id, self._disk_path(instance.uuid),
-                self.conf.libvirt.disk_format, source,
-                stored.flavor.root_gb, properties,
-                force_share=current in (power_state.RUNNING,
-                                        power_state.PAUSED))
-        finally:
-            if pause:
-                dom.resume()
+        with self._snapshot_marked(dom, instance.uuid, current) as mark:
+            with mark.copying():
+                self.store.add_snapshot(
+                    image_id, self._disk_path(instance.uuid),
+                    self.conf.libvirt.disk_format, source,
+                    stored.flavor.root_gb, properties,
+                    force_share=current in (power_state.RUNNING,
+                                            power_state.PAUSED),
+                    claimed=functools.partial(mark.note,
+                                              store_image=image_id))
 
     def _delete_snapshot(self, image_id):
         if not self.store.exists(image_id):
@@ -1501,24 +1632,19 @@ class LibvirtDriver(driver.ComputeDriver):
         directory = self._instance_dir(stored.uuid)
         export = os.path.join(directory, 'snapshot-%s.qcow2'
                               % os.urandom(4).hex())
-        # A consistent copy needs the guest's vCPUs stopped; qemu keeps
-        # the disk open (and locked) while the guest is paused.
-        pause = current == power_state.RUNNING
-        if pause:
-            dom.suspend()
-        try:
+        with self._snapshot_marked(dom, stored.uuid, current,
+                                   export=export) as mark:
             try:
-                images.export_disk(
-                    self._disk_path(stored.uuid),
-                    self.conf.libvirt.disk_format, export,
-                    force_share=current in (power_state.RUNNING,
-                                            power_state.PAUSED))
+                with mark.copying():
+                    images.export_disk(
+                        self._disk_path(stored.uuid),
+                        self.conf.libvirt.disk_format, export,
+                        force_share=current in (power_state.RUNNING,
+                                                power_state.PAUSED))
+                self.upload_snapshot(stored, image_id, export, 'qcow2',
+                                     'bare')
             finally:
-                if pause:
-                    dom.resume()
-            self.upload_snapshot(stored, image_id, export, 'qcow2', 'bare')
-        finally:
-            leftovers.unlink_quietly(export)
+                leftovers.unlink_quietly(export)
 
     def _download_for_revert(self, instance: objects.Instance,
                              image_id: str, dest: str

@@ -33,6 +33,7 @@ Nothing prunes ``_base`` yet: a copy stays after its image is replaced or
 deleted.
 """
 
+import collections.abc
 import dataclasses
 import hashlib
 import json
@@ -539,7 +540,9 @@ class ImageStore:
     def add_snapshot(self, name: str, disk: str, disk_format: str,
                      source: StoreImage | None, min_disk: int,
                      properties: dict[str, str],
-                     force_share: bool = False) -> StoreImage:
+                     force_share: bool = False,
+                     claimed: (collections.abc.Callable[[], object]
+                               | None) = None) -> StoreImage:
         """Write an instance disk into the store as a new qcow2 image.
 
         The kernel, ramdisk, command line and minimum memory come from the
@@ -547,6 +550,10 @@ class ImageStore:
 
         :param force_share: read a disk that a paused guest's qemu holds
             open (qemu-img's ``-U``).
+        :param claimed: called once the name is this call's (its disk
+            file created), before the copy: an interrupted call leaves
+            that file, without metadata, from then on (see
+            :meth:`remove_unfinished_snapshot`).
         :raises InvalidInput: when an image of that name exists.
         :raises BackendError: when qemu-img fails.
         """
@@ -561,6 +568,8 @@ class ImageStore:
             with open(target, 'x'):
                 pass
         try:
+            if claimed is not None:
+                claimed()
             args = ['convert', '-q', '-f', disk_format, '-O', 'qcow2']
             if force_share:
                 args.append('-U')
@@ -590,6 +599,29 @@ class ImageStore:
                     os.unlink(path)
             raise
         return self._load(name)
+
+    def remove_unfinished_snapshot(self, name: str) -> bool:
+        """Remove the disk file of a snapshot whose writing was killed.
+
+        :meth:`add_snapshot` claims the name with the disk file and
+        writes the metadata last; a snapshot with its metadata is whole
+        and stays.
+
+        :returns: whether anything was removed.
+        """
+        meta_path = self._meta_path(name)
+        removed = False
+        with self._lock:
+            if os.path.exists(meta_path):
+                return False
+            for path in (os.path.join(self.images_path, name + '.qcow2'),
+                         meta_path + '.part'):
+                try:
+                    os.unlink(path)
+                    removed = True
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def delete(self, name: str) -> None:
         """Remove an image's metadata and disk file; idempotent."""

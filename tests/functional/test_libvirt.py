@@ -21,6 +21,8 @@ KVM is not assumed: every guest runs with ``virt_type = qemu``.
 import dataclasses
 import json
 import os
+import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -343,6 +345,71 @@ def _show(cli, name):
     result = cli('show', name, '-f', 'json')
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def test_snapshot_killed_while_the_guest_is_paused_is_undone(cli, tmp_path):
+    # The CLI is killed while qemu-img copies the paused guest's disk:
+    # the next command's sweep resumes the guest and removes the store
+    # file the copy had claimed.
+    name = 'cdfunc-snapkill-%s' % uuidlib.uuid4().hex[:6]
+    snap = name + '-snap'
+    result = cli('boot', name, '--image', IMAGE, '--flavor', FLAVOR)
+    assert result.returncode == 0, result.stderr
+    uuid = _show(cli, name)['uuid']
+    # A qemu-img whose copy waits to be killed with the CLI, once it has
+    # said it started.
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    started = tmp_path / 'convert-started'
+    wrapper = bin_dir / 'qemu-img'
+    wrapper.write_text(
+        '#!/bin/sh\n'
+        'if [ "$1" = convert ]; then : > %s; exec sleep 600; fi\n'
+        'exec %s "$@"\n' % (started, shutil.which('qemu-img')))
+    wrapper.chmod(0o755)
+    env = dict(os.environ, HOME=str(tmp_path),
+               PATH='%s:%s' % (bin_dir, os.environ['PATH']))
+    store_file = os.path.join(IMAGES_PATH, snap + '.qcow2')
+    try:
+        process = subprocess.Popen(
+            [fixtures.console_script(), '--config-file',
+             str(tmp_path / 'compute-driver.conf'), 'snapshot', name, snap],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        try:
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while not started.exists():
+                assert process.poll() is None, 'the snapshot ended'
+                assert time.monotonic() < deadline, 'no copy started'
+                time.sleep(0.05)
+        finally:
+            # The CLI and its qemu-img, as a killed session goes.
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        conn = libvirt.open(URI)
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+            assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+        finally:
+            conn.close()
+        assert os.path.exists(store_file)
+        [row] = json.loads(cli('cleanup', '--dry-run', '-f', 'json').stdout)
+        assert (row['Object'], row['Reason']) == (
+            'snapshot of instance %s; its guest paused' % uuid,
+            'its snapshot was interrupted')
+        [row] = json.loads(cli('cleanup', '-f', 'json').stdout)
+        assert row['Result'] == 'removed'
+        assert _show(cli, name)['state'] == 'running'
+        assert not os.path.exists(store_file)
+        assert not os.path.exists(
+            os.path.join(INSTANCES_PATH, uuid + '.snapshotting'))
+        assert snap not in cli('images', '-f', 'value', '-c',
+                               'Name').stdout.split()
+    finally:
+        if os.path.exists(store_file):
+            os.unlink(store_file)
+        result = cli('delete', name)
+        assert result.returncode == 0, result.stderr
 
 
 def test_cli_lifecycle(cli):

@@ -27,6 +27,7 @@ from compute_driver import exception  # noqa: E402
 from compute_driver import leftovers  # noqa: E402
 from compute_driver.libvirt import images  # noqa: E402
 from compute_driver.libvirt import mapping  # noqa: E402
+from compute_driver import power_state  # noqa: E402
 from compute_driver.testing import fixtures  # noqa: E402
 from tests.unit import test_libvirt  # noqa: E402
 
@@ -461,3 +462,114 @@ def test_unfinished_marker_file_is_swept_and_others_kept(test_driver,
     found = test_driver.cleanup_leftovers()
     assert [f.what for f in found] == ['file %s' % unfinished]
     assert foreign.exists() and not unfinished.exists()
+
+
+def _marker_of(tmp_path, uuid):
+    return tmp_path / 'instances' / (uuid + '.snapshotting')
+
+
+@pytest.fixture
+def instance(test_driver):
+    # The test connection's domains outlive the test: each goes.
+    instance = test_libvirt._instance(test_driver.conf)
+    _spawn(test_driver, instance)
+    yield instance
+    test_driver.destroy(instance)
+
+
+def test_a_snapshot_is_marked_while_its_guest_is_paused(
+        test_driver, instance, tmp_path, monkeypatch):
+    seen = {}
+    add_snapshot = test_driver.store.add_snapshot
+
+    def copying(*args, claimed, **kwargs):
+        def copy_starts():
+            claimed()
+            seen['mark'] = json.loads(_marker_of(tmp_path, instance.uuid)
+                                      .read_text())
+            seen['state'] = test_driver.get_info(instance).state
+            # Another process's sweep meanwhile leaves it all.
+            seen['swept'] = test_driver.cleanup_leftovers()
+        return add_snapshot(*args, claimed=copy_starts, **kwargs)
+
+    monkeypatch.setattr(test_driver.store, 'add_snapshot', copying)
+    test_driver.snapshot(instance, 'snap-marked')
+    assert seen == {
+        'mark': {'paused': True, 'export': None,
+                 'store_image': 'snap-marked'},
+        'state': power_state.PAUSED, 'swept': []}
+    assert not _marker_of(tmp_path, instance.uuid).exists()
+    assert test_driver.get_info(instance).state == power_state.RUNNING
+    test_driver.delete_snapshot('snap-marked')
+
+
+def test_the_sweep_undoes_what_a_killed_snapshot_left(test_driver, instance,
+                                                      tmp_path):
+    # What a snapshot killed mid-copy leaves: its guest paused, its
+    # export file, the store's claimed file without metadata, and its
+    # marker, unlocked since the process is gone.
+    test_driver.pause(instance)
+    export = tmp_path / 'instances' / instance.uuid / 'snapshot-0a1b2c3d.qcow2'
+    export.write_bytes(b'partial')
+    claimed = os.path.join(test_driver.store.images_path, 'snap-killed.qcow2')
+    with open(claimed, 'wb') as handle:
+        handle.write(b'partial')
+    leftovers.Marker.claim(
+        str(_marker_of(tmp_path, instance.uuid)),
+        json.dumps({'paused': True, 'export': str(export),
+                    'store_image': 'snap-killed'})).abandon()
+    found = test_driver.cleanup_leftovers(dry_run=True)
+    assert [(f.what, f.reason) for f in found] == [
+        ('snapshot of instance %s; its guest paused' % instance.uuid,
+         'its snapshot was interrupted')]
+    assert test_driver.get_info(instance).state == power_state.PAUSED
+    found = test_driver.cleanup_leftovers()
+    assert [(f.removed, f.error) for f in found] == [(True, '')]
+    assert test_driver.get_info(instance).state == power_state.RUNNING
+    assert not export.exists() and not os.path.exists(claimed)
+    assert not _marker_of(tmp_path, instance.uuid).exists()
+    assert test_driver.cleanup_leftovers() == []
+
+
+def test_the_sweep_keeps_a_whole_snapshot_and_a_guest_paused_since(
+        test_driver, instance, tmp_path):
+    # Killed after the snapshot's metadata was written and the guest
+    # resumed: the snapshot is whole, and a guest the user paused since
+    # stays paused.
+    test_driver.snapshot(instance, 'snap-whole')
+    test_driver.pause(instance)
+    leftovers.Marker.claim(
+        str(_marker_of(tmp_path, instance.uuid)),
+        json.dumps({'paused': False, 'export': None,
+                    'store_image': 'snap-whole'})).abandon()
+    assert [f.removed for f in test_driver.cleanup_leftovers()] == [True]
+    assert test_driver.store.exists('snap-whole')
+    assert test_driver.get_info(instance).state == power_state.PAUSED
+    test_driver.delete_snapshot('snap-whole')
+
+
+def test_a_second_snapshot_under_way_is_refused(test_driver, instance,
+                                                tmp_path):
+    marker = leftovers.Marker.claim(
+        str(_marker_of(tmp_path, instance.uuid)), '{}')
+    try:
+        with pytest.raises(exception.InvalidInput, match='under way'):
+            test_driver.snapshot(instance, 'snap-second')
+        assert not test_driver.store.exists('snap-second')
+        assert test_driver.get_info(instance).state == power_state.RUNNING
+    finally:
+        marker.release()
+
+
+def test_a_snapshot_refused_for_its_name_leaves_the_name_to_its_owner(
+        test_driver, instance, tmp_path):
+    # Another snapshot is writing that name: the marker of this one never
+    # names the file, so no sweep can take it from its owner.
+    claimed = os.path.join(test_driver.store.images_path, 'snap-taken.qcow2')
+    with open(claimed, 'wb'):
+        pass
+    with pytest.raises(exception.InvalidInput, match='exists already'):
+        test_driver.snapshot(instance, 'snap-taken')
+    assert os.path.exists(claimed)
+    assert not _marker_of(tmp_path, instance.uuid).exists()
+    assert test_driver.get_info(instance).state == power_state.RUNNING
