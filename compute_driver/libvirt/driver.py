@@ -1608,13 +1608,20 @@ class LibvirtDriver(driver.ComputeDriver):
                 if not checked:
                     # Nothing asked for the verdict: it is still given.
                     wait_checks()
-            except Exception:
-                if not checked and fetched.exception() is None:
+            except Exception as exc:
+                error = None if checked else fetched.exception()
+                if not checked and error is None:
                     # The boot failed before the check's verdict was
                     # asked for: a bad image is still refused (qemu-img
                     # failing on it is why the boot failed, if it is),
                     # and does not stay cached.
                     self._finish_check(fetched.result()[1])
+                elif error is not None and error is not exc:
+                    # The download, under way while the instance disk
+                    # was made, failed too: its error is the one to
+                    # report. A disk that fills up fails both, the
+                    # download first.
+                    raise error from exc
                 raise
             finally:
                 if fetched.exception() is None:

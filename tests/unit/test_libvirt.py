@@ -39,6 +39,7 @@ from compute_driver.cmd import main  # noqa: E402
 from compute_driver import event as virtevent  # noqa: E402
 from compute_driver import exception  # noqa: E402
 from compute_driver import flavors  # noqa: E402
+from compute_driver.image import exception as image_exception  # noqa
 from compute_driver.libvirt import connection  # noqa: E402
 from compute_driver.libvirt import domainxml  # noqa: E402
 from compute_driver.libvirt import driver as libvirt_driver  # noqa: E402
@@ -921,6 +922,31 @@ def test_an_image_refused_after_the_overlay_is_made_raises_on_wait(
         with backend._prepare_service_image(_instance(backend.conf),
                                             _disk_image()):
             pass
+
+
+def test_a_download_failing_while_the_overlay_fails_is_the_error(
+        make_driver, monkeypatch):
+    # A full disk fails the download and the overlay made meanwhile; the
+    # user is told of the download, whichever failed first.
+    backend = make_driver(disk_format='qcow2')
+    overlay_failed = threading.Event()
+
+    def fetch_checked(image, instance):
+        assert overlay_failed.wait(30)
+        raise image_exception.ImageDownloadIncomplete(
+            image=image.id, service='glance', received=1, expected='2',
+            reason='No space left on device')
+
+    monkeypatch.setattr(backend, '_fetch_checked', fetch_checked)
+    with pytest.raises(image_exception.ImageDownloadIncomplete,
+                       match='No space left') as info:
+        with backend._prepare_service_image(_instance(backend.conf),
+                                            _disk_image()):
+            overlay_failed.set()
+            raise exception.BackendError(
+                operation='qemu-img create', instance='-',
+                reason='No space left on device')
+    assert isinstance(info.value.__cause__, exception.BackendError)
 
 
 def test_images_the_overlay_cannot_precede_are_fetched_first(make_driver):
