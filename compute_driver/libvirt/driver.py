@@ -117,8 +117,11 @@ class _SnapshotMark:
         self._state = state
         self._dom = dom
         self._pause = pause
-        #: Whether the guest runs as it did before the snapshot.
-        self.resumed = True
+
+    @property
+    def paused(self) -> bool:
+        """Whether the snapshot paused the guest and has not resumed it."""
+        return bool(self._state['paused'])
 
     def note(self, **fields: object) -> None:
         """Record what the snapshot made (``store_image=NAME``)."""
@@ -138,13 +141,11 @@ class _SnapshotMark:
         # Noted before the guest pauses: an interruption in between finds
         # a running guest, which the sweep leaves alone.
         self.note(paused=True)
-        self.resumed = False
         self._dom.suspend()
         try:
             yield
         finally:
             self._dom.resume()
-            self.resumed = True
             self.note(paused=False)
 
 
@@ -661,11 +662,11 @@ class LibvirtDriver(driver.ComputeDriver):
         try:
             yield mark
         finally:
-            if mark.resumed:
-                marker.release()
-            else:
+            if mark.paused:
                 # The guest could not be resumed: the sweep tries again.
                 marker.abandon()
+            else:
+                marker.release()
 
     def _snapshot_leftover(self, uuid: str, path: str
                            ) -> leftovers.Candidate:
@@ -1609,19 +1610,20 @@ class LibvirtDriver(driver.ComputeDriver):
                     # Nothing asked for the verdict: it is still given.
                     wait_checks()
             except Exception as exc:
-                error = None if checked else fetched.exception()
-                if not checked and error is None:
-                    # The boot failed before the check's verdict was
-                    # asked for: a bad image is still refused (qemu-img
-                    # failing on it is why the boot failed, if it is),
-                    # and does not stay cached.
-                    self._finish_check(fetched.result()[1])
-                elif error is not None and error is not exc:
-                    # The download, under way while the instance disk
-                    # was made, failed too: its error is the one to
-                    # report. A disk that fills up fails both, the
-                    # download first.
-                    raise error from exc
+                if not checked:
+                    error = fetched.exception()
+                    if error is None:
+                        # The boot failed before the check's verdict was
+                        # asked for: a bad image is still refused
+                        # (qemu-img failing on it is why the boot
+                        # failed, if it is), and does not stay cached.
+                        self._finish_check(fetched.result()[1])
+                    elif error is not exc:
+                        # The download, under way while the instance
+                        # disk was made, failed too: its error is the
+                        # one to report. A disk that fills up fails
+                        # both, the download first.
+                        raise error from exc
                 raise
             finally:
                 if fetched.exception() is None:

@@ -594,34 +594,24 @@ class ImageStore:
                 json.dump(data, handle, indent=2, sort_keys=True)
             os.rename(partial, meta_path)
         except BaseException:
-            for path in (target, meta_path + '.part'):
-                if os.path.exists(path):
-                    os.unlink(path)
+            self.remove_unfinished_snapshot(name)
             raise
         return self._load(name)
 
-    def remove_unfinished_snapshot(self, name: str) -> bool:
-        """Remove the disk file of a snapshot whose writing was killed.
+    def remove_unfinished_snapshot(self, name: str) -> None:
+        """Remove the files of a snapshot whose writing failed or was killed.
 
         :meth:`add_snapshot` claims the name with the disk file and
         writes the metadata last; a snapshot with its metadata is whole
         and stays.
-
-        :returns: whether anything was removed.
         """
         meta_path = self._meta_path(name)
-        removed = False
         with self._lock:
             if os.path.exists(meta_path):
-                return False
+                return
             for path in (os.path.join(self.images_path, name + '.qcow2'),
                          meta_path + '.part'):
-                try:
-                    os.unlink(path)
-                    removed = True
-                except FileNotFoundError:
-                    pass
-        return removed
+                leftovers.unlink_quietly(path)
 
     def delete(self, name: str) -> None:
         """Remove an image's metadata and disk file; idempotent."""
